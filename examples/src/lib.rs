@@ -1,0 +1,1 @@
+//! Reference services built on the resilience layers.

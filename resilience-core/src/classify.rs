@@ -1,0 +1,512 @@
+//! Outcome classification: did a call succeed, fail because of the callee,
+//! or fail because of the caller?
+//!
+//! Every layer that counts failures (circuit breaker, adaptive throttle,
+//! passive ejection) asks a [`ClassifyOutcome`] and nothing else, so that a
+//! storm of `404`s never opens a breaker or ejects an endpoint, while `5xx`,
+//! timeouts and transport errors do.
+//!
+//! | input | default [`Outcome`] |
+//! |---|---|
+//! | HTTP 1xx/2xx/3xx | `Success` |
+//! | HTTP 4xx (429 configurable) | `CallerError` |
+//! | HTTP 5xx | `Failure` |
+//! | gRPC `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `INTERNAL`, `UNKNOWN`, `RESOURCE_EXHAUSTED`, `DATA_LOSS` | `Failure` |
+//! | other gRPC codes | `CallerError` (`OK`: `Success`) |
+//! | an error (transport, timeout, our rejections) | `Failure` |
+//! | an error of [`ErrorClass::Client`] (e.g. a flag refused it) | `CallerError` |
+//!
+//! # Example
+//!
+//! ```
+//! use http::{Response, StatusCode};
+//! use resilience_core::classify::{ClassifyOutcome, HttpOutcome, Outcome, classify_fn};
+//!
+//! let classify = HttpOutcome::new();
+//! let rsp = |s: u16| Response::builder().status(s).body(()).unwrap();
+//! assert_eq!(classify.classify(Ok(&rsp(200))), Outcome::Success);
+//! assert_eq!(classify.classify(Ok(&rsp(404))), Outcome::CallerError);
+//! assert_eq!(classify.classify(Ok(&rsp(503))), Outcome::Failure);
+//! assert_eq!(classify.classify(Ok(&rsp(429))), Outcome::CallerError);
+//! assert_eq!(HttpOutcome::new().rate_limited_is_failure(true).classify(Ok(&rsp(429))), Outcome::Failure);
+//!
+//! // Your own rule, as a closure:
+//! let slow_is_bad = classify_fn(|res: Result<&u32, &resilience_core::BoxError>| match res {
+//!     Ok(ms) if *ms > 100 => Outcome::Failure,
+//!     Ok(_) => Outcome::Success,
+//!     Err(_) => Outcome::Failure,
+//! });
+//! assert_eq!(slow_is_bad.classify(Ok(&250)), Outcome::Failure);
+//! ```
+
+use std::fmt;
+
+use http::{HeaderMap, Response};
+
+use crate::error::{BoxError, ErrorClass};
+
+/// The outcome of one call, as far as the callee's health is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The callee did its job.
+    Success,
+    /// The callee failed: counts against it (5xx, timeout, transport error).
+    Failure,
+    /// The caller did something wrong (4xx): not the callee's fault. Health
+    /// tracking treats it as a success.
+    CallerError,
+}
+
+/// Decides the [`Outcome`] of a call from its result.
+///
+/// Implementations are cheap and shared (`&self`): layers call them on every
+/// response. Use [`classify_fn`] to plug in a closure.
+pub trait ClassifyOutcome<Res> {
+    /// Classifies a response or an error.
+    fn classify(&self, result: Result<&Res, &BoxError>) -> Outcome;
+}
+
+/// A [`ClassifyOutcome`] made from a closure; see [`classify_fn`].
+#[derive(Clone, Copy)]
+pub struct ClassifyFn<F> {
+    f: F,
+}
+
+/// Turns a closure into a [`ClassifyOutcome`].
+pub fn classify_fn<F, Res>(f: F) -> ClassifyFn<F>
+where
+    F: Fn(Result<&Res, &BoxError>) -> Outcome,
+{
+    ClassifyFn { f }
+}
+
+/// The default classifier for HTTP responses.
+///
+/// 5xx and errors are failures, 4xx are the caller's; whether `429 Too Many
+/// Requests` counts against the callee is configurable (default: no, it is a
+/// 4xx).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpOutcome {
+    rate_limited_is_failure: bool,
+}
+
+/// The default classifier for gRPC.
+///
+/// Reads `grpc-status` from response headers (a trailers-only response, which
+/// is how gRPC servers report an error without a body); a response without it
+/// is a success. The set of failure codes is configurable.
+#[derive(Clone, Copy)]
+pub struct GrpcOutcome {
+    failures: u32,
+}
+
+/// gRPC status codes, as numbered by the gRPC specification.
+///
+/// Defined here so that classification needs no gRPC dependency; with the
+/// `grpc` feature it converts from and to `tonic::Code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[allow(missing_docs)]
+#[repr(u8)]
+pub enum GrpcCode {
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    DataLoss = 15,
+    Unauthenticated = 16,
+}
+
+/// Classifies an error: errors of [`ErrorClass::Client`] are the caller's,
+/// every other error (transport, timeout, rejection, unknown) is a failure.
+pub fn classify_error(err: &BoxError) -> Outcome {
+    match crate::error::find(&**err) {
+        Some(c) if c.error_class() == ErrorClass::Client => Outcome::CallerError,
+        _ => Outcome::Failure,
+    }
+}
+
+// === impl Outcome ===
+
+impl Outcome {
+    /// `true` for [`Outcome::Failure`].
+    pub const fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failure)
+    }
+
+    /// The outcome as a bounded, lowercase label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::CallerError => "caller_error",
+        }
+    }
+}
+
+// === impl ClassifyFn ===
+
+impl<F, Res> ClassifyOutcome<Res> for ClassifyFn<F>
+where
+    F: Fn(Result<&Res, &BoxError>) -> Outcome,
+{
+    fn classify(&self, result: Result<&Res, &BoxError>) -> Outcome {
+        (self.f)(result)
+    }
+}
+
+impl<F> fmt::Debug for ClassifyFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClassifyFn").finish_non_exhaustive()
+    }
+}
+
+// === impl HttpOutcome ===
+
+impl HttpOutcome {
+    /// The default: 5xx and errors fail, 4xx (429 included) are the caller's.
+    pub const fn new() -> Self {
+        Self {
+            rate_limited_is_failure: false,
+        }
+    }
+
+    /// Whether `429 Too Many Requests` counts against the callee.
+    #[must_use]
+    pub const fn rate_limited_is_failure(mut self, yes: bool) -> Self {
+        self.rate_limited_is_failure = yes;
+        self
+    }
+
+    /// Classifies a status code.
+    pub const fn classify_status(&self, status: http::StatusCode) -> Outcome {
+        let code = status.as_u16();
+        if code >= 500 || (code == 429 && self.rate_limited_is_failure) {
+            Outcome::Failure
+        } else if code >= 400 {
+            Outcome::CallerError
+        } else {
+            Outcome::Success
+        }
+    }
+}
+
+impl<B> ClassifyOutcome<Response<B>> for HttpOutcome {
+    fn classify(&self, result: Result<&Response<B>, &BoxError>) -> Outcome {
+        match result {
+            Ok(rsp) => self.classify_status(rsp.status()),
+            Err(e) => classify_error(e),
+        }
+    }
+}
+
+// === impl GrpcOutcome ===
+
+impl GrpcOutcome {
+    const DEFAULT_FAILURES: u32 = GrpcCode::Unavailable.bit()
+        | GrpcCode::DeadlineExceeded.bit()
+        | GrpcCode::Internal.bit()
+        | GrpcCode::Unknown.bit()
+        | GrpcCode::ResourceExhausted.bit()
+        | GrpcCode::DataLoss.bit();
+
+    /// The default failure set: `UNAVAILABLE`, `DEADLINE_EXCEEDED`,
+    /// `INTERNAL`, `UNKNOWN`, `RESOURCE_EXHAUSTED`, `DATA_LOSS`.
+    pub const fn new() -> Self {
+        Self {
+            failures: Self::DEFAULT_FAILURES,
+        }
+    }
+
+    /// Counts `code` as a failure of the callee.
+    #[must_use]
+    pub const fn with_failure(mut self, code: GrpcCode) -> Self {
+        self.failures |= code.bit();
+        self
+    }
+
+    /// Counts `code` as the caller's error, not the callee's.
+    #[must_use]
+    pub const fn without_failure(mut self, code: GrpcCode) -> Self {
+        self.failures &= !code.bit();
+        self
+    }
+
+    /// Classifies a status code.
+    pub const fn classify_code(&self, code: GrpcCode) -> Outcome {
+        if matches!(code, GrpcCode::Ok) {
+            Outcome::Success
+        } else if self.failures & code.bit() != 0 {
+            Outcome::Failure
+        } else {
+            Outcome::CallerError
+        }
+    }
+
+    /// Classifies from response headers (or trailers): `grpc-status`, if
+    /// present and valid. An unparsable `grpc-status` is `UNKNOWN`.
+    pub fn classify_headers(&self, headers: &HeaderMap) -> Option<Outcome> {
+        let value = headers.get("grpc-status")?;
+        let code = GrpcCode::from_bytes(value.as_bytes()).unwrap_or(GrpcCode::Unknown);
+        Some(self.classify_code(code))
+    }
+}
+
+impl Default for GrpcOutcome {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for GrpcOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let codes: Vec<GrpcCode> = GrpcCode::ALL
+            .into_iter()
+            .filter(|c| self.failures & c.bit() != 0)
+            .collect();
+        f.debug_struct("GrpcOutcome")
+            .field("failures", &codes)
+            .finish()
+    }
+}
+
+impl<B> ClassifyOutcome<Response<B>> for GrpcOutcome {
+    fn classify(&self, result: Result<&Response<B>, &BoxError>) -> Outcome {
+        match result {
+            Ok(rsp) if !rsp.status().is_success() => {
+                HttpOutcome::new().classify_status(rsp.status())
+            }
+            Ok(rsp) => self
+                .classify_headers(rsp.headers())
+                .unwrap_or(Outcome::Success),
+            Err(e) => {
+                #[cfg(feature = "grpc")]
+                if let Some(status) = e.downcast_ref::<tonic::Status>() {
+                    return self.classify_code(status.code().into());
+                }
+                classify_error(e)
+            }
+        }
+    }
+}
+
+// === impl GrpcCode ===
+
+impl GrpcCode {
+    /// Every code, in numeric order.
+    pub const ALL: [GrpcCode; 17] = [
+        GrpcCode::Ok,
+        GrpcCode::Cancelled,
+        GrpcCode::Unknown,
+        GrpcCode::InvalidArgument,
+        GrpcCode::DeadlineExceeded,
+        GrpcCode::NotFound,
+        GrpcCode::AlreadyExists,
+        GrpcCode::PermissionDenied,
+        GrpcCode::ResourceExhausted,
+        GrpcCode::FailedPrecondition,
+        GrpcCode::Aborted,
+        GrpcCode::OutOfRange,
+        GrpcCode::Unimplemented,
+        GrpcCode::Internal,
+        GrpcCode::Unavailable,
+        GrpcCode::DataLoss,
+        GrpcCode::Unauthenticated,
+    ];
+
+    const fn bit(self) -> u32 {
+        1 << (self as u8)
+    }
+
+    /// The code with this number, if it is one (0 to 16).
+    pub const fn from_u8(n: u8) -> Option<Self> {
+        if n < 17 {
+            Some(Self::ALL[n as usize])
+        } else {
+            None
+        }
+    }
+
+    /// Parses the decimal `grpc-status` value.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        match b {
+            [d @ b'0'..=b'9'] => Self::from_u8(d - b'0'),
+            [b'1', d @ b'0'..=b'6'] => Self::from_u8(10 + (d - b'0')),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl From<tonic::Code> for GrpcCode {
+    fn from(code: tonic::Code) -> Self {
+        u8::try_from(code as i32)
+            .ok()
+            .and_then(GrpcCode::from_u8)
+            .unwrap_or(GrpcCode::Unknown)
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl From<GrpcCode> for tonic::Code {
+    fn from(code: GrpcCode) -> Self {
+        tonic::Code::from_i32(code as i32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Rejected, RejectionKind};
+    use http::StatusCode;
+
+    fn rsp(status: u16) -> Response<()> {
+        Response::builder().status(status).body(()).unwrap()
+    }
+
+    #[test]
+    fn http_default_table() {
+        let table: &[(u16, Outcome)] = &[
+            (100, Outcome::Success),
+            (200, Outcome::Success),
+            (204, Outcome::Success),
+            (301, Outcome::Success),
+            (304, Outcome::Success),
+            (400, Outcome::CallerError),
+            (401, Outcome::CallerError),
+            (403, Outcome::CallerError),
+            (404, Outcome::CallerError),
+            (409, Outcome::CallerError),
+            (422, Outcome::CallerError),
+            (429, Outcome::CallerError),
+            (499, Outcome::CallerError),
+            (500, Outcome::Failure),
+            (502, Outcome::Failure),
+            (503, Outcome::Failure),
+            (504, Outcome::Failure),
+            (599, Outcome::Failure),
+        ];
+        let c = HttpOutcome::new();
+        for &(status, want) in table {
+            assert_eq!(c.classify(Ok(&rsp(status))), want, "status {status}");
+        }
+        let strict = HttpOutcome::new().rate_limited_is_failure(true);
+        assert_eq!(strict.classify(Ok(&rsp(429))), Outcome::Failure);
+        assert_eq!(strict.classify(Ok(&rsp(404))), Outcome::CallerError);
+        assert_eq!(
+            c.classify_status(StatusCode::GATEWAY_TIMEOUT),
+            Outcome::Failure
+        );
+    }
+
+    #[test]
+    fn errors_are_failures_unless_client_class() {
+        let c = HttpOutcome::new();
+        let transport: BoxError = std::io::Error::other("connection reset").into();
+        assert_eq!(
+            ClassifyOutcome::<Response<()>>::classify(&c, Err(&transport)),
+            Outcome::Failure
+        );
+        let timeout: BoxError = crate::timeout::error::Elapsed::new().into();
+        assert_eq!(
+            ClassifyOutcome::<Response<()>>::classify(&c, Err(&timeout)),
+            Outcome::Failure
+        );
+        let open: BoxError = Rejected::new(RejectionKind::CircuitOpen, "").into();
+        assert_eq!(
+            ClassifyOutcome::<Response<()>>::classify(&c, Err(&open)),
+            Outcome::Failure
+        );
+        let refused: BoxError = Rejected::new(RejectionKind::Disabled, "").into();
+        assert_eq!(
+            ClassifyOutcome::<Response<()>>::classify(&c, Err(&refused)),
+            Outcome::CallerError
+        );
+    }
+
+    #[test]
+    fn grpc_default_table() {
+        use GrpcCode::*;
+        let table = [
+            (Ok, Outcome::Success),
+            (Unavailable, Outcome::Failure),
+            (DeadlineExceeded, Outcome::Failure),
+            (Internal, Outcome::Failure),
+            (Unknown, Outcome::Failure),
+            (ResourceExhausted, Outcome::Failure),
+            (DataLoss, Outcome::Failure),
+            (InvalidArgument, Outcome::CallerError),
+            (NotFound, Outcome::CallerError),
+            (AlreadyExists, Outcome::CallerError),
+            (PermissionDenied, Outcome::CallerError),
+            (Unauthenticated, Outcome::CallerError),
+            (FailedPrecondition, Outcome::CallerError),
+            (OutOfRange, Outcome::CallerError),
+            (Unimplemented, Outcome::CallerError),
+            (Cancelled, Outcome::CallerError),
+            (Aborted, Outcome::CallerError),
+        ];
+        assert_eq!(table.len(), GrpcCode::ALL.len());
+        let c = GrpcOutcome::new();
+        for (code, want) in table {
+            assert_eq!(c.classify_code(code), want, "{code:?}");
+            // and through a trailers-only response
+            let r = Response::builder()
+                .header("grpc-status", (code as u8).to_string())
+                .body(())
+                .unwrap();
+            assert_eq!(c.classify(Result::Ok(&r)), want, "{code:?} via header");
+        }
+        let custom = GrpcOutcome::new()
+            .with_failure(Aborted)
+            .without_failure(ResourceExhausted);
+        assert_eq!(custom.classify_code(Aborted), Outcome::Failure);
+        assert_eq!(
+            custom.classify_code(ResourceExhausted),
+            Outcome::CallerError
+        );
+    }
+
+    #[test]
+    fn grpc_status_parsing() {
+        assert_eq!(GrpcCode::from_bytes(b"0"), Some(GrpcCode::Ok));
+        assert_eq!(GrpcCode::from_bytes(b"14"), Some(GrpcCode::Unavailable));
+        assert_eq!(GrpcCode::from_bytes(b"16"), Some(GrpcCode::Unauthenticated));
+        for bad in [&b""[..], b"17", b"99", b"-1", b"01", b"1x", b"abc", b"140"] {
+            assert_eq!(GrpcCode::from_bytes(bad), None, "{bad:?}");
+        }
+        // garbage grpc-status counts as UNKNOWN, a failure
+        let r = Response::builder()
+            .header("grpc-status", "zz")
+            .body(())
+            .unwrap();
+        assert_eq!(GrpcOutcome::new().classify(Ok(&r)), Outcome::Failure);
+        // no grpc-status header: success (status is in the trailers)
+        assert_eq!(GrpcOutcome::new().classify(Ok(&rsp(200))), Outcome::Success);
+        // a non-200 HTTP status on a gRPC call is classified as HTTP
+        assert_eq!(GrpcOutcome::new().classify(Ok(&rsp(503))), Outcome::Failure);
+    }
+
+    #[test]
+    fn closures_classify() {
+        let c = classify_fn(|r: Result<&bool, &BoxError>| match r {
+            Ok(true) => Outcome::Success,
+            Ok(false) => Outcome::CallerError,
+            Err(_) => Outcome::Failure,
+        });
+        assert_eq!(c.classify(Ok(&true)), Outcome::Success);
+        assert_eq!(c.classify(Ok(&false)), Outcome::CallerError);
+        let e: BoxError = "x".into();
+        assert_eq!(c.classify(Err(&e)), Outcome::Failure);
+    }
+}

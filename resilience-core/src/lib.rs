@@ -1,0 +1,70 @@
+//! The shared vocabulary of the resilience layers.
+//!
+//! Every crate of the family speaks this language:
+//!
+//! - [`classify`]: is a response a success, a failure that counts against the
+//!   callee, or the caller's fault ([`Outcome`], [`ClassifyOutcome`])?
+//! - [`priority`]: four ordered levels of [`Priority`] and the
+//!   [`PriorityPolicy`] that decides how far a caller may choose its own.
+//! - [`deadline`]: an absolute [`Deadline`] carried in request extensions and
+//!   on the wire (`grpc-timeout`, `x-deadline-ms`).
+//! - [`timeout`]: the [`TimeoutLayer`], which honours the smaller of its own
+//!   timeout and the request's deadline.
+//! - [`error`]: the rejection vocabulary ([`Rejected`], [`Elapsed`],
+//!   [`ErrorClass`]) and, in [`http`] and [`grpc`], its mapping to responses.
+//! - [`names`]: metric and span names; [`config`]: the configuration pattern.
+//!
+//! # Example
+//!
+//! A call with a 2-second timeout whose errors become HTTP responses:
+//!
+//! ```
+//! use std::time::Duration;
+//! use resilience_core::{BoxError, TimeoutLayer, http::error_response};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let dependency = service_fn(|_: http::Request<()>| async {
+//!     tokio::time::sleep(Duration::from_secs(60)).await; // hangs
+//!     Ok::<_, BoxError>(http::Response::new(String::from("ok")))
+//! });
+//! let svc = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::new(Duration::from_secs(2)))
+//!     .service(dependency);
+//!
+//! let rsp = match svc.oneshot(http::Request::new(())).await {
+//!     Ok(rsp) => rsp,
+//!     Err(err) => error_response(&*err),
+//! };
+//! assert_eq!(rsp.status(), 504);
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! - `metrics` (default): emit metrics through the `metrics` facade.
+//! - `grpc`: [`grpc`] mapping to `tonic::Status`, and `tonic::Code`
+//!   conversions.
+//! - `serde`: deserialize configurations, with the builders' validation.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod classify;
+pub mod config;
+pub mod deadline;
+pub mod error;
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub mod grpc;
+pub mod http;
+pub mod names;
+pub mod priority;
+pub mod timeout;
+
+pub use crate::classify::{ClassifyOutcome, GrpcCode, GrpcOutcome, HttpOutcome, Outcome};
+pub use crate::config::ConfigError;
+pub use crate::deadline::{Deadline, DeadlinePolicy};
+pub use crate::error::{BoxError, Classify, ErrorClass, Rejected, RejectionKind};
+pub use crate::priority::{Priority, PriorityPolicy};
+pub use crate::timeout::{Elapsed, TimeoutLayer};
