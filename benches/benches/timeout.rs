@@ -1,1 +1,2 @@
+//! Placeholder until the crate lands.
 fn main() {}
