@@ -1,1 +1,115 @@
-//! Correlation.
+//! What travels with a request from hop to hop: correlation id, W3C trace
+//! context, priority and deadline, over HTTP and gRPC.
+//!
+//! - [`CorrelationLayer`] (server side) reads `x-correlation-id` (or
+//!   `x-request-id`), `traceparent`, `x-priority` and `grpc-timeout` /
+//!   `x-deadline-ms`; validates them, replacing anything invalid (never
+//!   echoing it); generates a UUIDv7 id when there is none; and puts one
+//!   [`RequestContext`] into the request's extensions, into a task-local
+//!   scope around the handler, and onto a `request` tracing span. It returns
+//!   the id on the response. It also puts the [`Priority`] and [`Deadline`]
+//!   into the extensions, where the other layers of the family look for them.
+//! - [`PropagateContextLayer`] (client side) stamps every outgoing call with
+//!   the current context: the same id, a `traceparent` with the same trace id
+//!   and this hop's span as parent, the priority, and the time left.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use resilience_correlation::{CorrelationLayer, RequestContext};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! async fn handler() -> String {
+//!     // No request in sight: the context is in scope.
+//!     let ctx = RequestContext::current().expect("inside a request");
+//!     tracing::info!("handling"); // carries correlation_id on its span
+//!     format!("{} {:?}", ctx.correlation_id(), ctx.priority())
+//! }
+//!
+//! let app = Router::new().route("/", get(handler)).layer(CorrelationLayer::new());
+//! let req = http::Request::builder()
+//!     .uri("/")
+//!     .header("x-correlation-id", "123-gda")
+//!     .header("x-priority", "critical-plus") // untrusted: capped at critical
+//!     .body(axum::body::Body::empty())
+//!     .unwrap();
+//! let rsp = app.oneshot(req).await.unwrap();
+//! assert_eq!(rsp.headers()["x-correlation-id"], "123-gda");
+//! # let body = axum::body::to_bytes(rsp.into_body(), 1024).await.unwrap();
+//! # assert_eq!(body, "123-gda Critical");
+//! # }
+//! ```
+//!
+//! And the client side of a handler that calls another service:
+//!
+//! ```ignore
+//! let client = ServiceBuilder::new()
+//!     .layer(PropagateContextLayer::new())
+//!     .layer(TimeoutLayer::new(Duration::from_secs(2))) // enforces the deadline too
+//!     .service(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http());
+//! // In any handler behind CorrelationLayer: the call carries the same id.
+//! client.clone().oneshot(Request::get(url).body(body)?).await?;
+//! ```
+//!
+//! For gRPC the same layers go on a tonic server
+//! (`Server::builder().layer(CorrelationLayer::new())`) and around a client
+//! `Channel` (`ServiceBuilder::new().layer(PropagateContextLayer::new()).service(channel)`);
+//! the deadline then travels as `grpc-timeout`.
+//!
+//! # Layer order
+//!
+//! Put [`CorrelationLayer`] outermost (before axum's or tower-http's
+//! `TraceLayer`, rate limits and queues), so that every layer and every log
+//! line below it sees the context. The span it opens is named `request` and
+//! has the fields `correlation_id` and `trace_id`: to show `[id]` on every
+//! log line, format events with [`fmt::CorrelationFormat`] (feature `fmt`) or
+//! any formatter that prints span fields.
+//!
+//! # Trust
+//!
+//! Inbound values are input from the network. Ids are at most 128
+//! characters of `[A-Za-z0-9._:-]`; `traceparent` follows the W3C rules; a
+//! priority above the policy's ceiling (default `critical`) is only honoured
+//! for requests the configured trust predicate accepts (default: none); a
+//! deadline above the policy's maximum is ignored.
+//!
+//! # Clone semantics
+//!
+//! Layers and services share their configuration through an `Arc`.
+//!
+//! # Errors
+//!
+//! None of its own: both services pass the inner service's errors through.
+//!
+//! # Metrics
+//!
+//! `resilience_correlation_invalid_total{header}`: inbound values replaced
+//! because they were invalid.
+//!
+//! # Feature flags
+//!
+//! - `metrics` (default): the counter above.
+//! - `fmt`: [`fmt::CorrelationFormat`], a `tracing-subscriber` event format.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod client;
+mod context;
+#[cfg(feature = "fmt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fmt")))]
+pub mod fmt;
+pub mod id;
+pub mod server;
+pub mod trace;
+
+pub use crate::client::{PropagateContext, PropagateContextLayer};
+pub use crate::context::RequestContext;
+pub use crate::id::CorrelationId;
+pub use crate::server::{Correlation, CorrelationConfig, CorrelationLayer};
+pub use crate::trace::TraceContext;
+
+#[doc(no_inline)]
+pub use resilience_core::{Deadline, Priority};

@@ -1,0 +1,324 @@
+use std::fmt;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, Request};
+use resilience_core::deadline::{DEADLINE_HEADER, GRPC_TIMEOUT_HEADER};
+use resilience_core::priority::PRIORITY_HEADER;
+use resilience_core::{ConfigError, Deadline, DeadlinePolicy, Priority, PriorityPolicy};
+use tokio::time::Instant;
+
+use crate::context::RequestContext;
+use crate::id::CorrelationId;
+use crate::trace::{TRACEPARENT, TRACESTATE, TraceContext};
+
+type TrustFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
+
+/// What a trust predicate sees of a request: its head, not its body.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    method: &'a http::Method,
+    uri: &'a http::Uri,
+    headers: &'a HeaderMap,
+    extensions: &'a http::Extensions,
+}
+
+/// Validated configuration of a [`CorrelationLayer`](crate::CorrelationLayer).
+///
+/// # Example
+///
+/// ```
+/// use resilience_core::{Priority, PriorityPolicy};
+/// use resilience_correlation::CorrelationConfig;
+///
+/// let config = CorrelationConfig::builder()
+///     .id_header("x-correlation-id")
+///     .accept_header("x-request-id")
+///     .priority_policy(PriorityPolicy::new().untrusted_ceiling(Priority::SheddablePlus))
+///     // Requests from the internal gateway may claim any priority.
+///     .trust(|head| head.headers().get("x-internal-gateway").is_some())
+///     .build()?;
+/// # Ok::<_, resilience_core::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct CorrelationConfig {
+    pub(super) id_header: HeaderName,
+    pub(super) accept_headers: Vec<HeaderName>,
+    pub(super) echo: bool,
+    pub(super) span: bool,
+    pub(super) priority: PriorityPolicy,
+    pub(super) deadline: DeadlinePolicy,
+    pub(super) trust: Option<Arc<TrustFn>>,
+}
+
+/// Builds a [`CorrelationConfig`]; see [`CorrelationConfig::builder`].
+#[must_use]
+pub struct CorrelationConfigBuilder {
+    id_header: String,
+    accept_headers: Vec<String>,
+    echo: bool,
+    span: bool,
+    priority: PriorityPolicy,
+    deadline: DeadlinePolicy,
+    trust: Option<Arc<TrustFn>>,
+}
+
+// === impl RequestHead ===
+
+impl<'a> RequestHead<'a> {
+    pub(crate) fn of<B>(req: &'a Request<B>) -> Self {
+        Self {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            extensions: req.extensions(),
+        }
+    }
+
+    /// The method.
+    pub fn method(&self) -> &'a http::Method {
+        self.method
+    }
+
+    /// The URI.
+    pub fn uri(&self) -> &'a http::Uri {
+        self.uri
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// The extensions (e.g. axum's `ConnectInfo`, a TLS peer identity).
+    pub fn extensions(&self) -> &'a http::Extensions {
+        self.extensions
+    }
+}
+
+// === impl CorrelationConfig ===
+
+impl CorrelationConfig {
+    /// The header that carries the correlation id: `x-correlation-id`.
+    pub const DEFAULT_ID_HEADER: &'static str = "x-correlation-id";
+    /// Other inbound headers an id is accepted from: `x-request-id`.
+    pub const DEFAULT_ACCEPT_HEADERS: &'static [&'static str] = &["x-request-id"];
+    /// Whether the id is returned on the response: `true`.
+    pub const DEFAULT_ECHO: bool = true;
+    /// Whether a `request` span with the ids is opened: `true`.
+    pub const DEFAULT_SPAN: bool = true;
+
+    /// A builder with the defaults.
+    pub fn builder() -> CorrelationConfigBuilder {
+        CorrelationConfigBuilder {
+            id_header: Self::DEFAULT_ID_HEADER.to_owned(),
+            accept_headers: Self::DEFAULT_ACCEPT_HEADERS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            echo: Self::DEFAULT_ECHO,
+            span: Self::DEFAULT_SPAN,
+            priority: PriorityPolicy::new(),
+            deadline: DeadlinePolicy::new(),
+            trust: None,
+        }
+    }
+
+    /// The header that carries the correlation id.
+    pub fn id_header(&self) -> &HeaderName {
+        &self.id_header
+    }
+
+    /// Builds the context of an inbound request. Invalid inbound values are
+    /// replaced (logged at debug, counted), never echoed.
+    pub fn context_for<B>(&self, req: &Request<B>) -> RequestContext {
+        let headers = req.headers();
+        let id = self
+            .read_id(headers)
+            .unwrap_or_else(CorrelationId::generate);
+        let trace = match headers.get(TRACEPARENT) {
+            Some(v) => match TraceContext::child_of(v.as_bytes()) {
+                Ok(t) => t.with_tracestate(headers.get(TRACESTATE)),
+                Err(_) => {
+                    invalid("traceparent");
+                    TraceContext::new_root()
+                }
+            },
+            None => TraceContext::new_root(),
+        };
+        let requested = headers.get(PRIORITY_HEADER).and_then(|v| {
+            Priority::from_bytes(v.as_bytes())
+                .map_err(|_| invalid("x-priority"))
+                .ok()
+        });
+        let untrusted = self.priority.resolve(requested, false);
+        let priority = if untrusted != self.priority.resolve(requested, true)
+            && self
+                .trust
+                .as_ref()
+                .is_some_and(|t| t(&RequestHead::of(req)))
+        {
+            self.priority.resolve(requested, true)
+        } else {
+            untrusted
+        };
+        let deadline =
+            if headers.contains_key(GRPC_TIMEOUT_HEADER) || headers.contains_key(DEADLINE_HEADER) {
+                self.deadline.from_headers(headers, Instant::now())
+            } else {
+                None
+            };
+        let deadline = match (deadline, Deadline::from_extensions(req.extensions())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        RequestContext::new(id, trace)
+            .with_priority(priority)
+            .with_deadline(deadline)
+    }
+
+    fn read_id(&self, headers: &HeaderMap) -> Option<CorrelationId> {
+        std::iter::once(&self.id_header)
+            .chain(&self.accept_headers)
+            .find_map(|name| {
+                let v = headers.get(name)?;
+                CorrelationId::from_header(v)
+                    .map_err(|_| invalid("correlation_id"))
+                    .ok()
+            })
+    }
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        Self::builder().build().expect("defaults are valid")
+    }
+}
+
+impl fmt::Debug for CorrelationConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CorrelationConfig")
+            .field("id_header", &self.id_header)
+            .field("accept_headers", &self.accept_headers)
+            .field("echo", &self.echo)
+            .field("span", &self.span)
+            .field("priority", &self.priority)
+            .field("deadline", &self.deadline)
+            .field("trust", &self.trust.as_ref().map(|_| "fn"))
+            .finish()
+    }
+}
+
+#[cold]
+fn invalid(header: &'static str) {
+    tracing::debug!(header, "replacing invalid inbound value");
+    #[cfg(feature = "metrics")]
+    metrics::counter!(
+        resilience_core::names::CORRELATION_INVALID_TOTAL,
+        resilience_core::names::LABEL_HEADER => header
+    )
+    .increment(1);
+}
+
+// === impl CorrelationConfigBuilder ===
+
+impl CorrelationConfigBuilder {
+    /// The header that carries the id in and out (default
+    /// `x-correlation-id`).
+    pub fn id_header(mut self, name: impl Into<String>) -> Self {
+        self.id_header = name.into();
+        self
+    }
+
+    /// Also accepts an inbound id from `name` (default: `x-request-id`).
+    pub fn accept_header(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        if !self.accept_headers.contains(&name) {
+            self.accept_headers.push(name);
+        }
+        self
+    }
+
+    /// Accepts an inbound id only from the id header.
+    pub fn no_accept_headers(mut self) -> Self {
+        self.accept_headers.clear();
+        self
+    }
+
+    /// Whether the id is set on the response (default `true`).
+    pub fn echo(mut self, yes: bool) -> Self {
+        self.echo = yes;
+        self
+    }
+
+    /// Whether to open a `request` span with the `correlation_id` and
+    /// `trace_id` fields around the inner service (default `true`).
+    pub fn span(mut self, yes: bool) -> Self {
+        self.span = yes;
+        self
+    }
+
+    /// How far inbound requests may choose their priority.
+    pub fn priority_policy(mut self, policy: PriorityPolicy) -> Self {
+        self.priority = policy;
+        self
+    }
+
+    /// How inbound deadlines are read (the largest accepted).
+    pub fn deadline_policy(mut self, policy: DeadlinePolicy) -> Self {
+        self.deadline = policy;
+        self
+    }
+
+    /// Which requests are trusted to claim a priority above the policy's
+    /// ceiling (default: none).
+    pub fn trust<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.trust = Some(Arc::new(f));
+        self
+    }
+
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    /// - `id_header` or an `accept_header` is not a valid header name
+    /// - the deadline policy's maximum is zero
+    pub fn build(self) -> Result<CorrelationConfig, ConfigError> {
+        let header = |field, s: &str| {
+            HeaderName::try_from(s)
+                .map_err(|_| ConfigError::new(field, format!("{s:?} is not a valid header name")))
+        };
+        let id_header = header("id_header", &self.id_header)?;
+        let accept_headers = self
+            .accept_headers
+            .iter()
+            .map(|s| header("accept_header", s))
+            .filter(|h| h.as_ref().map_or(true, |h| *h != id_header))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.deadline.max_value().is_zero() {
+            return Err(ConfigError::new(
+                "deadline_policy",
+                "maximum must be greater than zero",
+            ));
+        }
+        Ok(CorrelationConfig {
+            id_header,
+            accept_headers,
+            echo: self.echo,
+            span: self.span,
+            priority: self.priority,
+            deadline: self.deadline,
+            trust: self.trust,
+        })
+    }
+}
+
+impl fmt::Debug for CorrelationConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CorrelationConfigBuilder")
+            .field("id_header", &self.id_header)
+            .field("accept_headers", &self.accept_headers)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,49 @@
+//! Future types.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::{HeaderName, HeaderValue, Response};
+use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
+use tracing::instrument::Instrumented;
+
+use crate::context::RequestContext;
+
+pin_project! {
+    /// Response future of [`Correlation`](super::Correlation): runs the inner
+    /// future inside the request's context and span, then returns the id on
+    /// the response.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: TaskLocalFuture<RequestContext, Instrumented<F>>,
+        echo: Option<(HeaderName, HeaderValue)>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(
+        inner: TaskLocalFuture<RequestContext, Instrumented<F>>,
+        echo: Option<(HeaderName, HeaderValue)>,
+    ) -> Self {
+        Self { inner, echo }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut rsp = ready!(this.inner.poll(cx))?;
+        if let Some((name, value)) = this.echo.take() {
+            rsp.headers_mut().insert(name, value);
+        }
+        Poll::Ready(Ok(rsp))
+    }
+}

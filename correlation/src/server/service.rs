@@ -1,0 +1,82 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+use tracing::Instrument;
+
+use super::config::CorrelationConfig;
+use super::future::ResponseFuture;
+
+/// Builds the [`RequestContext`](crate::RequestContext) of each inbound
+/// request and runs the inner service inside it. See the [crate docs](crate).
+#[derive(Debug, Clone)]
+pub struct Correlation<S> {
+    inner: S,
+    config: Arc<CorrelationConfig>,
+}
+
+// === impl Correlation ===
+
+impl<S> Correlation<S> {
+    pub(super) fn new(inner: S, config: Arc<CorrelationConfig>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Correlation<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let config = &*self.config;
+        let ctx = config.context_for(&req);
+        let span = if config.span {
+            tracing::info_span!(
+                "request",
+                correlation_id = %ctx.correlation_id(),
+                trace_id = %ctx.trace().trace_id(),
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let echo = config.echo.then(|| {
+            (
+                config.id_header.clone(),
+                ctx.correlation_id().to_header_value(),
+            )
+        });
+        let ext = req.extensions_mut();
+        ext.insert(ctx.priority());
+        if let Some(deadline) = ctx.deadline() {
+            ext.insert(deadline);
+        }
+        ext.insert(ctx.clone());
+        let fut = self.inner.call(req).instrument(span);
+        ResponseFuture::new(ctx.scope(fut), echo)
+    }
+}

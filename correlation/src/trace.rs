@@ -1,0 +1,329 @@
+//! W3C Trace Context: `traceparent` (and `tracestate`, passed through).
+//!
+//! Each hop keeps the trace id, records the caller's span id as its parent,
+//! and makes a span id of its own, which it sends downstream as the parent.
+//! So across `edge -> A -> B`, B's parent is A's span, and A's parent is the
+//! edge's span.
+
+use std::fmt;
+
+use http::HeaderValue;
+
+/// The `traceparent` header.
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+/// The `tracestate` header.
+pub const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
+const MAX_TRACESTATE_LEN: usize = 512;
+
+/// A 16-byte trace id, never all zeros.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceId([u8; 16]);
+
+/// An 8-byte span id, never all zeros.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SpanId([u8; 8]);
+
+/// This hop's place in a distributed trace.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TraceContext {
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent_id: Option<SpanId>,
+    flags: u8,
+    tracestate: Option<HeaderValue>,
+}
+
+/// A `traceparent` value that breaks the W3C rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidTraceparent(());
+
+// === impl TraceId ===
+
+impl TraceId {
+    /// A random trace id.
+    pub fn random() -> Self {
+        let mut b: [u8; 16] = rand::random();
+        if b == [0; 16] {
+            b[15] = 1;
+        }
+        Self(b)
+    }
+
+    /// The bytes.
+    pub const fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TraceId({self})")
+    }
+}
+
+// === impl SpanId ===
+
+impl SpanId {
+    /// A random span id.
+    pub fn random() -> Self {
+        let mut b: [u8; 8] = rand::random();
+        if b == [0; 8] {
+            b[7] = 1;
+        }
+        Self(b)
+    }
+
+    /// The bytes.
+    pub const fn to_bytes(self) -> [u8; 8] {
+        self.0
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Debug for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SpanId({self})")
+    }
+}
+
+// === impl TraceContext ===
+
+impl TraceContext {
+    /// A new trace, with this hop as its root (sampled flag set).
+    pub fn new_root() -> Self {
+        Self {
+            trace_id: TraceId::random(),
+            span_id: SpanId::random(),
+            parent_id: None,
+            flags: 0x01,
+            tracestate: None,
+        }
+    }
+
+    /// This hop's context, as a child of an inbound `traceparent`: same trace
+    /// id and flags, the caller's span as parent, a new span id.
+    ///
+    /// # Errors
+    /// - the value breaks the W3C `traceparent` rules: a version other than
+    ///   two lowercase hex digits or `ff`; a trace id that is not 32 lowercase
+    ///   hex digits or is all zeros; a parent id that is not 16 lowercase hex
+    ///   digits or is all zeros; flags that are not two hex digits; a
+    ///   version-00 value of another length than 55
+    pub fn child_of(traceparent: &[u8]) -> Result<Self, InvalidTraceparent> {
+        let (trace_id, parent, flags) = parse_traceparent(traceparent)?;
+        Ok(Self {
+            trace_id,
+            span_id: SpanId::random(),
+            parent_id: Some(parent),
+            flags,
+            tracestate: None,
+        })
+    }
+
+    /// Keeps an inbound `tracestate` to pass on, if it is at most 512
+    /// printable ASCII characters; otherwise drops it.
+    #[must_use]
+    pub fn with_tracestate(mut self, value: Option<&HeaderValue>) -> Self {
+        self.tracestate = value
+            .filter(|v| {
+                v.len() <= MAX_TRACESTATE_LEN
+                    && v.as_bytes().iter().all(|b| (0x20..0x7f).contains(b))
+            })
+            .cloned();
+        self
+    }
+
+    /// The trace id, shared by every hop.
+    pub const fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// This hop's span id: the parent of every call it makes.
+    pub const fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+
+    /// The caller's span id, if the trace came in from a caller.
+    pub const fn parent_id(&self) -> Option<SpanId> {
+        self.parent_id
+    }
+
+    /// The trace flags (bit 0: sampled).
+    pub const fn flags(&self) -> u8 {
+        self.flags
+    }
+
+    /// The `tracestate` passed through, if any.
+    pub fn tracestate(&self) -> Option<&HeaderValue> {
+        self.tracestate.as_ref()
+    }
+
+    /// The `traceparent` to send downstream: this trace, this hop's span as
+    /// the parent.
+    pub fn to_traceparent(&self) -> HeaderValue {
+        let mut buf = [0u8; 55];
+        buf[..3].copy_from_slice(b"00-");
+        hex_into(&mut buf[3..35], &self.trace_id.0);
+        buf[35] = b'-';
+        hex_into(&mut buf[36..52], &self.span_id.0);
+        buf[52] = b'-';
+        hex_into(&mut buf[53..55], &[self.flags]);
+        HeaderValue::from_bytes(&buf).expect("hex and dashes are a valid header value")
+    }
+}
+
+// === impl InvalidTraceparent ===
+
+impl fmt::Display for InvalidTraceparent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid traceparent")
+    }
+}
+
+impl std::error::Error for InvalidTraceparent {}
+
+fn parse_traceparent(b: &[u8]) -> Result<(TraceId, SpanId, u8), InvalidTraceparent> {
+    let err = InvalidTraceparent(());
+    if b.len() < 55 {
+        return Err(err);
+    }
+    let version = hex_byte(&b[0..2]).ok_or(err)?;
+    if version == 0xff || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return Err(err);
+    }
+    // Version 00 is exactly 55 long; later versions may append "-...".
+    if (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
+        return Err(err);
+    }
+    let mut trace = [0u8; 16];
+    for (i, out) in trace.iter_mut().enumerate() {
+        *out = hex_byte(&b[3 + 2 * i..5 + 2 * i]).ok_or(err)?;
+    }
+    let mut span = [0u8; 8];
+    for (i, out) in span.iter_mut().enumerate() {
+        *out = hex_byte(&b[36 + 2 * i..38 + 2 * i]).ok_or(err)?;
+    }
+    let flags = hex_byte(&b[53..55]).ok_or(err)?;
+    if trace == [0; 16] || span == [0; 8] {
+        return Err(err);
+    }
+    Ok((TraceId(trace), SpanId(span), flags))
+}
+
+/// Two lowercase hex digits.
+fn hex_byte(b: &[u8]) -> Option<u8> {
+    fn nib(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    Some(nib(b[0])? << 4 | nib(b[1])?)
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+}
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    let mut buf = [0u8; 32];
+    let out = &mut buf[..bytes.len() * 2];
+    hex_into(out, bytes);
+    f.write_str(std::str::from_utf8(out).map_err(|_| fmt::Error)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn parses_the_spec_example() {
+        let ctx = TraceContext::child_of(VALID.as_bytes()).unwrap();
+        assert_eq!(
+            ctx.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(ctx.parent_id().unwrap().to_string(), "00f067aa0ba902b7");
+        assert_ne!(ctx.span_id(), ctx.parent_id().unwrap());
+        assert_eq!(ctx.flags(), 1);
+        let out = ctx.to_traceparent();
+        let out = out.to_str().unwrap();
+        assert_eq!(&out[..36], &VALID[..36]);
+        assert_eq!(&out[36..52], ctx.span_id().to_string());
+        assert_eq!(&out[52..], "-01");
+    }
+
+    #[test]
+    fn rejects_what_the_spec_rejects() {
+        let bad = [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+        ];
+        for b in bad {
+            assert!(TraceContext::child_of(b.as_bytes()).is_err(), "{b:?}");
+        }
+        // A future version may append fields after a dash.
+        let future = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes";
+        assert!(TraceContext::child_of(future.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn roots_are_valid() {
+        let root = TraceContext::new_root();
+        assert!(root.parent_id().is_none());
+        let tp = root.to_traceparent();
+        let child = TraceContext::child_of(tp.as_bytes()).unwrap();
+        assert_eq!(child.trace_id(), root.trace_id());
+        assert_eq!(child.parent_id(), Some(root.span_id()));
+    }
+
+    #[test]
+    fn tracestate_is_bounded() {
+        let ok = HeaderValue::from_static("congo=t61rcWkgMzE");
+        let ctx = TraceContext::new_root().with_tracestate(Some(&ok));
+        assert_eq!(ctx.tracestate(), Some(&ok));
+        let long = HeaderValue::from_str(&"a".repeat(513)).unwrap();
+        assert!(
+            TraceContext::new_root()
+                .with_tracestate(Some(&long))
+                .tracestate()
+                .is_none()
+        );
+        let tab = HeaderValue::from_static("a\tb");
+        assert!(
+            TraceContext::new_root()
+                .with_tracestate(Some(&tab))
+                .tracestate()
+                .is_none()
+        );
+    }
+}
