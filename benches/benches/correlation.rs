@@ -1,2 +1,120 @@
-//! Placeholder until the crate lands.
-fn main() {}
+//! Per-request cost of the correlation layers beside tower-http's
+//! `SetRequestIdLayer` + `PropagateRequestIdLayer` with `MakeRequestUuid`.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures::FutureExt;
+use http::{HeaderValue, Request, Response};
+use resilience_benches::{CountingAlloc, allocations_per_call};
+use resilience_correlation::{CorrelationLayer, PropagateContextLayer, RequestContext};
+use tower::{Layer, Service, ServiceBuilder, service_fn};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+const ID: HeaderValue = HeaderValue::from_static("0192f0c1-7d3e-7a4b-9c1d-2e3f4a5b6c7d");
+const TRACEPARENT: HeaderValue =
+    HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+
+fn request(with_id: bool, name: &'static str) -> Request<()> {
+    let mut req = Request::new(());
+    if with_id {
+        req.headers_mut().insert(name, ID);
+        req.headers_mut().insert("traceparent", TRACEPARENT);
+    }
+    req
+}
+
+fn call<S>(svc: &mut S, req: Request<()>) -> bool
+where
+    S: Service<Request<()>, Response = Response<()>>,
+    S::Error: std::fmt::Debug,
+{
+    svc.call(req)
+        .now_or_never()
+        .expect("answers at once")
+        .is_ok()
+}
+
+fn bench(c: &mut Criterion) {
+    let noop = || service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    let mut baseline = noop();
+    let mut ours = CorrelationLayer::new().layer(noop());
+    let mut tower_http = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .service(noop());
+    let mut client = PropagateContextLayer::new().layer(noop());
+    let ctx = RequestContext::new_root();
+
+    let mut g = c.benchmark_group("correlation");
+    g.bench_function("baseline", |b| {
+        b.iter(|| black_box(call(&mut baseline, request(false, ""))))
+    });
+    g.bench_function("server/ours/no_id", |b| {
+        b.iter(|| black_box(call(&mut ours, request(false, ""))))
+    });
+    g.bench_function("server/ours/with_id", |b| {
+        b.iter(|| black_box(call(&mut ours, request(true, "x-correlation-id"))))
+    });
+    g.bench_function("server/tower_http/no_id", |b| {
+        b.iter(|| black_box(call(&mut tower_http, request(false, ""))))
+    });
+    g.bench_function("server/tower_http/with_id", |b| {
+        b.iter(|| black_box(call(&mut tower_http, request(true, "x-request-id"))))
+    });
+    g.bench_function("client/baseline_in_scope", |b| {
+        b.iter(|| {
+            let fut = ctx
+                .clone()
+                .scope(async { call(&mut baseline, request(false, "")) });
+            black_box(fut.now_or_never())
+        })
+    });
+    g.bench_function("client/ours_in_scope", |b| {
+        b.iter(|| {
+            let fut = ctx
+                .clone()
+                .scope(async { call(&mut client, request(false, "")) });
+            black_box(fut.now_or_never())
+        })
+    });
+    g.finish();
+
+    for (name, allocs) in [
+        (
+            "baseline",
+            allocations_per_call(10_000, || assert!(call(&mut baseline, request(false, "")))),
+        ),
+        (
+            "server/ours/no_id",
+            allocations_per_call(10_000, || assert!(call(&mut ours, request(false, "")))),
+        ),
+        (
+            "server/ours/with_id",
+            allocations_per_call(10_000, || {
+                assert!(call(&mut ours, request(true, "x-correlation-id")))
+            }),
+        ),
+        (
+            "server/tower_http/no_id",
+            allocations_per_call(10_000, || {
+                assert!(call(&mut tower_http, request(false, "")))
+            }),
+        ),
+        (
+            "server/tower_http/with_id",
+            allocations_per_call(10_000, || {
+                assert!(call(&mut tower_http, request(true, "x-request-id")))
+            }),
+        ),
+    ] {
+        println!("correlation/{name}: {allocs:.2} allocations per call");
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -2,4 +2,41 @@
 //!
 //! Run them with `cargo bench -p resilience-benches`; every group has a
 //! `baseline` (a bare service) measured in the same run, so read the results
-//! as ratios.
+//! as ratios. This library holds the helpers the bench targets share.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A global allocator that counts allocations, to check "0 allocations per
+/// call" claims. Install it in a bench target with `#[global_allocator]`.
+#[derive(Debug)]
+pub struct CountingAlloc;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY-free: forwards to the system allocator and only counts.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+/// Allocations made so far by this process (with [`CountingAlloc`]
+/// installed).
+pub fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+/// Average allocations per call of `f` over `n` calls.
+pub fn allocations_per_call(n: u64, mut f: impl FnMut()) -> f64 {
+    let before = allocations();
+    for _ in 0..n {
+        f();
+    }
+    (allocations() - before) as f64 / n as f64
+}

@@ -30,6 +30,7 @@ use tracing_subscriber::registry::LookupSpan;
 pub struct CorrelationFormat {
     service: String,
     time: bool,
+    span_names: bool,
 }
 
 impl CorrelationFormat {
@@ -38,6 +39,7 @@ impl CorrelationFormat {
         Self {
             service: service.into(),
             time: true,
+            span_names: false,
         }
     }
 
@@ -45,6 +47,17 @@ impl CorrelationFormat {
     #[must_use]
     pub fn with_time(mut self, yes: bool) -> Self {
         self.time = yes;
+        self
+    }
+}
+
+impl CorrelationFormat {
+    /// Names the line after the innermost span other than `request`, when
+    /// there is one (several services in one process, as in tests and
+    /// demos); default `false`.
+    #[must_use]
+    pub fn with_span_names(mut self, yes: bool) -> Self {
+        self.span_names = yes;
         self
     }
 }
@@ -60,13 +73,20 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let id = ctx.event_scope().and_then(|scope| {
-            scope.from_root().find_map(|span| {
-                let ext = span.extensions();
-                let fields = ext.get::<FormattedFields<N>>()?;
-                field_value(fields, "correlation_id").map(str::to_owned)
-            })
-        });
+        let mut id = None;
+        let mut service = None;
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                if span.name() == "request" {
+                    let ext = span.extensions();
+                    if let Some(fields) = ext.get::<FormattedFields<N>>() {
+                        id = field_value(fields, "correlation_id");
+                    }
+                } else if self.span_names {
+                    service = Some(span.name());
+                }
+            }
+        }
         if self.time {
             let secs = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -83,7 +103,7 @@ where
         write!(
             writer,
             "[{}] {} [{}] ",
-            self.service,
+            service.unwrap_or(&self.service),
             event.metadata().level(),
             id.as_deref().unwrap_or("-")
         )?;
@@ -92,12 +112,32 @@ where
     }
 }
 
-/// Finds `name=value` in formatted span fields.
-fn field_value<'a>(fields: &'a str, name: &str) -> Option<&'a str> {
+/// Finds `name=value` in formatted span fields, with or without ANSI
+/// colours.
+fn field_value(fields: &str, name: &str) -> Option<String> {
     fields.split(' ').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == name).then_some(v)
+        let plain = strip_ansi(kv);
+        let (k, v) = plain.split_once('=')?;
+        (k == name).then(|| v.to_owned())
     })
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // Skip to the end of the escape sequence (a letter).
+            for e in chars.by_ref() {
+                if e.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -107,8 +147,13 @@ mod tests {
     #[test]
     fn finds_fields() {
         let f = "correlation_id=123-gda trace_id=abc";
-        assert_eq!(field_value(f, "correlation_id"), Some("123-gda"));
-        assert_eq!(field_value(f, "trace_id"), Some("abc"));
+        assert_eq!(field_value(f, "correlation_id").as_deref(), Some("123-gda"));
+        assert_eq!(field_value(f, "trace_id").as_deref(), Some("abc"));
+        let coloured = "\x1b[3mcorrelation_id\x1b[0m\x1b[2m=\x1b[0m123-gda";
+        assert_eq!(
+            field_value(coloured, "correlation_id").as_deref(),
+            Some("123-gda")
+        );
         assert_eq!(field_value(f, "other"), None);
         assert_eq!(field_value("", "correlation_id"), None);
     }
