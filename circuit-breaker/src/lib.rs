@@ -1,4 +1,192 @@
 //! How a client protects itself from a failing dependency: a circuit breaker
 //! and the client-side throttles.
 //!
-//! This crate is being built; see the project's issue tracker.
+//! # Example
+//!
+//! A breaker in front of an HTTP dependency: after 3 server errors among the
+//! last 4 calls, it fails fast without calling the dependency.
+//!
+//! ```
+//! use std::time::Duration;
+//! use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
+//! use resilience_core::{BoxError, Rejected, RejectionKind, http::error_response};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let config = CircuitBreakerConfig::builder()
+//!     .name("inventory")
+//!     .count_window(4)
+//!     .minimum_calls(4)
+//!     .open_for(Duration::from_secs(10))
+//!     .build()
+//!     .unwrap();
+//! let breaker = CircuitBreakerLayer::new(config);
+//! let handle = breaker.handle();
+//!
+//! let failing = service_fn(|_: http::Request<()>| async {
+//!     Ok::<_, BoxError>(http::Response::builder().status(503).body(()).unwrap())
+//! });
+//! let mut svc = ServiceBuilder::new().layer(breaker).service(failing);
+//!
+//! for _ in 0..4 {
+//!     let rsp = svc.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+//!     assert_eq!(rsp.status(), 503);
+//! }
+//! assert_eq!(handle.state(), CircuitState::Open);
+//!
+//! // Open: fails fast with a typed rejection carrying retry-after.
+//! let err = svc.ready().await.unwrap().call(http::Request::new(())).await.unwrap_err();
+//! let rejected = err.downcast_ref::<Rejected>().unwrap();
+//! assert_eq!(rejected.kind(), RejectionKind::CircuitOpen);
+//! let rsp = error_response(&*err);
+//! assert_eq!(rsp.status(), 503);
+//! assert_eq!(rsp.headers()["retry-after"], "10");
+//! # }
+//! ```
+//!
+//! # The breaker
+//!
+//! - **Closed**: calls pass; their outcomes, as classified by a
+//!   [`ClassifyOutcome`](resilience_core::ClassifyOutcome) (default
+//!   [`HttpOutcome`](resilience_core::HttpOutcome): 5xx, timeouts and
+//!   transport errors fail, 4xx do not), go into a window:
+//!   the last N calls ([`CircuitBreakerConfigBuilder::count_window`]), the
+//!   last T in buckets ([`CircuitBreakerConfigBuilder::time_window`]), or a
+//!   run of consecutive failures
+//!   ([`CircuitBreakerConfigBuilder::consecutive_failures`]). Once the
+//!   window holds the minimum number of calls, a failure rate or slow-call
+//!   rate at or above its threshold opens the circuit.
+//! - **Open**: calls fail fast with [`Rejected`](resilience_core::Rejected)
+//!   of kind [`CircuitOpen`](resilience_core::RejectionKind::CircuitOpen),
+//!   carrying the time until half-open as `retry_after`; the inner service
+//!   is neither polled nor called. The open period grows with each re-open
+//!   without a close in between (exponential, jittered, capped).
+//! - **Half-open**: exactly N probe calls are admitted at once; a cancelled
+//!   probe gives its slot back. Their outcomes close the circuit or open it
+//!   again.
+//! - Optionally, after closing, a **recovery ramp** admits a share of
+//!   traffic rising from a start share to 100%.
+//! - An operator can **force open**, **disable** (pass everything, record
+//!   nothing) or switch to **metrics-only** (record, never open) at run
+//!   time through a [`CircuitBreakerHandle`], which also gives a
+//!   [`Snapshot`] and transition events.
+//!
+//! The closed path is a few atomic operations and no lock; a count-based
+//! window does not read the clock (unless slow calls are detected).
+//!
+//! Use [`ErrorsAsFailures`] for responses that are not `http::Response`s
+//! (only errors count as failures), [`GrpcOutcome`](resilience_core::GrpcOutcome)
+//! for gRPC, or any closure with
+//! [`classify_fn`](resilience_core::classify::classify_fn).
+//!
+//! # With axum and tonic
+//!
+//! On an axum router, with the family's error mapping (503 +
+//! `Retry-After`):
+//!
+//! ```
+//! use axum::{Router, error_handling::HandleErrorLayer, routing::get};
+//! use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+//! use tower::ServiceBuilder;
+//!
+//! let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+//! let app: Router = Router::new().route("/", get(|| async { "ok" })).layer(
+//!     ServiceBuilder::new()
+//!         .layer(HandleErrorLayer::new(resilience_core::http::handle_error))
+//!         .layer(breaker),
+//! );
+//! # drop(app);
+//! ```
+//!
+//! On a tonic client channel (gRPC status classification):
+//!
+//! ```ignore
+//! use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+//! use resilience_core::GrpcOutcome;
+//!
+//! let channel = tonic::transport::Endpoint::from_static("http://[::1]:50051").connect_lazy();
+//! let channel = tower::ServiceBuilder::new()
+//!     .layer(CircuitBreakerLayer::new(CircuitBreakerConfig::default()).with_classifier(GrpcOutcome::new()))
+//!     .service(channel);
+//! let client = GreeterClient::new(channel);
+//! // errors: map with resilience_core::grpc::into_status
+//! ```
+//!
+//! # Throttles
+//!
+//! [`throttle::ThrottleLayer`] refuses a share of calls on the client side:
+//! a fixed "only xx%", or adaptively from the accept ratio, per priority,
+//! optionally waiting for a paired breaker to close. See [`throttle`].
+//!
+//! # Clone semantics
+//!
+//! A [`CircuitBreakerLayer`] owns one breaker state (behind an `Arc`).
+//! Cloning the layer, or the services it makes, shares that state; so do
+//! [`CircuitBreakerHandle`]s. A service clone holds no admission of its own.
+//!
+//! # Errors
+//!
+//! Rejections are [`resilience_core::Rejected`] (kind `CircuitOpen` for the
+//! breaker, `Throttled` for the throttle) with a `retry_after` where known;
+//! services return `BoxError` and pass inner errors through unchanged. Map
+//! them with [`resilience_core::http::handle_error`] or
+//! `resilience_core::grpc::into_status`.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature (install the recorder *before* building the
+//! layer):
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `resilience_circuit_breaker_state` | gauge, one-hot | `name`, `state` |
+//! | `resilience_circuit_breaker_transitions_total` | counter | `name`, `to` |
+//! | `resilience_circuit_breaker_calls_total` | counter | `name`, `outcome` = `success`\|`failure`\|`rejected` |
+//! | `resilience_throttle_rejected_total` | counter | `name`, `priority` |
+//!
+//! Every transition is also logged with `tracing::info!`; rejections with
+//! `debug!`.
+//!
+//! # Feature flags
+//!
+//! - `metrics` (default): emit metrics through the `metrics` facade.
+//! - `serde`: deserialize configurations, through the builders' validation.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+pub mod future;
+mod handle;
+mod layer;
+mod metrics;
+mod service;
+mod state;
+mod sync;
+// pub mod throttle;
+
+use resilience_core::{BoxError, ClassifyOutcome, Outcome, classify::classify_error};
+
+pub use crate::config::{
+    CircuitBreakerConfig, CircuitBreakerConfigBuilder, SlidingWindow, WindowType,
+};
+pub use crate::handle::{CircuitBreakerHandle, Snapshot};
+pub use crate::layer::CircuitBreakerLayer;
+pub use crate::service::CircuitBreaker;
+pub use crate::state::{CircuitState, Transition};
+
+/// A classifier for any response type: every response is a success, errors
+/// are classified by [`classify_error`] (failures, except errors of class
+/// [`Client`](resilience_core::ErrorClass::Client)).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorsAsFailures;
+
+impl<T> ClassifyOutcome<T> for ErrorsAsFailures {
+    #[inline]
+    fn classify(&self, result: Result<&T, &BoxError>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Success,
+            Err(e) => classify_error(e),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Future types.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use resilience_core::{BoxError, ClassifyOutcome, Rejected};
+
+use crate::handle::Shared;
+use crate::state::Permit;
+
+pin_project! {
+    /// Response future of [`CircuitBreaker`](crate::CircuitBreaker).
+    ///
+    /// Records the call's outcome when it completes; if it is dropped before
+    /// (cancelled), nothing is recorded and a half-open probe slot it held
+    /// is given back.
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        inner: Option<F>,
+        recorder: Option<Recorder>,
+        rejected: Option<Rejected>,
+        classify: Option<C>,
+    }
+}
+
+/// Records an admitted call's outcome, or releases its probe slot on drop.
+pub(crate) struct Recorder {
+    shared: Arc<Shared>,
+    permit: Permit,
+    completed: bool,
+}
+
+// === impl Recorder ===
+
+impl Recorder {
+    pub(crate) fn new(shared: Arc<Shared>, permit: Permit) -> Self {
+        Self {
+            shared,
+            permit,
+            completed: false,
+        }
+    }
+
+    fn complete(mut self, outcome: resilience_core::Outcome) {
+        self.completed = true;
+        self.shared.record(&self.permit, outcome);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if !self.completed && self.permit.is_probe() {
+            self.shared.release(&self.permit);
+        }
+    }
+}
+
+impl fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recorder")
+            .field("permit", &self.permit)
+            .finish()
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn new(inner: F, recorder: Option<Recorder>, classify: C) -> Self {
+        Self {
+            inner: Some(inner),
+            recorder,
+            rejected: None,
+            classify: Some(classify),
+        }
+    }
+
+    pub(crate) fn rejected(rejected: Rejected) -> Self {
+        Self {
+            inner: None,
+            recorder: None,
+            rejected: Some(rejected),
+            classify: None,
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: ClassifyOutcome<T>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            let rejected = this.rejected.take().expect("polled after completion");
+            return Poll::Ready(Err(rejected.into()));
+        };
+        let result = ready!(inner.poll(cx)).map_err(Into::into);
+        if let (Some(recorder), Some(classify)) = (this.recorder.take(), this.classify.as_ref()) {
+            recorder.complete(classify.classify(result.as_ref()));
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<F, C> fmt::Debug for ResponseFuture<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("recorder", &self.recorder)
+            .field("rejected", &self.rejected)
+            .finish_non_exhaustive()
+    }
+}

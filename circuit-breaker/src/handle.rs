@@ -1,0 +1,301 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use resilience_core::{Outcome, Rejected, RejectionKind};
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+use crate::config::CircuitBreakerConfig;
+use crate::metrics::Metrics;
+use crate::state::{CircuitState, Core, Permit, Refusal, Transition};
+
+/// Capacity of the transition event channel.
+const EVENTS_CAPACITY: usize = 64;
+
+/// State shared by a layer, its services and handles.
+pub(crate) struct Shared {
+    pub(crate) core: Core,
+    name: Arc<str>,
+    metrics: Metrics,
+    state_tx: watch::Sender<CircuitState>,
+    events: broadcast::Sender<Transition>,
+}
+
+/// Reads and steers a circuit breaker: a snapshot of its state, transition
+/// events, and the operator's switches (force open, disable, metrics only).
+///
+/// Cheap to clone; every clone refers to the same breaker.
+///
+/// # Example
+///
+/// ```
+/// use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let layer = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+/// let handle = layer.handle();
+/// let mut events = handle.subscribe();
+///
+/// handle.force_open();
+/// assert_eq!(handle.state(), CircuitState::ForcedOpen);
+/// assert_eq!(events.recv().await.unwrap().to(), CircuitState::ForcedOpen);
+///
+/// handle.reset();
+/// assert_eq!(handle.snapshot().state(), CircuitState::Closed);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CircuitBreakerHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// A point-in-time view of a breaker, for dashboards and health checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    state: CircuitState,
+    calls: u64,
+    failures: u64,
+    slow_calls: u64,
+    time_until_half_open: Option<Duration>,
+    consecutive_opens: u32,
+    probes_in_use: u32,
+    ramping: bool,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    pub(crate) fn new(config: &CircuitBreakerConfig) -> Self {
+        let (state_tx, _) = watch::channel(CircuitState::Closed);
+        let (events, _) = broadcast::channel(EVENTS_CAPACITY);
+        Self {
+            core: Core::new(config, Instant::now()),
+            name: Arc::from(config.name()),
+            metrics: Metrics::new(config.name(), CircuitState::Closed),
+            state_tx,
+            events,
+        }
+    }
+
+    /// Asks to make a call; `Ok(Some(permit))` for a tracked call, `Ok(None)`
+    /// when the breaker is disabled.
+    #[inline]
+    pub(crate) fn acquire(&self) -> Result<Option<Permit>, Rejected> {
+        let (result, transition) = self.core.acquire(&Instant::now);
+        if let Some(t) = transition {
+            self.emit(t);
+        }
+        match result {
+            Ok(p) if p.is_tracked() => Ok(Some(p)),
+            Ok(_) => Ok(None),
+            Err(refusal) => Err(self.rejected(refusal)),
+        }
+    }
+
+    #[cold]
+    fn rejected(&self, refusal: Refusal) -> Rejected {
+        self.metrics.rejected();
+        tracing::debug!(name = %self.name, reason = refusal.reason, "circuit breaker rejected a call");
+        let r = Rejected::new(RejectionKind::CircuitOpen, refusal.reason);
+        match refusal.retry_after {
+            Some(after) => r.with_retry_after(after),
+            None => r,
+        }
+    }
+
+    /// Records the outcome of a tracked call.
+    #[inline]
+    pub(crate) fn record(&self, permit: &Permit, outcome: Outcome) {
+        self.metrics.call(outcome);
+        let slow = self.core.is_slow(permit, &Instant::now);
+        if let Some(t) = self
+            .core
+            .record(permit, outcome.is_failure(), slow, &Instant::now)
+        {
+            self.emit(t);
+        }
+    }
+
+    /// Gives back a cancelled call's probe slot.
+    pub(crate) fn release(&self, permit: &Permit) {
+        self.core.release(permit);
+    }
+
+    #[cold]
+    pub(crate) fn emit(&self, t: Transition) {
+        tracing::info!(
+            name = %self.name,
+            from = t.from().as_str(),
+            to = t.to().as_str(),
+            reason = t.reason(),
+            "circuit breaker state changed"
+        );
+        self.metrics.transition(t.to());
+        self.state_tx.send_replace(t.to());
+        let _ = self.events.send(t);
+    }
+
+    fn set_state(&self, to: CircuitState) {
+        if let Some(t) = self.core.set_state(to, Instant::now()) {
+            self.emit(t);
+        }
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.name)
+            .field("state", &self.core.state())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl CircuitBreakerHandle ===
+
+impl CircuitBreakerHandle {
+    /// The breaker's name (its `name` metric label).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The current state.
+    pub fn state(&self) -> CircuitState {
+        self.shared.core.state()
+    }
+
+    /// A snapshot of the state and the window's counts.
+    pub fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let core = &self.shared.core;
+        let stats = core.stats(now);
+        Snapshot {
+            state: core.state(),
+            calls: stats.calls,
+            failures: stats.failures,
+            slow_calls: stats.slow,
+            time_until_half_open: core.time_until_half_open(now),
+            consecutive_opens: core.consecutive_opens(),
+            probes_in_use: core.probes_in_use(),
+            ramping: core.is_ramping(),
+        }
+    }
+
+    /// Subscribes to transition events (the last 64 are buffered per
+    /// receiver; a slow receiver sees `Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
+        self.shared.events.subscribe()
+    }
+
+    /// Watches the current state (only the latest value is kept).
+    pub fn watch(&self) -> watch::Receiver<CircuitState> {
+        self.shared.state_tx.subscribe()
+    }
+
+    /// Waits until the circuit is closed (or disabled, or metrics-only:
+    /// any state that lets calls through).
+    pub async fn closed(&self) {
+        let mut rx = self.watch();
+        let _ = rx
+            .wait_for(|s| {
+                matches!(
+                    s,
+                    CircuitState::Closed | CircuitState::Disabled | CircuitState::MetricsOnly
+                )
+            })
+            .await;
+    }
+
+    /// Holds the circuit open until [`reset`](Self::reset) or another switch:
+    /// every call fails fast.
+    pub fn force_open(&self) {
+        self.shared.set_state(CircuitState::ForcedOpen);
+    }
+
+    /// Lets every call through and records nothing.
+    pub fn disable(&self) {
+        self.shared.set_state(CircuitState::Disabled);
+    }
+
+    /// Records calls (metrics, snapshot) but never opens.
+    pub fn metrics_only(&self) {
+        self.shared.set_state(CircuitState::MetricsOnly);
+    }
+
+    /// Back to normal operation: closed, with an empty window and the
+    /// backoff reset.
+    pub fn reset(&self) {
+        self.shared.set_state(CircuitState::Closed);
+    }
+
+    /// Opens the circuit now, as if the threshold had been crossed (it will
+    /// half-open after the open period).
+    pub fn trip(&self) {
+        self.shared.set_state(CircuitState::Open);
+    }
+}
+
+impl fmt::Debug for CircuitBreakerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerHandle")
+            .field("name", &self.shared.name)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// The state.
+    pub fn state(&self) -> CircuitState {
+        self.state
+    }
+
+    /// Calls in the window (in consecutive mode: the current failure run).
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    /// Failures in the window.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// Slow calls in the window.
+    pub fn slow_calls(&self) -> u64 {
+        self.slow_calls
+    }
+
+    /// Failure rate in percent, if the window holds any call.
+    pub fn failure_rate(&self) -> Option<f64> {
+        (self.calls > 0).then(|| self.failures as f64 * 100.0 / self.calls as f64)
+    }
+
+    /// Slow-call rate in percent, if the window holds any call.
+    pub fn slow_call_rate(&self) -> Option<f64> {
+        (self.calls > 0).then(|| self.slow_calls as f64 * 100.0 / self.calls as f64)
+    }
+
+    /// While open: the time left before the circuit half-opens.
+    pub fn time_until_half_open(&self) -> Option<Duration> {
+        self.time_until_half_open
+    }
+
+    /// Opens since the circuit last closed (drives the backoff).
+    pub fn consecutive_opens(&self) -> u32 {
+        self.consecutive_opens
+    }
+
+    /// While half-open: probe slots in use.
+    pub fn probes_in_use(&self) -> u32 {
+        self.probes_in_use
+    }
+
+    /// Whether the recovery ramp is running.
+    pub fn is_ramping(&self) -> bool {
+        self.ramping
+    }
+}

@@ -1,0 +1,63 @@
+use std::sync::Arc;
+
+use resilience_core::HttpOutcome;
+use tower_layer::Layer;
+
+use crate::config::CircuitBreakerConfig;
+use crate::handle::{CircuitBreakerHandle, Shared};
+use crate::service::CircuitBreaker;
+
+/// Applies a [`CircuitBreaker`] to services.
+///
+/// Cloning this layer will not create a new breaker: the layer, every
+/// service it makes and every clone of those share one state, as do the
+/// [`CircuitBreakerHandle`]s it hands out. Build one layer per dependency.
+#[derive(Debug, Clone)]
+pub struct CircuitBreakerLayer<C = HttpOutcome> {
+    shared: Arc<Shared>,
+    classify: C,
+}
+
+// === impl CircuitBreakerLayer ===
+
+impl CircuitBreakerLayer {
+    /// A breaker for HTTP responses ([`HttpOutcome`]: 5xx and errors fail,
+    /// 4xx do not).
+    ///
+    /// With the `metrics` feature, install the metrics recorder before
+    /// calling this: the breaker's metric handles are registered here.
+    pub fn new(config: CircuitBreakerConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared::new(&config)),
+            classify: HttpOutcome::new(),
+        }
+    }
+}
+
+impl<C> CircuitBreakerLayer<C> {
+    /// Classifies outcomes with `classify` instead, e.g.
+    /// [`GrpcOutcome`](resilience_core::GrpcOutcome),
+    /// [`ErrorsAsFailures`](crate::ErrorsAsFailures) for any response type,
+    /// or [`classify_fn`](resilience_core::classify::classify_fn).
+    pub fn with_classifier<C2>(self, classify: C2) -> CircuitBreakerLayer<C2> {
+        CircuitBreakerLayer {
+            shared: self.shared,
+            classify,
+        }
+    }
+
+    /// A handle on the shared state.
+    pub fn handle(&self) -> CircuitBreakerHandle {
+        CircuitBreakerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
+    type Service = CircuitBreaker<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CircuitBreaker::with_shared(inner, self.shared.clone(), self.classify.clone())
+    }
+}

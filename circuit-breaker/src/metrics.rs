@@ -1,0 +1,102 @@
+//! Metric handles, created once per breaker.
+
+use resilience_core::Outcome;
+
+use crate::state::CircuitState;
+
+#[cfg(feature = "metrics")]
+use resilience_core::names::{
+    CIRCUIT_BREAKER_CALLS_TOTAL, CIRCUIT_BREAKER_STATE, CIRCUIT_BREAKER_TRANSITIONS_TOTAL,
+    LABEL_NAME, LABEL_OUTCOME, LABEL_STATE, LABEL_TO,
+};
+
+/// The breaker's metric handles (no-ops without the `metrics` feature).
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    #[cfg(feature = "metrics")]
+    success: metrics::Counter,
+    #[cfg(feature = "metrics")]
+    failure: metrics::Counter,
+    #[cfg(feature = "metrics")]
+    rejected: metrics::Counter,
+    #[cfg(feature = "metrics")]
+    states: [metrics::Gauge; 6],
+    #[cfg(feature = "metrics")]
+    transitions: [metrics::Counter; 6],
+}
+
+impl Metrics {
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn new(name: &str, initial: CircuitState) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            metrics::describe_gauge!(
+                CIRCUIT_BREAKER_STATE,
+                metrics::Unit::Count,
+                "Circuit breaker state, one series per state set to 1 for the current one."
+            );
+            metrics::describe_counter!(
+                CIRCUIT_BREAKER_TRANSITIONS_TOTAL,
+                metrics::Unit::Count,
+                "Circuit breaker state transitions, by target state."
+            );
+            metrics::describe_counter!(
+                CIRCUIT_BREAKER_CALLS_TOTAL,
+                metrics::Unit::Count,
+                "Calls through a circuit breaker, by outcome (success, failure, rejected)."
+            );
+            let name = name.to_owned();
+            let calls = |outcome: &'static str| metrics::counter!(CIRCUIT_BREAKER_CALLS_TOTAL, LABEL_NAME => name.clone(), LABEL_OUTCOME => outcome);
+            let m = Self {
+                success: calls("success"),
+                failure: calls("failure"),
+                rejected: calls("rejected"),
+                states: CircuitState::ALL.map(|s| {
+                    metrics::gauge!(CIRCUIT_BREAKER_STATE, LABEL_NAME => name.clone(), LABEL_STATE => s.as_str())
+                }),
+                transitions: CircuitState::ALL.map(|s| {
+                    metrics::counter!(CIRCUIT_BREAKER_TRANSITIONS_TOTAL, LABEL_NAME => name.clone(), LABEL_TO => s.as_str())
+                }),
+            };
+            m.set_state(initial);
+            m
+        }
+        #[cfg(not(feature = "metrics"))]
+        Self {}
+    }
+
+    /// Counts a completed call (a caller error is a success for health).
+    #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn call(&self, outcome: Outcome) {
+        #[cfg(feature = "metrics")]
+        match outcome {
+            Outcome::Failure => self.failure.increment(1),
+            Outcome::Success | Outcome::CallerError => self.success.increment(1),
+        }
+    }
+
+    /// Counts a call refused by the breaker.
+    #[inline]
+    pub(crate) fn rejected(&self) {
+        #[cfg(feature = "metrics")]
+        self.rejected.increment(1);
+    }
+
+    /// Records a transition to `to`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn transition(&self, to: CircuitState) {
+        #[cfg(feature = "metrics")]
+        {
+            self.transitions[to.index()].increment(1);
+            self.set_state(to);
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    fn set_state(&self, current: CircuitState) {
+        for s in CircuitState::ALL {
+            self.states[s.index()].set(if s == current { 1.0 } else { 0.0 });
+        }
+    }
+}

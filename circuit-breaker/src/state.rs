@@ -1,0 +1,1310 @@
+//! The breaker's state machine: synchronous, lock-free on the closed path,
+//! with the clock passed in.
+//!
+//! All state lives in atomics. A control word packs the state and an epoch
+//! that changes on every transition: a call remembers the epoch it was
+//! admitted in, and its outcome is only recorded if the epoch is still the
+//! same, so late results of an old state never leak into a new one.
+//! Transitions take a mutex (never held by the closed path) and return a
+//! [`Transition`] for the caller to report after the lock is released.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::{CircuitBreakerConfig, SlidingWindow};
+use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Mutex, Ordering, lock};
+
+/// The state of a circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CircuitState {
+    /// Calls pass and are recorded.
+    Closed,
+    /// Calls fail fast until the open period ends.
+    Open,
+    /// A few probe calls pass; their outcome closes or re-opens the circuit.
+    HalfOpen,
+    /// Held open by the operator: every call fails fast.
+    ForcedOpen,
+    /// Every call passes and nothing is recorded.
+    Disabled,
+    /// Calls pass and are recorded, but the circuit never opens.
+    MetricsOnly,
+}
+
+/// A change of [`CircuitState`], as reported to subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    from: CircuitState,
+    to: CircuitState,
+    reason: &'static str,
+    at: Instant,
+}
+
+// === impl CircuitState ===
+
+const CLOSED: u64 = 0;
+const OPEN: u64 = 1;
+const HALF_OPEN: u64 = 2;
+const FORCED_OPEN: u64 = 3;
+const DISABLED: u64 = 4;
+const METRICS_ONLY: u64 = 5;
+/// Flag on `CLOSED`: the recovery ramp is running.
+const RAMP: u64 = 0x80;
+const STATE_MASK: u64 = 0x7f;
+const EPOCH_SHIFT: u32 = 8;
+
+impl CircuitState {
+    /// Every state, in the order of [`CircuitState::index`].
+    pub const ALL: [CircuitState; 6] = [
+        CircuitState::Closed,
+        CircuitState::Open,
+        CircuitState::HalfOpen,
+        CircuitState::ForcedOpen,
+        CircuitState::Disabled,
+        CircuitState::MetricsOnly,
+    ];
+
+    /// The state as a bounded, lowercase label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+            CircuitState::ForcedOpen => "forced_open",
+            CircuitState::Disabled => "disabled",
+            CircuitState::MetricsOnly => "metrics_only",
+        }
+    }
+
+    /// A dense index, `0..6`.
+    pub const fn index(self) -> usize {
+        self.code() as usize
+    }
+
+    /// Whether calls currently fail fast (open or forced open).
+    pub const fn is_open(self) -> bool {
+        matches!(self, CircuitState::Open | CircuitState::ForcedOpen)
+    }
+
+    const fn code(self) -> u64 {
+        match self {
+            CircuitState::Closed => CLOSED,
+            CircuitState::Open => OPEN,
+            CircuitState::HalfOpen => HALF_OPEN,
+            CircuitState::ForcedOpen => FORCED_OPEN,
+            CircuitState::Disabled => DISABLED,
+            CircuitState::MetricsOnly => METRICS_ONLY,
+        }
+    }
+
+    const fn from_ctrl(ctrl: u64) -> Self {
+        match ctrl & STATE_MASK {
+            OPEN => CircuitState::Open,
+            HALF_OPEN => CircuitState::HalfOpen,
+            FORCED_OPEN => CircuitState::ForcedOpen,
+            DISABLED => CircuitState::Disabled,
+            METRICS_ONLY => CircuitState::MetricsOnly,
+            _ => CircuitState::Closed,
+        }
+    }
+}
+
+impl fmt::Display for CircuitState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl Transition ===
+
+impl Transition {
+    /// The state before.
+    pub fn from(&self) -> CircuitState {
+        self.from
+    }
+
+    /// The state after.
+    pub fn to(&self) -> CircuitState {
+        self.to
+    }
+
+    /// Why, e.g. `"failure rate above threshold"`.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+
+    /// When it happened.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+}
+
+/// Why a call was refused, and when trying again makes sense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) reason: &'static str,
+    pub(crate) retry_after: Option<Duration>,
+}
+
+/// What an admitted call must do when it completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Permit {
+    epoch: u64,
+    kind: PermitKind,
+    /// Set when slow calls are detected.
+    pub(crate) start: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PermitKind {
+    /// Record into the window (closed, metrics-only).
+    Window,
+    /// A half-open probe: holds a slot.
+    Probe,
+    /// Disabled: record nothing.
+    Untracked,
+}
+
+impl Permit {
+    pub(crate) fn is_tracked(&self) -> bool {
+        self.kind != PermitKind::Untracked
+    }
+
+    pub(crate) fn is_probe(&self) -> bool {
+        self.kind == PermitKind::Probe
+    }
+}
+
+/// Counts of the current window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Stats {
+    pub(crate) calls: u64,
+    pub(crate) failures: u64,
+    pub(crate) slow: u64,
+}
+
+const BAD_FAILURE: u8 = 1;
+const BAD_SLOW: u8 = 2;
+
+/// The outcome bits of one call.
+pub(crate) const fn bad_bits(failure: bool, slow: bool) -> u8 {
+    ((failure as u8) * BAD_FAILURE) | ((slow as u8) * BAD_SLOW)
+}
+
+// === windows ===
+
+/// The last `N` calls: a ring of outcome slots and running counts.
+///
+/// Each call takes the next index with one `fetch_add`; a slot is only
+/// written when its value changes, and then with a `swap`, so the counts
+/// always equal the sum of the slots.
+pub(crate) struct CountWindow {
+    slots: Box<[AtomicU8]>,
+    head: AtomicU64,
+    failures: AtomicU32,
+    slow: AtomicU32,
+}
+
+impl CountWindow {
+    pub(crate) fn new(size: u32) -> Self {
+        Self {
+            slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
+            head: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            slow: AtomicU32::new(0),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn record(&self, bits: u8) {
+        let i = self.head.fetch_add(1, Ordering::Relaxed);
+        let slot = &self.slots[(i % self.slots.len() as u64) as usize];
+        if slot.load(Ordering::Relaxed) != bits {
+            let old = slot.swap(bits, Ordering::AcqRel);
+            self.adjust(old, bits);
+        }
+    }
+
+    #[inline]
+    fn adjust(&self, old: u8, new: u8) {
+        let changed = old ^ new;
+        if changed & BAD_FAILURE != 0 {
+            if new & BAD_FAILURE != 0 {
+                self.failures.fetch_add(1, Ordering::AcqRel);
+            } else {
+                self.failures.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        if changed & BAD_SLOW != 0 {
+            if new & BAD_SLOW != 0 {
+                self.slow.fetch_add(1, Ordering::AcqRel);
+            } else {
+                self.slow.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let calls = self
+            .head
+            .load(Ordering::Acquire)
+            .min(self.slots.len() as u64);
+        // A count may be transiently below zero while a racing swap has not
+        // adjusted it yet: clamp.
+        let clamp = |v: u32| (v as i32).clamp(0, calls as i32) as u64;
+        Stats {
+            calls,
+            failures: clamp(self.failures.load(Ordering::Acquire)),
+            slow: clamp(self.slow.load(Ordering::Acquire)),
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        for slot in self.slots.iter() {
+            let old = slot.swap(0, Ordering::AcqRel);
+            self.adjust(old, 0);
+        }
+        self.head.store(0, Ordering::Release);
+    }
+}
+
+/// The calls of the last `length`, in buckets stamped with their tick.
+///
+/// A bucket is two words: `stamp | calls` and `stamp | failures | slow`.
+/// Recording is one load and one `fetch_add` when the bucket is current;
+/// a stale bucket is restarted with a compare-and-swap. Reading sums the
+/// buckets whose stamp is within the window: O(buckets), independent of
+/// traffic.
+pub(crate) struct TimeWindow {
+    bucket_ns: u64,
+    buckets: Box<[Bucket]>,
+}
+
+struct Bucket {
+    calls: AtomicU64,
+    bad: AtomicU64,
+}
+
+const COUNT_BITS: u32 = 36;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+const STAMP_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
+const HALF_BITS: u32 = COUNT_BITS / 2;
+const HALF_MASK: u64 = (1 << HALF_BITS) - 1;
+
+impl TimeWindow {
+    pub(crate) fn new(length: Duration, buckets: u32) -> Self {
+        let bucket_ns = (length.as_nanos() / u128::from(buckets)).max(1);
+        Self {
+            bucket_ns: u64::try_from(bucket_ns).unwrap_or(u64::MAX),
+            buckets: (0..buckets)
+                .map(|_| Bucket {
+                    calls: AtomicU64::new(0),
+                    bad: AtomicU64::new(0),
+                })
+                .collect(),
+        }
+    }
+
+    #[inline]
+    fn locate(&self, now_ns: u64) -> (u64, &Bucket) {
+        let tick = now_ns / self.bucket_ns;
+        let stamp = (tick + 1) & STAMP_MASK;
+        (
+            stamp,
+            &self.buckets[(tick % self.buckets.len() as u64) as usize],
+        )
+    }
+
+    #[inline]
+    pub(crate) fn record(&self, now_ns: u64, bits: u8) {
+        let (stamp, bucket) = self.locate(now_ns);
+        let mut cur = bucket.calls.load(Ordering::Relaxed);
+        loop {
+            if cur >> COUNT_BITS == stamp {
+                if cur & COUNT_MASK != COUNT_MASK {
+                    bucket.calls.fetch_add(1, Ordering::AcqRel);
+                }
+                break;
+            }
+            match bucket.calls.compare_exchange_weak(
+                cur,
+                (stamp << COUNT_BITS) | 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        if bits != 0 {
+            let add =
+                u64::from(bits & BAD_FAILURE != 0) | (u64::from(bits & BAD_SLOW != 0) << HALF_BITS);
+            let mut cur = bucket.bad.load(Ordering::Relaxed);
+            loop {
+                let next = if cur >> COUNT_BITS == stamp {
+                    let f = ((cur & HALF_MASK) + (add & HALF_MASK)).min(HALF_MASK);
+                    let s = ((cur >> HALF_BITS & HALF_MASK) + (add >> HALF_BITS)).min(HALF_MASK);
+                    (stamp << COUNT_BITS) | (s << HALF_BITS) | f
+                } else {
+                    (stamp << COUNT_BITS) | add
+                };
+                match bucket.bad.compare_exchange_weak(
+                    cur,
+                    next,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(actual) => cur = actual,
+                }
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self, now_ns: u64) -> Stats {
+        let (stamp, _) = self.locate(now_ns);
+        let n = self.buckets.len() as u64;
+        let fresh = |word: u64| {
+            let s = word >> COUNT_BITS;
+            s != 0 && (stamp.wrapping_sub(s) & STAMP_MASK) < n
+        };
+        let mut stats = Stats::default();
+        for b in self.buckets.iter() {
+            let calls = b.calls.load(Ordering::Acquire);
+            if fresh(calls) {
+                stats.calls += calls & COUNT_MASK;
+            }
+            let bad = b.bad.load(Ordering::Acquire);
+            if fresh(bad) {
+                stats.failures += bad & HALF_MASK;
+                stats.slow += bad >> HALF_BITS & HALF_MASK;
+            }
+        }
+        stats.failures = stats.failures.min(stats.calls);
+        stats.slow = stats.slow.min(stats.calls);
+        stats
+    }
+
+    pub(crate) fn reset(&self) {
+        for b in self.buckets.iter() {
+            b.calls.store(0, Ordering::Release);
+            b.bad.store(0, Ordering::Release);
+        }
+    }
+}
+
+enum Window {
+    Count(CountWindow),
+    Time(TimeWindow),
+    Consecutive { threshold: u32, run: AtomicU32 },
+}
+
+// === the core ===
+
+/// Probe accounting words: `epoch (low 32 bits) << 32 | count`.
+const PROBE_EPOCH_SHIFT: u32 = 32;
+/// Probe results: `epoch (low 24 bits) << 40 | slow << 26 | failures << 13 | done`.
+const RESULT_BITS: u32 = 13;
+const RESULT_MASK: u64 = (1 << RESULT_BITS) - 1;
+const RESULT_EPOCH_SHIFT: u32 = 40;
+const RESULT_EPOCH_MASK: u64 = (1 << 24) - 1;
+
+/// Parameters copied out of the configuration.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    failure_rate: f64,
+    slow_rate: f64,
+    minimum_calls: u64,
+    open_for: Duration,
+    max_open_for: Duration,
+    multiplier: f64,
+    jitter: f64,
+    probes: u32,
+    slow_call: Option<Duration>,
+    ramp: Option<Duration>,
+    ramp_start: f64,
+}
+
+/// Data guarded by the transition lock.
+struct Locked {
+    /// Opens since the circuit last closed (drives the backoff).
+    opens: u32,
+    rng: u64,
+}
+
+/// The shared state machine. See the [module docs](self).
+pub(crate) struct Core {
+    base: Instant,
+    params: Params,
+    ctrl: AtomicU64,
+    open_until: AtomicU64,
+    ramp_start: AtomicU64,
+    ramp_calls: AtomicU64,
+    probes_admitted: AtomicU64,
+    probe_results: AtomicU64,
+    window: Window,
+    locked: Mutex<Locked>,
+}
+
+/// The result of asking to make a call.
+pub(crate) type Acquired = (Result<Permit, Refusal>, Option<Transition>);
+
+impl Core {
+    pub(crate) fn new(config: &CircuitBreakerConfig, now: Instant) -> Self {
+        let window = match config.window {
+            SlidingWindow::Count { size } => Window::Count(CountWindow::new(size)),
+            SlidingWindow::Time { length, buckets } => {
+                Window::Time(TimeWindow::new(length, buckets))
+            }
+            SlidingWindow::ConsecutiveFailures { threshold } => Window::Consecutive {
+                threshold,
+                run: AtomicU32::new(0),
+            },
+        };
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Self {
+            base: now,
+            params: Params {
+                failure_rate: config.failure_rate_threshold,
+                slow_rate: config.slow_call_rate_threshold,
+                minimum_calls: u64::from(config.minimum_calls),
+                open_for: config.open_for,
+                max_open_for: config.max_open_for,
+                multiplier: config.backoff_multiplier,
+                jitter: config.jitter,
+                probes: config.half_open_probes,
+                slow_call: config.slow_call_duration,
+                ramp: config.recovery_ramp,
+                ramp_start: config.recovery_start_percent / 100.0,
+            },
+            ctrl: AtomicU64::new(CLOSED),
+            open_until: AtomicU64::new(0),
+            ramp_start: AtomicU64::new(0),
+            ramp_calls: AtomicU64::new(0),
+            probes_admitted: AtomicU64::new(0),
+            probe_results: AtomicU64::new(0),
+            window,
+            locked: Mutex::new(Locked {
+                opens: 0,
+                rng: seed | 1,
+            }),
+        }
+    }
+
+    #[inline]
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The current state.
+    pub(crate) fn state(&self) -> CircuitState {
+        CircuitState::from_ctrl(self.ctrl.load(Ordering::Acquire))
+    }
+
+    /// Asks to make a call. The closed path reads neither the clock (unless
+    /// slow calls are detected) nor any lock.
+    #[inline]
+    pub(crate) fn acquire(&self, clock: &impl Fn() -> Instant) -> Acquired {
+        let ctrl = self.ctrl.load(Ordering::Acquire);
+        let epoch = ctrl >> EPOCH_SHIFT;
+        match ctrl & 0xff {
+            CLOSED | METRICS_ONLY => (Ok(self.permit(epoch, PermitKind::Window, clock)), None),
+            DISABLED => (
+                Ok(Permit {
+                    epoch,
+                    kind: PermitKind::Untracked,
+                    start: None,
+                }),
+                None,
+            ),
+            _ => self.acquire_slow(ctrl, clock),
+        }
+    }
+
+    #[inline]
+    fn permit(&self, epoch: u64, kind: PermitKind, clock: &impl Fn() -> Instant) -> Permit {
+        Permit {
+            epoch,
+            kind,
+            start: self.params.slow_call.map(|_| clock()),
+        }
+    }
+
+    #[cold]
+    fn acquire_slow(&self, mut ctrl: u64, clock: &impl Fn() -> Instant) -> Acquired {
+        let now = clock();
+        let now_ns = self.nanos(now);
+        let mut transition = None;
+        // At most: open -> half-open, then one probe attempt.
+        for _ in 0..4 {
+            let epoch = ctrl >> EPOCH_SHIFT;
+            match ctrl & 0xff {
+                CLOSED | METRICS_ONLY => {
+                    return (
+                        Ok(self.permit(epoch, PermitKind::Window, clock)),
+                        transition,
+                    );
+                }
+                DISABLED => {
+                    let p = Permit {
+                        epoch,
+                        kind: PermitKind::Untracked,
+                        start: None,
+                    };
+                    return (Ok(p), transition);
+                }
+                FORCED_OPEN => {
+                    let r = Refusal {
+                        reason: "forced open",
+                        retry_after: None,
+                    };
+                    return (Err(r), transition);
+                }
+                OPEN => {
+                    let until = self.open_until.load(Ordering::Acquire);
+                    if now_ns < until {
+                        let r = Refusal {
+                            reason: "failure threshold exceeded",
+                            retry_after: Some(Duration::from_nanos(until - now_ns)),
+                        };
+                        return (Err(r), transition);
+                    }
+                    if let Some(t) = self.to_half_open(ctrl, now) {
+                        transition = Some(t);
+                    }
+                }
+                HALF_OPEN => return (self.acquire_probe(epoch, clock), transition),
+                _ => return (self.acquire_ramp(ctrl, now_ns, clock), transition),
+            }
+            ctrl = self.ctrl.load(Ordering::Acquire);
+        }
+        let r = Refusal {
+            reason: "state changing",
+            retry_after: None,
+        };
+        (Err(r), transition)
+    }
+
+    fn acquire_probe(&self, epoch: u64, clock: &impl Fn() -> Instant) -> Result<Permit, Refusal> {
+        let tag = (epoch & 0xffff_ffff) << PROBE_EPOCH_SHIFT;
+        let mut cur = self.probes_admitted.load(Ordering::Acquire);
+        loop {
+            if cur & !0xffff_ffff != tag || (cur & 0xffff_ffff) >= u64::from(self.params.probes) {
+                return Err(Refusal {
+                    reason: "half-open, probes in flight",
+                    retry_after: None,
+                });
+            }
+            match self.probes_admitted.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(self.permit(epoch, PermitKind::Probe, clock)),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    fn acquire_ramp(
+        &self,
+        ctrl: u64,
+        now_ns: u64,
+        clock: &impl Fn() -> Instant,
+    ) -> Result<Permit, Refusal> {
+        let epoch = ctrl >> EPOCH_SHIFT;
+        let ramp = self.params.ramp.map_or(0, |r| r.as_nanos() as u64);
+        let elapsed = now_ns.saturating_sub(self.ramp_start.load(Ordering::Acquire));
+        if elapsed >= ramp {
+            // Ramp over: clear the flag (a failed exchange means someone else
+            // did, or the state changed).
+            let _ =
+                self.ctrl
+                    .compare_exchange(ctrl, ctrl & !RAMP, Ordering::AcqRel, Ordering::Relaxed);
+            return Ok(self.permit(epoch, PermitKind::Window, clock));
+        }
+        let start = self.params.ramp_start;
+        let share = start + (1.0 - start) * (elapsed as f64 / ramp as f64);
+        // Deterministic admission of exactly `share` of the calls.
+        let n = self.ramp_calls.fetch_add(1, Ordering::AcqRel) as f64;
+        if ((n + 1.0) * share).floor() > (n * share).floor() {
+            Ok(self.permit(epoch, PermitKind::Window, clock))
+        } else {
+            Err(Refusal {
+                reason: "recovering",
+                retry_after: Some(Duration::from_nanos(ramp - elapsed).min(Duration::from_secs(1))),
+            })
+        }
+    }
+
+    /// Gives back a probe slot whose call was cancelled.
+    pub(crate) fn release(&self, permit: &Permit) {
+        if permit.kind != PermitKind::Probe {
+            return;
+        }
+        let tag = (permit.epoch & 0xffff_ffff) << PROBE_EPOCH_SHIFT;
+        let mut cur = self.probes_admitted.load(Ordering::Acquire);
+        while cur & !0xffff_ffff == tag && cur & 0xffff_ffff > 0 {
+            match self.probes_admitted.compare_exchange_weak(
+                cur,
+                cur - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Whether a call that started at `permit.start` and ends now was slow.
+    #[inline]
+    pub(crate) fn is_slow(&self, permit: &Permit, clock: &impl Fn() -> Instant) -> bool {
+        match (permit.start, self.params.slow_call) {
+            (Some(start), Some(limit)) => clock().saturating_duration_since(start) >= limit,
+            _ => false,
+        }
+    }
+
+    /// Records the outcome of a call admitted with `permit`.
+    #[inline]
+    pub(crate) fn record(
+        &self,
+        permit: &Permit,
+        failure: bool,
+        slow: bool,
+        clock: &impl Fn() -> Instant,
+    ) -> Option<Transition> {
+        let ctrl = self.ctrl.load(Ordering::Acquire);
+        if ctrl >> EPOCH_SHIFT != permit.epoch {
+            return None;
+        }
+        match permit.kind {
+            PermitKind::Untracked => None,
+            PermitKind::Probe => self.record_probe(permit.epoch, failure, slow, clock),
+            PermitKind::Window => {
+                let bits = bad_bits(failure, slow);
+                let stats = match &self.window {
+                    Window::Count(w) => {
+                        w.record(bits);
+                        if bits == 0 {
+                            return None;
+                        }
+                        w.stats()
+                    }
+                    Window::Time(w) => {
+                        let now_ns = self.nanos(clock());
+                        w.record(now_ns, bits);
+                        if bits == 0 {
+                            return None;
+                        }
+                        w.stats(now_ns)
+                    }
+                    Window::Consecutive { threshold, run } => {
+                        if bits == 0 {
+                            if run.load(Ordering::Relaxed) != 0 {
+                                run.store(0, Ordering::Relaxed);
+                            }
+                            return None;
+                        }
+                        let n = run.fetch_add(1, Ordering::AcqRel) + 1;
+                        if n < *threshold || ctrl & STATE_MASK != CLOSED {
+                            return None;
+                        }
+                        return self.trip(ctrl, clock(), "consecutive failures");
+                    }
+                };
+                if ctrl & STATE_MASK != CLOSED {
+                    return None; // metrics-only never trips
+                }
+                let reason = self.exceeded(stats)?;
+                self.trip(ctrl, clock(), reason)
+            }
+        }
+    }
+
+    /// Whether the window's rates call for opening.
+    fn exceeded(&self, s: Stats) -> Option<&'static str> {
+        if s.calls == 0 || s.calls < self.params.minimum_calls {
+            return None;
+        }
+        let calls = s.calls as f64;
+        if s.failures as f64 * 100.0 >= self.params.failure_rate * calls {
+            Some("failure rate above threshold")
+        } else if self.params.slow_call.is_some()
+            && s.slow as f64 * 100.0 >= self.params.slow_rate * calls
+        {
+            Some("slow call rate above threshold")
+        } else {
+            None
+        }
+    }
+
+    fn record_probe(
+        &self,
+        epoch: u64,
+        failure: bool,
+        slow: bool,
+        clock: &impl Fn() -> Instant,
+    ) -> Option<Transition> {
+        let tag = (epoch & RESULT_EPOCH_MASK) << RESULT_EPOCH_SHIFT;
+        let add = 1 | (u64::from(failure) << RESULT_BITS) | (u64::from(slow) << (2 * RESULT_BITS));
+        let mut cur = self.probe_results.load(Ordering::Acquire);
+        let next = loop {
+            if cur & !((1 << RESULT_EPOCH_SHIFT) - 1) != tag {
+                return None;
+            }
+            let next = cur + add;
+            match self.probe_results.compare_exchange_weak(
+                cur,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break next,
+                Err(actual) => cur = actual,
+            }
+        };
+        let done = next & RESULT_MASK;
+        let failures = next >> RESULT_BITS & RESULT_MASK;
+        let slows = next >> (2 * RESULT_BITS) & RESULT_MASK;
+        let n = f64::from(self.params.probes);
+        let reopen = if failures as f64 * 100.0 >= self.params.failure_rate * n {
+            Some("probe failed")
+        } else if self.params.slow_call.is_some()
+            && slows as f64 * 100.0 >= self.params.slow_rate * n
+        {
+            Some("probe slow")
+        } else {
+            None
+        };
+        if reopen.is_none() && done < u64::from(self.params.probes) {
+            return None;
+        }
+        let ctrl = (epoch << EPOCH_SHIFT) | HALF_OPEN;
+        match reopen {
+            Some(reason) => self.trip(ctrl, clock(), reason),
+            None => self.close(ctrl, clock()),
+        }
+    }
+
+    // === transitions (under the lock) ===
+
+    fn publish(&self, from_ctrl: u64, to: u64) -> u64 {
+        let epoch = (from_ctrl >> EPOCH_SHIFT) + 1;
+        let ctrl = (epoch << EPOCH_SHIFT) | to;
+        self.ctrl.store(ctrl, Ordering::Release);
+        ctrl
+    }
+
+    /// Opens the circuit if it is still in `ctrl`.
+    fn trip(&self, ctrl: u64, now: Instant, reason: &'static str) -> Option<Transition> {
+        let mut locked = lock(&self.locked);
+        if self.ctrl.load(Ordering::Acquire) != ctrl {
+            return None;
+        }
+        let open_for = self.backoff(&mut locked);
+        locked.opens = locked.opens.saturating_add(1);
+        let until = self.nanos(now).saturating_add(open_for.as_nanos() as u64);
+        self.open_until.store(until, Ordering::Release);
+        self.publish(ctrl, OPEN);
+        drop(locked);
+        Some(Transition {
+            from: CircuitState::from_ctrl(ctrl),
+            to: CircuitState::Open,
+            reason,
+            at: now,
+        })
+    }
+
+    fn to_half_open(&self, ctrl: u64, now: Instant) -> Option<Transition> {
+        let locked = lock(&self.locked);
+        if self.ctrl.load(Ordering::Acquire) != ctrl {
+            return None;
+        }
+        let epoch = (ctrl >> EPOCH_SHIFT) + 1;
+        self.probes_admitted.store(
+            (epoch & 0xffff_ffff) << PROBE_EPOCH_SHIFT,
+            Ordering::Release,
+        );
+        self.probe_results.store(
+            (epoch & RESULT_EPOCH_MASK) << RESULT_EPOCH_SHIFT,
+            Ordering::Release,
+        );
+        self.publish(ctrl, HALF_OPEN);
+        drop(locked);
+        Some(Transition {
+            from: CircuitState::Open,
+            to: CircuitState::HalfOpen,
+            reason: "open period over",
+            at: now,
+        })
+    }
+
+    fn close(&self, ctrl: u64, now: Instant) -> Option<Transition> {
+        let mut locked = lock(&self.locked);
+        if self.ctrl.load(Ordering::Acquire) != ctrl {
+            return None;
+        }
+        locked.opens = 0;
+        self.reset_window();
+        let to = if self.params.ramp.is_some() {
+            self.ramp_start.store(self.nanos(now), Ordering::Release);
+            self.ramp_calls.store(0, Ordering::Release);
+            CLOSED | RAMP
+        } else {
+            CLOSED
+        };
+        self.publish(ctrl, to);
+        drop(locked);
+        Some(Transition {
+            from: CircuitState::from_ctrl(ctrl),
+            to: CircuitState::Closed,
+            reason: "probes succeeded",
+            at: now,
+        })
+    }
+
+    fn reset_window(&self) {
+        match &self.window {
+            Window::Count(w) => w.reset(),
+            Window::Time(w) => w.reset(),
+            Window::Consecutive { run, .. } => run.store(0, Ordering::Release),
+        }
+    }
+
+    /// The open duration for the next open: exponential, jittered, capped.
+    fn backoff(&self, locked: &mut Locked) -> Duration {
+        let p = &self.params;
+        let base = p.open_for.as_secs_f64()
+            * p.multiplier
+                .powi(i32::try_from(locked.opens).unwrap_or(i32::MAX));
+        let max = p.max_open_for.as_secs_f64();
+        let mut secs = base.min(max);
+        if p.jitter > 0.0 {
+            // splitmix64
+            locked.rng = locked.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = locked.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            let u = (z >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+            secs *= 1.0 + p.jitter * (2.0 * u - 1.0);
+            secs = secs.min(max);
+        }
+        Duration::from_secs_f64(secs.max(1e-6))
+    }
+
+    /// Moves to `to` (an operator's choice), whatever the state.
+    pub(crate) fn set_state(&self, to: CircuitState, now: Instant) -> Option<Transition> {
+        let mut locked = lock(&self.locked);
+        let ctrl = self.ctrl.load(Ordering::Acquire);
+        let from = CircuitState::from_ctrl(ctrl);
+        if from == to && ctrl & RAMP == 0 {
+            return None;
+        }
+        match to {
+            CircuitState::Closed | CircuitState::MetricsOnly | CircuitState::Disabled => {
+                locked.opens = 0;
+                self.reset_window();
+            }
+            CircuitState::Open => {
+                let open_for = self.backoff(&mut locked);
+                locked.opens = locked.opens.saturating_add(1);
+                let until = self.nanos(now).saturating_add(open_for.as_nanos() as u64);
+                self.open_until.store(until, Ordering::Release);
+            }
+            CircuitState::HalfOpen => {
+                let epoch = (ctrl >> EPOCH_SHIFT) + 1;
+                self.probes_admitted.store(
+                    (epoch & 0xffff_ffff) << PROBE_EPOCH_SHIFT,
+                    Ordering::Release,
+                );
+                self.probe_results.store(
+                    (epoch & RESULT_EPOCH_MASK) << RESULT_EPOCH_SHIFT,
+                    Ordering::Release,
+                );
+            }
+            CircuitState::ForcedOpen => {}
+        }
+        self.publish(ctrl, to.code());
+        drop(locked);
+        Some(Transition {
+            from,
+            to,
+            reason: "set by operator",
+            at: now,
+        })
+    }
+
+    /// The window's counts (for consecutive mode: the failure run).
+    pub(crate) fn stats(&self, now: Instant) -> Stats {
+        match &self.window {
+            Window::Count(w) => w.stats(),
+            Window::Time(w) => w.stats(self.nanos(now)),
+            Window::Consecutive { run, .. } => {
+                let n = u64::from(run.load(Ordering::Acquire));
+                Stats {
+                    calls: n,
+                    failures: n,
+                    slow: 0,
+                }
+            }
+        }
+    }
+
+    /// Time left until the circuit may half-open, while open.
+    pub(crate) fn time_until_half_open(&self, now: Instant) -> Option<Duration> {
+        if self.ctrl.load(Ordering::Acquire) & 0xff != OPEN {
+            return None;
+        }
+        let until = self.open_until.load(Ordering::Acquire);
+        Some(Duration::from_nanos(until.saturating_sub(self.nanos(now))))
+    }
+
+    /// Opens since the circuit last closed.
+    pub(crate) fn consecutive_opens(&self) -> u32 {
+        lock(&self.locked).opens
+    }
+
+    /// Probes admitted (in flight or done) in the current half-open period.
+    pub(crate) fn probes_in_use(&self) -> u32 {
+        let ctrl = self.ctrl.load(Ordering::Acquire);
+        if ctrl & 0xff != HALF_OPEN {
+            return 0;
+        }
+        (self.probes_admitted.load(Ordering::Acquire) & 0xffff_ffff) as u32
+    }
+
+    /// Whether the recovery ramp is running.
+    pub(crate) fn is_ramping(&self) -> bool {
+        self.ctrl.load(Ordering::Acquire) & RAMP != 0
+    }
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn core(b: crate::config::CircuitBreakerConfigBuilder, now: Instant) -> Core {
+        Core::new(&b.jitter(0.0).build().unwrap(), now)
+    }
+
+    #[test]
+    fn count_window_slides() {
+        let w = CountWindow::new(3);
+        w.record(BAD_FAILURE);
+        w.record(BAD_FAILURE);
+        w.record(0);
+        assert_eq!(
+            w.stats(),
+            Stats {
+                calls: 3,
+                failures: 2,
+                slow: 0
+            }
+        );
+        w.record(0); // pushes out the first failure
+        assert_eq!(w.stats().failures, 1);
+        w.record(BAD_SLOW);
+        assert_eq!(
+            w.stats(),
+            Stats {
+                calls: 3,
+                failures: 0,
+                slow: 1
+            }
+        );
+        w.reset();
+        assert_eq!(w.stats(), Stats::default());
+    }
+
+    #[test]
+    fn time_window_expires_buckets() {
+        let w = TimeWindow::new(Duration::from_secs(10), 10);
+        let s = 1_000_000_000u64;
+        w.record(0, BAD_FAILURE);
+        w.record(5 * s, 0);
+        assert_eq!(
+            w.stats(5 * s),
+            Stats {
+                calls: 2,
+                failures: 1,
+                slow: 0
+            }
+        );
+        assert_eq!(w.stats(10 * s).calls, 1, "first bucket expired");
+        assert_eq!(w.stats(16 * s), Stats::default());
+        // the bucket of tick 0 is reused for tick 20
+        w.record(20 * s, BAD_SLOW);
+        assert_eq!(
+            w.stats(20 * s),
+            Stats {
+                calls: 1,
+                failures: 0,
+                slow: 1
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_open_half_open_closed() {
+        let t0 = Instant::now();
+        let c = core(
+            CircuitBreakerConfig::builder()
+                .count_window(4)
+                .minimum_calls(4)
+                .half_open_probes(2)
+                .open_for(Duration::from_secs(1)),
+            t0,
+        );
+        let clock = || t0;
+        for i in 0..4 {
+            let (p, _) = c.acquire(&clock);
+            let t = c.record(&p.unwrap(), i % 2 == 1, false, &clock);
+            assert_eq!(t.is_some(), i == 3, "opens at the 4th call (50%)");
+        }
+        assert_eq!(c.state(), CircuitState::Open);
+        let (r, _) = c.acquire(&clock);
+        assert_eq!(r.unwrap_err().retry_after, Some(Duration::from_secs(1)));
+
+        let later = || t0 + Duration::from_secs(1);
+        let (p1, t) = c.acquire(&later);
+        assert_eq!(t.unwrap().to(), CircuitState::HalfOpen);
+        let (p2, _) = c.acquire(&later);
+        assert!(c.acquire(&later).0.is_err(), "only two probes");
+        let (p1, p2) = (p1.unwrap(), p2.unwrap());
+        c.release(&p2); // cancelled: slot back
+        let p3 = c.acquire(&later).0.unwrap();
+        assert!(c.record(&p1, false, false, &later).is_none());
+        let t = c.record(&p3, false, false, &later).unwrap();
+        assert_eq!(
+            (t.from(), t.to()),
+            (CircuitState::HalfOpen, CircuitState::Closed)
+        );
+        // a stale outcome of the old epoch is ignored
+        assert!(c.record(&p2, true, false, &later).is_none());
+        assert_eq!(c.stats(t0), Stats::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_grows_and_caps() {
+        let t0 = Instant::now();
+        let c = core(
+            CircuitBreakerConfig::builder()
+                .consecutive_failures(1)
+                .half_open_probes(1)
+                .open_for(Duration::from_secs(1))
+                .max_open_for(Duration::from_secs(5)),
+            t0,
+        );
+        let mut now = t0;
+        let mut seen = vec![];
+        for _ in 0..5 {
+            let clock = || now;
+            let p = c.acquire(&clock).0.unwrap();
+            assert!(c.record(&p, true, false, &clock).is_some());
+            let d = c.time_until_half_open(now).unwrap();
+            seen.push(d.as_secs());
+            now += d;
+        }
+        assert_eq!(seen, [1, 2, 4, 5, 5]);
+    }
+
+    /// Naive reference: recompute over all outcomes kept in a Vec.
+    #[derive(Default)]
+    struct Model {
+        events: Vec<(u64, u8)>,
+    }
+
+    impl Model {
+        fn count(&self, n: usize) -> Stats {
+            let tail = &self.events[self.events.len().saturating_sub(n)..];
+            stats_of(tail.iter().map(|e| e.1))
+        }
+        fn time(&self, now_ns: u64, bucket_ns: u64, buckets: u64) -> Stats {
+            let tick = now_ns / bucket_ns;
+            stats_of(
+                self.events
+                    .iter()
+                    .filter(|(t, _)| t / bucket_ns + buckets > tick)
+                    .map(|e| e.1),
+            )
+        }
+    }
+
+    fn stats_of(it: impl Iterator<Item = u8>) -> Stats {
+        let mut s = Stats::default();
+        for b in it {
+            s.calls += 1;
+            s.failures += u64::from(b & BAD_FAILURE != 0);
+            s.slow += u64::from(b & BAD_SLOW != 0);
+        }
+        s
+    }
+
+    fn outcome() -> impl Strategy<Value = (u8, u64)> {
+        (0u8..4, prop_oneof![Just(0u64), 0u64..300, 0u64..3000])
+    }
+
+    proptest! {
+        #[test]
+        fn count_window_matches_model(size in 1u32..20, seq in proptest::collection::vec(outcome(), 0..200)) {
+            let w = CountWindow::new(size);
+            let mut m = Model::default();
+            for (bits, _) in seq {
+                w.record(bits);
+                m.events.push((0, bits));
+                prop_assert_eq!(w.stats(), m.count(size as usize));
+            }
+        }
+
+        #[test]
+        fn time_window_matches_model(buckets in 1u32..12, seq in proptest::collection::vec(outcome(), 0..200)) {
+            // 1 s window; times in ms
+            let w = TimeWindow::new(Duration::from_secs(1), buckets);
+            let bucket_ns = 1_000_000_000 / u64::from(buckets);
+            let mut m = Model::default();
+            let mut now = 0u64;
+            for (bits, dt_ms) in seq {
+                now += dt_ms * 1_000_000;
+                w.record(now, bits);
+                m.events.push((now, bits));
+                prop_assert_eq!(w.stats(now), m.time(now, bucket_ns, u64::from(buckets)));
+            }
+        }
+
+        /// The breaker opens exactly when the model's rate over the window
+        /// first reaches the threshold with enough calls, for both windows.
+        #[test]
+        fn same_decisions_as_model(
+            size in 2u32..30,
+            min_calls in 1u32..30,
+            rate in 1u32..=100,
+            time_based in any::<bool>(),
+            seq in proptest::collection::vec(outcome(), 1..150),
+        ) {
+            let min_calls = min_calls.min(size);
+            let t0 = Instant::now();
+            let b = CircuitBreakerConfig::builder()
+                .failure_rate_threshold(f64::from(rate))
+                .slow_call_duration(Duration::from_millis(100))
+                .slow_call_rate_threshold(f64::from(rate))
+                .minimum_calls(min_calls);
+            let b = if time_based {
+                b.time_window(Duration::from_millis(u64::from(size) * 100)).time_window_buckets(size)
+            } else {
+                b.count_window(size)
+            };
+            let c = core(b, t0);
+            let mut m = Model::default();
+            let mut now = t0;
+            for (bits, dt_ms) in seq {
+                now += Duration::from_millis(dt_ms);
+                let clock = || now;
+                let p = c.acquire(&clock).0.unwrap();
+                let t = c.record(&p, bits & BAD_FAILURE != 0, bits & BAD_SLOW != 0, &clock);
+                let ns = u64::try_from((now - t0).as_nanos()).unwrap();
+                m.events.push((ns, bits));
+                let s = if time_based {
+                    m.time(ns, 100_000_000, u64::from(size))
+                } else {
+                    m.count(size as usize)
+                };
+                let want = bits != 0 && s.calls >= u64::from(min_calls)
+                    && (s.failures * 100 >= u64::from(rate) * s.calls
+                        || s.slow * 100 >= u64::from(rate) * s.calls);
+                prop_assert_eq!(t.is_some(), want, "stats {:?}", s);
+                if want {
+                    prop_assert_eq!(c.state(), CircuitState::Open);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    fn config(probes: u32) -> CircuitBreakerConfig {
+        CircuitBreakerConfig::builder()
+            .consecutive_failures(1)
+            .half_open_probes(probes)
+            .open_for(Duration::from_secs(1))
+            .jitter(0.0)
+            .build()
+            .unwrap()
+    }
+
+    /// Two callers race for one probe slot: exactly one wins; when the
+    /// winner is cancelled, the slot comes back.
+    #[test]
+    fn one_probe_slot() {
+        loom::model(|| {
+            let t0 = Instant::now();
+            let core = Arc::new(Core::new(&config(1), t0));
+            core.set_state(CircuitState::HalfOpen, t0);
+            let clock = move || t0;
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    let core = core.clone();
+                    loom::thread::spawn(move || {
+                        let clock = move || t0;
+                        core.acquire(&clock).0.ok()
+                    })
+                })
+                .collect();
+            let permits: Vec<_> = handles
+                .into_iter()
+                .filter_map(|h| h.join().unwrap())
+                .collect();
+            assert_eq!(permits.len(), 1);
+            core.release(&permits[0]);
+            assert!(core.acquire(&clock).0.is_ok());
+        });
+    }
+
+    /// A probe's success races with a caller: the circuit closes exactly
+    /// once, and the caller gets either a probe refusal or a closed permit.
+    #[test]
+    fn probe_result_races_with_acquire() {
+        loom::model(|| {
+            let t0 = Instant::now();
+            let core = Arc::new(Core::new(&config(1), t0));
+            core.set_state(CircuitState::HalfOpen, t0);
+            let clock = move || t0;
+            let probe = core.acquire(&clock).0.unwrap();
+            let c2 = core.clone();
+            let th = loom::thread::spawn(move || {
+                let clock = move || t0;
+                c2.acquire(&clock).0
+            });
+            let t = core.record(&probe, false, false, &clock);
+            assert_eq!(t.map(|t| t.to()), Some(CircuitState::Closed));
+            match th.join().unwrap() {
+                Ok(p) => assert!(!p.is_probe()),
+                Err(r) => assert_eq!(r.reason, "half-open, probes in flight"),
+            }
+            assert_eq!(core.state(), CircuitState::Closed);
+        });
+    }
+}

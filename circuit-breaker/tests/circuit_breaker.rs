@@ -1,0 +1,596 @@
+//! The circuit breaker through its public API, with tower-test mocks and
+//! paused time.
+
+use std::time::Duration;
+
+use http::{Request, Response};
+use resilience_circuit_breaker::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerConfigBuilder, CircuitBreakerHandle,
+    CircuitBreakerLayer, CircuitState, ErrorsAsFailures,
+};
+use resilience_core::{BoxError, Classify, HttpOutcome, Rejected, RejectionKind, timeout::Elapsed};
+use tokio::time::advance;
+use tokio_test::{assert_pending, assert_ready_ok};
+use tower_test::mock::{self, Handle, Mock, Spawn};
+
+type Req = Request<()>;
+type Rsp = Response<()>;
+type Svc = Spawn<CircuitBreaker<Mock<Req, Rsp>, HttpOutcome>>;
+
+fn rsp(status: u16) -> Rsp {
+    Response::builder().status(status).body(()).unwrap()
+}
+
+fn base() -> CircuitBreakerConfigBuilder {
+    CircuitBreakerConfig::builder()
+        .name("test")
+        .count_window(4)
+        .minimum_calls(4)
+        .failure_rate_threshold(50.0)
+        .open_for(Duration::from_secs(1))
+        .jitter(0.0)
+}
+
+fn spawn(config: CircuitBreakerConfig) -> (Svc, Handle<Req, Rsp>, CircuitBreakerHandle) {
+    let layer = CircuitBreakerLayer::new(config);
+    let cb = layer.handle();
+    let (svc, handle) = mock::spawn_layer(layer);
+    (svc, handle, cb)
+}
+
+enum Reply {
+    Status(u16),
+    Error(BoxError),
+}
+
+/// One call that reaches the inner service and gets `reply`.
+async fn call(svc: &mut Svc, handle: &mut Handle<Req, Rsp>, reply: Reply) -> Result<Rsp, BoxError> {
+    assert_ready_ok!(svc.poll_ready());
+    let fut = svc.call(Request::new(()));
+    let (_, send) = handle
+        .next_request()
+        .await
+        .expect("the call reached the inner service");
+    match reply {
+        Reply::Status(s) => send.send_response(rsp(s)),
+        Reply::Error(e) => send.send_error(e),
+    }
+    fut.await
+}
+
+/// One call that must be rejected without reaching the inner service.
+async fn rejected(svc: &mut Svc, handle: &mut Handle<Req, Rsp>) -> Rejected {
+    assert_ready_ok!(svc.poll_ready());
+    let err = svc.call(Request::new(())).await.unwrap_err();
+    assert_pending!(handle.poll_request());
+    err.downcast_ref::<Rejected>().expect("a rejection").clone()
+}
+
+async fn open_it(svc: &mut Svc, handle: &mut Handle<Req, Rsp>) {
+    for _ in 0..4 {
+        let _ = call(svc, handle, Reply::Status(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_count_window_slides() {
+    let (mut svc, mut handle, cb) = spawn(base().build().unwrap());
+    // 1 failure in 4: stays closed
+    for s in [500, 200, 200, 200] {
+        call(&mut svc, &mut handle, Reply::Status(s)).await.unwrap();
+    }
+    assert_eq!(cb.state(), CircuitState::Closed);
+    // the first failure slides out as a new one comes in: still 1 in 4
+    call(&mut svc, &mut handle, Reply::Status(500))
+        .await
+        .unwrap();
+    let snap = cb.snapshot();
+    assert_eq!((snap.calls(), snap.failures()), (4, 1));
+    assert_eq!(cb.state(), CircuitState::Closed);
+    // after many successes, the last N calls decide: 2 failures in 4 open
+    for _ in 0..20 {
+        call(&mut svc, &mut handle, Reply::Status(200))
+            .await
+            .unwrap();
+    }
+    call(&mut svc, &mut handle, Reply::Status(500))
+        .await
+        .unwrap();
+    assert_eq!(cb.state(), CircuitState::Closed);
+    call(&mut svc, &mut handle, Reply::Status(500))
+        .await
+        .unwrap();
+    assert_eq!(
+        cb.state(),
+        CircuitState::Open,
+        "2 of the last 4 failed (50%)"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn open_fails_fast_with_retry_after_and_half_opens() {
+    let (mut svc, mut handle, cb) = spawn(base().half_open_probes(1).build().unwrap());
+    open_it(&mut svc, &mut handle).await;
+    assert_eq!(cb.state(), CircuitState::Open);
+
+    let r = rejected(&mut svc, &mut handle).await;
+    assert_eq!(r.kind(), RejectionKind::CircuitOpen);
+    assert_eq!(r.retry_after(), Some(Duration::from_secs(1)));
+    advance(Duration::from_millis(400)).await;
+    let r = rejected(&mut svc, &mut handle).await;
+    assert_eq!(r.retry_after(), Some(Duration::from_millis(600)));
+    assert_eq!(
+        cb.snapshot().time_until_half_open(),
+        Some(Duration::from_millis(600))
+    );
+
+    advance(Duration::from_millis(600)).await;
+    // half-open: one probe goes through; it succeeds and closes the circuit
+    call(&mut svc, &mut handle, Reply::Status(200))
+        .await
+        .unwrap();
+    assert_eq!(cb.state(), CircuitState::Closed);
+    assert_eq!(cb.snapshot().calls(), 0, "the window starts empty");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn open_does_not_poll_the_inner_service() {
+    let (mut svc, mut handle, cb) = spawn(base().build().unwrap());
+    open_it(&mut svc, &mut handle).await;
+    handle.allow(0); // the inner service is not ready
+    // ...yet the breaker is: it fails fast without polling it
+    let r = rejected(&mut svc, &mut handle).await;
+    assert_eq!(r.kind(), RejectionKind::CircuitOpen);
+    assert_eq!(cb.state(), CircuitState::Open);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_storm_of_4xx_never_opens() {
+    let (mut svc, mut handle, cb) = spawn(base().build().unwrap());
+    for s in [400, 404, 429, 401, 403, 404, 422, 409, 404, 400] {
+        let rsp = call(&mut svc, &mut handle, Reply::Status(s)).await.unwrap();
+        assert_eq!(rsp.status(), s);
+    }
+    assert_eq!(cb.state(), CircuitState::Closed);
+    assert_eq!(cb.snapshot().failures(), 0);
+    assert_eq!(cb.snapshot().failure_rate(), Some(0.0));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn server_errors_timeouts_and_transport_errors_open() {
+    let (mut svc, mut handle, cb) = spawn(base().build().unwrap());
+    call(&mut svc, &mut handle, Reply::Status(200))
+        .await
+        .unwrap();
+    call(&mut svc, &mut handle, Reply::Status(502))
+        .await
+        .unwrap();
+    let err = call(&mut svc, &mut handle, Reply::Error(Elapsed::new().into()))
+        .await
+        .unwrap_err();
+    assert!(err.is::<Elapsed>(), "inner errors pass through unchanged");
+    assert_eq!(cb.state(), CircuitState::Closed, "3 calls < minimum");
+    let err = call(
+        &mut svc,
+        &mut handle,
+        Reply::Error(std::io::Error::other("connection reset").into()),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is::<std::io::Error>());
+    assert_eq!(cb.state(), CircuitState::Open, "3 failures of 4");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn half_open_admits_exactly_n_probes() {
+    let (mut svc, mut handle, cb) = spawn(base().half_open_probes(2).build().unwrap());
+    open_it(&mut svc, &mut handle).await;
+    advance(Duration::from_secs(1)).await;
+
+    let mut svc2 = Spawn::new(svc.get_ref().clone());
+    let mut svc3 = Spawn::new(svc.get_ref().clone());
+    assert_ready_ok!(svc.poll_ready());
+    let p1 = svc.call(Request::new(()));
+    assert_eq!(cb.state(), CircuitState::HalfOpen);
+    assert_ready_ok!(svc2.poll_ready());
+    let p2 = svc2.call(Request::new(()));
+    assert_eq!(cb.snapshot().probes_in_use(), 2);
+    // the third caller is refused
+    assert_ready_ok!(svc3.poll_ready());
+    let err = svc3.call(Request::new(())).await.unwrap_err();
+    let r = err.downcast_ref::<Rejected>().unwrap();
+    assert_eq!(r.reason(), "half-open, probes in flight");
+
+    for _ in 0..2 {
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_response(rsp(200));
+    }
+    p1.await.unwrap();
+    assert_eq!(cb.state(), CircuitState::HalfOpen, "one probe still out");
+    p2.await.unwrap();
+    assert_eq!(cb.state(), CircuitState::Closed);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_cancelled_probe_frees_its_slot() {
+    let (mut svc, mut handle, cb) = spawn(base().half_open_probes(1).build().unwrap());
+    open_it(&mut svc, &mut handle).await;
+    advance(Duration::from_secs(1)).await;
+
+    // cancelled after the call
+    assert_ready_ok!(svc.poll_ready());
+    let probe = svc.call(Request::new(()));
+    assert_eq!(cb.snapshot().probes_in_use(), 1);
+    let _ = handle.next_request().await.unwrap();
+    drop(probe);
+    assert_eq!(cb.snapshot().probes_in_use(), 0);
+
+    // cancelled between poll_ready and call (the service is dropped)
+    let mut other = Spawn::new(svc.get_ref().clone());
+    assert_ready_ok!(other.poll_ready());
+    assert_eq!(cb.snapshot().probes_in_use(), 1);
+    drop(other);
+    assert_eq!(cb.snapshot().probes_in_use(), 0);
+
+    // the slot serves a new probe, whose failure re-opens the circuit
+    let rsp = call(&mut svc, &mut handle, Reply::Status(500))
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 500);
+    assert_eq!(cb.state(), CircuitState::Open);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn reopens_with_growing_capped_backoff_and_closes() {
+    let config = base()
+        .half_open_probes(1)
+        .open_for(Duration::from_secs(1))
+        .max_open_for(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let (mut svc, mut handle, cb) = spawn(config);
+    let mut events = cb.subscribe();
+    open_it(&mut svc, &mut handle).await;
+    let mut open_periods = vec![];
+    for _ in 0..4 {
+        let wait = cb.snapshot().time_until_half_open().unwrap();
+        open_periods.push(wait.as_secs());
+        advance(wait).await;
+        call(&mut svc, &mut handle, Reply::Status(503))
+            .await
+            .unwrap();
+        assert_eq!(cb.state(), CircuitState::Open);
+    }
+    assert_eq!(open_periods, [1, 2, 4, 5]);
+    assert_eq!(cb.snapshot().consecutive_opens(), 5);
+
+    advance(Duration::from_secs(5)).await;
+    call(&mut svc, &mut handle, Reply::Status(200))
+        .await
+        .unwrap();
+    assert_eq!(cb.state(), CircuitState::Closed);
+    assert_eq!(
+        cb.snapshot().consecutive_opens(),
+        0,
+        "backoff resets on close"
+    );
+
+    let mut seen = vec![];
+    while let Ok(t) = events.try_recv() {
+        seen.push((t.from(), t.to()));
+    }
+    assert_eq!(seen.len(), 1 + 4 * 2 + 2);
+    assert_eq!(seen[0], (CircuitState::Closed, CircuitState::Open));
+    assert_eq!(seen[1], (CircuitState::Open, CircuitState::HalfOpen));
+    assert_eq!(seen[2], (CircuitState::HalfOpen, CircuitState::Open));
+    assert_eq!(
+        *seen.last().unwrap(),
+        (CircuitState::HalfOpen, CircuitState::Closed)
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn jitter_spreads_the_open_period_within_bounds() {
+    let mut seen = std::collections::BTreeSet::new();
+    for cap in [300, 11] {
+        for _ in 0..10 {
+            let config = base()
+                .jitter(0.5)
+                .open_for(Duration::from_secs(10))
+                .max_open_for(Duration::from_secs(cap))
+                .build()
+                .unwrap();
+            let (mut svc, mut handle, cb) = spawn(config);
+            open_it(&mut svc, &mut handle).await;
+            let d = cb.snapshot().time_until_half_open().unwrap();
+            let max = Duration::from_secs(cap.min(15));
+            assert!(
+                d >= Duration::from_secs(5) && d <= max,
+                "{d:?} (cap {cap}s)"
+            );
+            seen.insert(d);
+        }
+    }
+    assert!(seen.len() > 5, "jittered: {seen:?}");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn forced_open_disabled_and_metrics_only() {
+    let (mut svc, mut handle, cb) = spawn(base().build().unwrap());
+
+    cb.force_open();
+    let r = rejected(&mut svc, &mut handle).await;
+    assert_eq!(r.reason(), "forced open");
+    advance(Duration::from_secs(3600)).await;
+    rejected(&mut svc, &mut handle).await; // stays open
+
+    cb.disable();
+    for _ in 0..10 {
+        call(&mut svc, &mut handle, Reply::Status(500))
+            .await
+            .unwrap();
+    }
+    assert_eq!(cb.state(), CircuitState::Disabled);
+    assert_eq!(cb.snapshot().calls(), 0, "nothing recorded");
+
+    cb.metrics_only();
+    for _ in 0..10 {
+        call(&mut svc, &mut handle, Reply::Status(500))
+            .await
+            .unwrap();
+    }
+    assert_eq!(cb.state(), CircuitState::MetricsOnly, "never opens");
+    assert_eq!(cb.snapshot().failure_rate(), Some(100.0), "but records");
+
+    cb.reset();
+    assert_eq!(cb.state(), CircuitState::Closed);
+    assert_eq!(cb.snapshot().calls(), 0);
+    open_it(&mut svc, &mut handle).await;
+    assert_eq!(cb.state(), CircuitState::Open);
+    cb.reset();
+    call(&mut svc, &mut handle, Reply::Status(200))
+        .await
+        .unwrap();
+
+    cb.trip();
+    let r = rejected(&mut svc, &mut handle).await;
+    assert_eq!(r.retry_after(), Some(Duration::from_secs(1)));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn slow_calls_open_the_circuit() {
+    let config = base()
+        .slow_call_duration(Duration::from_millis(100))
+        .slow_call_rate_threshold(75.0)
+        .build()
+        .unwrap();
+    let (mut svc, mut handle, cb) = spawn(config);
+    for i in 0..4 {
+        assert_ready_ok!(svc.poll_ready());
+        let fut = svc.call(Request::new(()));
+        let (_, send) = handle.next_request().await.unwrap();
+        advance(Duration::from_millis(if i == 0 { 10 } else { 150 })).await;
+        send.send_response(rsp(200));
+        fut.await.unwrap();
+    }
+    assert_eq!(cb.snapshot().slow_calls(), 3);
+    assert_eq!(cb.state(), CircuitState::Open);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn time_window_forgets_old_failures() {
+    let config = base()
+        .time_window(Duration::from_secs(10))
+        .time_window_buckets(10)
+        .minimum_calls(3)
+        .build()
+        .unwrap();
+    let (mut svc, mut handle, cb) = spawn(config);
+    call(&mut svc, &mut handle, Reply::Status(500))
+        .await
+        .unwrap();
+    call(&mut svc, &mut handle, Reply::Status(500))
+        .await
+        .unwrap();
+    advance(Duration::from_secs(11)).await;
+    assert_eq!(cb.snapshot().calls(), 0, "expired");
+    call(&mut svc, &mut handle, Reply::Status(200))
+        .await
+        .unwrap();
+    call(&mut svc, &mut handle, Reply::Status(200))
+        .await
+        .unwrap();
+    call(&mut svc, &mut handle, Reply::Status(500))
+        .await
+        .unwrap();
+    assert_eq!(cb.state(), CircuitState::Closed, "1 of 3 within the window");
+    call(&mut svc, &mut handle, Reply::Status(500))
+        .await
+        .unwrap();
+    assert_eq!(cb.state(), CircuitState::Open, "2 of 4 within the window");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn consecutive_failures_mode() {
+    let (mut svc, mut handle, cb) = spawn(base().consecutive_failures(3).build().unwrap());
+    for s in [500, 500, 200, 500, 500] {
+        call(&mut svc, &mut handle, Reply::Status(s)).await.unwrap();
+    }
+    assert_eq!(cb.state(), CircuitState::Closed, "a success breaks the run");
+    assert_eq!(cb.snapshot().failures(), 2);
+    call(&mut svc, &mut handle, Reply::Status(500))
+        .await
+        .unwrap();
+    assert_eq!(cb.state(), CircuitState::Open);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn recovery_ramp_admits_a_rising_share() {
+    let config = base()
+        .half_open_probes(1)
+        .recovery_ramp(Duration::from_secs(10))
+        .recovery_start_percent(10.0)
+        .build()
+        .unwrap();
+    let (mut svc, mut handle, cb) = spawn(config);
+    open_it(&mut svc, &mut handle).await;
+    advance(Duration::from_secs(1)).await;
+    call(&mut svc, &mut handle, Reply::Status(200))
+        .await
+        .unwrap();
+    assert_eq!(cb.state(), CircuitState::Closed);
+    assert!(cb.snapshot().is_ramping());
+
+    let early = admitted(&mut svc, &mut handle, 100).await;
+    assert!((9..=11).contains(&early), "about 10% at the start: {early}");
+    advance(Duration::from_secs(5)).await;
+    let mid = admitted(&mut svc, &mut handle, 100).await;
+    assert!((50..=60).contains(&mid), "about 55% half way: {mid}");
+    advance(Duration::from_secs(5)).await;
+    assert_eq!(admitted(&mut svc, &mut handle, 100).await, 100);
+    assert!(!cb.snapshot().is_ramping());
+}
+
+/// Makes `n` calls; returns how many were admitted (the others must be
+/// rejected without reaching the inner service).
+async fn admitted(svc: &mut Svc, handle: &mut Handle<Req, Rsp>, n: usize) -> usize {
+    let mut count = 0;
+    for _ in 0..n {
+        assert_ready_ok!(svc.poll_ready());
+        let mut fut = tokio_test::task::spawn(svc.call(Request::new(())));
+        match fut.poll() {
+            std::task::Poll::Ready(Err(e)) => {
+                assert!(e.is::<Rejected>());
+                assert_pending!(handle.poll_request());
+            }
+            std::task::Poll::Pending => {
+                let (_, send) = handle.next_request().await.unwrap();
+                send.send_response(rsp(200));
+                fut.await.unwrap();
+                count += 1;
+            }
+            std::task::Poll::Ready(Ok(_)) => panic!("answered without the inner service"),
+        }
+    }
+    count
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn works_on_any_response_type_with_errors_as_failures() {
+    let layer = CircuitBreakerLayer::new(base().build().unwrap()).with_classifier(ErrorsAsFailures);
+    let cb = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    for _ in 0..4 {
+        assert_ready_ok!(svc.poll_ready());
+        let fut = svc.call("req");
+        handle.next_request().await.unwrap().1.send_error("boom");
+        assert!(fut.await.is_err());
+    }
+    assert_eq!(cb.state(), CircuitState::Open);
+    assert_ready_ok!(svc.poll_ready());
+    let err = svc.call("req").await.unwrap_err();
+    assert!(err.is::<Rejected>());
+    assert_pending!(handle.poll_request());
+}
+
+#[test]
+fn config_validation_errors() {
+    let err = CircuitBreakerConfig::builder()
+        .count_window(5)
+        .minimum_calls(6)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "minimum_calls");
+    let err = CircuitBreakerConfig::builder()
+        .open_for(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: open_for: must be greater than zero"
+    );
+    let err = CircuitBreakerConfig::builder()
+        .name("no spaces")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "name");
+}
+
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn emits_metrics() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+
+    let (mut svc, mut handle, _cb) = spawn(base().name("metered").build().unwrap());
+    open_it(&mut svc, &mut handle).await;
+    rejected(&mut svc, &mut handle).await;
+
+    let mut seen = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        seen.insert(
+            format!("{}{{{}}}", key.key().name(), labels.join(",")),
+            value,
+        );
+    }
+    let get = |k: &str| seen.get(k).unwrap_or_else(|| panic!("{k} in {seen:?}"));
+    assert_eq!(
+        get("resilience_circuit_breaker_calls_total{name=metered,outcome=failure}"),
+        &DebugValue::Counter(4)
+    );
+    assert_eq!(
+        get("resilience_circuit_breaker_calls_total{name=metered,outcome=rejected}"),
+        &DebugValue::Counter(1)
+    );
+    assert_eq!(
+        get("resilience_circuit_breaker_transitions_total{name=metered,to=open}"),
+        &DebugValue::Counter(1)
+    );
+    assert_eq!(
+        get("resilience_circuit_breaker_state{name=metered,state=open}"),
+        &DebugValue::Gauge(1.0.into())
+    );
+    assert_eq!(
+        get("resilience_circuit_breaker_state{name=metered,state=closed}"),
+        &DebugValue::Gauge(0.0.into())
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn axum_router_maps_open_to_503_with_retry_after() {
+    use axum::{Router, body::Body, error_handling::HandleErrorLayer, routing::get};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let breaker =
+        CircuitBreakerLayer::new(base().open_for(Duration::from_secs(7)).build().unwrap());
+    let cb = breaker.handle();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "down") }),
+        )
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(resilience_core::http::handle_error))
+                .layer(breaker),
+        );
+    for _ in 0..4 {
+        let rsp = app
+            .clone()
+            .oneshot(Request::new(Body::empty()))
+            .await
+            .unwrap();
+        assert_eq!(rsp.status(), 500);
+    }
+    assert_eq!(cb.state(), CircuitState::Open);
+    let rsp = app.oneshot(Request::new(Body::empty())).await.unwrap();
+    assert_eq!(rsp.status(), 503);
+    assert_eq!(rsp.headers()["retry-after"], "7");
+}
