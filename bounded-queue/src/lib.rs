@@ -1,4 +1,154 @@
-//! How a server protects itself from more work than it can do: bounded,
-//! priority- and deadline-aware admission.
+//! Server-side admission control: a concurrency limit with a bounded,
+//! priority- and deadline-aware wait queue that never grows memory or
+//! latency without bound.
 //!
-//! This crate is being built; see the project's issue tracker.
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
+//! use resilience_core::{BoxError, Priority, http::error_response};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let config = BoundedQueueConfig::builder()
+//!     .name("api")
+//!     .concurrency(1)
+//!     .capacity(1)
+//!     .build()?;
+//! let layer = BoundedQueueLayer::new(config);
+//! let handle = layer.handle();
+//! let mut svc = ServiceBuilder::new().layer(layer).service(service_fn(|_req: http::Request<()>| async {
+//!     tokio::time::sleep(Duration::from_millis(10)).await;
+//!     Ok::<_, BoxError>(http::Response::new(String::from("ok")))
+//! }));
+//!
+//! let first = svc.ready().await?.call(http::Request::new(()));   // admitted
+//! let second = svc.ready().await?.call(http::Request::new(()));  // queued
+//! let third = svc.ready().await?.call(http::Request::new(()));   // queue full: rejected
+//! assert_eq!(handle.snapshot().queued, 1);
+//!
+//! let err = third.await.unwrap_err();
+//! assert_eq!(error_response(&*err).status(), 503);
+//! assert_eq!(first.await?.into_body(), "ok");
+//! assert_eq!(second.await?.into_body(), "ok");
+//! assert_eq!(handle.snapshot().in_service, 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How a request is handled
+//!
+//! The service always reports ready (passing on only its inner service's
+//! readiness); admission is decided per request, in `call` and the response
+//! future, where the request's [`Priority`](resilience_core::Priority) and
+//! [`Deadline`](resilience_core::Deadline) are known. No worker task is
+//! spawned, so it composes with axum, hyper and tonic without `Buffer`'s
+//! deadlocks, and an idle connection never holds a slot.
+//!
+//! - **Admitted at once** when a slot is free and nobody waits: one atomic
+//!   compare-and-swap, no lock, no allocation.
+//! - **Queued** otherwise, up to `capacity` waiters. A released slot is
+//!   handed straight to the best waiter: the highest priority (or one below
+//!   its [reserved share](ReservedShares)), FIFO normally and LIFO while a
+//!   standing queue exists (adaptive LIFO).
+//! - **Rejected at once** when the queue is full (unless the arrival
+//!   displaces a queued request of lower priority, which is then shed), or
+//!   when the request's remaining deadline is shorter than its expected
+//!   wait (an EWMA of recent service times x its queue position / limit).
+//! - **Rejected after waiting** at most `max_wait` (default 1 s); but when
+//!   the queue has not been empty for a whole CoDel interval (100 ms), a
+//!   waiter may wait only the CoDel target (5 ms), as in Facebook's
+//!   "Fail at Scale".
+//!
+//! Dropping a queued request's future leaves the queue at once; dropping an
+//! admitted one releases its slot. The limit can also come from an
+//! [adaptive] algorithm (AIMD, Gradient2); [`kind`] routes requests to
+//! separate named queues; [`rate`] adds a token-bucket rate limit shared by
+//! all clones.
+//!
+//! Priorities and deadlines are read from `http::Request` extensions by
+//! default (where the correlation layer puts them); for other request types
+//! use [`BoundedQueueLayer::with_priority`] and
+//! [`BoundedQueueLayer::with_deadline`] with a closure,
+//! [`FixedPriority`] or [`NoDeadline`](resilience_core::timeout::NoDeadline).
+//!
+//! # With axum
+//!
+//! ```ignore
+//! use axum::{Router, error_handling::HandleErrorLayer, routing::get};
+//! use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
+//! use tower::ServiceBuilder;
+//!
+//! let queue = BoundedQueueLayer::new(BoundedQueueConfig::builder().name("api").build()?);
+//! let app: Router = Router::new().route("/", get(|| async { "ok" })).layer(
+//!     ServiceBuilder::new()
+//!         // Overloaded -> 503 with Retry-After (or 429 with
+//!         // ErrorResponder::overloaded_status).
+//!         .layer(HandleErrorLayer::new(resilience_core::http::handle_error))
+//!         .layer(queue),
+//! );
+//! ```
+//!
+//! With tonic, map errors with `resilience_core::grpc::into_status`
+//! (`RESOURCE_EXHAUSTED`):
+//!
+//! ```ignore
+//! Server::builder()
+//!     .layer(ServiceBuilder::new().map_err(resilience_core::grpc::into_status).layer(queue))
+//!     .add_service(svc)
+//! ```
+//!
+//! # Clone semantics
+//!
+//! The layer owns the queue behind an `Arc`: cloning the layer, or any
+//! service it made, shares one queue and one limit. Build one layer per pool
+//! of work. [`BoundedQueueHandle`] shares it read-only.
+//!
+//! # Errors
+//!
+//! Every refusal is a [`Rejected`](resilience_core::Rejected) of kind
+//! `Overloaded` with a reason (`"queue full"`, `"queue time exceeded"`,
+//! `"shed for higher priority"`, `"deadline cannot be met"`; the rate limit
+//! says `"rate limited"`) and a retry-after; through
+//! [`resilience_core::http`] it becomes `503` (or `429`) with `Retry-After`,
+//! through `resilience_core::grpc` `RESOURCE_EXHAUSTED`. Inner errors pass
+//! through unchanged as `BoxError`.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature, labelled with the queue's `name`:
+//! `resilience_bounded_queue_depth` (gauge), `_in_service` (gauge), `_limit`
+//! (gauge), `_wait_seconds` (histogram of admitted requests' waits) and
+//! `_rejected_total{reason, priority}` (counter; `reason` is `full`,
+//! `wait_timeout`, `shed` or `deadline`). Install the recorder before
+//! building the layer. Tracing: `debug!` per decision, `info!` on entering
+//! and leaving overload.
+//!
+//! # Feature flags
+//!
+//! - `metrics` (default): emit metrics through the `metrics` facade.
+//! - `serde`: deserialize [`BoundedQueueConfig`] (same validation as the
+//!   builder).
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod adaptive;
+mod config;
+pub mod future;
+mod handle;
+pub mod kind;
+mod layer;
+mod metrics;
+pub mod rate;
+mod service;
+mod state;
+mod sync;
+
+pub use crate::adaptive::{AdaptiveLimit, AimdConfig, Gradient2Config};
+pub use crate::config::{BoundedQueueConfig, BoundedQueueConfigBuilder, ReservedShares};
+pub use crate::handle::BoundedQueueHandle;
+pub use crate::layer::BoundedQueueLayer;
+pub use crate::service::{BoundedQueue, FixedPriority, PriorityFromExtensions, ReadPriority};
+pub use crate::state::{BoundedQueueSnapshot, RejectedCounts};

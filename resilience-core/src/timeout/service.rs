@@ -118,6 +118,19 @@ where
 
 // === impl FromExtensions ===
 
+impl FromExtensions {
+    /// Reads the deadline from request extensions.
+    pub const fn new() -> Self {
+        Self { enabled: true }
+    }
+}
+
+impl Default for FromExtensions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<B> ReadDeadline<http::Request<B>> for FromExtensions {
     #[inline]
     fn read_deadline(&self, req: &http::Request<B>) -> Option<Deadline> {

@@ -1,0 +1,428 @@
+use std::time::Duration;
+
+use resilience_core::Priority;
+use resilience_core::config::{ConfigError, validate_name};
+
+use crate::adaptive::AdaptiveLimit;
+
+/// Validated configuration of a [`BoundedQueueLayer`](crate::BoundedQueueLayer).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
+/// use resilience_core::Priority;
+///
+/// let config = BoundedQueueConfig::builder()
+///     .name("api")
+///     .concurrency(32)
+///     .capacity(64)
+///     .max_wait(Duration::from_millis(500))
+///     .reserve(Priority::Critical, 0.5)
+///     .build()?;
+/// let layer = BoundedQueueLayer::new(config);
+/// # Ok::<_, resilience_core::ConfigError>(())
+/// ```
+///
+/// With the `serde` feature it deserializes (same validation):
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use resilience_bounded_queue::BoundedQueueConfig;
+/// let config: BoundedQueueConfig =
+///     serde_json::from_str(r#"{"name": "api", "concurrency": 8, "capacity": 16, "codel_target": "10ms"}"#).unwrap();
+/// assert_eq!(config.concurrency(), 8);
+/// assert!(serde_json::from_str::<BoundedQueueConfig>(r#"{"concurrency": 0}"#).is_err());
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "BoundedQueueConfigBuilder"))]
+pub struct BoundedQueueConfig {
+    pub(crate) name: String,
+    pub(crate) concurrency: usize,
+    pub(crate) capacity: usize,
+    pub(crate) max_wait: Duration,
+    pub(crate) codel: bool,
+    pub(crate) codel_target: Duration,
+    pub(crate) codel_interval: Duration,
+    pub(crate) lifo: bool,
+    pub(crate) retry_after: Duration,
+    pub(crate) reserved: ReservedShares,
+    pub(crate) adaptive: Option<AdaptiveLimit>,
+}
+
+/// Builds a [`BoundedQueueConfig`]; see [`BoundedQueueConfig::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct BoundedQueueConfigBuilder {
+    name: String,
+    concurrency: usize,
+    capacity: usize,
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
+    max_wait: Duration,
+    codel: bool,
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
+    codel_target: Duration,
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
+    codel_interval: Duration,
+    lifo: bool,
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
+    retry_after: Duration,
+    reserved: ReservedShares,
+    #[cfg_attr(feature = "serde", serde(skip))]
+    adaptive: Option<AdaptiveLimit>,
+}
+
+/// Shares of the concurrency limit reserved per priority, as fractions of
+/// the limit (`0.0..=1.0`, summing to at most `1.0`).
+///
+/// Enforced only while saturated (Netflix's partitioned limiter): when a
+/// slot frees and requests wait, a priority below its share is served before
+/// the others. With no shares (the default), the highest priority waiting is
+/// always served first.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct ReservedShares {
+    /// Share of [`Priority::Sheddable`].
+    pub sheddable: f64,
+    /// Share of [`Priority::SheddablePlus`].
+    pub sheddable_plus: f64,
+    /// Share of [`Priority::Critical`].
+    pub critical: f64,
+    /// Share of [`Priority::CriticalPlus`].
+    pub critical_plus: f64,
+}
+
+// === impl BoundedQueueConfig ===
+
+impl BoundedQueueConfig {
+    /// The `name` metric label: `"default"`.
+    pub const DEFAULT_NAME: &'static str = "default";
+    /// Requests in service at once: `100`.
+    pub const DEFAULT_CONCURRENCY: usize = 100;
+    /// Requests that may wait for a slot: `100`.
+    pub const DEFAULT_CAPACITY: usize = 100;
+    /// The longest a request waits while there is no standing queue: `1s`.
+    pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
+    /// Whether CoDel queue-time control is on: `true`.
+    pub const DEFAULT_CODEL: bool = true;
+    /// The longest a request waits while a standing queue exists: `5ms`.
+    pub const DEFAULT_CODEL_TARGET: Duration = Duration::from_millis(5);
+    /// A queue not empty for this long is a standing queue: `100ms`.
+    pub const DEFAULT_CODEL_INTERVAL: Duration = Duration::from_millis(100);
+    /// Whether the queue turns LIFO while a standing queue exists: `true`.
+    pub const DEFAULT_LIFO: bool = true;
+    /// The retry-after hint on rejections: `1s`.
+    pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+    /// A builder with the defaults.
+    pub fn builder() -> BoundedQueueConfigBuilder {
+        BoundedQueueConfigBuilder::default()
+    }
+
+    /// The `name` metric label.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Requests in service at once (the initial limit when adaptive).
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Requests that may wait.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The longest wait without a standing queue.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// The CoDel target, if CoDel is on.
+    pub fn codel_target(&self) -> Option<Duration> {
+        self.codel.then_some(self.codel_target)
+    }
+
+    /// The CoDel interval.
+    pub fn codel_interval(&self) -> Duration {
+        self.codel_interval
+    }
+
+    /// Whether the queue turns LIFO under a standing queue.
+    pub fn lifo(&self) -> bool {
+        self.lifo
+    }
+
+    /// The retry-after hint on rejections.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// The reserved shares.
+    pub fn reserved(&self) -> ReservedShares {
+        self.reserved
+    }
+
+    /// The adaptive limit algorithm, if any.
+    pub fn adaptive(&self) -> Option<&AdaptiveLimit> {
+        self.adaptive.as_ref()
+    }
+}
+
+impl Default for BoundedQueueConfig {
+    fn default() -> Self {
+        BoundedQueueConfigBuilder::default()
+            .build()
+            .expect("defaults are valid")
+    }
+}
+
+// === impl BoundedQueueConfigBuilder ===
+
+impl BoundedQueueConfigBuilder {
+    /// Names the queue: the `name` label of its metrics (default
+    /// [`BoundedQueueConfig::DEFAULT_NAME`]).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Requests in service at once (default
+    /// [`BoundedQueueConfig::DEFAULT_CONCURRENCY`]).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Requests that may wait; `0` sheds at once when all slots are busy
+    /// (default [`BoundedQueueConfig::DEFAULT_CAPACITY`]).
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = n;
+        self
+    }
+
+    /// The longest a request waits while there is no standing queue (default
+    /// [`BoundedQueueConfig::DEFAULT_MAX_WAIT`]).
+    pub fn max_wait(mut self, d: Duration) -> Self {
+        self.max_wait = d;
+        self
+    }
+
+    /// Turns CoDel queue-time control on or off (default on).
+    pub fn codel(mut self, on: bool) -> Self {
+        self.codel = on;
+        self
+    }
+
+    /// The longest a request waits while a standing queue exists (default
+    /// [`BoundedQueueConfig::DEFAULT_CODEL_TARGET`]).
+    pub fn codel_target(mut self, d: Duration) -> Self {
+        self.codel_target = d;
+        self
+    }
+
+    /// How long the queue must stay non-empty to count as standing (default
+    /// [`BoundedQueueConfig::DEFAULT_CODEL_INTERVAL`]).
+    pub fn codel_interval(mut self, d: Duration) -> Self {
+        self.codel_interval = d;
+        self
+    }
+
+    /// Serve newest first while a standing queue exists (default on).
+    pub fn lifo(mut self, on: bool) -> Self {
+        self.lifo = on;
+        self
+    }
+
+    /// The retry-after hint on rejections (default
+    /// [`BoundedQueueConfig::DEFAULT_RETRY_AFTER`]).
+    pub fn retry_after(mut self, d: Duration) -> Self {
+        self.retry_after = d;
+        self
+    }
+
+    /// Reserves `share` (`0.0..=1.0`) of the limit for `priority` while
+    /// saturated; see [`ReservedShares`].
+    pub fn reserve(mut self, priority: Priority, share: f64) -> Self {
+        match priority {
+            Priority::Sheddable => self.reserved.sheddable = share,
+            Priority::SheddablePlus => self.reserved.sheddable_plus = share,
+            Priority::Critical => self.reserved.critical = share,
+            Priority::CriticalPlus => self.reserved.critical_plus = share,
+        }
+        self
+    }
+
+    /// Takes the limit from a latency-driven algorithm instead of the
+    /// constant [`concurrency`](Self::concurrency), which is then ignored.
+    pub fn adaptive(mut self, limit: impl Into<AdaptiveLimit>) -> Self {
+        self.adaptive = Some(limit.into());
+        self
+    }
+
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    /// - `name` is not 1 to 64 characters of `[A-Za-z0-9_.-]`
+    /// - `concurrency` is zero
+    /// - `max_wait` is zero while `capacity` is not
+    /// - `codel_target` or `codel_interval` is zero, or the target is longer
+    ///   than the interval
+    /// - `retry_after` is zero
+    /// - a reserved share is not within `0.0..=1.0`, or they sum above `1.0`
+    pub fn build(self) -> Result<BoundedQueueConfig, ConfigError> {
+        validate_name("name", &self.name)?;
+        if self.concurrency == 0 {
+            return Err(ConfigError::new("concurrency", "must be at least 1"));
+        }
+        if self.capacity > 0 && self.max_wait.is_zero() {
+            return Err(ConfigError::new("max_wait", "must be greater than zero"));
+        }
+        if self.codel_target.is_zero() {
+            return Err(ConfigError::new(
+                "codel_target",
+                "must be greater than zero",
+            ));
+        }
+        if self.codel_interval.is_zero() {
+            return Err(ConfigError::new(
+                "codel_interval",
+                "must be greater than zero",
+            ));
+        }
+        if self.codel_target > self.codel_interval {
+            return Err(ConfigError::new(
+                "codel_target",
+                "must not be longer than codel_interval",
+            ));
+        }
+        if self.retry_after.is_zero() {
+            return Err(ConfigError::new("retry_after", "must be greater than zero"));
+        }
+        let r = self.reserved.as_array();
+        if r.iter().any(|s| !(0.0..=1.0).contains(s)) {
+            return Err(ConfigError::new(
+                "reserved",
+                "each share must be within 0..=1",
+            ));
+        }
+        if r.iter().sum::<f64>() > 1.0 + f64::EPSILON {
+            return Err(ConfigError::new("reserved", "shares must sum to at most 1"));
+        }
+        Ok(BoundedQueueConfig {
+            name: self.name,
+            concurrency: self.concurrency,
+            capacity: self.capacity,
+            max_wait: self.max_wait,
+            codel: self.codel,
+            codel_target: self.codel_target,
+            codel_interval: self.codel_interval,
+            lifo: self.lifo,
+            retry_after: self.retry_after,
+            reserved: self.reserved,
+            adaptive: self.adaptive,
+        })
+    }
+}
+
+impl Default for BoundedQueueConfigBuilder {
+    fn default() -> Self {
+        Self {
+            name: BoundedQueueConfig::DEFAULT_NAME.to_owned(),
+            concurrency: BoundedQueueConfig::DEFAULT_CONCURRENCY,
+            capacity: BoundedQueueConfig::DEFAULT_CAPACITY,
+            max_wait: BoundedQueueConfig::DEFAULT_MAX_WAIT,
+            codel: BoundedQueueConfig::DEFAULT_CODEL,
+            codel_target: BoundedQueueConfig::DEFAULT_CODEL_TARGET,
+            codel_interval: BoundedQueueConfig::DEFAULT_CODEL_INTERVAL,
+            lifo: BoundedQueueConfig::DEFAULT_LIFO,
+            retry_after: BoundedQueueConfig::DEFAULT_RETRY_AFTER,
+            reserved: ReservedShares::default(),
+            adaptive: None,
+        }
+    }
+}
+
+impl TryFrom<BoundedQueueConfigBuilder> for BoundedQueueConfig {
+    type Error = ConfigError;
+
+    fn try_from(builder: BoundedQueueConfigBuilder) -> Result<Self, Self::Error> {
+        builder.build()
+    }
+}
+
+// === impl ReservedShares ===
+
+impl ReservedShares {
+    /// The shares indexed by [`Priority::index`].
+    pub fn as_array(&self) -> [f64; 4] {
+        [
+            self.sheddable,
+            self.sheddable_plus,
+            self.critical,
+            self.critical_plus,
+        ]
+    }
+
+    /// Whether any share is reserved.
+    pub fn is_empty(&self) -> bool {
+        self.as_array().iter().all(|s| *s == 0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = BoundedQueueConfig::default();
+        assert_eq!(c.concurrency(), BoundedQueueConfig::DEFAULT_CONCURRENCY);
+        assert_eq!(c.codel_target(), Some(Duration::from_millis(5)));
+        assert!(c.reserved().is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn build_never_panics_and_checks_shares(
+            conc in 0usize..4, cap in 0usize..4, wait in 0u64..3,
+            target in 0u64..300, interval in 0u64..300, a in -0.5f64..1.5, b in -0.5f64..1.5,
+        ) {
+            let r = BoundedQueueConfig::builder()
+                .concurrency(conc)
+                .capacity(cap)
+                .max_wait(Duration::from_millis(wait))
+                .codel_target(Duration::from_millis(target))
+                .codel_interval(Duration::from_millis(interval))
+                .reserve(Priority::Critical, a)
+                .reserve(Priority::Sheddable, b)
+                .build();
+            let valid = conc > 0
+                && (cap == 0 || wait > 0)
+                && target > 0 && interval > 0 && target <= interval
+                && (0.0..=1.0).contains(&a) && (0.0..=1.0).contains(&b)
+                && a + b <= 1.0 + f64::EPSILON;
+            prop_assert_eq!(r.is_ok(), valid);
+        }
+    }
+}

@@ -1,0 +1,793 @@
+//! The queue's shared state: admission, the wait queue, hand-off, CoDel.
+//!
+//! The uncontended path is lock-free: a load of `waiting` and a CAS on
+//! `in_service`. Everything else happens under one short mutex, never held
+//! across an `.await`. A waiter that enqueues stores `waiting` and then
+//! retries the CAS; a releaser decrements `in_service` and then loads
+//! `waiting` (both `SeqCst`), so one of them always sees the other and no
+//! wake-up is lost.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use resilience_core::{Priority, Rejected, RejectionKind};
+use tokio::time::{Instant, Sleep};
+
+use crate::adaptive::LimitState;
+use crate::config::BoundedQueueConfig;
+use crate::metrics::Metrics;
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+
+/// Why a request was refused; a bounded label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    Full = 0,
+    WaitTimeout = 1,
+    Shed = 2,
+    Deadline = 3,
+}
+
+pub(crate) struct Shared {
+    in_service: AtomicUsize,
+    waiting: AtomicUsize,
+    limit: AtomicUsize,
+    track: bool,
+    per_priority: [AtomicUsize; 4],
+    shares: [f64; 4],
+    ewma_nanos: AtomicU64,
+    rejected: [AtomicU64; Reason::COUNT],
+    capacity: usize,
+    max_wait: Duration,
+    codel: Option<Duration>,
+    interval: Duration,
+    lifo: bool,
+    retry_after: Duration,
+    adaptive: Option<Mutex<LimitState>>,
+    queue: Mutex<Queue>,
+    pub(crate) name: Arc<str>,
+    metrics: Metrics,
+}
+
+struct Queue {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    lanes: [VecDeque<(u64, u32)>; 4],
+    len: usize,
+    seq: u64,
+    last_empty: Instant,
+    overloaded: bool,
+}
+
+enum Slot {
+    Vacant,
+    Waiting {
+        priority: Priority,
+        seq: u64,
+        enqueued: Instant,
+        waker: Option<Waker>,
+    },
+    Granted {
+        enqueued: Instant,
+    },
+    Rejected(Reason),
+}
+
+/// The outcome of a slow-path admission.
+pub(crate) enum Admit {
+    Now(Permit),
+    Queued(Waiter),
+}
+
+/// A slot in service; dropping it releases the slot (to the next waiter).
+pub(crate) struct Permit {
+    shared: Arc<Shared>,
+    priority: Priority,
+    start: Option<Instant>,
+    inflight: usize,
+}
+
+/// A queued request; dropping it leaves the queue.
+pub(crate) struct Waiter {
+    shared: Arc<Shared>,
+    idx: u32,
+    priority: Priority,
+    deadline: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: Option<Instant>,
+    done: bool,
+}
+
+enum Step {
+    Granted(Instant),
+    Rejected(Reason),
+    Wait(Instant),
+}
+
+/// A point-in-time view of a queue, from
+/// [`BoundedQueueHandle::snapshot`](crate::BoundedQueueHandle::snapshot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BoundedQueueSnapshot {
+    /// Requests in service (slots taken, including slots just handed to a
+    /// waiter that has not resumed yet).
+    pub in_service: usize,
+    /// Requests waiting.
+    pub queued: usize,
+    /// Requests waiting, indexed by [`Priority::index`].
+    pub queued_by_priority: [usize; 4],
+    /// The current concurrency limit.
+    pub limit: usize,
+    /// How many requests may wait.
+    pub capacity: usize,
+    /// Whether a standing queue exists (CoDel target and LIFO in force).
+    pub overloaded: bool,
+    /// The smoothed service time of recent requests (zero before any).
+    pub service_time: Duration,
+    /// Requests refused, by reason.
+    pub rejected: RejectedCounts,
+}
+
+/// Requests refused since the queue was built, by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RejectedCounts {
+    /// The queue was full.
+    pub full: u64,
+    /// The request waited longer than allowed.
+    pub wait_timeout: u64,
+    /// Displaced by a request of higher priority.
+    pub shed: u64,
+    /// Its deadline could not be met.
+    pub deadline: u64,
+}
+
+// === impl Reason ===
+
+impl Reason {
+    pub(crate) const COUNT: usize = 4;
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) const ALL: [Reason; Self::COUNT] = [
+        Reason::Full,
+        Reason::WaitTimeout,
+        Reason::Shed,
+        Reason::Deadline,
+    ];
+
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Full => "full",
+            Reason::WaitTimeout => "wait_timeout",
+            Reason::Shed => "shed",
+            Reason::Deadline => "deadline",
+        }
+    }
+
+    const fn message(self) -> &'static str {
+        match self {
+            Reason::Full => "queue full",
+            Reason::WaitTimeout => "queue time exceeded",
+            Reason::Shed => "shed for higher priority",
+            Reason::Deadline => "deadline cannot be met",
+        }
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    pub(crate) fn new(config: &BoundedQueueConfig) -> Self {
+        let (limit, adaptive) = match &config.adaptive {
+            Some(a) => (a.bounds().0, Some(Mutex::new(a.state()))),
+            None => (config.concurrency, None),
+        };
+        let metrics = Metrics::new(&config.name);
+        metrics.limit.set(limit as f64);
+        Self {
+            in_service: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            limit: AtomicUsize::new(limit),
+            track: !config.reserved.is_empty(),
+            per_priority: std::array::from_fn(|_| AtomicUsize::new(0)),
+            shares: config.reserved.as_array(),
+            ewma_nanos: AtomicU64::new(0),
+            rejected: std::array::from_fn(|_| AtomicU64::new(0)),
+            capacity: config.capacity,
+            max_wait: config.max_wait,
+            codel: config.codel_target(),
+            interval: config.codel_interval,
+            lifo: config.lifo,
+            retry_after: config.retry_after,
+            adaptive,
+            queue: Mutex::new(Queue {
+                slots: Vec::with_capacity(config.capacity.min(4096)),
+                free: Vec::new(),
+                lanes: std::array::from_fn(|_| VecDeque::new()),
+                len: 0,
+                seq: 0,
+                last_empty: Instant::now(),
+                overloaded: false,
+            }),
+            name: Arc::from(config.name.as_str()),
+            metrics,
+        }
+    }
+
+    /// Whether admission needs the priority on the fast path.
+    #[inline]
+    pub(crate) fn tracks_priority(&self) -> bool {
+        self.track
+    }
+
+    /// Takes a slot if one is free and nobody waits. Lock-free.
+    #[inline]
+    pub(crate) fn try_fast(self: &Arc<Self>, priority: Priority) -> Option<Permit> {
+        if self.waiting.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        let prev = self.try_acquire()?;
+        tracing::debug!(name = %self.name, "admitted at once");
+        Some(self.permit(priority, prev, None))
+    }
+
+    #[inline]
+    fn try_acquire(&self) -> Option<usize> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let mut cur = self.in_service.load(Ordering::Relaxed);
+        loop {
+            if cur >= limit {
+                return None;
+            }
+            match self.in_service.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(cur),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Wraps a freshly acquired slot (`prev` = slots taken before it).
+    #[inline]
+    fn permit(self: &Arc<Self>, priority: Priority, prev: usize, now: Option<Instant>) -> Permit {
+        if self.track {
+            self.per_priority[priority.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        // Sample service times only when they matter: when the limit is
+        // adaptive, or once saturated (they predict queueing delay). This
+        // keeps the clock off the uncontended path.
+        let start = if self.adaptive.is_some() || prev + 1 >= self.limit.load(Ordering::Relaxed) {
+            Some(now.unwrap_or_else(Instant::now))
+        } else {
+            None
+        };
+        self.claimed(priority, start, prev + 1)
+    }
+
+    #[inline]
+    fn claimed(
+        self: &Arc<Self>,
+        priority: Priority,
+        start: Option<Instant>,
+        inflight: usize,
+    ) -> Permit {
+        self.metrics.in_service.increment(1.0);
+        Permit {
+            shared: self.clone(),
+            priority,
+            start,
+            inflight,
+        }
+    }
+
+    /// The slow path: admits, queues or rejects.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        priority: Priority,
+        deadline: Option<Instant>,
+    ) -> Result<Admit, Rejected> {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| d <= now) {
+            return Err(self.reject(Reason::Deadline, priority));
+        }
+        let mut q = lock(&self.queue);
+        if q.len == 0 {
+            if let Some(prev) = self.try_acquire() {
+                drop(q);
+                tracing::debug!(name = %self.name, "admitted at once");
+                self.metrics.wait.record(0.0);
+                return Ok(Admit::Now(self.permit(priority, prev, Some(now))));
+            }
+        }
+        let mut transition = self.update_overload(&mut q, now);
+        if let Some(d) = deadline {
+            let lifo = self.lifo && q.overloaded;
+            let ahead = q.ahead(priority, lifo);
+            let expected = self.expected_wait(ahead + 1);
+            if d.saturating_duration_since(now) < expected {
+                drop(q);
+                log_transition(&self.name, transition);
+                return Err(self.reject(Reason::Deadline, priority));
+            }
+        }
+        if q.len >= self.capacity {
+            let victim = (0..priority.index()).find(|&p| !q.lanes[p].is_empty());
+            match victim {
+                Some(p) => {
+                    let (_, idx) = q.lanes[p].pop_front().expect("lane is not empty");
+                    q.len -= 1;
+                    if let Slot::Waiting { waker: Some(w), .. } =
+                        std::mem::replace(&mut q.slots[idx as usize], Slot::Rejected(Reason::Shed))
+                    {
+                        w.wake();
+                    }
+                }
+                None => {
+                    drop(q);
+                    log_transition(&self.name, transition);
+                    return Err(self.reject(Reason::Full, priority));
+                }
+            }
+        }
+        let idx = q.push(priority, now);
+        self.waiting.store(q.len, Ordering::SeqCst);
+        // A slot may have been released between the CAS and the store.
+        self.dispatch_locked(&mut q, now);
+        let granted = matches!(q.slots[idx as usize], Slot::Granted { .. });
+        if granted {
+            q.free_slot(idx);
+        }
+        transition = transition.or(self.update_overload(&mut q, now));
+        let depth = q.len;
+        drop(q);
+        self.metrics.depth.set(depth as f64);
+        log_transition(&self.name, transition);
+        if granted {
+            tracing::debug!(name = %self.name, "admitted at once");
+            self.metrics.wait.record(0.0);
+            return Ok(Admit::Now(self.claimed(priority, Some(now), depth)));
+        }
+        tracing::debug!(name = %self.name, priority = priority.as_str(), depth, "queued");
+        Ok(Admit::Queued(Waiter {
+            shared: self.clone(),
+            idx,
+            priority,
+            deadline,
+            sleep: None,
+            armed: None,
+            done: false,
+        }))
+    }
+
+    fn expected_wait(&self, position: usize) -> Duration {
+        let ewma = self.ewma_nanos.load(Ordering::Relaxed) as u128;
+        let limit = self.limit.load(Ordering::Relaxed).max(1) as u128;
+        let nanos = ewma * position as u128 / limit;
+        Duration::from_nanos(nanos.min(u64::MAX as u128) as u64)
+    }
+
+    /// Grants free slots to waiters, best first.
+    fn dispatch_locked(&self, q: &mut Queue, now: Instant) {
+        while q.len > 0 {
+            if self.try_acquire().is_none() {
+                break;
+            }
+            self.grant_next(q, now);
+        }
+    }
+
+    /// Gives an already-taken slot to the next waiter (`q.len > 0`).
+    fn grant_next(&self, q: &mut Queue, now: Instant) {
+        let p = self.pick_lane(q);
+        let lane = &mut q.lanes[p];
+        let (_, idx) = if self.lifo && q.overloaded {
+            lane.pop_back()
+        } else {
+            lane.pop_front()
+        }
+        .expect("picked lane is not empty");
+        q.len -= 1;
+        self.waiting.store(q.len, Ordering::SeqCst);
+        if q.len == 0 {
+            q.last_empty = now;
+        }
+        if self.track {
+            self.per_priority[p].fetch_add(1, Ordering::Relaxed);
+        }
+        let slot = &mut q.slots[idx as usize];
+        if let Slot::Waiting {
+            enqueued, waker, ..
+        } = slot
+        {
+            let enqueued = *enqueued;
+            let waker = waker.take();
+            *slot = Slot::Granted { enqueued };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+
+    fn pick_lane(&self, q: &Queue) -> usize {
+        if self.track {
+            let limit = self.limit.load(Ordering::Relaxed) as f64;
+            for p in (0..4).rev() {
+                let reserved = (self.shares[p] * limit).ceil() as usize;
+                if !q.lanes[p].is_empty() && self.per_priority[p].load(Ordering::Relaxed) < reserved
+                {
+                    return p;
+                }
+            }
+        }
+        (0..4)
+            .rev()
+            .find(|&p| !q.lanes[p].is_empty())
+            .expect("the queue is not empty")
+    }
+
+    /// Tracks whether a standing queue exists; returns a transition.
+    fn update_overload(&self, q: &mut Queue, now: Instant) -> Option<bool> {
+        if q.len == 0 {
+            q.last_empty = now;
+        }
+        let over = q.len > 0 && now.saturating_duration_since(q.last_empty) >= self.interval;
+        if over == q.overloaded {
+            return None;
+        }
+        q.overloaded = over;
+        if over && self.codel.is_some() {
+            // Waiters re-arm their timers with the (shorter) target.
+            for slot in &q.slots {
+                if let Slot::Waiting { waker: Some(w), .. } = slot {
+                    w.wake_by_ref();
+                }
+            }
+        }
+        Some(over)
+    }
+
+    /// Releases a slot: hands it to the next waiter, or frees it.
+    fn release_slot(&self, priority: Priority) {
+        if self.track {
+            self.per_priority[priority.index()].fetch_sub(1, Ordering::Relaxed);
+        }
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let now = Instant::now();
+            let mut q = lock(&self.queue);
+            if q.len > 0
+                && self.in_service.load(Ordering::SeqCst) <= self.limit.load(Ordering::Relaxed)
+            {
+                let t = self.update_overload(&mut q, now);
+                self.grant_next(&mut q, now);
+                let t = t.or(self.update_overload(&mut q, now));
+                let depth = q.len;
+                drop(q);
+                self.metrics.depth.set(depth as f64);
+                log_transition(&self.name, t);
+                return;
+            }
+            drop(q);
+        }
+        self.in_service.fetch_sub(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.dispatch();
+        }
+    }
+
+    fn dispatch(&self) {
+        let now = Instant::now();
+        let mut q = lock(&self.queue);
+        let t = self.update_overload(&mut q, now);
+        self.dispatch_locked(&mut q, now);
+        let t = t.or(self.update_overload(&mut q, now));
+        let depth = q.len;
+        drop(q);
+        self.metrics.depth.set(depth as f64);
+        log_transition(&self.name, t);
+    }
+
+    fn check(&self, idx: u32, deadline: Option<Instant>, now: Instant, waker: &Waker) -> Step {
+        let mut q = lock(&self.queue);
+        let overloaded = q.overloaded;
+        let step = match &mut q.slots[idx as usize] {
+            Slot::Granted { enqueued } => Step::Granted(*enqueued),
+            Slot::Rejected(r) => Step::Rejected(*r),
+            Slot::Vacant => Step::Rejected(Reason::WaitTimeout),
+            Slot::Waiting {
+                enqueued, waker: w, ..
+            } => {
+                let wait = match self.codel {
+                    Some(target) if overloaded => target.min(self.max_wait),
+                    _ => self.max_wait,
+                };
+                let mut until = *enqueued + wait;
+                let mut reason = Reason::WaitTimeout;
+                if let Some(d) = deadline {
+                    if d < until {
+                        until = d;
+                        reason = Reason::Deadline;
+                    }
+                }
+                if now >= until {
+                    Step::Rejected(reason)
+                } else {
+                    match w {
+                        Some(w) if w.will_wake(waker) => {}
+                        _ => *w = Some(waker.clone()),
+                    }
+                    return Step::Wait(until);
+                }
+            }
+        };
+        let mut t = None;
+        if matches!(q.slots[idx as usize], Slot::Waiting { .. }) {
+            q.remove_waiting(idx, now);
+            self.waiting.store(q.len, Ordering::SeqCst);
+            t = self.update_overload(&mut q, now);
+        }
+        q.free_slot(idx);
+        let depth = q.len;
+        drop(q);
+        self.metrics.depth.set(depth as f64);
+        log_transition(&self.name, t);
+        step
+    }
+
+    /// A waiter went away before it was served.
+    fn cancel(&self, idx: u32, priority: Priority) {
+        let now = Instant::now();
+        let mut q = lock(&self.queue);
+        let granted = match q.slots[idx as usize] {
+            Slot::Waiting { .. } => {
+                q.remove_waiting(idx, now);
+                self.waiting.store(q.len, Ordering::SeqCst);
+                false
+            }
+            Slot::Granted { .. } => true,
+            Slot::Rejected(_) | Slot::Vacant => false,
+        };
+        q.free_slot(idx);
+        let t = self.update_overload(&mut q, now);
+        let depth = q.len;
+        drop(q);
+        self.metrics.depth.set(depth as f64);
+        log_transition(&self.name, t);
+        if granted {
+            self.release_slot(priority);
+        }
+        tracing::debug!(name = %self.name, "queued request cancelled");
+    }
+
+    fn on_sample(&self, rtt: Duration, inflight: usize, failed: bool) {
+        let s = rtt.as_nanos().min(u64::MAX as u128) as u64;
+        let old = self.ewma_nanos.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            s.max(1)
+        } else {
+            ((old as u128 * 4 + s as u128) / 5) as u64
+        };
+        self.ewma_nanos.store(new.max(1), Ordering::Relaxed);
+        if let Some(a) = &self.adaptive {
+            let next = lock(a).update(rtt, inflight, failed).max(1);
+            let prev = self.limit.swap(next, Ordering::SeqCst);
+            if next != prev {
+                self.metrics.limit.set(next as f64);
+                tracing::debug!(name = %self.name, limit = next, "limit changed");
+                if next > prev && self.waiting.load(Ordering::SeqCst) > 0 {
+                    self.dispatch();
+                }
+            }
+        }
+    }
+
+    /// Counts and builds a rejection.
+    pub(crate) fn reject(&self, reason: Reason, priority: Priority) -> Rejected {
+        self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.metrics.rejected(reason, priority);
+        tracing::debug!(
+            name = %self.name,
+            reason = reason.as_str(),
+            priority = priority.as_str(),
+            "rejected"
+        );
+        Rejected::new(RejectionKind::Overloaded, reason.message())
+            .with_retry_after(self.retry_after)
+    }
+
+    pub(crate) fn snapshot(&self) -> BoundedQueueSnapshot {
+        let q = lock(&self.queue);
+        let queued_by_priority = std::array::from_fn(|p| q.lanes[p].len());
+        let queued = q.len;
+        let overloaded = q.overloaded;
+        drop(q);
+        let r = |reason: Reason| self.rejected[reason as usize].load(Ordering::Relaxed);
+        BoundedQueueSnapshot {
+            in_service: self.in_service.load(Ordering::SeqCst),
+            queued,
+            queued_by_priority,
+            limit: self.limit.load(Ordering::Relaxed),
+            capacity: self.capacity,
+            overloaded,
+            service_time: Duration::from_nanos(self.ewma_nanos.load(Ordering::Relaxed)),
+            rejected: RejectedCounts {
+                full: r(Reason::Full),
+                wait_timeout: r(Reason::WaitTimeout),
+                shed: r(Reason::Shed),
+                deadline: r(Reason::Deadline),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.name)
+            .field("limit", &self.limit.load(Ordering::Relaxed))
+            .field("capacity", &self.capacity)
+            .field("in_service", &self.in_service.load(Ordering::Relaxed))
+            .field("waiting", &self.waiting.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn log_transition(name: &str, t: Option<bool>) {
+    match t {
+        Some(true) => tracing::info!(
+            name,
+            "standing queue: entering overload (CoDel target, LIFO)"
+        ),
+        Some(false) => tracing::info!(name, "queue drained: leaving overload"),
+        None => {}
+    }
+}
+
+// === impl Queue ===
+
+impl Queue {
+    fn push(&mut self, priority: Priority, now: Instant) -> u32 {
+        let seq = self.seq;
+        self.seq += 1;
+        let slot = Slot::Waiting {
+            priority,
+            seq,
+            enqueued: now,
+            waker: None,
+        };
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.lanes[priority.index()].push_back((seq, idx));
+        self.len += 1;
+        idx
+    }
+
+    fn free_slot(&mut self, idx: u32) {
+        self.slots[idx as usize] = Slot::Vacant;
+        self.free.push(idx);
+    }
+
+    fn remove_waiting(&mut self, idx: u32, now: Instant) {
+        if let Slot::Waiting { priority, seq, .. } = self.slots[idx as usize] {
+            let lane = &mut self.lanes[priority.index()];
+            if let Ok(pos) = lane.binary_search_by_key(&seq, |e| e.0) {
+                lane.remove(pos);
+                self.len -= 1;
+                if self.len == 0 {
+                    self.last_empty = now;
+                }
+            }
+        }
+    }
+
+    /// Waiters that would be served before a new arrival of `priority`.
+    fn ahead(&self, priority: Priority, lifo: bool) -> usize {
+        let p = priority.index();
+        let higher: usize = self.lanes[p + 1..].iter().map(VecDeque::len).sum();
+        if lifo {
+            higher
+        } else {
+            higher + self.lanes[p].len()
+        }
+    }
+}
+
+// === impl Permit ===
+
+impl Permit {
+    /// Records the call's service time (once) for the EWMA and the adaptive
+    /// limit.
+    pub(crate) fn complete(&mut self, failed: bool) {
+        if let Some(start) = self.start.take() {
+            self.shared
+                .on_sample(start.elapsed(), self.inflight, failed);
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.shared.metrics.in_service.decrement(1.0);
+        self.shared.release_slot(self.priority);
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("priority", &self.priority)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Waiter ===
+
+impl Waiter {
+    /// Waits for a slot, a rejection, or the end of the allowed wait.
+    pub(crate) fn poll_admit(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, Rejected>> {
+        loop {
+            let now = Instant::now();
+            match self.shared.check(self.idx, self.deadline, now, cx.waker()) {
+                Step::Granted(enqueued) => {
+                    self.done = true;
+                    let waited = now.saturating_duration_since(enqueued);
+                    self.shared.metrics.wait.record(waited.as_secs_f64());
+                    tracing::debug!(name = %self.shared.name, waited_ms = waited.as_millis() as u64, "admitted from the queue");
+                    let inflight = self.shared.in_service.load(Ordering::Relaxed);
+                    return Poll::Ready(Ok(self.shared.claimed(
+                        self.priority,
+                        Some(now),
+                        inflight,
+                    )));
+                }
+                Step::Rejected(reason) => {
+                    self.done = true;
+                    return Poll::Ready(Err(self.shared.reject(reason, self.priority)));
+                }
+                Step::Wait(until) => {
+                    if self.armed != Some(until) {
+                        match &mut self.sleep {
+                            Some(s) => s.as_mut().reset(until),
+                            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(until))),
+                        }
+                        self.armed = Some(until);
+                    }
+                    let sleep = self.sleep.as_mut().expect("armed above");
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.cancel(self.idx, self.priority);
+        }
+    }
+}
+
+impl fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiter")
+            .field("priority", &self.priority)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}

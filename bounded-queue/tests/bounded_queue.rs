@@ -1,0 +1,582 @@
+//! The bounded queue through its public API, with tower-test mocks and
+//! paused time.
+
+mod support;
+
+use std::time::Duration;
+
+use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
+use resilience_core::http::{ErrorResponder, error_response};
+use resilience_core::{BoxError, Classify, Deadline, ErrorClass, Priority, RejectionKind};
+use support::{Req, layer, reason, rejection, req, req_d, req_p};
+use tokio::time::{Instant, advance};
+use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
+use tower::{Service, ServiceExt, service_fn};
+use tower_test::mock;
+
+fn cfg() -> resilience_bounded_queue::BoundedQueueConfigBuilder {
+    BoundedQueueConfig::builder().name("test")
+}
+
+/// The id of the next request to reach the inner service.
+async fn next(
+    handle: &mut mock::Handle<Req, &'static str>,
+) -> (u32, mock::SendResponse<&'static str>) {
+    let (r, send) = handle.next_request().await.expect("a request");
+    (r.id, send)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn admits_queues_then_rejects_when_full() {
+    let layer = layer(cfg().concurrency(1).capacity(1));
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call(req(1)));
+    assert_ready_ok!(svc.poll_ready());
+    let mut b = task::spawn(svc.call(req(2)));
+    assert_ready_ok!(svc.poll_ready(), "always ready: admission is per request");
+    let mut c = task::spawn(svc.call(req(3)));
+
+    let err = assert_ready!(c.poll()).unwrap_err();
+    assert_eq!(reason(&err), "queue full");
+    assert_eq!(rejection(&err).kind(), RejectionKind::Overloaded);
+    assert_eq!(
+        rejection(&err).retry_after(),
+        Some(BoundedQueueConfig::DEFAULT_RETRY_AFTER)
+    );
+
+    assert_pending!(a.poll());
+    assert_pending!(b.poll());
+    let s = h.snapshot();
+    assert_eq!((s.in_service, s.queued, s.rejected.full), (1, 1, 1));
+
+    let (id, send) = next(&mut handle).await;
+    assert_eq!(id, 1);
+    assert_pending!(
+        handle.poll_request(),
+        "the queued request has not reached the service"
+    );
+    send.send_response("a");
+    assert_eq!(assert_ready_ok!(a.poll()), "a");
+
+    // The slot was handed to the waiter.
+    assert!(b.is_woken());
+    assert_eq!(h.snapshot().queued, 0);
+    assert_pending!(b.poll());
+    let (id, send) = next(&mut handle).await;
+    assert_eq!(id, 2);
+    send.send_response("b");
+    assert_eq!(assert_ready_ok!(b.poll()), "b");
+    let s = h.snapshot();
+    assert_eq!((s.in_service, s.queued), (0, 0));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn capacity_zero_sheds_at_once() {
+    let layer = layer(cfg().concurrency(1).capacity(0));
+    let (mut svc, _handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call(req(1)));
+    assert_pending!(a.poll());
+    assert_ready_ok!(svc.poll_ready());
+    let err = svc.call(req(2)).await.unwrap_err();
+    assert_eq!(reason(&err), "queue full");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn fifo_then_lifo_under_a_standing_queue() {
+    let layer = layer(
+        cfg()
+            .concurrency(1)
+            .capacity(10)
+            .codel(false)
+            .codel_interval(Duration::from_millis(100))
+            .max_wait(Duration::from_secs(5)),
+    );
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+
+    let mut futs = Vec::new();
+    for id in 1..=3 {
+        assert_ready_ok!(svc.poll_ready());
+        let mut f = task::spawn(svc.call(req(id)));
+        assert_pending!(f.poll());
+        futs.push(f);
+    }
+    // FIFO: 2 before 3.
+    let (id, send) = next(&mut handle).await;
+    assert_eq!(id, 1);
+    send.send_response("1");
+    assert_ready_ok!(futs[0].poll());
+    assert_pending!(futs[1].poll());
+    assert_pending!(futs[2].poll());
+    let (id, send2) = next(&mut handle).await;
+    assert_eq!(id, 2, "FIFO without a standing queue");
+    assert!(!h.snapshot().overloaded);
+
+    assert_ready_ok!(svc.poll_ready());
+    let mut f4 = task::spawn(svc.call(req(4)));
+    assert_pending!(f4.poll());
+
+    // The queue has not been empty for a whole interval: LIFO.
+    advance(Duration::from_millis(150)).await;
+    send2.send_response("2");
+    assert_ready_ok!(futs[1].poll());
+    assert_pending!(futs[2].poll());
+    assert_pending!(f4.poll());
+    assert!(h.snapshot().overloaded);
+    let (id, send) = next(&mut handle).await;
+    assert_eq!(id, 4, "LIFO: the newest waiter goes first");
+    send.send_response("4");
+    assert_ready_ok!(f4.poll());
+    assert_pending!(futs[2].poll());
+    let (id, send) = next(&mut handle).await;
+    assert_eq!(id, 3);
+    send.send_response("3");
+    assert_ready_ok!(futs[2].poll());
+    assert!(!h.snapshot().overloaded, "drained: FIFO again");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn codel_target_bounds_the_wait_under_a_standing_queue() {
+    let layer = layer(
+        cfg()
+            .concurrency(1)
+            .capacity(10)
+            .max_wait(Duration::from_secs(1))
+            .codel_target(Duration::from_millis(5))
+            .codel_interval(Duration::from_millis(100)),
+    );
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call(req(1)));
+    assert_pending!(a.poll());
+    let (_, _send_a) = next(&mut handle).await;
+
+    // No standing queue yet: the normal wait applies.
+    assert_ready_ok!(svc.poll_ready());
+    let mut b = task::spawn(svc.call(req(2)));
+    assert_pending!(b.poll());
+    advance(Duration::from_millis(100)).await;
+    assert_pending!(b.poll(), "still within max_wait");
+
+    // The queue has not been empty for 100 ms: a new arrival may wait 5 ms.
+    let start = Instant::now();
+    assert_ready_ok!(svc.poll_ready());
+    let mut c = task::spawn(svc.call(req(3)));
+    assert_pending!(c.poll());
+    assert!(h.snapshot().overloaded);
+    // b has waited far longer than the target: it leaves now.
+    assert!(b.is_woken());
+    let err = assert_ready!(b.poll()).unwrap_err();
+    assert_eq!(reason(&err), "queue time exceeded");
+
+    advance(Duration::from_millis(4)).await;
+    assert_pending!(c.poll());
+    advance(Duration::from_millis(1)).await;
+    let err = assert_ready!(c.poll()).unwrap_err();
+    assert_eq!(reason(&err), "queue time exceeded");
+    assert_eq!(start.elapsed(), Duration::from_millis(5));
+    assert_eq!(h.snapshot().rejected.wait_timeout, 2);
+    assert_eq!(h.snapshot().queued, 0);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn max_wait_without_codel() {
+    let layer = layer(
+        cfg()
+            .concurrency(1)
+            .codel(false)
+            .max_wait(Duration::from_millis(300)),
+    );
+    let (mut svc, _handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call(req(1)));
+    assert_pending!(a.poll());
+    let start = Instant::now();
+    assert_ready_ok!(svc.poll_ready());
+    let err = svc.call(req(2)).await.unwrap_err();
+    assert_eq!(reason(&err), "queue time exceeded");
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn higher_priority_displaces_the_lowest_queued() {
+    let layer = layer(cfg().concurrency(1).capacity(2));
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    let mut call = |r: Req| {
+        assert_ready_ok!(svc.poll_ready());
+        task::spawn(svc.call(r))
+    };
+    let mut a = call(req_p(1, Priority::Critical));
+    let mut s1 = call(req_p(2, Priority::Sheddable));
+    let mut s2 = call(req_p(3, Priority::SheddablePlus));
+    assert_pending!(a.poll());
+    assert_pending!(s1.poll());
+    assert_pending!(s2.poll());
+    // Full. A critical arrival sheds the lowest priority waiter.
+    let mut c = call(req_p(4, Priority::Critical));
+    assert_pending!(c.poll());
+    assert!(s1.is_woken());
+    let err = assert_ready!(s1.poll()).unwrap_err();
+    assert_eq!(reason(&err), "shed for higher priority");
+    assert_eq!(h.snapshot().queued_by_priority, [0, 1, 1, 0]);
+    // Nothing lower than sheddable-plus to displace: queue full.
+    let mut s3 = call(req_p(5, Priority::SheddablePlus));
+    let err = assert_ready!(s3.poll()).unwrap_err();
+    assert_eq!(reason(&err), "queue full");
+    assert_eq!(h.snapshot().rejected.shed, 1);
+
+    // The critical waiter is served before the older sheddable-plus one.
+    let (id, send) = next(&mut handle).await;
+    assert_eq!(id, 1);
+    send.send_response("a");
+    assert_ready_ok!(a.poll());
+    assert_pending!(c.poll());
+    assert_pending!(s2.poll());
+    let (id, send) = next(&mut handle).await;
+    assert_eq!(id, 4);
+    send.send_response("c");
+    assert_ready_ok!(c.poll());
+    assert_pending!(s2.poll());
+    let (id, send) = next(&mut handle).await;
+    assert_eq!(id, 3);
+    send.send_response("s2");
+    assert_ready_ok!(s2.poll());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn reserved_share_serves_a_lower_priority_under_saturation() {
+    let layer = layer(
+        cfg()
+            .concurrency(2)
+            .capacity(10)
+            .reserve(Priority::Sheddable, 0.5),
+    );
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    let mut call = |r: Req| {
+        assert_ready_ok!(svc.poll_ready());
+        let mut f = task::spawn(svc.call(r));
+        let _ = f.poll();
+        f
+    };
+    let mut a = call(req_p(1, Priority::Critical));
+    let _b = call(req_p(2, Priority::Critical));
+    let mut s = call(req_p(3, Priority::Sheddable));
+    let mut c = call(req_p(4, Priority::Critical));
+    let (_, send_a) = next(&mut handle).await;
+    let (_, _send_b) = next(&mut handle).await;
+    send_a.send_response("a");
+    assert_ready_ok!(a.poll());
+    assert_pending!(s.poll());
+    assert_pending!(c.poll());
+    let (id, _send) = next(&mut handle).await;
+    assert_eq!(id, 3, "sheddable is below its reserved share: served first");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn rejects_at_once_when_the_deadline_cannot_be_met() {
+    let layer = layer(cfg().concurrency(1).capacity(10));
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+
+    // Teach the EWMA a 100 ms service time.
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call(req(1)));
+    assert_pending!(a.poll());
+    let (_, send) = next(&mut handle).await;
+    advance(Duration::from_millis(100)).await;
+    send.send_response("a");
+    assert_ready_ok!(a.poll());
+    assert_eq!(h.snapshot().service_time, Duration::from_millis(100));
+
+    assert_ready_ok!(svc.poll_ready());
+    let mut b = task::spawn(svc.call(req(2)));
+    assert_pending!(b.poll());
+
+    // Expected wait 100 ms > 50 ms left: rejected at once.
+    assert_ready_ok!(svc.poll_ready());
+    let mut c = task::spawn(svc.call(req_d(3, Duration::from_millis(50))));
+    let err = assert_ready!(c.poll()).unwrap_err();
+    assert_eq!(reason(&err), "deadline cannot be met");
+    // Already expired: rejected at once.
+    assert_ready_ok!(svc.poll_ready());
+    let mut e = task::spawn(svc.call(Req {
+        deadline: Some(Deadline::at(Instant::now())),
+        ..req(5)
+    }));
+    assert_eq!(
+        reason(&assert_ready!(e.poll()).unwrap_err()),
+        "deadline cannot be met"
+    );
+    // Enough time left: queued, and leaves when its deadline passes.
+    assert_ready_ok!(svc.poll_ready());
+    let mut d = task::spawn(svc.call(req_d(4, Duration::from_millis(500))));
+    assert_pending!(d.poll());
+    assert_eq!(h.snapshot().queued, 1);
+    advance(Duration::from_millis(500)).await;
+    let err = assert_ready!(d.poll()).unwrap_err();
+    assert_eq!(reason(&err), "deadline cannot be met");
+    assert_eq!(h.snapshot().rejected.deadline, 3);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn dropped_waiter_leaves_the_queue() {
+    let layer = layer(cfg().concurrency(1).capacity(1));
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call(req(1)));
+    assert_pending!(a.poll());
+    // Dropped before its first poll.
+    assert_ready_ok!(svc.poll_ready());
+    drop(svc.call(req(2)));
+    assert_eq!(h.snapshot().queued, 0);
+    // Dropped after polling.
+    assert_ready_ok!(svc.poll_ready());
+    let mut b = task::spawn(svc.call(req(3)));
+    assert_pending!(b.poll());
+    assert_eq!(h.snapshot().queued, 1);
+    drop(b);
+    assert_eq!(h.snapshot().queued, 0);
+    // The space is free again.
+    assert_ready_ok!(svc.poll_ready());
+    let mut c = task::spawn(svc.call(req(4)));
+    assert_pending!(c.poll());
+    let (_, send) = next(&mut handle).await;
+    send.send_response("a");
+    assert_ready_ok!(a.poll());
+    assert_pending!(c.poll());
+    let (id, send) = next(&mut handle).await;
+    assert_eq!(id, 4);
+    send.send_response("c");
+    assert_ready_ok!(c.poll());
+    let s = h.snapshot();
+    assert_eq!((s.in_service, s.queued), (0, 0));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn dropped_admitted_future_releases_its_slot() {
+    let layer = layer(cfg().concurrency(1).capacity(4));
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    // Admitted at once, dropped in service.
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call(req(1)));
+    assert_pending!(a.poll());
+    assert_eq!(h.snapshot().in_service, 1);
+    assert_ready_ok!(svc.poll_ready());
+    let mut b = task::spawn(svc.call(req(2)));
+    assert_pending!(b.poll());
+    drop(a);
+    // The slot went straight to the waiter.
+    let s = h.snapshot();
+    assert_eq!((s.in_service, s.queued), (1, 0));
+    assert!(b.is_woken());
+
+    // b was granted but is dropped before it resumes: the slot moves on.
+    assert_ready_ok!(svc.poll_ready());
+    let mut c = task::spawn(svc.call(req(3)));
+    assert_pending!(c.poll());
+    drop(b);
+    let s = h.snapshot();
+    assert_eq!((s.in_service, s.queued), (1, 0));
+    assert_pending!(c.poll());
+
+    // c resumed, reached the service, then is dropped mid-call.
+    let _ = next(&mut handle).await; // a's request, never answered
+    let (id, _send) = next(&mut handle).await;
+    assert_eq!(id, 3);
+    drop(c);
+    let s = h.snapshot();
+    assert_eq!((s.in_service, s.queued), (0, 0));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn inner_errors_pass_through_and_release() {
+    let layer = layer(cfg().concurrency(1));
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call(req(1)));
+    assert_pending!(a.poll());
+    let (_, send) = next(&mut handle).await;
+    send.send_error("boom");
+    let err = assert_ready!(a.poll()).unwrap_err();
+    assert_eq!(err.to_string(), "boom");
+    assert!(err.downcast_ref::<resilience_core::Rejected>().is_none());
+    assert_eq!(h.snapshot().in_service, 0);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn clones_share_one_queue() {
+    let layer = layer(cfg().concurrency(1).capacity(0));
+    let (mut svc, _handle) = mock::spawn_layer::<Req, &'static str, _>(layer.clone());
+    let (mut other, _h2) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call(req(1)));
+    assert_pending!(a.poll());
+    assert_ready_ok!(other.poll_ready());
+    assert_eq!(reason(&other.call(req(2)).await.unwrap_err()), "queue full");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn reads_priority_and_deadline_from_http_extensions() {
+    let queue = BoundedQueueLayer::new(cfg().concurrency(1).capacity(1).build().unwrap());
+    let h = queue.handle();
+    let mut svc = tower::ServiceBuilder::new()
+        .layer(queue)
+        .service(service_fn(|_r: http::Request<()>| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok::<_, BoxError>("ok")
+        }));
+    let with = |p: Priority| {
+        let mut r = http::Request::new(());
+        r.extensions_mut().insert(p);
+        r
+    };
+    let mut a = task::spawn(svc.ready().await.unwrap().call(with(Priority::Sheddable)));
+    assert_pending!(a.poll());
+    let mut b = task::spawn(svc.ready().await.unwrap().call(with(Priority::Sheddable)));
+    assert_pending!(b.poll());
+    // Default priority (critical) displaces the sheddable waiter.
+    let mut c = task::spawn(svc.ready().await.unwrap().call(http::Request::new(())));
+    assert_pending!(c.poll());
+    assert_eq!(
+        reason(&assert_ready!(b.poll()).unwrap_err()),
+        "shed for higher priority"
+    );
+    assert_eq!(h.snapshot().queued_by_priority, [0, 0, 1, 0]);
+    // An expired deadline in the extensions.
+    let mut r = http::Request::new(());
+    r.extensions_mut().insert(Deadline::at(Instant::now()));
+    let err = svc.ready().await.unwrap().call(r).await.unwrap_err();
+    assert_eq!(reason(&err), "deadline cannot be met");
+    assert_eq!(a.await.unwrap(), "ok");
+    assert_eq!(c.await.unwrap(), "ok");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn rejections_map_to_503_429_and_resource_exhausted() {
+    let layer = layer(
+        cfg()
+            .concurrency(1)
+            .capacity(0)
+            .retry_after(Duration::from_millis(1500)),
+    );
+    let (mut svc, _handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call(req(1)));
+    assert_pending!(a.poll());
+    assert_ready_ok!(svc.poll_ready());
+    let err = svc.call(req(2)).await.unwrap_err();
+    let found = resilience_core::error::find(&*err).unwrap();
+    assert_eq!(found.error_class(), ErrorClass::Overloaded);
+
+    let rsp = error_response(&*err);
+    assert_eq!(rsp.status(), 503);
+    assert_eq!(rsp.headers()["retry-after"], "2");
+    let rsp = ErrorResponder::new()
+        .overloaded_status(http::StatusCode::TOO_MANY_REQUESTS)
+        .respond(&*err);
+    assert_eq!(rsp.status(), 429);
+    assert_eq!(rsp.headers()["retry-after"], "2");
+    let status = resilience_core::grpc::into_status(err);
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+}
+
+#[test]
+fn config_validation_names_the_field() {
+    let field =
+        |b: resilience_bounded_queue::BoundedQueueConfigBuilder| b.build().unwrap_err().field();
+    assert_eq!(field(cfg().concurrency(0)), "concurrency");
+    assert_eq!(field(cfg().max_wait(Duration::ZERO)), "max_wait");
+    assert!(cfg().capacity(0).max_wait(Duration::ZERO).build().is_ok());
+    assert_eq!(field(cfg().codel_target(Duration::ZERO)), "codel_target");
+    assert_eq!(
+        field(cfg().codel_interval(Duration::ZERO)),
+        "codel_interval"
+    );
+    assert_eq!(
+        field(
+            cfg()
+                .codel_target(Duration::from_secs(1))
+                .codel_interval(Duration::from_millis(100))
+        ),
+        "codel_target"
+    );
+    assert_eq!(field(cfg().retry_after(Duration::ZERO)), "retry_after");
+    assert_eq!(field(cfg().reserve(Priority::Critical, 1.5)), "reserved");
+    assert_eq!(
+        field(cfg().reserve(Priority::Critical, f64::NAN)),
+        "reserved"
+    );
+    assert_eq!(
+        field(
+            cfg()
+                .reserve(Priority::Critical, 0.7)
+                .reserve(Priority::Sheddable, 0.7)
+        ),
+        "reserved"
+    );
+    assert_eq!(field(cfg().name("")), "name");
+    assert_eq!(field(cfg().name("has space")), "name");
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn config_deserializes_with_the_same_validation() {
+    let c: BoundedQueueConfig = serde_json::from_str(
+        r#"{"name":"api","concurrency":4,"capacity":8,"max_wait":"250ms","codel_target":"10ms",
+            "reserved":{"critical":0.5}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.max_wait(), Duration::from_millis(250));
+    assert_eq!(c.reserved().critical, 0.5);
+    assert!(serde_json::from_str::<BoundedQueueConfig>(r#"{"concurrency":0}"#).is_err());
+    assert!(serde_json::from_str::<BoundedQueueConfig>(r#"{"bogus":1}"#).is_err());
+}
+
+#[cfg(feature = "metrics")]
+#[test]
+fn metrics_count_rejections_by_reason_and_priority() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let layer = layer(cfg().name("m").concurrency(1).capacity(0));
+            let (mut svc, _handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+            assert_ready_ok!(svc.poll_ready());
+            let mut a = task::spawn(svc.call(req(1)));
+            assert_pending!(a.poll());
+            assert_ready_ok!(svc.poll_ready());
+            assert!(svc.call(req_p(2, Priority::Sheddable)).await.is_err());
+        });
+    });
+    let snap = snapshotter.snapshot().into_vec();
+    let found = snap.iter().find(|(key, _, _, _)| {
+        let k = key.key();
+        k.name() == resilience_core::names::BOUNDED_QUEUE_REJECTED_TOTAL
+            && k.labels()
+                .any(|l| l.key() == "reason" && l.value() == "full")
+            && k.labels()
+                .any(|l| l.key() == "priority" && l.value() == "sheddable")
+            && k.labels().any(|l| l.key() == "name" && l.value() == "m")
+    });
+    let (_, _, _, value) = found.expect("rejection counter");
+    assert_eq!(value, &DebugValue::Counter(1));
+    let in_service = snap.iter().find(|(key, _, _, _)| {
+        key.key().name() == resilience_core::names::BOUNDED_QUEUE_IN_SERVICE
+    });
+    assert!(in_service.is_some());
+}
