@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::FutureExt;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use resilience_benches::{CountingAlloc, allocations_per_call};
 use resilience_correlation::{CorrelationLayer, PropagateContextLayer, RequestContext};
 use tower::{Layer, Service, ServiceBuilder, service_fn};
@@ -19,11 +19,20 @@ const ID: HeaderValue = HeaderValue::from_static("0192f0c1-7d3e-7a4b-9c1d-2e3f4a
 const TRACEPARENT: HeaderValue =
     HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
 
-fn request(with_id: bool, name: &'static str) -> Request<()> {
+const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT_NAME: HeaderName = HeaderName::from_static("traceparent");
+
+fn request(with_id: bool, name: &str) -> Request<()> {
     let mut req = Request::new(());
     if with_id {
+        let name = if name == "x-request-id" {
+            X_REQUEST_ID
+        } else {
+            X_CORRELATION_ID
+        };
         req.headers_mut().insert(name, ID);
-        req.headers_mut().insert("traceparent", TRACEPARENT);
+        req.headers_mut().insert(TRACEPARENT_NAME, TRACEPARENT);
     }
     req
 }

@@ -23,10 +23,16 @@ pub struct InvalidCorrelationId(());
 // === impl CorrelationId ===
 
 impl CorrelationId {
-    /// A new, unique, time-ordered id (UUIDv7).
+    /// A new, unique, time-ordered id (UUIDv7: 48 bits of Unix time in
+    /// milliseconds, then 74 random bits).
     pub fn generate() -> Self {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let random = crate::rng::bytes::<10>();
+        let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
         let mut buf = uuid::Uuid::encode_buffer();
-        let s = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+        let s = id.hyphenated().encode_lower(&mut buf);
         Self(HeaderValue::from_str(s).expect("a UUID is a valid header value"))
     }
 

@@ -7,8 +7,10 @@
 //!   echoing it); generates a UUIDv7 id when there is none; and puts one
 //!   [`RequestContext`] into the request's extensions, into a task-local
 //!   scope around the handler, and onto a `request` tracing span. It returns
-//!   the id on the response. It also puts the [`Priority`] and [`Deadline`]
-//!   into the extensions, where the other layers of the family look for them.
+//!   the id on the response. It also puts the [`Priority`] (when it is not
+//!   the default, `critical`: a missing one means the default) and the
+//!   [`Deadline`] into the extensions, where the other layers of the family
+//!   look for them.
 //! - [`PropagateContextLayer`] (client side) stamps every outgoing call with
 //!   the current context: the same id, a `traceparent` with the same trace id
 //!   and this hop's span as parent, the priority, and the time left.
@@ -102,6 +104,7 @@ mod context;
 #[cfg_attr(docsrs, doc(cfg(feature = "fmt")))]
 pub mod fmt;
 pub mod id;
+mod rng;
 pub mod server;
 pub mod trace;
 

@@ -43,7 +43,7 @@ pub struct InvalidTraceparent(());
 impl TraceId {
     /// A random trace id.
     pub fn random() -> Self {
-        let mut b: [u8; 16] = rand::random();
+        let mut b: [u8; 16] = crate::rng::bytes();
         if b == [0; 16] {
             b[15] = 1;
         }
@@ -73,7 +73,7 @@ impl fmt::Debug for TraceId {
 impl SpanId {
     /// A random span id.
     pub fn random() -> Self {
-        let mut b: [u8; 8] = rand::random();
+        let mut b: [u8; 8] = crate::rng::bytes();
         if b == [0; 8] {
             b[7] = 1;
         }
@@ -196,11 +196,11 @@ impl std::error::Error for InvalidTraceparent {}
 
 fn parse_traceparent(b: &[u8]) -> Result<(TraceId, SpanId, u8), InvalidTraceparent> {
     let err = InvalidTraceparent(());
-    if b.len() < 55 {
+    let Some(head) = b.first_chunk::<55>() else {
         return Err(err);
-    }
-    let version = hex_byte(&b[0..2]).ok_or(err)?;
-    if version == 0xff || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+    };
+    let version = hex_byte(head[0], head[1]).ok_or(err)?;
+    if version == 0xff || head[2] != b'-' || head[35] != b'-' || head[52] != b'-' {
         return Err(err);
     }
     // Version 00 is exactly 55 long; later versions may append "-...".
@@ -208,30 +208,52 @@ fn parse_traceparent(b: &[u8]) -> Result<(TraceId, SpanId, u8), InvalidTracepare
         return Err(err);
     }
     let mut trace = [0u8; 16];
-    for (i, out) in trace.iter_mut().enumerate() {
-        *out = hex_byte(&b[3 + 2 * i..5 + 2 * i]).ok_or(err)?;
+    let mut ok = true;
+    for (out, pair) in trace.iter_mut().zip(head[3..35].chunks_exact(2)) {
+        let v = hex_byte(pair[0], pair[1]);
+        ok &= v.is_some();
+        *out = v.unwrap_or(0);
     }
     let mut span = [0u8; 8];
-    for (i, out) in span.iter_mut().enumerate() {
-        *out = hex_byte(&b[36 + 2 * i..38 + 2 * i]).ok_or(err)?;
+    for (out, pair) in span.iter_mut().zip(head[36..52].chunks_exact(2)) {
+        let v = hex_byte(pair[0], pair[1]);
+        ok &= v.is_some();
+        *out = v.unwrap_or(0);
     }
-    let flags = hex_byte(&b[53..55]).ok_or(err)?;
-    if trace == [0; 16] || span == [0; 8] {
-        return Err(err);
+    let flags = hex_byte(head[53], head[54]);
+    match flags {
+        Some(flags) if ok && trace != [0; 16] && span != [0; 8] => {
+            Ok((TraceId(trace), SpanId(span), flags))
+        }
+        _ => Err(err),
     }
-    Ok((TraceId(trace), SpanId(span), flags))
 }
 
-/// Two lowercase hex digits.
-fn hex_byte(b: &[u8]) -> Option<u8> {
-    fn nib(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
+/// Lowercase hex digit values; 0xff marks anything else.
+const UNHEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-    Some(nib(b[0])? << 4 | nib(b[1])?)
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Two lowercase hex digits.
+#[inline]
+fn hex_byte(hi: u8, lo: u8) -> Option<u8> {
+    let (h, l) = (UNHEX[usize::from(hi)], UNHEX[usize::from(lo)]);
+    if (h | l) & 0xf0 != 0 {
+        None
+    } else {
+        Some(h << 4 | l)
+    }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -1,15 +1,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, Request};
-use resilience_core::deadline::{DEADLINE_HEADER, GRPC_TIMEOUT_HEADER};
-use resilience_core::priority::PRIORITY_HEADER;
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use resilience_core::{ConfigError, Deadline, DeadlinePolicy, Priority, PriorityPolicy};
 use tokio::time::Instant;
 
 use crate::context::RequestContext;
 use crate::id::CorrelationId;
-use crate::trace::{TRACEPARENT, TRACESTATE, TraceContext};
+use crate::trace::TraceContext;
 
 type TrustFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
 
@@ -132,12 +130,20 @@ impl CorrelationConfig {
     /// replaced (logged at debug, counted), never echoed.
     pub fn context_for<B>(&self, req: &Request<B>) -> RequestContext {
         let headers = req.headers();
-        let id = self
-            .read_id(headers)
+        let inbound = self.scan(headers);
+        let id = inbound
+            .id
+            .into_iter()
+            .chain(inbound.alt_id)
+            .find_map(|v| {
+                CorrelationId::from_header(v)
+                    .map_err(|_| invalid("correlation_id"))
+                    .ok()
+            })
             .unwrap_or_else(CorrelationId::generate);
-        let trace = match headers.get(TRACEPARENT) {
+        let trace = match inbound.traceparent {
             Some(v) => match TraceContext::child_of(v.as_bytes()) {
-                Ok(t) => t.with_tracestate(headers.get(TRACESTATE)),
+                Ok(t) => t.with_tracestate(inbound.tracestate),
                 Err(_) => {
                     invalid("traceparent");
                     TraceContext::new_root()
@@ -145,7 +151,7 @@ impl CorrelationConfig {
             },
             None => TraceContext::new_root(),
         };
-        let requested = headers.get(PRIORITY_HEADER).and_then(|v| {
+        let requested = inbound.priority.and_then(|v| {
             Priority::from_bytes(v.as_bytes())
                 .map_err(|_| invalid("x-priority"))
                 .ok()
@@ -161,12 +167,11 @@ impl CorrelationConfig {
         } else {
             untrusted
         };
-        let deadline =
-            if headers.contains_key(GRPC_TIMEOUT_HEADER) || headers.contains_key(DEADLINE_HEADER) {
-                self.deadline.from_headers(headers, Instant::now())
-            } else {
-                None
-            };
+        let deadline = if inbound.deadline {
+            self.deadline.from_headers(headers, Instant::now())
+        } else {
+            None
+        };
         let deadline = match (deadline, Deadline::from_extensions(req.extensions())) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -176,16 +181,43 @@ impl CorrelationConfig {
             .with_deadline(deadline)
     }
 
-    fn read_id(&self, headers: &HeaderMap) -> Option<CorrelationId> {
-        std::iter::once(&self.id_header)
-            .chain(&self.accept_headers)
-            .find_map(|name| {
-                let v = headers.get(name)?;
-                CorrelationId::from_header(v)
-                    .map_err(|_| invalid("correlation_id"))
-                    .ok()
-            })
+    /// One pass over the headers (cheaper than a hashed lookup per name).
+    fn scan<'h>(&self, headers: &'h HeaderMap) -> Inbound<'h> {
+        let mut found = Inbound::default();
+        for (name, value) in headers {
+            if *name == self.id_header {
+                found.id.get_or_insert(value);
+                continue;
+            }
+            match name.as_str() {
+                "traceparent" => {
+                    found.traceparent.get_or_insert(value);
+                }
+                "tracestate" => {
+                    found.tracestate.get_or_insert(value);
+                }
+                "x-priority" => {
+                    found.priority.get_or_insert(value);
+                }
+                "grpc-timeout" | "x-deadline-ms" => found.deadline = true,
+                _ if self.accept_headers.contains(name) => {
+                    found.alt_id.get_or_insert(value);
+                }
+                _ => {}
+            }
+        }
+        found
     }
+}
+
+#[derive(Default)]
+struct Inbound<'h> {
+    id: Option<&'h HeaderValue>,
+    alt_id: Option<&'h HeaderValue>,
+    traceparent: Option<&'h HeaderValue>,
+    tracestate: Option<&'h HeaderValue>,
+    priority: Option<&'h HeaderValue>,
+    deadline: bool,
 }
 
 impl Default for CorrelationConfig {

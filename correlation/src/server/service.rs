@@ -71,7 +71,11 @@ where
             )
         });
         let ext = req.extensions_mut();
-        ext.insert(ctx.priority());
+        // Readers treat a missing priority as the default, so only a
+        // non-default one costs an extension insert.
+        if ctx.priority() != resilience_core::Priority::default() {
+            ext.insert(ctx.priority());
+        }
         if let Some(deadline) = ctx.deadline() {
             ext.insert(deadline);
         }
