@@ -1,2 +1,301 @@
-//! Placeholder until the crate lands.
-fn main() {}
+//! Per-call cost of `resilience_circuit_breaker::CircuitBreakerLayer` beside
+//! recloser 1.4 (`AsyncRecloser`), failsafe 1.3 and tower-resilience 0.13, over
+//! a no-op service that answers at once: closed state on 1 thread and on 2
+//! threads sharing one breaker, the open-state rejection path, and the count
+//! window against the time window. Also counts heap allocations per call.
+
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures::FutureExt;
+use http::{Request, Response};
+use resilience_benches::{CountingAlloc, allocations_per_call};
+use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
+use resilience_core::BoxError;
+use tower::{Layer, Service, service_fn};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Makes the no-op service fail (to open the peers' breakers).
+static FAIL: AtomicBool = AtomicBool::new(false);
+
+type Noop =
+    tower::util::ServiceFn<fn(Request<()>) -> std::future::Ready<Result<Response<()>, BoxError>>>;
+
+fn noop() -> Noop {
+    fn answer(_: Request<()>) -> std::future::Ready<Result<Response<()>, BoxError>> {
+        std::future::ready(if FAIL.load(Ordering::Relaxed) {
+            Err("down".into())
+        } else {
+            Ok(Response::new(()))
+        })
+    }
+    service_fn(answer as fn(_) -> _)
+}
+
+/// `poll_ready` then `call`, answered at once; `true` when it succeeded.
+#[inline]
+fn call<S: Service<Request<()>>>(svc: &mut S) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("not ready"),
+    }
+    svc.call(Request::new(()))
+        .now_or_never()
+        .expect("answers at once")
+        .is_ok()
+}
+
+fn recloser_call(r: &recloser::AsyncRecloser, inner: &mut Noop) -> bool {
+    r.call(inner.call(Request::new(())))
+        .now_or_never()
+        .expect("answers at once")
+        .is_ok()
+}
+
+fn failsafe_call<F: failsafe::CircuitBreaker>(cb: &F, inner: &mut Noop) -> bool {
+    cb.call(|| {
+        inner
+            .call(Request::new(()))
+            .now_or_never()
+            .expect("answers at once")
+    })
+    .is_ok()
+}
+
+fn ours(
+    window: &str,
+) -> resilience_circuit_breaker::CircuitBreaker<Noop, resilience_core::HttpOutcome> {
+    let b = CircuitBreakerConfig::builder().name("bench");
+    let b = match window {
+        "count" => b.count_window(100),
+        "time" => b.time_window(Duration::from_secs(60)),
+        _ => b.consecutive_failures(5),
+    };
+    CircuitBreakerLayer::new(b.build().unwrap()).layer(noop())
+}
+
+fn recloser() -> recloser::AsyncRecloser {
+    recloser::AsyncRecloser::from(recloser::Recloser::custom().closed_len(100).build())
+}
+
+fn tower_resilience() -> impl Service<Request<()>> + Clone + Send {
+    tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .sliding_window_size(100)
+        .build()
+        .unwrap()
+        .layer(noop())
+}
+
+/// Runs `f` on 2 threads, `iters` times each; returns the wall time.
+fn two_threads<T: Send>(iters: u64, mut a: T, mut b: T, f: fn(&mut T) -> bool) -> Duration {
+    let barrier = Barrier::new(2);
+    let start = std::sync::Mutex::new(None);
+    let rt = tokio::runtime::Handle::current();
+    std::thread::scope(|s| {
+        for state in [&mut a, &mut b] {
+            let barrier = &barrier;
+            let start = &start;
+            let rt = rt.clone();
+            s.spawn(move || {
+                let _guard = rt.enter();
+                if barrier.wait().is_leader() {
+                    *start.lock().unwrap() = Some(std::time::Instant::now());
+                }
+                for _ in 0..iters {
+                    black_box(f(state));
+                }
+            });
+        }
+    });
+    let started = start.lock().unwrap().expect("started");
+    started.elapsed()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+
+    // === closed, 1 thread ===
+    let mut baseline = noop();
+    let mut ours_count = ours("count");
+    let mut ours_time = ours("time");
+    let mut ours_consecutive = ours("consecutive");
+    let rec = recloser();
+    let mut rec_inner = noop();
+    let fs = failsafe::Config::new().build();
+    let mut fs_inner = noop();
+    let mut tr = tower_resilience();
+
+    let mut g = c.benchmark_group("circuit_breaker/closed");
+    g.bench_function("baseline", |b| b.iter(|| black_box(call(&mut baseline))));
+    g.bench_function("ours", |b| b.iter(|| black_box(call(&mut ours_count))));
+    g.bench_function("recloser", |b| {
+        b.iter(|| black_box(recloser_call(&rec, &mut rec_inner)))
+    });
+    g.bench_function("failsafe", |b| {
+        b.iter(|| black_box(failsafe_call(&fs, &mut fs_inner)))
+    });
+    g.bench_function("tower_resilience", |b| b.iter(|| black_box(call(&mut tr))));
+    g.bench_function("ours_time_window", |b| {
+        b.iter(|| black_box(call(&mut ours_time)))
+    });
+    let mut ours_disabled = ours("count");
+    ours_disabled.handle().disable();
+    g.bench_function("ours_disabled", |b| {
+        b.iter(|| black_box(call(&mut ours_disabled)))
+    });
+    g.finish();
+
+    // === count vs time window (closed) ===
+    let mut g = c.benchmark_group("circuit_breaker/window");
+    g.bench_function("count", |b| b.iter(|| black_box(call(&mut ours_count))));
+    g.bench_function("time", |b| b.iter(|| black_box(call(&mut ours_time))));
+    g.bench_function("consecutive", |b| {
+        b.iter(|| black_box(call(&mut ours_consecutive)))
+    });
+    let mut ours_disabled = ours("count");
+    ours_disabled.handle().disable();
+    g.bench_function("disabled", |b| {
+        b.iter(|| black_box(call(&mut ours_disabled)))
+    });
+    g.finish();
+
+    // === closed, 2 threads sharing one breaker ===
+    let mut g = c.benchmark_group("circuit_breaker/closed_2_threads");
+    g.bench_function("baseline", |b| {
+        b.iter_custom(|iters| two_threads(iters, noop(), noop(), |s| call(s)))
+    });
+    g.bench_function("ours", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, ours_count.clone(), ours_count.clone(), |s| call(s))
+        })
+    });
+    g.bench_function("ours_time_window", |b| {
+        b.iter_custom(|iters| two_threads(iters, ours_time.clone(), ours_time.clone(), |s| call(s)))
+    });
+    g.bench_function("recloser", |b| {
+        b.iter_custom(|iters| {
+            two_threads(
+                iters,
+                (rec.clone(), noop()),
+                (rec.clone(), noop()),
+                |(r, inner)| recloser_call(r, inner),
+            )
+        })
+    });
+    g.bench_function("failsafe", |b| {
+        b.iter_custom(|iters| {
+            two_threads(
+                iters,
+                (fs.clone(), noop()),
+                (fs.clone(), noop()),
+                |(cb, inner)| failsafe_call(cb, inner),
+            )
+        })
+    });
+    g.bench_function("tower_resilience", |b| {
+        b.iter_custom(|iters| two_threads(iters, tr.clone(), tr.clone(), |s| call(s)))
+    });
+    g.finish();
+
+    // === allocations per call, closed ===
+    let allocs = [
+        (
+            "baseline",
+            allocations_per_call(10_000, || assert!(call(&mut baseline))),
+        ),
+        (
+            "ours (count window)",
+            allocations_per_call(10_000, || assert!(call(&mut ours_count))),
+        ),
+        (
+            "ours (time window)",
+            allocations_per_call(10_000, || assert!(call(&mut ours_time))),
+        ),
+        (
+            "recloser",
+            allocations_per_call(10_000, || assert!(recloser_call(&rec, &mut rec_inner))),
+        ),
+        (
+            "failsafe",
+            allocations_per_call(10_000, || assert!(failsafe_call(&fs, &mut fs_inner))),
+        ),
+        (
+            "tower_resilience",
+            allocations_per_call(10_000, || assert!(call(&mut tr))),
+        ),
+    ];
+    for (name, n) in allocs {
+        println!("circuit_breaker/closed/{name}: {n:.2} allocations per call");
+    }
+    assert_eq!(allocs[1].1, 0.0, "our closed path allocates");
+    assert_eq!(allocs[2].1, 0.0, "our closed path allocates");
+
+    // === open: the rejection path ===
+    let open_layer = CircuitBreakerLayer::new(
+        CircuitBreakerConfig::builder()
+            .open_for(Duration::from_secs(3600))
+            .max_open_for(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    );
+    open_layer.handle().trip();
+    assert_eq!(open_layer.handle().state(), CircuitState::Open);
+    let mut ours_open = open_layer.layer(noop());
+
+    FAIL.store(true, Ordering::Relaxed);
+    let rec_open = recloser::AsyncRecloser::from(
+        recloser::Recloser::custom()
+            .closed_len(1)
+            .open_wait(Duration::from_secs(3600))
+            .build(),
+    );
+    let fs_open = failsafe::Config::new()
+        .failure_policy(failsafe::failure_policy::consecutive_failures(
+            1,
+            failsafe::backoff::constant(Duration::from_secs(3600)),
+        ))
+        .build();
+    let mut tr_open = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .sliding_window_size(1)
+        .minimum_number_of_calls(1)
+        .wait_duration_in_open(Duration::from_secs(3600))
+        .build()
+        .unwrap()
+        .layer(noop());
+    for _ in 0..3 {
+        recloser_call(&rec_open, &mut rec_inner);
+        failsafe_call(&fs_open, &mut fs_inner);
+        call(&mut tr_open);
+    }
+    FAIL.store(false, Ordering::Relaxed);
+    assert!(!recloser_call(&rec_open, &mut rec_inner), "recloser open");
+    assert!(!failsafe_call(&fs_open, &mut fs_inner), "failsafe open");
+    assert!(!call(&mut tr_open), "tower-resilience open");
+
+    let mut g = c.benchmark_group("circuit_breaker/open");
+    g.bench_function("ours", |b| b.iter(|| black_box(call(&mut ours_open))));
+    g.bench_function("recloser", |b| {
+        b.iter(|| black_box(recloser_call(&rec_open, &mut rec_inner)))
+    });
+    g.bench_function("failsafe", |b| {
+        b.iter(|| black_box(failsafe_call(&fs_open, &mut fs_inner)))
+    });
+    g.bench_function("tower_resilience", |b| {
+        b.iter(|| black_box(call(&mut tr_open)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -21,10 +21,18 @@ pin_project! {
     pub struct ResponseFuture<F, C> {
         #[pin]
         inner: Option<F>,
-        recorder: Option<Recorder>,
-        rejected: Option<Rejected>,
-        classify: Option<C>,
+        state: State<C>,
     }
+}
+
+enum State<C> {
+    /// Admitted: record the outcome.
+    Tracked(Recorder, C),
+    /// Admitted while disabled: record nothing.
+    Untracked,
+    /// Refused.
+    Rejected(Rejected),
+    Done,
 }
 
 /// Records an admitted call's outcome, or releases its probe slot on drop.
@@ -45,6 +53,7 @@ impl Recorder {
         }
     }
 
+    #[inline]
     fn complete(mut self, outcome: resilience_core::Outcome) {
         self.completed = true;
         self.shared.record(&self.permit, outcome);
@@ -70,21 +79,21 @@ impl fmt::Debug for Recorder {
 // === impl ResponseFuture ===
 
 impl<F, C> ResponseFuture<F, C> {
+    #[inline]
     pub(crate) fn new(inner: F, recorder: Option<Recorder>, classify: C) -> Self {
         Self {
             inner: Some(inner),
-            recorder,
-            rejected: None,
-            classify: Some(classify),
+            state: match recorder {
+                Some(r) => State::Tracked(r, classify),
+                None => State::Untracked,
+            },
         }
     }
 
     pub(crate) fn rejected(rejected: Rejected) -> Self {
         Self {
             inner: None,
-            recorder: None,
-            rejected: Some(rejected),
-            classify: None,
+            state: State::Rejected(rejected),
         }
     }
 }
@@ -97,15 +106,19 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Some(inner) = this.inner.as_pin_mut() else {
-            let rejected = this.rejected.take().expect("polled after completion");
-            return Poll::Ready(Err(rejected.into()));
+            return match std::mem::replace(this.state, State::Done) {
+                State::Rejected(r) => Poll::Ready(Err(r.into())),
+                _ => panic!("polled after completion"),
+            };
         };
         let result = ready!(inner.poll(cx)).map_err(Into::into);
-        if let (Some(recorder), Some(classify)) = (this.recorder.take(), this.classify.as_ref()) {
-            recorder.complete(classify.classify(result.as_ref()));
+        if let State::Tracked(recorder, classify) = std::mem::replace(this.state, State::Done) {
+            let outcome = classify.classify(result.as_ref());
+            recorder.complete(outcome);
         }
         Poll::Ready(result)
     }
@@ -113,9 +126,14 @@ where
 
 impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Tracked(r, _) => format!("{r:?}"),
+            State::Untracked => "untracked".to_owned(),
+            State::Rejected(r) => format!("{r:?}"),
+            State::Done => "done".to_owned(),
+        };
         f.debug_struct("ResponseFuture")
-            .field("recorder", &self.recorder)
-            .field("rejected", &self.rejected)
+            .field("state", &state)
             .finish_non_exhaustive()
     }
 }

@@ -48,7 +48,7 @@
 //! # The breaker
 //!
 //! - **Closed**: calls pass; their outcomes, as classified by a
-//!   [`ClassifyOutcome`](resilience_core::ClassifyOutcome) (default
+//!   [`resilience_core::ClassifyOutcome`] (default
 //!   [`HttpOutcome`](resilience_core::HttpOutcome): 5xx, timeouts and
 //!   transport errors fail, 4xx do not), go into a window:
 //!   the last N calls ([`CircuitBreakerConfigBuilder::count_window`]), the
@@ -163,7 +163,7 @@ mod metrics;
 mod service;
 mod state;
 mod sync;
-// pub mod throttle;
+pub mod throttle;
 
 use resilience_core::{BoxError, ClassifyOutcome, Outcome, classify::classify_error};
 

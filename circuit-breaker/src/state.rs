@@ -204,6 +204,10 @@ pub(crate) const fn bad_bits(failure: bool, slow: bool) -> u8 {
 /// always equal the sum of the slots.
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
+    /// `u64::MAX / len + 1`, for a division-free `i mod len` (Lemire's
+    /// fastmod) on the low 32 bits of the index. At the 2^32 wrap the ring
+    /// order jumps once; the counts stay exact.
+    fastmod: u64,
     head: AtomicU64,
     failures: AtomicU32,
     slow: AtomicU32,
@@ -213,6 +217,7 @@ impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         Self {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
+            fastmod: (u64::MAX / u64::from(size.max(1))).wrapping_add(1),
             head: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             slow: AtomicU32::new(0),
@@ -221,8 +226,10 @@ impl CountWindow {
 
     #[inline]
     pub(crate) fn record(&self, bits: u8) {
-        let i = self.head.fetch_add(1, Ordering::Relaxed);
-        let slot = &self.slots[(i % self.slots.len() as u64) as usize];
+        let i = self.head.fetch_add(1, Ordering::Relaxed) as u32;
+        let low = self.fastmod.wrapping_mul(u64::from(i));
+        let index = ((u128::from(low) * self.slots.len() as u128) >> 64) as usize;
+        let slot = &self.slots[index];
         if slot.load(Ordering::Relaxed) != bits {
             let old = slot.swap(bits, Ordering::AcqRel);
             self.adjust(old, bits);
@@ -1004,6 +1011,28 @@ mod tests {
 
     fn core(b: crate::config::CircuitBreakerConfigBuilder, now: Instant) -> Core {
         Core::new(&b.jitter(0.0).build().unwrap(), now)
+    }
+
+    #[test]
+    fn fastmod_is_modulo() {
+        for size in [1u32, 2, 3, 7, 100, 1000, 65_537, 1_000_000] {
+            let w = CountWindow::new(size);
+            for i in [
+                0u32,
+                1,
+                2,
+                size - 1,
+                size,
+                size + 1,
+                12345,
+                u32::MAX - 1,
+                u32::MAX,
+            ] {
+                let low = w.fastmod.wrapping_mul(u64::from(i));
+                let got = ((u128::from(low) * u128::from(size)) >> 64) as u32;
+                assert_eq!(got, i % size, "{i} mod {size}");
+            }
+        }
     }
 
     #[test]

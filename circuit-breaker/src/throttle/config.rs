@@ -1,0 +1,347 @@
+use std::time::Duration;
+
+use resilience_core::Priority;
+use resilience_core::config::{ConfigError, validate_name};
+
+/// How a throttle decides what share of calls to refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum ThrottleMode {
+    /// "Only allow xx% of calls": a fixed share, changeable at run time
+    /// through the [`ThrottleHandle`](super::ThrottleHandle).
+    #[default]
+    Fixed,
+    /// Client-side throttling from the accept ratio (Google SRE, "Handling
+    /// Overload"): `P(reject) = max(0, (requests - K * accepts) / (requests + 1))`
+    /// over a trailing window.
+    Adaptive,
+}
+
+/// Validated configuration of a [`ThrottleLayer`](super::ThrottleLayer).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience_circuit_breaker::throttle::ThrottleConfig;
+/// use resilience_core::Priority;
+///
+/// let config = ThrottleConfig::builder()
+///     .name("inventory")
+///     .adaptive()
+///     .k(2.0)
+///     .window(Duration::from_secs(60))
+///     .priority_weight(Priority::SheddablePlus, 0.5)
+///     .build()?;
+/// assert_eq!(config.priority_weight(Priority::Critical), 0.0);
+///
+/// let err = ThrottleConfig::builder().allow_percent(120.0).build().unwrap_err();
+/// assert_eq!(err.field(), "allow_percent");
+/// # Ok::<_, resilience_core::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "ThrottleConfigBuilder"))]
+pub struct ThrottleConfig {
+    pub(crate) name: String,
+    pub(crate) mode: ThrottleMode,
+    pub(crate) allow_percent: f64,
+    pub(crate) k: f64,
+    pub(crate) window: Duration,
+    pub(crate) buckets: u32,
+    pub(crate) max_reject_probability: f64,
+    pub(crate) weights: [f64; 4],
+    pub(crate) retry_after: Duration,
+    pub(crate) max_wait: Option<Duration>,
+}
+
+/// Builds a [`ThrottleConfig`]; see [`ThrottleConfig::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct ThrottleConfigBuilder {
+    name: String,
+    mode: ThrottleMode,
+    allow_percent: f64,
+    k: f64,
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
+    window: Duration,
+    buckets: u32,
+    max_reject_probability: f64,
+    /// Weights by priority, lowest first (`sheddable`, `sheddable_plus`,
+    /// `critical`, `critical_plus`).
+    weights: [f64; 4],
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
+    retry_after: Duration,
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize_option")
+    )]
+    max_wait: Option<Duration>,
+}
+
+// === impl ThrottleConfig ===
+
+impl ThrottleConfig {
+    /// The `name` metric label: `"default"`.
+    pub const DEFAULT_NAME: &'static str = "default";
+    /// Share of calls allowed in fixed mode: `100.0` percent.
+    pub const DEFAULT_ALLOW_PERCENT: f64 = 100.0;
+    /// The SRE formula's `K`: `2.0` (accept up to twice as many requests as
+    /// the backend accepts before throttling).
+    pub const DEFAULT_K: f64 = 2.0;
+    /// The adaptive trailing window: `120s` (two minutes, as in the SRE
+    /// book).
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(120);
+    /// Buckets of the adaptive window: `12`.
+    pub const DEFAULT_BUCKETS: u32 = 12;
+    /// The highest adaptive rejection probability: `0.9`, so that some
+    /// requests still reach the backend and notice its recovery.
+    pub const DEFAULT_MAX_REJECT_PROBABILITY: f64 = 0.9;
+    /// Throttle weights by priority, lowest first: `[1.0, 1.0, 0.0, 0.0]`:
+    /// sheddable levels take the full throttle, critical levels none.
+    pub const DEFAULT_WEIGHTS: [f64; 4] = [1.0, 1.0, 0.0, 0.0];
+    /// `retry_after` of a throttled call: `1s`.
+    pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+    /// A builder with the defaults.
+    pub fn builder() -> ThrottleConfigBuilder {
+        ThrottleConfigBuilder::default()
+    }
+
+    /// The name used as the `name` metric label.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> ThrottleMode {
+        self.mode
+    }
+
+    /// The initial share allowed in fixed mode, in percent.
+    pub fn allow_percent(&self) -> f64 {
+        self.allow_percent
+    }
+
+    /// The weight of `priority`: its rejection probability is the base
+    /// probability times this weight (capped at 1).
+    pub fn priority_weight(&self, priority: Priority) -> f64 {
+        self.weights[priority.index()]
+    }
+
+    /// How long a low-priority call may wait for a paired breaker to close.
+    pub fn max_wait(&self) -> Option<Duration> {
+        self.max_wait
+    }
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfigBuilder::default()
+            .build()
+            .expect("defaults are valid")
+    }
+}
+
+// === impl ThrottleConfigBuilder ===
+
+impl ThrottleConfigBuilder {
+    /// Names the throttle: the `name` label of its metrics (default
+    /// [`ThrottleConfig::DEFAULT_NAME`]).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Fixed mode (the default), allowing `percent` of the throttled calls
+    /// (default [`ThrottleConfig::DEFAULT_ALLOW_PERCENT`]).
+    pub fn allow_percent(mut self, percent: f64) -> Self {
+        self.mode = ThrottleMode::Fixed;
+        self.allow_percent = percent;
+        self
+    }
+
+    /// Adaptive mode: throttles from the backend's accept ratio.
+    pub fn adaptive(mut self) -> Self {
+        self.mode = ThrottleMode::Adaptive;
+        self
+    }
+
+    /// The SRE formula's `K`, `>= 1` (default [`ThrottleConfig::DEFAULT_K`]).
+    /// Lower is more aggressive.
+    pub fn k(mut self, k: f64) -> Self {
+        self.k = k;
+        self
+    }
+
+    /// The adaptive trailing window (default [`ThrottleConfig::DEFAULT_WINDOW`]).
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Buckets of the adaptive window (default [`ThrottleConfig::DEFAULT_BUCKETS`]).
+    pub fn buckets(mut self, buckets: u32) -> Self {
+        self.buckets = buckets;
+        self
+    }
+
+    /// The highest adaptive rejection probability, in `(0, 1]` (default
+    /// [`ThrottleConfig::DEFAULT_MAX_REJECT_PROBABILITY`]).
+    pub fn max_reject_probability(mut self, p: f64) -> Self {
+        self.max_reject_probability = p;
+        self
+    }
+
+    /// The weight of `priority`, `>= 0`: `0` never throttles it, `1` applies
+    /// the throttle as is, more throttles it harder (default
+    /// [`ThrottleConfig::DEFAULT_WEIGHTS`]).
+    pub fn priority_weight(mut self, priority: Priority, weight: f64) -> Self {
+        self.weights[priority.index()] = weight;
+        self
+    }
+
+    /// `retry_after` of a throttled call (default
+    /// [`ThrottleConfig::DEFAULT_RETRY_AFTER`]).
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = after;
+        self
+    }
+
+    /// "Wait until everything is ok": while the paired breaker (see
+    /// [`ThrottleLayer::wait_for`](super::ThrottleLayer::wait_for)) is not
+    /// closed, throttled priorities wait for it to close, at most `max_wait`
+    /// and never past the request's deadline, instead of failing at once
+    /// (default: no waiting).
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = Some(max_wait);
+        self
+    }
+
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    /// - `name` is not 1 to 64 characters of `[A-Za-z0-9_.-]`
+    /// - `allow_percent` is not in `[0, 100]`
+    /// - `k` is below 1 or not finite
+    /// - `window` is shorter than 1 ms per bucket; `buckets` is not 1 to 1,000
+    /// - `max_reject_probability` is not in `(0, 1]`
+    /// - a `weights` entry is negative or not finite
+    /// - `max_wait` is zero
+    pub fn build(self) -> Result<ThrottleConfig, ConfigError> {
+        validate_name("name", &self.name)?;
+        if !(0.0..=100.0).contains(&self.allow_percent) {
+            return Err(ConfigError::new("allow_percent", "must be in [0, 100]"));
+        }
+        if !(self.k.is_finite() && self.k >= 1.0) {
+            return Err(ConfigError::new("k", "must be at least 1"));
+        }
+        if !(1..=1000).contains(&self.buckets) {
+            return Err(ConfigError::new("buckets", "must be 1 to 1000"));
+        }
+        if self.window < Duration::from_millis(1) * self.buckets {
+            return Err(ConfigError::new(
+                "window",
+                "must be at least 1ms per bucket",
+            ));
+        }
+        if !(self.max_reject_probability > 0.0 && self.max_reject_probability <= 1.0) {
+            return Err(ConfigError::new(
+                "max_reject_probability",
+                "must be in (0, 1]",
+            ));
+        }
+        if self.weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) {
+            return Err(ConfigError::new(
+                "weights",
+                "must be finite and not negative",
+            ));
+        }
+        if self.max_wait.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new("max_wait", "must be greater than zero"));
+        }
+        Ok(ThrottleConfig {
+            name: self.name,
+            mode: self.mode,
+            allow_percent: self.allow_percent,
+            k: self.k,
+            window: self.window,
+            buckets: self.buckets,
+            max_reject_probability: self.max_reject_probability,
+            weights: self.weights,
+            retry_after: self.retry_after,
+            max_wait: self.max_wait,
+        })
+    }
+}
+
+impl Default for ThrottleConfigBuilder {
+    fn default() -> Self {
+        Self {
+            name: ThrottleConfig::DEFAULT_NAME.to_owned(),
+            mode: ThrottleMode::Fixed,
+            allow_percent: ThrottleConfig::DEFAULT_ALLOW_PERCENT,
+            k: ThrottleConfig::DEFAULT_K,
+            window: ThrottleConfig::DEFAULT_WINDOW,
+            buckets: ThrottleConfig::DEFAULT_BUCKETS,
+            max_reject_probability: ThrottleConfig::DEFAULT_MAX_REJECT_PROBABILITY,
+            weights: ThrottleConfig::DEFAULT_WEIGHTS,
+            retry_after: ThrottleConfig::DEFAULT_RETRY_AFTER,
+            max_wait: None,
+        }
+    }
+}
+
+impl TryFrom<ThrottleConfigBuilder> for ThrottleConfig {
+    type Error = ConfigError;
+
+    fn try_from(builder: ThrottleConfigBuilder) -> Result<Self, Self::Error> {
+        builder.build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_each_bad_field() {
+        let b = ThrottleConfig::builder;
+        let cases: Vec<(ThrottleConfigBuilder, &str)> = vec![
+            (b().name(""), "name"),
+            (b().allow_percent(-1.0), "allow_percent"),
+            (b().allow_percent(f64::NAN), "allow_percent"),
+            (b().k(0.5), "k"),
+            (b().buckets(0), "buckets"),
+            (b().window(Duration::from_millis(3)).buckets(4), "window"),
+            (b().max_reject_probability(0.0), "max_reject_probability"),
+            (b().max_reject_probability(1.5), "max_reject_probability"),
+            (b().priority_weight(Priority::Critical, -1.0), "weights"),
+            (b().max_wait(Duration::ZERO), "max_wait"),
+        ];
+        for (builder, field) in cases {
+            assert_eq!(builder.build().expect_err(field).field(), field);
+        }
+        assert!(b().allow_percent(0.0).build().is_ok());
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn deserializes_through_build() {
+        let c: ThrottleConfig =
+            serde_json::from_str(r#"{"mode": "adaptive", "k": 1.5, "max_wait": "2s"}"#).unwrap();
+        assert_eq!(c.mode(), ThrottleMode::Adaptive);
+        assert_eq!(c.max_wait(), Some(Duration::from_secs(2)));
+        assert!(serde_json::from_str::<ThrottleConfig>(r#"{"k": 0.1}"#).is_err());
+    }
+}

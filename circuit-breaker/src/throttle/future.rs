@@ -1,0 +1,97 @@
+//! Future types.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use resilience_core::{BoxError, ClassifyOutcome, Outcome, Rejected};
+use tokio::time::Instant;
+
+use super::layer::ThrottleShared;
+
+type Waiting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+pin_project! {
+    /// Response future of [`Throttle`](super::Throttle).
+    ///
+    /// In adaptive mode, counts the call as accepted when the backend did
+    /// not fail it. A call waiting for a paired breaker to close holds no
+    /// slot anywhere: dropping it simply stops the wait.
+    pub struct ResponseFuture<F, C, T> {
+        #[pin]
+        inner: Option<F>,
+        waiting: Option<Waiting<T>>,
+        rejected: Option<Rejected>,
+        accept: Option<(Arc<ThrottleShared>, C)>,
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<F, C, T> ResponseFuture<F, C, T> {
+    pub(crate) fn new(inner: F, accept: Option<(Arc<ThrottleShared>, C)>) -> Self {
+        Self {
+            inner: Some(inner),
+            waiting: None,
+            rejected: None,
+            accept,
+        }
+    }
+
+    pub(crate) fn rejected(rejected: Rejected) -> Self {
+        Self {
+            inner: None,
+            waiting: None,
+            rejected: Some(rejected),
+            accept: None,
+        }
+    }
+
+    pub(crate) fn waiting(waiting: Waiting<T>) -> Self {
+        Self {
+            inner: None,
+            waiting: Some(waiting),
+            rejected: None,
+            accept: None,
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C, T>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: ClassifyOutcome<T>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(inner) = this.inner.as_pin_mut() {
+            let result = ready!(inner.poll(cx)).map_err(Into::into);
+            if let Some((shared, classify)) = this.accept.take() {
+                if classify.classify(result.as_ref()) != Outcome::Failure {
+                    shared.state.window.accept(Instant::now());
+                }
+            }
+            return Poll::Ready(result);
+        }
+        if let Some(waiting) = this.waiting.as_mut() {
+            return waiting.as_mut().poll(cx);
+        }
+        let rejected = this.rejected.take().expect("polled after completion");
+        Poll::Ready(Err(rejected.into()))
+    }
+}
+
+impl<F, C, T> fmt::Debug for ResponseFuture<F, C, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("waiting", &self.waiting.is_some())
+            .field("rejected", &self.rejected)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,203 @@
+use std::fmt;
+use std::sync::Arc;
+
+use resilience_core::{HttpOutcome, Priority};
+use tokio::time::Instant;
+use tower_layer::Layer;
+
+use super::config::{ThrottleConfig, ThrottleMode};
+use super::service::{PriorityFromExtensions, Throttle};
+use super::state::ThrottleState;
+use crate::CircuitBreakerHandle;
+
+/// State shared by a throttle layer, its services and handles.
+pub(crate) struct ThrottleShared {
+    pub(crate) state: ThrottleState,
+    pub(crate) name: Arc<str>,
+    pub(crate) max_wait: Option<std::time::Duration>,
+    #[cfg(feature = "metrics")]
+    rejected: [metrics::Counter; 4],
+}
+
+impl ThrottleShared {
+    fn new(config: &ThrottleConfig) -> Self {
+        #[cfg(feature = "metrics")]
+        let rejected = {
+            use resilience_core::names::{LABEL_NAME, LABEL_PRIORITY, THROTTLE_REJECTED_TOTAL};
+            metrics::describe_counter!(
+                THROTTLE_REJECTED_TOTAL,
+                metrics::Unit::Count,
+                "Calls refused by a client-side throttle, by priority."
+            );
+            [
+                Priority::Sheddable,
+                Priority::SheddablePlus,
+                Priority::Critical,
+                Priority::CriticalPlus,
+            ]
+            .map(|p| {
+                metrics::counter!(THROTTLE_REJECTED_TOTAL, LABEL_NAME => config.name.clone(), LABEL_PRIORITY => p.as_str())
+            })
+        };
+        Self {
+            state: ThrottleState::new(config, Instant::now()),
+            name: Arc::from(config.name.as_str()),
+            max_wait: config.max_wait,
+            #[cfg(feature = "metrics")]
+            rejected,
+        }
+    }
+
+    #[cold]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn count_rejected(&self, priority: Priority, reason: &'static str) {
+        tracing::debug!(name = %self.name, priority = priority.as_str(), reason, "throttle refused a call");
+        #[cfg(feature = "metrics")]
+        self.rejected[priority.index()].increment(1);
+    }
+}
+
+/// Applies a [`Throttle`] to services.
+///
+/// Cloning this layer will not create a new throttle: the layer, its
+/// services, their clones and the [`ThrottleHandle`]s share one state.
+#[derive(Clone)]
+pub struct ThrottleLayer<C = HttpOutcome, P = PriorityFromExtensions> {
+    shared: Arc<ThrottleShared>,
+    classify: C,
+    read: P,
+    breaker: Option<CircuitBreakerHandle>,
+}
+
+/// Reads and steers a throttle: the fixed share, the current rejection
+/// probabilities, the adaptive window's counts.
+#[derive(Clone)]
+pub struct ThrottleHandle {
+    shared: Arc<ThrottleShared>,
+}
+
+// === impl ThrottleLayer ===
+
+impl ThrottleLayer {
+    /// A throttle for HTTP calls: priority from the request's extensions,
+    /// accepts counted with [`HttpOutcome`].
+    ///
+    /// With the `metrics` feature, install the metrics recorder before
+    /// calling this.
+    pub fn new(config: ThrottleConfig) -> Self {
+        Self {
+            shared: Arc::new(ThrottleShared::new(&config)),
+            classify: HttpOutcome::new(),
+            read: PriorityFromExtensions,
+            breaker: None,
+        }
+    }
+}
+
+impl<C, P> ThrottleLayer<C, P> {
+    /// Counts accepts (adaptive mode) with `classify` instead: a call is
+    /// accepted unless it is an [`Outcome::Failure`](resilience_core::Outcome::Failure).
+    pub fn with_classifier<C2>(self, classify: C2) -> ThrottleLayer<C2, P> {
+        ThrottleLayer {
+            shared: self.shared,
+            classify,
+            read: self.read,
+            breaker: self.breaker,
+        }
+    }
+
+    /// Reads priorities with `read` instead, e.g. a closure
+    /// `Fn(&Req) -> Priority` (see [`ReadPriority`](super::ReadPriority)).
+    pub fn with_priority<P2>(self, read: P2) -> ThrottleLayer<C, P2> {
+        ThrottleLayer {
+            shared: self.shared,
+            classify: self.classify,
+            read,
+            breaker: self.breaker,
+        }
+    }
+
+    /// Pairs the throttle with a breaker: with
+    /// [`max_wait`](super::ThrottleConfigBuilder::max_wait) set, throttled
+    /// priorities wait for it to close instead of failing at once.
+    pub fn wait_for(mut self, breaker: CircuitBreakerHandle) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// A handle on the shared state.
+    pub fn handle(&self) -> ThrottleHandle {
+        ThrottleHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, C: Clone, P: Clone> Layer<S> for ThrottleLayer<C, P> {
+    type Service = Throttle<S, C, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Throttle::with_parts(
+            inner,
+            self.shared.clone(),
+            self.classify.clone(),
+            self.read.clone(),
+            self.breaker.clone(),
+        )
+    }
+}
+
+impl<C, P> fmt::Debug for ThrottleLayer<C, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThrottleLayer")
+            .field("name", &self.shared.name)
+            .field("mode", &self.shared.state.mode)
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl ThrottleHandle ===
+
+impl ThrottleHandle {
+    /// The throttle's name (its `name` metric label).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> ThrottleMode {
+        self.shared.state.mode
+    }
+
+    /// Sets the share of throttled calls allowed in fixed mode ("only allow
+    /// xx%"), clamped to `[0, 100]`; `NaN` allows everything.
+    pub fn set_allow_percent(&self, percent: f64) {
+        self.shared.state.set_allow_percent(percent);
+    }
+
+    /// The share allowed in fixed mode, in percent.
+    pub fn allow_percent(&self) -> f64 {
+        self.shared.state.allow_percent()
+    }
+
+    /// The probability that a call of `priority` is refused now.
+    pub fn reject_probability(&self, priority: Priority) -> f64 {
+        let now = Instant::now();
+        self.shared.state.reject_probability(priority, &|| now)
+    }
+
+    /// `(requests, accepts)` in the adaptive window.
+    pub fn counts(&self) -> (u64, u64) {
+        self.shared.state.window.counts(Instant::now())
+    }
+}
+
+impl fmt::Debug for ThrottleHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThrottleHandle")
+            .field("name", &self.shared.name)
+            .field("mode", &self.shared.state.mode)
+            .finish_non_exhaustive()
+    }
+}

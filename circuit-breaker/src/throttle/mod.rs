@@ -1,0 +1,85 @@
+//! Client-side throttles: refuse a share of calls before they reach a
+//! struggling dependency.
+//!
+//! - **Fixed**: "only allow xx% of calls", changeable at run time through
+//!   the [`ThrottleHandle`].
+//! - **Adaptive**: client-side throttling from the accept ratio (Google SRE,
+//!   "Handling Overload"): over a trailing window, `P(reject) = max(0,
+//!   (requests - K * accepts) / (requests + 1))`, capped at a maximum
+//!   probability. Requests are counted above the throttle (refused ones
+//!   included); accepts are calls the backend did not fail, per the
+//!   classifier (a 4xx is an accept).
+//! - **Per priority**: each [`Priority`](resilience_core::Priority) has a
+//!   weight multiplying the rejection probability; by default the
+//!   sheddable levels take the full throttle and critical, critical-plus
+//!   none. The priority comes from the request's extensions (where the
+//!   correlation layer puts it) or from a closure.
+//! - **Wait until everything is ok**: paired with a breaker
+//!   ([`ThrottleLayer::wait_for`]) and with a
+//!   [`max_wait`](ThrottleConfigBuilder::max_wait), throttled priorities
+//!   wait while the breaker is open or half-open, bounded by the wait and
+//!   their deadline, and proceed when it closes.
+//!
+//! # Example
+//!
+//! Only 10% of sheddable traffic passes; critical traffic always does.
+//!
+//! ```
+//! use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleLayer};
+//! use resilience_core::{BoxError, Priority, Rejected, RejectionKind, http::error_response};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let throttle = ThrottleLayer::new(ThrottleConfig::builder().allow_percent(10.0).build().unwrap());
+//! let handle = throttle.handle();
+//! let mut svc = ServiceBuilder::new().layer(throttle).service(service_fn(|_: http::Request<()>| async {
+//!     Ok::<_, BoxError>(http::Response::new(()))
+//! }));
+//!
+//! let mut passed = 0;
+//! for _ in 0..1000 {
+//!     let mut req = http::Request::new(());
+//!     req.extensions_mut().insert(Priority::Sheddable);
+//!     match svc.ready().await.unwrap().call(req).await {
+//!         Ok(_) => passed += 1,
+//!         Err(err) => {
+//!             assert_eq!(err.downcast_ref::<Rejected>().unwrap().kind(), RejectionKind::Throttled);
+//!             assert_eq!(error_response(&*err).status(), 429);
+//!         }
+//!     }
+//! }
+//! assert!((50..150).contains(&passed), "about 10%: {passed}");
+//!
+//! // critical (the default when the request says nothing) is never throttled
+//! svc.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+//!
+//! handle.set_allow_percent(100.0);
+//! # }
+//! ```
+//!
+//! # Clone semantics
+//!
+//! A [`ThrottleLayer`] owns one state (behind an `Arc`), shared by its
+//! services, their clones and its handles.
+//!
+//! # Errors
+//!
+//! [`Rejected`](resilience_core::Rejected) of kind
+//! [`Throttled`](resilience_core::RejectionKind::Throttled) with a
+//! `retry_after` (HTTP 429, gRPC `RESOURCE_EXHAUSTED` through the core
+//! mapping); inner errors pass through unchanged.
+//!
+//! # Metrics
+//!
+//! `resilience_throttle_rejected_total{name, priority}`, a counter.
+
+mod config;
+pub mod future;
+mod layer;
+mod service;
+mod state;
+
+pub use self::config::{ThrottleConfig, ThrottleConfigBuilder, ThrottleMode};
+pub use self::layer::{ThrottleHandle, ThrottleLayer};
+pub use self::service::{PriorityFromExtensions, ReadPriority, Throttle};

@@ -1,0 +1,290 @@
+//! The throttle's shared state: the fixed share, the adaptive window and the
+//! decision, as synchronous code taking `now`.
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use resilience_core::Priority;
+use tokio::time::Instant;
+
+use super::config::{ThrottleConfig, ThrottleMode};
+use crate::sync::{AtomicU64, Ordering};
+
+const COUNT_BITS: u32 = 40;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+const STAMP_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
+
+/// A counter stamped with the tick it counts for: `stamp << 40 | count`.
+struct Stamped(AtomicU64);
+
+impl Stamped {
+    fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
+
+    #[inline]
+    fn bump(&self, stamp: u64) {
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            if cur >> COUNT_BITS == stamp {
+                self.0.fetch_add(1, Ordering::AcqRel);
+                return;
+            }
+            match self.0.compare_exchange_weak(
+                cur,
+                (stamp << COUNT_BITS) | 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    fn read(&self, stamp: u64, buckets: u64) -> u64 {
+        let w = self.0.load(Ordering::Acquire);
+        let s = w >> COUNT_BITS;
+        if s != 0 && (stamp.wrapping_sub(s) & STAMP_MASK) < buckets {
+            w & COUNT_MASK
+        } else {
+            0
+        }
+    }
+}
+
+/// Requests and accepts over a trailing window, in buckets.
+pub(crate) struct AdaptiveWindow {
+    base: Instant,
+    bucket_ns: u64,
+    requests: Box<[Stamped]>,
+    accepts: Box<[Stamped]>,
+}
+
+impl AdaptiveWindow {
+    pub(crate) fn new(base: Instant, window: Duration, buckets: u32) -> Self {
+        let bucket_ns = (window.as_nanos() / u128::from(buckets)).max(1);
+        Self {
+            base,
+            bucket_ns: u64::try_from(bucket_ns).unwrap_or(u64::MAX),
+            requests: (0..buckets).map(|_| Stamped::new()).collect(),
+            accepts: (0..buckets).map(|_| Stamped::new()).collect(),
+        }
+    }
+
+    #[inline]
+    fn locate(&self, now: Instant) -> (u64, usize) {
+        let ns =
+            u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        let tick = ns / self.bucket_ns;
+        (
+            (tick + 1) & STAMP_MASK,
+            (tick % self.requests.len() as u64) as usize,
+        )
+    }
+
+    /// Counts a request (every request seen by the throttle).
+    #[inline]
+    pub(crate) fn request(&self, now: Instant) {
+        let (stamp, i) = self.locate(now);
+        self.requests[i].bump(stamp);
+    }
+
+    /// Counts a request the backend accepted.
+    #[inline]
+    pub(crate) fn accept(&self, now: Instant) {
+        let (stamp, i) = self.locate(now);
+        self.accepts[i].bump(stamp);
+    }
+
+    /// `(requests, accepts)` in the window.
+    pub(crate) fn counts(&self, now: Instant) -> (u64, u64) {
+        let (stamp, _) = self.locate(now);
+        let n = self.requests.len() as u64;
+        let sum = |v: &[Stamped]| v.iter().map(|c| c.read(stamp, n)).sum::<u64>();
+        (sum(&self.requests), sum(&self.accepts))
+    }
+}
+
+/// The SRE client-side throttling probability.
+pub(crate) fn sre_probability(requests: u64, accepts: u64, k: f64) -> f64 {
+    let r = requests as f64;
+    ((r - k * accepts as f64) / (r + 1.0)).max(0.0)
+}
+
+/// The throttle's state, shared by its layer, services and handles.
+pub(crate) struct ThrottleState {
+    pub(crate) mode: ThrottleMode,
+    /// Allowed share in fixed mode, as `f64` bits (a fraction in `[0, 1]`).
+    allow: AtomicU64,
+    k: f64,
+    max_reject: f64,
+    weights: [f64; 4],
+    pub(crate) retry_after: Duration,
+    pub(crate) window: AdaptiveWindow,
+}
+
+impl ThrottleState {
+    pub(crate) fn new(config: &ThrottleConfig, now: Instant) -> Self {
+        Self {
+            mode: config.mode,
+            allow: AtomicU64::new((config.allow_percent / 100.0).to_bits()),
+            k: config.k,
+            max_reject: config.max_reject_probability,
+            weights: config.weights,
+            retry_after: config.retry_after,
+            window: AdaptiveWindow::new(now, config.window, config.buckets),
+        }
+    }
+
+    /// Sets the share allowed in fixed mode, clamped to `[0, 100]` percent.
+    pub(crate) fn set_allow_percent(&self, percent: f64) {
+        let fraction = if percent.is_nan() {
+            1.0
+        } else {
+            (percent / 100.0).clamp(0.0, 1.0)
+        };
+        self.allow.store(fraction.to_bits(), Ordering::Release);
+    }
+
+    pub(crate) fn allow_percent(&self) -> f64 {
+        f64::from_bits(self.allow.load(Ordering::Acquire)) * 100.0
+    }
+
+    /// Whether `priority` is throttled at all.
+    #[inline]
+    pub(crate) fn is_throttled(&self, priority: Priority) -> bool {
+        self.weights[priority.index()] > 0.0
+    }
+
+    /// The base rejection probability (before the priority weight).
+    #[inline]
+    fn base_probability(&self, now: &impl Fn() -> Instant) -> f64 {
+        match self.mode {
+            ThrottleMode::Fixed => 1.0 - f64::from_bits(self.allow.load(Ordering::Relaxed)),
+            ThrottleMode::Adaptive => {
+                let (requests, accepts) = self.window.counts(now());
+                sre_probability(requests, accepts, self.k).min(self.max_reject)
+            }
+        }
+    }
+
+    /// The probability that a call of `priority` is refused now.
+    #[inline]
+    pub(crate) fn reject_probability(&self, priority: Priority, now: &impl Fn() -> Instant) -> f64 {
+        let weight = self.weights[priority.index()];
+        if weight == 0.0 {
+            return 0.0;
+        }
+        let p = self.base_probability(now);
+        if p <= 0.0 {
+            0.0
+        } else {
+            let cap = match self.mode {
+                ThrottleMode::Fixed => 1.0,
+                ThrottleMode::Adaptive => self.max_reject,
+            };
+            (p * weight).min(cap)
+        }
+    }
+
+    /// Decides a call: `true` to admit. `random` is uniform in `[0, 1)`.
+    #[inline]
+    pub(crate) fn admit(
+        &self,
+        priority: Priority,
+        now: &impl Fn() -> Instant,
+        random: impl FnOnce() -> f64,
+    ) -> bool {
+        let p = self.reject_probability(priority, now);
+        p <= 0.0 || random() >= p
+    }
+}
+
+thread_local! {
+    static RNG: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A uniform random number in `[0, 1)` from a per-thread xorshift generator.
+pub(crate) fn random() -> f64 {
+    RNG.with(|cell| {
+        let mut x = cell.get();
+        if x == 0 {
+            x = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+                | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        cell.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn sre_formula() {
+        assert_eq!(sre_probability(0, 0, 2.0), 0.0);
+        assert_eq!(sre_probability(100, 100, 2.0), 0.0);
+        assert_eq!(sre_probability(100, 50, 2.0), 0.0);
+        assert!((sre_probability(100, 25, 2.0) - 50.0 / 101.0).abs() < 1e-12);
+        assert!((sre_probability(100, 0, 2.0) - 100.0 / 101.0).abs() < 1e-12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn window_counts_and_expires() {
+        let t0 = Instant::now();
+        let w = AdaptiveWindow::new(t0, Duration::from_secs(10), 10);
+        for _ in 0..5 {
+            w.request(t0);
+        }
+        w.accept(t0);
+        w.request(t0 + Duration::from_secs(5));
+        assert_eq!(w.counts(t0 + Duration::from_secs(5)), (6, 1));
+        assert_eq!(w.counts(t0 + Duration::from_secs(10)), (1, 0));
+        assert_eq!(w.counts(t0 + Duration::from_secs(20)), (0, 0));
+    }
+
+    #[test]
+    fn random_is_in_range() {
+        let mut sum = 0.0;
+        for _ in 0..10_000 {
+            let r = random();
+            assert!((0.0..1.0).contains(&r));
+            sum += r;
+        }
+        assert!((sum / 10_000.0 - 0.5).abs() < 0.05);
+    }
+
+    proptest! {
+        /// The window agrees with a naive recount of the events of the
+        /// current and previous `buckets - 1` buckets.
+        #[test]
+        fn window_matches_model(buckets in 1u32..10, seq in proptest::collection::vec((any::<bool>(), 0u64..400), 0..150)) {
+            let t0 = Instant::now();
+            let w = AdaptiveWindow::new(t0, Duration::from_secs(1), buckets);
+            let bucket_ms = 1000 / u64::from(buckets);
+            let mut events = vec![];
+            let mut now_ms = 0u64;
+            for (accepted, dt) in seq {
+                now_ms += dt;
+                let now = t0 + Duration::from_millis(now_ms);
+                w.request(now);
+                if accepted { w.accept(now); }
+                events.push((now_ms, accepted));
+                let tick = now_ms * 1_000_000 / (1_000_000_000 / u64::from(buckets));
+                let live = |t: u64| t * 1_000_000 / (1_000_000_000 / u64::from(buckets)) + u64::from(buckets) > tick;
+                let req = events.iter().filter(|e| live(e.0)).count() as u64;
+                let acc = events.iter().filter(|e| live(e.0) && e.1).count() as u64;
+                prop_assert_eq!(w.counts(now), (req, acc), "bucket {}ms", bucket_ms);
+            }
+        }
+    }
+}

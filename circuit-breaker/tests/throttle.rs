@@ -1,0 +1,362 @@
+//! The client-side throttle through its public API, with tower-test mocks
+//! and paused time.
+
+use std::time::Duration;
+
+use http::{Request, Response};
+use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleLayer, ThrottleMode};
+use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use resilience_core::{Classify, Deadline, Priority, Rejected, RejectionKind};
+use tokio::time::{Instant, advance};
+use tokio_test::{assert_pending, assert_ready_ok};
+use tower::{Service, ServiceExt, service_fn};
+use tower_test::mock;
+
+type Req = Request<()>;
+type Rsp = Response<()>;
+
+fn req(p: Option<Priority>) -> Req {
+    let mut r = Request::new(());
+    if let Some(p) = p {
+        r.extensions_mut().insert(p);
+    }
+    r
+}
+
+fn ok_service() -> impl Service<Req, Response = Rsp, Error = resilience_core::BoxError, Future: Send>
++ Clone
++ Send
++ 'static {
+    service_fn(|_: Req| async { Ok(Response::new(())) })
+}
+
+fn status_service(
+    status: u16,
+) -> impl Service<Req, Response = Rsp, Error = resilience_core::BoxError, Future: Send>
++ Clone
++ Send
++ 'static {
+    service_fn(
+        move |_: Req| async move { Ok(Response::builder().status(status).body(()).unwrap()) },
+    )
+}
+
+/// Sends `n` requests of priority `p`; returns how many passed.
+async fn passed<S>(svc: &mut S, p: Option<Priority>, n: usize) -> usize
+where
+    S: Service<Req, Error = resilience_core::BoxError>,
+{
+    let mut ok = 0;
+    for _ in 0..n {
+        match svc.ready().await.unwrap().call(req(p)).await {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                let r = e.downcast_ref::<Rejected>().expect("a rejection");
+                assert_eq!(r.kind(), RejectionKind::Throttled);
+                assert_eq!(r.retry_after(), Some(Duration::from_secs(1)));
+            }
+        }
+    }
+    ok
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn fixed_share_is_applied_to_sheddable_levels_only() {
+    let layer = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .allow_percent(10.0)
+            .build()
+            .unwrap(),
+    );
+    let mut svc = layer.layer(ok_service());
+    let shed = passed(&mut svc, Some(Priority::Sheddable), 2000).await;
+    assert!((140..=260).contains(&shed), "about 10%: {shed}");
+    let shed_plus = passed(&mut svc, Some(Priority::SheddablePlus), 2000).await;
+    assert!((140..=260).contains(&shed_plus), "about 10%: {shed_plus}");
+    assert_eq!(passed(&mut svc, Some(Priority::Critical), 500).await, 500);
+    assert_eq!(
+        passed(&mut svc, Some(Priority::CriticalPlus), 500).await,
+        500
+    );
+    assert_eq!(
+        passed(&mut svc, None, 500).await,
+        500,
+        "no priority: critical"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_share_changes_at_run_time() {
+    let layer = ThrottleLayer::new(ThrottleConfig::default());
+    let handle = layer.handle();
+    assert_eq!(handle.mode(), ThrottleMode::Fixed);
+    let mut svc = layer.layer(ok_service());
+    assert_eq!(passed(&mut svc, Some(Priority::Sheddable), 200).await, 200);
+    handle.set_allow_percent(0.0);
+    assert_eq!(handle.reject_probability(Priority::Sheddable), 1.0);
+    assert_eq!(handle.reject_probability(Priority::Critical), 0.0);
+    assert_eq!(passed(&mut svc, Some(Priority::Sheddable), 200).await, 0);
+    handle.set_allow_percent(250.0); // clamped
+    assert_eq!(handle.allow_percent(), 100.0);
+    assert_eq!(passed(&mut svc, Some(Priority::Sheddable), 200).await, 200);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn priority_weights_scale_the_throttle() {
+    let config = ThrottleConfig::builder()
+        .allow_percent(0.0)
+        .priority_weight(Priority::SheddablePlus, 0.5)
+        .priority_weight(Priority::Critical, 0.1)
+        .build()
+        .unwrap();
+    let layer = ThrottleLayer::new(config);
+    let h = layer.handle();
+    assert_eq!(h.reject_probability(Priority::Sheddable), 1.0);
+    assert_eq!(h.reject_probability(Priority::SheddablePlus), 0.5);
+    assert_eq!(h.reject_probability(Priority::Critical), 0.1);
+    assert_eq!(h.reject_probability(Priority::CriticalPlus), 0.0);
+    let mut svc = layer.layer(ok_service());
+    let half = passed(&mut svc, Some(Priority::SheddablePlus), 2000).await;
+    assert!((880..=1120).contains(&half), "about 50%: {half}");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn priority_from_a_closure() {
+    let layer = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .allow_percent(0.0)
+            .build()
+            .unwrap(),
+    )
+    .with_priority(|r: &&'static str| {
+        if r.starts_with("batch") {
+            Priority::Sheddable
+        } else {
+            Priority::Critical
+        }
+    })
+    .with_classifier(resilience_circuit_breaker::ErrorsAsFailures);
+    let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let err = svc.call("batch-1").await.unwrap_err();
+    assert!(err.is::<Rejected>());
+    assert_pending!(handle.poll_request());
+    assert_ready_ok!(svc.poll_ready());
+    let fut = svc.call("user");
+    handle.next_request().await.unwrap().1.send_response("ok");
+    assert_eq!(fut.await.unwrap(), "ok");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn adaptive_follows_the_sre_formula() {
+    let config = ThrottleConfig::builder()
+        .adaptive()
+        .k(2.0)
+        .window(Duration::from_secs(10))
+        .buckets(10)
+        .max_reject_probability(0.9)
+        .build()
+        .unwrap();
+    let layer = ThrottleLayer::new(config);
+    let h = layer.handle();
+    // a healthy backend: nothing throttled
+    let mut healthy = layer.clone().layer(ok_service());
+    assert_eq!(
+        passed(&mut healthy, Some(Priority::Sheddable), 100).await,
+        100
+    );
+    assert_eq!(h.counts(), (100, 100));
+    assert_eq!(h.reject_probability(Priority::Sheddable), 0.0);
+
+    // 4xx are accepts
+    let mut not_found = layer.clone().layer(status_service(404));
+    passed(&mut not_found, Some(Priority::Sheddable), 100).await;
+    assert_eq!(h.counts(), (200, 200));
+
+    advance(Duration::from_secs(11)).await;
+    assert_eq!(h.counts(), (0, 0), "the window trails");
+
+    // a failing backend: critical calls still pass and count
+    let mut failing = layer.clone().layer(status_service(503));
+    assert_eq!(
+        passed(&mut failing, Some(Priority::Critical), 100).await,
+        100
+    );
+    assert_eq!(h.counts(), (100, 0));
+    let want = (100.0f64 / 101.0).min(0.9);
+    assert!((h.reject_probability(Priority::Sheddable) - want).abs() < 1e-9);
+    assert_eq!(h.reject_probability(Priority::Critical), 0.0);
+    let shed = passed(&mut failing, Some(Priority::Sheddable), 1000).await;
+    assert!(
+        (60..=150).contains(&shed),
+        "about 10% pass at the cap: {shed}"
+    );
+
+    // half the calls accepted with K = 2: no throttling
+    advance(Duration::from_secs(11)).await;
+    passed(&mut healthy, Some(Priority::Critical), 50).await;
+    passed(&mut failing, Some(Priority::Critical), 50).await;
+    assert_eq!(h.counts(), (100, 50));
+    assert_eq!(h.reject_probability(Priority::Sheddable), 0.0);
+    // a quarter accepted: (100 - 2*25) / 101 ... after 100 more failures
+    passed(&mut failing, Some(Priority::Critical), 100).await;
+    let (r, a) = h.counts();
+    let want = (r as f64 - 2.0 * a as f64) / (r as f64 + 1.0);
+    assert!((h.reject_probability(Priority::Sheddable) - want).abs() < 1e-9);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn waits_for_the_paired_breaker_to_close() {
+    let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+    let cb = breaker.handle();
+    cb.force_open();
+    let layer = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .max_wait(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    )
+    .wait_for(cb.clone());
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Rsp, _>(layer);
+
+    assert_ready_ok!(svc.poll_ready());
+    let mut waiting = tokio_test::task::spawn(svc.call(req(Some(Priority::Sheddable))));
+    assert_pending!(waiting.poll());
+    advance(Duration::from_secs(3)).await;
+    assert_pending!(waiting.poll());
+    assert_pending!(handle.poll_request(), "not sent while open");
+
+    // critical calls do not wait
+    assert_ready_ok!(svc.poll_ready());
+    let critical = svc.call(req(Some(Priority::Critical)));
+    handle
+        .next_request()
+        .await
+        .unwrap()
+        .1
+        .send_response(Response::new(()));
+    critical.await.unwrap();
+
+    cb.reset();
+    assert!(waiting.is_woken());
+    assert_pending!(waiting.poll());
+    let (_, send) = handle.next_request().await.expect("sent once closed");
+    send.send_response(Response::new(()));
+    waiting.await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_wait_is_bounded_by_max_wait_and_deadline() {
+    let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+    let cb = breaker.handle();
+    cb.trip();
+    let layer = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .max_wait(Duration::from_secs(2))
+            .build()
+            .unwrap(),
+    )
+    .wait_for(cb);
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Rsp, _>(layer);
+
+    let start = Instant::now();
+    assert_ready_ok!(svc.poll_ready());
+    let err = svc.call(req(Some(Priority::Sheddable))).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    let r = err.downcast_ref::<Rejected>().unwrap();
+    assert_eq!(r.kind(), RejectionKind::Throttled);
+    assert_eq!(r.reason(), "circuit did not close in time");
+    assert_pending!(handle.poll_request());
+
+    let start = Instant::now();
+    let mut with_deadline = req(Some(Priority::SheddablePlus));
+    with_deadline
+        .extensions_mut()
+        .insert(Deadline::after(Duration::from_millis(300)));
+    assert_ready_ok!(svc.poll_ready());
+    assert!(svc.call(with_deadline).await.is_err());
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+
+    // cancelling a wait leaves nothing behind
+    assert_ready_ok!(svc.poll_ready());
+    let mut fut = tokio_test::task::spawn(svc.call(req(Some(Priority::Sheddable))));
+    assert_pending!(fut.poll());
+    drop(fut);
+    assert_pending!(handle.poll_request());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn throttled_maps_to_429_and_throttle_composes_with_the_breaker() {
+    use tower::ServiceBuilder;
+    let cb_layer = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+    let throttle = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .allow_percent(0.0)
+            .build()
+            .unwrap(),
+    );
+    let mut svc = ServiceBuilder::new()
+        .layer(throttle)
+        .layer(cb_layer)
+        .service(ok_service());
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(req(Some(Priority::Sheddable)))
+        .await
+        .unwrap_err();
+    let rsp = resilience_core::http::error_response(&*err);
+    assert_eq!(rsp.status(), 429);
+    assert_eq!(rsp.headers()["retry-after"], "1");
+    svc.ready()
+        .await
+        .unwrap()
+        .call(req(Some(Priority::Critical)))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn config_validation_errors() {
+    let err = ThrottleConfig::builder().k(0.0).build().unwrap_err();
+    assert_eq!(err.field(), "k");
+    let err = ThrottleConfig::builder()
+        .priority_weight(Priority::Sheddable, f64::INFINITY)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "weights");
+}
+
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn counts_rejections_by_priority() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+
+    let layer = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .name("metered")
+            .allow_percent(0.0)
+            .build()
+            .unwrap(),
+    );
+    let mut svc = layer.layer(ok_service());
+    passed(&mut svc, Some(Priority::Sheddable), 3).await;
+    let found = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .find(|(k, _, _, _)| {
+            k.key().name() == "resilience_throttle_rejected_total"
+                && k.key()
+                    .labels()
+                    .any(|l| l.key() == "priority" && l.value() == "sheddable")
+        })
+        .map(|(_, _, _, v)| v);
+    assert_eq!(found, Some(DebugValue::Counter(3)));
+}
+
+use tower::Layer;
