@@ -1,2 +1,120 @@
-//! Placeholder until the crate lands.
-fn main() {}
+//! Per-call cost of `resilience_circuit_breaker::throttle::ThrottleLayer` over
+//! a no-op service that answers at once: the pass-through case (fixed mode
+//! at 100%, and adaptive mode with a healthy backend) beside the circuit
+//! breaker, and the rejection path. Also counts heap allocations per call.
+
+use std::hint::black_box;
+use std::task::{Context, Poll, Waker};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures::FutureExt;
+use http::{Request, Response};
+use resilience_benches::{CountingAlloc, allocations_per_call};
+use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleLayer};
+use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use resilience_core::{BoxError, Priority};
+use tower::{Layer, Service, service_fn};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+type Noop =
+    tower::util::ServiceFn<fn(Request<()>) -> std::future::Ready<Result<Response<()>, BoxError>>>;
+
+fn noop() -> Noop {
+    fn answer(_: Request<()>) -> std::future::Ready<Result<Response<()>, BoxError>> {
+        std::future::ready(Ok(Response::new(())))
+    }
+    service_fn(answer as fn(_) -> _)
+}
+
+fn request(priority: Option<Priority>) -> Request<()> {
+    let mut req = Request::new(());
+    if let Some(p) = priority {
+        req.extensions_mut().insert(p);
+    }
+    req
+}
+
+/// `poll_ready` then `call`, answered at once; `true` when it succeeded.
+#[inline]
+fn call<S: Service<Request<()>>>(svc: &mut S, priority: Option<Priority>) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("not ready"),
+    }
+    svc.call(request(priority))
+        .now_or_never()
+        .expect("answers at once")
+        .is_ok()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+
+    let mut baseline = noop();
+    let mut breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default()).layer(noop());
+    let mut fixed = ThrottleLayer::new(ThrottleConfig::default()).layer(noop());
+    let mut adaptive =
+        ThrottleLayer::new(ThrottleConfig::builder().adaptive().build().unwrap()).layer(noop());
+    let mut rejecting = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .allow_percent(0.0)
+            .build()
+            .unwrap(),
+    )
+    .layer(noop());
+    let sheddable = Some(Priority::Sheddable);
+
+    let mut g = c.benchmark_group("throttle/pass_through");
+    g.bench_function("baseline", |b| {
+        b.iter(|| black_box(call(&mut baseline, None)))
+    });
+    g.bench_function("baseline_with_priority", |b| {
+        b.iter(|| black_box(call(&mut baseline, sheddable)))
+    });
+    g.bench_function("circuit_breaker", |b| {
+        b.iter(|| black_box(call(&mut breaker, None)))
+    });
+    g.bench_function("fixed_critical", |b| {
+        b.iter(|| black_box(call(&mut fixed, None)))
+    });
+    g.bench_function("fixed_sheddable_100pct", |b| {
+        b.iter(|| black_box(call(&mut fixed, sheddable)))
+    });
+    g.bench_function("adaptive_healthy", |b| {
+        b.iter(|| black_box(call(&mut adaptive, sheddable)))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("throttle/rejected");
+    g.bench_function("fixed_0pct", |b| {
+        b.iter(|| black_box(call(&mut rejecting, sheddable)))
+    });
+    g.finish();
+
+    for (name, n) in [
+        (
+            "baseline",
+            allocations_per_call(10_000, || assert!(call(&mut baseline, sheddable))),
+        ),
+        (
+            "fixed",
+            allocations_per_call(10_000, || assert!(call(&mut fixed, sheddable))),
+        ),
+        (
+            "adaptive",
+            allocations_per_call(10_000, || assert!(call(&mut adaptive, sheddable))),
+        ),
+    ] {
+        println!("throttle/pass_through/{name}: {n:.2} allocations per call");
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -814,7 +814,9 @@ impl Core {
     /// Opens the circuit if it is still in `ctrl`.
     fn trip(&self, ctrl: u64, now: Instant, reason: &'static str) -> Option<Transition> {
         let mut locked = lock(&self.locked);
-        if self.ctrl.load(Ordering::Acquire) != ctrl {
+        // The end of a recovery ramp (clearing `RAMP`) does not matter here.
+        let current = self.ctrl.load(Ordering::Acquire);
+        if current & !RAMP != ctrl & !RAMP {
             return None;
         }
         let open_for = self.backoff(&mut locked);
@@ -1133,6 +1135,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn failures_during_the_ramp_reopen() {
+        let t0 = Instant::now();
+        let c = core(
+            CircuitBreakerConfig::builder()
+                .count_window(2)
+                .minimum_calls(2)
+                .recovery_ramp(Duration::from_secs(10))
+                .recovery_start_percent(100.0),
+            t0,
+        );
+        c.set_state(CircuitState::HalfOpen, t0);
+        let clock = || t0;
+        for _ in 0..3 {
+            let p = c.acquire(&clock).0.unwrap();
+            c.record(&p, false, false, &clock);
+        }
+        assert!(c.is_ramping());
+        let p1 = c.acquire(&clock).0.unwrap();
+        let p2 = c.acquire(&clock).0.unwrap();
+        // the ramp ends between the two failures
+        let late = || t0 + Duration::from_secs(11);
+        assert!(c.acquire(&late).0.is_ok());
+        assert!(!c.is_ramping());
+        assert!(c.record(&p1, true, false, &clock).is_none());
+        let t = c.record(&p2, true, false, &clock).unwrap();
+        assert_eq!(t.to(), CircuitState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn backoff_grows_and_caps() {
         let t0 = Instant::now();
         let c = core(
@@ -1309,6 +1340,68 @@ mod loom_tests {
             assert_eq!(permits.len(), 1);
             core.release(&permits[0]);
             assert!(core.acquire(&clock).0.is_ok());
+        });
+    }
+
+    /// Two failures recorded at once in the closed state: the circuit opens
+    /// exactly once.
+    #[test]
+    fn concurrent_failures_trip_once() {
+        loom::model(|| {
+            let t0 = Instant::now();
+            let config = CircuitBreakerConfig::builder()
+                .count_window(2)
+                .minimum_calls(2)
+                .jitter(0.0)
+                .build()
+                .unwrap();
+            let core = Arc::new(Core::new(&config, t0));
+            let clock = move || t0;
+            let permits = [
+                core.acquire(&clock).0.unwrap(),
+                core.acquire(&clock).0.unwrap(),
+            ];
+            let handles: Vec<_> = permits
+                .into_iter()
+                .map(|p| {
+                    let core = core.clone();
+                    loom::thread::spawn(move || {
+                        let clock = move || t0;
+                        core.record(&p, true, false, &clock).is_some()
+                    })
+                })
+                .collect();
+            let trips = handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|t| *t)
+                .count();
+            assert_eq!(trips, 1);
+            assert_eq!(core.state(), CircuitState::Open);
+        });
+    }
+
+    /// A cancelled probe's release races with the re-open decided by another
+    /// probe: the next half-open period starts with all its slots free.
+    #[test]
+    fn stale_release_does_not_leak_into_the_next_period() {
+        loom::model(|| {
+            let t0 = Instant::now();
+            let core = Arc::new(Core::new(&config(2), t0));
+            core.set_state(CircuitState::HalfOpen, t0);
+            let clock = move || t0;
+            let p1 = core.acquire(&clock).0.unwrap();
+            let p2 = core.acquire(&clock).0.unwrap();
+            let c2 = core.clone();
+            let th = loom::thread::spawn(move || c2.release(&p1));
+            core.record(&p2, true, false, &clock);
+            th.join().unwrap();
+            assert_eq!(core.state(), CircuitState::Open);
+            core.set_state(CircuitState::HalfOpen, t0);
+            assert_eq!(core.probes_in_use(), 0);
+            assert!(core.acquire(&clock).0.is_ok());
+            assert!(core.acquire(&clock).0.is_ok());
+            assert!(core.acquire(&clock).0.is_err());
         });
     }
 
