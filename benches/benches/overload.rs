@@ -1,2 +1,385 @@
-//! Placeholder until the crate lands.
-fn main() {}
+//! The overload harness: how admission layers behave when offered 1x, 2x and
+//! 5x the capacity of a service.
+//!
+//! Run it with
+//!
+//! ```text
+//! cargo bench -p resilience-benches --bench overload
+//! ```
+//!
+//! The model: a service of capacity C = K workers x service time S
+//! (10 x 10 ms = 1000 req/s), an open-loop Poisson arrival stream (every
+//! request is its own task, so backpressure cannot slow the generator), a
+//! priority mix of 20% critical (`critical-plus`), 30% default (`critical`)
+//! and 50% `sheddable`, and a client deadline of 200 ms: a late answer is
+//! not goodput (the client gives up and drops the call).
+//!
+//! Deterministic: tokio's paused clock on one thread and a fixed seed. The
+//! paused clock snaps timers to whole milliseconds, so model time is dilated
+//! [`DILATION`] times (a 10 ms service time sleeps 1 s of paused time) and
+//! every figure is printed back in model milliseconds.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::Request;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
+use resilience_core::{BoxError, Deadline, Priority};
+use tokio::time::Instant;
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+
+/// Model time runs this many times slower than paused tokio time.
+const DILATION: u32 = 100;
+/// Workers (the concurrency the service can take).
+const K: usize = 10;
+/// Service time, in model time.
+const S: Duration = Duration::from_millis(10);
+/// Client deadline, in model time.
+const CLIENT_DEADLINE: Duration = Duration::from_millis(200);
+/// How long arrivals are generated, in model time.
+const RUN: Duration = Duration::from_secs(10);
+/// The priorities of the mix, as (level, share, label).
+const MIX: [(Priority, f64, &str); 3] = [
+    (Priority::CriticalPlus, 0.2, "critical"),
+    (Priority::Critical, 0.3, "default"),
+    (Priority::Sheddable, 0.5, "sheddable"),
+];
+
+/// Model time to paused time.
+fn dilate(d: Duration) -> Duration {
+    d * DILATION
+}
+
+/// Paused time to model milliseconds.
+fn model_ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0 / f64::from(DILATION)
+}
+
+/// When the request arrived, carried to the inner service to measure queueing.
+#[derive(Clone)]
+struct Arrival {
+    at: Instant,
+    started: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Stats {
+    arrivals: [u64; 3],
+    successes: [u64; 3],
+    success_latency: Vec<Duration>,
+    rejection_latency: Vec<Duration>,
+    rejections: u64,
+    reasons: std::collections::BTreeMap<(usize, String), u64>,
+    client_timeouts: u64,
+    queue_time: Vec<Duration>,
+    waiting: u64,
+    peak_waiting: u64,
+}
+
+/// A row of the table.
+struct Row {
+    goodput: f64,
+    p50: f64,
+    p99: f64,
+    queue_p99: f64,
+    reject_p50: f64,
+    reject_p99: f64,
+    rejections: u64,
+    timeouts: u64,
+    peak_waiting: u64,
+    per_priority: [f64; 3],
+    reasons: std::collections::BTreeMap<(usize, String), u64>,
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    model_ms(v[i])
+}
+
+/// The inner service: K workers' worth of fixed service time; records how
+/// long each request waited before it started.
+fn inner(
+    stats: Arc<Mutex<Stats>>,
+) -> impl Service<Request<()>, Response = (), Error = Infallible, Future: Send> + Clone + Send + 'static
+{
+    service_fn(move |req: Request<()>| {
+        let stats = stats.clone();
+        async move {
+            if let Some(a) = req.extensions().get::<Arrival>() {
+                a.started.store(true, Ordering::Relaxed);
+                let mut s = stats.lock().unwrap();
+                s.queue_time.push(a.at.elapsed());
+                s.waiting -= 1;
+            }
+            tokio::time::sleep(dilate(S)).await;
+            Ok::<_, Infallible>(())
+        }
+    })
+}
+
+/// Offers `load` x C for [`RUN`] to `svc`, returns the row.
+async fn run<S>(svc: S, stats: Arc<Mutex<Stats>>, load: f64, seed: u64) -> Row
+where
+    S: Service<Request<()>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError> + Send + 'static,
+    S::Response: Send + 'static,
+{
+    let capacity = K as f64 / S.as_secs_f64();
+    let rate = capacity * load; // per model second
+    let mut rng = StdRng::seed_from_u64(seed);
+    let start = Instant::now();
+    let end = start + dilate(RUN);
+    let mut next = start;
+    let mut tasks = Vec::new();
+    loop {
+        let u: f64 = rng.random::<f64>().max(1e-12);
+        let gap = Duration::from_secs_f64(-u.ln() / rate);
+        next += dilate(gap);
+        if next >= end {
+            break;
+        }
+        tokio::time::sleep_until(next).await;
+        let pick: f64 = rng.random();
+        let mut class = 0;
+        let mut acc = 0.0;
+        for (i, (_, share, _)) in MIX.iter().enumerate() {
+            acc += share;
+            if pick < acc {
+                class = i;
+                break;
+            }
+            class = i;
+        }
+        let svc = svc.clone();
+        let stats = stats.clone();
+        tasks.push(tokio::spawn(async move {
+            let arrived = Instant::now();
+            let mut req = Request::new(());
+            req.extensions_mut().insert(MIX[class].0);
+            req.extensions_mut()
+                .insert(Deadline::after(dilate(CLIENT_DEADLINE)));
+            let started = Arc::new(AtomicBool::new(false));
+            req.extensions_mut().insert(Arrival {
+                at: arrived,
+                started: started.clone(),
+            });
+            {
+                let mut s = stats.lock().unwrap();
+                s.arrivals[class] += 1;
+                s.waiting += 1;
+                s.peak_waiting = s.peak_waiting.max(s.waiting);
+            }
+            let out = tokio::time::timeout(dilate(CLIENT_DEADLINE), svc.oneshot(req)).await;
+            let took = arrived.elapsed();
+            let mut s = stats.lock().unwrap();
+            if !started.load(Ordering::Relaxed) {
+                s.waiting -= 1;
+            }
+            match out {
+                Ok(Ok(_)) => {
+                    s.successes[class] += 1;
+                    s.success_latency.push(took);
+                }
+                Ok(Err(e)) => {
+                    let e: BoxError = e.into();
+                    let why = match e.downcast_ref::<resilience_core::Rejected>() {
+                        Some(r) => r.reason().to_owned(),
+                        None => e.to_string(),
+                    };
+                    *s.reasons.entry((class, why)).or_default() += 1;
+                    s.rejections += 1;
+                    s.rejection_latency.push(took);
+                }
+                Err(_) => s.client_timeouts += 1,
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut s = stats.lock().unwrap();
+    let total_success: u64 = s.successes.iter().sum();
+    let model_capacity = capacity * RUN.as_secs_f64();
+    let per_priority = std::array::from_fn(|i| {
+        if s.arrivals[i] == 0 {
+            f64::NAN
+        } else {
+            100.0 * s.successes[i] as f64 / s.arrivals[i] as f64
+        }
+    });
+    Row {
+        goodput: 100.0 * total_success as f64 / model_capacity,
+        p50: percentile(&mut s.success_latency, 0.50),
+        p99: percentile(&mut s.success_latency, 0.99),
+        queue_p99: percentile(&mut s.queue_time, 0.99),
+        reject_p50: percentile(&mut s.rejection_latency, 0.50),
+        reject_p99: percentile(&mut s.rejection_latency, 0.99),
+        rejections: s.rejections,
+        timeouts: s.client_timeouts,
+        peak_waiting: s.peak_waiting,
+        per_priority,
+        reasons: std::mem::take(&mut s.reasons),
+    }
+}
+
+/// A model-time setting of ours, overridable with `--set NAME=MS`.
+fn knob(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .filter(|w| w[0] == "--set")
+        .filter_map(|w| w[1].strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        .next_back()
+        .unwrap_or(default)
+}
+
+fn ours_config() -> BoundedQueueConfig {
+    let ms = |name, default| dilate(Duration::from_millis(knob(name, default)));
+    BoundedQueueConfig::builder()
+        .name("overload")
+        .concurrency(K)
+        .capacity(knob("capacity", 50) as usize)
+        .max_wait(ms("max_wait", 15))
+        .codel_target(ms("target", 5))
+        .codel_interval(ms("interval", 100))
+        .retry_after(Duration::from_secs(1))
+        .build()
+        .expect("valid")
+}
+
+async fn scenario(name: &str, load: f64, seed: u64) -> Row {
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let svc = inner(stats.clone());
+    match name {
+        "ours" => {
+            let svc = ServiceBuilder::new()
+                .layer(BoundedQueueLayer::new(ours_config()))
+                .service(svc);
+            run(svc, stats, load, seed).await
+        }
+        "ConcurrencyLimit" => {
+            let svc = ServiceBuilder::new().concurrency_limit(K).service(svc);
+            run(svc, stats, load, seed).await
+        }
+        "Buffer(100)+CL" => {
+            let svc = ServiceBuilder::new()
+                .buffer(100)
+                .concurrency_limit(K)
+                .service(svc);
+            run(svc, stats, load, seed).await
+        }
+        "LoadShed+CL" => {
+            let svc = ServiceBuilder::new()
+                .load_shed()
+                .concurrency_limit(K)
+                .service(svc);
+            run(svc, stats, load, seed).await
+        }
+        "LoadShed+Buffer(100)+CL" => {
+            let svc = ServiceBuilder::new()
+                .load_shed()
+                .buffer(100)
+                .concurrency_limit(K)
+                .service(svc);
+            run(svc, stats, load, seed).await
+        }
+        "Bulkhead(50ms)" => {
+            let svc = ServiceBuilder::new()
+                .layer(
+                    tower_resilience::bulkhead::BulkheadLayer::builder()
+                        .max_concurrent_calls(K)
+                        .max_wait_duration(dilate(Duration::from_millis(50)))
+                        .build()
+                        .expect("valid"),
+                )
+                .service(svc);
+            run(svc, stats, load, seed).await
+        }
+        other => unreachable!("unknown configuration {other}"),
+    }
+}
+
+fn main() {
+    let configs = [
+        "ours",
+        "ConcurrencyLimit",
+        "Buffer(100)+CL",
+        "LoadShed+CL",
+        "LoadShed+Buffer(100)+CL",
+        "Bulkhead(50ms)",
+    ];
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let verbose = std::env::args().any(|a| a == "--reasons");
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "overload: K={K} x S={}ms (C={} req/s), Poisson arrivals for {}s, deadline {}ms, mix 20% critical / 30% default / 50% sheddable, seed 42, time dilated x{DILATION}",
+        S.as_millis(),
+        K as f64 / S.as_secs_f64(),
+        RUN.as_secs(),
+        CLIENT_DEADLINE.as_millis()
+    );
+    let _ = writeln!(
+        out,
+        "{:<24} {:>4} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>7} {:>7}",
+        "config",
+        "load",
+        "goodput%",
+        "p50ms",
+        "p99ms",
+        "q-p99ms",
+        "rej-p50",
+        "rej-p99",
+        "rejects",
+        "timeouts",
+        "peakW",
+        "crit%",
+        "dflt%",
+        "shed%"
+    );
+    print!("{out}");
+    for name in configs {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        for load in [1.0, 2.0, 5.0] {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let r = rt.block_on(scenario(name, load, 42));
+            println!(
+                "{:<24} {:>3}x {:>8.1} {:>7.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7} {:>8} {:>6} {:>7.1} {:>7.1} {:>7.1}",
+                name,
+                load,
+                r.goodput,
+                r.p50,
+                r.p99,
+                r.queue_p99,
+                r.reject_p50,
+                r.reject_p99,
+                r.rejections,
+                r.timeouts,
+                r.peak_waiting,
+                r.per_priority[0],
+                r.per_priority[1],
+                r.per_priority[2],
+            );
+            if verbose {
+                for ((class, why), n) in &r.reasons {
+                    println!("    {:<10} {why}: {n}", MIX[*class].2);
+                }
+            }
+        }
+    }
+}

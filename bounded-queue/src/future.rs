@@ -36,9 +36,9 @@ pin_project! {
             error: Option<Rejected>,
         },
         Waiting {
-            waiter: Waiter,
-            svc: Option<S>,
-            req: Option<Req>,
+            // Boxed: only queued requests pay for carrying the request, and
+            // the future stays small on the uncontended path.
+            waiting: Box<Queued<S, Req>>,
         },
         Called {
             #[pin]
@@ -47,6 +47,12 @@ pin_project! {
         },
         Done,
     }
+}
+
+struct Queued<S, Req> {
+    waiter: Waiter,
+    svc: Option<S>,
+    req: Option<Req>,
 }
 
 // === impl ResponseFuture ===
@@ -71,9 +77,11 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     pub(crate) fn waiting(waiter: Waiter, svc: S, req: Req) -> Self {
         Self {
             state: State::Waiting {
-                waiter,
-                svc: Some(svc),
-                req: Some(req),
+                waiting: Box::new(Queued {
+                    waiter,
+                    svc: Some(svc),
+                    req: Some(req),
+                }),
             },
         }
     }
@@ -94,10 +102,10 @@ where
                     let error = error.take().expect("polled after completion");
                     return Poll::Ready(Err(error.into()));
                 }
-                StateProj::Waiting { waiter, svc, req } => match ready!(waiter.poll_admit(cx)) {
+                StateProj::Waiting { waiting } => match ready!(waiting.waiter.poll_admit(cx)) {
                     Ok(permit) => {
-                        let mut svc = svc.take().expect("polled after completion");
-                        let req = req.take().expect("polled after completion");
+                        let mut svc = waiting.svc.take().expect("polled after completion");
+                        let req = waiting.req.take().expect("polled after completion");
                         State::Called {
                             fut: svc.call(req),
                             permit: Some(permit),

@@ -61,6 +61,12 @@
 //!   the queue has not been empty for a whole CoDel interval (100 ms), a
 //!   waiter may wait only the CoDel target (5 ms), as in Facebook's
 //!   "Fail at Scale".
+//! - **Shed by priority**: when a waiter of some priority runs out of queue
+//!   time, lower priorities are taking the slots it needs; those below it
+//!   are shed from the queue and, while the service stays saturated,
+//!   refused on arrival (a DAGOR-style admission level, visible in
+//!   [`BoundedQueueSnapshot::admission_level`]). The level drops one step
+//!   per CoDel interval without such a timeout.
 //!
 //! Dropping a queued request's future leaves the queue at once; dropping an
 //! admitted one releases its slot. The limit can also come from an

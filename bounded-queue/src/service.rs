@@ -128,9 +128,27 @@ where
     } else {
         Priority::Critical
     };
-    if let Some(permit) = shared.try_fast(fast_priority) {
-        return ResponseFuture::called(inner.call(req), permit);
+    match shared.try_fast(fast_priority) {
+        Some(permit) => ResponseFuture::called(inner.call(req), permit),
+        None => call_slow(shared, inner, read_priority, read_deadline, req),
     }
+}
+
+/// Admission when a slot is not free at once: kept out of line so the
+/// request is not copied around on the fast path.
+#[inline(never)]
+fn call_slow<S, P, D, Req>(
+    shared: &Arc<Shared>,
+    inner: &mut S,
+    read_priority: &P,
+    read_deadline: &D,
+    req: Req,
+) -> ResponseFuture<S, Req>
+where
+    S: Service<Req> + Clone,
+    P: ReadPriority<Req>,
+    D: ReadDeadline<Req>,
+{
     let priority = read_priority.read_priority(&req);
     let deadline = read_deadline.read_deadline(&req).map(Deadline::instant);
     match shared.admit(priority, deadline) {

@@ -60,6 +60,9 @@ struct Queue {
     seq: u64,
     last_empty: Instant,
     overloaded: bool,
+    /// While overloaded, priorities below this index are shed on arrival.
+    level: usize,
+    level_at: Instant,
 }
 
 enum Slot {
@@ -125,6 +128,9 @@ pub struct BoundedQueueSnapshot {
     pub capacity: usize,
     /// Whether a standing queue exists (CoDel target and LIFO in force).
     pub overloaded: bool,
+    /// While saturated, arrivals below this priority are shed at once
+    /// ([`Priority::Sheddable`]: none are).
+    pub admission_level: Priority,
     /// The smoothed service time of recent requests (zero before any).
     pub service_time: Duration,
     /// Requests refused, by reason.
@@ -210,6 +216,8 @@ impl Shared {
                 seq: 0,
                 last_empty: Instant::now(),
                 overloaded: false,
+                level: 0,
+                level_at: Instant::now(),
             }),
             name: Arc::from(config.name.as_str()),
             metrics,
@@ -229,7 +237,6 @@ impl Shared {
             return None;
         }
         let prev = self.try_acquire()?;
-        tracing::debug!(name = %self.name, "admitted at once");
         Some(self.permit(priority, prev, None))
     }
 
@@ -306,6 +313,12 @@ impl Shared {
             }
         }
         let mut transition = self.update_overload(&mut q, now);
+        // Saturated: priorities below the admission level are shed at once.
+        if self.below_level(&mut q, priority, now) {
+            drop(q);
+            log_transition(&self.name, transition);
+            return Err(self.reject(Reason::Shed, priority));
+        }
         if let Some(d) = deadline {
             let lifo = self.lifo && q.overloaded;
             let ahead = q.ahead(priority, lifo);
@@ -363,6 +376,44 @@ impl Shared {
             armed: None,
             done: false,
         }))
+    }
+
+    /// Whether an arrival of `priority` is below the admission level (after
+    /// letting the level decay by one step per quiet interval).
+    fn below_level(&self, q: &mut Queue, priority: Priority, now: Instant) -> bool {
+        if q.level > 0 && now.saturating_duration_since(q.level_at) >= self.interval {
+            q.level -= 1;
+            q.level_at = now;
+            tracing::debug!(name = %self.name, level = q.level, "admission level lowered");
+        }
+        priority.index() < q.level
+    }
+
+    /// A waiter of `priority` ran out of queue time: lower priorities are
+    /// taking slots it needs. Shed everything below it (a DAGOR-style
+    /// admission level), queued now and arriving while saturated, lowering
+    /// the level one step per interval without such a timeout.
+    fn raise_level(&self, q: &mut Queue, priority: Priority, now: Instant) {
+        let level = priority.index();
+        if level == 0 {
+            return;
+        }
+        q.level_at = now;
+        if level <= q.level {
+            return;
+        }
+        q.level = level;
+        for p in 0..level {
+            while let Some((_, idx)) = q.lanes[p].pop_front() {
+                q.len -= 1;
+                if let Slot::Waiting { waker: Some(w), .. } =
+                    std::mem::replace(&mut q.slots[idx as usize], Slot::Rejected(Reason::Shed))
+                {
+                    w.wake();
+                }
+            }
+        }
+        tracing::debug!(name = %self.name, level, "admission level raised");
     }
 
     fn expected_wait(&self, position: usize) -> Duration {
@@ -453,26 +504,13 @@ impl Shared {
     }
 
     /// Releases a slot: hands it to the next waiter, or frees it.
+    #[inline]
     fn release_slot(&self, priority: Priority) {
         if self.track {
             self.per_priority[priority.index()].fetch_sub(1, Ordering::Relaxed);
         }
-        if self.waiting.load(Ordering::SeqCst) > 0 {
-            let now = Instant::now();
-            let mut q = lock(&self.queue);
-            if q.len > 0
-                && self.in_service.load(Ordering::SeqCst) <= self.limit.load(Ordering::Relaxed)
-            {
-                let t = self.update_overload(&mut q, now);
-                self.grant_next(&mut q, now);
-                let t = t.or(self.update_overload(&mut q, now));
-                let depth = q.len;
-                drop(q);
-                self.metrics.depth.set(depth as f64);
-                log_transition(&self.name, t);
-                return;
-            }
-            drop(q);
+        if self.waiting.load(Ordering::SeqCst) > 0 && self.hand_off() {
+            return;
         }
         self.in_service.fetch_sub(1, Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
@@ -480,6 +518,28 @@ impl Shared {
         }
     }
 
+    /// Gives the releasing slot straight to the next waiter, if any.
+    #[cold]
+    #[inline(never)]
+    fn hand_off(&self) -> bool {
+        let now = Instant::now();
+        let mut q = lock(&self.queue);
+        if q.len == 0 || self.in_service.load(Ordering::SeqCst) > self.limit.load(Ordering::Relaxed)
+        {
+            return false;
+        }
+        let t = self.update_overload(&mut q, now);
+        self.grant_next(&mut q, now);
+        let t = t.or(self.update_overload(&mut q, now));
+        let depth = q.len;
+        drop(q);
+        self.metrics.depth.set(depth as f64);
+        log_transition(&self.name, t);
+        true
+    }
+
+    #[cold]
+    #[inline(never)]
     fn dispatch(&self) {
         let now = Instant::now();
         let mut q = lock(&self.queue);
@@ -495,13 +555,20 @@ impl Shared {
     fn check(&self, idx: u32, deadline: Option<Instant>, now: Instant, waker: &Waker) -> Step {
         let mut q = lock(&self.queue);
         let overloaded = q.overloaded;
+        let mut timed_out = None;
         let step = match &mut q.slots[idx as usize] {
             Slot::Granted { enqueued } => Step::Granted(*enqueued),
             Slot::Rejected(r) => Step::Rejected(*r),
             Slot::Vacant => Step::Rejected(Reason::WaitTimeout),
             Slot::Waiting {
-                enqueued, waker: w, ..
+                enqueued,
+                waker: w,
+                priority,
+                ..
             } => {
+                timed_out = Some(*priority);
+                // Under a standing queue a waiter may wait only the CoDel
+                // target.
                 let wait = match self.codel {
                     Some(target) if overloaded => target.min(self.max_wait),
                     _ => self.max_wait,
@@ -528,6 +595,9 @@ impl Shared {
         let mut t = None;
         if matches!(q.slots[idx as usize], Slot::Waiting { .. }) {
             q.remove_waiting(idx, now);
+            if let (Step::Rejected(Reason::WaitTimeout), Some(p)) = (&step, timed_out) {
+                self.raise_level(&mut q, p, now);
+            }
             self.waiting.store(q.len, Ordering::SeqCst);
             t = self.update_overload(&mut q, now);
         }
@@ -605,6 +675,7 @@ impl Shared {
         let queued_by_priority = std::array::from_fn(|p| q.lanes[p].len());
         let queued = q.len;
         let overloaded = q.overloaded;
+        let admission_level = Priority::from_index(q.level).unwrap_or_default();
         drop(q);
         let r = |reason: Reason| self.rejected[reason as usize].load(Ordering::Relaxed);
         BoundedQueueSnapshot {
@@ -614,6 +685,7 @@ impl Shared {
             limit: self.limit.load(Ordering::Relaxed),
             capacity: self.capacity,
             overloaded,
+            admission_level,
             service_time: Duration::from_nanos(self.ewma_nanos.load(Ordering::Relaxed)),
             rejected: RejectedCounts {
                 full: r(Reason::Full),
@@ -710,6 +782,7 @@ impl Queue {
 impl Permit {
     /// Records the call's service time (once) for the EWMA and the adaptive
     /// limit.
+    #[inline]
     pub(crate) fn complete(&mut self, failed: bool) {
         if let Some(start) = self.start.take() {
             self.shared
@@ -719,6 +792,7 @@ impl Permit {
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         self.shared.metrics.in_service.decrement(1.0);
         self.shared.release_slot(self.priority);

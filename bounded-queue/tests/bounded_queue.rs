@@ -580,3 +580,69 @@ fn metrics_count_rejections_by_reason_and_priority() {
     });
     assert!(in_service.is_some());
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_starving_priority_sheds_the_ones_below_it_until_quiet() {
+    let layer = layer(
+        cfg()
+            .concurrency(1)
+            .capacity(10)
+            .codel(false)
+            .codel_interval(Duration::from_millis(100))
+            .max_wait(Duration::from_millis(100)),
+    );
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    let mut call = |r: Req| {
+        assert_ready_ok!(svc.poll_ready());
+        task::spawn(svc.call(r))
+    };
+    let mut a = call(req_p(1, Priority::Critical));
+    assert_pending!(a.poll());
+    let (_, _send_a) = next(&mut handle).await;
+    let mut c = call(req_p(2, Priority::Critical));
+    assert_pending!(c.poll());
+    advance(Duration::from_millis(50)).await;
+    let mut s = call(req_p(3, Priority::Sheddable));
+    assert_pending!(s.poll());
+
+    // The critical waiter starves: it times out, and the sheddable one
+    // queued behind it is shed at once rather than left to time out later.
+    advance(Duration::from_millis(50)).await;
+    assert_eq!(
+        reason(&assert_ready!(c.poll()).unwrap_err()),
+        "queue time exceeded"
+    );
+    assert!(s.is_woken());
+    assert_eq!(
+        reason(&assert_ready!(s.poll()).unwrap_err()),
+        "shed for higher priority"
+    );
+    assert_eq!(h.snapshot().admission_level, Priority::Critical);
+    // While saturated, arrivals below critical are refused on arrival...
+    let mut s2 = call(req_p(4, Priority::SheddablePlus));
+    assert_eq!(
+        reason(&assert_ready!(s2.poll()).unwrap_err()),
+        "shed for higher priority"
+    );
+    // ...critical ones still queue.
+    let mut c2 = call(req_p(5, Priority::Critical));
+    assert_pending!(c2.poll());
+    drop(c2);
+    // One level per quiet interval: sheddable-plus after 100 ms, sheddable
+    // after 200 ms.
+    advance(Duration::from_millis(100)).await;
+    let mut s3 = call(req_p(6, Priority::Sheddable));
+    assert_eq!(
+        reason(&assert_ready!(s3.poll()).unwrap_err()),
+        "shed for higher priority"
+    );
+    let mut s4 = call(req_p(7, Priority::SheddablePlus));
+    assert_pending!(s4.poll());
+    drop(s4);
+    advance(Duration::from_millis(100)).await;
+    let mut s5 = call(req_p(8, Priority::Sheddable));
+    assert_pending!(s5.poll());
+    assert_eq!(h.snapshot().queued, 1);
+    assert_eq!(h.snapshot().admission_level, Priority::Sheddable);
+}
