@@ -81,6 +81,29 @@ fn ours(
     CircuitBreakerLayer::new(b.build().unwrap()).layer(noop())
 }
 
+/// recloser as a tower `Service` (how it would sit in a tower stack): the
+/// same request pass-through as ours, for an apples-to-apples comparison.
+#[derive(Clone)]
+struct RecloserService {
+    recloser: recloser::AsyncRecloser,
+    inner: Noop,
+}
+
+impl Service<Request<()>> for RecloserService {
+    type Response = Response<()>;
+    type Error = recloser::Error<BoxError>;
+    type Future =
+        recloser::RecloserFuture<<Noop as Service<Request<()>>>::Future, recloser::AnyError>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(recloser::Error::Inner)
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        self.recloser.call(self.inner.call(req))
+    }
+}
+
 fn recloser() -> recloser::AsyncRecloser {
     recloser::AsyncRecloser::from(recloser::Recloser::custom().closed_len(100).build())
 }
@@ -142,6 +165,13 @@ fn bench(c: &mut Criterion) {
     g.bench_function("recloser", |b| {
         b.iter(|| black_box(recloser_call(&rec, &mut rec_inner)))
     });
+    let mut rec_svc = RecloserService {
+        recloser: rec.clone(),
+        inner: noop(),
+    };
+    g.bench_function("recloser_as_service", |b| {
+        b.iter(|| black_box(call(&mut rec_svc)))
+    });
     g.bench_function("failsafe", |b| {
         b.iter(|| black_box(failsafe_call(&fs, &mut fs_inner)))
     });
@@ -192,6 +222,9 @@ fn bench(c: &mut Criterion) {
                 |(r, inner)| recloser_call(r, inner),
             )
         })
+    });
+    g.bench_function("recloser_as_service", |b| {
+        b.iter_custom(|iters| two_threads(iters, rec_svc.clone(), rec_svc.clone(), |s| call(s)))
     });
     g.bench_function("failsafe", |b| {
         b.iter_custom(|iters| {
@@ -297,5 +330,46 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// `CB_PROFILE=<variant> CB_CALLS=<n>`: only loop over one variant, for
+/// `perf stat` or `valgrind --tool=callgrind` (instructions per call).
+fn profile(variant: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let n: u64 = std::env::var("CB_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let mut baseline = noop();
+    let mut ours_count = ours("count");
+    let mut ours_time = ours("time");
+    let rec = recloser();
+    let mut inner = noop();
+    let mut rec_svc = RecloserService {
+        recloser: rec.clone(),
+        inner: noop(),
+    };
+    for _ in 0..n {
+        black_box(match variant {
+            "baseline" => call(&mut baseline),
+            "ours" => call(&mut ours_count),
+            "ours_time" => call(&mut ours_time),
+            "recloser" => recloser_call(&rec, &mut inner),
+            "recloser_as_service" => call(&mut rec_svc),
+            other => panic!("unknown variant {other}"),
+        });
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(variant) = std::env::var("CB_PROFILE") {
+        profile(&variant);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

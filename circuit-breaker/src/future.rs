@@ -20,19 +20,23 @@ pin_project! {
     /// is given back.
     pub struct ResponseFuture<F, C> {
         #[pin]
-        inner: Option<F>,
-        state: State<C>,
+        kind: Kind<F, C>,
     }
 }
 
-enum State<C> {
-    /// Admitted: record the outcome.
-    Tracked(Recorder, C),
-    /// Admitted while disabled: record nothing.
-    Untracked,
-    /// Refused.
-    Rejected(Rejected),
-    Done,
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, C> {
+        /// Admitted: the inner call, and its recorder (none when disabled).
+        Called {
+            #[pin]
+            inner: F,
+            recorder: Option<Recorder>,
+            classify: C,
+        },
+        /// Refused.
+        Rejected { rejected: Option<Rejected> },
+    }
 }
 
 /// Records an admitted call's outcome, or releases its probe slot on drop.
@@ -45,6 +49,7 @@ pub(crate) struct Recorder {
 // === impl Recorder ===
 
 impl Recorder {
+    #[inline]
     pub(crate) fn new(shared: Arc<Shared>, permit: Permit) -> Self {
         Self {
             shared,
@@ -82,18 +87,19 @@ impl<F, C> ResponseFuture<F, C> {
     #[inline]
     pub(crate) fn new(inner: F, recorder: Option<Recorder>, classify: C) -> Self {
         Self {
-            inner: Some(inner),
-            state: match recorder {
-                Some(r) => State::Tracked(r, classify),
-                None => State::Untracked,
+            kind: Kind::Called {
+                inner,
+                recorder,
+                classify,
             },
         }
     }
 
     pub(crate) fn rejected(rejected: Rejected) -> Self {
         Self {
-            inner: None,
-            state: State::Rejected(rejected),
+            kind: Kind::Rejected {
+                rejected: Some(rejected),
+            },
         }
     }
 }
@@ -108,32 +114,37 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Some(inner) = this.inner.as_pin_mut() else {
-            return match std::mem::replace(this.state, State::Done) {
-                State::Rejected(r) => Poll::Ready(Err(r.into())),
-                _ => panic!("polled after completion"),
-            };
-        };
-        let result = ready!(inner.poll(cx)).map_err(Into::into);
-        if let State::Tracked(recorder, classify) = std::mem::replace(this.state, State::Done) {
-            let outcome = classify.classify(result.as_ref());
-            recorder.complete(outcome);
+        match self.project().kind.project() {
+            KindProj::Called {
+                inner,
+                recorder,
+                classify,
+            } => {
+                let result = ready!(inner.poll(cx)).map_err(Into::into);
+                if let Some(recorder) = recorder.take() {
+                    recorder.complete(classify.classify(result.as_ref()));
+                }
+                Poll::Ready(result)
+            }
+            KindProj::Rejected { rejected } => {
+                let rejected = rejected.take().expect("polled after completion");
+                Poll::Ready(Err(rejected.into()))
+            }
         }
-        Poll::Ready(result)
     }
 }
 
 impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Tracked(r, _) => format!("{r:?}"),
-            State::Untracked => "untracked".to_owned(),
-            State::Rejected(r) => format!("{r:?}"),
-            State::Done => "done".to_owned(),
-        };
-        f.debug_struct("ResponseFuture")
-            .field("state", &state)
-            .finish_non_exhaustive()
+        match &self.kind {
+            Kind::Called { recorder, .. } => f
+                .debug_struct("ResponseFuture")
+                .field("recorder", recorder)
+                .finish_non_exhaustive(),
+            Kind::Rejected { rejected } => f
+                .debug_struct("ResponseFuture")
+                .field("rejected", rejected)
+                .finish(),
+        }
     }
 }

@@ -81,7 +81,7 @@ impl Shared {
 
     /// Asks to make a call; `Ok(Some(permit))` for a tracked call, `Ok(None)`
     /// when the breaker is disabled.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn acquire(&self) -> Result<Option<Permit>, Rejected> {
         let (result, transition) = self.core.acquire(&Instant::now);
         if let Some(t) = transition {

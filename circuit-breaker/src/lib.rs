@@ -19,6 +19,7 @@
 //!     .count_window(4)
 //!     .minimum_calls(4)
 //!     .open_for(Duration::from_secs(10))
+//!     .jitter(0.0) // default: ±10%
 //!     .build()
 //!     .unwrap();
 //! let breaker = CircuitBreakerLayer::new(config);

@@ -68,7 +68,10 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.admitted.is_none() {
+        // Closed (the common case): nothing to reserve, the permit is taken
+        // in `call`. Otherwise decide now, so that a refused call neither
+        // polls nor calls the inner service, and a probe holds its slot.
+        if self.admitted.is_none() && !self.shared.core.admits_all() {
             let decision = self
                 .shared
                 .acquire()
@@ -91,11 +94,16 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        match self
-            .admitted
-            .take()
-            .expect("poll_ready must be called first")
-        {
+        let decision = match self.admitted.take() {
+            Some(decision) => decision,
+            // Ready while closed: take the permit now (if the state changed
+            // in between, this is where the call is refused).
+            None => self
+                .shared
+                .acquire()
+                .map(|p| p.map(|p| Recorder::new(self.shared.clone(), p))),
+        };
+        match decision {
             Ok(recorder) => {
                 ResponseFuture::new(self.inner.call(req), recorder, self.classify.clone())
             }

@@ -155,8 +155,9 @@ pub(crate) struct Refusal {
 pub(crate) struct Permit {
     epoch: u64,
     kind: PermitKind,
-    /// Set when slow calls are detected.
-    pub(crate) start: Option<Instant>,
+    /// When slow calls are detected: nanoseconds since the core's base,
+    /// plus 1 (0: not measured).
+    start: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -509,6 +510,16 @@ impl Core {
         u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Whether every call is admitted right now without a reservation:
+    /// closed (not ramping), metrics-only or disabled.
+    #[inline]
+    pub(crate) fn admits_all(&self) -> bool {
+        matches!(
+            self.ctrl.load(Ordering::Acquire) & 0xff,
+            CLOSED | METRICS_ONLY | DISABLED
+        )
+    }
+
     /// The current state.
     pub(crate) fn state(&self) -> CircuitState {
         CircuitState::from_ctrl(self.ctrl.load(Ordering::Acquire))
@@ -516,7 +527,7 @@ impl Core {
 
     /// Asks to make a call. The closed path reads neither the clock (unless
     /// slow calls are detected) nor any lock.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn acquire(&self, clock: &impl Fn() -> Instant) -> Acquired {
         let ctrl = self.ctrl.load(Ordering::Acquire);
         let epoch = ctrl >> EPOCH_SHIFT;
@@ -526,7 +537,7 @@ impl Core {
                 Ok(Permit {
                     epoch,
                     kind: PermitKind::Untracked,
-                    start: None,
+                    start: 0,
                 }),
                 None,
             ),
@@ -534,12 +545,15 @@ impl Core {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn permit(&self, epoch: u64, kind: PermitKind, clock: &impl Fn() -> Instant) -> Permit {
         Permit {
             epoch,
             kind,
-            start: self.params.slow_call.map(|_| clock()),
+            start: match self.params.slow_call {
+                Some(_) => self.nanos(clock()).saturating_add(1),
+                None => 0,
+            },
         }
     }
 
@@ -562,7 +576,7 @@ impl Core {
                     let p = Permit {
                         epoch,
                         kind: PermitKind::Untracked,
-                        start: None,
+                        start: 0,
                     };
                     return (Ok(p), transition);
                 }
@@ -675,8 +689,11 @@ impl Core {
     #[inline]
     pub(crate) fn is_slow(&self, permit: &Permit, clock: &impl Fn() -> Instant) -> bool {
         match (permit.start, self.params.slow_call) {
-            (Some(start), Some(limit)) => clock().saturating_duration_since(start) >= limit,
-            _ => false,
+            (0, _) | (_, None) => false,
+            (start, Some(limit)) => {
+                let elapsed = (self.nanos(clock()) + 1).saturating_sub(start);
+                u128::from(elapsed) >= limit.as_nanos()
+            }
         }
     }
 

@@ -183,8 +183,9 @@ impl ThrottleHandle {
 
     /// The probability that a call of `priority` is refused now.
     pub fn reject_probability(&self, priority: Priority) -> f64 {
-        let now = Instant::now();
-        self.shared.state.reject_probability(priority, &|| now)
+        self.shared
+            .state
+            .current_reject_probability(priority, Instant::now())
     }
 
     /// `(requests, accepts)` in the adaptive window.

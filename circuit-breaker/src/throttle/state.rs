@@ -98,6 +98,14 @@ impl AdaptiveWindow {
         self.accepts[i].bump(stamp);
     }
 
+    /// A time slot of 1/16 bucket, for caching.
+    #[inline]
+    fn subtick(&self, now: Instant) -> u64 {
+        let ns =
+            u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        ns / (self.bucket_ns / SUBTICKS).max(1)
+    }
+
     /// `(requests, accepts)` in the window.
     pub(crate) fn counts(&self, now: Instant) -> (u64, u64) {
         let (stamp, _) = self.locate(now);
@@ -106,6 +114,9 @@ impl AdaptiveWindow {
         (sum(&self.requests), sum(&self.accepts))
     }
 }
+
+/// Recomputed probabilities are reused for 1/16 of a bucket.
+const SUBTICKS: u64 = 16;
 
 /// The SRE client-side throttling probability.
 pub(crate) fn sre_probability(requests: u64, accepts: u64, k: f64) -> f64 {
@@ -123,6 +134,9 @@ pub(crate) struct ThrottleState {
     weights: [f64; 4],
     pub(crate) retry_after: Duration,
     pub(crate) window: AdaptiveWindow,
+    /// The adaptive probability, cached per subtick:
+    /// `(subtick + 1) << 32 | f32 bits`.
+    cached: AtomicU64,
 }
 
 impl ThrottleState {
@@ -135,6 +149,7 @@ impl ThrottleState {
             weights: config.weights,
             retry_after: config.retry_after,
             window: AdaptiveWindow::new(now, config.window, config.buckets),
+            cached: AtomicU64::new(0),
         }
     }
 
@@ -163,30 +178,65 @@ impl ThrottleState {
     fn base_probability(&self, now: &impl Fn() -> Instant) -> f64 {
         match self.mode {
             ThrottleMode::Fixed => 1.0 - f64::from_bits(self.allow.load(Ordering::Relaxed)),
-            ThrottleMode::Adaptive => {
-                let (requests, accepts) = self.window.counts(now());
-                sre_probability(requests, accepts, self.k).min(self.max_reject)
-            }
+            ThrottleMode::Adaptive => self.adaptive_probability(now()),
         }
+    }
+
+    /// The SRE probability over the window, recomputed at most once per
+    /// 1/16 of a bucket (summing the buckets is O(buckets)).
+    #[inline]
+    fn adaptive_probability(&self, now: Instant) -> f64 {
+        let tag = (self.window.subtick(now) + 1) & 0xffff_ffff;
+        let cached = self.cached.load(Ordering::Relaxed);
+        if cached >> 32 == tag {
+            return f64::from(f32::from_bits(cached as u32));
+        }
+        self.adaptive_probability_now(now, tag)
+    }
+
+    #[cold]
+    fn adaptive_probability_now(&self, now: Instant, tag: u64) -> f64 {
+        let (requests, accepts) = self.window.counts(now);
+        let p = sre_probability(requests, accepts, self.k).min(self.max_reject);
+        self.cached.store(
+            (tag << 32) | u64::from((p as f32).to_bits()),
+            Ordering::Relaxed,
+        );
+        p
+    }
+
+    /// The current rejection probability of `priority`, from the window as
+    /// it is now (no cache).
+    pub(crate) fn current_reject_probability(&self, priority: Priority, now: Instant) -> f64 {
+        let base = match self.mode {
+            ThrottleMode::Fixed => return self.reject_probability(priority, &|| now),
+            ThrottleMode::Adaptive => {
+                let tag = (self.window.subtick(now) + 1) & 0xffff_ffff;
+                self.adaptive_probability_now(now, tag)
+            }
+        };
+        self.weighted(priority, base)
+    }
+
+    fn weighted(&self, priority: Priority, base: f64) -> f64 {
+        let weight = self.weights[priority.index()];
+        if weight == 0.0 || base <= 0.0 {
+            return 0.0;
+        }
+        let cap = match self.mode {
+            ThrottleMode::Fixed => 1.0,
+            ThrottleMode::Adaptive => self.max_reject,
+        };
+        (base * weight).min(cap)
     }
 
     /// The probability that a call of `priority` is refused now.
     #[inline]
     pub(crate) fn reject_probability(&self, priority: Priority, now: &impl Fn() -> Instant) -> f64 {
-        let weight = self.weights[priority.index()];
-        if weight == 0.0 {
+        if self.weights[priority.index()] == 0.0 {
             return 0.0;
         }
-        let p = self.base_probability(now);
-        if p <= 0.0 {
-            0.0
-        } else {
-            let cap = match self.mode {
-                ThrottleMode::Fixed => 1.0,
-                ThrottleMode::Adaptive => self.max_reject,
-            };
-            (p * weight).min(cap)
-        }
+        self.weighted(priority, self.base_probability(now))
     }
 
     /// Decides a call: `true` to admit. `random` is uniform in `[0, 1)`.
