@@ -33,7 +33,7 @@ pin_project! {
         S: Service<Req>,
     {
         Rejected {
-            error: Option<Rejected>,
+            error: Option<BoxError>,
         },
         Waiting {
             // Boxed: only queued requests pay for carrying the request, and
@@ -70,7 +70,9 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
 
     pub(crate) fn rejected(error: Rejected) -> Self {
         Self {
-            state: State::Rejected { error: Some(error) },
+            state: State::Rejected {
+                error: Some(error.into()),
+            },
         }
     }
 
@@ -100,7 +102,7 @@ where
             let next = match this.state.as_mut().project() {
                 StateProj::Rejected { error } => {
                     let error = error.take().expect("polled after completion");
-                    return Poll::Ready(Err(error.into()));
+                    return Poll::Ready(Err(error));
                 }
                 StateProj::Waiting { waiting } => match ready!(waiting.waiter.poll_admit(cx)) {
                     Ok(permit) => {
@@ -112,7 +114,7 @@ where
                         }
                     }
                     Err(rejected) => State::Rejected {
-                        error: Some(rejected),
+                        error: Some(rejected.into()),
                     },
                 },
                 StateProj::Called { fut, permit } => {

@@ -96,7 +96,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    #[inline]
+    #[inline(always)]
     fn call(&mut self, req: Req) -> Self::Future {
         call(
             &self.shared,
@@ -109,7 +109,7 @@ where
 }
 
 /// Admission for one request against `shared`, then the inner call.
-#[inline]
+#[inline(always)]
 pub(crate) fn call<S, P, D, Req>(
     shared: &Arc<Shared>,
     inner: &mut S,

@@ -34,6 +34,7 @@ pub(crate) enum Reason {
 pub(crate) struct Shared {
     in_service: AtomicUsize,
     waiting: AtomicUsize,
+    epoch: Instant,
     limit: AtomicUsize,
     track: bool,
     per_priority: [AtomicUsize; 4],
@@ -86,11 +87,14 @@ pub(crate) enum Admit {
 }
 
 /// A slot in service; dropping it releases the slot (to the next waiter).
+///
+/// Two words, so the response future stays small on the fast path: `meta`
+/// packs the priority (bits 0-1), whether the call is sampled (bit 2), the
+/// requests in flight at admission (bits 8-31) and the start time in
+/// microseconds since `Shared::epoch`, wrapping (bits 32-63).
 pub(crate) struct Permit {
     shared: Arc<Shared>,
-    priority: Priority,
-    start: Option<Instant>,
-    inflight: usize,
+    meta: u64,
 }
 
 /// A queued request; dropping it leaves the queue.
@@ -195,6 +199,7 @@ impl Shared {
         Self {
             in_service: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            epoch: Instant::now(),
             limit: AtomicUsize::new(limit),
             track: !config.reserved.is_empty(),
             per_priority: std::array::from_fn(|_| AtomicUsize::new(0)),
@@ -231,7 +236,7 @@ impl Shared {
     }
 
     /// Takes a slot if one is free and nobody waits. Lock-free.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_fast(self: &Arc<Self>, priority: Priority) -> Option<Permit> {
         if self.waiting.load(Ordering::SeqCst) != 0 {
             return None;
@@ -240,10 +245,12 @@ impl Shared {
         Some(self.permit(priority, prev, None))
     }
 
-    #[inline]
+    #[inline(always)]
     fn try_acquire(&self) -> Option<usize> {
         let limit = self.limit.load(Ordering::Relaxed);
-        let mut cur = self.in_service.load(Ordering::Relaxed);
+        // SeqCst reads: the enqueue re-check depends on them (see the
+        // module docs).
+        let mut cur = self.in_service.load(Ordering::SeqCst);
         loop {
             if cur >= limit {
                 return None;
@@ -252,7 +259,7 @@ impl Shared {
                 cur,
                 cur + 1,
                 Ordering::SeqCst,
-                Ordering::Relaxed,
+                Ordering::SeqCst,
             ) {
                 Ok(_) => return Some(cur),
                 Err(actual) => cur = actual,
@@ -261,7 +268,7 @@ impl Shared {
     }
 
     /// Wraps a freshly acquired slot (`prev` = slots taken before it).
-    #[inline]
+    #[inline(always)]
     fn permit(self: &Arc<Self>, priority: Priority, prev: usize, now: Option<Instant>) -> Permit {
         if self.track {
             self.per_priority[priority.index()].fetch_add(1, Ordering::Relaxed);
@@ -277,7 +284,7 @@ impl Shared {
         self.claimed(priority, start, prev + 1)
     }
 
-    #[inline]
+    #[inline(always)]
     fn claimed(
         self: &Arc<Self>,
         priority: Priority,
@@ -285,11 +292,14 @@ impl Shared {
         inflight: usize,
     ) -> Permit {
         self.metrics.in_service.increment(1.0);
+        let mut meta = priority.index() as u64;
+        if let Some(start) = start {
+            let us = start.saturating_duration_since(self.epoch).as_micros() as u32;
+            meta |= 0b100 | (inflight.min(0xff_ffff) as u64) << 8 | u64::from(us) << 32;
+        }
         Permit {
             shared: self.clone(),
-            priority,
-            start,
-            inflight,
+            meta,
         }
     }
 
@@ -350,6 +360,7 @@ impl Shared {
         }
         let idx = q.push(priority, now);
         self.waiting.store(q.len, Ordering::SeqCst);
+        sc_fence();
         // A slot may have been released between the CAS and the store.
         self.dispatch_locked(&mut q, now);
         let granted = matches!(q.slots[idx as usize], Slot::Granted { .. });
@@ -364,7 +375,8 @@ impl Shared {
         if granted {
             tracing::debug!(name = %self.name, "admitted at once");
             self.metrics.wait.record(0.0);
-            return Ok(Admit::Now(self.claimed(priority, Some(now), depth)));
+            let inflight = self.in_service.load(Ordering::Relaxed);
+            return Ok(Admit::Now(self.claimed(priority, Some(now), inflight)));
         }
         tracing::debug!(name = %self.name, priority = priority.as_str(), depth, "queued");
         Ok(Admit::Queued(Waiter {
@@ -504,7 +516,7 @@ impl Shared {
     }
 
     /// Releases a slot: hands it to the next waiter, or frees it.
-    #[inline]
+    #[inline(always)]
     fn release_slot(&self, priority: Priority) {
         if self.track {
             self.per_priority[priority.index()].fetch_sub(1, Ordering::Relaxed);
@@ -513,6 +525,7 @@ impl Shared {
             return;
         }
         self.in_service.fetch_sub(1, Ordering::SeqCst);
+        sc_fence();
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.dispatch();
         }
@@ -709,6 +722,15 @@ impl fmt::Debug for Shared {
     }
 }
 
+/// Loom treats `SeqCst` accesses as `AcqRel`, which would report the
+/// store-buffering pattern above as a lost wake-up; a `SeqCst` fence restores
+/// the semantics the real program has. Outside loom, nothing.
+#[inline(always)]
+fn sc_fence() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}
+
 fn log_transition(name: &str, t: Option<bool>) {
     match t {
         Some(true) => tracing::info!(
@@ -782,27 +804,40 @@ impl Queue {
 impl Permit {
     /// Records the call's service time (once) for the EWMA and the adaptive
     /// limit.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn complete(&mut self, failed: bool) {
-        if let Some(start) = self.start.take() {
-            self.shared
-                .on_sample(start.elapsed(), self.inflight, failed);
+        if self.meta & 0b100 != 0 {
+            self.meta &= !0b100;
+            self.sample(failed);
         }
+    }
+
+    #[cold]
+    fn sample(&self, failed: bool) {
+        let now = Instant::now().saturating_duration_since(self.shared.epoch);
+        let start = (self.meta >> 32) as u32;
+        let rtt = Duration::from_micros(u64::from((now.as_micros() as u32).wrapping_sub(start)));
+        let inflight = ((self.meta >> 8) & 0xff_ffff) as usize;
+        self.shared.on_sample(rtt, inflight, failed);
+    }
+
+    fn priority(&self) -> Priority {
+        Priority::from_index((self.meta & 0b11) as usize).unwrap_or_default()
     }
 }
 
 impl Drop for Permit {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         self.shared.metrics.in_service.decrement(1.0);
-        self.shared.release_slot(self.priority);
+        self.shared.release_slot(self.priority());
     }
 }
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
-            .field("priority", &self.priority)
+            .field("priority", &self.priority())
             .finish_non_exhaustive()
     }
 }
@@ -863,5 +898,66 @@ impl fmt::Debug for Waiter {
             .field("priority", &self.priority)
             .field("deadline", &self.deadline)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use std::task::Waker;
+
+    use super::*;
+
+    fn shared(concurrency: usize, capacity: usize) -> Arc<Shared> {
+        let config = BoundedQueueConfig::builder()
+            .concurrency(concurrency)
+            .capacity(capacity)
+            .build()
+            .unwrap();
+        Arc::new(Shared::new(&config))
+    }
+
+    /// A release racing an enqueue never loses the slot: the waiter is
+    /// granted, or admitted at once.
+    #[test]
+    fn release_racing_enqueue_hands_the_slot_over() {
+        loom::model(|| {
+            let s = shared(1, 1);
+            let held = s.try_fast(Priority::Critical).expect("free");
+            let s2 = s.clone();
+            let t = loom::thread::spawn(move || drop(held));
+            let admitted = match s2.admit(Priority::Critical, None).unwrap() {
+                Admit::Now(p) => Some(p),
+                Admit::Queued(mut w) => {
+                    t.join().unwrap();
+                    let waker = Waker::noop();
+                    let mut cx = std::task::Context::from_waker(waker);
+                    match w.poll_admit(&mut cx) {
+                        std::task::Poll::Ready(Ok(p)) => Some(p),
+                        other => panic!("slot lost: {:?}", other.map(|r| r.err())),
+                    }
+                }
+            };
+            drop(admitted);
+            let snap = s.snapshot();
+            assert_eq!((snap.in_service, snap.queued), (0, 0));
+        });
+    }
+
+    /// A waiter cancelled while a slot is handed to it passes the slot on.
+    #[test]
+    fn cancel_racing_hand_off_releases() {
+        loom::model(|| {
+            let s = shared(1, 2);
+            let held = s.try_fast(Priority::Critical).expect("free");
+            let w = match s.admit(Priority::Critical, None).unwrap() {
+                Admit::Queued(w) => w,
+                Admit::Now(_) => panic!("the slot is taken"),
+            };
+            let t = loom::thread::spawn(move || drop(held));
+            drop(w);
+            t.join().unwrap();
+            let snap = s.snapshot();
+            assert_eq!((snap.in_service, snap.queued), (0, 0));
+        });
     }
 }

@@ -1,14 +1,18 @@
 //! Switches the shared state's primitives between `std` and `loom`.
 
+// `Arc` stays std's under loom: loom's `Arc` cannot be a method receiver,
+// and the reference count is not the state under test.
+pub(crate) use std::sync::Arc;
+
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
-pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
+pub(crate) use std::sync::{Mutex, MutexGuard};
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
-pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
+pub(crate) use loom::sync::{Mutex, MutexGuard};
 
 /// Locks `m`, recovering from poisoning: the queue's invariants are restored
 /// by every critical section before it can panic.
