@@ -12,3 +12,5 @@ pub use crate::eval::{ErrorCode, FlagContext, FlagEvaluation, Reason};
 pub use crate::flag::{Condition, Flag, FlagBuilder, FlagKind, FlagValue};
 pub use crate::set::{FlagSet, FlagSetBuilder};
 pub use crate::store::FlagStore;
+#[cfg(feature = "file")]
+pub mod source;
