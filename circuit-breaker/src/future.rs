@@ -43,7 +43,6 @@ pin_project! {
 pub(crate) struct Recorder {
     shared: Arc<Shared>,
     permit: Permit,
-    completed: bool,
 }
 
 // === impl Recorder ===
@@ -51,23 +50,19 @@ pub(crate) struct Recorder {
 impl Recorder {
     #[inline]
     pub(crate) fn new(shared: Arc<Shared>, permit: Permit) -> Self {
-        Self {
-            shared,
-            permit,
-            completed: false,
-        }
+        Self { shared, permit }
     }
 
     #[inline]
     fn complete(mut self, outcome: resilience_core::Outcome) {
-        self.completed = true;
         self.shared.record(&self.permit, outcome);
+        self.permit.spend();
     }
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        if !self.completed && self.permit.is_probe() {
+        if self.permit.is_probe() {
             self.shared.release(&self.permit);
         }
     }

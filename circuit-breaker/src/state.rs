@@ -150,33 +150,77 @@ pub(crate) struct Refusal {
     pub(crate) retry_after: Option<Duration>,
 }
 
-/// What an admitted call must do when it completes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Permit {
-    epoch: u64,
-    kind: PermitKind,
-    /// When slow calls are detected: nanoseconds since the core's base,
-    /// plus 1 (0: not measured).
-    start: u64,
-}
+/// What an admitted call must do when it completes, packed in one word:
+/// `epoch (low 30 bits) << 34 | start (32 bits) << 2 | kind (2 bits)`.
+///
+/// `start` is the call's start in microseconds since the core's base, plus
+/// one, wrapping (0: not measured); slow calls are detected for calls up to
+/// about 71 minutes long.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Permit(u64);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PermitKind {
     /// Record into the window (closed, metrics-only).
-    Window,
+    Window = 0,
     /// A half-open probe: holds a slot.
-    Probe,
+    Probe = 1,
     /// Disabled: record nothing.
-    Untracked,
+    Untracked = 2,
+    /// Already recorded: nothing left to do.
+    Spent = 3,
 }
 
+/// The low bits of the epoch kept in permits and probe words.
+const EPOCH_MASK: u64 = (1 << 30) - 1;
+
 impl Permit {
+    #[inline]
+    fn new(epoch: u64, kind: PermitKind, start: u32) -> Self {
+        Self(((epoch & EPOCH_MASK) << 34) | (u64::from(start) << 2) | kind as u64)
+    }
+
+    #[inline]
+    fn epoch(self) -> u64 {
+        self.0 >> 34
+    }
+
+    #[inline]
+    fn start(self) -> u32 {
+        (self.0 >> 2) as u32
+    }
+
+    #[inline]
+    fn kind(self) -> PermitKind {
+        match self.0 & 3 {
+            0 => PermitKind::Window,
+            1 => PermitKind::Probe,
+            2 => PermitKind::Untracked,
+            _ => PermitKind::Spent,
+        }
+    }
+
     pub(crate) fn is_tracked(&self) -> bool {
-        self.kind != PermitKind::Untracked
+        !matches!(self.kind(), PermitKind::Untracked | PermitKind::Spent)
     }
 
     pub(crate) fn is_probe(&self) -> bool {
-        self.kind == PermitKind::Probe
+        self.kind() == PermitKind::Probe
+    }
+
+    /// Marks the permit as recorded (its probe slot stays taken).
+    #[inline]
+    pub(crate) fn spend(&mut self) {
+        self.0 |= 3;
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("epoch", &self.epoch())
+            .field("kind", &self.kind())
+            .finish()
     }
 }
 
@@ -533,28 +577,24 @@ impl Core {
         let epoch = ctrl >> EPOCH_SHIFT;
         match ctrl & 0xff {
             CLOSED | METRICS_ONLY => (Ok(self.permit(epoch, PermitKind::Window, clock)), None),
-            DISABLED => (
-                Ok(Permit {
-                    epoch,
-                    kind: PermitKind::Untracked,
-                    start: 0,
-                }),
-                None,
-            ),
+            DISABLED => (Ok(Permit::new(epoch, PermitKind::Untracked, 0)), None),
             _ => self.acquire_slow(ctrl, clock),
         }
     }
 
     #[inline(always)]
     fn permit(&self, epoch: u64, kind: PermitKind, clock: &impl Fn() -> Instant) -> Permit {
-        Permit {
-            epoch,
-            kind,
-            start: match self.params.slow_call {
-                Some(_) => self.nanos(clock()).saturating_add(1),
-                None => 0,
-            },
-        }
+        let start = match self.params.slow_call {
+            Some(_) => self.micros(clock()).wrapping_add(1).max(1),
+            None => 0,
+        };
+        Permit::new(epoch, kind, start)
+    }
+
+    /// Microseconds since the base, wrapping at 32 bits.
+    #[inline]
+    fn micros(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.base).as_micros() as u32
     }
 
     #[cold]
@@ -573,11 +613,7 @@ impl Core {
                     );
                 }
                 DISABLED => {
-                    let p = Permit {
-                        epoch,
-                        kind: PermitKind::Untracked,
-                        start: 0,
-                    };
+                    let p = Permit::new(epoch, PermitKind::Untracked, 0);
                     return (Ok(p), transition);
                 }
                 FORCED_OPEN => {
@@ -613,7 +649,7 @@ impl Core {
     }
 
     fn acquire_probe(&self, epoch: u64, clock: &impl Fn() -> Instant) -> Result<Permit, Refusal> {
-        let tag = (epoch & 0xffff_ffff) << PROBE_EPOCH_SHIFT;
+        let tag = (epoch & EPOCH_MASK) << PROBE_EPOCH_SHIFT;
         let mut cur = self.probes_admitted.load(Ordering::Acquire);
         loop {
             if cur & !0xffff_ffff != tag || (cur & 0xffff_ffff) >= u64::from(self.params.probes) {
@@ -667,10 +703,10 @@ impl Core {
 
     /// Gives back a probe slot whose call was cancelled.
     pub(crate) fn release(&self, permit: &Permit) {
-        if permit.kind != PermitKind::Probe {
+        if permit.kind() != PermitKind::Probe {
             return;
         }
-        let tag = (permit.epoch & 0xffff_ffff) << PROBE_EPOCH_SHIFT;
+        let tag = permit.epoch() << PROBE_EPOCH_SHIFT;
         let mut cur = self.probes_admitted.load(Ordering::Acquire);
         while cur & !0xffff_ffff == tag && cur & 0xffff_ffff > 0 {
             match self.probes_admitted.compare_exchange_weak(
@@ -688,11 +724,11 @@ impl Core {
     /// Whether a call that started at `permit.start` and ends now was slow.
     #[inline]
     pub(crate) fn is_slow(&self, permit: &Permit, clock: &impl Fn() -> Instant) -> bool {
-        match (permit.start, self.params.slow_call) {
+        match (permit.start(), self.params.slow_call) {
             (0, _) | (_, None) => false,
             (start, Some(limit)) => {
-                let elapsed = (self.nanos(clock()) + 1).saturating_sub(start);
-                u128::from(elapsed) >= limit.as_nanos()
+                let now = self.micros(clock()).wrapping_add(1).max(1);
+                u128::from(now.wrapping_sub(start)) >= limit.as_micros()
             }
         }
     }
@@ -707,12 +743,12 @@ impl Core {
         clock: &impl Fn() -> Instant,
     ) -> Option<Transition> {
         let ctrl = self.ctrl.load(Ordering::Acquire);
-        if ctrl >> EPOCH_SHIFT != permit.epoch {
+        if (ctrl >> EPOCH_SHIFT) & EPOCH_MASK != permit.epoch() {
             return None;
         }
-        match permit.kind {
-            PermitKind::Untracked => None,
-            PermitKind::Probe => self.record_probe(permit.epoch, failure, slow, clock),
+        match permit.kind() {
+            PermitKind::Untracked | PermitKind::Spent => None,
+            PermitKind::Probe => self.record_probe(ctrl, failure, slow, clock),
             PermitKind::Window => {
                 let bits = bad_bits(failure, slow);
                 let stats = match &self.window {
@@ -773,11 +809,12 @@ impl Core {
 
     fn record_probe(
         &self,
-        epoch: u64,
+        ctrl: u64,
         failure: bool,
         slow: bool,
         clock: &impl Fn() -> Instant,
     ) -> Option<Transition> {
+        let epoch = ctrl >> EPOCH_SHIFT;
         let tag = (epoch & RESULT_EPOCH_MASK) << RESULT_EPOCH_SHIFT;
         let add = 1 | (u64::from(failure) << RESULT_BITS) | (u64::from(slow) << (2 * RESULT_BITS));
         let mut cur = self.probe_results.load(Ordering::Acquire);
@@ -812,7 +849,6 @@ impl Core {
         if reopen.is_none() && done < u64::from(self.params.probes) {
             return None;
         }
-        let ctrl = (epoch << EPOCH_SHIFT) | HALF_OPEN;
         match reopen {
             Some(reason) => self.trip(ctrl, clock(), reason),
             None => self.close(ctrl, clock()),
@@ -856,10 +892,8 @@ impl Core {
             return None;
         }
         let epoch = (ctrl >> EPOCH_SHIFT) + 1;
-        self.probes_admitted.store(
-            (epoch & 0xffff_ffff) << PROBE_EPOCH_SHIFT,
-            Ordering::Release,
-        );
+        self.probes_admitted
+            .store((epoch & EPOCH_MASK) << PROBE_EPOCH_SHIFT, Ordering::Release);
         self.probe_results.store(
             (epoch & RESULT_EPOCH_MASK) << RESULT_EPOCH_SHIFT,
             Ordering::Release,
@@ -949,10 +983,8 @@ impl Core {
             }
             CircuitState::HalfOpen => {
                 let epoch = (ctrl >> EPOCH_SHIFT) + 1;
-                self.probes_admitted.store(
-                    (epoch & 0xffff_ffff) << PROBE_EPOCH_SHIFT,
-                    Ordering::Release,
-                );
+                self.probes_admitted
+                    .store((epoch & EPOCH_MASK) << PROBE_EPOCH_SHIFT, Ordering::Release);
                 self.probe_results.store(
                     (epoch & RESULT_EPOCH_MASK) << RESULT_EPOCH_SHIFT,
                     Ordering::Release,
