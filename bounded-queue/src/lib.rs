@@ -55,8 +55,9 @@
 //!   standing queue exists (adaptive LIFO).
 //! - **Rejected at once** when the queue is full (unless the arrival
 //!   displaces a queued request of lower priority, which is then shed), or
-//!   when the request's remaining deadline is shorter than its expected
-//!   wait (an EWMA of recent service times x its queue position / limit).
+//!   when its expected wait (an EWMA of recent service times x its queue
+//!   position / limit) is longer than the request's remaining deadline or
+//!   than the wait it would be allowed.
 //! - **Rejected after waiting** at most `max_wait` (default 1 s); but when
 //!   the queue has not been empty for a whole CoDel interval (100 ms), a
 //!   waiter may wait only the CoDel target (5 ms), as in Facebook's
@@ -82,19 +83,40 @@
 //!
 //! # With axum
 //!
-//! ```ignore
-//! use axum::{Router, error_handling::HandleErrorLayer, routing::get};
-//! use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
-//! use tower::ServiceBuilder;
+//! Errors become responses with `HandleErrorLayer` and
+//! [`resilience_core::http::handle_error`]: overloaded is `503` with
+//! `Retry-After` (or `429` with `ErrorResponder::overloaded_status`).
 //!
-//! let queue = BoundedQueueLayer::new(BoundedQueueConfig::builder().name("api").build()?);
-//! let app: Router = Router::new().route("/", get(|| async { "ok" })).layer(
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, body::Body, error_handling::HandleErrorLayer, routing::get};
+//! use http::Request;
+//! use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let queue = BoundedQueueLayer::new(
+//!     BoundedQueueConfig::builder().name("api").concurrency(1).capacity(0).build()?,
+//! );
+//! let slow = || async {
+//!     tokio::time::sleep(Duration::from_secs(1)).await;
+//!     "ok"
+//! };
+//! let app = Router::new().route("/", get(slow)).layer(
 //!     ServiceBuilder::new()
-//!         // Overloaded -> 503 with Retry-After (or 429 with
-//!         // ErrorResponder::overloaded_status).
 //!         .layer(HandleErrorLayer::new(resilience_core::http::handle_error))
 //!         .layer(queue),
 //! );
+//!
+//! let busy = tokio::spawn(app.clone().oneshot(Request::get("/").body(Body::empty())?));
+//! tokio::task::yield_now().await; // the first request takes the only slot
+//! let rsp = app.oneshot(Request::get("/").body(Body::empty())?).await?;
+//! assert_eq!(rsp.status(), 503);
+//! assert_eq!(rsp.headers()["retry-after"], "1");
+//! assert_eq!(busy.await??.status(), 200);
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! With tonic, map errors with `resilience_core::grpc::into_status`

@@ -329,15 +329,22 @@ impl Shared {
             log_transition(&self.name, transition);
             return Err(self.reject(Reason::Shed, priority));
         }
-        if let Some(d) = deadline {
-            let lifo = self.lifo && q.overloaded;
-            let ahead = q.ahead(priority, lifo);
-            let expected = self.expected_wait(ahead + 1);
-            if d.saturating_duration_since(now) < expected {
-                drop(q);
-                log_transition(&self.name, transition);
-                return Err(self.reject(Reason::Deadline, priority));
-            }
+        let lifo = self.lifo && q.overloaded;
+        let expected = self.expected_wait(q.ahead(priority, lifo) + 1);
+        if deadline.is_some_and(|d| d.saturating_duration_since(now) < expected) {
+            drop(q);
+            log_transition(&self.name, transition);
+            return Err(self.reject(Reason::Deadline, priority));
+        }
+        // It would time out in the queue anyway: say so now.
+        let allowed = match self.codel {
+            Some(target) if q.overloaded => target.min(self.max_wait),
+            _ => self.max_wait,
+        };
+        if expected > allowed {
+            drop(q);
+            log_transition(&self.name, transition);
+            return Err(self.reject(Reason::WaitTimeout, priority));
         }
         if q.len >= self.capacity {
             let victim = (0..priority.index()).find(|&p| !q.lanes[p].is_empty());

@@ -646,3 +646,39 @@ async fn a_starving_priority_sheds_the_ones_below_it_until_quiet() {
     assert_eq!(h.snapshot().queued, 1);
     assert_eq!(h.snapshot().admission_level, Priority::Sheddable);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn rejects_at_once_when_the_expected_wait_exceeds_the_allowed_wait() {
+    let layer = layer(
+        cfg()
+            .concurrency(1)
+            .capacity(10)
+            .codel(false)
+            .max_wait(Duration::from_millis(150)),
+    );
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call(req(1)));
+    assert_pending!(a.poll());
+    let (_, send) = next(&mut handle).await;
+    advance(Duration::from_millis(100)).await;
+    send.send_response("a");
+    assert_ready_ok!(a.poll());
+
+    assert_ready_ok!(svc.poll_ready());
+    let mut b = task::spawn(svc.call(req(2)));
+    assert_pending!(b.poll()); // in service
+    // First in line: 100 ms expected, within the 150 ms allowed.
+    assert_ready_ok!(svc.poll_ready());
+    let mut c = task::spawn(svc.call(req(3)));
+    assert_pending!(c.poll());
+    // Second in line: 200 ms expected: refused now, not after 150 ms.
+    assert_ready_ok!(svc.poll_ready());
+    let mut d = task::spawn(svc.call(req(4)));
+    assert_eq!(
+        reason(&assert_ready!(d.poll()).unwrap_err()),
+        "queue time exceeded"
+    );
+    assert_eq!(h.snapshot().queued, 1);
+}
