@@ -126,8 +126,8 @@ fn inner(
     })
 }
 
-/// Offers `load` x C for [`RUN`] to `svc`, returns the row.
-async fn run<S>(svc: S, stats: Arc<Mutex<Stats>>, load: f64, seed: u64) -> Row
+/// Offers `load` x C for `span` (model time) to `svc`, returns the row.
+async fn run<S>(svc: S, stats: Arc<Mutex<Stats>>, load: f64, seed: u64, span: Duration) -> Row
 where
     S: Service<Request<()>> + Clone + Send + 'static,
     S::Future: Send,
@@ -138,7 +138,7 @@ where
     let rate = capacity * load; // per model second
     let mut rng = StdRng::seed_from_u64(seed);
     let start = Instant::now();
-    let end = start + dilate(RUN);
+    let end = start + dilate(span);
     let mut next = start;
     let mut tasks = Vec::new();
     loop {
@@ -209,7 +209,7 @@ where
     }
     let mut s = stats.lock().unwrap();
     let total_success: u64 = s.successes.iter().sum();
-    let model_capacity = capacity * RUN.as_secs_f64();
+    let model_capacity = capacity * span.as_secs_f64();
     let per_priority = std::array::from_fn(|i| {
         if s.arrivals[i] == 0 {
             f64::NAN
@@ -256,7 +256,7 @@ fn ours_config() -> BoundedQueueConfig {
         .expect("valid")
 }
 
-async fn scenario(name: &str, load: f64, seed: u64) -> Row {
+async fn scenario(name: &str, load: f64, seed: u64, span: Duration) -> Row {
     let stats = Arc::new(Mutex::new(Stats::default()));
     let svc = inner(stats.clone());
     match name {
@@ -264,25 +264,25 @@ async fn scenario(name: &str, load: f64, seed: u64) -> Row {
             let svc = ServiceBuilder::new()
                 .layer(BoundedQueueLayer::new(ours_config()))
                 .service(svc);
-            run(svc, stats, load, seed).await
+            run(svc, stats, load, seed, span).await
         }
         "ConcurrencyLimit" => {
             let svc = ServiceBuilder::new().concurrency_limit(K).service(svc);
-            run(svc, stats, load, seed).await
+            run(svc, stats, load, seed, span).await
         }
         "Buffer(100)+CL" => {
             let svc = ServiceBuilder::new()
                 .buffer(100)
                 .concurrency_limit(K)
                 .service(svc);
-            run(svc, stats, load, seed).await
+            run(svc, stats, load, seed, span).await
         }
         "LoadShed+CL" => {
             let svc = ServiceBuilder::new()
                 .load_shed()
                 .concurrency_limit(K)
                 .service(svc);
-            run(svc, stats, load, seed).await
+            run(svc, stats, load, seed, span).await
         }
         "LoadShed+Buffer(100)+CL" => {
             let svc = ServiceBuilder::new()
@@ -290,7 +290,7 @@ async fn scenario(name: &str, load: f64, seed: u64) -> Row {
                 .buffer(100)
                 .concurrency_limit(K)
                 .service(svc);
-            run(svc, stats, load, seed).await
+            run(svc, stats, load, seed, span).await
         }
         "Bulkhead(50ms)" => {
             let svc = ServiceBuilder::new()
@@ -302,7 +302,7 @@ async fn scenario(name: &str, load: f64, seed: u64) -> Row {
                         .expect("valid"),
                 )
                 .service(svc);
-            run(svc, stats, load, seed).await
+            run(svc, stats, load, seed, span).await
         }
         other => unreachable!("unknown configuration {other}"),
     }
@@ -357,7 +357,7 @@ fn main() {
                 .start_paused(true)
                 .build()
                 .unwrap();
-            let r = rt.block_on(scenario(name, load, 42));
+            let r = rt.block_on(scenario(name, load, 42, RUN));
             println!(
                 "{:<24} {:>3}x {:>8.1} {:>7.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7} {:>8} {:>6} {:>7.1} {:>7.1} {:>7.1}",
                 name,
@@ -381,5 +381,24 @@ fn main() {
                 }
             }
         }
+    }
+    // Memory over a long run: what waits (and so what the queue holds) stays
+    // bounded by the capacity however long the overload lasts.
+    if only.as_deref().is_none_or(|o| "ours".contains(o)) {
+        let long = Duration::from_secs(knob("long", 120));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let r = rt.block_on(scenario("ours", 5.0, 7, long));
+        println!(
+            "ours at 5x for {}s: goodput {:.1}%, p99 {:.1}ms, peak waiting {} (capacity {})",
+            long.as_secs(),
+            r.goodput,
+            r.p99,
+            r.peak_waiting,
+            ours_config().capacity()
+        );
     }
 }
