@@ -1,0 +1,90 @@
+//! The response future of [`RoundRobin`](super::RoundRobin).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use resilience_core::classify::ClassifyOutcome;
+use resilience_core::{BoxError, Rejected, RejectionKind};
+
+use super::pool::EndpointStats;
+
+pin_project! {
+    /// The response of the endpoint a request went to; on completion its
+    /// outcome feeds that endpoint's passive health.
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F, C>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, C> {
+        Called {
+            #[pin]
+            fut: F,
+            stats: Arc<EndpointStats>,
+            classify: C,
+        },
+        Rejected,
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn called(fut: F, stats: Arc<EndpointStats>, classify: C) -> Self {
+        Self {
+            kind: Kind::Called {
+                fut,
+                stats,
+                classify,
+            },
+        }
+    }
+
+    pub(crate) fn rejected() -> Self {
+        Self {
+            kind: Kind::Rejected,
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: ClassifyOutcome<T>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called {
+                fut,
+                stats,
+                classify,
+            } => {
+                let res = ready!(fut.poll(cx)).map_err(Into::into);
+                let outcome = classify.classify(res.as_ref());
+                stats.record(outcome.is_failure());
+                Poll::Ready(res)
+            }
+            KindProj::Rejected => Poll::Ready(Err(Rejected::new(
+                RejectionKind::NoHealthyEndpoint,
+                "no healthy, ready endpoint",
+            )
+            .into())),
+        }
+    }
+}
+
+impl<F, C> fmt::Debug for ResponseFuture<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,441 @@
+//! The shared state of a balancer: endpoint snapshot, cursor, health counters.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::config::RoundRobinConfig;
+use crate::endpoint::{Change, Endpoint};
+use crate::health::HealthChecker;
+
+/// Not picked: its active health check failed.
+pub(crate) const UNHEALTHY: u8 = 1;
+/// Not picked: passively ejected.
+pub(crate) const EJECTED: u8 = 2;
+/// Not picked, not counted: waiting for its first passing health check.
+pub(crate) const PENDING: u8 = 4;
+/// Not in the set any more (finishing in-flight requests).
+pub(crate) const REMOVED: u8 = 8;
+
+/// Health and ejection state of one endpoint; shared with in-flight
+/// response futures.
+pub(crate) struct EndpointStats {
+    pub(crate) addr: SocketAddr,
+    flags: AtomicU8,
+    consecutive_failures: AtomicU32,
+    times_ejected: AtomicU32,
+    /// Nanoseconds after `pool.epoch` when the ejection ends.
+    ejected_until: AtomicU64,
+    pub(crate) pool: Arc<Pool>,
+}
+
+/// Counters over the current set, shared by every endpoint's stats.
+pub(crate) struct Pool {
+    pub(crate) config: RoundRobinConfig,
+    epoch: Instant,
+    /// Distinct endpoints in the set.
+    pub(crate) total: AtomicUsize,
+    /// Endpoints (in the set) that are unhealthy or ejected.
+    pub(crate) down: AtomicUsize,
+    /// Endpoints (in the set) that are ejected.
+    pub(crate) ejected: AtomicUsize,
+    /// Endpoints (in the set) waiting for their first health check.
+    pub(crate) pending: AtomicUsize,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::BalancerMetrics,
+}
+
+/// One endpoint of the set: its service and its stats.
+pub(crate) struct Slot<S> {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) service: S,
+    pub(crate) stats: Arc<EndpointStats>,
+    health_task: Option<AbortHandle>,
+}
+
+/// What the picker reads: the weighted ring of endpoints.
+pub(crate) struct Snapshot<S> {
+    pub(crate) ring: Vec<Arc<Slot<S>>>,
+}
+
+pub(crate) type Maker<S> = Box<dyn Fn(&Endpoint) -> S + Send + Sync>;
+
+/// Everything a balancer and its clones share.
+pub(crate) struct Shared<S> {
+    pub(crate) snapshot: ArcSwap<Snapshot<S>>,
+    pub(crate) cursor: AtomicUsize,
+    pub(crate) pool: Arc<Pool>,
+    /// Serializes writers; readers never take it.
+    writer: Mutex<Writer<S>>,
+}
+
+struct Writer<S> {
+    slots: BTreeMap<SocketAddr, Arc<Slot<S>>>,
+    maker: Maker<S>,
+    health: Option<HealthChecker>,
+    driver: Option<AbortHandle>,
+}
+
+// === impl EndpointStats ===
+
+impl EndpointStats {
+    fn new(addr: SocketAddr, pool: Arc<Pool>, initial: u8) -> Self {
+        Self {
+            addr,
+            flags: AtomicU8::new(initial),
+            consecutive_failures: AtomicU32::new(0),
+            times_ejected: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            pool,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn flags(&self) -> u8 {
+        self.flags.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set(&self, bit: u8) {
+        let prev = self.flags.fetch_or(bit, Ordering::AcqRel);
+        self.pool.transition(prev, prev | bit);
+    }
+
+    pub(crate) fn clear(&self, bit: u8) -> bool {
+        let prev = self.flags.fetch_and(!bit, Ordering::AcqRel);
+        self.pool.transition(prev, prev & !bit);
+        prev & bit != 0
+    }
+
+    /// Ends the ejection if its time is up; returns whether it is still ejected.
+    pub(crate) fn still_ejected(&self, now: Instant) -> bool {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        if self.pool.nanos_since_epoch(now) < until {
+            return true;
+        }
+        if self.clear(EJECTED) {
+            self.consecutive_failures.store(0, Ordering::Release);
+            tracing::info!(peer.addr = %self.addr, "endpoint back from ejection");
+            self.pool.record_gauges();
+        }
+        false
+    }
+
+    /// Records a call's outcome (passive health).
+    #[inline]
+    pub(crate) fn record(&self, failure: bool) {
+        if !failure {
+            if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let threshold = self.pool.config.consecutive_failures;
+        if threshold == 0 {
+            return;
+        }
+        let n = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= threshold {
+            self.try_eject(n);
+        }
+    }
+
+    fn try_eject(&self, failures: u32) {
+        let flags = self.flags();
+        if flags & (EJECTED | REMOVED) != 0 {
+            return;
+        }
+        let pool = &self.pool;
+        let total = pool.total.load(Ordering::Acquire);
+        let cap = (total * usize::from(pool.config.max_ejection_percent) / 100).max(1);
+        if pool.ejected.load(Ordering::Acquire) >= cap {
+            tracing::debug!(peer.addr = %self.addr, "ejection skipped: too many endpoints ejected");
+            return;
+        }
+        let times = self.times_ejected.fetch_add(1, Ordering::AcqRel) + 1;
+        let for_ = pool.config.ejection_time(times);
+        let until = pool.nanos_since_epoch(Instant::now() + for_);
+        self.ejected_until.store(until, Ordering::Release);
+        self.set(EJECTED);
+        self.consecutive_failures.store(0, Ordering::Release);
+        tracing::info!(peer.addr = %self.addr, failures, times, ejected_for = ?for_, "endpoint ejected");
+        #[cfg(feature = "metrics")]
+        pool.metrics.ejections.increment(1);
+        pool.record_gauges();
+    }
+}
+
+impl fmt::Debug for EndpointStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointStats")
+            .field("addr", &self.addr)
+            .field("flags", &self.flags())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Pool ===
+
+impl Pool {
+    pub(crate) fn new(config: RoundRobinConfig) -> Self {
+        #[cfg(feature = "metrics")]
+        let metrics = crate::metrics::BalancerMetrics::new(&config.name);
+        Self {
+            config,
+            epoch: Instant::now(),
+            total: AtomicUsize::new(0),
+            down: AtomicUsize::new(0),
+            ejected: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            #[cfg(feature = "metrics")]
+            metrics,
+        }
+    }
+
+    fn nanos_since_epoch(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Keeps the counters in step with one endpoint's flags going from
+    /// `prev` to `new`. A removed endpoint counts nowhere.
+    fn transition(&self, prev: u8, new: u8) {
+        let adjust = |counter: &AtomicUsize, mask: u8| {
+            let was = prev & mask != 0 && prev & REMOVED == 0;
+            let is = new & mask != 0 && new & REMOVED == 0;
+            match (was, is) {
+                (false, true) => {
+                    counter.fetch_add(1, Ordering::AcqRel);
+                }
+                (true, false) => {
+                    counter.fetch_sub(1, Ordering::AcqRel);
+                }
+                _ => {}
+            }
+        };
+        adjust(&self.down, UNHEALTHY | EJECTED);
+        adjust(&self.ejected, EJECTED);
+        adjust(&self.pending, PENDING);
+    }
+
+    /// Healthy, down, ejected and pending endpoint counts.
+    pub(crate) fn counts(&self) -> (usize, usize, usize, usize) {
+        let total = self.total.load(Ordering::Acquire);
+        let pending = self.pending.load(Ordering::Acquire);
+        let down = self.down.load(Ordering::Acquire);
+        let ejected = self.ejected.load(Ordering::Acquire);
+        let healthy = total.saturating_sub(pending).saturating_sub(down);
+        (healthy, down, ejected, pending)
+    }
+
+    pub(crate) fn record_gauges(&self) {
+        #[cfg(feature = "metrics")]
+        {
+            let (healthy, down, ejected, pending) = self.counts();
+            self.metrics.set_endpoints(healthy, down, ejected, pending);
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    fn record_update(&self, added: bool) {
+        if added {
+            self.metrics.added.increment(1);
+        } else {
+            self.metrics.removed.increment(1);
+        }
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (healthy, down, ejected, pending) = self.counts();
+        f.debug_struct("Pool")
+            .field("name", &self.config.name)
+            .field("healthy", &healthy)
+            .field("down", &down)
+            .field("ejected", &ejected)
+            .field("pending", &pending)
+            .finish()
+    }
+}
+
+// === impl Slot ===
+
+impl<S> Drop for Slot<S> {
+    fn drop(&mut self) {
+        if let Some(task) = self.health_task.take() {
+            task.abort();
+        }
+    }
+}
+
+// === impl Shared ===
+
+impl<S: Send + Sync + 'static> Shared<S> {
+    pub(crate) fn new(
+        config: RoundRobinConfig,
+        maker: Maker<S>,
+        health: Option<HealthChecker>,
+    ) -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(Snapshot { ring: Vec::new() }),
+            cursor: AtomicUsize::new(0),
+            pool: Arc::new(Pool::new(config)),
+            writer: Mutex::new(Writer {
+                slots: BTreeMap::new(),
+                maker,
+                health,
+                driver: None,
+            }),
+        }
+    }
+
+    pub(crate) fn set_driver(&self, driver: AbortHandle) {
+        self.writer.lock().expect("writer poisoned").driver = Some(driver);
+    }
+
+    /// Applies changes and publishes a new snapshot.
+    pub(crate) fn apply(&self, changes: impl IntoIterator<Item = Change>) {
+        let mut log = Vec::new();
+        {
+            let mut w = self.writer.lock().expect("writer poisoned");
+            let w = &mut *w;
+            let mut changed = false;
+            for change in changes {
+                match change {
+                    Change::Insert(endpoint) => {
+                        let addr = endpoint.addr();
+                        if let Some(old) = w.slots.get(&addr) {
+                            if old.endpoint == endpoint {
+                                continue;
+                            }
+                        }
+                        let slot = self.make_slot(w, endpoint);
+                        if let Some(old) = w.slots.insert(addr, slot) {
+                            old.stats.set(REMOVED);
+                        } else {
+                            self.pool.total.fetch_add(1, Ordering::AcqRel);
+                        }
+                        log.push((addr, true));
+                        changed = true;
+                    }
+                    Change::Remove(addr) => {
+                        if let Some(old) = w.slots.remove(&addr) {
+                            old.stats.set(REMOVED);
+                            self.pool.total.fetch_sub(1, Ordering::AcqRel);
+                            log.push((addr, false));
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            if changed {
+                let ring = weighted_ring(&w.slots);
+                self.snapshot.store(Arc::new(Snapshot { ring }));
+            }
+        }
+        for (addr, added) in log {
+            if added {
+                tracing::info!(peer.addr = %addr, name = %self.pool.config.name, "endpoint added");
+            } else {
+                tracing::info!(peer.addr = %addr, name = %self.pool.config.name, "endpoint removed");
+            }
+            #[cfg(feature = "metrics")]
+            self.pool.record_update(added);
+        }
+        self.pool.record_gauges();
+    }
+
+    fn make_slot(&self, w: &mut Writer<S>, endpoint: Endpoint) -> Arc<Slot<S>> {
+        let initial = if w.health.is_some() { PENDING } else { 0 };
+        let stats = Arc::new(EndpointStats::new(
+            endpoint.addr(),
+            self.pool.clone(),
+            initial,
+        ));
+        // The new endpoint is not counted yet (`total` moves after), but its
+        // flags must be: count it as pending/down from the start.
+        self.pool.transition(0, initial);
+        let service = (w.maker)(&endpoint);
+        let health_task = w
+            .health
+            .as_ref()
+            .map(|h| h.spawn(endpoint.clone(), stats.clone()));
+        Arc::new(Slot {
+            endpoint,
+            service,
+            stats,
+            health_task,
+        })
+    }
+
+    /// The endpoints in the set, with their state.
+    pub(crate) fn endpoints(&self) -> Vec<(Endpoint, u8)> {
+        let w = self.writer.lock().expect("writer poisoned");
+        w.slots
+            .values()
+            .map(|s| (s.endpoint.clone(), s.stats.flags()))
+            .collect()
+    }
+}
+
+impl<S> Drop for Shared<S> {
+    fn drop(&mut self) {
+        if let Ok(w) = self.writer.get_mut() {
+            if let Some(driver) = w.driver.take() {
+                driver.abort();
+            }
+        }
+    }
+}
+
+impl<S> fmt::Debug for Shared<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the ring with smooth weighted round robin (nginx), so heavier
+/// endpoints are interleaved rather than bunched. Weights are reduced by
+/// their gcd and capped at 100.
+fn weighted_ring<S>(slots: &BTreeMap<SocketAddr, Arc<Slot<S>>>) -> Vec<Arc<Slot<S>>> {
+    const MAX_WEIGHT: u32 = 100;
+    let weights: Vec<u32> = slots
+        .values()
+        .map(|s| s.endpoint.weight().clamp(1, MAX_WEIGHT))
+        .collect();
+    let g = weights.iter().copied().fold(0, gcd);
+    if g == 0 {
+        return Vec::new();
+    }
+    let weights: Vec<i64> = weights.iter().map(|w| i64::from(w / g)).collect();
+    let sum: i64 = weights.iter().sum();
+    if weights.iter().all(|w| *w == 1) {
+        return slots.values().cloned().collect();
+    }
+    let slots: Vec<&Arc<Slot<S>>> = slots.values().collect();
+    let mut current = vec![0i64; slots.len()];
+    let mut ring = Vec::with_capacity(usize::try_from(sum).unwrap_or(0));
+    for _ in 0..sum {
+        let mut best = 0;
+        for i in 0..slots.len() {
+            current[i] += weights[i];
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= sum;
+        ring.push(slots[best].clone());
+    }
+    ring
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}

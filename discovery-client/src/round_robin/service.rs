@@ -1,0 +1,395 @@
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use futures_util::{FutureExt, StreamExt};
+use resilience_core::BoxError;
+use resilience_core::classify::{ClassifyOutcome, Outcome, classify_error};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::config::RoundRobinConfig;
+use super::future::ResponseFuture;
+use super::pool::{EJECTED, EndpointStats, PENDING, REMOVED, Shared, UNHEALTHY};
+use super::{EndpointState, EndpointStatus, RoundRobinSnapshot};
+use crate::endpoint::{Change, Endpoint};
+use crate::health::{CheckHealth, HealthCheckConfig, HealthChecker};
+
+/// A `tower::Service` that sends each request to the next healthy, ready
+/// endpoint in turn.
+///
+/// See the [crate documentation](crate) for an example, the clone semantics,
+/// errors and metrics.
+pub struct RoundRobin<S, C = ErrorsAreFailures> {
+    shared: Arc<Shared<S>>,
+    classify: C,
+    ready: Option<(Arc<EndpointStats>, S)>,
+    /// Endpoint services that were not ready at the last poll, kept so that
+    /// their wakers stay registered (dropping a not-ready clone may forget
+    /// the waker, as tower's `Buffer` does).
+    parked: Vec<S>,
+    rejected: bool,
+}
+
+/// Builds a [`RoundRobin`] with a configuration, a classifier and active
+/// health checks.
+#[must_use]
+pub struct RoundRobinBuilder<C = ErrorsAreFailures> {
+    config: RoundRobinConfig,
+    classify: C,
+    health: Option<HealthChecker>,
+}
+
+/// Reads and changes the endpoint set of a [`RoundRobin`] from outside.
+///
+/// Cloning a handle is cheap; every clone refers to the same balancer.
+#[derive(Clone)]
+pub struct RoundRobinHandle {
+    inner: Arc<dyn Control>,
+}
+
+/// The default classifier for [`RoundRobin`]: every error (transport,
+/// timeout, ...) is a failure, every response a success, except errors of
+/// [`ErrorClass::Client`](resilience_core::ErrorClass::Client).
+///
+/// For HTTP, use [`HttpOutcome`](resilience_core::HttpOutcome) so that 5xx
+/// count (and 4xx never do); for gRPC,
+/// [`GrpcOutcome`](resilience_core::GrpcOutcome).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorsAreFailures;
+
+trait Control: Send + Sync {
+    fn apply(&self, changes: Vec<Change>);
+    fn snapshot(&self) -> RoundRobinSnapshot;
+}
+
+// === impl RoundRobin ===
+
+impl<S> RoundRobin<S, ErrorsAreFailures>
+where
+    S: Send + Sync + 'static,
+{
+    /// A balancer over a fixed list of endpoints with the default
+    /// configuration and no active health checks.
+    pub fn new<M>(endpoints: impl IntoIterator<Item = Endpoint>, maker: M) -> Self
+    where
+        M: Fn(&Endpoint) -> S + Send + Sync + 'static,
+    {
+        RoundRobinBuilder::new().build_with_endpoints(endpoints, maker)
+    }
+}
+
+impl<S, C> RoundRobin<S, C> {
+    /// A handle to read the endpoint set and health, or to change the set.
+    pub fn handle(&self) -> RoundRobinHandle
+    where
+        S: Send + Sync + 'static,
+    {
+        RoundRobinHandle {
+            inner: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for RoundRobin<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            classify: self.classify.clone(),
+            ready: None,
+            parked: Vec::new(),
+            rejected: false,
+        }
+    }
+}
+
+impl<S, C, Req> Service<Req> for RoundRobin<S, C>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: ClassifyOutcome<S::Response> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.ready.is_some() || self.rejected {
+            return Poll::Ready(Ok(()));
+        }
+        let snapshot = self.shared.snapshot.load();
+        let ring = &snapshot.ring;
+        let len = ring.len();
+        if len == 0 {
+            self.rejected = true;
+            return Poll::Ready(Ok(()));
+        }
+        let pool = &self.shared.pool;
+        let (healthy, _, _, pending) = pool.counts();
+        let active = pool.total.load(Ordering::Relaxed).saturating_sub(pending);
+        let panic = healthy * 100 < usize::from(pool.config.panic_threshold_percent) * active;
+        let start = self.shared.cursor.fetch_add(1, Ordering::Relaxed);
+        let mut now = None;
+        let mut parked = Vec::new();
+        for i in 0..len {
+            let slot = &ring[start.wrapping_add(i) % len];
+            let flags = slot.stats.flags();
+            if flags != 0 {
+                if flags & (PENDING | REMOVED) != 0 {
+                    continue;
+                }
+                let ejected = flags & EJECTED != 0
+                    && slot
+                        .stats
+                        .still_ejected(*now.get_or_insert_with(Instant::now));
+                if !panic && (ejected || flags & UNHEALTHY != 0) {
+                    continue;
+                }
+            }
+            let mut svc = slot.service.clone();
+            match svc.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    if i > 0 {
+                        // Skipped endpoints do not shift the turn onto the
+                        // one after them.
+                        self.shared.cursor.fetch_add(i, Ordering::Relaxed);
+                    }
+                    tracing::trace!(peer.addr = %slot.stats.addr, panic, "picked endpoint");
+                    self.ready = Some((slot.stats.clone(), svc));
+                    if !self.parked.is_empty() {
+                        self.parked.clear();
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Err(err)) => {
+                    let err: BoxError = err.into();
+                    tracing::debug!(peer.addr = %slot.stats.addr, error = %err, "endpoint failed to become ready");
+                    slot.stats.record(classify_error(&err).is_failure());
+                }
+                Poll::Pending => parked.push(svc),
+            }
+        }
+        if !parked.is_empty() {
+            self.parked = parked;
+            return Poll::Pending;
+        }
+        self.parked.clear();
+        tracing::debug!(name = %pool.config.name, "no healthy, ready endpoint");
+        self.rejected = true;
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        if let Some((stats, mut svc)) = self.ready.take() {
+            return ResponseFuture::called(svc.call(req), stats, self.classify.clone());
+        }
+        assert!(self.rejected, "poll_ready must be called first");
+        self.rejected = false;
+        ResponseFuture::rejected()
+    }
+}
+
+impl<S, C> fmt::Debug for RoundRobin<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoundRobin")
+            .field("pool", &self.shared.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl RoundRobinBuilder ===
+
+impl RoundRobinBuilder<ErrorsAreFailures> {
+    /// A builder with the default configuration, [`ErrorsAreFailures`] and
+    /// no active health checks.
+    pub fn new() -> Self {
+        Self {
+            config: RoundRobinConfig::default(),
+            classify: ErrorsAreFailures,
+            health: None,
+        }
+    }
+}
+
+impl Default for RoundRobinBuilder<ErrorsAreFailures> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C> RoundRobinBuilder<C> {
+    /// Sets the configuration (passive ejection, panic threshold, name).
+    pub fn config(mut self, config: RoundRobinConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the classifier that decides which responses count against an
+    /// endpoint, e.g. [`HttpOutcome`](resilience_core::HttpOutcome).
+    pub fn classify<C2>(self, classify: C2) -> RoundRobinBuilder<C2> {
+        RoundRobinBuilder {
+            config: self.config,
+            classify,
+            health: self.health,
+        }
+    }
+
+    /// Turns active health checks on: each endpoint is checked by `check`
+    /// on its own schedule, apart from user traffic, and gets traffic only
+    /// after its first passing check.
+    ///
+    /// Endpoints are then added from within a tokio runtime (the checks are
+    /// tasks).
+    pub fn health_check(mut self, config: HealthCheckConfig, check: impl CheckHealth) -> Self {
+        self.health = Some(HealthChecker::new(config, check));
+        self
+    }
+
+    /// A balancer with no endpoints yet; add them through
+    /// [`RoundRobin::handle`].
+    pub fn build<S, M>(self, maker: M) -> RoundRobin<S, C>
+    where
+        S: Send + Sync + 'static,
+        M: Fn(&Endpoint) -> S + Send + Sync + 'static,
+    {
+        let shared = Arc::new(Shared::new(self.config, Box::new(maker), self.health));
+        RoundRobin {
+            shared,
+            classify: self.classify,
+            ready: None,
+            parked: Vec::new(),
+            rejected: false,
+        }
+    }
+
+    /// A balancer over a fixed list of endpoints.
+    pub fn build_with_endpoints<S, M>(
+        self,
+        endpoints: impl IntoIterator<Item = Endpoint>,
+        maker: M,
+    ) -> RoundRobin<S, C>
+    where
+        S: Send + Sync + 'static,
+        M: Fn(&Endpoint) -> S + Send + Sync + 'static,
+    {
+        let rr = self.build(maker);
+        rr.shared.apply(endpoints.into_iter().map(Change::Insert));
+        rr
+    }
+
+    /// A balancer that follows a source: a stream of [`Change`]s, such as
+    /// [`StaticSource`](crate::source::StaticSource) or one of the registry
+    /// sources. A task applies the changes; it ends when the stream ends or
+    /// the last clone of the balancer is dropped.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn build_with_source<S, M, St>(self, source: St, maker: M) -> RoundRobin<S, C>
+    where
+        S: Send + Sync + 'static,
+        M: Fn(&Endpoint) -> S + Send + Sync + 'static,
+        St: Stream<Item = Change> + Send + 'static,
+    {
+        let rr = self.build(maker);
+        let weak = Arc::downgrade(&rr.shared);
+        let driver = tokio::spawn(async move {
+            let mut source = std::pin::pin!(source);
+            while let Some(first) = source.next().await {
+                let mut batch = vec![first];
+                while let Some(Some(change)) = source.next().now_or_never() {
+                    batch.push(change);
+                }
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                shared.apply(batch);
+            }
+        });
+        rr.shared.set_driver(driver.abort_handle());
+        rr
+    }
+}
+
+impl<C: fmt::Debug> fmt::Debug for RoundRobinBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoundRobinBuilder")
+            .field("config", &self.config)
+            .field("classify", &self.classify)
+            .field("health_check", &self.health.is_some())
+            .finish()
+    }
+}
+
+// === impl RoundRobinHandle ===
+
+impl RoundRobinHandle {
+    /// Applies changes to the endpoint set at once.
+    pub fn apply(&self, changes: impl IntoIterator<Item = Change>) {
+        self.inner.apply(changes.into_iter().collect());
+    }
+
+    /// Adds an endpoint, or replaces the one with the same address.
+    pub fn insert(&self, endpoint: Endpoint) {
+        self.apply([Change::Insert(endpoint)]);
+    }
+
+    /// Removes the endpoint at `addr`: it gets no new requests, and its
+    /// in-flight requests finish.
+    pub fn remove(&self, addr: std::net::SocketAddr) {
+        self.apply([Change::Remove(addr)]);
+    }
+
+    /// The endpoints and their health now.
+    pub fn snapshot(&self) -> RoundRobinSnapshot {
+        self.inner.snapshot()
+    }
+}
+
+impl fmt::Debug for RoundRobinHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoundRobinHandle")
+            .field("snapshot", &self.snapshot())
+            .finish()
+    }
+}
+
+impl<S: Send + Sync + 'static> Control for Shared<S> {
+    fn apply(&self, changes: Vec<Change>) {
+        Shared::apply(self, changes);
+    }
+
+    fn snapshot(&self) -> RoundRobinSnapshot {
+        let endpoints = self
+            .endpoints()
+            .into_iter()
+            .map(|(endpoint, flags)| EndpointStatus {
+                endpoint,
+                state: EndpointState::from_flags(flags),
+            })
+            .collect();
+        let (healthy, _, _, pending) = self.pool.counts();
+        let active = self
+            .pool
+            .total
+            .load(Ordering::Relaxed)
+            .saturating_sub(pending);
+        RoundRobinSnapshot {
+            panic: healthy * 100 < usize::from(self.pool.config.panic_threshold_percent) * active,
+            endpoints,
+        }
+    }
+}
+
+// === impl ErrorsAreFailures ===
+
+impl<T> ClassifyOutcome<T> for ErrorsAreFailures {
+    fn classify(&self, result: Result<&T, &BoxError>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Success,
+            Err(err) => classify_error(err),
+        }
+    }
+}

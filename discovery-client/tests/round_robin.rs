@@ -1,0 +1,534 @@
+//! The balancer and passive ejection, driven through mocks with paused time.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use resilience_core::{BoxError, HttpOutcome, Rejected, RejectionKind};
+use resilience_discovery::health::{HealthCheckConfig, check_fn};
+use resilience_discovery::source::StaticSource;
+use resilience_discovery::{
+    Endpoint, EndpointState, RoundRobin, RoundRobinBuilder, RoundRobinConfig,
+};
+use tokio_test::{assert_pending, assert_ready_ok};
+use tower::{Service, ServiceExt, service_fn};
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn endpoints(n: u16) -> Vec<Endpoint> {
+    (1..=n).map(|p| Endpoint::new(addr(p))).collect()
+}
+
+type Counts = Arc<Mutex<HashMap<SocketAddr, usize>>>;
+
+/// An endpoint service that counts its calls and answers `status(addr)`.
+fn counting(
+    counts: &Counts,
+    status: impl Fn(SocketAddr) -> u16 + Clone + Send + Sync + 'static,
+) -> impl Fn(&Endpoint) -> tower::util::BoxCloneSyncService<Request<()>, Response<()>, BoxError>
++ Send
++ Sync
++ 'static {
+    let counts = counts.clone();
+    move |ep: &Endpoint| {
+        let counts = counts.clone();
+        let status = status.clone();
+        let a = ep.addr();
+        tower::util::BoxCloneSyncService::new(service_fn(move |_req: Request<()>| {
+            *counts.lock().unwrap().entry(a).or_default() += 1;
+            let code = status(a);
+            async move {
+                Ok::<_, BoxError>(
+                    Response::builder()
+                        .status(code)
+                        .body(())
+                        .expect("valid response"),
+                )
+            }
+        }))
+    }
+}
+
+async fn send<S>(svc: &mut S, n: usize) -> usize
+where
+    S: Service<Request<()>, Response = Response<()>, Error = BoxError>,
+{
+    let mut errors = 0;
+    for _ in 0..n {
+        let rsp = svc.ready().await.unwrap().call(Request::new(())).await;
+        match rsp {
+            Ok(rsp) if rsp.status().is_server_error() => errors += 1,
+            Ok(_) => {}
+            Err(_) => errors += 1,
+        }
+    }
+    errors
+}
+
+fn count(counts: &Counts, port: u16) -> usize {
+    counts
+        .lock()
+        .unwrap()
+        .get(&addr(port))
+        .copied()
+        .unwrap_or(0)
+}
+
+fn reset(counts: &Counts) {
+    counts.lock().unwrap().clear();
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn spreads_3000_requests_1000_each_over_3() {
+    let counts = Counts::default();
+    let mut rr = RoundRobin::new(endpoints(3), counting(&counts, |_| 200));
+    assert_eq!(send(&mut rr, 3000).await, 0);
+    for port in 1..=3 {
+        let n = count(&counts, port);
+        assert!(n.abs_diff(1000) <= 1, "endpoint {port} got {n}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn clones_share_the_turn() {
+    let counts = Counts::default();
+    let rr = RoundRobin::new(endpoints(3), counting(&counts, |_| 200));
+    let mut a = rr.clone();
+    let mut b = rr.clone();
+    for _ in 0..500 {
+        send(&mut a, 1).await;
+        send(&mut b, 1).await;
+    }
+    for port in 1..=3 {
+        let n = count(&counts, port);
+        assert!(n.abs_diff(333) <= 1, "endpoint {port} got {n}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn weights_are_honoured() {
+    let counts = Counts::default();
+    let eps = vec![
+        Endpoint::new(addr(1)).with_weight(3),
+        Endpoint::new(addr(2)).with_weight(1),
+    ];
+    let mut rr = RoundRobin::new(eps, counting(&counts, |_| 200));
+    send(&mut rr, 400).await;
+    assert_eq!(count(&counts, 1), 300);
+    assert_eq!(count(&counts, 2), 100);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn endpoint_answering_500_is_ejected_404_is_not() {
+    let counts = Counts::default();
+    let config = RoundRobinConfig::builder()
+        .consecutive_failures(3)
+        .base_ejection_time(Duration::from_secs(10))
+        .max_ejection_percent(100)
+        .build()
+        .unwrap();
+    let mut rr = RoundRobinBuilder::new()
+        .config(config)
+        .classify(HttpOutcome::new())
+        .build_with_endpoints(
+            endpoints(3),
+            counting(&counts, |a| match a.port() {
+                1 => 500,
+                2 => 404,
+                _ => 200,
+            }),
+        );
+    // Failover: the dead endpoint fails exactly `consecutive_failures`
+    // requests before it is ejected.
+    let failures = send(&mut rr, 300).await;
+    assert_eq!(failures, 3);
+    assert_eq!(count(&counts, 1), 3);
+    assert_eq!(count(&counts, 2) + count(&counts, 3), 297);
+    assert!(count(&counts, 2).abs_diff(count(&counts, 3)) <= 3);
+    let snap = rr.handle().snapshot();
+    assert_eq!(snap.count(EndpointState::Ejected), 1);
+    assert_eq!(snap.count(EndpointState::Healthy), 2);
+    assert_eq!(snap.endpoints[0].state, EndpointState::Ejected);
+
+    // Back after the base ejection time; fails again; the second ejection is
+    // twice as long.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    reset(&counts);
+    assert_eq!(send(&mut rr, 30).await, 3);
+    assert_eq!(count(&counts, 1), 3);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    reset(&counts);
+    send(&mut rr, 30).await;
+    assert_eq!(count(&counts, 1), 0, "still ejected: 2 x base");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    reset(&counts);
+    send(&mut rr, 30).await;
+    assert_eq!(count(&counts, 1), 3);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn ejects_at_most_the_configured_share() {
+    let counts = Counts::default();
+    let config = RoundRobinConfig::builder()
+        .consecutive_failures(2)
+        .max_ejection_percent(10)
+        .panic_threshold_percent(0)
+        .build()
+        .unwrap();
+    let mut rr = RoundRobinBuilder::new()
+        .config(config)
+        .classify(HttpOutcome::new())
+        .build_with_endpoints(endpoints(3), counting(&counts, |_| 503));
+    send(&mut rr, 30).await;
+    let snap = rr.handle().snapshot();
+    // 10% of 3 rounds down to 0, but one endpoint may always be ejected.
+    assert_eq!(snap.count(EndpointState::Ejected), 1);
+    assert_eq!(snap.count(EndpointState::Healthy), 2);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn no_endpoint_is_a_typed_503() {
+    let counts = Counts::default();
+    let mut rr = RoundRobin::new(Vec::new(), counting(&counts, |_| 200));
+    let err = rr
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(()))
+        .await
+        .unwrap_err();
+    let rejected = err.downcast_ref::<Rejected>().expect("a Rejected");
+    assert_eq!(rejected.kind(), RejectionKind::NoHealthyEndpoint);
+    assert_eq!(resilience_core::http::error_response(&*err).status(), 503);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn errors_pass_through_and_eject() {
+    let config = RoundRobinConfig::builder()
+        .consecutive_failures(2)
+        .build()
+        .unwrap();
+    let mut rr = RoundRobinBuilder::new()
+        .config(config)
+        .build_with_endpoints(endpoints(1), |_: &Endpoint| {
+            service_fn(|_: ()| async { Err::<(), _>(std::io::Error::other("refused")) })
+        });
+    for _ in 0..2 {
+        let err = rr.ready().await.unwrap().call(()).await.unwrap_err();
+        assert!(err.is::<std::io::Error>(), "inner error unchanged: {err}");
+    }
+    // The only endpoint is ejected: 0% healthy is below the panic threshold,
+    // so traffic still goes to it rather than nowhere.
+    assert!(rr.handle().snapshot().panic);
+    let err = rr.ready().await.unwrap().call(()).await.unwrap_err();
+    assert!(err.is::<std::io::Error>());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn without_panic_all_ejected_is_no_healthy_endpoint() {
+    let config = RoundRobinConfig::builder()
+        .consecutive_failures(1)
+        .panic_threshold_percent(0)
+        .build()
+        .unwrap();
+    let mut rr = RoundRobinBuilder::new()
+        .config(config)
+        .build_with_endpoints(endpoints(1), |_: &Endpoint| {
+            service_fn(|_: ()| async { Err::<(), _>(std::io::Error::other("refused")) })
+        });
+    assert!(rr.ready().await.unwrap().call(()).await.is_err());
+    let err = rr.ready().await.unwrap().call(()).await.unwrap_err();
+    assert!(err.is::<Rejected>());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn skips_endpoints_that_are_not_ready() {
+    let (a, mut ha) = tower_test::mock::pair::<&'static str, &'static str>();
+    let (b, mut hb) = tower_test::mock::pair::<&'static str, &'static str>();
+    let mocks = HashMap::from([(addr(1), a), (addr(2), b)]);
+    let mut rr =
+        tower_test::mock::Spawn::new(RoundRobin::new(endpoints(2), move |ep: &Endpoint| {
+            mocks[&ep.addr()].clone()
+        }));
+    ha.allow(0);
+    hb.allow(10);
+    for _ in 0..4 {
+        assert_ready_ok!(rr.poll_ready());
+        let fut = rr.call("hi");
+        let (_, send) = hb.next_request().await.expect("b gets every request");
+        send.send_response("ok");
+        assert_eq!(fut.await.unwrap(), "ok");
+    }
+    hb.allow(0);
+    assert_pending!(rr.poll_ready());
+    ha.allow(1);
+    assert!(rr.is_woken());
+    assert_ready_ok!(rr.poll_ready());
+    let fut = rr.call("hi");
+    let (_, send) = ha.next_request().await.unwrap();
+    send.send_response("from a");
+    assert_eq!(fut.await.unwrap(), "from a");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn removed_endpoint_finishes_in_flight_and_gets_no_new_requests() {
+    let (a, mut ha) = tower_test::mock::pair::<&'static str, &'static str>();
+    let (b, mut hb) = tower_test::mock::pair::<&'static str, &'static str>();
+    let mocks = HashMap::from([(addr(1), a), (addr(2), b)]);
+    let mut rr = RoundRobin::new(endpoints(2), move |ep: &Endpoint| mocks[&ep.addr()].clone());
+    let handle = rr.handle();
+    let in_flight = rr.ready().await.unwrap().call("first");
+    let (req, send_a) = ha.next_request().await.unwrap();
+    assert_eq!(req, "first");
+    handle.remove(addr(1));
+    for _ in 0..3 {
+        let fut = rr.ready().await.unwrap().call("next");
+        let (_, send) = hb.next_request().await.unwrap();
+        send.send_response("b");
+        assert_eq!(fut.await.unwrap(), "b");
+    }
+    send_a.send_response("a finished");
+    assert_eq!(in_flight.await.unwrap(), "a finished");
+    assert_pending!(tokio_test::task::spawn(ha.next_request()).poll());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn new_endpoint_gets_traffic_at_once() {
+    let counts = Counts::default();
+    let mut rr = RoundRobin::new(endpoints(2), counting(&counts, |_| 200));
+    send(&mut rr, 10).await;
+    rr.handle().insert(Endpoint::new(addr(3)));
+    reset(&counts);
+    send(&mut rr, 30).await;
+    for port in 1..=3 {
+        assert_eq!(count(&counts, port), 10);
+    }
+}
+
+/// Health flags per endpoint, flipped by the test.
+fn health_flags(n: u16) -> Arc<HashMap<SocketAddr, AtomicBool>> {
+    Arc::new((1..=n).map(|p| (addr(p), AtomicBool::new(true))).collect())
+}
+
+fn flag_check(
+    flags: &Arc<HashMap<SocketAddr, AtomicBool>>,
+    checks: &Arc<AtomicUsize>,
+) -> impl resilience_discovery::health::CheckHealth {
+    let flags = flags.clone();
+    let checks = checks.clone();
+    check_fn(move |ep: &Endpoint| {
+        checks.fetch_add(1, Ordering::Relaxed);
+        let ok = flags[&ep.addr()].load(Ordering::Relaxed);
+        async move { if ok { Ok(()) } else { Err("503".into()) } }
+    })
+}
+
+fn health_config() -> HealthCheckConfig {
+    HealthCheckConfig::builder()
+        .interval(Duration::from_secs(10))
+        .timeout(Duration::from_secs(10))
+        .unhealthy_threshold(3)
+        .healthy_threshold(2)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn unhealthy_endpoint_gets_no_traffic_then_comes_back() {
+    let counts = Counts::default();
+    let flags = health_flags(3);
+    let checks = Arc::new(AtomicUsize::new(0));
+    let mut rr = RoundRobinBuilder::new()
+        .health_check(health_config(), flag_check(&flags, &checks))
+        .build_with_endpoints(endpoints(3), counting(&counts, |_| 200));
+    // Pending until the first check passes: no traffic yet.
+    assert_eq!(rr.handle().snapshot().count(EndpointState::Pending), 3);
+    let err = rr.ready().await.unwrap().call(Request::new(())).await;
+    assert!(err.unwrap_err().is::<Rejected>());
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(rr.handle().snapshot().count(EndpointState::Healthy), 3);
+
+    flags[&addr(1)].store(false, Ordering::Relaxed);
+    // Two failed checks: still healthy.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(rr.handle().snapshot().count(EndpointState::Healthy), 3);
+    // The third: unhealthy, no traffic.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let snap = rr.handle().snapshot();
+    assert_eq!(snap.endpoints[0].state, EndpointState::Unhealthy);
+    reset(&counts);
+    send(&mut rr, 100).await;
+    assert_eq!(count(&counts, 1), 0);
+    assert_eq!(count(&counts, 2), 50);
+
+    flags[&addr(1)].store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        rr.handle().snapshot().endpoints[0].state,
+        EndpointState::Unhealthy,
+        "one pass is not enough"
+    );
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(rr.handle().snapshot().count(EndpointState::Healthy), 3);
+    reset(&counts);
+    send(&mut rr, 30).await;
+    assert_eq!(count(&counts, 1), 10);
+    // Checks are their own traffic: about one per endpoint per interval.
+    let n = checks.load(Ordering::Relaxed);
+    assert!((15..=30).contains(&n), "{n} checks");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn below_panic_threshold_traffic_spreads_over_all() {
+    let counts = Counts::default();
+    let flags = health_flags(3);
+    let checks = Arc::new(AtomicUsize::new(0));
+    let config = RoundRobinConfig::builder()
+        .panic_threshold_percent(50)
+        .build()
+        .unwrap();
+    let mut rr = RoundRobinBuilder::new()
+        .config(config)
+        .health_check(health_config(), flag_check(&flags, &checks))
+        .build_with_endpoints(endpoints(3), counting(&counts, |_| 200));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+
+    // 1 of 3 unhealthy: 67% healthy, above the threshold: avoid it.
+    flags[&addr(1)].store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    send(&mut rr, 300).await;
+    assert_eq!(count(&counts, 1), 0);
+    assert!(!rr.handle().snapshot().panic);
+
+    // 2 of 3 unhealthy: 33% < 50%: panic, spread over all.
+    flags[&addr(2)].store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let snap = rr.handle().snapshot();
+    assert_eq!(snap.count(EndpointState::Unhealthy), 2);
+    assert!(snap.panic);
+    reset(&counts);
+    send(&mut rr, 300).await;
+    for port in 1..=3 {
+        assert_eq!(count(&counts, port), 100, "endpoint {port}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn slow_health_check_times_out() {
+    let counts = Counts::default();
+    let check = check_fn(|_: &Endpoint| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(())
+    });
+    let config = HealthCheckConfig::builder()
+        .timeout(Duration::from_secs(1))
+        .interval(Duration::from_secs(2))
+        .unhealthy_threshold(2)
+        .build()
+        .unwrap();
+    let rr = RoundRobinBuilder::new()
+        .health_check(config, check)
+        .build_with_endpoints(endpoints(2), counting(&counts, |_| 200));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(rr.handle().snapshot().count(EndpointState::Unhealthy), 2);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn follows_a_source() {
+    let counts = Counts::default();
+    let mut rr = RoundRobinBuilder::new()
+        .build_with_source(StaticSource::new(endpoints(3)), counting(&counts, |_| 200));
+    tokio::task::yield_now().await;
+    send(&mut rr, 30).await;
+    for port in 1..=3 {
+        assert_eq!(count(&counts, port), 10);
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_source_works_with_towers_p2c() {
+    use tower::balance::p2c::Balance;
+    use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
+    let counts = Counts::default();
+    let d = resilience_discovery::source::discover(
+        StaticSource::new(endpoints(3)),
+        counting(&counts, |_| 200),
+    );
+    let mut balance = Balance::new(PendingRequestsDiscover::new(
+        d,
+        CompleteOnResponse::default(),
+    ));
+    for _ in 0..30 {
+        balance
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
+    }
+    assert_eq!((1..=3).map(|p| count(&counts, p)).sum::<usize>(), 30);
+}
+
+#[test]
+fn metrics_count_ejections_and_updates() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let counts = Counts::default();
+            let config = RoundRobinConfig::builder()
+                .name("users")
+                .consecutive_failures(1)
+                .build()
+                .unwrap();
+            let mut rr = RoundRobinBuilder::new()
+                .config(config)
+                .classify(HttpOutcome::new())
+                .build_with_endpoints(
+                    endpoints(3),
+                    counting(&counts, |a| if a.port() == 1 { 500 } else { 200 }),
+                );
+            send(&mut rr, 6).await;
+        });
+    });
+    let snap = snapshotter.snapshot().into_hashmap();
+    let find = |name: &str, label: Option<(&str, &str)>| {
+        snap.iter()
+            .find(|(k, _)| {
+                k.key().name() == name
+                    && label.is_none_or(|(l, v)| {
+                        k.key().labels().any(|x| x.key() == l && x.value() == v)
+                    })
+            })
+            .map(|(_, (_, _, v))| v)
+    };
+    assert_eq!(
+        find("resilience_discovery_ejections_total", None),
+        Some(&DebugValue::Counter(1))
+    );
+    assert_eq!(
+        find(
+            "resilience_discovery_updates_total",
+            Some(("change", "added"))
+        ),
+        Some(&DebugValue::Counter(3))
+    );
+    let Some(DebugValue::Gauge(ejected)) =
+        find("resilience_discovery_endpoints", Some(("state", "ejected")))
+    else {
+        panic!("no ejected gauge")
+    };
+    assert_eq!(ejected.into_inner(), 1.0);
+}
