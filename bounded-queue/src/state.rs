@@ -398,9 +398,13 @@ impl Shared {
     }
 
     /// Whether an arrival of `priority` is below the admission level (after
-    /// letting the level decay by one step per quiet interval).
+    /// letting the level decay by one step per quiet interval in which
+    /// nothing at or above the level is waiting).
     fn below_level(&self, q: &mut Queue, priority: Priority, now: Instant) -> bool {
-        if q.level > 0 && now.saturating_duration_since(q.level_at) >= self.interval {
+        if q.level > 0
+            && now.saturating_duration_since(q.level_at) >= self.interval
+            && q.lanes[q.level..].iter().all(VecDeque::is_empty)
+        {
             q.level -= 1;
             q.level_at = now;
             tracing::debug!(name = %self.name, level = q.level, "admission level lowered");
