@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::{CircuitBreakerConfig, SlidingWindow};
-use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Mutex, Ordering, lock};
+use crate::sync::{AtomicU8, AtomicU32, AtomicU64, CachePadded, Mutex, Ordering, lock};
 
 /// The state of a circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -253,7 +253,7 @@ pub(crate) struct CountWindow {
     /// fastmod) on the low 32 bits of the index. At the 2^32 wrap the ring
     /// order jumps once; the counts stay exact.
     fastmod: u64,
-    head: AtomicU64,
+    head: CachePadded<AtomicU64>,
     failures: AtomicU32,
     slow: AtomicU32,
 }
@@ -263,7 +263,7 @@ impl CountWindow {
         Self {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
             fastmod: (u64::MAX / u64::from(size.max(1))).wrapping_add(1),
-            head: AtomicU64::new(0),
+            head: CachePadded(AtomicU64::new(0)),
             failures: AtomicU32::new(0),
             slow: AtomicU32::new(0),
         }
@@ -492,7 +492,7 @@ struct Locked {
 pub(crate) struct Core {
     base: Instant,
     params: Params,
-    ctrl: AtomicU64,
+    ctrl: CachePadded<AtomicU64>,
     open_until: AtomicU64,
     ramp_start: AtomicU64,
     ramp_calls: AtomicU64,
@@ -535,7 +535,7 @@ impl Core {
                 ramp: config.recovery_ramp,
                 ramp_start: config.recovery_start_percent / 100.0,
             },
-            ctrl: AtomicU64::new(CLOSED),
+            ctrl: CachePadded(AtomicU64::new(CLOSED)),
             open_until: AtomicU64::new(0),
             ramp_start: AtomicU64::new(0),
             ramp_calls: AtomicU64::new(0),
