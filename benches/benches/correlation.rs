@@ -93,6 +93,30 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    // The parts of the server path, to see where time goes.
+    let mut g = c.benchmark_group("correlation_parts");
+    g.bench_function("validate_id", |b| {
+        b.iter(|| {
+            black_box(resilience_correlation::CorrelationId::from_header(
+                black_box(&ID),
+            ))
+        })
+    });
+    g.bench_function("parse_traceparent", |b| {
+        b.iter(|| {
+            black_box(resilience_correlation::TraceContext::child_of(black_box(
+                TRACEPARENT.as_bytes(),
+            )))
+        })
+    });
+    g.bench_function("generate_id", |b| {
+        b.iter(|| black_box(resilience_correlation::CorrelationId::generate()))
+    });
+    g.bench_function("new_root_trace", |b| {
+        b.iter(|| black_box(resilience_correlation::TraceContext::new_root()))
+    });
+    g.finish();
+
     for (name, allocs) in [
         (
             "baseline",

@@ -23,9 +23,14 @@ tokio::task_local! {
 /// ([`PropagateContextLayer`](crate::PropagateContextLayer)) reads it back to
 /// stamp outgoing calls.
 ///
-/// Cloning is cheap: two reference-count increments at most.
+/// Cloning is cheap: one reference-count increment.
 #[derive(Clone, Debug)]
 pub struct RequestContext {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone, Debug)]
+struct Inner {
     id: CorrelationId,
     trace: TraceContext,
     priority: Priority,
@@ -44,26 +49,37 @@ impl RequestContext {
 
     /// A context with these ids, the default priority and no deadline.
     pub fn new(id: CorrelationId, trace: TraceContext) -> Self {
+        Self::from_parts(id, trace, Priority::default(), None)
+    }
+
+    pub(crate) fn from_parts(
+        id: CorrelationId,
+        trace: TraceContext,
+        priority: Priority,
+        deadline: Option<Deadline>,
+    ) -> Self {
         Self {
-            id,
-            trace,
-            priority: Priority::default(),
-            deadline: None,
-            forward: None,
+            inner: Arc::new(Inner {
+                id,
+                trace,
+                priority,
+                deadline,
+                forward: None,
+            }),
         }
     }
 
     /// Sets the priority.
     #[must_use]
     pub fn with_priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
+        Arc::make_mut(&mut self.inner).priority = priority;
         self
     }
 
     /// Sets the deadline.
     #[must_use]
     pub fn with_deadline(mut self, deadline: Option<Deadline>) -> Self {
-        self.deadline = deadline;
+        Arc::make_mut(&mut self.inner).deadline = deadline;
         self
     }
 
@@ -71,36 +87,37 @@ impl RequestContext {
     /// (used, for instance, by the flags layer for trusted overrides).
     #[must_use]
     pub fn with_forwarded_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        let mut list = self.forward.as_deref().cloned().unwrap_or_default();
+        let inner = Arc::make_mut(&mut self.inner);
+        let mut list = inner.forward.as_deref().cloned().unwrap_or_default();
         list.retain(|(n, _)| n != name);
         list.push((name, value));
-        self.forward = Some(Arc::new(list));
+        inner.forward = Some(Arc::new(list));
         self
     }
 
     /// The correlation id.
     pub fn correlation_id(&self) -> &CorrelationId {
-        &self.id
+        &self.inner.id
     }
 
     /// The trace context of this hop.
     pub fn trace(&self) -> &TraceContext {
-        &self.trace
+        &self.inner.trace
     }
 
     /// The priority, after the server's policy was applied.
     pub fn priority(&self) -> Priority {
-        self.priority
+        self.inner.priority
     }
 
     /// The deadline, if the request has one.
     pub fn deadline(&self) -> Option<Deadline> {
-        self.deadline
+        self.inner.deadline
     }
 
     /// Headers to forward downstream.
     pub fn forwarded_headers(&self) -> &[(HeaderName, HeaderValue)] {
-        self.forward.as_deref().map_or(&[], Vec::as_slice)
+        self.inner.forward.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// The context of the request being handled on this task, if any.

@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngCore, SeedableRng};
 
 thread_local! {
     static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
@@ -16,7 +16,13 @@ thread_local! {
 /// `N` random bytes.
 pub(crate) fn bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
-    RNG.with(|rng| rng.borrow_mut().fill(&mut out[..]));
+    RNG.with(|rng| {
+        let mut rng = rng.borrow_mut();
+        for chunk in out.chunks_mut(8) {
+            let word = rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    });
     out
 }
 

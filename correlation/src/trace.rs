@@ -207,30 +207,41 @@ fn parse_traceparent(b: &[u8]) -> Result<(TraceId, SpanId, u8), InvalidTracepare
     if (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
         return Err(err);
     }
-    let mut trace = [0u8; 16];
-    let mut ok = true;
-    for (out, pair) in trace.iter_mut().zip(head[3..35].chunks_exact(2)) {
-        let v = hex_byte(pair[0], pair[1]);
-        ok &= v.is_some();
-        *out = v.unwrap_or(0);
+    let (trace, bad_trace) = decode::<16>(&head[3..35]);
+    let (span, bad_span) = decode::<8>(&head[36..52]);
+    let flags = hex_byte(head[53], head[54]).ok_or(err)?;
+    if bad_trace || bad_span || trace == [0; 16] || span == [0; 8] {
+        return Err(err);
     }
-    let mut span = [0u8; 8];
-    for (out, pair) in span.iter_mut().zip(head[36..52].chunks_exact(2)) {
-        let v = hex_byte(pair[0], pair[1]);
-        ok &= v.is_some();
-        *out = v.unwrap_or(0);
+    Ok((TraceId(trace), SpanId(span), flags))
+}
+
+/// Decodes `2 * N` lowercase hex digits; the flag is set if any is not one.
+#[inline]
+fn decode<const N: usize>(hex: &[u8]) -> ([u8; N], bool) {
+    let mut out = [0u8; N];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let (h, l) = (UNHEX[usize::from(pair[0])], UNHEX[usize::from(pair[1])]);
+        bad |= h | l;
+        *o = h << 4 | l;
     }
-    let flags = hex_byte(head[53], head[54]);
-    match flags {
-        Some(flags) if ok && trace != [0; 16] && span != [0; 8] => {
-            Ok((TraceId(trace), SpanId(span), flags))
-        }
-        _ => Err(err),
+    (out, bad & 0xf0 != 0)
+}
+
+/// Two lowercase hex digits.
+#[inline]
+fn hex_byte(hi: u8, lo: u8) -> Option<u8> {
+    let (h, l) = (UNHEX[usize::from(hi)], UNHEX[usize::from(lo)]);
+    if (h | l) & 0xf0 != 0 {
+        None
+    } else {
+        Some(h << 4 | l)
     }
 }
 
 /// Lowercase hex digit values; 0xff marks anything else.
-const UNHEX: [u8; 256] = {
+static UNHEX: [u8; 256] = {
     let mut t = [0xffu8; 256];
     let mut i = 0;
     while i < 10 {
@@ -244,17 +255,6 @@ const UNHEX: [u8; 256] = {
     }
     t
 };
-
-/// Two lowercase hex digits.
-#[inline]
-fn hex_byte(hi: u8, lo: u8) -> Option<u8> {
-    let (h, l) = (UNHEX[usize::from(hi)], UNHEX[usize::from(lo)]);
-    if (h | l) & 0xf0 != 0 {
-        None
-    } else {
-        Some(h << 4 | l)
-    }
-}
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -326,6 +326,21 @@ mod tests {
         let child = TraceContext::child_of(tp.as_bytes()).unwrap();
         assert_eq!(child.trace_id(), root.trace_id());
         assert_eq!(child.parent_id(), Some(root.span_id()));
+    }
+
+    #[test]
+    fn every_byte_in_every_hex_position() {
+        let valid = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        for pos in (3..35).chain(36..52).chain(53..55) {
+            for b in 0..=255u8 {
+                let mut tp = VALID.as_bytes().to_vec();
+                tp[pos] = b;
+                let ok = TraceContext::child_of(&tp).is_ok();
+                let zeroed =
+                    tp[3..35].iter().all(|&c| c == b'0') || tp[36..52].iter().all(|&c| c == b'0');
+                assert_eq!(ok, valid(b) && !zeroed, "byte {b:#x} at {pos}");
+            }
+        }
     }
 
     #[test]

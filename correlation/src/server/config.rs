@@ -9,6 +9,12 @@ use crate::context::RequestContext;
 use crate::id::CorrelationId;
 use crate::trace::TraceContext;
 
+const STATIC_NAMES: [HeaderName; 3] = [
+    HeaderName::from_static("x-correlation-id"),
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("request-id"),
+];
+
 type TrustFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
 
 /// What a trust predicate sees of a request: its head, not its body.
@@ -176,9 +182,7 @@ impl CorrelationConfig {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        RequestContext::new(id, trace)
-            .with_priority(priority)
-            .with_deadline(deadline)
+        RequestContext::from_parts(id, trace, priority, deadline)
     }
 
     /// One pass over the headers (cheaper than a hashed lookup per name).
@@ -317,7 +321,12 @@ impl CorrelationConfigBuilder {
     /// - `id_header` or an `accept_header` is not a valid header name
     /// - the deadline policy's maximum is zero
     pub fn build(self) -> Result<CorrelationConfig, ConfigError> {
+        // Well-known names are static: cloning them never touches a
+        // reference count.
         let header = |field, s: &str| {
+            if let Some(known) = STATIC_NAMES.iter().find(|n| n.as_str() == s) {
+                return Ok(known.clone());
+            }
             HeaderName::try_from(s)
                 .map_err(|_| ConfigError::new(field, format!("{s:?} is not a valid header name")))
         };

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::{HeaderName, HeaderValue, Response};
+use http::{HeaderName, Response};
 use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 use tracing::instrument::Instrumented;
@@ -19,14 +19,14 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: TaskLocalFuture<RequestContext, Instrumented<F>>,
-        echo: Option<(HeaderName, HeaderValue)>,
+        echo: Option<HeaderName>,
     }
 }
 
 impl<F> ResponseFuture<F> {
     pub(super) fn new(
         inner: TaskLocalFuture<RequestContext, Instrumented<F>>,
-        echo: Option<(HeaderName, HeaderValue)>,
+        echo: Option<HeaderName>,
     ) -> Self {
         Self { inner, echo }
     }
@@ -39,10 +39,14 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut rsp = ready!(this.inner.poll(cx))?;
-        if let Some((name, value)) = this.echo.take() {
-            rsp.headers_mut().insert(name, value);
+        let mut this = self.project();
+        let mut rsp = ready!(this.inner.as_mut().poll(cx))?;
+        if let Some(name) = this.echo.take() {
+            // The scope is over: take the context back instead of cloning.
+            if let Some(ctx) = this.inner.take_value() {
+                rsp.headers_mut()
+                    .insert(name, ctx.correlation_id().to_header_value());
+            }
         }
         Poll::Ready(Ok(rsp))
     }

@@ -64,12 +64,7 @@ where
         } else {
             tracing::Span::none()
         };
-        let echo = config.echo.then(|| {
-            (
-                config.id_header.clone(),
-                ctx.correlation_id().to_header_value(),
-            )
-        });
+        let echo = config.echo.then(|| config.id_header.clone());
         let ext = req.extensions_mut();
         // Readers treat a missing priority as the default, so only a
         // non-default one costs an extension insert.
