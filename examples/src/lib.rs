@@ -97,3 +97,8 @@ pub fn init_logging(default_service: &str) {
         .with(filter)
         .try_init();
 }
+
+/// The README's example, compiled as a doctest so it cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
