@@ -912,6 +912,119 @@ impl fmt::Debug for Waiter {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::task::{Context, Poll, Waker};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Call(u8, bool),
+        Finish(usize, bool),
+        DropWaiter(usize),
+        Poll,
+        Advance(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..4, any::<bool>()).prop_map(|(p, d)| Op::Call(p, d)),
+            3 => (any::<usize>(), any::<bool>()).prop_map(|(i, f)| Op::Finish(i, f)),
+            1 => any::<usize>().prop_map(Op::DropWaiter),
+            2 => Just(Op::Poll),
+            2 => (0u16..300).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens, slots never exceed the limit, waiters never
+        /// exceed the capacity, and once everything is dropped nothing is
+        /// left taken or queued.
+        #[test]
+        fn never_leaks_or_overflows(
+            ops in proptest::collection::vec(op(), 1..120),
+            limit in 1usize..4,
+            capacity in 0usize..4,
+            shares in any::<bool>(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut b = BoundedQueueConfig::builder()
+                    .concurrency(limit)
+                    .capacity(capacity)
+                    .max_wait(Duration::from_millis(200))
+                    .codel_target(Duration::from_millis(5))
+                    .codel_interval(Duration::from_millis(50));
+                if shares {
+                    b = b.reserve(Priority::Sheddable, 0.3).reserve(Priority::CriticalPlus, 0.3);
+                }
+                let shared = Arc::new(Shared::new(&b.build().unwrap()));
+                let mut permits: Vec<Permit> = Vec::new();
+                let mut waiters: Vec<Waiter> = Vec::new();
+                let mut cx = Context::from_waker(Waker::noop());
+                for op in ops {
+                    match op {
+                        Op::Call(p, with_deadline) => {
+                            let p = Priority::from_index(p as usize).unwrap();
+                            let deadline = with_deadline
+                                .then(|| Instant::now() + Duration::from_millis(100));
+                            let fast = if deadline.is_none() { shared.try_fast(p) } else { None };
+                            match fast {
+                                Some(permit) => permits.push(permit),
+                                None => match shared.admit(p, deadline) {
+                                    Ok(Admit::Now(permit)) => permits.push(permit),
+                                    Ok(Admit::Queued(w)) => waiters.push(w),
+                                    Err(_) => {}
+                                },
+                            }
+                        }
+                        Op::Finish(i, failed) => {
+                            if !permits.is_empty() {
+                                let mut permit = permits.remove(i % permits.len());
+                                permit.complete(failed);
+                            }
+                        }
+                        Op::DropWaiter(i) => {
+                            if !waiters.is_empty() {
+                                drop(waiters.remove(i % waiters.len()));
+                            }
+                        }
+                        Op::Poll => {
+                            let mut still = Vec::new();
+                            for mut w in waiters.drain(..) {
+                                match w.poll_admit(&mut cx) {
+                                    Poll::Ready(Ok(permit)) => permits.push(permit),
+                                    Poll::Ready(Err(_)) => {}
+                                    Poll::Pending => still.push(w),
+                                }
+                            }
+                            waiters = still;
+                        }
+                        Op::Advance(ms) => tokio::time::advance(Duration::from_millis(ms.into())).await,
+                    }
+                    let s = shared.snapshot();
+                    prop_assert!(s.in_service <= limit, "{s:?}");
+                    prop_assert!(s.queued <= capacity, "{s:?}");
+                    prop_assert!(permits.len() <= s.in_service, "{} > {s:?}", permits.len());
+                    prop_assert!(s.queued <= waiters.len(), "{s:?} vs {} waiters", waiters.len());
+                }
+                drop(permits);
+                drop(waiters);
+                let s = shared.snapshot();
+                prop_assert_eq!((s.in_service, s.queued), (0, 0), "{:?}", s);
+                Ok(())
+            })?;
+        }
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_tests {
     use std::task::Waker;
