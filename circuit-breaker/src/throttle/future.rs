@@ -25,14 +25,14 @@ pin_project! {
         inner: Option<F>,
         waiting: Option<Waiting<T>>,
         rejected: Option<Rejected>,
-        accept: Option<(Arc<ThrottleShared>, C)>,
+        accept: Option<(Arc<ThrottleShared>, C, Instant)>,
     }
 }
 
 // === impl ResponseFuture ===
 
 impl<F, C, T> ResponseFuture<F, C, T> {
-    pub(crate) fn new(inner: F, accept: Option<(Arc<ThrottleShared>, C)>) -> Self {
+    pub(crate) fn new(inner: F, accept: Option<(Arc<ThrottleShared>, C, Instant)>) -> Self {
         Self {
             inner: Some(inner),
             waiting: None,
@@ -72,9 +72,9 @@ where
         let this = self.project();
         if let Some(inner) = this.inner.as_pin_mut() {
             let result = ready!(inner.poll(cx)).map_err(Into::into);
-            if let Some((shared, classify)) = this.accept.take() {
+            if let Some((shared, classify, at)) = this.accept.take() {
                 if classify.classify(result.as_ref()) != Outcome::Failure {
-                    shared.state.window.accept(Instant::now());
+                    shared.state.window.accept(at);
                 }
             }
             return Poll::Ready(result);

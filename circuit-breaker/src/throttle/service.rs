@@ -117,8 +117,8 @@ where
             }
         }
 
-        let admitted = match state.mode {
-            ThrottleMode::Fixed => state.admit(priority, &Instant::now, random),
+        let (admitted, now) = match state.mode {
+            ThrottleMode::Fixed => (state.admit(priority, &Instant::now, random), None),
             ThrottleMode::Adaptive => {
                 // Decide on the window as it was, then count this request
                 // (refused or not): a cold window never throttles its first
@@ -126,7 +126,7 @@ where
                 let now = Instant::now();
                 let admitted = state.admit(priority, &|| now, random);
                 state.window.request(now);
-                admitted
+                (admitted, Some(now))
             }
         };
         if !admitted {
@@ -136,8 +136,8 @@ where
                     .with_retry_after(state.retry_after),
             );
         }
-        let accept = (state.mode == ThrottleMode::Adaptive)
-            .then(|| (self.shared.clone(), self.classify.clone()));
+        // An accept is counted in the bucket of its request.
+        let accept = now.map(|now| (self.shared.clone(), self.classify.clone(), now));
         ResponseFuture::new(self.inner.call(req), accept)
     }
 }
