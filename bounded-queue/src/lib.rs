@@ -67,7 +67,8 @@
 //!   are shed from the queue and, while the service stays saturated,
 //!   refused on arrival (a DAGOR-style admission level, visible in
 //!   [`BoundedQueueSnapshot::admission_level`]). The level drops one step
-//!   per CoDel interval without such a timeout.
+//!   per CoDel interval without such a timeout and with nothing at or above
+//!   the level waiting.
 //!
 //! Dropping a queued request's future leaves the queue at once; dropping an
 //! admitted one releases its slot. The limit can also come from an
