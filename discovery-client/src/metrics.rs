@@ -81,7 +81,10 @@ impl BalancerMetrics {
 }
 
 impl SourceMetrics {
-    #[cfg_attr(not(any(feature = "file", feature = "dns", feature = "etcd")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "file", feature = "dns", feature = "etcd")),
+        allow(dead_code)
+    )]
     pub(crate) fn new(name: &str) -> Self {
         describe();
         Self {

@@ -4,8 +4,6 @@ mod config;
 pub mod future;
 pub(crate) mod pool;
 mod service;
-#[cfg(test)]
-mod tests;
 
 pub use self::config::{RoundRobinConfig, RoundRobinConfigBuilder};
 pub use self::service::{ErrorsAreFailures, RoundRobin, RoundRobinBuilder, RoundRobinHandle};

@@ -43,7 +43,7 @@ use tokio::sync::mpsc;
 pub use self::dns::{DnsSource, DnsSourceConfig, DnsSourceConfigBuilder};
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
-pub use self::etcd::{EtcdSource, EtcdSourceConfig, EtcdSourceConfigBuilder};
+pub use self::etcd::{EtcdConfig, EtcdConfigBuilder, EtcdSource, Registration};
 #[cfg(feature = "file")]
 #[cfg_attr(docsrs, doc(cfg(feature = "file")))]
 pub use self::file::{FileSource, FileSourceConfig, FileSourceConfigBuilder};

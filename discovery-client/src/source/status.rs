@@ -19,6 +19,7 @@ struct Inner {
     created: Instant,
     state: Mutex<State>,
     errors: AtomicU64,
+    live: std::sync::atomic::AtomicBool,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::SourceMetrics,
 }
@@ -33,7 +34,10 @@ struct State {
 // === impl SourceStatus ===
 
 impl SourceStatus {
-    #[cfg_attr(not(any(feature = "file", feature = "dns", feature = "etcd")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "file", feature = "dns", feature = "etcd")),
+        allow(dead_code)
+    )]
     pub(crate) fn new(name: &str) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -41,6 +45,7 @@ impl SourceStatus {
                 created: Instant::now(),
                 state: Mutex::new(State::default()),
                 errors: AtomicU64::new(0),
+                live: std::sync::atomic::AtomicBool::new(false),
                 #[cfg(feature = "metrics")]
                 metrics: crate::metrics::SourceMetrics::new(name),
             }),
@@ -54,7 +59,12 @@ impl SourceStatus {
 
     /// How long since the last good read: the age of the endpoint set. Before
     /// any good read, the time since the source started.
+    ///
+    /// While a watch is connected (etcd), the set is current: zero.
     pub fn staleness(&self) -> Duration {
+        if self.inner.live.load(Ordering::Acquire) {
+            return Duration::ZERO;
+        }
         let last = self.lock().last_good.unwrap_or(self.inner.created);
         Instant::now().saturating_duration_since(last)
     }
@@ -106,6 +116,17 @@ impl SourceStatus {
     /// Counts an invalid entry that was skipped (not a failed read).
     pub(crate) fn skipped(&self, what: &str, why: &dyn fmt::Display) {
         tracing::warn!(name = %self.inner.name, entry = %what, reason = %why, "skipping invalid endpoint entry");
+    }
+
+    /// Marks a watch connected (the set is current) or lost.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn set_live(&self, live: bool) {
+        if !live && self.inner.live.swap(false, Ordering::AcqRel) {
+            // Staleness counts from the moment the watch was lost.
+            self.lock().last_good = Some(Instant::now());
+        } else if live {
+            self.inner.live.store(true, Ordering::Release);
+        }
     }
 
     pub(crate) fn set_task(&self, task: AbortHandle) {

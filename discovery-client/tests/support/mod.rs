@@ -1,0 +1,308 @@
+//! Helpers shared by the integration tests: small axum instances, an HTTP
+//! endpoint service, bounded waits, and whether real servers are required.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use resilience_core::BoxError;
+use resilience_discovery::Endpoint;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt, service_fn};
+
+/// One small HTTP instance: `GET /` answers its port, `GET /health` 200 or
+/// 503 as told.
+pub struct Instance {
+    pub addr: SocketAddr,
+    pub healthy: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Instance {
+    pub async fn start() -> Self {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let h = healthy.clone();
+        let app = Router::new()
+            .route("/", get(move || async move { addr.port().to_string() }))
+            .route(
+                "/health",
+                get(move || {
+                    let ok = h.load(Ordering::Relaxed);
+                    async move {
+                        if ok {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        }
+                    }
+                }),
+            );
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            addr,
+            healthy,
+            task,
+        }
+    }
+
+    pub fn set_healthy(&self, yes: bool) {
+        self.healthy.store(yes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub type HttpService = BoxCloneSyncService<(), u16, BoxError>;
+
+/// A maker of endpoint services: `GET http://<addr>/` through one shared
+/// hyper-util client, answering the port the instance reports.
+pub fn http_maker() -> impl Fn(&Endpoint) -> HttpService + Send + Sync + 'static {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    move |ep: &Endpoint| {
+        let client = client.clone();
+        let uri: http::Uri = format!("http://{}/", ep.addr()).parse().unwrap();
+        BoxCloneSyncService::new(service_fn(move |()| {
+            let client = client.clone();
+            let uri = uri.clone();
+            async move {
+                let rsp = client.get(uri).await?;
+                if !rsp.status().is_success() {
+                    return Err(format!("status {}", rsp.status()).into());
+                }
+                let body = rsp.into_body().collect().await?.to_bytes();
+                Ok(std::str::from_utf8(&body)?.parse::<u16>()?)
+            }
+        }))
+    }
+}
+
+/// Sends `n` requests and counts answers per port; errors count under 0.
+pub async fn spread<S>(svc: &mut S, n: usize) -> std::collections::BTreeMap<u16, usize>
+where
+    S: Service<(), Response = u16, Error = BoxError>,
+{
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let port = match svc.ready().await {
+            Ok(svc) => svc.call(()).await.unwrap_or(0),
+            Err(_) => 0,
+        };
+        *counts.entry(port).or_default() += 1;
+    }
+    counts
+}
+
+/// Waits (real time, bounded) until `cond` holds.
+pub async fn wait_until(what: &str, limit: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let start = std::time::SystemTime::now();
+    loop {
+        if cond().await {
+            return;
+        }
+        if start.elapsed().unwrap_or_default() > limit {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether tests against real servers must run (CI sets
+/// `RESILIENCE_REQUIRE_SERVERS=1`).
+pub fn servers_required() -> bool {
+    std::env::var("RESILIENCE_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
+}
+
+/// Finds a server binary; when missing, says why the test did not run
+/// (and fails if servers are required).
+pub fn find_binary(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain(["/usr/sbin".into(), "/usr/bin".into(), "/sbin".into()])
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            !servers_required(),
+            "{name} not found and RESILIENCE_REQUIRE_SERVERS=1"
+        );
+        eprintln!("SKIPPED: {name} not found on PATH; install it to run this test");
+    }
+    found
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A free loopback UDP port (for DNS).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A unique temporary directory, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::AtomicUsize;
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "resilience-discovery-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Child(pub Option<std::process::Child>);
+
+impl Child {
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A real etcd on free loopback ports with a temporary data dir; killed on
+/// drop.
+pub struct Etcd {
+    pub url: String,
+    bin: std::path::PathBuf,
+    args: Vec<String>,
+    dir: TempDir,
+    child: Child,
+}
+
+impl Etcd {
+    /// Starts etcd, or `None` (after saying why) when it is not installed.
+    pub async fn start() -> Option<Self> {
+        let bin = find_binary("etcd")?;
+        let dir = TempDir::new("etcd");
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let args = vec![
+            "--name".into(),
+            "default".into(),
+            "--data-dir".into(),
+            dir.0.join("data").display().to_string(),
+            "--listen-client-urls".into(),
+            url.clone(),
+            "--advertise-client-urls".into(),
+            url.clone(),
+            "--listen-peer-urls".into(),
+            peer_url.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer_url.clone(),
+            "--initial-cluster".into(),
+            format!("default={peer_url}"),
+        ];
+        let mut etcd = Self {
+            url,
+            bin,
+            args,
+            dir,
+            child: Child(None),
+        };
+        etcd.spawn().await;
+        Some(etcd)
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.0.join("etcd.log")).unwrap();
+        let child = std::process::Command::new(&self.bin)
+            .args(&self.args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("etcd starts");
+        self.child = Child(Some(child));
+        let url = format!("{}/health", self.url);
+        let client: Client<HttpConnector, Empty<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        wait_until("etcd healthy", Duration::from_secs(20), async || {
+            let Ok(rsp) = client.get(url.parse().unwrap()).await else {
+                return false;
+            };
+            let Ok(body) = rsp.into_body().collect().await else {
+                return false;
+            };
+            String::from_utf8_lossy(&body.to_bytes()).contains("true")
+        })
+        .await;
+    }
+
+    /// Writes `value` as `key`, raw (for garbage).
+    pub async fn put_raw(&self, key: &str, value: &[u8]) {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = format!(
+            r#"{{"key":"{}","value":"{}"}}"#,
+            b64.encode(key),
+            b64.encode(value)
+        );
+        let client: Client<HttpConnector, http_body_util::Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let req = http::Request::post(format!("{}/v3/kv/put", self.url))
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .unwrap();
+        let rsp = client.request(req).await.unwrap();
+        assert!(rsp.status().is_success());
+    }
+
+    /// Stops etcd (SIGKILL).
+    pub fn stop(&mut self) {
+        self.child.kill();
+    }
+
+    /// Starts it again on the same ports and data.
+    pub async fn restart(&mut self) {
+        self.spawn().await;
+    }
+}
