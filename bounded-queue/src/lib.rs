@@ -154,10 +154,10 @@
 //!
 //! With the `metrics` feature, labelled with the queue's `name`:
 //! `resilience_bounded_queue_depth` (gauge), `_in_service` (gauge), `_limit`
-//! (gauge), `_wait_seconds` (histogram of admitted requests' waits) and
-//! `_rejected_total{reason, priority}` (counter; `reason` is `full`,
-//! `wait_timeout`, `shed` or `deadline`). Install the recorder before
-//! building the layer. Tracing: `debug!` per decision, `info!` on entering
+//! (gauge), `_wait_seconds` (histogram of the waits of requests admitted
+//! from the queue) and `_rejected_total{reason, priority}` (counter;
+//! `reason` is `full`, `wait_timeout`, `shed` or `deadline`; the rate limit
+//! counts `rate_limited`). Install the recorder before building the layer. Tracing: `debug!` per decision, `info!` on entering
 //! and leaving overload.
 //!
 //! # Overload benchmark

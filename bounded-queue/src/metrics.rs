@@ -68,7 +68,7 @@ mod enabled {
         metrics::describe_histogram!(
             BOUNDED_QUEUE_WAIT_SECONDS,
             Unit::Seconds,
-            "Time admitted requests spent waiting for a slot."
+            "Time requests admitted from the queue spent waiting for a slot."
         );
         metrics::describe_counter!(
             BOUNDED_QUEUE_REJECTED_TOTAL,

@@ -318,7 +318,6 @@ impl Shared {
             if let Some(prev) = self.try_acquire() {
                 drop(q);
                 tracing::debug!(name = %self.name, "admitted at once");
-                self.metrics.wait.record(0.0);
                 return Ok(Admit::Now(self.permit(priority, prev, Some(now))));
             }
         }
@@ -381,7 +380,6 @@ impl Shared {
         log_transition(&self.name, transition);
         if granted {
             tracing::debug!(name = %self.name, "admitted at once");
-            self.metrics.wait.record(0.0);
             let inflight = self.in_service.load(Ordering::Relaxed);
             return Ok(Admit::Now(self.claimed(priority, Some(now), inflight)));
         }
