@@ -306,3 +306,68 @@ impl Etcd {
         self.spawn().await;
     }
 }
+
+/// A real dnsmasq answering on a free loopback port; killed on drop.
+pub struct Dnsmasq {
+    pub addr: SocketAddr,
+    bin: std::path::PathBuf,
+    child: Child,
+}
+
+impl Dnsmasq {
+    /// Starts dnsmasq with `records` (e.g. `--srv-host=...`), or `None`
+    /// (after saying why) when it is not installed.
+    pub async fn start(ttl: u32, records: &[String]) -> Option<Self> {
+        let bin = find_binary("dnsmasq")?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+        let mut dns = Self {
+            addr,
+            bin,
+            child: Child(None),
+        };
+        dns.spawn(ttl, records).await;
+        Some(dns)
+    }
+
+    /// Stops it and starts it again on the same port with other records.
+    pub async fn restart(&mut self, ttl: u32, records: &[String]) {
+        self.child.kill();
+        self.spawn(ttl, records).await;
+    }
+
+    async fn spawn(&mut self, ttl: u32, records: &[String]) {
+        let child = std::process::Command::new(&self.bin)
+            .arg("--no-daemon")
+            .arg("--conf-file=/dev/null")
+            .arg(format!("--port={}", self.addr.port()))
+            .arg("--listen-address=127.0.0.1")
+            .arg("--bind-interfaces")
+            .arg("--no-resolv")
+            .arg("--no-hosts")
+            .arg("--pid-file=")
+            .arg(format!("--local-ttl={ttl}"))
+            .args(records)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq starts");
+        self.child = Child(Some(child));
+        // Ready when it answers a query on UDP.
+        let addr = self.addr;
+        wait_until(
+            "dnsmasq answers",
+            Duration::from_secs(10),
+            async move || {
+                let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                // A query for `. NS` is enough to see an answer.
+                let q = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
+                sock.send_to(&q, addr).await.unwrap();
+                let mut buf = [0u8; 512];
+                tokio::time::timeout(Duration::from_millis(200), sock.recv(&mut buf))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            },
+        )
+        .await;
+    }
+}
