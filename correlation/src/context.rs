@@ -1,16 +1,34 @@
 //! The request context: what travels with a request from hop to hop.
 
+use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::{HeaderName, HeaderValue};
+use pin_project_lite::pin_project;
 use resilience_core::{Deadline, Priority};
 
 use crate::id::CorrelationId;
 use crate::trace::TraceContext;
 
-tokio::task_local! {
-    static CURRENT: RequestContext;
+thread_local! {
+    /// The context of the request being polled on this thread. Set only for
+    /// the duration of a poll of a [`Scoped`] future, so it follows the
+    /// request from thread to thread like a task-local.
+    static CURRENT: Cell<Option<RequestContext>> = const { Cell::new(None) };
+}
+
+pin_project! {
+    /// A future run with a [`RequestContext`] as the current one; see
+    /// [`RequestContext::scope`].
+    #[derive(Debug)]
+    pub struct Scoped<F> {
+        ctx: Option<RequestContext>,
+        #[pin]
+        fut: F,
+    }
 }
 
 /// Everything that travels with one request: correlation id, trace context,
@@ -126,23 +144,122 @@ impl RequestContext {
     /// [`RequestContext::scope`]). A task spawned from a handler does not
     /// inherit it: pass the context along and call `scope` there.
     pub fn current() -> Option<RequestContext> {
-        CURRENT.try_with(Clone::clone).ok()
+        CURRENT
+            .try_with(|slot| {
+                let ctx = slot.take();
+                let copy = ctx.clone();
+                slot.set(ctx);
+                copy
+            })
+            .ok()
+            .flatten()
     }
 
-    /// Runs `f` with a reference to the current context, without cloning it.
+    /// Runs `f` with a reference to the current context.
     pub fn with_current<R>(f: impl FnOnce(Option<&RequestContext>) -> R) -> R {
-        let mut f = Some(f);
-        match CURRENT.try_with(|ctx| (f.take().expect("called once"))(Some(ctx))) {
-            Ok(r) => r,
-            Err(_) => (f.take().expect("not called"))(None),
+        f(Self::current().as_ref())
+    }
+
+    /// Runs `fut` with `self` as the current context: while `fut` is being
+    /// polled, [`RequestContext::current`] returns it.
+    pub fn scope<F: Future>(self, fut: F) -> Scoped<F> {
+        Scoped {
+            ctx: Some(self),
+            fut,
         }
     }
+}
 
-    /// Runs `fut` with `self` as the current context.
-    pub fn scope<F: Future>(
-        self,
-        fut: F,
-    ) -> tokio::task::futures::TaskLocalFuture<RequestContext, F> {
-        CURRENT.scope(self, fut)
+// === impl Scoped ===
+
+impl<F> Scoped<F> {
+    /// Takes the context back out (after the future completed).
+    pub fn take_context(self: Pin<&mut Self>) -> Option<RequestContext> {
+        self.project().ctx.take()
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        /// Puts the previous context back, even if the poll panics.
+        struct Restore<'a> {
+            slot: &'a mut Option<RequestContext>,
+            prev: Option<RequestContext>,
+        }
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                let prev = self.prev.take();
+                if let Ok(ours) = CURRENT.try_with(|c| c.replace(prev)) {
+                    *self.slot = ours;
+                }
+            }
+        }
+        let this = self.project();
+        let Ok(prev) = CURRENT.try_with(|c| c.replace(this.ctx.take())) else {
+            // Thread-local storage is being torn down: poll without a scope.
+            return this.fut.poll(cx);
+        };
+        let _restore = Restore {
+            slot: this.ctx,
+            prev,
+        };
+        this.fut.poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(id: &str) -> RequestContext {
+        RequestContext::new(id.parse().unwrap(), TraceContext::new_root())
+    }
+
+    fn current_id() -> Option<String> {
+        RequestContext::current().map(|c| c.correlation_id().to_string())
+    }
+
+    #[tokio::test]
+    async fn scopes_nest_and_restore() {
+        assert_eq!(current_id(), None);
+        root("outer")
+            .scope(async {
+                assert_eq!(current_id().as_deref(), Some("outer"));
+                root("inner")
+                    .scope(async { assert_eq!(current_id().as_deref(), Some("inner")) })
+                    .await;
+                assert_eq!(current_id().as_deref(), Some("outer"));
+                tokio::task::yield_now().await; // across a pending poll
+                assert_eq!(current_id().as_deref(), Some("outer"));
+            })
+            .await;
+        assert_eq!(current_id(), None);
+    }
+
+    #[test]
+    fn a_panicking_poll_restores_the_previous_context() {
+        let result = std::panic::catch_unwind(|| {
+            let fut = root("boom").scope(async { panic!("handler panicked") });
+            futures_lite_block_on(fut)
+        });
+        assert!(result.is_err());
+        assert_eq!(current_id(), None);
+    }
+
+    #[test]
+    fn take_context_returns_it_after_completion() {
+        let mut fut = Box::pin(root("kept").scope(async {}));
+        futures_lite_block_on(fut.as_mut());
+        let ctx = fut.as_mut().take_context().unwrap();
+        assert_eq!(ctx.correlation_id().as_str(), "kept");
+    }
+
+    fn futures_lite_block_on<F: Future>(fut: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(fut)
     }
 }

@@ -109,7 +109,7 @@ pub mod server;
 pub mod trace;
 
 pub use crate::client::{PropagateContext, PropagateContextLayer};
-pub use crate::context::RequestContext;
+pub use crate::context::{RequestContext, Scoped};
 pub use crate::id::CorrelationId;
 pub use crate::server::{Correlation, CorrelationConfig, CorrelationLayer};
 pub use crate::trace::TraceContext;

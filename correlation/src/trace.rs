@@ -207,8 +207,8 @@ fn parse_traceparent(b: &[u8]) -> Result<(TraceId, SpanId, u8), InvalidTracepare
     if (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
         return Err(err);
     }
-    let (trace, bad_trace) = decode::<16>(&head[3..35]);
-    let (span, bad_span) = decode::<8>(&head[36..52]);
+    let (trace, bad_trace) = decode::<16, 32>(head[3..35].try_into().expect("32 digits"));
+    let (span, bad_span) = decode::<8, 16>(head[36..52].try_into().expect("16 digits"));
     let flags = hex_byte(head[53], head[54]).ok_or(err)?;
     if bad_trace || bad_span || trace == [0; 16] || span == [0; 8] {
         return Err(err);
@@ -216,15 +216,20 @@ fn parse_traceparent(b: &[u8]) -> Result<(TraceId, SpanId, u8), InvalidTracepare
     Ok((TraceId(trace), SpanId(span), flags))
 }
 
-/// Decodes `2 * N` lowercase hex digits; the flag is set if any is not one.
+/// Decodes `M = 2 * N` lowercase hex digits; the flag is set if any is not
+/// one. Fixed sizes, so the loop unrolls without bounds checks.
 #[inline]
-fn decode<const N: usize>(hex: &[u8]) -> ([u8; N], bool) {
+fn decode<const N: usize, const M: usize>(hex: &[u8; M]) -> ([u8; N], bool) {
+    assert!(M == 2 * N);
     let mut out = [0u8; N];
     let mut bad = 0u8;
-    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        let (h, l) = (UNHEX[usize::from(pair[0])], UNHEX[usize::from(pair[1])]);
+    for i in 0..N {
+        let (h, l) = (
+            UNHEX[usize::from(hex[2 * i])],
+            UNHEX[usize::from(hex[2 * i + 1])],
+        );
         bad |= h | l;
-        *o = h << 4 | l;
+        out[i] = h << 4 | l;
     }
     (out, bad & 0xf0 != 0)
 }

@@ -24,7 +24,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Plain { #[pin] fut: TaskLocalFuture<Flags, F> },
-        Forwarding { #[pin] fut: TaskLocalFuture<Flags, TaskLocalFuture<RequestContext, F>> },
+        Forwarding { #[pin] fut: TaskLocalFuture<Flags, resilience_correlation::Scoped<F>> },
     }
 }
 

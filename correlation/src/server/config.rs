@@ -149,7 +149,8 @@ impl CorrelationConfig {
             .unwrap_or_else(CorrelationId::generate);
         let trace = match inbound.traceparent {
             Some(v) => match TraceContext::child_of(v.as_bytes()) {
-                Ok(t) => t.with_tracestate(inbound.tracestate),
+                Ok(t) if inbound.tracestate.is_some() => t.with_tracestate(inbound.tracestate),
+                Ok(t) => t,
                 Err(_) => {
                     invalid("traceparent");
                     TraceContext::new_root()

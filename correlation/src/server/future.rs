@@ -6,10 +6,9 @@ use std::task::{Context, Poll, ready};
 
 use http::{HeaderName, Response};
 use pin_project_lite::pin_project;
-use tokio::task::futures::TaskLocalFuture;
 use tracing::instrument::Instrumented;
 
-use crate::context::RequestContext;
+use crate::context::Scoped;
 
 pin_project! {
     /// Response future of [`Correlation`](super::Correlation): runs the inner
@@ -18,16 +17,13 @@ pin_project! {
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: TaskLocalFuture<RequestContext, Instrumented<F>>,
+        inner: Scoped<Instrumented<F>>,
         echo: Option<HeaderName>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(
-        inner: TaskLocalFuture<RequestContext, Instrumented<F>>,
-        echo: Option<HeaderName>,
-    ) -> Self {
+    pub(super) fn new(inner: Scoped<Instrumented<F>>, echo: Option<HeaderName>) -> Self {
         Self { inner, echo }
     }
 }
@@ -43,7 +39,7 @@ where
         let mut rsp = ready!(this.inner.as_mut().poll(cx))?;
         if let Some(name) = this.echo.take() {
             // The scope is over: take the context back instead of cloning.
-            if let Some(ctx) = this.inner.take_value() {
+            if let Some(ctx) = this.inner.take_context() {
                 rsp.headers_mut()
                     .insert(name, ctx.correlation_id().to_header_value());
             }
