@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue};
 use resilience_core::ConfigError;
 
 use crate::eval::{ErrorCode, FlagContext, Reason};
-use crate::hash::{BUCKETS, bucket};
+use crate::hash::{BUCKETS, FnvBuildHasher, bucket_with, prefix};
 
 /// A value a flag serves: a boolean, or a string variant.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -49,12 +49,13 @@ pub enum Condition {
 #[derive(Clone, Debug)]
 pub struct Flag {
     name: Arc<str>,
+    hash_prefix: u64,
     enabled: bool,
     default: FlagValue,
     on: FlagValue,
     rollout: Option<u32>,
-    allow: HashSet<Box<str>>,
-    deny: HashSet<Box<str>>,
+    allow: HashSet<Box<str>, FnvBuildHasher>,
+    deny: HashSet<Box<str>, FnvBuildHasher>,
     rules: Vec<(Condition, FlagValue)>,
     overridable: bool,
 }
@@ -208,7 +209,7 @@ impl Flag {
         match (self.rollout, key) {
             (None, _) => (&self.on, Reason::Static),
             (Some(threshold), Some(key)) => {
-                if bucket(&self.name, key) < threshold {
+                if bucket_with(self.hash_prefix, key) < threshold {
                     (&self.on, Reason::Split)
                 } else {
                     (&self.default, Reason::Split)
@@ -243,13 +244,14 @@ impl FlagBuilder {
     fn new(name: Arc<str>, default: FlagValue, on: FlagValue) -> Self {
         Self {
             flag: Flag {
+                hash_prefix: prefix(&name),
                 name,
                 enabled: true,
                 default,
                 on,
                 rollout: None,
-                allow: HashSet::new(),
-                deny: HashSet::new(),
+                allow: HashSet::default(),
+                deny: HashSet::default(),
                 rules: Vec::new(),
                 overridable: false,
             },

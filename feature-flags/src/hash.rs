@@ -31,17 +31,21 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 /// ```
 #[inline]
 pub fn bucket(flag: &str, key: &str) -> u32 {
-    let mut h = FNV_OFFSET;
-    for &b in flag.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
-    h ^= 0xFF;
-    h = h.wrapping_mul(FNV_PRIME);
-    for &b in key.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
+    bucket_with(prefix(flag), key)
+}
+
+/// The FNV-1a state after the flag name and the separator, computed once
+/// per flag when it is built.
+#[inline]
+pub(crate) fn prefix(flag: &str) -> u64 {
+    let h = fnv(FNV_OFFSET, flag.as_bytes());
+    (h ^ 0xFF).wrapping_mul(FNV_PRIME)
+}
+
+/// [`bucket`] from a precomputed [`prefix`].
+#[inline]
+pub(crate) fn bucket_with(prefix: u64, key: &str) -> u32 {
+    let mut h = fnv(prefix, key.as_bytes());
     // MurmurHash3 fmix64.
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -51,6 +55,41 @@ pub fn bucket(flag: &str, key: &str) -> u32 {
     // `h % BUCKETS` fits in u32.
     (h % u64::from(BUCKETS)) as u32
 }
+
+#[inline]
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+/// FNV-1a as a `Hasher`, for the flag-name maps: fixed and fast on short
+/// names. Lookups of request-chosen names (override headers) in a map whose
+/// contents the operator chose cannot be turned into a collision attack.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FnvHasher(u64);
+
+impl Default for FnvHasher {
+    fn default() -> Self {
+        Self(FNV_OFFSET)
+    }
+}
+
+impl std::hash::Hasher for FnvHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = fnv(self.0, bytes);
+    }
+}
+
+pub(crate) type FnvBuildHasher = std::hash::BuildHasherDefault<FnvHasher>;
 
 #[cfg(test)]
 mod tests {

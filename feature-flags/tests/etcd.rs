@@ -192,6 +192,7 @@ async fn watches_a_prefix_and_keeps_the_last_good_set() {
         .await;
     eventually("new key", || store.snapshot().len() == 2).await;
     assert_eq!(handle.status().errors, 0);
+    eventually("three updates", || handle.status().updates == 3).await;
 
     // Garbage keeps the last good set.
     kv.put("/flags/new-checkout", r#"{"rollout": "lots"}"#)
@@ -204,7 +205,9 @@ async fn watches_a_prefix_and_keeps_the_last_good_set() {
     // Fixed, then a delete.
     kv.put("/flags/new-checkout", r#"{}"#).await;
     eventually("fixed", || store.is_active("new-checkout", &ctx)).await;
-    assert_eq!(handle.status().staleness, Duration::ZERO);
+    // The status is updated just after the store (another thread).
+    eventually("fresh again", || handle.status().staleness == Duration::ZERO).await;
+    assert_eq!(handle.status().last_error, None);
     kv.delete("/flags/color").await;
     eventually("delete", || store.snapshot().get("color").is_none()).await;
     let e = store.evaluate_variant("color", &ctx, "blue");
