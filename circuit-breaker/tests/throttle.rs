@@ -359,4 +359,29 @@ async fn counts_rejections_by_priority() {
     assert_eq!(found, Some(DebugValue::Counter(3)));
 }
 
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn axum_router_maps_throttled_to_429() {
+    use axum::{Router, body::Body, error_handling::HandleErrorLayer, routing::get};
+    use tower::ServiceBuilder;
+
+    let throttle = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .allow_percent(0.0)
+            .build()
+            .unwrap(),
+    );
+    let app = Router::new().route("/", get(|| async { "ok" })).layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(resilience_core::http::handle_error))
+            .layer(throttle),
+    );
+    let mut shed = Request::new(Body::empty());
+    shed.extensions_mut().insert(Priority::Sheddable);
+    let rsp = app.clone().oneshot(shed).await.unwrap();
+    assert_eq!(rsp.status(), 429);
+    assert_eq!(rsp.headers()["retry-after"], "1");
+    let rsp = app.oneshot(Request::new(Body::empty())).await.unwrap();
+    assert_eq!(rsp.status(), 200, "critical by default");
+}
+
 use tower::Layer;

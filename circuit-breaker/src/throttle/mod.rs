@@ -58,6 +58,49 @@
 //! # }
 //! ```
 //!
+//! # With axum and tonic
+//!
+//! On an axum router (429 + `Retry-After` through the core mapping), paired
+//! with a breaker that sheddable calls wait for:
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, error_handling::HandleErrorLayer, routing::get};
+//! use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleLayer};
+//! use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+//! use tower::ServiceBuilder;
+//!
+//! let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+//! let throttle = ThrottleLayer::new(
+//!     ThrottleConfig::builder().adaptive().max_wait(Duration::from_secs(2)).build().unwrap(),
+//! )
+//! .wait_for(breaker.handle());
+//! let app: Router = Router::new().route("/", get(|| async { "ok" })).layer(
+//!     ServiceBuilder::new()
+//!         .layer(HandleErrorLayer::new(resilience_core::http::handle_error))
+//!         .layer(throttle)
+//!         .layer(breaker),
+//! );
+//! # drop(app);
+//! ```
+//!
+//! On a tonic client channel, with the priority chosen per call site:
+//!
+//! ```ignore
+//! use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleLayer};
+//! use resilience_core::{GrpcOutcome, Priority};
+//!
+//! let channel = tonic::transport::Endpoint::from_static("http://[::1]:50051").connect_lazy();
+//! let channel = tower::ServiceBuilder::new()
+//!     .layer(
+//!         ThrottleLayer::new(ThrottleConfig::builder().adaptive().build()?)
+//!             .with_classifier(GrpcOutcome::new()),
+//!     )
+//!     .service(channel);
+//! // requests carry their `Priority` in extensions (the correlation layer puts it there);
+//! // errors: map with resilience_core::grpc::into_status
+//! ```
+//!
 //! # Clone semantics
 //!
 //! A [`ThrottleLayer`] owns one state (behind an `Arc`), shared by its
