@@ -76,3 +76,40 @@ proptest! {
         prop_assert!(ctx.priority() <= resilience_core::Priority::Critical);
     }
 }
+
+#[cfg(feature = "metrics")]
+#[test]
+fn invalid_inbound_values_are_counted_by_header() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        run(&[
+            ("x-correlation-id", HeaderValue::from_static("has spaces")),
+            ("traceparent", HeaderValue::from_static("00-zz")),
+            ("x-priority", HeaderValue::from_static("urgent")),
+        ]);
+        run(&[("x-correlation-id", HeaderValue::from_static("fine-id"))]);
+    });
+    let mut counts = std::collections::BTreeMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        assert_eq!(key.key().name(), "resilience_correlation_invalid_total");
+        let header = key
+            .key()
+            .labels()
+            .find(|l| l.key() == "header")
+            .unwrap()
+            .value()
+            .to_owned();
+        let DebugValue::Counter(n) = value else {
+            panic!("a counter")
+        };
+        counts.insert(header, n);
+    }
+    let want: std::collections::BTreeMap<String, u64> =
+        [("correlation_id", 1), ("traceparent", 1), ("x-priority", 1)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+    assert_eq!(counts, want);
+}
