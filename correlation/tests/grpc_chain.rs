@@ -145,3 +145,48 @@ async fn grpc_chain_carries_id_trace_priority_and_deadline() {
     assert_eq!(id.len(), 36);
     assert_chain(&log.take(), Some(&id), None, Priority::Critical);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn family_errors_become_grpc_statuses_with_one_map_err() {
+    use resilience_core::{Rejected, RejectionKind};
+    // A server whose admission layer refuses everything: one `map_err`
+    // turns the refusal into RESOURCE_EXHAUSTED with a retry pushback.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refuse = ServiceBuilder::new()
+        .map_err(resilience_core::grpc::into_status)
+        .filter(|_req: http::Request<tonic::body::Body>| {
+            Err::<http::Request<tonic::body::Body>, _>(
+                Rejected::new(RejectionKind::Overloaded, "queue full")
+                    .with_retry_after(Duration::from_millis(250)),
+            )
+        })
+        .into_inner();
+    tokio::spawn(
+        Server::builder()
+            .layer(refuse)
+            .add_service(HealthServer::new(Hop {
+                name: "b",
+                log: Log::default(),
+                next: None,
+            }))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let mut client = HealthClient::new(
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let status = client
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(status.message(), "service overloaded: queue full");
+    assert_eq!(
+        status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+        "250"
+    );
+}
