@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use resilience_core::{BoxError, ClassifyOutcome, Rejected};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::future::{Recorder, ResponseFuture};
@@ -94,10 +95,20 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        if self.admitted.is_none() {
+            // Ready while closed: take the permit now.
+            if let Some(permit) = self.shared.core.acquire_closed(&Instant::now) {
+                let recorder = Recorder::new(self.shared.clone(), permit);
+                return ResponseFuture::new(
+                    self.inner.call(req),
+                    Some(recorder),
+                    self.classify.clone(),
+                );
+            }
+        }
         let decision = match self.admitted.take() {
             Some(decision) => decision,
-            // Ready while closed: take the permit now (if the state changed
-            // in between, this is where the call is refused).
+            // The state changed since `poll_ready`: decide now.
             None => self
                 .shared
                 .acquire()

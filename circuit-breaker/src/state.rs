@@ -200,12 +200,14 @@ impl Permit {
         }
     }
 
+    #[inline]
     pub(crate) fn is_tracked(&self) -> bool {
-        !matches!(self.kind(), PermitKind::Untracked | PermitKind::Spent)
+        self.0 & 3 < PermitKind::Untracked as u64
     }
 
+    #[inline]
     pub(crate) fn is_probe(&self) -> bool {
-        self.kind() == PermitKind::Probe
+        self.0 & 3 == PermitKind::Probe as u64
     }
 
     /// Marks the permit as recorded (its probe slot stays taken).
@@ -584,6 +586,19 @@ impl Core {
         }
     }
 
+    /// The closed path alone: a permit if the circuit is closed (not
+    /// ramping) or metrics-only, else `None` (ask [`Core::acquire`]).
+    #[inline(always)]
+    pub(crate) fn acquire_closed(&self, clock: &impl Fn() -> Instant) -> Option<Permit> {
+        let ctrl = self.ctrl.load(Ordering::Acquire);
+        match ctrl & 0xff {
+            CLOSED | METRICS_ONLY => {
+                Some(self.permit(ctrl >> EPOCH_SHIFT, PermitKind::Window, clock))
+            }
+            _ => None,
+        }
+    }
+
     #[inline(always)]
     fn permit(&self, epoch: u64, kind: PermitKind, clock: &impl Fn() -> Instant) -> Permit {
         let start = match self.params.slow_call {
@@ -748,48 +763,48 @@ impl Core {
         if (ctrl >> EPOCH_SHIFT) & EPOCH_MASK != permit.epoch() {
             return None;
         }
-        match permit.kind() {
-            PermitKind::Untracked | PermitKind::Spent => None,
-            PermitKind::Probe => self.record_probe(ctrl, failure, slow, clock),
-            PermitKind::Window => {
-                let bits = bad_bits(failure, slow);
-                let stats = match &self.window {
-                    Window::Count(w) => {
-                        w.record(bits);
-                        if bits == 0 {
-                            return None;
-                        }
-                        w.stats()
-                    }
-                    Window::Time(w) => {
-                        let now_ns = self.nanos(clock());
-                        w.record(now_ns, bits);
-                        if bits == 0 {
-                            return None;
-                        }
-                        w.stats(now_ns)
-                    }
-                    Window::Consecutive { threshold, run } => {
-                        if bits == 0 {
-                            if run.load(Ordering::Relaxed) != 0 {
-                                run.store(0, Ordering::Relaxed);
-                            }
-                            return None;
-                        }
-                        let n = run.fetch_add(1, Ordering::AcqRel) + 1;
-                        if n < *threshold || ctrl & STATE_MASK != CLOSED {
-                            return None;
-                        }
-                        return self.trip(ctrl, clock(), "consecutive failures");
-                    }
-                };
-                if ctrl & STATE_MASK != CLOSED {
-                    return None; // metrics-only never trips
-                }
-                let reason = self.exceeded(stats)?;
-                self.trip(ctrl, clock(), reason)
-            }
+        if !permit.is_tracked() {
+            return None;
         }
+        if permit.is_probe() {
+            return self.record_probe(ctrl, failure, slow, clock);
+        }
+        let bits = bad_bits(failure, slow);
+        let stats = match &self.window {
+            Window::Count(w) => {
+                w.record(bits);
+                if bits == 0 {
+                    return None;
+                }
+                w.stats()
+            }
+            Window::Time(w) => {
+                let now_ns = self.nanos(clock());
+                w.record(now_ns, bits);
+                if bits == 0 {
+                    return None;
+                }
+                w.stats(now_ns)
+            }
+            Window::Consecutive { threshold, run } => {
+                if bits == 0 {
+                    if run.load(Ordering::Relaxed) != 0 {
+                        run.store(0, Ordering::Relaxed);
+                    }
+                    return None;
+                }
+                let n = run.fetch_add(1, Ordering::AcqRel) + 1;
+                if n < *threshold || ctrl & STATE_MASK != CLOSED {
+                    return None;
+                }
+                return self.trip(ctrl, clock(), "consecutive failures");
+            }
+        };
+        if ctrl & STATE_MASK != CLOSED {
+            return None; // metrics-only never trips
+        }
+        let reason = self.exceeded(stats)?;
+        self.trip(ctrl, clock(), reason)
     }
 
     /// Whether the window's rates call for opening.
