@@ -18,7 +18,7 @@ type TrustFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 /// let config = FlagsConfig::builder()
 ///     .targeting_key_header("x-tenant-id")
 ///     // Only staff traffic may switch overridable flags with x-flag-* headers.
-///     .trust_overrides(|req| req.headers().get("x-staff-token").is_some_and(|t| t == "s3cret"))
+///     .trust_overrides(|req| req.headers.get("x-staff-token").is_some_and(|t| t == "s3cret"))
 ///     .build()?;
 /// # Ok::<_, resilience_core::ConfigError>(())
 /// ```

@@ -131,6 +131,7 @@ impl Reason {
         }
     }
 
+    #[cfg(feature = "metrics")]
     pub(crate) const fn index(self) -> usize {
         match self {
             Reason::Static => 0,
@@ -142,6 +143,7 @@ impl Reason {
         }
     }
 
+    #[cfg(feature = "metrics")]
     pub(crate) const ALL: [Reason; 6] = [
         Reason::Static,
         Reason::TargetingMatch,

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
-use resilience_correlation::RequestContext;
+use resilience_correlation::{RequestContext, Scoped};
 use tokio::task::futures::TaskLocalFuture;
 
 use crate::flags::Flags;
@@ -24,7 +24,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Plain { #[pin] fut: TaskLocalFuture<Flags, F> },
-        Forwarding { #[pin] fut: TaskLocalFuture<Flags, resilience_correlation::Scoped<F>> },
+        Forwarding { #[pin] fut: TaskLocalFuture<Flags, Scoped<F>> },
     }
 }
 

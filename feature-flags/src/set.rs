@@ -286,7 +286,6 @@ pub(crate) mod spec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flag::FlagValue;
 
     #[test]
     fn rejects_duplicates() {
@@ -302,6 +301,7 @@ mod tests {
     #[cfg(feature = "file")]
     #[test]
     fn parses_toml_and_json() {
+        use crate::flag::FlagValue;
         let set = FlagSet::from_toml(
             r#"
             [flags.new-checkout]

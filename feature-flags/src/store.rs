@@ -88,6 +88,7 @@ impl FlagStore {
         tracing::info!(name = %self.shared.name, flags, "flag set replaced");
     }
 
+    #[cfg_attr(not(feature = "file"), allow(dead_code))] // used by the sources
     pub(crate) fn record_source_error(&self) {
         #[cfg(feature = "metrics")]
         self.shared.metrics.source_errors.increment(1);

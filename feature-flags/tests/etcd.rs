@@ -206,7 +206,10 @@ async fn watches_a_prefix_and_keeps_the_last_good_set() {
     kv.put("/flags/new-checkout", r#"{}"#).await;
     eventually("fixed", || store.is_active("new-checkout", &ctx)).await;
     // The status is updated just after the store (another thread).
-    eventually("fresh again", || handle.status().staleness == Duration::ZERO).await;
+    eventually("fresh again", || {
+        handle.status().staleness == Duration::ZERO
+    })
+    .await;
     assert_eq!(handle.status().last_error, None);
     kv.delete("/flags/color").await;
     eventually("delete", || store.snapshot().get("color").is_none()).await;
