@@ -1,5 +1,208 @@
 //! Where the instances of a dependency are, and which one to call: endpoint
 //! sources, health checks and a round-robin balancer.
+//!
+//! A [`RoundRobin`] is a `tower::Service` that sends each request to the
+//! next healthy, ready endpoint in turn. Endpoint services are built by a
+//! maker you supply (`Fn(&Endpoint) -> S`: a hyper client per address, a
+//! tonic `Channel` per endpoint). The endpoint set comes from a
+//! [source](mod@source) (a fixed list, a file, DNS, etcd), and health from
+//! passive ejection (real traffic, judged by resilience-core's
+//! classifier) and optional active checks ([`health`]).
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use resilience_core::{BoxError, HttpOutcome, TimeoutLayer};
+//! use resilience_discovery::{Endpoint, RoundRobinBuilder, RoundRobinConfig};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let endpoints = ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]
+//!     .map(|a| Endpoint::new(a.parse().unwrap()));
+//! // One service per endpoint; here it answers with its address.
+//! let maker = |ep: &Endpoint| {
+//!     let addr = ep.addr();
+//!     service_fn(move |_req: http::Request<()>| async move {
+//!         Ok::<_, BoxError>(http::Response::new(addr.to_string()))
+//!     })
+//! };
+//! let config = RoundRobinConfig::builder()
+//!     .name("inventory")
+//!     .consecutive_failures(5) // 5 x 5xx in a row: ejected
+//!     .build()?;
+//! let balancer = RoundRobinBuilder::new()
+//!     .config(config)
+//!     .classify(HttpOutcome::new()) // 5xx and errors count, 4xx never
+//!     .build_with_endpoints(endpoints, maker);
+//! let svc = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::new(Duration::from_secs(2)))
+//!     .service(balancer);
+//!
+//! let mut seen = Vec::new();
+//! for _ in 0..3 {
+//!     let rsp = svc.clone().oneshot(http::Request::new(())).await?;
+//!     seen.push(rsp.into_body());
+//! }
+//! seen.sort(); // each endpoint once, in turn
+//! assert_eq!(seen, ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Following a registry instead of a fixed list, with active checks
+//! (requires the `etcd` and `http` features):
+//!
+//! ```no_run
+//! # #[cfg(all(feature = "etcd", feature = "http"))]
+//! # async fn run() -> Result<(), resilience_core::BoxError> {
+//! use resilience_discovery::RoundRobinBuilder;
+//! use resilience_discovery::health::{HealthCheckConfig, HttpHealthCheck};
+//! use resilience_discovery::source::{EtcdConfig, EtcdSource};
+//! # let maker = |_: &resilience_discovery::Endpoint| tower::service_fn(|()| async { Ok::<_, resilience_core::BoxError>(()) });
+//!
+//! let etcd = EtcdConfig::builder().endpoint("http://127.0.0.1:2379").build()?;
+//! let source = EtcdSource::new(etcd, "/services/inventory/").into_stream();
+//! let status = source.status(); // staleness, errors
+//! let checks = HealthCheckConfig::default(); // GET /health every 10 s
+//! let balancer = RoundRobinBuilder::new()
+//!     .health_check(checks.clone(), HttpHealthCheck::from_config(&checks))
+//!     .build_with_source(source, maker);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How an endpoint is picked
+//!
+//! Picks take no lock: an atomic cursor over an `arc-swap`ped snapshot of
+//! the endpoints (weights are honoured by a smooth weighted ring). The pick
+//! skips endpoints that are pending their first health check, unhealthy,
+//! ejected, or not ready (`poll_ready` pending); when none is left it
+//! reports ready and the call fails with the typed no-healthy-endpoint
+//! error. When fewer than the panic threshold (default 50%) of the
+//! endpoints are healthy, traffic spreads over all of them, unhealthy
+//! included, rather than crushing the few (Envoy's panic mode).
+//!
+//! A new endpoint gets traffic as soon as it appears (with active checks:
+//! after its first passing check). A removed endpoint gets no new requests;
+//! its in-flight requests finish, as each response future holds its own
+//! endpoint service.
+//!
+//! Passive ejection: after `consecutive_failures` responses classified
+//! [`Outcome::Failure`](resilience_core::Outcome::Failure) in a row, an
+//! endpoint is ejected for `base_ejection_time` x the number of times it
+//! has been ejected, capped at `max_ejection_time`; at most
+//! `max_ejection_percent` of the endpoints (but always one) are ejected at
+//! once. So after an instance dies, at most `consecutive_failures` requests
+//! fail before it is ejected (with sequential traffic; concurrent requests
+//! already in flight to it fail too).
+//!
+//! # Clone semantics
+//!
+//! Every clone of a `RoundRobin` shares the endpoint set, the cursor and
+//! the health state: clone it freely (per connection, per task); the turn
+//! is global. A clone does not share the endpoint reserved by a
+//! `poll_ready` that was not followed by a `call`. [`RoundRobinHandle`]s
+//! and [`SourceStatus`](source::SourceStatus)es are clones of shared state
+//! too.
+//!
+//! # Errors
+//!
+//! The balancer's error type is `BoxError`. Endpoint errors pass through
+//! unchanged (`err.is::<hyper_util::client::legacy::Error>()`, ...). When
+//! no endpoint is healthy and ready (or there are none), the call fails
+//! with [`Rejected`](resilience_core::Rejected) of kind
+//! [`NoHealthyEndpoint`](resilience_core::RejectionKind::NoHealthyEndpoint),
+//! which `resilience_core::http::error_response` maps to `503` and
+//! `resilience_core::grpc::into_status` to `UNAVAILABLE`.
+//!
+//! Sources never fail the balancer: a registry that is unreachable, slow
+//! or answers garbage leaves the last good set in place (see [`source`]).
+//!
+//! # Metrics
+//!
+//! Through the `metrics` facade (install the recorder before building the
+//! balancer and the sources):
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `resilience_discovery_endpoints` | gauge | `name`, `state` = healthy\|unhealthy\|ejected\|pending |
+//! | `resilience_discovery_updates_total` | counter | `name`, `change` = added\|removed |
+//! | `resilience_discovery_ejections_total` | counter | `name` |
+//! | `resilience_discovery_source_errors_total` | counter | `name` (of the source) |
+//! | `resilience_discovery_staleness_seconds` | gauge | `name` (of the source) |
+//!
+//! Endpoint additions, removals, ejections and health changes are logged
+//! with `tracing` at `info`, source failures at `warn`, per-request
+//! decisions at `debug`/`trace`.
+//!
+//! # Feature flags
+//!
+//! - `metrics` (default): emit metrics through the `metrics` facade.
+//! - `http` (default): [`HttpHealthCheck`](health::HttpHealthCheck),
+//!   `GET /health` through a hyper-util client.
+//! - `file`: [`FileSource`](source::FileSource), a TOML or JSON file.
+//! - `dns`: [`DnsSource`](source::DnsSource), A/AAAA and SRV through
+//!   `hickory-resolver`.
+//! - `etcd`: [`EtcdSource`](source::EtcdSource) and
+//!   [`Registration`](source::Registration), through etcd's JSON gateway
+//!   (why not gRPC: see [`source::etcd`]).
+//!
+//! # A tonic channel balancer
+//!
+//! One `Channel` per endpoint (connected lazily), round robin over the
+//! healthy ones; gRPC failures (`UNAVAILABLE`, ...) eject:
+//!
+//! ```ignore
+//! use resilience_core::GrpcOutcome;
+//! use resilience_discovery::{Endpoint, RoundRobinBuilder};
+//! use resilience_discovery::source::{DnsSource, DnsSourceConfig};
+//! use tonic::transport::Channel;
+//!
+//! let dns = DnsSourceConfig::srv("_grpc._tcp.inventory.svc.cluster.local.").build()?;
+//! let balancer = RoundRobinBuilder::new()
+//!     .classify(GrpcOutcome::new())
+//!     .build_with_source(DnsSource::new(dns).into_stream()?, |ep: &Endpoint| {
+//!         Channel::from_shared(format!("http://{}", ep.addr()))
+//!             .expect("valid uri")
+//!             .connect_lazy()
+//!     });
+//! // Any tonic client takes a balanced service:
+//! let mut client = InventoryClient::new(balancer);
+//! let reply = client.get_item(request).await?;
+//! ```
+//!
+//! # Under an axum proxy handler
+//!
+//! ```ignore
+//! use axum::{Router, body::Body, extract::{Request, State}, response::Response};
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use resilience_core::HttpOutcome;
+//! use resilience_discovery::{Endpoint, RoundRobin, RoundRobinBuilder};
+//! use tower::{ServiceExt, service_fn};
+//!
+//! let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+//! let upstreams = RoundRobinBuilder::new()
+//!     .classify(HttpOutcome::new())
+//!     .build_with_endpoints(endpoints, move |ep: &Endpoint| {
+//!         let (client, authority) = (client.clone(), ep.addr().to_string());
+//!         service_fn(move |mut req: Request| {
+//!             let uri = format!("http://{authority}{}", req.uri().path_and_query().map_or("/", |p| p.as_str()));
+//!             *req.uri_mut() = uri.parse().unwrap();
+//!             client.request(req)
+//!         })
+//!     });
+//! async fn proxy(State(upstreams): State<RoundRobin<_, HttpOutcome>>, req: Request) -> Response {
+//!     match upstreams.oneshot(req).await {
+//!         Ok(rsp) => rsp.map(Body::new),
+//!         // No healthy upstream: 503; a transport error: 502.
+//!         Err(err) => resilience_core::http::error_response(&*err).map(Body::from),
+//!     }
+//! }
+//! let app = Router::new().fallback(proxy).with_state(upstreams);
+//! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

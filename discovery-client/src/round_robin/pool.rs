@@ -69,6 +69,10 @@ pub(crate) type Maker<S> = Box<dyn Fn(&Endpoint) -> S + Send + Sync>;
 /// Everything a balancer and its clones share.
 pub(crate) struct Shared<S> {
     pub(crate) snapshot: ArcSwap<Snapshot<S>>,
+    /// Bumped after every new snapshot, so balancers reload their cached one
+    /// only when it changed.
+    pub(crate) generation: AtomicU64,
+    /// Where the next clone starts its turn.
     pub(crate) cursor: AtomicUsize,
     pub(crate) pool: Arc<Pool>,
     /// Serializes writers; readers never take it.
@@ -232,6 +236,14 @@ impl Pool {
         (healthy, down, ejected, pending)
     }
 
+    /// Whether fewer than the panic threshold of the endpoints (not counting
+    /// those pending a first check) are healthy.
+    pub(crate) fn in_panic(&self) -> bool {
+        let (healthy, _, _, pending) = self.counts();
+        let active = self.total.load(Ordering::Acquire).saturating_sub(pending);
+        healthy * 100 < usize::from(self.config.panic_threshold_percent) * active
+    }
+
     pub(crate) fn record_gauges(&self) {
         #[cfg(feature = "metrics")]
         {
@@ -265,6 +277,16 @@ impl fmt::Debug for Pool {
 
 // === impl Slot ===
 
+impl<S> Slot<S> {
+    /// Marks the endpoint gone and stops its health checks.
+    fn retire(&self) {
+        self.stats.set(REMOVED);
+        if let Some(task) = &self.health_task {
+            task.abort();
+        }
+    }
+}
+
 impl<S> Drop for Slot<S> {
     fn drop(&mut self) {
         if let Some(task) = self.health_task.take() {
@@ -283,6 +305,7 @@ impl<S: Send + Sync + 'static> Shared<S> {
     ) -> Self {
         Self {
             snapshot: ArcSwap::from_pointee(Snapshot { ring: Vec::new() }),
+            generation: AtomicU64::new(0),
             cursor: AtomicUsize::new(0),
             pool: Arc::new(Pool::new(config)),
             writer: Mutex::new(Writer {
@@ -316,7 +339,7 @@ impl<S: Send + Sync + 'static> Shared<S> {
                         }
                         let slot = self.make_slot(w, endpoint);
                         if let Some(old) = w.slots.insert(addr, slot) {
-                            old.stats.set(REMOVED);
+                            old.retire();
                         } else {
                             self.pool.total.fetch_add(1, Ordering::AcqRel);
                         }
@@ -325,7 +348,7 @@ impl<S: Send + Sync + 'static> Shared<S> {
                     }
                     Change::Remove(addr) => {
                         if let Some(old) = w.slots.remove(&addr) {
-                            old.stats.set(REMOVED);
+                            old.retire();
                             self.pool.total.fetch_sub(1, Ordering::AcqRel);
                             log.push((addr, false));
                             changed = true;
@@ -336,6 +359,7 @@ impl<S: Send + Sync + 'static> Shared<S> {
             if changed {
                 let ring = weighted_ring(&w.slots);
                 self.snapshot.store(Arc::new(Snapshot { ring }));
+                self.generation.fetch_add(1, Ordering::AcqRel);
             }
         }
         for (addr, added) in log {

@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::config::RoundRobinConfig;
 use super::future::ResponseFuture;
-use super::pool::{EJECTED, EndpointStats, PENDING, REMOVED, Shared, UNHEALTHY};
+use super::pool::{EJECTED, EndpointStats, PENDING, REMOVED, Shared, Snapshot, UNHEALTHY};
 use super::{EndpointState, EndpointStatus, RoundRobinSnapshot};
 use crate::endpoint::{Change, Endpoint};
 use crate::health::{CheckHealth, HealthCheckConfig, HealthChecker};
@@ -31,6 +31,12 @@ pub struct RoundRobin<S, C = ErrorsAreFailures> {
     /// the waker, as tower's `Buffer` does).
     parked: Vec<S>,
     rejected: bool,
+    /// This clone's turn: clones start at a shared position, then go round
+    /// on their own, so busy clones on different threads do not contend.
+    cursor: usize,
+    /// The endpoint snapshot, reloaded when the generation moves.
+    snapshot: Arc<Snapshot<S>>,
+    generation: u64,
 }
 
 /// Builds a [`RoundRobin`] with a configuration, a classifier and active
@@ -93,14 +99,26 @@ impl<S, C> RoundRobin<S, C> {
     }
 }
 
-impl<S: Clone, C: Clone> Clone for RoundRobin<S, C> {
+impl<S, C: Clone> Clone for RoundRobin<S, C> {
     fn clone(&self) -> Self {
+        Self::from_shared(self.shared.clone(), self.classify.clone())
+    }
+}
+
+impl<S, C> RoundRobin<S, C> {
+    fn from_shared(shared: Arc<Shared<S>>, classify: C) -> Self {
+        let cursor = shared.cursor.fetch_add(1, Ordering::Relaxed);
+        let generation = shared.generation.load(Ordering::Acquire);
+        let snapshot = shared.snapshot.load_full();
         Self {
-            shared: self.shared.clone(),
-            classify: self.classify.clone(),
+            shared,
+            classify,
             ready: None,
             parked: Vec::new(),
             rejected: false,
+            cursor,
+            snapshot,
+            generation,
         }
     }
 }
@@ -119,22 +137,30 @@ where
         if self.ready.is_some() || self.rejected {
             return Poll::Ready(Ok(()));
         }
-        let snapshot = self.shared.snapshot.load();
-        let ring = &snapshot.ring;
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        if generation != self.generation {
+            self.snapshot = self.shared.snapshot.load_full();
+            self.generation = generation;
+        }
+        let ring = &self.snapshot.ring;
         let len = ring.len();
         if len == 0 {
             self.rejected = true;
             return Poll::Ready(Ok(()));
         }
-        let pool = &self.shared.pool;
-        let (healthy, _, _, pending) = pool.counts();
-        let active = pool.total.load(Ordering::Relaxed).saturating_sub(pending);
-        let panic = healthy * 100 < usize::from(pool.config.panic_threshold_percent) * active;
-        let start = self.shared.cursor.fetch_add(1, Ordering::Relaxed);
+        if self.cursor >= len {
+            self.cursor %= len;
+        }
+        let start = self.cursor;
+        let mut panic = None;
         let mut now = None;
         let mut parked = Vec::new();
         for i in 0..len {
-            let slot = &ring[start.wrapping_add(i) % len];
+            let mut idx = start + i;
+            if idx >= len {
+                idx -= len;
+            }
+            let slot = &ring[idx];
             let flags = slot.stats.flags();
             if flags != 0 {
                 if flags & (PENDING | REMOVED) != 0 {
@@ -144,19 +170,19 @@ where
                     && slot
                         .stats
                         .still_ejected(*now.get_or_insert_with(Instant::now));
-                if !panic && (ejected || flags & UNHEALTHY != 0) {
+                if (ejected || flags & UNHEALTHY != 0)
+                    && !*panic.get_or_insert_with(|| self.shared.pool.in_panic())
+                {
                     continue;
                 }
             }
             let mut svc = slot.service.clone();
             match svc.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
-                    if i > 0 {
-                        // Skipped endpoints do not shift the turn onto the
-                        // one after them.
-                        self.shared.cursor.fetch_add(i, Ordering::Relaxed);
-                    }
-                    tracing::trace!(peer.addr = %slot.stats.addr, panic, "picked endpoint");
+                    // Skipped endpoints do not shift the turn onto the one
+                    // after them.
+                    self.cursor = idx + 1;
+                    tracing::trace!(peer.addr = %slot.stats.addr, ?panic, "picked endpoint");
                     self.ready = Some((slot.stats.clone(), svc));
                     if !self.parked.is_empty() {
                         self.parked.clear();
@@ -176,7 +202,7 @@ where
             return Poll::Pending;
         }
         self.parked.clear();
-        tracing::debug!(name = %pool.config.name, "no healthy, ready endpoint");
+        tracing::debug!(name = %self.shared.pool.config.name, "no healthy, ready endpoint");
         self.rejected = true;
         Poll::Ready(Ok(()))
     }
@@ -255,13 +281,7 @@ impl<C> RoundRobinBuilder<C> {
         M: Fn(&Endpoint) -> S + Send + Sync + 'static,
     {
         let shared = Arc::new(Shared::new(self.config, Box::new(maker), self.health));
-        RoundRobin {
-            shared,
-            classify: self.classify,
-            ready: None,
-            parked: Vec::new(),
-            rejected: false,
-        }
+        RoundRobin::from_shared(shared, self.classify)
     }
 
     /// A balancer over a fixed list of endpoints.
