@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 /// What a flag is evaluated against: the targeting key and the request
@@ -18,7 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 #[derive(Clone, Debug, Default)]
 pub struct FlagContext {
     key: Option<Box<str>>,
-    path: Option<Uri>,
+    path: Option<PathAndQuery>,
     headers: HeaderMap,
 }
 
@@ -78,10 +79,13 @@ impl FlagContext {
     }
 
     /// Sets the request path that `path_prefix` rules match. A string that is
-    /// not a valid URI path is ignored.
+    /// not a valid URI path (and query) is ignored.
     #[must_use]
     pub fn with_path(mut self, path: &str) -> Self {
-        self.path = path.parse().ok();
+        self.path = path
+            .parse::<PathAndQuery>()
+            .ok()
+            .filter(|p| p.path().starts_with('/'));
         self
     }
 
@@ -95,7 +99,7 @@ impl FlagContext {
     pub(crate) fn from_parts(key: Option<Box<str>>, uri: &Uri, headers: HeaderMap) -> Self {
         Self {
             key,
-            path: Some(uri.clone()),
+            path: uri.path_and_query().cloned(),
             headers,
         }
     }
@@ -107,7 +111,7 @@ impl FlagContext {
 
     /// The request path, if known.
     pub fn path(&self) -> Option<&str> {
-        self.path.as_ref().map(Uri::path)
+        self.path.as_ref().map(PathAndQuery::path)
     }
 
     /// The headers rules can match.

@@ -471,6 +471,22 @@ mod tests {
     }
 
     #[test]
+    fn paths_must_be_paths() {
+        assert_eq!(FlagContext::new().with_path("/a?b=1").path(), Some("/a"));
+        assert_eq!(FlagContext::new().with_path("abc").path(), None);
+        assert_eq!(FlagContext::new().with_path("/a b").path(), None);
+        let flag = Flag::boolean("f")
+            .rollout(0.0)
+            .when_path_prefix("/", true)
+            .build()
+            .unwrap();
+        assert_eq!(
+            flag.evaluate(&FlagContext::new().with_key("k"), None).1,
+            Reason::Split
+        );
+    }
+
+    #[test]
     fn static_on() {
         let flag = Flag::variant("color", "blue", "green").build().unwrap();
         assert_eq!(

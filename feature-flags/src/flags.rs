@@ -143,7 +143,7 @@ impl fmt::Debug for Flags {
 
 #[cfg(feature = "axum")]
 mod extract {
-    use axum::extract::FromRequestParts;
+    use axum::extract::{FromRequestParts, OptionalFromRequestParts};
     use axum::response::{IntoResponse, Response};
     use http::StatusCode;
     use http::request::Parts;
@@ -176,6 +176,19 @@ mod extract {
 
         async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
             parts.extensions.get::<Flags>().cloned().ok_or(MissingFlags)
+        }
+    }
+
+    /// `Option<Flags>`: `None` when no [`FlagsLayer`](crate::FlagsLayer) ran.
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    impl<S: Send + Sync> OptionalFromRequestParts<S> for Flags {
+        type Rejection = std::convert::Infallible;
+
+        async fn from_request_parts(
+            parts: &mut Parts,
+            _: &S,
+        ) -> Result<Option<Self>, Self::Rejection> {
+            Ok(parts.extensions.get::<Flags>().cloned())
         }
     }
 }

@@ -261,3 +261,25 @@ fn outside_a_request_there_are_no_current_flags() {
     assert!(Flags::current().is_none());
     assert!(!Flags::is_active_now("open"));
 }
+
+#[tokio::test]
+async fn readiness_and_errors_are_the_inner_services() {
+    use tokio_test::{assert_pending, assert_ready_ok};
+    let (mut svc, mut handle) =
+        tower_test::mock::spawn_layer::<Request<()>, Response<()>, _>(FlagsLayer::new(store()));
+    handle.allow(0);
+    assert_pending!(svc.poll_ready());
+    handle.allow(2);
+    assert_ready_ok!(svc.poll_ready());
+    let rsp = svc.call(request(&[("x-user-id", "ann")]));
+    let (req, send) = handle.next_request().await.unwrap();
+    assert!(req.extensions().get::<Flags>().unwrap().is_active("vip"));
+    send.send_response(Response::new(()));
+    rsp.await.unwrap();
+
+    assert_ready_ok!(svc.poll_ready());
+    let rsp = svc.call(request(&[]));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error("boom");
+    assert_eq!(rsp.await.unwrap_err().to_string(), "boom");
+}

@@ -154,6 +154,21 @@ async fn untrusted_override_goes_nowhere() {
 
 #[tokio::test]
 async fn extractor_without_the_layer_is_a_server_error() {
+    async fn optional(flags: Option<Flags>) -> String {
+        format!("{}", flags.is_some())
+    }
+    let app = Router::new().route("/", get(optional));
+    let rsp = app
+        .oneshot(
+            http::Request::get("/")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"false");
+
     let app = Router::new().route("/", get(back));
     let rsp = app
         .oneshot(

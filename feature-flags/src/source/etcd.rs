@@ -321,7 +321,12 @@ impl EtcdSource {
 }
 
 fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+    // TCP keepalive so a watch on a peer that vanished without closing the
+    // connection fails (and the source reports staleness) instead of
+    // waiting forever.
+    let mut connector = HttpConnector::new();
+    connector.set_keepalive(Some(Duration::from_secs(30)));
+    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 /// The end of etcd's range for a prefix: the prefix with its last byte
