@@ -104,6 +104,10 @@
 //! `RequestContext` as forwarded headers, so `PropagateContextLayer` sends
 //! them on every outgoing call: put `CorrelationLayer` outside `FlagsLayer`.
 //!
+//! [`gate::RequireFlagLayer`] refuses requests for which a flag is off
+//! (`404`), and [`gate::FlagGateLayer`] routes them to one of two services
+//! (dark launch, A/B).
+//!
 //! # Sources
 //!
 //! Flags come from code ([`FlagSet::builder`]), from a TOML/JSON file
@@ -158,6 +162,7 @@ mod eval;
 mod flag;
 mod flags;
 pub mod future;
+pub mod gate;
 pub mod hash;
 mod layer;
 mod service;
