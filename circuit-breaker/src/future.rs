@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 use resilience_core::{BoxError, ClassifyOutcome, Rejected};
 
-use crate::handle::Shared;
+use crate::handle::Breaker;
 use crate::state::Permit;
 
 pin_project! {
@@ -31,8 +31,7 @@ pin_project! {
         Called {
             #[pin]
             inner: F,
-            recorder: Option<Recorder>,
-            classify: C,
+            recorder: Option<Recorder<C>>,
         },
         /// Refused.
         Rejected { rejected: Option<Rejected> },
@@ -40,35 +39,39 @@ pin_project! {
 }
 
 /// Records an admitted call's outcome, or releases its probe slot on drop.
-pub(crate) struct Recorder {
-    shared: Arc<Shared>,
+pub(crate) struct Recorder<C> {
+    breaker: Arc<Breaker<C>>,
     permit: Permit,
 }
 
 // === impl Recorder ===
 
-impl Recorder {
+impl<C> Recorder<C> {
     #[inline]
-    pub(crate) fn new(shared: Arc<Shared>, permit: Permit) -> Self {
-        Self { shared, permit }
+    pub(crate) fn new(breaker: Arc<Breaker<C>>, permit: Permit) -> Self {
+        Self { breaker, permit }
     }
 
     #[inline]
-    fn complete(mut self, outcome: resilience_core::Outcome) {
-        self.shared.record(&self.permit, outcome);
+    fn complete<T>(mut self, result: Result<&T, &BoxError>)
+    where
+        C: ClassifyOutcome<T>,
+    {
+        let outcome = self.breaker.classify.classify(result);
+        self.breaker.shared.record(&self.permit, outcome);
         self.permit.spend();
     }
 }
 
-impl Drop for Recorder {
+impl<C> Drop for Recorder<C> {
     fn drop(&mut self) {
         if self.permit.is_probe() {
-            self.shared.release(&self.permit);
+            self.breaker.shared.release(&self.permit);
         }
     }
 }
 
-impl fmt::Debug for Recorder {
+impl<C> fmt::Debug for Recorder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Recorder")
             .field("permit", &self.permit)
@@ -80,13 +83,9 @@ impl fmt::Debug for Recorder {
 
 impl<F, C> ResponseFuture<F, C> {
     #[inline]
-    pub(crate) fn new(inner: F, recorder: Option<Recorder>, classify: C) -> Self {
+    pub(crate) fn new(inner: F, recorder: Option<Recorder<C>>) -> Self {
         Self {
-            kind: Kind::Called {
-                inner,
-                recorder,
-                classify,
-            },
+            kind: Kind::Called { inner, recorder },
         }
     }
 
@@ -110,14 +109,10 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Called {
-                inner,
-                recorder,
-                classify,
-            } => {
+            KindProj::Called { inner, recorder } => {
                 let result = ready!(inner.poll(cx)).map_err(Into::into);
                 if let Some(recorder) = recorder.take() {
-                    recorder.complete(classify.classify(result.as_ref()));
+                    recorder.complete(result.as_ref());
                 }
                 Poll::Ready(result)
             }

@@ -22,6 +22,13 @@ pub(crate) struct Shared {
     events: broadcast::Sender<Transition>,
 }
 
+/// A breaker's shared state with the classifier its services use (one per
+/// layer; what a response future holds).
+pub(crate) struct Breaker<C> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) classify: C,
+}
+
 /// Reads and steers a circuit breaker: a snapshot of its state, transition
 /// events, and the operator's switches (force open, disable, metrics only).
 ///

@@ -4,7 +4,7 @@ use resilience_core::HttpOutcome;
 use tower_layer::Layer;
 
 use crate::config::CircuitBreakerConfig;
-use crate::handle::{CircuitBreakerHandle, Shared};
+use crate::handle::{Breaker, CircuitBreakerHandle, Shared};
 use crate::service::CircuitBreaker;
 
 /// Applies a [`CircuitBreaker`] to services.
@@ -12,10 +12,8 @@ use crate::service::CircuitBreaker;
 /// Cloning this layer will not create a new breaker: the layer, every
 /// service it makes and every clone of those share one state, as do the
 /// [`CircuitBreakerHandle`]s it hands out. Build one layer per dependency.
-#[derive(Debug, Clone)]
 pub struct CircuitBreakerLayer<C = HttpOutcome> {
-    shared: Arc<Shared>,
-    classify: C,
+    breaker: Arc<Breaker<C>>,
 }
 
 // === impl CircuitBreakerLayer ===
@@ -28,8 +26,10 @@ impl CircuitBreakerLayer {
     /// calling this: the breaker's metric handles are registered here.
     pub fn new(config: CircuitBreakerConfig) -> Self {
         Self {
-            shared: Arc::new(Shared::new(&config)),
-            classify: HttpOutcome::new(),
+            breaker: Arc::new(Breaker {
+                shared: Arc::new(Shared::new(&config)),
+                classify: HttpOutcome::new(),
+            }),
         }
     }
 }
@@ -41,23 +41,41 @@ impl<C> CircuitBreakerLayer<C> {
     /// or [`classify_fn`](resilience_core::classify::classify_fn).
     pub fn with_classifier<C2>(self, classify: C2) -> CircuitBreakerLayer<C2> {
         CircuitBreakerLayer {
-            shared: self.shared,
-            classify,
+            breaker: Arc::new(Breaker {
+                shared: self.breaker.shared.clone(),
+                classify,
+            }),
         }
     }
 
     /// A handle on the shared state.
     pub fn handle(&self) -> CircuitBreakerHandle {
         CircuitBreakerHandle {
-            shared: self.shared.clone(),
+            shared: self.breaker.shared.clone(),
         }
     }
 }
 
-impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
+impl<S, C> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::with_shared(inner, self.shared.clone(), self.classify.clone())
+        CircuitBreaker::with_breaker(inner, self.breaker.clone())
+    }
+}
+
+impl<C> Clone for CircuitBreakerLayer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            breaker: self.breaker.clone(),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for CircuitBreakerLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreakerLayer")
+            .field("shared", &self.breaker.shared)
+            .finish_non_exhaustive()
     }
 }

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::future::{Recorder, ResponseFuture};
-use crate::handle::{CircuitBreakerHandle, Shared};
+use crate::handle::{Breaker, CircuitBreakerHandle};
 
 /// Fails fast while its dependency is failing. See the [crate docs](crate).
 ///
@@ -16,20 +16,19 @@ use crate::handle::{CircuitBreakerHandle, Shared};
 /// returns the rejection without calling it.
 pub struct CircuitBreaker<S, C> {
     inner: S,
-    shared: Arc<Shared>,
-    classify: C,
-    /// The decision of the last `poll_ready`, spent by `call`.
-    admitted: Option<Result<Option<Recorder>, Rejected>>,
+    breaker: Arc<Breaker<C>>,
+    /// The decision of the last `poll_ready` (when not closed), spent by
+    /// `call`.
+    admitted: Option<Result<Option<Recorder<C>>, Rejected>>,
 }
 
 // === impl CircuitBreaker ===
 
 impl<S, C> CircuitBreaker<S, C> {
-    pub(crate) fn with_shared(inner: S, shared: Arc<Shared>, classify: C) -> Self {
+    pub(crate) fn with_breaker(inner: S, breaker: Arc<Breaker<C>>) -> Self {
         Self {
             inner,
-            shared,
-            classify,
+            breaker,
             admitted: None,
         }
     }
@@ -37,7 +36,7 @@ impl<S, C> CircuitBreaker<S, C> {
     /// A handle on the breaker's shared state.
     pub fn handle(&self) -> CircuitBreakerHandle {
         CircuitBreakerHandle {
-            shared: self.shared.clone(),
+            shared: self.breaker.shared.clone(),
         }
     }
 
@@ -61,7 +60,7 @@ impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: ClassifyOutcome<S::Response> + Clone,
+    C: ClassifyOutcome<S::Response>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -72,11 +71,12 @@ where
         // Closed (the common case): nothing to reserve, the permit is taken
         // in `call`. Otherwise decide now, so that a refused call neither
         // polls nor calls the inner service, and a probe holds its slot.
-        if self.admitted.is_none() && !self.shared.core.admits_all() {
+        if self.admitted.is_none() && !self.breaker.shared.core.admits_all() {
             let decision = self
+                .breaker
                 .shared
                 .acquire()
-                .map(|p| p.map(|p| Recorder::new(self.shared.clone(), p)));
+                .map(|p| p.map(|p| Recorder::new(self.breaker.clone(), p)));
             self.admitted = Some(decision);
         }
         if let Some(Err(_)) = self.admitted {
@@ -97,39 +97,33 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         if self.admitted.is_none() {
             // Ready while closed: take the permit now.
-            if let Some(permit) = self.shared.core.acquire_closed(&Instant::now) {
-                let recorder = Recorder::new(self.shared.clone(), permit);
-                return ResponseFuture::new(
-                    self.inner.call(req),
-                    Some(recorder),
-                    self.classify.clone(),
-                );
+            if let Some(permit) = self.breaker.shared.core.acquire_closed(&Instant::now) {
+                let recorder = Recorder::new(self.breaker.clone(), permit);
+                return ResponseFuture::new(self.inner.call(req), Some(recorder));
             }
         }
         let decision = match self.admitted.take() {
             Some(decision) => decision,
             // The state changed since `poll_ready`: decide now.
             None => self
+                .breaker
                 .shared
                 .acquire()
-                .map(|p| p.map(|p| Recorder::new(self.shared.clone(), p))),
+                .map(|p| p.map(|p| Recorder::new(self.breaker.clone(), p))),
         };
         match decision {
-            Ok(recorder) => {
-                ResponseFuture::new(self.inner.call(req), recorder, self.classify.clone())
-            }
+            Ok(recorder) => ResponseFuture::new(self.inner.call(req), recorder),
             Err(rejected) => ResponseFuture::rejected(rejected),
         }
     }
 }
 
-impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+impl<S: Clone, C> Clone for CircuitBreaker<S, C> {
     /// Shares the breaker's state; the clone holds no admission of its own.
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            shared: self.shared.clone(),
-            classify: self.classify.clone(),
+            breaker: self.breaker.clone(),
             admitted: None,
         }
     }
@@ -139,7 +133,7 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)
-            .field("state", &self.shared.core.state())
+            .field("state", &self.breaker.shared.core.state())
             .finish_non_exhaustive()
     }
 }
