@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue};
 use resilience_core::ConfigError;
 
 use crate::eval::{ErrorCode, FlagContext, Reason};
-use crate::hash::{BUCKETS, FnvBuildHasher, bucket_with, prefix};
+use crate::hash::{BUCKETS, NameBuildHasher, bucket_with, prefix};
 
 /// A value a flag serves: a boolean, or a string variant.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -54,8 +54,8 @@ pub struct Flag {
     default: FlagValue,
     on: FlagValue,
     rollout: Option<u32>,
-    allow: HashSet<Box<str>, FnvBuildHasher>,
-    deny: HashSet<Box<str>, FnvBuildHasher>,
+    allow: HashSet<Box<str>, NameBuildHasher>,
+    deny: HashSet<Box<str>, NameBuildHasher>,
     rules: Vec<(Condition, FlagValue)>,
     overridable: bool,
 }
@@ -194,10 +194,10 @@ impl Flag {
         }
         let key = ctx.key();
         if let Some(key) = key {
-            if self.deny.contains(key) {
+            if !self.deny.is_empty() && self.deny.contains(key) {
                 return (&self.default, Reason::TargetingMatch);
             }
-            if self.allow.contains(key) {
+            if !self.allow.is_empty() && self.allow.contains(key) {
                 return (&self.on, Reason::TargetingMatch);
             }
         }

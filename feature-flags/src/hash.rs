@@ -65,19 +65,24 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
-/// FNV-1a as a `Hasher`, for the flag-name maps: fixed and fast on short
-/// names. Lookups of request-chosen names (override headers) in a map whose
-/// contents the operator chose cannot be turned into a collision attack.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct FnvHasher(u64);
+/// A fixed, word-at-a-time hasher (the rustc `FxHasher` scheme) for the
+/// flag-name maps: fast on short names and not seeded. Lookups of
+/// request-chosen names (override headers) in a map whose contents the
+/// operator chose cannot be turned into a collision attack. Not part of the
+/// rollout contract: only [`bucket`] is.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct NameHasher(u64);
 
-impl Default for FnvHasher {
-    fn default() -> Self {
-        Self(FNV_OFFSET)
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl NameHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
     }
 }
 
-impl std::hash::Hasher for FnvHasher {
+impl std::hash::Hasher for NameHasher {
     #[inline]
     fn finish(&self) -> u64 {
         self.0
@@ -85,11 +90,27 @@ impl std::hash::Hasher for FnvHasher {
 
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        self.0 = fnv(self.0, bytes);
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, b: u8) {
+        self.add(u64::from(b));
     }
 }
 
-pub(crate) type FnvBuildHasher = std::hash::BuildHasherDefault<FnvHasher>;
+pub(crate) type NameBuildHasher = std::hash::BuildHasherDefault<NameHasher>;
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use resilience_core::ConfigError;
 
 use crate::flag::{Flag, FlagBuilder};
-use crate::hash::FnvBuildHasher;
+use crate::hash::NameBuildHasher;
 
 /// An immutable set of validated flags, looked up by name.
 ///
@@ -36,7 +36,7 @@ use crate::hash::FnvBuildHasher;
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct FlagSet {
-    flags: HashMap<Arc<str>, Flag, FnvBuildHasher>,
+    flags: HashMap<Arc<str>, Flag, NameBuildHasher>,
     header_rules: bool,
 }
 
@@ -65,7 +65,7 @@ impl FlagSet {
     /// # Errors
     /// - two flags have the same name
     pub fn from_flags(flags: impl IntoIterator<Item = Flag>) -> Result<Self, ConfigError> {
-        let mut map = HashMap::with_hasher(FnvBuildHasher::default());
+        let mut map = HashMap::with_hasher(NameBuildHasher::default());
         let mut header_rules = false;
         for flag in flags {
             header_rules |= flag.has_header_rules();
