@@ -17,7 +17,6 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::FutureExt;
 use futures::task::noop_waker_ref;
-use http::{Request, Response};
 use resilience_core::BoxError;
 use resilience_discovery::source::{StaticSource, discover};
 use resilience_discovery::{Endpoint, RoundRobin};
@@ -26,12 +25,12 @@ use tower::balance::p2c::Balance;
 use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
 use tower::service_fn;
 
-type Noop =
-    tower::util::ServiceFn<fn(Request<()>) -> std::future::Ready<Result<Response<()>, BoxError>>>;
+/// Requests and responses are `()`, so the figures are the pick alone.
+type Noop = tower::util::ServiceFn<fn(()) -> std::future::Ready<Result<(), BoxError>>>;
 
 fn noop() -> Noop {
-    fn answer(_: Request<()>) -> std::future::Ready<Result<Response<()>, BoxError>> {
-        std::future::ready(Ok(Response::new(())))
+    fn answer((): ()) -> std::future::Ready<Result<(), BoxError>> {
+        std::future::ready(Ok(()))
     }
     service_fn(answer as fn(_) -> _)
 }
@@ -46,23 +45,21 @@ fn endpoints(n: u16) -> Vec<Endpoint> {
 #[inline]
 fn call<S>(svc: &mut S) -> bool
 where
-    S: Service<Request<()>>,
+    S: Service<()>,
 {
     let mut cx = Context::from_waker(noop_waker_ref());
     match svc.poll_ready(&mut cx) {
         Poll::Ready(Ok(())) => {}
         _ => return false,
     }
-    svc.call(Request::new(()))
-        .now_or_never()
-        .is_some_and(|r| r.is_ok())
+    svc.call(()).now_or_never().is_some_and(|r| r.is_ok())
 }
 
 /// Runs `iters` calls on each of `threads` threads, each with its own
 /// service from `make`; the wall time of the slowest thread.
 fn on_threads<S, F>(threads: usize, iters: u64, make: F) -> Duration
 where
-    S: Service<Request<()>> + Send + 'static,
+    S: Service<()> + Send + 'static,
     F: Fn() -> S,
 {
     let barrier = Arc::new(Barrier::new(threads));
@@ -91,9 +88,12 @@ where
         .unwrap()
 }
 
-fn p2c(n: u16) -> impl Service<Request<()>, Response = Response<()>, Error = BoxError> + Send {
+fn p2c(n: u16) -> impl Service<(), Response = (), Error = BoxError> + Send {
     let d = discover(StaticSource::new(endpoints(n)), |_: &Endpoint| noop());
-    Balance::new(PendingRequestsDiscover::new(d, CompleteOnResponse::default()))
+    Balance::new(PendingRequestsDiscover::new(
+        d,
+        CompleteOnResponse::default(),
+    ))
 }
 
 fn bench(c: &mut Criterion) {
@@ -104,9 +104,10 @@ fn bench(c: &mut Criterion) {
         });
         for n in [3u16, 100] {
             let rr = RoundRobin::new(endpoints(n), |_: &Endpoint| noop());
-            g.bench_function(format!("round_robin/endpoints={n}/threads={threads}"), |b| {
-                b.iter_custom(|iters| on_threads(threads, iters, || rr.clone()))
-            });
+            g.bench_function(
+                format!("round_robin/endpoints={n}/threads={threads}"),
+                |b| b.iter_custom(|iters| on_threads(threads, iters, || rr.clone())),
+            );
             g.bench_function(format!("p2c/endpoints={n}/threads={threads}"), |b| {
                 b.iter_custom(|iters| on_threads(threads, iters, || p2c(n)))
             });

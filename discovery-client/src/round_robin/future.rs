@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use resilience_core::classify::ClassifyOutcome;
 use resilience_core::{BoxError, Rejected, RejectionKind};
 
-use super::pool::EndpointStats;
+use super::pool::Stripe;
 
 pin_project! {
     /// The response of the endpoint a request went to; on completion its
@@ -27,7 +27,7 @@ pin_project! {
         Called {
             #[pin]
             fut: F,
-            stats: Arc<EndpointStats>,
+            stripe: Arc<Stripe>,
             classify: C,
         },
         Rejected,
@@ -37,11 +37,11 @@ pin_project! {
 // === impl ResponseFuture ===
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn called(fut: F, stats: Arc<EndpointStats>, classify: C) -> Self {
+    pub(crate) fn called(fut: F, stripe: Arc<Stripe>, classify: C) -> Self {
         Self {
             kind: Kind::Called {
                 fut,
-                stats,
+                stripe,
                 classify,
             },
         }
@@ -66,12 +66,12 @@ where
         match self.project().kind.project() {
             KindProj::Called {
                 fut,
-                stats,
+                stripe,
                 classify,
             } => {
                 let res = ready!(fut.poll(cx)).map_err(Into::into);
                 let outcome = classify.classify(res.as_ref());
-                stats.record(outcome.is_failure());
+                stripe.stats.record(outcome.is_failure());
                 Poll::Ready(res)
             }
             KindProj::Rejected => Poll::Ready(Err(Rejected::new(

@@ -51,11 +51,25 @@ pub(crate) struct Pool {
     metrics: crate::metrics::BalancerMetrics,
 }
 
+/// How many handles to an endpoint's stats a slot holds; see [`Stripe`].
+pub(crate) const STRIPES: usize = 4;
+
+/// A handle to an endpoint's stats that response futures clone. Each
+/// balancer clone uses one stripe, so clones busy on different threads bump
+/// different reference counts (each on its own cache line) rather than all
+/// bouncing the endpoint's one.
+#[repr(align(64))]
+#[derive(Debug)]
+pub(crate) struct Stripe {
+    pub(crate) stats: Arc<EndpointStats>,
+}
+
 /// One endpoint of the set: its service and its stats.
 pub(crate) struct Slot<S> {
     pub(crate) endpoint: Endpoint,
     pub(crate) service: S,
     pub(crate) stats: Arc<EndpointStats>,
+    pub(crate) stripes: [Arc<Stripe>; STRIPES],
     health_task: Option<AbortHandle>,
 }
 
@@ -389,9 +403,15 @@ impl<S: Send + Sync + 'static> Shared<S> {
             .health
             .as_ref()
             .map(|h| h.spawn(endpoint.clone(), stats.clone()));
+        let stripes = std::array::from_fn(|_| {
+            Arc::new(Stripe {
+                stats: stats.clone(),
+            })
+        });
         Arc::new(Slot {
             endpoint,
             service,
+            stripes,
             stats,
             health_task,
         })

@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::config::RoundRobinConfig;
 use super::future::ResponseFuture;
-use super::pool::{EJECTED, EndpointStats, PENDING, REMOVED, Shared, Snapshot, UNHEALTHY};
+use super::pool::{EJECTED, PENDING, REMOVED, STRIPES, Shared, Snapshot, Stripe, UNHEALTHY};
 use super::{EndpointState, EndpointStatus, RoundRobinSnapshot};
 use crate::endpoint::{Change, Endpoint};
 use crate::health::{CheckHealth, HealthCheckConfig, HealthChecker};
@@ -25,7 +25,7 @@ use crate::health::{CheckHealth, HealthCheckConfig, HealthChecker};
 pub struct RoundRobin<S, C = ErrorsAreFailures> {
     shared: Arc<Shared<S>>,
     classify: C,
-    ready: Option<(Arc<EndpointStats>, S)>,
+    ready: Option<(Arc<Stripe>, S)>,
     /// Endpoint services that were not ready at the last poll, kept so that
     /// their wakers stay registered (dropping a not-ready clone may forget
     /// the waker, as tower's `Buffer` does).
@@ -37,6 +37,8 @@ pub struct RoundRobin<S, C = ErrorsAreFailures> {
     /// The endpoint snapshot, reloaded when the generation moves.
     snapshot: Arc<Snapshot<S>>,
     generation: u64,
+    /// Which of an endpoint's stat handles this clone's futures hold.
+    stripe: usize,
 }
 
 /// Builds a [`RoundRobin`] with a configuration, a classifier and active
@@ -119,6 +121,7 @@ impl<S, C> RoundRobin<S, C> {
             cursor,
             snapshot,
             generation,
+            stripe: cursor % STRIPES,
         }
     }
 }
@@ -183,7 +186,7 @@ where
                     // after them.
                     self.cursor = idx + 1;
                     tracing::trace!(peer.addr = %slot.stats.addr, ?panic, "picked endpoint");
-                    self.ready = Some((slot.stats.clone(), svc));
+                    self.ready = Some((slot.stripes[self.stripe].clone(), svc));
                     if !self.parked.is_empty() {
                         self.parked.clear();
                     }
@@ -208,8 +211,8 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        if let Some((stats, mut svc)) = self.ready.take() {
-            return ResponseFuture::called(svc.call(req), stats, self.classify.clone());
+        if let Some((stripe, mut svc)) = self.ready.take() {
+            return ResponseFuture::called(svc.call(req), stripe, self.classify.clone());
         }
         assert!(self.rejected, "poll_ready must be called first");
         self.rejected = false;
