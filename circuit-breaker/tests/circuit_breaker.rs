@@ -594,3 +594,46 @@ async fn axum_router_maps_open_to_503_with_retry_after() {
     assert_eq!(rsp.status(), 503);
     assert_eq!(rsp.headers()["retry-after"], "7");
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn grpc_status_codes_are_classified() {
+    let layer = CircuitBreakerLayer::new(base().build().unwrap())
+        .with_classifier(resilience_core::GrpcOutcome::new());
+    let cb = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Rsp, _>(layer);
+    let grpc = |code: &'static str| {
+        Response::builder()
+            .header("grpc-status", code)
+            .body(())
+            .unwrap()
+    };
+    // NOT_FOUND and INVALID_ARGUMENT are the caller's: never open
+    for code in ["5", "3", "5", "3", "0"] {
+        assert_ready_ok!(svc.poll_ready());
+        let fut = svc.call(Request::new(()));
+        handle
+            .next_request()
+            .await
+            .unwrap()
+            .1
+            .send_response(grpc(code));
+        fut.await.unwrap();
+    }
+    assert_eq!(cb.snapshot().failures(), 0);
+    // UNAVAILABLE counts
+    for _ in 0..2 {
+        assert_ready_ok!(svc.poll_ready());
+        let fut = svc.call(Request::new(()));
+        handle
+            .next_request()
+            .await
+            .unwrap()
+            .1
+            .send_response(grpc("14"));
+        fut.await.unwrap();
+    }
+    assert_eq!(cb.state(), CircuitState::Open);
+    assert!(cb.state().is_open());
+    assert_eq!(cb.state().as_str(), "open");
+    assert_eq!(CircuitState::ALL[cb.state().index()], CircuitState::Open);
+}
