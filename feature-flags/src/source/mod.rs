@@ -39,6 +39,7 @@ pub struct SourceHandle {
 
 /// A point-in-time view of a source's health.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SourceStatus {
     /// Flag sets applied to the store since the source started.
     pub updates: u64,
