@@ -98,6 +98,11 @@
 //! fail before it is ejected (with sequential traffic; concurrent requests
 //! already in flight to it fail too).
 //!
+//! Each endpoint service may carry its own layers: a maker such as
+//! `|ep| ServiceBuilder::new().layer(breaker.clone()).service(client_for(ep))`
+//! puts a circuit breaker or a timeout per endpoint, and the balancer itself
+//! works as the inner service of a timeout or a breaker (as above).
+//!
 //! # Clone semantics
 //!
 //! Every clone of a `RoundRobin` shares the endpoint set, the cursor and
@@ -142,6 +147,8 @@
 //! - `metrics` (default): emit metrics through the `metrics` facade.
 //! - `http` (default): [`HttpHealthCheck`](health::HttpHealthCheck),
 //!   `GET /health` through a hyper-util client.
+//! - `grpc`: [`GrpcHealthCheck`](health::GrpcHealthCheck),
+//!   `grpc.health.v1` checks through tonic and tonic-health.
 //! - `file`: [`FileSource`](source::FileSource), a TOML or JSON file.
 //! - `dns`: [`DnsSource`](source::DnsSource), A/AAAA and SRV through
 //!   `hickory-resolver`.

@@ -169,6 +169,60 @@ async fn endpoint_answering_500_is_ejected_404_is_not() {
     reset(&counts);
     send(&mut rr, 30).await;
     assert_eq!(count(&counts, 1), 3);
+    // Third ejection: 3 x base. After it ends and a quiet spell of
+    // max_ejection_time, the multiplier starts over at 1 x base.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    send(&mut rr, 30).await; // back, fails 3 times: ejected (4 x base)
+    tokio::time::advance(Duration::from_secs(40)).await;
+    send(&mut rr, 30).await; // back, ejected again (5 x base = 50 s)
+    tokio::time::advance(Duration::from_secs(50)).await;
+    reset(&counts);
+    send(&mut rr, 30).await;
+    assert_eq!(count(&counts, 1), 3, "back after 5 x base");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn ejection_multiplier_starts_over_after_a_quiet_spell() {
+    let counts = Counts::default();
+    let failing = Arc::new(AtomicBool::new(true));
+    let f = failing.clone();
+    let config = RoundRobinConfig::builder()
+        .consecutive_failures(1)
+        .base_ejection_time(Duration::from_secs(10))
+        .max_ejection_time(Duration::from_secs(60))
+        .max_ejection_percent(100)
+        .panic_threshold_percent(0)
+        .build()
+        .unwrap();
+    let mut rr = RoundRobinBuilder::new()
+        .config(config)
+        .classify(HttpOutcome::new())
+        .build_with_endpoints(
+            endpoints(2),
+            counting(&counts, move |a| {
+                if a.port() == 1 && f.load(Ordering::Relaxed) {
+                    500
+                } else {
+                    200
+                }
+            }),
+        );
+    send(&mut rr, 2).await; // ejected for 10 s
+    tokio::time::advance(Duration::from_secs(10)).await;
+    send(&mut rr, 2).await; // back, fails: ejected for 20 s
+    tokio::time::advance(Duration::from_secs(20)).await;
+    failing.store(false, Ordering::Relaxed);
+    send(&mut rr, 2).await; // back and fine
+    // A quiet minute (max_ejection_time), then a failure: 1 x base again.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    failing.store(true, Ordering::Relaxed);
+    send(&mut rr, 2).await;
+    assert_eq!(rr.handle().snapshot().count(EndpointState::Ejected), 1);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    reset(&counts);
+    failing.store(false, Ordering::Relaxed);
+    send(&mut rr, 4).await;
+    assert_eq!(count(&counts, 1), 2, "ejected for 10 s, not 30 s");
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -475,6 +529,7 @@ async fn a_source_works_with_towers_p2c() {
     assert_eq!((1..=3).map(|p| count(&counts, p)).sum::<usize>(), 30);
 }
 
+#[cfg(feature = "metrics")]
 #[test]
 fn metrics_count_ejections_and_updates() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};

@@ -7,6 +7,8 @@
 //! its first passing check.
 
 mod config;
+#[cfg(feature = "grpc")]
+mod grpc;
 #[cfg(feature = "http")]
 mod http;
 
@@ -20,6 +22,9 @@ use resilience_core::BoxError;
 use tokio::task::AbortHandle;
 
 pub use self::config::{HealthCheckConfig, HealthCheckConfigBuilder};
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub use self::grpc::GrpcHealthCheck;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use self::http::HttpHealthCheck;
@@ -32,8 +37,9 @@ pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>
 
 /// Checks whether one endpoint is healthy.
 ///
-/// [`HttpHealthCheck`] (feature `http`) does `GET /health`; [`check_fn`]
-/// turns a closure into a check (a gRPC `grpc.health.v1` check, for one).
+/// [`HttpHealthCheck`] (feature `http`) does `GET /health`,
+/// [`GrpcHealthCheck`] (feature `grpc`) asks `grpc.health.v1`; [`check_fn`]
+/// turns a closure into a check.
 pub trait CheckHealth: Send + Sync + 'static {
     /// Runs one check of `endpoint`. The caller bounds it with the
     /// configured timeout.

@@ -175,9 +175,16 @@ impl EndpointStats {
             tracing::debug!(peer.addr = %self.addr, "ejection skipped: too many endpoints ejected");
             return;
         }
+        let now = Instant::now();
+        let last_until = self.ejected_until.load(Ordering::Acquire);
+        let quiet = pool.nanos_since_epoch(now).saturating_sub(last_until);
+        if last_until != 0 && u128::from(quiet) >= pool.config.max_ejection_time.as_nanos() {
+            // Well behaved for a long time: the multiplier starts over.
+            self.times_ejected.store(0, Ordering::Release);
+        }
         let times = self.times_ejected.fetch_add(1, Ordering::AcqRel) + 1;
         let for_ = pool.config.ejection_time(times);
-        let until = pool.nanos_since_epoch(Instant::now() + for_);
+        let until = pool.nanos_since_epoch(now + for_);
         self.ejected_until.store(until, Ordering::Release);
         self.set(EJECTED);
         self.consecutive_failures.store(0, Ordering::Release);
