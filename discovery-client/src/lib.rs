@@ -149,6 +149,9 @@
 //!   `GET /health` through a hyper-util client.
 //! - `grpc`: [`GrpcHealthCheck`](health::GrpcHealthCheck),
 //!   `grpc.health.v1` checks through tonic and tonic-health.
+//! - `serde`: deserialize [`RoundRobinConfig`] and
+//!   [`HealthCheckConfig`](health::HealthCheckConfig), through the builders'
+//!   validation.
 //! - `file`: [`FileSource`](source::FileSource), a TOML or JSON file.
 //! - `dns`: [`DnsSource`](source::DnsSource), A/AAAA and SRV through
 //!   `hickory-resolver`.

@@ -119,3 +119,27 @@ async fn etcd_registration_watch_outage_and_resume() {
     wait_until("deregistered", Duration::from_secs(1), count(3)).await;
     drop((fresh_reg, regs));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_is_replaced_and_the_key_written_again() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let config = config(&etcd);
+    let inst = Instance::start().await;
+    let reg = register(&config, 0, &inst).await;
+    let source = EtcdSource::new(config.clone(), PREFIX).into_stream();
+    let rr = RoundRobinBuilder::new().build_with_source(source, http_maker());
+    let handle = rr.handle();
+    wait_until("registered", Duration::from_secs(10), async || {
+        handle.snapshot().endpoints.len() == 1
+    })
+    .await;
+    let first = reg.lease_id();
+    etcd.revoke(first).await;
+    wait_until("new lease", Duration::from_secs(10), async || {
+        reg.lease_id() != first && handle.snapshot().endpoints.len() == 1
+    })
+    .await;
+    assert_eq!(handle.snapshot().endpoints[0].endpoint.addr(), inst.addr);
+}

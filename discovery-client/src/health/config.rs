@@ -23,7 +23,21 @@ use resilience_core::ConfigError;
 /// assert_eq!(config.path(), "/ready");
 /// # Ok::<_, resilience_core::ConfigError>(())
 /// ```
+///
+/// With the `serde` feature it deserializes, through the same validation:
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use resilience_discovery::health::HealthCheckConfig;
+/// let config: HealthCheckConfig =
+///     serde_json::from_str(r#"{"path": "/ready", "interval": "5s", "unhealthy_threshold": 2}"#).unwrap();
+/// assert_eq!(config.interval().as_secs(), 5);
+/// assert!(serde_json::from_str::<HealthCheckConfig>(r#"{"timeout": "0s"}"#).is_err());
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "HealthCheckConfigFile"))]
 pub struct HealthCheckConfig {
     pub(crate) path: String,
     pub(crate) interval: Duration,
@@ -38,6 +52,52 @@ pub struct HealthCheckConfig {
 #[must_use]
 pub struct HealthCheckConfigBuilder {
     config: HealthCheckConfig,
+}
+
+/// The file form of a [`HealthCheckConfig`], validated by the builder.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct HealthCheckConfigFile {
+    path: String,
+    #[serde(deserialize_with = "resilience_core::config::duration::deserialize")]
+    interval: Duration,
+    jitter_percent: u8,
+    #[serde(deserialize_with = "resilience_core::config::duration::deserialize")]
+    timeout: Duration,
+    unhealthy_threshold: u32,
+    healthy_threshold: u32,
+}
+
+#[cfg(feature = "serde")]
+impl Default for HealthCheckConfigFile {
+    fn default() -> Self {
+        let c = HealthCheckConfig::builder().config;
+        Self {
+            path: c.path,
+            interval: c.interval,
+            jitter_percent: c.jitter_percent,
+            timeout: c.timeout,
+            unhealthy_threshold: c.unhealthy_threshold,
+            healthy_threshold: c.healthy_threshold,
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<HealthCheckConfigFile> for HealthCheckConfig {
+    type Error = ConfigError;
+
+    fn try_from(f: HealthCheckConfigFile) -> Result<Self, ConfigError> {
+        HealthCheckConfig::builder()
+            .path(f.path)
+            .interval(f.interval)
+            .jitter_percent(f.jitter_percent)
+            .timeout(f.timeout)
+            .unhealthy_threshold(f.unhealthy_threshold)
+            .healthy_threshold(f.healthy_threshold)
+            .build()
+    }
 }
 
 // === impl HealthCheckConfig ===

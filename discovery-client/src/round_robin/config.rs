@@ -21,7 +21,25 @@ use resilience_core::config::validate_name;
 /// assert_eq!(config.consecutive_failures(), 3);
 /// # Ok::<_, resilience_core::ConfigError>(())
 /// ```
+///
+/// With the `serde` feature it deserializes, through the same validation
+/// (durations as `"30s"`, `"250ms"` or milliseconds):
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use resilience_discovery::RoundRobinConfig;
+/// let config: RoundRobinConfig = toml::from_str(r#"
+///     name = "inventory"
+///     consecutive_failures = 3
+///     base_ejection_time = "10s"
+/// "#).unwrap();
+/// assert_eq!(config.base_ejection_time().as_secs(), 10);
+/// assert!(toml::from_str::<RoundRobinConfig>("panic_threshold_percent = 101").is_err());
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "RoundRobinConfigFile"))]
 pub struct RoundRobinConfig {
     pub(crate) name: String,
     pub(crate) consecutive_failures: u32,
@@ -36,6 +54,52 @@ pub struct RoundRobinConfig {
 #[must_use]
 pub struct RoundRobinConfigBuilder {
     config: RoundRobinConfig,
+}
+
+/// The file form of a [`RoundRobinConfig`], validated by the builder.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RoundRobinConfigFile {
+    name: String,
+    consecutive_failures: u32,
+    #[serde(deserialize_with = "resilience_core::config::duration::deserialize")]
+    base_ejection_time: Duration,
+    #[serde(deserialize_with = "resilience_core::config::duration::deserialize")]
+    max_ejection_time: Duration,
+    max_ejection_percent: u8,
+    panic_threshold_percent: u8,
+}
+
+#[cfg(feature = "serde")]
+impl Default for RoundRobinConfigFile {
+    fn default() -> Self {
+        let c = RoundRobinConfig::builder().config;
+        Self {
+            name: c.name,
+            consecutive_failures: c.consecutive_failures,
+            base_ejection_time: c.base_ejection_time,
+            max_ejection_time: c.max_ejection_time,
+            max_ejection_percent: c.max_ejection_percent,
+            panic_threshold_percent: c.panic_threshold_percent,
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<RoundRobinConfigFile> for RoundRobinConfig {
+    type Error = ConfigError;
+
+    fn try_from(f: RoundRobinConfigFile) -> Result<Self, ConfigError> {
+        RoundRobinConfig::builder()
+            .name(f.name)
+            .consecutive_failures(f.consecutive_failures)
+            .base_ejection_time(f.base_ejection_time)
+            .max_ejection_time(f.max_ejection_time)
+            .max_ejection_percent(f.max_ejection_percent)
+            .panic_threshold_percent(f.panic_threshold_percent)
+            .build()
+    }
 }
 
 // === impl RoundRobinConfig ===
@@ -240,5 +304,27 @@ mod tests {
                 .build()
                 .is_ok()
         );
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn deserializes_through_the_builder() {
+        let c: RoundRobinConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, RoundRobinConfig::default());
+        let c: RoundRobinConfig =
+            serde_json::from_str(r#"{"max_ejection_time": 60000, "base_ejection_time": "1m"}"#)
+                .unwrap();
+        assert_eq!(c.max_ejection_time(), Duration::from_secs(60));
+        for bad in [
+            r#"{"unknown": 1}"#,
+            r#"{"base_ejection_time": "ten"}"#,
+            r#"{"name": "a b"}"#,
+            r#"{"max_ejection_time": "1s"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<RoundRobinConfig>(bad).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -287,9 +287,19 @@ impl Etcd {
             b64.encode(key),
             b64.encode(value)
         );
+        self.post("/v3/kv/put", body).await;
+    }
+
+    /// Revokes a lease behind its holder's back.
+    pub async fn revoke(&self, lease: i64) {
+        self.post("/v3/lease/revoke", format!(r#"{{"ID":"{lease}"}}"#))
+            .await;
+    }
+
+    async fn post(&self, path: &str, body: String) {
         let client: Client<HttpConnector, http_body_util::Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        let req = http::Request::post(format!("{}/v3/kv/put", self.url))
+        let req = http::Request::post(format!("{}{path}", self.url))
             .body(http_body_util::Full::new(Bytes::from(body)))
             .unwrap();
         let rsp = client.request(req).await.unwrap();
