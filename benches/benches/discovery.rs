@@ -6,7 +6,9 @@
 //! threads, both threads share one `RoundRobin` (clones: one cursor, one
 //! snapshot); tower's `Balance` is not `Clone` (sharing it takes a
 //! `Buffer`), so each thread gets its own, which flatters p2c there.
-//! Figures are ns per call per thread.
+//! Figures are ns per call per thread. `round_robin_passive_off` has
+//! passive ejection off, so its response futures hold no handle to the
+//! endpoint's health.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -19,7 +21,7 @@ use futures::FutureExt;
 use futures::task::noop_waker_ref;
 use resilience_core::BoxError;
 use resilience_discovery::source::{StaticSource, discover};
-use resilience_discovery::{Endpoint, RoundRobin};
+use resilience_discovery::{Endpoint, RoundRobin, RoundRobinBuilder, RoundRobinConfig};
 use tower::Service;
 use tower::balance::p2c::Balance;
 use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
@@ -107,6 +109,17 @@ fn bench(c: &mut Criterion) {
             g.bench_function(
                 format!("round_robin/endpoints={n}/threads={threads}"),
                 |b| b.iter_custom(|iters| on_threads(threads, iters, || rr.clone())),
+            );
+            let off = RoundRobinConfig::builder()
+                .consecutive_failures(0)
+                .build()
+                .unwrap();
+            let rr_off = RoundRobinBuilder::new()
+                .config(off)
+                .build_with_endpoints(endpoints(n), |_: &Endpoint| noop());
+            g.bench_function(
+                format!("round_robin_passive_off/endpoints={n}/threads={threads}"),
+                |b| b.iter_custom(|iters| on_threads(threads, iters, || rr_off.clone())),
             );
             g.bench_function(format!("p2c/endpoints={n}/threads={threads}"), |b| {
                 b.iter_custom(|iters| on_threads(threads, iters, || p2c(n)))

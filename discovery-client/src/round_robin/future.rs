@@ -27,7 +27,7 @@ pin_project! {
         Called {
             #[pin]
             fut: F,
-            stripe: Arc<Stripe>,
+            stripe: Option<Arc<Stripe>>,
             classify: C,
         },
         Rejected,
@@ -37,7 +37,7 @@ pin_project! {
 // === impl ResponseFuture ===
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn called(fut: F, stripe: Arc<Stripe>, classify: C) -> Self {
+    pub(crate) fn called(fut: F, stripe: Option<Arc<Stripe>>, classify: C) -> Self {
         Self {
             kind: Kind::Called {
                 fut,
@@ -70,8 +70,10 @@ where
                 classify,
             } => {
                 let res = ready!(fut.poll(cx)).map_err(Into::into);
-                let outcome = classify.classify(res.as_ref());
-                stripe.stats.record(outcome.is_failure());
+                if let Some(stripe) = stripe {
+                    let outcome = classify.classify(res.as_ref());
+                    stripe.stats.record(outcome.is_failure());
+                }
                 Poll::Ready(res)
             }
             KindProj::Rejected => Poll::Ready(Err(Rejected::new(

@@ -73,9 +73,17 @@ pub(crate) struct Slot<S> {
     health_task: Option<AbortHandle>,
 }
 
-/// What the picker reads: the weighted ring of endpoints.
+/// What the picker reads: the weighted ring of endpoints, inline so that a
+/// pick walks contiguous memory.
 pub(crate) struct Snapshot<S> {
-    pub(crate) ring: Vec<Arc<Slot<S>>>,
+    pub(crate) ring: Vec<Entry<S>>,
+}
+
+/// One place in the ring.
+pub(crate) struct Entry<S> {
+    pub(crate) service: S,
+    pub(crate) stats: Arc<EndpointStats>,
+    pub(crate) stripes: [Arc<Stripe>; STRIPES],
 }
 
 pub(crate) type Maker<S> = Box<dyn Fn(&Endpoint) -> S + Send + Sync>;
@@ -318,7 +326,7 @@ impl<S> Drop for Slot<S> {
 
 // === impl Shared ===
 
-impl<S: Send + Sync + 'static> Shared<S> {
+impl<S: Clone + Send + Sync + 'static> Shared<S> {
     pub(crate) fn new(
         config: RoundRobinConfig,
         maker: Maker<S>,
@@ -378,7 +386,14 @@ impl<S: Send + Sync + 'static> Shared<S> {
                 }
             }
             if changed {
-                let ring = weighted_ring(&w.slots);
+                let ring = weighted_ring(&w.slots)
+                    .into_iter()
+                    .map(|slot| Entry {
+                        service: slot.service.clone(),
+                        stats: slot.stats.clone(),
+                        stripes: slot.stripes.clone(),
+                    })
+                    .collect();
                 self.snapshot.store(Arc::new(Snapshot { ring }));
                 self.generation.fetch_add(1, Ordering::AcqRel);
             }

@@ -25,7 +25,7 @@ use crate::health::{CheckHealth, HealthCheckConfig, HealthChecker};
 pub struct RoundRobin<S, C = ErrorsAreFailures> {
     shared: Arc<Shared<S>>,
     classify: C,
-    ready: Option<(Arc<Stripe>, S)>,
+    ready: Option<(Option<Arc<Stripe>>, S)>,
     /// Endpoint services that were not ready at the last poll, kept so that
     /// their wakers stay registered (dropping a not-ready clone may forget
     /// the waker, as tower's `Buffer` does).
@@ -77,7 +77,7 @@ trait Control: Send + Sync {
 
 impl<S> RoundRobin<S, ErrorsAreFailures>
 where
-    S: Send + Sync + 'static,
+    S: Clone + Send + Sync + 'static,
 {
     /// A balancer over a fixed list of endpoints with the default
     /// configuration and no active health checks.
@@ -93,7 +93,7 @@ impl<S, C> RoundRobin<S, C> {
     /// A handle to read the endpoint set and health, or to change the set.
     pub fn handle(&self) -> RoundRobinHandle
     where
-        S: Send + Sync + 'static,
+        S: Clone + Send + Sync + 'static,
     {
         RoundRobinHandle {
             inner: self.shared.clone(),
@@ -186,7 +186,11 @@ where
                     // after them.
                     self.cursor = idx + 1;
                     tracing::trace!(peer.addr = %slot.stats.addr, ?panic, "picked endpoint");
-                    self.ready = Some((slot.stripes[self.stripe].clone(), svc));
+                    // Passive ejection off: no handle to the endpoint's stats, no
+                    // reference count to bump.
+                    let stripe = (self.shared.pool.config.consecutive_failures > 0)
+                        .then(|| slot.stripes[self.stripe].clone());
+                    self.ready = Some((stripe, svc));
                     if !self.parked.is_empty() {
                         self.parked.clear();
                     }
@@ -280,7 +284,7 @@ impl<C> RoundRobinBuilder<C> {
     /// [`RoundRobin::handle`].
     pub fn build<S, M>(self, maker: M) -> RoundRobin<S, C>
     where
-        S: Send + Sync + 'static,
+        S: Clone + Send + Sync + 'static,
         M: Fn(&Endpoint) -> S + Send + Sync + 'static,
     {
         let shared = Arc::new(Shared::new(self.config, Box::new(maker), self.health));
@@ -294,7 +298,7 @@ impl<C> RoundRobinBuilder<C> {
         maker: M,
     ) -> RoundRobin<S, C>
     where
-        S: Send + Sync + 'static,
+        S: Clone + Send + Sync + 'static,
         M: Fn(&Endpoint) -> S + Send + Sync + 'static,
     {
         let rr = self.build(maker);
@@ -312,7 +316,7 @@ impl<C> RoundRobinBuilder<C> {
     /// Outside a tokio runtime.
     pub fn build_with_source<S, M, St>(self, source: St, maker: M) -> RoundRobin<S, C>
     where
-        S: Send + Sync + 'static,
+        S: Clone + Send + Sync + 'static,
         M: Fn(&Endpoint) -> S + Send + Sync + 'static,
         St: Stream<Item = Change> + Send + 'static,
     {
@@ -379,7 +383,7 @@ impl fmt::Debug for RoundRobinHandle {
     }
 }
 
-impl<S: Send + Sync + 'static> Control for Shared<S> {
+impl<S: Clone + Send + Sync + 'static> Control for Shared<S> {
     fn apply(&self, changes: Vec<Change>) {
         Shared::apply(self, changes);
     }
