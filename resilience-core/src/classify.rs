@@ -13,8 +13,8 @@
 //! | HTTP 5xx | `Failure` |
 //! | gRPC `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `INTERNAL`, `UNKNOWN`, `RESOURCE_EXHAUSTED`, `DATA_LOSS` | `Failure` |
 //! | other gRPC codes | `CallerError` (`OK`: `Success`) |
-//! | an error (transport, timeout, our rejections) | `Failure` |
-//! | an error of [`ErrorClass::Client`] (e.g. a flag refused it) | `CallerError` |
+//! | an error (transport, timeout, circuit open, no endpoint) | `Failure` |
+//! | our own layers refused it (throttled, overloaded, flag off) | `CallerError` (configurable: [`ClassifyErrors`]) |
 //!
 //! # Example
 //!
@@ -88,6 +88,7 @@ where
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpOutcome {
     rate_limited_is_failure: bool,
+    errors: ClassifyErrors,
 }
 
 /// The default classifier for gRPC.
@@ -98,6 +99,7 @@ pub struct HttpOutcome {
 #[derive(Clone, Copy)]
 pub struct GrpcOutcome {
     failures: u32,
+    errors: ClassifyErrors,
 }
 
 /// gRPC status codes, as numbered by the gRPC specification.
@@ -127,12 +129,51 @@ pub enum GrpcCode {
     Unauthenticated = 16,
 }
 
-/// Classifies an error: errors of [`ErrorClass::Client`] are the caller's,
-/// every other error (transport, timeout, rejection, unknown) is a failure.
+/// Classifies an error with the defaults: see [`ClassifyErrors`].
 pub fn classify_error(err: &BoxError) -> Outcome {
-    match crate::error::find(&**err) {
-        Some(c) if c.error_class() == ErrorClass::Client => Outcome::CallerError,
-        _ => Outcome::Failure,
+    ClassifyErrors::new().classify_error(err)
+}
+
+/// How errors (as opposed to responses) are classified.
+///
+/// - transport errors, [`Elapsed`](crate::Elapsed) and errors the family
+///   does not own: [`Outcome::Failure`];
+/// - a [`Rejected`](crate::Rejected) for an unavailable dependency (circuit
+///   open, no healthy endpoint): [`Outcome::Failure`];
+/// - a [`Rejected`](crate::Rejected) by one of *our own* limiters on the
+///   caller's side (throttled, overloaded) or by a flag:
+///   [`Outcome::CallerError`], since the callee never saw the request. Set
+///   [`ClassifyErrors::local_rejections_are_failures`] to count them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClassifyErrors {
+    local_rejections_are_failures: bool,
+}
+
+impl ClassifyErrors {
+    /// The defaults above.
+    pub const fn new() -> Self {
+        Self {
+            local_rejections_are_failures: false,
+        }
+    }
+
+    /// Whether throttled and overloaded rejections from our own layers count
+    /// against the callee (default `false`).
+    #[must_use]
+    pub const fn local_rejections_are_failures(mut self, yes: bool) -> Self {
+        self.local_rejections_are_failures = yes;
+        self
+    }
+
+    /// Classifies an error.
+    pub fn classify_error(&self, err: &BoxError) -> Outcome {
+        match crate::error::find(&**err).map(|c| c.error_class()) {
+            Some(ErrorClass::Client) => Outcome::CallerError,
+            Some(ErrorClass::Overloaded) if !self.local_rejections_are_failures => {
+                Outcome::CallerError
+            }
+            _ => Outcome::Failure,
+        }
     }
 }
 
@@ -178,7 +219,15 @@ impl HttpOutcome {
     pub const fn new() -> Self {
         Self {
             rate_limited_is_failure: false,
+            errors: ClassifyErrors::new(),
         }
+    }
+
+    /// How errors are classified (see [`ClassifyErrors`]).
+    #[must_use]
+    pub const fn errors(mut self, errors: ClassifyErrors) -> Self {
+        self.errors = errors;
+        self
     }
 
     /// Whether `429 Too Many Requests` counts against the callee.
@@ -205,7 +254,7 @@ impl<B> ClassifyOutcome<Response<B>> for HttpOutcome {
     fn classify(&self, result: Result<&Response<B>, &BoxError>) -> Outcome {
         match result {
             Ok(rsp) => self.classify_status(rsp.status()),
-            Err(e) => classify_error(e),
+            Err(e) => self.errors.classify_error(e),
         }
     }
 }
@@ -225,7 +274,16 @@ impl GrpcOutcome {
     pub const fn new() -> Self {
         Self {
             failures: Self::DEFAULT_FAILURES,
+            errors: ClassifyErrors::new(),
         }
+    }
+
+    /// How errors that are not a `tonic::Status` are classified (see
+    /// [`ClassifyErrors`]).
+    #[must_use]
+    pub const fn errors(mut self, errors: ClassifyErrors) -> Self {
+        self.errors = errors;
+        self
     }
 
     /// Counts `code` as a failure of the callee.
@@ -276,6 +334,7 @@ impl fmt::Debug for GrpcOutcome {
             .collect();
         f.debug_struct("GrpcOutcome")
             .field("failures", &codes)
+            .field("errors", &self.errors)
             .finish()
     }
 }
@@ -294,7 +353,7 @@ impl<B> ClassifyOutcome<Response<B>> for GrpcOutcome {
                 if let Some(status) = e.downcast_ref::<tonic::Status>() {
                     return self.classify_code(status.code().into());
                 }
-                classify_error(e)
+                self.errors.classify_error(e)
             }
         }
     }
@@ -432,6 +491,27 @@ mod tests {
             ClassifyOutcome::<Response<()>>::classify(&c, Err(&refused)),
             Outcome::CallerError
         );
+        let none: BoxError = Rejected::new(RejectionKind::NoHealthyEndpoint, "").into();
+        assert_eq!(
+            ClassifyOutcome::<Response<()>>::classify(&c, Err(&none)),
+            Outcome::Failure
+        );
+        // Our own limiters refused: the callee never saw the request.
+        for kind in [RejectionKind::Throttled, RejectionKind::Overloaded] {
+            let local: BoxError = Rejected::new(kind, "").into();
+            assert_eq!(
+                ClassifyOutcome::<Response<()>>::classify(&c, Err(&local)),
+                Outcome::CallerError,
+                "{kind:?}"
+            );
+            let strict = HttpOutcome::new()
+                .errors(ClassifyErrors::new().local_rejections_are_failures(true));
+            assert_eq!(
+                ClassifyOutcome::<Response<()>>::classify(&strict, Err(&local)),
+                Outcome::Failure,
+                "{kind:?}"
+            );
+        }
     }
 
     #[test]

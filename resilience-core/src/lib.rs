@@ -62,9 +62,13 @@ pub mod names;
 pub mod priority;
 pub mod timeout;
 
-pub use crate::classify::{ClassifyOutcome, GrpcCode, GrpcOutcome, HttpOutcome, Outcome};
+pub use crate::classify::{
+    ClassifyErrors, ClassifyOutcome, GrpcCode, GrpcOutcome, HttpOutcome, Outcome,
+};
 pub use crate::config::ConfigError;
 pub use crate::deadline::{Deadline, DeadlinePolicy};
 pub use crate::error::{BoxError, Classify, ErrorClass, Rejected, RejectionKind};
-pub use crate::priority::{Priority, PriorityPolicy};
+pub use crate::priority::{
+    FixedPriority, Priority, PriorityFromExtensions, PriorityPolicy, ReadPriority,
+};
 pub use crate::timeout::{Elapsed, TimeoutLayer};

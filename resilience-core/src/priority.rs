@@ -65,6 +65,26 @@ pub struct PriorityPolicy {
     untrusted_ceiling: Priority,
 }
 
+/// Finds a request's [`Priority`]: how every layer that cares (throttle,
+/// bounded queue) reads it.
+///
+/// Implemented by [`PriorityFromExtensions`] (for `http::Request<B>`, the
+/// default), [`FixedPriority`], and closures `Fn(&Req) -> Priority`.
+pub trait ReadPriority<Req> {
+    /// The request's priority.
+    fn read_priority(&self, req: &Req) -> Priority;
+}
+
+/// Reads the [`Priority`] from `http::Request` extensions, where the
+/// correlation layer puts it; a request without one has the default,
+/// [`Priority::Critical`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PriorityFromExtensions;
+
+/// Gives every request the same priority.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FixedPriority(pub Priority);
+
 // === impl Priority ===
 
 impl Priority {
@@ -155,6 +175,37 @@ impl<'de> serde::Deserialize<'de> for Priority {
                 "priority must be one of sheddable, sheddable-plus, critical, critical-plus",
             )
         })
+    }
+}
+
+// === impl PriorityFromExtensions ===
+
+impl<B> ReadPriority<http::Request<B>> for PriorityFromExtensions {
+    #[inline]
+    fn read_priority(&self, req: &http::Request<B>) -> Priority {
+        req.extensions()
+            .get::<Priority>()
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+// === impl FixedPriority ===
+
+impl<Req> ReadPriority<Req> for FixedPriority {
+    #[inline]
+    fn read_priority(&self, _: &Req) -> Priority {
+        self.0
+    }
+}
+
+impl<F, Req> ReadPriority<Req> for F
+where
+    F: Fn(&Req) -> Priority,
+{
+    #[inline]
+    fn read_priority(&self, req: &Req) -> Priority {
+        self(req)
     }
 }
 
@@ -282,6 +333,32 @@ mod tests {
             strict.resolve(Some(Priority::CriticalPlus), true),
             Priority::CriticalPlus
         );
+    }
+
+    #[test]
+    fn readers() {
+        let mut req = http::Request::new(());
+        assert_eq!(
+            PriorityFromExtensions.read_priority(&req),
+            Priority::Critical
+        );
+        req.extensions_mut().insert(Priority::Sheddable);
+        assert_eq!(
+            PriorityFromExtensions.read_priority(&req),
+            Priority::Sheddable
+        );
+        assert_eq!(
+            FixedPriority(Priority::CriticalPlus).read_priority(&req),
+            Priority::CriticalPlus
+        );
+        let by_len = |r: &&str| {
+            if r.len() > 3 {
+                Priority::Sheddable
+            } else {
+                Priority::Critical
+            }
+        };
+        assert_eq!(by_len.read_priority(&"long"), Priority::Sheddable);
     }
 
     proptest! {
