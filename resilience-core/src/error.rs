@@ -2,7 +2,7 @@
 //!
 //! Every layer in the family that refuses a request on purpose fails with a
 //! [`Rejected`] (queue full, circuit open, throttled, no healthy endpoint,
-//! flag off), and the timeout fails with [`Elapsed`](crate::timeout::error::Elapsed).
+//! flag off), and the timeout fails with [`Elapsed`].
 //! Both implement [`Classify`], which says what kind of failure it is
 //! ([`ErrorClass`]) and, where it is known, when trying again makes sense.
 //!
