@@ -23,11 +23,20 @@ fn config(etcd: &Etcd) -> EtcdConfig {
 }
 
 async fn register(config: &EtcdConfig, i: usize, inst: &Instance) -> Registration {
+    register_for(config, i, inst, Duration::from_secs(2)).await
+}
+
+async fn register_for(
+    config: &EtcdConfig,
+    i: usize,
+    inst: &Instance,
+    ttl: Duration,
+) -> Registration {
     Registration::register(
         config,
         format!("{PREFIX}instance-{i}"),
         &Endpoint::new(inst.addr).with_metadata("zone", "a"),
-        Duration::from_secs(2),
+        ttl,
     )
     .await
     .expect("registered")
@@ -108,7 +117,8 @@ async fn etcd_registration_watch_outage_and_resume() {
     // etcd is back: the watch resumes (a new registration shows up).
     etcd.restart().await;
     let later = Instance::start().await;
-    let later_reg = register(&config, 4, &later).await;
+    // A long lease, so that only the revocation can remove it in time.
+    let later_reg = register_for(&config, 4, &later, Duration::from_secs(60)).await;
     wait_until("watch resumed", Duration::from_secs(20), count(4)).await;
     assert_eq!(status.staleness(), Duration::ZERO, "{status:?}");
     let counts = spread(&mut rr, 400).await;
@@ -116,7 +126,7 @@ async fn etcd_registration_watch_outage_and_resume() {
 
     // Graceful shutdown removes the key at once, without waiting for the TTL.
     later_reg.deregister().await.unwrap();
-    wait_until("deregistered", Duration::from_secs(1), count(3)).await;
+    wait_until("deregistered", Duration::from_secs(10), count(3)).await;
     drop((fresh_reg, regs));
 }
 

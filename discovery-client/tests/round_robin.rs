@@ -587,3 +587,21 @@ fn metrics_count_ejections_and_updates() {
     };
     assert_eq!(ejected.into_inner(), 1.0);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn passive_ejection_off_never_ejects() {
+    let counts = Counts::default();
+    let config = RoundRobinConfig::builder()
+        .consecutive_failures(0)
+        .build()
+        .unwrap();
+    let mut rr = RoundRobinBuilder::new()
+        .config(config)
+        .classify(HttpOutcome::new())
+        .build_with_endpoints(
+            endpoints(2),
+            counting(&counts, |a| if a.port() == 1 { 500 } else { 200 }),
+        );
+    assert_eq!(send(&mut rr, 100).await, 50);
+    assert_eq!(rr.handle().snapshot().count(EndpointState::Healthy), 2);
+}
