@@ -9,6 +9,8 @@ use crate::handle::BoundedQueueHandle;
 use crate::state::{Admit, Shared};
 use crate::sync::Arc;
 
+pub use resilience_core::priority::{FixedPriority, PriorityFromExtensions, ReadPriority};
+
 /// Admits each request at once, queues it within bounds, or rejects it at
 /// once with a reason. See the [crate docs](crate).
 ///
@@ -20,25 +22,6 @@ pub struct BoundedQueue<S, P = PriorityFromExtensions, D = FromExtensions> {
     read_priority: P,
     read_deadline: D,
 }
-
-/// Finds a request's [`Priority`].
-///
-/// Implemented by [`PriorityFromExtensions`] (for `http::Request<B>`),
-/// [`FixedPriority`], and closures `Fn(&Req) -> Priority`.
-pub trait ReadPriority<Req> {
-    /// The request's priority.
-    fn read_priority(&self, req: &Req) -> Priority;
-}
-
-/// Reads the [`Priority`] from `http::Request` extensions (the default), as
-/// the correlation layer puts it there; requests without one are
-/// [`Priority::Critical`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PriorityFromExtensions;
-
-/// Gives every request the same priority.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FixedPriority(pub Priority);
 
 // === impl BoundedQueue ===
 
@@ -161,36 +144,5 @@ where
             let ready = std::mem::replace(inner, fresh);
             ResponseFuture::waiting(waiter, ready, req)
         }
-    }
-}
-
-// === impl PriorityFromExtensions ===
-
-impl<B> ReadPriority<http::Request<B>> for PriorityFromExtensions {
-    #[inline]
-    fn read_priority(&self, req: &http::Request<B>) -> Priority {
-        req.extensions()
-            .get::<Priority>()
-            .copied()
-            .unwrap_or_default()
-    }
-}
-
-// === impl FixedPriority ===
-
-impl<Req> ReadPriority<Req> for FixedPriority {
-    #[inline]
-    fn read_priority(&self, _: &Req) -> Priority {
-        self.0
-    }
-}
-
-impl<F, Req> ReadPriority<Req> for F
-where
-    F: Fn(&Req) -> Priority,
-{
-    #[inline]
-    fn read_priority(&self, req: &Req) -> Priority {
-        self(req)
     }
 }

@@ -244,3 +244,70 @@ async fn gradient2_limit_shrinks_when_latency_rises() {
     assert!(congested < steady, "{congested} < {steady}");
     assert!(congested >= 2);
 }
+
+/// The priority readers are resilience-core's: one trait for the queue and
+/// the throttle, so a reader written against core plugs in here.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn priority_readers_are_the_ones_from_core() {
+    #[derive(Clone)]
+    struct ByLength;
+    impl resilience_core::ReadPriority<&'static str> for ByLength {
+        fn read_priority(&self, req: &&'static str) -> Priority {
+            if req.len() > 3 {
+                Priority::CriticalPlus
+            } else {
+                Priority::Sheddable
+            }
+        }
+    }
+    fn same_trait<R: resilience_bounded_queue::ReadPriority<Req>, Req>(
+        r: &R,
+        req: &Req,
+    ) -> Priority {
+        resilience_core::ReadPriority::read_priority(r, req)
+    }
+    let fixed: resilience_core::FixedPriority = FixedPriority(Priority::Sheddable);
+    assert_eq!(same_trait(&fixed, &"x"), Priority::Sheddable);
+    assert_eq!(same_trait(&ByLength, &"long"), Priority::CriticalPlus);
+    let from_ext: resilience_core::PriorityFromExtensions =
+        resilience_bounded_queue::PriorityFromExtensions;
+    let mut req = http::Request::new(());
+    req.extensions_mut().insert(Priority::SheddablePlus);
+    assert_eq!(same_trait(&from_ext, &req), Priority::SheddablePlus);
+
+    let layer = BoundedQueueLayer::new(
+        BoundedQueueConfig::builder()
+            .concurrency(1)
+            .capacity(1)
+            .build()
+            .unwrap(),
+    )
+    .with_priority(ByLength)
+    .with_deadline(NoDeadline);
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call("first"));
+    assert_ready_ok!(svc.poll_ready());
+    let mut low = task::spawn(svc.call("low"));
+    assert_ready_ok!(svc.poll_ready());
+    let mut high = task::spawn(svc.call("high"));
+    // The core reader ranked "high" above "low": it displaced it.
+    assert_eq!(
+        reason(&assert_ready!(low.poll()).unwrap_err()),
+        "shed for higher priority"
+    );
+    assert_eq!(
+        h.snapshot().queued_by_priority[Priority::CriticalPlus.index()],
+        1
+    );
+    assert_pending!(a.poll());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response("a");
+    assert_ready_ok!(a.poll());
+    assert_pending!(high.poll());
+    let (r, send) = handle.next_request().await.unwrap();
+    assert_eq!(r, "high");
+    send.send_response("h");
+    assert_eq!(assert_ready_ok!(high.poll()), "h");
+}
