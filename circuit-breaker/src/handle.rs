@@ -112,6 +112,18 @@ impl Shared {
         }
     }
 
+    /// The rejection of a call whose `poll_ready` did not poll the inner
+    /// service (the circuit was failing fast then).
+    #[cold]
+    pub(crate) fn not_polled(&self, now: Instant) -> Rejected {
+        let refusal = self.core.fails_fast(now).unwrap_or(Refusal {
+            // It stopped failing fast since: ask again.
+            reason: "circuit open when polled",
+            retry_after: Some(Duration::ZERO),
+        });
+        self.rejected(refusal)
+    }
+
     /// Records the outcome of a tracked call.
     #[inline]
     pub(crate) fn record(&self, permit: &Permit, outcome: Outcome) {

@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use resilience_core::{BoxError, ClassifyOutcome, Rejected};
+use resilience_core::{BoxError, ClassifyOutcome};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -11,15 +11,19 @@ use crate::handle::{Breaker, CircuitBreakerHandle};
 
 /// Fails fast while its dependency is failing. See the [crate docs](crate).
 ///
-/// Admission is decided in `poll_ready`: when the circuit refuses, the
-/// service reports ready without polling the inner service, and `call`
-/// returns the rejection without calling it.
+/// `poll_ready` reserves nothing: while the circuit fails fast (open, forced
+/// open) it reports ready without polling the inner service, otherwise it
+/// reports the inner service's readiness. The permit (a half-open probe
+/// slot, a share of a recovery ramp) is taken in `call`, which returns the
+/// rejection at once when it is refused. A caller that gets readiness and
+/// never calls (a throttle's refusal, a queue's rejection, tower's
+/// `ReadyCache`) therefore holds no probe slot.
 pub struct CircuitBreaker<S, C> {
     inner: S,
     breaker: Arc<Breaker<C>>,
-    /// The decision of the last `poll_ready` (when not closed), spent by
-    /// `call`.
-    admitted: Option<Result<Option<Recorder<C>>, Rejected>>,
+    /// Whether the last `poll_ready` polled the inner service ready (spent
+    /// by `call`).
+    inner_ready: bool,
 }
 
 // === impl CircuitBreaker ===
@@ -29,7 +33,7 @@ impl<S, C> CircuitBreaker<S, C> {
         Self {
             inner,
             breaker,
-            admitted: None,
+            inner_ready: false,
         }
     }
 
@@ -68,51 +72,55 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Closed (the common case): nothing to reserve, the permit is taken
-        // in `call`. Otherwise decide now, so that a refused call neither
-        // polls nor calls the inner service, and a probe holds its slot.
-        if self.admitted.is_none() && !self.breaker.shared.core.admits_all() {
-            let decision = self
+        // Closed (the common case): one load. While the circuit fails fast,
+        // be ready without polling the inner service: `call` rejects.
+        if !self.breaker.shared.core.admits_all()
+            && self
                 .breaker
                 .shared
-                .acquire()
-                .map(|p| p.map(|p| Recorder::new(self.breaker.clone(), p)));
-            self.admitted = Some(decision);
-        }
-        if let Some(Err(_)) = self.admitted {
-            // Refused: ready to fail fast, without polling the inner service.
+                .core
+                .fails_fast(Instant::now())
+                .is_some()
+        {
+            self.inner_ready = false;
             return Poll::Ready(Ok(()));
         }
         match self.inner.poll_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) => {
+                self.inner_ready = true;
+                Poll::Ready(Ok(()))
+            }
             Poll::Ready(Err(e)) => {
-                self.admitted = None; // gives a probe slot back
+                self.inner_ready = false;
                 Poll::Ready(Err(e.into()))
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                self.inner_ready = false;
+                Poll::Pending
+            }
         }
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        if self.admitted.is_none() {
-            // Ready while closed: take the permit now.
-            if let Some(permit) = self.breaker.shared.core.acquire_closed(&Instant::now) {
-                let recorder = Recorder::new(self.breaker.clone(), permit);
-                return ResponseFuture::new(self.inner.call(req), Some(recorder));
-            }
+        if !std::mem::replace(&mut self.inner_ready, false) {
+            // `poll_ready` saw the circuit failing fast and did not poll the
+            // inner service: it may not be called now, whatever the state.
+            return ResponseFuture::rejected(self.breaker.shared.not_polled(Instant::now()));
         }
-        let decision = match self.admitted.take() {
-            Some(decision) => decision,
-            // The state changed since `poll_ready`: decide now.
-            None => self
-                .breaker
-                .shared
-                .acquire()
-                .map(|p| p.map(|p| Recorder::new(self.breaker.clone(), p))),
-        };
-        match decision {
-            Ok(recorder) => ResponseFuture::new(self.inner.call(req), recorder),
+        // Closed: the permit, without a clock read (unless slow calls are
+        // detected) or a lock.
+        if let Some(permit) = self.breaker.shared.core.acquire_closed(&Instant::now) {
+            let recorder = Recorder::new(self.breaker.clone(), permit);
+            return ResponseFuture::new(self.inner.call(req), Some(recorder));
+        }
+        // Anything else (a probe, a ramp share, open since `poll_ready`):
+        // decide now; a refusal does not call the inner service.
+        match self.breaker.shared.acquire() {
+            Ok(permit) => {
+                let recorder = permit.map(|p| Recorder::new(self.breaker.clone(), p));
+                ResponseFuture::new(self.inner.call(req), recorder)
+            }
             Err(rejected) => ResponseFuture::rejected(rejected),
         }
     }
@@ -124,7 +132,7 @@ impl<S: Clone, C> Clone for CircuitBreaker<S, C> {
         Self {
             inner: self.inner.clone(),
             breaker: self.breaker.clone(),
-            admitted: None,
+            inner_ready: false,
         }
     }
 }

@@ -568,6 +568,27 @@ impl Core {
         )
     }
 
+    /// The refusal a call would get now without changing any state, if
+    /// the circuit fails fast (forced open, or open and not yet due to
+    /// half-open).
+    pub(crate) fn fails_fast(&self, now: Instant) -> Option<Refusal> {
+        match self.ctrl.load(Ordering::Acquire) & 0xff {
+            FORCED_OPEN => Some(Refusal {
+                reason: "forced open",
+                retry_after: None,
+            }),
+            OPEN => {
+                let until = self.open_until.load(Ordering::Acquire);
+                let now_ns = self.nanos(now);
+                (now_ns < until).then(|| Refusal {
+                    reason: "failure threshold exceeded",
+                    retry_after: Some(Duration::from_nanos(until - now_ns)),
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// The current state.
     pub(crate) fn state(&self) -> CircuitState {
         CircuitState::from_ctrl(self.ctrl.load(Ordering::Acquire))

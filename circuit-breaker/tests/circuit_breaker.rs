@@ -225,10 +225,10 @@ async fn a_cancelled_probe_frees_its_slot() {
     drop(probe);
     assert_eq!(cb.snapshot().probes_in_use(), 0);
 
-    // cancelled between poll_ready and call (the service is dropped)
+    // ready but never called, then dropped: no slot was ever taken
     let mut other = Spawn::new(svc.get_ref().clone());
     assert_ready_ok!(other.poll_ready());
-    assert_eq!(cb.snapshot().probes_in_use(), 1);
+    assert_eq!(cb.snapshot().probes_in_use(), 0);
     drop(other);
     assert_eq!(cb.snapshot().probes_in_use(), 0);
 
@@ -238,6 +238,68 @@ async fn a_cancelled_probe_frees_its_slot() {
         .unwrap();
     assert_eq!(rsp.status(), 500);
     assert_eq!(cb.state(), CircuitState::Open);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn readiness_without_a_call_holds_no_probe() {
+    let (mut svc, mut handle, cb) = spawn(base().half_open_probes(2).build().unwrap());
+    open_it(&mut svc, &mut handle).await;
+    advance(Duration::from_secs(1)).await;
+
+    // three idle clients get readiness and never call (a throttle refused
+    // them, a ready cache keeps them): they hold no probe slot
+    let mut idle: Vec<_> = (0..3).map(|_| Spawn::new(svc.get_ref().clone())).collect();
+    for s in &mut idle {
+        assert_ready_ok!(s.poll_ready());
+    }
+    assert_eq!(cb.snapshot().probes_in_use(), 0);
+
+    // the probes go to callers that do call
+    call(&mut svc, &mut handle, Reply::Status(200))
+        .await
+        .unwrap();
+    assert_eq!(cb.state(), CircuitState::HalfOpen);
+    call(&mut svc, &mut handle, Reply::Status(200))
+        .await
+        .unwrap();
+    assert_eq!(cb.state(), CircuitState::Closed);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_clone_ready_while_closed_is_rejected_once_open() {
+    let (mut svc, mut handle, cb) = spawn(base().build().unwrap());
+    let mut stale = Spawn::new(svc.get_ref().clone());
+    assert_ready_ok!(stale.poll_ready());
+    open_it(&mut svc, &mut handle).await;
+    assert_eq!(cb.state(), CircuitState::Open);
+
+    let err = stale.call(Request::new(())).await.unwrap_err();
+    let r = err.downcast_ref::<Rejected>().expect("a rejection");
+    assert_eq!(r.kind(), RejectionKind::CircuitOpen);
+    assert_eq!(r.retry_after(), Some(Duration::from_secs(1)));
+    assert_pending!(handle.poll_request(), "the inner service was not called");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn ready_while_open_then_called_after_half_open_is_rejected() {
+    let (mut svc, mut handle, cb) = spawn(base().half_open_probes(1).build().unwrap());
+    open_it(&mut svc, &mut handle).await;
+    handle.allow(0);
+    // open: ready without polling the (not ready) inner service
+    assert_ready_ok!(svc.poll_ready());
+    advance(Duration::from_secs(1)).await;
+    // the inner service was never polled ready: it may not be called
+    let err = svc.call(Request::new(())).await.unwrap_err();
+    let r = err.downcast_ref::<Rejected>().expect("a rejection");
+    assert_eq!(r.retry_after(), Some(Duration::ZERO));
+    assert_eq!(cb.snapshot().probes_in_use(), 0);
+    // polled again: half-open, waits for the inner service
+    assert_pending!(svc.poll_ready());
+    handle.allow(1);
+    call(&mut svc, &mut handle, Reply::Status(200))
+        .await
+        .unwrap();
+    assert_eq!(cb.state(), CircuitState::Closed);
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
