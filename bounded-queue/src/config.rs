@@ -131,6 +131,9 @@ impl BoundedQueueConfig {
     pub const DEFAULT_LIFO: bool = true;
     /// The retry-after hint on rejections: `1s`.
     pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+    /// The longest retry-after hint: `1 day` (it becomes a `Retry-After`
+    /// header and gRPC pushback metadata).
+    pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
     /// A builder with the defaults.
     pub fn builder() -> BoundedQueueConfigBuilder {
@@ -221,7 +224,10 @@ impl BoundedQueueConfigBuilder {
     }
 
     /// The longest a request waits while there is no standing queue (default
-    /// [`BoundedQueueConfig::DEFAULT_MAX_WAIT`]).
+    /// [`BoundedQueueConfig::DEFAULT_MAX_WAIT`]). `Duration::MAX` (or any
+    /// wait too long to represent as an instant) means no queue timeout: a
+    /// waiter is then bounded only by its deadline, the CoDel target under a
+    /// standing queue, and displacement by higher priorities.
     pub fn max_wait(mut self, d: Duration) -> Self {
         self.max_wait = d;
         self
@@ -254,7 +260,8 @@ impl BoundedQueueConfigBuilder {
     }
 
     /// The retry-after hint on rejections (default
-    /// [`BoundedQueueConfig::DEFAULT_RETRY_AFTER`]).
+    /// [`BoundedQueueConfig::DEFAULT_RETRY_AFTER`], at most
+    /// [`BoundedQueueConfig::MAX_RETRY_AFTER`]).
     pub fn retry_after(mut self, d: Duration) -> Self {
         self.retry_after = d;
         self
@@ -287,7 +294,8 @@ impl BoundedQueueConfigBuilder {
     /// - `max_wait` is zero while `capacity` is not
     /// - `codel_target` or `codel_interval` is zero, or the target is longer
     ///   than the interval
-    /// - `retry_after` is zero
+    /// - `retry_after` is zero or longer than
+    ///   [`BoundedQueueConfig::MAX_RETRY_AFTER`]
     /// - a reserved share is not within `0.0..=1.0`, or they sum above `1.0`
     pub fn build(self) -> Result<BoundedQueueConfig, ConfigError> {
         validate_name("name", &self.name)?;
@@ -317,6 +325,9 @@ impl BoundedQueueConfigBuilder {
         }
         if self.retry_after.is_zero() {
             return Err(ConfigError::new("retry_after", "must be greater than zero"));
+        }
+        if self.retry_after > BoundedQueueConfig::MAX_RETRY_AFTER {
+            return Err(ConfigError::new("retry_after", "must be at most 1 day"));
         }
         let r = self.reserved.as_array();
         if r.iter().any(|s| !(0.0..=1.0).contains(s)) {

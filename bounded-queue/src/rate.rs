@@ -136,6 +136,9 @@ impl RateLimitConfig {
     pub const DEFAULT_PER: Duration = Duration::from_secs(1);
     /// Requests that may arrive at once: `1`.
     pub const DEFAULT_BURST: u64 = 1;
+    /// The longest period, and the longest a burst may span: `365 days`.
+    /// Longer ones would overflow the bucket's clock arithmetic.
+    pub const MAX_PER: Duration = Duration::from_secs(365 * 86_400);
 
     /// A builder with the defaults.
     pub fn builder() -> RateLimitConfigBuilder {
@@ -190,6 +193,9 @@ impl RateLimitConfigBuilder {
     /// - `name` is not 1 to 64 characters of `[A-Za-z0-9_.-]`
     /// - `num` or `burst` is zero
     /// - `per` is zero, or `per / num` is below a nanosecond
+    /// - `per` is longer than [`RateLimitConfig::MAX_PER`]
+    /// - `burst` requests span more than [`RateLimitConfig::MAX_PER`] at the
+    ///   rate (`burst * per / num`)
     pub fn build(self) -> Result<RateLimitConfig, ConfigError> {
         validate_name("name", &self.name)?;
         if self.num == 0 {
@@ -202,6 +208,16 @@ impl RateLimitConfigBuilder {
             return Err(ConfigError::new(
                 "per",
                 "must be at least a nanosecond per request",
+            ));
+        }
+        if self.per > RateLimitConfig::MAX_PER {
+            return Err(ConfigError::new("per", "must be at most 365 days"));
+        }
+        let span = self.per.as_nanos() / u128::from(self.num) * u128::from(self.burst);
+        if span > RateLimitConfig::MAX_PER.as_nanos() {
+            return Err(ConfigError::new(
+                "burst",
+                "must not span more than 365 days at the rate",
             ));
         }
         Ok(RateLimitConfig {
@@ -387,7 +403,42 @@ mod tests {
             "per"
         );
         assert_eq!(e(RateLimitConfig::builder().burst(0)), "burst");
+        assert_eq!(e(RateLimitConfig::builder().rate(1, Duration::MAX)), "per");
+        assert_eq!(
+            e(RateLimitConfig::builder()
+                .rate(1, RateLimitConfig::MAX_PER)
+                .burst(2)),
+            "burst"
+        );
+        assert_eq!(
+            e(RateLimitConfig::builder()
+                .rate(1, Duration::from_secs(1))
+                .burst(u64::MAX)),
+            "burst"
+        );
         assert_eq!(e(RateLimitConfig::builder().name("a b")), "name");
+    }
+
+    /// The longest period allowed still limits: the bucket's arithmetic
+    /// does not saturate into "always allowed".
+    #[test]
+    fn the_longest_period_still_limits() {
+        let layer = RateLimitLayer::new(
+            RateLimitConfig::builder()
+                .rate(1, RateLimitConfig::MAX_PER)
+                .build()
+                .unwrap(),
+        );
+        let b = &layer.bucket;
+        let t0 = b.origin + Duration::from_secs(1);
+        assert!(b.acquire(t0).is_ok());
+        assert_eq!(
+            b.acquire(t0),
+            Err(RateLimitConfig::MAX_PER),
+            "one per period"
+        );
+        assert!(b.acquire(t0 + Duration::from_secs(3600)).is_err());
+        assert!(b.acquire(t0 + RateLimitConfig::MAX_PER).is_ok());
     }
 
     #[test]

@@ -111,7 +111,9 @@ pub(crate) struct Waiter {
 enum Step {
     Granted(Instant),
     Rejected(Reason),
-    Wait(Instant),
+    /// Wait to be woken, or until the instant (`None`: no timer, as with
+    /// `max_wait(Duration::MAX)` and no deadline).
+    Wait(Option<Instant>),
 }
 
 /// A point-in-time view of a queue, from
@@ -595,15 +597,17 @@ impl Shared {
                     Some(target) if overloaded => target.min(self.max_wait),
                     _ => self.max_wait,
                 };
-                let mut until = *enqueued + wait;
+                // A wait too long to represent (`Duration::MAX`) is bounded
+                // only by the deadline.
+                let mut until = enqueued.checked_add(wait);
                 let mut reason = Reason::WaitTimeout;
                 if let Some(d) = deadline {
-                    if d < until {
-                        until = d;
+                    if until.is_none_or(|u| d < u) {
+                        until = Some(d);
                         reason = Reason::Deadline;
                     }
                 }
-                if now >= until {
+                if until.is_some_and(|u| now >= u) {
                     Step::Rejected(reason)
                 } else {
                     match w {
@@ -875,7 +879,13 @@ impl Waiter {
                     self.done = true;
                     return Poll::Ready(Err(self.shared.reject(reason, self.priority)));
                 }
-                Step::Wait(until) => {
+                Step::Wait(None) => {
+                    // Woken by a grant, a rejection or an overload change.
+                    self.armed = None;
+                    self.sleep = None;
+                    return Poll::Pending;
+                }
+                Step::Wait(Some(until)) => {
                     if self.armed != Some(until) {
                         match &mut self.sleep {
                             Some(s) => s.as_mut().reset(until),

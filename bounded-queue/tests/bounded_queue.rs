@@ -203,6 +203,58 @@ async fn max_wait_without_codel() {
     assert_eq!(start.elapsed(), Duration::from_millis(300));
 }
 
+/// `max_wait(Duration::MAX)`: no queue timeout, a waiter is bounded only by
+/// its deadline (no overflow computing when its wait ends).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn max_wait_duration_max_is_bounded_only_by_the_deadline() {
+    for codel in [false, true] {
+        let layer = layer(
+            cfg()
+                .concurrency(1)
+                .capacity(2)
+                .codel(codel)
+                .codel_target(Duration::MAX)
+                .codel_interval(Duration::MAX)
+                .max_wait(Duration::MAX),
+        );
+        let h = layer.handle();
+        let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+        assert_ready_ok!(svc.poll_ready());
+        let mut a = task::spawn(svc.call(req(1)));
+        assert_ready_ok!(svc.poll_ready());
+        let mut patient = task::spawn(svc.call(req(2)));
+        assert_ready_ok!(svc.poll_ready());
+        let mut bounded = task::spawn(svc.call(req_d(3, Duration::from_secs(10))));
+        assert_pending!(a.poll());
+        assert_pending!(patient.poll());
+        assert_pending!(bounded.poll());
+        let (_, send_a) = next(&mut handle).await;
+
+        advance(Duration::from_secs(9)).await;
+        assert_pending!(patient.poll());
+        assert_pending!(bounded.poll());
+        advance(Duration::from_secs(1)).await;
+        assert!(bounded.is_woken());
+        let err = assert_ready!(bounded.poll()).unwrap_err();
+        assert_eq!(reason(&err), "deadline cannot be met");
+
+        advance(Duration::from_secs(86_400)).await;
+        assert!(!patient.is_woken(), "no timer without a deadline");
+        assert_pending!(patient.poll());
+        assert_eq!(h.snapshot().queued, 1);
+        send_a.send_response("a");
+        assert_ready_ok!(a.poll());
+        assert!(patient.is_woken());
+        assert_pending!(patient.poll());
+        let (id, send) = next(&mut handle).await;
+        assert_eq!(id, 2);
+        send.send_response("p");
+        assert_eq!(assert_ready_ok!(patient.poll()), "p");
+        let s = h.snapshot();
+        assert_eq!((s.in_service, s.queued), (0, 0));
+    }
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn higher_priority_displaces_the_lowest_queued() {
     let layer = layer(cfg().concurrency(1).capacity(2));
@@ -510,6 +562,21 @@ fn config_validation_names_the_field() {
         "codel_target"
     );
     assert_eq!(field(cfg().retry_after(Duration::ZERO)), "retry_after");
+    assert_eq!(field(cfg().retry_after(Duration::MAX)), "retry_after");
+    assert!(
+        cfg()
+            .retry_after(BoundedQueueConfig::MAX_RETRY_AFTER)
+            .build()
+            .is_ok()
+    );
+    assert!(
+        cfg()
+            .max_wait(Duration::MAX)
+            .codel_target(Duration::MAX)
+            .codel_interval(Duration::MAX)
+            .build()
+            .is_ok()
+    );
     assert_eq!(field(cfg().reserve(Priority::Critical, 1.5)), "reserved");
     assert_eq!(
         field(cfg().reserve(Priority::Critical, f64::NAN)),
@@ -539,6 +606,58 @@ fn config_deserializes_with_the_same_validation() {
     assert_eq!(c.reserved().critical, 0.5);
     assert!(serde_json::from_str::<BoundedQueueConfig>(r#"{"concurrency":0}"#).is_err());
     assert!(serde_json::from_str::<BoundedQueueConfig>(r#"{"bogus":1}"#).is_err());
+}
+
+/// Huge durations in a config file: accepted where they mean "no bound",
+/// refused with the field's name where they cannot work, never a panic.
+#[cfg(feature = "serde")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn huge_serde_durations_build_or_fail_cleanly() {
+    let c: BoundedQueueConfig = serde_json::from_str(
+        r#"{"concurrency":1,"capacity":1,"max_wait":"18446744073709551615s",
+            "codel_target":18446744073709551615,"codel_interval":"18446744073709551615s"}"#,
+    )
+    .unwrap();
+    assert_eq!(c.max_wait(), Duration::from_secs(u64::MAX));
+    let for_huge = |json: &str| {
+        serde_json::from_str::<BoundedQueueConfig>(json)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        for_huge(r#"{"retry_after":"18446744073709551615s"}"#).contains("retry_after"),
+        "{}",
+        for_huge(r#"{"retry_after":"18446744073709551615s"}"#)
+    );
+    assert!(for_huge(r#"{"max_wait":"18446744073709551615h"}"#).contains("too large"));
+    assert!(for_huge(r#"{"max_wait":"99999999999999999999999s"}"#).contains("too large"));
+
+    // The huge configuration works: a waiter without a deadline waits, one
+    // with a deadline is bounded by it.
+    let layer = BoundedQueueLayer::new(c)
+        .with_priority((|r: &Req| r.priority) as support::ReadP)
+        .with_deadline((|r: &Req| r.deadline) as support::ReadD);
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call(req(1)));
+    assert_pending!(a.poll());
+    assert_ready_ok!(svc.poll_ready());
+    let mut b = task::spawn(svc.call(req_d(2, Duration::from_secs(3600))));
+    assert_pending!(b.poll());
+    advance(Duration::from_secs(3600)).await;
+    assert_eq!(
+        reason(&assert_ready!(b.poll()).unwrap_err()),
+        "deadline cannot be met"
+    );
+    let (_, send) = next(&mut handle).await;
+    send.send_response("a");
+    assert_ready_ok!(a.poll());
+
+    let err = serde_json::from_str::<resilience_bounded_queue::rate::RateLimitConfig>(
+        r#"{"num":1,"per":"18446744073709551615s"}"#,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("per"), "{err}");
 }
 
 #[cfg(feature = "metrics")]
