@@ -55,9 +55,11 @@
 //!   the last N calls ([`CircuitBreakerConfigBuilder::count_window`]), the
 //!   last T in buckets ([`CircuitBreakerConfigBuilder::time_window`]), or a
 //!   run of consecutive failures
-//!   ([`CircuitBreakerConfigBuilder::consecutive_failures`]). Once the
-//!   window holds the minimum number of calls, a failure rate or slow-call
-//!   rate at or above its threshold opens the circuit.
+//!   ([`CircuitBreakerConfigBuilder::consecutive_failures`]). The
+//!   thresholds are evaluated after every recorded call, success or
+//!   failure: once the window holds the minimum number of calls, a failure
+//!   rate or slow-call rate at or above its threshold opens the circuit (so
+//!   with a minimum of 10, nine failures then one success open it).
 //! - **Open**: calls fail fast with [`Rejected`](resilience_core::Rejected)
 //!   of kind [`CircuitOpen`](resilience_core::RejectionKind::CircuitOpen),
 //!   carrying the time until half-open as `retry_after`; the inner service

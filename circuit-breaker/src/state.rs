@@ -271,9 +271,12 @@ impl CountWindow {
         }
     }
 
+    /// Records one outcome; returns how many calls were recorded so far
+    /// (this one included).
     #[inline]
-    pub(crate) fn record(&self, bits: u8) {
-        let i = self.head.fetch_add(1, Ordering::Relaxed) as u32;
+    pub(crate) fn record(&self, bits: u8) -> u64 {
+        let head = self.head.fetch_add(1, Ordering::Relaxed);
+        let i = head as u32;
         let low = self.fastmod.wrapping_mul(u64::from(i));
         let index = ((u128::from(low) * self.slots.len() as u128) >> 64) as usize;
         let slot = &self.slots[index];
@@ -281,6 +284,7 @@ impl CountWindow {
             let old = slot.swap(bits, Ordering::AcqRel);
             self.adjust(old, bits);
         }
+        head.wrapping_add(1)
     }
 
     #[inline]
@@ -336,6 +340,11 @@ impl CountWindow {
 pub(crate) struct TimeWindow {
     bucket_ns: u64,
     buckets: Box<[Bucket]>,
+    /// The last evaluation of the thresholds: `stamp << 1 | below_minimum`.
+    /// Within one tick no bucket expires, so a success can only lower the
+    /// rates: it needs no new evaluation unless the window was below the
+    /// minimum of calls (see [`Core::record`]).
+    evaluated: AtomicU64,
 }
 
 struct Bucket {
@@ -360,7 +369,22 @@ impl TimeWindow {
                     bad: AtomicU64::new(0),
                 })
                 .collect(),
+            evaluated: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a success recorded at `now_ns` may change the decision.
+    #[inline]
+    fn needs_evaluation(&self, now_ns: u64) -> bool {
+        let (stamp, _) = self.locate(now_ns);
+        let e = self.evaluated.load(Ordering::Relaxed);
+        e >> 1 != stamp || e & 1 != 0
+    }
+
+    fn evaluated(&self, now_ns: u64, below_minimum: bool) {
+        let (stamp, _) = self.locate(now_ns);
+        self.evaluated
+            .store((stamp << 1) | u64::from(below_minimum), Ordering::Relaxed);
     }
 
     #[inline]
@@ -448,6 +472,7 @@ impl TimeWindow {
             b.calls.store(0, Ordering::Release);
             b.bad.store(0, Ordering::Release);
         }
+        self.evaluated.store(0, Ordering::Relaxed);
     }
 }
 
@@ -791,10 +816,17 @@ impl Core {
             return self.record_probe(ctrl, failure, slow, clock);
         }
         let bits = bad_bits(failure, slow);
+        // The thresholds are evaluated after every recorded outcome once the
+        // window holds the minimum of calls. A success only lowers the rates
+        // of a window that did not call for opening before, so it is only
+        // evaluated when it may change the decision: when it completes the
+        // minimum, or (time window) when buckets expired since the last
+        // evaluation.
+        let closed = ctrl & STATE_MASK == CLOSED; // metrics-only never trips
         let stats = match &self.window {
             Window::Count(w) => {
-                w.record(bits);
-                if bits == 0 {
+                let recorded = w.record(bits);
+                if !closed || (bits == 0 && recorded != self.params.minimum_calls) {
                     return None;
                 }
                 w.stats()
@@ -802,10 +834,12 @@ impl Core {
             Window::Time(w) => {
                 let now_ns = self.nanos(clock());
                 w.record(now_ns, bits);
-                if bits == 0 {
+                if !closed || (bits == 0 && !w.needs_evaluation(now_ns)) {
                     return None;
                 }
-                w.stats(now_ns)
+                let stats = w.stats(now_ns);
+                w.evaluated(now_ns, stats.calls < self.params.minimum_calls);
+                stats
             }
             Window::Consecutive { threshold, run } => {
                 if bits == 0 {
@@ -821,9 +855,6 @@ impl Core {
                 return self.trip(ctrl, clock(), "consecutive failures");
             }
         };
-        if ctrl & STATE_MASK != CLOSED {
-            return None; // metrics-only never trips
-        }
         let reason = self.exceeded(stats)?;
         self.trip(ctrl, clock(), reason)
     }
@@ -1222,6 +1253,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_success_after_old_successes_expired_opens() {
+        let t0 = Instant::now();
+        let c = core(
+            CircuitBreakerConfig::builder()
+                .time_window(Duration::from_secs(2))
+                .time_window_buckets(2)
+                .minimum_calls(2),
+            t0,
+        );
+        let at = |s: u64| move || t0 + Duration::from_secs(s);
+        for _ in 0..3 {
+            let p = c.acquire(&at(0)).0.unwrap();
+            assert!(c.record(&p, false, false, &at(0)).is_none());
+        }
+        let p = c.acquire(&at(1)).0.unwrap();
+        assert!(c.record(&p, true, false, &at(1)).is_none(), "1 of 4");
+        // the successes of second 0 expire: 1 failure and 1 success
+        let p = c.acquire(&at(2)).0.unwrap();
+        let t = c.record(&p, false, false, &at(2)).expect("opens");
+        assert_eq!(t.to(), CircuitState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn failures_during_the_ramp_reopen() {
         let t0 = Instant::now();
         let c = core(
@@ -1374,7 +1428,9 @@ mod tests {
                 } else {
                     m.count(size as usize)
                 };
-                let want = bits != 0 && s.calls >= u64::from(min_calls)
+                // the documented rule: after every outcome, once the window
+                // holds the minimum of calls
+                let want = s.calls >= u64::from(min_calls)
                     && (s.failures * 100 >= u64::from(rate) * s.calls
                         || s.slow * 100 >= u64::from(rate) * s.calls);
                 prop_assert_eq!(t.is_some(), want, "stats {:?}", s);

@@ -108,6 +108,22 @@ async fn the_count_window_slides() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_success_that_completes_the_minimum_opens() {
+    let config = base().count_window(10).minimum_calls(10).build().unwrap();
+    let (mut svc, mut handle, cb) = spawn(config);
+    for _ in 0..9 {
+        call(&mut svc, &mut handle, Reply::Status(500))
+            .await
+            .unwrap();
+    }
+    assert_eq!(cb.state(), CircuitState::Closed, "9 calls < minimum");
+    call(&mut svc, &mut handle, Reply::Status(200))
+        .await
+        .unwrap();
+    assert_eq!(cb.state(), CircuitState::Open, "9 failures of 10 calls");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn open_fails_fast_with_retry_after_and_half_opens() {
     let (mut svc, mut handle, cb) = spawn(base().half_open_probes(1).build().unwrap());
     open_it(&mut svc, &mut handle).await;
