@@ -105,10 +105,14 @@
 //!
 //! # Clone semantics
 //!
-//! Every clone of a `RoundRobin` shares the endpoint set, the cursor and
-//! the health state: clone it freely (per connection, per task); the turn
-//! is global. A clone does not share the endpoint reserved by a
-//! `poll_ready` that was not followed by a `call`. [`RoundRobinHandle`]s
+//! Every clone of a `RoundRobin` shares the endpoint set and the health
+//! state: clone it freely (per connection, per task, per request). A clone
+//! takes the next shared turn at its first pick and then goes round on its
+//! own, so a clone per request still rotates, and long-lived clones on
+//! different threads do not contend on one counter; over many clones the
+//! spread stays even (each clone's share differs by at most one). A clone
+//! does not share the endpoint reserved by a `poll_ready` that was not
+//! followed by a `call`. [`RoundRobinHandle`]s
 //! and [`SourceStatus`](source::SourceStatus)es are clones of shared state
 //! too.
 //!
@@ -162,7 +166,9 @@
 //! # A tonic channel balancer
 //!
 //! One `Channel` per endpoint (connected lazily), round robin over the
-//! healthy ones; gRPC failures (`UNAVAILABLE`, ...) eject:
+//! healthy ones; gRPC failures (`UNAVAILABLE`, ...) eject. Any generated
+//! tonic client takes the balancer as its transport (this runs in
+//! `tests/balancers.rs`):
 //!
 //! ```ignore
 //! use resilience_core::GrpcOutcome;
@@ -178,12 +184,13 @@
 //!             .expect("valid uri")
 //!             .connect_lazy()
 //!     });
-//! // Any tonic client takes a balanced service:
 //! let mut client = InventoryClient::new(balancer);
 //! let reply = client.get_item(request).await?;
 //! ```
 //!
 //! # Under an axum proxy handler
+//!
+//! (This runs in `tests/balancers.rs`.)
 //!
 //! ```ignore
 //! use axum::{Router, body::Body, extract::{Request, State}, response::Response};
@@ -191,28 +198,38 @@
 //! use hyper_util::rt::TokioExecutor;
 //! use resilience_core::HttpOutcome;
 //! use resilience_discovery::{Endpoint, RoundRobin, RoundRobinBuilder};
+//! use tower::util::BoxCloneSyncService;
 //! use tower::{ServiceExt, service_fn};
 //!
+//! type Upstream = BoxCloneSyncService<Request, hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>;
+//!
 //! let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
-//! let upstreams = RoundRobinBuilder::new()
+//! let upstreams: RoundRobin<Upstream, HttpOutcome> = RoundRobinBuilder::new()
 //!     .classify(HttpOutcome::new())
 //!     .build_with_endpoints(endpoints, move |ep: &Endpoint| {
 //!         let (client, authority) = (client.clone(), ep.addr().to_string());
-//!         service_fn(move |mut req: Request| {
-//!             let uri = format!("http://{authority}{}", req.uri().path_and_query().map_or("/", |p| p.as_str()));
-//!             *req.uri_mut() = uri.parse().unwrap();
+//!         BoxCloneSyncService::new(service_fn(move |mut req: Request| {
+//!             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+//!             *req.uri_mut() = format!("http://{authority}{path}").parse().unwrap();
 //!             client.request(req)
-//!         })
+//!         }))
 //!     });
-//! async fn proxy(State(upstreams): State<RoundRobin<_, HttpOutcome>>, req: Request) -> Response {
+//!
+//! async fn forward(State(upstreams): State<RoundRobin<Upstream, HttpOutcome>>, req: Request) -> Response {
 //!     match upstreams.oneshot(req).await {
 //!         Ok(rsp) => rsp.map(Body::new),
-//!         // No healthy upstream: 503; a transport error: 502.
+//!         // No healthy upstream: 503.
 //!         Err(err) => resilience_core::http::error_response(&*err).map(Body::from),
 //!     }
 //! }
-//! let app = Router::new().fallback(proxy).with_state(upstreams);
+//! let app = Router::new().fallback(forward).with_state(upstreams);
 //! ```
+//!
+//! If the endpoint service's error type is `BoxError` itself, rustc may
+//! fail to prove such a handler's future `Send` ("implementation of `From`
+//! is not general enough", a known compiler limitation that tower's own
+//! middleware shares); give the endpoint service a concrete error type, as
+//! above, or box the call: `Box::pin(upstreams.oneshot(req)).await`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

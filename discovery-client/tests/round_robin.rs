@@ -605,3 +605,22 @@ async fn passive_ejection_off_never_ejects() {
     assert_eq!(send(&mut rr, 100).await, 50);
     assert_eq!(rr.handle().snapshot().count(EndpointState::Healthy), 2);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn clones_per_request_still_rotate() {
+    let counts = Counts::default();
+    let rr = RoundRobin::new(endpoints(3), counting(&counts, |_| 200));
+    for _ in 0..300 {
+        rr.clone().oneshot(Request::new(())).await.unwrap();
+    }
+    // Frameworks clone more than once per request (axum clones the router,
+    // then the state): clones that make no call do not take a turn.
+    for _ in 0..300 {
+        let (a, b) = (rr.clone(), rr.clone());
+        drop(a);
+        b.clone().oneshot(Request::new(())).await.unwrap();
+    }
+    for port in 1..=3 {
+        assert_eq!(count(&counts, port), 200, "endpoint {port}");
+    }
+}

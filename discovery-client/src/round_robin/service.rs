@@ -31,8 +31,9 @@ pub struct RoundRobin<S, C = ErrorsAreFailures> {
     /// the waker, as tower's `Buffer` does).
     parked: Vec<S>,
     rejected: bool,
-    /// This clone's turn: clones start at a shared position, then go round
-    /// on their own, so busy clones on different threads do not contend.
+    /// This clone's turn: a clone takes the shared turn at its first pick,
+    /// then goes round on its own, so busy clones on different threads do
+    /// not contend. `NOT_STARTED` until the first pick.
     cursor: usize,
     /// The endpoint snapshot, reloaded when the generation moves.
     snapshot: Arc<Snapshot<S>>,
@@ -108,8 +109,9 @@ impl<S, C: Clone> Clone for RoundRobin<S, C> {
 }
 
 impl<S, C> RoundRobin<S, C> {
+    const NOT_STARTED: usize = usize::MAX;
+
     fn from_shared(shared: Arc<Shared<S>>, classify: C) -> Self {
-        let cursor = shared.cursor.fetch_add(1, Ordering::Relaxed);
         let generation = shared.generation.load(Ordering::Acquire);
         let snapshot = shared.snapshot.load_full();
         Self {
@@ -118,10 +120,10 @@ impl<S, C> RoundRobin<S, C> {
             ready: None,
             parked: Vec::new(),
             rejected: false,
-            cursor,
+            cursor: Self::NOT_STARTED,
             snapshot,
             generation,
-            stripe: cursor % STRIPES,
+            stripe: 0,
         }
     }
 }
@@ -152,6 +154,13 @@ where
             return Poll::Ready(Ok(()));
         }
         if self.cursor >= len {
+            if self.cursor == Self::NOT_STARTED {
+                // A clone that only ever makes one call (one clone per
+                // request) still takes its turn: the turn is shared.
+                let turn = self.shared.cursor.fetch_add(1, Ordering::Relaxed);
+                self.cursor = turn;
+                self.stripe = turn % STRIPES;
+            }
             self.cursor %= len;
         }
         let start = self.cursor;
