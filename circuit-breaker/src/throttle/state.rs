@@ -23,12 +23,20 @@ impl Stamped {
         Self(AtomicU64::new(0))
     }
 
+    /// Counts one event of tick `stamp`. A bucket holding a newer tick
+    /// (reused since the event's tick, e.g. by the time a slow call that
+    /// started then completes) is left alone: the event is older than the
+    /// window it would land in.
     #[inline]
     fn bump(&self, stamp: u64) {
         let mut cur = self.0.load(Ordering::Relaxed);
         loop {
-            if cur >> COUNT_BITS == stamp {
+            let s = cur >> COUNT_BITS;
+            if s == stamp {
                 self.0.fetch_add(1, Ordering::AcqRel);
+                return;
+            }
+            if s != 0 && is_newer(s, stamp) {
                 return;
             }
             match self.0.compare_exchange_weak(
@@ -52,6 +60,13 @@ impl Stamped {
             0
         }
     }
+}
+
+/// Whether stamp `a` is later than stamp `b`, in wrapping stamp arithmetic.
+#[inline]
+fn is_newer(a: u64, b: u64) -> bool {
+    let d = a.wrapping_sub(b) & STAMP_MASK;
+    d != 0 && d < STAMP_MASK / 2
 }
 
 /// Requests and accepts over a trailing window, in buckets.
@@ -300,6 +315,25 @@ mod tests {
         assert_eq!(w.counts(t0 + Duration::from_secs(5)), (6, 1));
         assert_eq!(w.counts(t0 + Duration::from_secs(10)), (1, 0));
         assert_eq!(w.counts(t0 + Duration::from_secs(20)), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_event_does_not_reset_a_reused_bucket() {
+        let t0 = Instant::now();
+        let w = AdaptiveWindow::new(t0, Duration::from_secs(10), 10);
+        let now = t0 + Duration::from_secs(10); // reuses the bucket of t0
+        for _ in 0..5 {
+            w.request(now);
+            w.accept(now);
+        }
+        // a slow call that started at t0 completes now: its accept is
+        // counted at its start, in a bucket that has been reused since
+        w.accept(t0);
+        assert_eq!(w.counts(now), (5, 5));
+        // stamps wrap: the comparison does too
+        assert!(is_newer(1, STAMP_MASK));
+        assert!(!is_newer(STAMP_MASK, 1));
+        assert!(!is_newer(7, 7));
     }
 
     #[test]
