@@ -168,6 +168,9 @@ impl CircuitBreakerConfig {
     pub const DEFAULT_JITTER: f64 = 0.1;
     /// Probe calls admitted in half-open: `3`.
     pub const DEFAULT_HALF_OPEN_PROBES: u32 = 3;
+    /// The longest `slow_call_duration`: `4294s` (about 71 minutes, the
+    /// range of the 32-bit microsecond stamps calls are timed with).
+    pub const MAX_SLOW_CALL_DURATION: Duration = Duration::from_secs(4294);
     /// Share of traffic admitted at the start of a recovery ramp: `10.0`
     /// percent.
     pub const DEFAULT_RECOVERY_START_PERCENT: f64 = 10.0;
@@ -285,7 +288,8 @@ impl CircuitBreakerConfigBuilder {
     }
 
     /// Calls taking at least `duration` are slow (default: no slow-call
-    /// detection). In consecutive mode a slow call counts as a failure.
+    /// detection), at most [`CircuitBreakerConfig::MAX_SLOW_CALL_DURATION`].
+    /// In consecutive mode a slow call counts as a failure.
     pub fn slow_call_duration(mut self, duration: Duration) -> Self {
         self.slow_call_duration = Some(duration);
         self
@@ -365,6 +369,8 @@ impl CircuitBreakerConfigBuilder {
     /// - `failure_rate_threshold`, `slow_call_rate_threshold` or
     ///   `recovery_start_percent` is not in `(0, 100]`
     /// - `slow_call_duration` or `recovery_ramp` is zero
+    /// - `slow_call_duration` is above
+    ///   [`CircuitBreakerConfig::MAX_SLOW_CALL_DURATION`]
     /// - `minimum_calls` is zero, or larger than a count window
     /// - `open_for` is zero, or `max_open_for` is smaller than `open_for`
     /// - `backoff_multiplier` is below 1 or not finite
@@ -421,6 +427,15 @@ impl CircuitBreakerConfigBuilder {
             return Err(ConfigError::new(
                 "slow_call_duration",
                 "must be greater than zero",
+            ));
+        }
+        if self
+            .slow_call_duration
+            .is_some_and(|d| d > CircuitBreakerConfig::MAX_SLOW_CALL_DURATION)
+        {
+            return Err(ConfigError::new(
+                "slow_call_duration",
+                "must be at most 4294s (about 71 minutes)",
             ));
         }
         if self.recovery_ramp.is_some_and(|d| d.is_zero()) {
@@ -552,6 +567,11 @@ mod tests {
                 "slow_call_rate_threshold",
             ),
             (b().slow_call_duration(Duration::ZERO), "slow_call_duration"),
+            (
+                b().slow_call_duration(Duration::from_secs(4295)),
+                "slow_call_duration",
+            ),
+            (b().slow_call_duration(Duration::MAX), "slow_call_duration"),
             (b().recovery_ramp(Duration::ZERO), "recovery_ramp"),
             (b().recovery_start_percent(0.0), "recovery_start_percent"),
             (b().open_for(Duration::ZERO), "open_for"),
@@ -601,5 +621,8 @@ mod tests {
         let err = serde_json::from_str::<CircuitBreakerConfig>(r#"{"jitter": 2.0}"#).unwrap_err();
         assert!(err.to_string().contains("jitter"), "{err}");
         assert!(serde_json::from_str::<CircuitBreakerConfig>(r#"{"bogus": 1}"#).is_err());
+        let err = serde_json::from_str::<CircuitBreakerConfig>(r#"{"slow_call_duration": "2h"}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("slow_call_duration"), "{err}");
     }
 }

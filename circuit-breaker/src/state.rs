@@ -476,6 +476,12 @@ impl TimeWindow {
     }
 }
 
+/// `d` in nanoseconds, saturating at `u64::MAX` (about 584 years).
+#[inline]
+fn saturating_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 // One per breaker, behind an `Arc`: the padded count window's size is fine.
 #[allow(clippy::large_enum_variant)]
 enum Window {
@@ -740,7 +746,7 @@ impl Core {
         clock: &impl Fn() -> Instant,
     ) -> Result<Permit, Refusal> {
         let epoch = ctrl >> EPOCH_SHIFT;
-        let ramp = self.params.ramp.map_or(0, |r| r.as_nanos() as u64);
+        let ramp = self.params.ramp.map_or(0, saturating_nanos);
         let elapsed = now_ns.saturating_sub(self.ramp_start.load(Ordering::Acquire));
         if elapsed >= ramp {
             // Ramp over: clear the flag (a failed exchange means someone else
@@ -943,7 +949,7 @@ impl Core {
         }
         let open_for = self.backoff(&mut locked);
         locked.opens = locked.opens.saturating_add(1);
-        let until = self.nanos(now).saturating_add(open_for.as_nanos() as u64);
+        let until = self.nanos(now).saturating_add(saturating_nanos(open_for));
         self.open_until.store(until, Ordering::Release);
         self.publish(ctrl, OPEN);
         drop(locked);
@@ -1028,7 +1034,11 @@ impl Core {
             secs *= 1.0 + p.jitter * (2.0 * u - 1.0);
             secs = secs.min(max);
         }
-        Duration::from_secs_f64(secs.max(1e-6))
+        // Huge configured durations (up to `Duration::MAX`) saturate rather
+        // than panic.
+        Duration::try_from_secs_f64(secs.max(1e-6))
+            .unwrap_or(p.max_open_for)
+            .min(p.max_open_for)
     }
 
     /// Moves to `to` (an operator's choice), whatever the state.
@@ -1047,7 +1057,7 @@ impl Core {
             CircuitState::Open => {
                 let open_for = self.backoff(&mut locked);
                 locked.opens = locked.opens.saturating_add(1);
-                let until = self.nanos(now).saturating_add(open_for.as_nanos() as u64);
+                let until = self.nanos(now).saturating_add(saturating_nanos(open_for));
                 self.open_until.store(until, Ordering::Release);
             }
             CircuitState::HalfOpen => {
@@ -1326,6 +1336,56 @@ mod tests {
             now += d;
         }
         assert_eq!(seen, [1, 2, 4, 5, 5]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn huge_durations_saturate() {
+        let t0 = Instant::now();
+        let c = core(
+            CircuitBreakerConfig::builder()
+                .consecutive_failures(1)
+                .half_open_probes(1)
+                .open_for(Duration::MAX)
+                .max_open_for(Duration::MAX)
+                .recovery_ramp(Duration::MAX),
+            t0,
+        );
+        let clock = || t0;
+        for _ in 0..3 {
+            let p = c.acquire(&clock).0.unwrap();
+            c.record(&p, true, false, &clock).unwrap();
+            let left = c.time_until_half_open(t0).unwrap();
+            assert!(left > Duration::from_secs(100 * 365 * 86400), "{left:?}");
+            assert!(c.acquire(&clock).0.is_err());
+            // the ramp saturates too: half-open, close, ramp
+            c.set_state(CircuitState::HalfOpen, t0);
+            let p = c.acquire(&clock).0.unwrap();
+            assert_eq!(
+                c.record(&p, false, false, &clock).unwrap().to(),
+                CircuitState::Closed
+            );
+            assert!(c.is_ramping());
+            let _ = c.acquire(&|| t0 + Duration::from_secs(3600));
+            assert!(c.is_ramping());
+            c.set_state(CircuitState::Closed, t0);
+        }
+        // with jitter and a huge multiplier as well
+        let c = Core::new(
+            &CircuitBreakerConfig::builder()
+                .consecutive_failures(1)
+                .open_for(Duration::from_secs(u64::MAX / 2))
+                .max_open_for(Duration::MAX)
+                .backoff_multiplier(1e300)
+                .jitter(0.5)
+                .build()
+                .unwrap(),
+            t0,
+        );
+        for _ in 0..3 {
+            let p = c.acquire(&clock).0.unwrap();
+            c.record(&p, true, false, &clock);
+            c.set_state(CircuitState::HalfOpen, t0);
+        }
     }
 
     /// Naive reference: recompute over all outcomes kept in a Vec.

@@ -286,6 +286,43 @@ async fn a_wait_is_bounded_by_max_wait_and_deadline() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_huge_max_wait_does_not_panic() {
+    let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+    let cb = breaker.handle();
+    cb.force_open();
+    let layer = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .max_wait(Duration::MAX)
+            .build()
+            .unwrap(),
+    )
+    .wait_for(cb.clone());
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Rsp, _>(layer);
+
+    // bounded by the deadline alone
+    let start = Instant::now();
+    let mut with_deadline = req(Some(Priority::Sheddable));
+    with_deadline
+        .extensions_mut()
+        .insert(Deadline::after(Duration::from_millis(300)));
+    assert_ready_ok!(svc.poll_ready());
+    assert!(svc.call(with_deadline).await.is_err());
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+
+    // no deadline: waits until the circuit closes
+    assert_ready_ok!(svc.poll_ready());
+    let mut waiting = tokio_test::task::spawn(svc.call(req(Some(Priority::Sheddable))));
+    assert_pending!(waiting.poll());
+    advance(Duration::from_secs(3600)).await;
+    assert_pending!(waiting.poll());
+    cb.reset();
+    assert_pending!(waiting.poll());
+    let (_, send) = handle.next_request().await.expect("sent once closed");
+    send.send_response(Response::new(()));
+    waiting.await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn throttled_maps_to_429_and_throttle_composes_with_the_breaker() {
     use tower::ServiceBuilder;
     let cb_layer = CircuitBreakerLayer::new(CircuitBreakerConfig::default());

@@ -160,9 +160,11 @@ impl<S, C, P> Throttle<S, C, P> {
         P: ReadPriority<Req>,
     {
         let now = Instant::now();
-        let mut limit = now + max_wait;
+        // A huge `max_wait` (up to `Duration::MAX`) saturates: no limit but
+        // the deadline.
+        let mut limit = now.checked_add(max_wait);
         if let Some(d) = self.read.deadline(&req) {
-            limit = limit.min(d.instant());
+            limit = Some(limit.map_or(d.instant(), |l| l.min(d.instant())));
         }
         // A fresh clone: it holds no readiness (nor admission) of its own, and
         // is polled again once the circuit has closed.
@@ -170,10 +172,16 @@ impl<S, C, P> Throttle<S, C, P> {
         let shared = self.shared.clone();
         tracing::debug!(name = %shared.name, priority = priority.as_str(), "waiting for the circuit to close");
         ResponseFuture::waiting(Box::pin(async move {
-            if tokio::time::timeout_at(limit, breaker.closed())
-                .await
-                .is_err()
-            {
+            let closed = match limit {
+                Some(limit) => tokio::time::timeout_at(limit, breaker.closed())
+                    .await
+                    .is_ok(),
+                None => {
+                    breaker.closed().await;
+                    true
+                }
+            };
+            if !closed {
                 shared.count_rejected(priority, "wait_timeout");
                 let r = Rejected::new(RejectionKind::Throttled, "circuit did not close in time")
                     .with_retry_after(shared.state.retry_after);
