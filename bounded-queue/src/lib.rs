@@ -157,8 +157,17 @@
 //! (gauge), `_wait_seconds` (histogram of the waits of requests admitted
 //! from the queue) and `_rejected_total{reason, priority}` (counter;
 //! `reason` is `full`, `wait_timeout`, `shed` or `deadline`; the rate limit
-//! counts `rate_limited`). Install the recorder before building the layer. Tracing: `debug!` per decision, `info!` on entering
-//! and leaving overload.
+//! counts `rate_limited`). Install the recorder before building the layer.
+//!
+//! The uncontended path does no metrics work: `_in_service` is published
+//! whenever the queue is contended (a request queued, handed a slot or
+//! rejected), on every [`BoundedQueueHandle::snapshot`], and set back to
+//! zero when the last request in service finishes. It is exact while the
+//! queue is saturated, which is when it matters; in between it may lag, so
+//! poll the snapshot for an exact figure.
+//!
+//! Tracing: `debug!` per decision, `info!` on entering and leaving
+//! overload.
 //!
 //! # Overload benchmark
 //!

@@ -58,7 +58,7 @@ mod enabled {
         metrics::describe_gauge!(
             BOUNDED_QUEUE_IN_SERVICE,
             Unit::Count,
-            "Requests in service."
+            "Requests in service, as of the last contended admission, hand-off, rejection or snapshot (zero once idle)."
         );
         metrics::describe_gauge!(
             BOUNDED_QUEUE_LIMIT,
@@ -92,8 +92,6 @@ mod disabled {
 
     impl Noop {
         pub(crate) fn set(&self, _: f64) {}
-        pub(crate) fn increment(&self, _: f64) {}
-        pub(crate) fn decrement(&self, _: f64) {}
         pub(crate) fn record(&self, _: f64) {}
     }
 

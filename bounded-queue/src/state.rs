@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 use crate::adaptive::LimitState;
 use crate::config::BoundedQueueConfig;
 use crate::metrics::Metrics;
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 
 /// Why a request was refused; a bounded label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,8 @@ pub(crate) enum Reason {
 pub(crate) struct Shared {
     in_service: AtomicUsize,
     waiting: AtomicUsize,
+    /// Whether the in-service gauge was last published non-zero.
+    published: AtomicBool,
     epoch: Instant,
     limit: AtomicUsize,
     track: bool,
@@ -201,6 +203,7 @@ impl Shared {
         Self {
             in_service: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            published: AtomicBool::new(false),
             epoch: Instant::now(),
             limit: AtomicUsize::new(limit),
             track: !config.reserved.is_empty(),
@@ -293,7 +296,6 @@ impl Shared {
         start: Option<Instant>,
         inflight: usize,
     ) -> Permit {
-        self.metrics.in_service.increment(1.0);
         let mut meta = priority.index() as u64;
         if let Some(start) = start {
             let us = start.saturating_duration_since(self.epoch).as_micros() as u32;
@@ -378,7 +380,7 @@ impl Shared {
         transition = transition.or(self.update_overload(&mut q, now));
         let depth = q.len;
         drop(q);
-        self.metrics.depth.set(depth as f64);
+        self.publish(depth);
         log_transition(&self.name, transition);
         if granted {
             tracing::debug!(name = %self.name, "admitted at once");
@@ -535,11 +537,37 @@ impl Shared {
         if self.waiting.load(Ordering::SeqCst) > 0 && self.hand_off() {
             return;
         }
-        self.in_service.fetch_sub(1, Ordering::SeqCst);
+        let prev = self.in_service.fetch_sub(1, Ordering::SeqCst);
         sc_fence();
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.dispatch();
+        } else if cfg!(feature = "metrics") && prev == 1 {
+            self.went_idle();
         }
+    }
+
+    /// The last slot was released: a gauge published non-zero on the slow
+    /// path drops back to zero (once, not per request).
+    #[inline(always)]
+    fn went_idle(&self) {
+        if self.published.load(Ordering::Relaxed) {
+            self.published.store(false, Ordering::Relaxed);
+            self.metrics.in_service.set(0.0);
+        }
+    }
+
+    /// Publishes the depth and in-service gauges. Called on the slow path
+    /// only (queueing, hand-off, rejection, snapshot): the uncontended path
+    /// does no metrics work.
+    fn publish(&self, depth: usize) {
+        self.metrics.depth.set(depth as f64);
+        self.publish_in_service();
+    }
+
+    fn publish_in_service(&self) {
+        let n = self.in_service.load(Ordering::Relaxed);
+        self.published.store(n != 0, Ordering::Relaxed);
+        self.metrics.in_service.set(n as f64);
     }
 
     /// Gives the releasing slot straight to the next waiter, if any.
@@ -557,7 +585,7 @@ impl Shared {
         let t = t.or(self.update_overload(&mut q, now));
         let depth = q.len;
         drop(q);
-        self.metrics.depth.set(depth as f64);
+        self.publish(depth);
         log_transition(&self.name, t);
         true
     }
@@ -572,7 +600,7 @@ impl Shared {
         let t = t.or(self.update_overload(&mut q, now));
         let depth = q.len;
         drop(q);
-        self.metrics.depth.set(depth as f64);
+        self.publish(depth);
         log_transition(&self.name, t);
     }
 
@@ -630,7 +658,7 @@ impl Shared {
         q.free_slot(idx);
         let depth = q.len;
         drop(q);
-        self.metrics.depth.set(depth as f64);
+        self.publish(depth);
         log_transition(&self.name, t);
         step
     }
@@ -652,7 +680,7 @@ impl Shared {
         let t = self.update_overload(&mut q, now);
         let depth = q.len;
         drop(q);
-        self.metrics.depth.set(depth as f64);
+        self.publish(depth);
         log_transition(&self.name, t);
         if granted {
             self.release_slot(priority);
@@ -686,6 +714,7 @@ impl Shared {
     pub(crate) fn reject(&self, reason: Reason, priority: Priority) -> Rejected {
         self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
         self.metrics.rejected(reason, priority);
+        self.publish_in_service();
         tracing::debug!(
             name = %self.name,
             reason = reason.as_str(),
@@ -703,6 +732,7 @@ impl Shared {
         let overloaded = q.overloaded;
         let admission_level = Priority::from_index(q.level).unwrap_or_default();
         drop(q);
+        self.publish(queued);
         let r = |reason: Reason| self.rejected[reason as usize].load(Ordering::Relaxed);
         BoundedQueueSnapshot {
             in_service: self.in_service.load(Ordering::SeqCst),
@@ -842,7 +872,6 @@ impl Permit {
 impl Drop for Permit {
     #[inline(always)]
     fn drop(&mut self) {
-        self.shared.metrics.in_service.decrement(1.0);
         self.shared.release_slot(self.priority());
     }
 }

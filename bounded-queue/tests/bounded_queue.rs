@@ -801,3 +801,149 @@ async fn rejects_at_once_when_the_expected_wait_exceeds_the_allowed_wait() {
     );
     assert_eq!(h.snapshot().queued, 1);
 }
+
+/// A recorder that counts every operation on each gauge and keeps its last
+/// value.
+#[cfg(feature = "metrics")]
+mod counting {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    #[derive(Default, Clone)]
+    pub(crate) struct Gauges(Arc<Mutex<HashMap<String, (usize, f64)>>>);
+
+    struct One(String, Gauges);
+
+    impl Gauges {
+        /// (operations, last value) of the gauge `name`.
+        pub(crate) fn get(&self, name: &str) -> (usize, f64) {
+            self.0
+                .lock()
+                .unwrap()
+                .get(name)
+                .copied()
+                .unwrap_or_default()
+        }
+
+        fn op(&self, name: &str, f: impl FnOnce(f64) -> f64) {
+            let mut m = self.0.lock().unwrap();
+            let e = m.entry(name.to_owned()).or_default();
+            e.0 += 1;
+            e.1 = f(e.1);
+        }
+    }
+
+    impl GaugeFn for One {
+        fn increment(&self, v: f64) {
+            self.1.op(&self.0, |x| x + v);
+        }
+        fn decrement(&self, v: f64) {
+            self.1.op(&self.0, |x| x - v);
+        }
+        fn set(&self, v: f64) {
+            self.1.op(&self.0, |_| v);
+        }
+    }
+
+    impl Recorder for Gauges {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::noop()
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(Arc::new(One(key.name().to_owned(), self.clone())))
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+}
+
+/// Uncontended requests do no metrics work; the in-service gauge is
+/// published once the queue is contended, on snapshots, and drops to zero
+/// when the queue goes idle.
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn in_service_gauge_is_published_off_the_uncontended_path() {
+    use resilience_core::names::BOUNDED_QUEUE_IN_SERVICE as IN_SERVICE;
+    let gauges = counting::Gauges::default();
+    let layer = metrics::with_local_recorder(&gauges, || layer(cfg().concurrency(2).capacity(4)));
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+
+    for id in 0..10 {
+        assert_ready_ok!(svc.poll_ready());
+        let mut a = task::spawn(svc.call(req(id)));
+        assert_ready_ok!(svc.poll_ready());
+        let mut b = task::spawn(svc.call(req(id + 100)));
+        assert_pending!(a.poll());
+        assert_pending!(b.poll());
+        for _ in 0..2 {
+            let (_, send) = next(&mut handle).await;
+            send.send_response("ok");
+        }
+        assert_ready_ok!(a.poll());
+        assert_ready_ok!(b.poll());
+    }
+    assert_eq!(
+        gauges.get(IN_SERVICE).0,
+        0,
+        "no gauge work while uncontended"
+    );
+
+    // Contended: a request queues, and the gauge says the slots are full.
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call(req(1)));
+    assert_ready_ok!(svc.poll_ready());
+    let mut b = task::spawn(svc.call(req(2)));
+    assert_ready_ok!(svc.poll_ready());
+    let mut c = task::spawn(svc.call(req(3)));
+    assert_pending!(a.poll());
+    assert_pending!(b.poll());
+    assert_pending!(c.poll());
+    assert_eq!(gauges.get(IN_SERVICE).1, 2.0);
+    let ops = gauges.get(IN_SERVICE).0;
+    let (_, send) = next(&mut handle).await;
+    send.send_response("a");
+    assert_ready_ok!(a.poll());
+    assert_eq!(
+        gauges.get(IN_SERVICE),
+        (ops + 1, 2.0),
+        "published by the hand-off to the waiter"
+    );
+    let (_, send) = next(&mut handle).await;
+    send.send_response("b");
+    assert_ready_ok!(b.poll());
+    assert_pending!(c.poll());
+    let (_, send) = next(&mut handle).await;
+    send.send_response("c");
+    assert_ready_ok!(c.poll());
+    assert_eq!(gauges.get(IN_SERVICE).1, 0.0, "idle again");
+
+    // Idle transitions are not re-published once zero.
+    let ops = gauges.get(IN_SERVICE).0;
+    assert_ready_ok!(svc.poll_ready());
+    let mut d = task::spawn(svc.call(req(4)));
+    assert_pending!(d.poll());
+    let (_, send) = next(&mut handle).await;
+    send.send_response("d");
+    assert_ready_ok!(d.poll());
+    assert_eq!(gauges.get(IN_SERVICE).0, ops);
+
+    // A snapshot publishes the exact figure.
+    assert_ready_ok!(svc.poll_ready());
+    let mut e = task::spawn(svc.call(req(5)));
+    assert_pending!(e.poll());
+    assert_eq!(h.snapshot().in_service, 1);
+    assert_eq!(gauges.get(IN_SERVICE), (ops + 1, 1.0));
+    let (_, send) = next(&mut handle).await;
+    send.send_response("e");
+    assert_ready_ok!(e.poll());
+    assert_eq!(gauges.get(IN_SERVICE).1, 0.0);
+}
