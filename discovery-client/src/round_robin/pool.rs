@@ -505,3 +505,89 @@ fn weighted_ring<S>(slots: &BTreeMap<SocketAddr, Arc<Slot<S>>>) -> Vec<Arc<Slot<
 fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn stats(pool: &Arc<Pool>, initial: u8) -> EndpointStats {
+        pool.transition(0, initial);
+        pool.total.fetch_add(1, Ordering::AcqRel);
+        EndpointStats::new(SocketAddr::from(([127, 0, 0, 1], 1)), pool.clone(), initial)
+    }
+
+    proptest! {
+        /// Whatever the order of health changes, ejections and removals, the
+        /// pool's counters equal a recount of the endpoints' flags.
+        #[test]
+        fn counters_match_a_recount(
+            initial in proptest::collection::vec(prop_oneof![Just(0u8), Just(PENDING)], 1..6),
+            ops in proptest::collection::vec((0usize..6, 0u8..7), 0..60),
+        ) {
+            let pool = Arc::new(Pool::new(RoundRobinConfig::default()));
+            let eps: Vec<EndpointStats> = initial.iter().map(|i| stats(&pool, *i)).collect();
+            for (i, op) in ops {
+                let ep = &eps[i % eps.len()];
+                match op {
+                    0 => ep.set(UNHEALTHY),
+                    1 => { ep.clear(UNHEALTHY); }
+                    2 => ep.set(EJECTED),
+                    3 => { ep.clear(EJECTED); }
+                    4 => { ep.clear(PENDING); }
+                    5 => {
+                        if ep.flags() & REMOVED == 0 {
+                            ep.set(REMOVED);
+                            pool.total.fetch_sub(1, Ordering::AcqRel);
+                        }
+                    }
+                    _ => ep.set(PENDING),
+                }
+                let live = eps.iter().map(EndpointStats::flags).filter(|f| f & REMOVED == 0);
+                let (mut down, mut ejected, mut pending, mut total) = (0, 0, 0, 0);
+                for f in live {
+                    total += 1;
+                    down += usize::from(f & (UNHEALTHY | EJECTED) != 0);
+                    ejected += usize::from(f & EJECTED != 0);
+                    pending += usize::from(f & PENDING != 0);
+                }
+                prop_assert_eq!(pool.total.load(Ordering::Acquire), total);
+                prop_assert_eq!(pool.down.load(Ordering::Acquire), down);
+                prop_assert_eq!(pool.ejected.load(Ordering::Acquire), ejected);
+                prop_assert_eq!(pool.pending.load(Ordering::Acquire), pending);
+            }
+        }
+
+        /// The weighted ring holds each endpoint weight / gcd times.
+        #[test]
+        fn ring_honours_weights(weights in proptest::collection::vec(1u32..20, 1..8)) {
+            let pool = Arc::new(Pool::new(RoundRobinConfig::default()));
+            let slots: BTreeMap<SocketAddr, Arc<Slot<()>>> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let addr = SocketAddr::from(([127, 0, 0, 1], u16::try_from(i + 1).unwrap()));
+                    let stats = Arc::new(EndpointStats::new(addr, pool.clone(), 0));
+                    let stripes = std::array::from_fn(|_| Arc::new(Stripe { stats: stats.clone() }));
+                    let slot = Slot {
+                        endpoint: Endpoint::new(addr).with_weight(*w),
+                        service: (),
+                        stats,
+                        stripes,
+                        health_task: None,
+                    };
+                    (addr, Arc::new(slot))
+                })
+                .collect();
+            let ring = weighted_ring(&slots);
+            let g = weights.iter().copied().fold(0, gcd);
+            prop_assert_eq!(ring.len() as u32, weights.iter().sum::<u32>() / g);
+            for (i, w) in weights.iter().enumerate() {
+                let port = u16::try_from(i + 1).unwrap();
+                let n = ring.iter().filter(|s| s.endpoint.addr().port() == port).count();
+                prop_assert_eq!(n as u32, w / g);
+            }
+        }
+    }
+}
