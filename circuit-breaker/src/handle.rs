@@ -1,5 +1,6 @@
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use resilience_core::{Outcome, Rejected, RejectionKind};
@@ -19,6 +20,9 @@ pub(crate) struct Shared {
     name: Arc<str>,
     metrics: Metrics,
     state_tx: watch::Sender<CircuitState>,
+    /// The epoch of the last transition published to `state_tx` and the
+    /// state gauge (only written under the watch's lock).
+    published_epoch: AtomicU64,
     events: broadcast::Sender<Transition>,
 }
 
@@ -82,6 +86,7 @@ impl Shared {
             name: Arc::from(config.name()),
             metrics: Metrics::new(config.name(), CircuitState::Closed),
             state_tx,
+            published_epoch: AtomicU64::new(0),
             events,
         }
     }
@@ -152,7 +157,21 @@ impl Shared {
             "circuit breaker state changed"
         );
         self.metrics.transition(t.to());
-        self.state_tx.send_replace(t.to());
+        // Reports run after the transition lock is released, so two of them
+        // may arrive out of order: the watch and the state gauge keep the
+        // newest state. Both are updated under the watch's lock, and only by
+        // a transition newer than the last one published.
+        self.state_tx.send_if_modified(|state| {
+            let published = self.published_epoch.load(Ordering::Relaxed);
+            if t.epoch() <= published {
+                return false;
+            }
+            self.published_epoch.store(t.epoch(), Ordering::Relaxed);
+            self.metrics.set_state(t.to());
+            let changed = *state != t.to();
+            *state = t.to();
+            changed
+        });
         let _ = self.events.send(t);
     }
 
@@ -316,5 +335,63 @@ impl Snapshot {
     /// Whether the recovery ramp is running.
     pub fn is_ramping(&self) -> bool {
         self.ramping
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+    fn gauge(snapshotter: &Snapshotter, state: &str) -> Option<DebugValue> {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find(|(k, _, _, _)| {
+                k.key().name() == "resilience_circuit_breaker_state"
+                    && k.key()
+                        .labels()
+                        .any(|l| l.key() == "state" && l.value() == state)
+            })
+            .map(|(_, _, _, v)| v)
+    }
+
+    /// A probe's close races with `force_open`: the force-open is published
+    /// first, the close's report arrives late. The watch and the gauge keep
+    /// the newer state.
+    #[tokio::test(start_paused = true)]
+    async fn late_reports_do_not_overwrite_newer_states() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _guard = metrics::set_default_local_recorder(&recorder);
+
+        let config = CircuitBreakerConfig::builder()
+            .half_open_probes(1)
+            .build()
+            .unwrap();
+        let shared = Shared::new(&config);
+        let now = Instant::now();
+        shared.emit(shared.core.set_state(CircuitState::HalfOpen, now).unwrap());
+        // the probe closes the circuit (its report is delayed)...
+        let probe = shared.core.acquire(&|| now).0.unwrap();
+        let close = shared.core.record(&probe, false, false, &|| now).unwrap();
+        assert_eq!(close.to(), CircuitState::Closed);
+        // ...while the operator forces it open, reported first
+        let forced = shared
+            .core
+            .set_state(CircuitState::ForcedOpen, now)
+            .unwrap();
+        shared.emit(forced);
+        shared.emit(close);
+
+        assert_eq!(shared.core.state(), CircuitState::ForcedOpen);
+        assert_eq!(*shared.state_tx.borrow(), CircuitState::ForcedOpen);
+        if cfg!(feature = "metrics") {
+            let on = Some(DebugValue::Gauge(1.0.into()));
+            let off = Some(DebugValue::Gauge(0.0.into()));
+            assert_eq!(gauge(&snapshotter, "forced_open"), on);
+            assert_eq!(gauge(&snapshotter, "closed"), off);
+        }
     }
 }

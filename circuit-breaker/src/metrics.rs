@@ -83,18 +83,17 @@ impl Metrics {
         self.rejected.increment(1);
     }
 
-    /// Records a transition to `to`.
+    /// Counts a transition to `to`.
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     pub(crate) fn transition(&self, to: CircuitState) {
         #[cfg(feature = "metrics")]
-        {
-            self.transitions[to.index()].increment(1);
-            self.set_state(to);
-        }
+        self.transitions[to.index()].increment(1);
     }
 
-    #[cfg(feature = "metrics")]
-    fn set_state(&self, current: CircuitState) {
+    /// Sets the one-hot state gauge.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn set_state(&self, current: CircuitState) {
+        #[cfg(feature = "metrics")]
         for s in CircuitState::ALL {
             self.states[s.index()].set(if s == current { 1.0 } else { 0.0 });
         }

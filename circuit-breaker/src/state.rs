@@ -42,6 +42,8 @@ pub struct Transition {
     to: CircuitState,
     reason: &'static str,
     at: Instant,
+    /// The epoch the transition started (orders concurrent reports).
+    epoch: u64,
 }
 
 // === impl CircuitState ===
@@ -140,6 +142,12 @@ impl Transition {
     /// When it happened.
     pub fn at(&self) -> Instant {
         self.at
+    }
+
+    /// The epoch of the state it moved to: later transitions have larger
+    /// epochs.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 }
 
@@ -951,13 +959,14 @@ impl Core {
         locked.opens = locked.opens.saturating_add(1);
         let until = self.nanos(now).saturating_add(saturating_nanos(open_for));
         self.open_until.store(until, Ordering::Release);
-        self.publish(ctrl, OPEN);
+        let epoch = self.publish(ctrl, OPEN) >> EPOCH_SHIFT;
         drop(locked);
         Some(Transition {
             from: CircuitState::from_ctrl(ctrl),
             to: CircuitState::Open,
             reason,
             at: now,
+            epoch,
         })
     }
 
@@ -973,13 +982,14 @@ impl Core {
             (epoch & RESULT_EPOCH_MASK) << RESULT_EPOCH_SHIFT,
             Ordering::Release,
         );
-        self.publish(ctrl, HALF_OPEN);
+        let epoch = self.publish(ctrl, HALF_OPEN) >> EPOCH_SHIFT;
         drop(locked);
         Some(Transition {
             from: CircuitState::Open,
             to: CircuitState::HalfOpen,
             reason: "open period over",
             at: now,
+            epoch,
         })
     }
 
@@ -997,13 +1007,14 @@ impl Core {
         } else {
             CLOSED
         };
-        self.publish(ctrl, to);
+        let epoch = self.publish(ctrl, to) >> EPOCH_SHIFT;
         drop(locked);
         Some(Transition {
             from: CircuitState::from_ctrl(ctrl),
             to: CircuitState::Closed,
             reason: "probes succeeded",
             at: now,
+            epoch,
         })
     }
 
@@ -1071,13 +1082,14 @@ impl Core {
             }
             CircuitState::ForcedOpen => {}
         }
-        self.publish(ctrl, to.code());
+        let epoch = self.publish(ctrl, to.code()) >> EPOCH_SHIFT;
         drop(locked);
         Some(Transition {
             from,
             to,
             reason: "set by operator",
             at: now,
+            epoch,
         })
     }
 
