@@ -54,6 +54,9 @@ impl EtcdClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
+        // A watch is one long request: TCP keepalive notices a peer that
+        // vanished without closing the connection.
+        connector.set_keepalive(Some(Duration::from_secs(30)));
         Self {
             bases,
             timeout,

@@ -77,6 +77,10 @@ pub struct EtcdConfigBuilder {
 /// error is logged and counted, and the source retries with backoff and
 /// jitter. An entry whose value is not valid JSON `{address, metadata}` is
 /// skipped alone.
+///
+/// A watch that stays open but goes silent (a hung, not dead, server) is
+/// not detected until TCP keepalive gives up on the connection; it keeps
+/// the last set, as for any outage.
 #[derive(Debug)]
 pub struct EtcdSource {
     config: EtcdConfig,
