@@ -140,6 +140,14 @@ impl From<Gradient2Config> for AdaptiveLimit {
 // === impl LimitState ===
 
 impl LimitState {
+    #[cfg(test)]
+    pub(crate) fn limit(&self) -> usize {
+        match self {
+            LimitState::Aimd(l) => l.limit(),
+            LimitState::Gradient2(l) => l.limit(),
+        }
+    }
+
     pub(crate) fn update(&mut self, rtt: Duration, inflight: usize, dropped: bool) -> usize {
         match self {
             LimitState::Aimd(l) => l.update(rtt, inflight, dropped),

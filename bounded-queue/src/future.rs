@@ -119,7 +119,7 @@ where
                 },
                 StateProj::Called { fut, permit } => {
                     let out = ready!(fut.poll(cx));
-                    if let Some(mut permit) = permit.take() {
+                    if let Some(permit) = permit.take() {
                         permit.complete(out.is_err());
                     }
                     this.state.set(State::Done);

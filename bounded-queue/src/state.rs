@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 use crate::adaptive::LimitState;
 use crate::config::BoundedQueueConfig;
 use crate::metrics::Metrics;
-use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock, try_lock};
 
 /// Why a request was refused; a bounded label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,8 @@ enum Slot {
     },
     Granted {
         enqueued: Instant,
+        /// When the slot was handed over (the releaser's clock read).
+        at: Instant,
     },
     Rejected(Reason),
 }
@@ -91,13 +93,19 @@ pub(crate) enum Admit {
 /// A slot in service; dropping it releases the slot (to the next waiter).
 ///
 /// Two words, so the response future stays small on the fast path: `meta`
-/// packs the priority (bits 0-1), whether the call is sampled (bit 2), the
-/// requests in flight at admission (bits 8-31) and the start time in
-/// microseconds since `Shared::epoch`, wrapping (bits 32-63).
+/// packs the priority (bits 0-1), whether the call is sampled (bit 2),
+/// whether the slot was already released (bit 3), the requests in flight at
+/// admission (bits 8-31) and the start time in microseconds since
+/// `Shared::epoch`, wrapping (bits 32-63).
 pub(crate) struct Permit {
     shared: Arc<Shared>,
     meta: u64,
 }
+
+/// [`Permit::meta`]: the call's service time is sampled.
+const SAMPLED: u64 = 0b100;
+/// [`Permit::meta`]: the slot was released by [`Permit::complete`].
+const RELEASED: u64 = 0b1000;
 
 /// A queued request; dropping it leaves the queue.
 pub(crate) struct Waiter {
@@ -111,7 +119,8 @@ pub(crate) struct Waiter {
 }
 
 enum Step {
-    Granted(Instant),
+    /// Granted: when enqueued, and when the slot was handed over.
+    Granted(Instant, Instant),
     Rejected(Reason),
     /// Wait to be woken, or until the instant (`None`: no timer, as with
     /// `max_wait(Duration::MAX)` and no deadline).
@@ -299,7 +308,7 @@ impl Shared {
         let mut meta = priority.index() as u64;
         if let Some(start) = start {
             let us = start.saturating_duration_since(self.epoch).as_micros() as u32;
-            meta |= 0b100 | (inflight.min(0xff_ffff) as u64) << 8 | u64::from(us) << 32;
+            meta |= SAMPLED | (inflight.min(0xff_ffff) as u64) << 8 | u64::from(us) << 32;
         }
         Permit {
             shared: self.clone(),
@@ -483,7 +492,7 @@ impl Shared {
         {
             let enqueued = *enqueued;
             let waker = waker.take();
-            *slot = Slot::Granted { enqueued };
+            *slot = Slot::Granted { enqueued, at: now };
             if let Some(w) = waker {
                 w.wake();
             }
@@ -530,17 +539,17 @@ impl Shared {
 
     /// Releases a slot: hands it to the next waiter, or frees it.
     #[inline(always)]
-    fn release_slot(&self, priority: Priority) {
+    fn release_slot(&self, priority: Priority, now: Option<Instant>) {
         if self.track {
             self.per_priority[priority.index()].fetch_sub(1, Ordering::Relaxed);
         }
-        if self.waiting.load(Ordering::SeqCst) > 0 && self.hand_off() {
+        if self.waiting.load(Ordering::SeqCst) > 0 && self.hand_off(now) {
             return;
         }
         let prev = self.in_service.fetch_sub(1, Ordering::SeqCst);
         sc_fence();
         if self.waiting.load(Ordering::SeqCst) > 0 {
-            self.dispatch();
+            self.dispatch(now);
         } else if cfg!(feature = "metrics") && prev == 1 {
             self.went_idle();
         }
@@ -573,8 +582,8 @@ impl Shared {
     /// Gives the releasing slot straight to the next waiter, if any.
     #[cold]
     #[inline(never)]
-    fn hand_off(&self) -> bool {
-        let now = Instant::now();
+    fn hand_off(&self, now: Option<Instant>) -> bool {
+        let now = now.unwrap_or_else(Instant::now);
         let mut q = lock(&self.queue);
         if q.len == 0 || self.in_service.load(Ordering::SeqCst) > self.limit.load(Ordering::Relaxed)
         {
@@ -592,8 +601,8 @@ impl Shared {
 
     #[cold]
     #[inline(never)]
-    fn dispatch(&self) {
-        let now = Instant::now();
+    fn dispatch(&self, now: Option<Instant>) {
+        let now = now.unwrap_or_else(Instant::now);
         let mut q = lock(&self.queue);
         let t = self.update_overload(&mut q, now);
         self.dispatch_locked(&mut q, now);
@@ -604,12 +613,15 @@ impl Shared {
         log_transition(&self.name, t);
     }
 
-    fn check(&self, idx: u32, deadline: Option<Instant>, now: Instant, waker: &Waker) -> Step {
+    /// Reads the clock only while the waiter is still waiting: a granted
+    /// waiter starts at the hand-off's clock read.
+    fn check(&self, idx: u32, deadline: Option<Instant>, waker: &Waker) -> Step {
         let mut q = lock(&self.queue);
         let overloaded = q.overloaded;
         let mut timed_out = None;
+        let mut now = None;
         let step = match &mut q.slots[idx as usize] {
-            Slot::Granted { enqueued } => Step::Granted(*enqueued),
+            Slot::Granted { enqueued, at } => Step::Granted(*enqueued, *at),
             Slot::Rejected(r) => Step::Rejected(*r),
             Slot::Vacant => Step::Rejected(Reason::WaitTimeout),
             Slot::Waiting {
@@ -635,7 +647,7 @@ impl Shared {
                         reason = Reason::Deadline;
                     }
                 }
-                if until.is_some_and(|u| now >= u) {
+                if until.is_some_and(|u| *now.insert(Instant::now()) >= u) {
                     Step::Rejected(reason)
                 } else {
                     match w {
@@ -647,7 +659,7 @@ impl Shared {
             }
         };
         let mut t = None;
-        if matches!(q.slots[idx as usize], Slot::Waiting { .. }) {
+        if let (Slot::Waiting { .. }, Some(now)) = (&q.slots[idx as usize], now) {
             q.remove_waiting(idx, now);
             if let (Step::Rejected(Reason::WaitTimeout), Some(p)) = (&step, timed_out) {
                 self.raise_level(&mut q, p, now);
@@ -683,12 +695,14 @@ impl Shared {
         self.publish(depth);
         log_transition(&self.name, t);
         if granted {
-            self.release_slot(priority);
+            self.release_slot(priority, Some(now));
         }
         tracing::debug!(name = %self.name, "queued request cancelled");
     }
 
-    fn on_sample(&self, rtt: Duration, inflight: usize, failed: bool) {
+    fn on_sample(&self, rtt: Duration, inflight: usize, failed: bool, now: Instant) {
+        // The EWMA is a lock-free load and store: a completion racing
+        // another may overwrite its update, which only drops one sample.
         let s = rtt.as_nanos().min(u64::MAX as u128) as u64;
         let old = self.ewma_nanos.load(Ordering::Relaxed);
         let new = if old == 0 {
@@ -698,13 +712,25 @@ impl Shared {
         };
         self.ewma_nanos.store(new.max(1), Ordering::Relaxed);
         if let Some(a) = &self.adaptive {
-            let next = lock(a).update(rtt, inflight, failed).max(1);
+            // Never wait for the algorithm: while another completion updates
+            // it, this sample is skipped (the algorithms are statistical; the
+            // next sample counts). The new limit is stored under the lock, so
+            // concurrent samples store their limits in the order they computed
+            // them and an older limit never overwrites a newer one.
+            let Some(mut state) = try_lock(a) else {
+                return;
+            };
+            let next = state.update(rtt, inflight, failed).max(1);
             let prev = self.limit.swap(next, Ordering::SeqCst);
+            drop(state);
             if next != prev {
-                self.metrics.limit.set(next as f64);
+                // The latest limit, whichever sample stored it.
+                self.metrics
+                    .limit
+                    .set(self.limit.load(Ordering::Relaxed) as f64);
                 tracing::debug!(name = %self.name, limit = next, "limit changed");
                 if next > prev && self.waiting.load(Ordering::SeqCst) > 0 {
-                    self.dispatch();
+                    self.dispatch(Some(now));
                 }
             }
         }
@@ -847,21 +873,28 @@ impl Queue {
 impl Permit {
     /// Records the call's service time (once) for the EWMA and the adaptive
     /// limit.
+    ///
+    /// Then releases the slot, reusing the sample's clock read for the
+    /// hand-off: a sampled call reads the clock once at admission and once
+    /// here, an unsampled one never.
     #[inline(always)]
-    pub(crate) fn complete(&mut self, failed: bool) {
-        if self.meta & 0b100 != 0 {
-            self.meta &= !0b100;
-            self.sample(failed);
+    pub(crate) fn complete(mut self, failed: bool) {
+        if self.meta & SAMPLED != 0 {
+            let now = self.sample(failed);
+            self.meta |= RELEASED;
+            self.shared.release_slot(self.priority(), Some(now));
         }
     }
 
     #[cold]
-    fn sample(&self, failed: bool) {
-        let now = Instant::now().saturating_duration_since(self.shared.epoch);
+    fn sample(&self, failed: bool) -> Instant {
+        let now = Instant::now();
+        let since = now.saturating_duration_since(self.shared.epoch);
         let start = (self.meta >> 32) as u32;
-        let rtt = Duration::from_micros(u64::from((now.as_micros() as u32).wrapping_sub(start)));
+        let rtt = Duration::from_micros(u64::from((since.as_micros() as u32).wrapping_sub(start)));
         let inflight = ((self.meta >> 8) & 0xff_ffff) as usize;
-        self.shared.on_sample(rtt, inflight, failed);
+        self.shared.on_sample(rtt, inflight, failed, now);
+        now
     }
 
     fn priority(&self) -> Priority {
@@ -872,7 +905,9 @@ impl Permit {
 impl Drop for Permit {
     #[inline(always)]
     fn drop(&mut self) {
-        self.shared.release_slot(self.priority());
+        if self.meta & RELEASED == 0 {
+            self.shared.release_slot(self.priority(), None);
+        }
     }
 }
 
@@ -890,9 +925,8 @@ impl Waiter {
     /// Waits for a slot, a rejection, or the end of the allowed wait.
     pub(crate) fn poll_admit(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, Rejected>> {
         loop {
-            let now = Instant::now();
-            match self.shared.check(self.idx, self.deadline, now, cx.waker()) {
-                Step::Granted(enqueued) => {
+            match self.shared.check(self.idx, self.deadline, cx.waker()) {
+                Step::Granted(enqueued, now) => {
                     self.done = true;
                     let waited = now.saturating_duration_since(enqueued);
                     self.shared.metrics.wait.record(waited.as_secs_f64());
@@ -956,6 +990,47 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::AimdConfig;
+
+    fn adaptive(initial: usize) -> Arc<Shared> {
+        let aimd = AimdConfig::builder()
+            .initial(initial)
+            .min(1)
+            .max(100)
+            .build()
+            .unwrap();
+        let config = BoundedQueueConfig::builder()
+            .adaptive(aimd)
+            .build()
+            .unwrap();
+        Arc::new(Shared::new(&config))
+    }
+
+    /// A completion never waits for the adaptive algorithm's lock: while
+    /// another sample holds it, this one is skipped (the EWMA still counts).
+    #[test]
+    fn a_sample_never_waits_for_the_adaptive_lock() {
+        let shared = adaptive(5);
+        let held = lock(shared.adaptive.as_ref().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = shared.clone();
+        std::thread::spawn(move || {
+            s2.on_sample(Duration::from_millis(2), 5, false, Instant::now());
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the sample waited for the lock");
+        drop(held);
+        assert_eq!(shared.limit.load(Ordering::SeqCst), 5, "skipped");
+        assert_eq!(
+            shared.ewma_nanos.load(Ordering::Relaxed),
+            2_000_000,
+            "the EWMA took the sample"
+        );
+        shared.on_sample(Duration::from_millis(2), 5, false, Instant::now());
+        assert_eq!(shared.limit.load(Ordering::SeqCst), 6, "uncontended: taken");
+        assert_eq!(lock(shared.adaptive.as_ref().unwrap()).limit(), 6);
+    }
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -1024,7 +1099,7 @@ mod tests {
                         }
                         Op::Finish(i, failed) => {
                             if !permits.is_empty() {
-                                let mut permit = permits.remove(i % permits.len());
+                                let permit = permits.remove(i % permits.len());
                                 permit.complete(failed);
                             }
                         }
@@ -1101,6 +1176,34 @@ mod loom_tests {
             drop(admitted);
             let snap = s.snapshot();
             assert_eq!((snap.in_service, snap.queued), (0, 0));
+        });
+    }
+
+    /// Concurrent samples store the limit under the algorithm's lock: the
+    /// limit in force is always the algorithm's latest, never an older one
+    /// stored late.
+    #[test]
+    fn concurrent_samples_never_store_an_older_limit() {
+        loom::model(|| {
+            let aimd = crate::AimdConfig::builder()
+                .initial(5)
+                .min(1)
+                .max(100)
+                .build()
+                .unwrap();
+            let config = BoundedQueueConfig::builder()
+                .adaptive(aimd)
+                .build()
+                .unwrap();
+            let s = Arc::new(Shared::new(&config));
+            let s2 = s.clone();
+            let ms = Duration::from_millis(1);
+            let t = loom::thread::spawn(move || s2.on_sample(ms, 5, false, Instant::now()));
+            s.on_sample(ms, 5, false, Instant::now());
+            t.join().unwrap();
+            let algorithm = lock(s.adaptive.as_ref().unwrap()).limit();
+            assert_eq!(s.limit.load(Ordering::SeqCst), algorithm);
+            assert!((6..=7).contains(&algorithm), "{algorithm}");
         });
     }
 
