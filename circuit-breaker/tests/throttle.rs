@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use http::{Request, Response};
-use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleLayer, ThrottleMode};
+use resilience_circuit_breaker::throttle::{
+    FixedPriority, ThrottleConfig, ThrottleLayer, ThrottleMode,
+};
 use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use resilience_core::{Classify, Deadline, Priority, Rejected, RejectionKind};
 use tokio::time::{Instant, advance};
@@ -135,7 +137,9 @@ async fn priority_from_a_closure() {
             Priority::Critical
         }
     })
-    .with_classifier(resilience_circuit_breaker::ErrorsAsFailures);
+    .with_classifier(resilience_circuit_breaker::ErrorsAsFailures)
+    // not an `http::Request`: no deadline in extensions either
+    .with_deadline(resilience_core::timeout::NoDeadline);
     let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
     assert_ready_ok!(svc.poll_ready());
     let err = svc.call("batch-1").await.unwrap_err();
@@ -145,6 +149,25 @@ async fn priority_from_a_closure() {
     let fut = svc.call("user");
     handle.next_request().await.unwrap().1.send_response("ok");
     assert_eq!(fut.await.unwrap(), "ok");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn requests_without_a_priority_need_a_reader() {
+    let config = ThrottleConfig::builder()
+        .allow_percent(0.0)
+        .build()
+        .unwrap();
+    // no priority: critical, never throttled by default
+    let mut svc = ThrottleLayer::new(config.clone()).layer(ok_service());
+    assert_eq!(passed(&mut svc, None, 10).await, 10);
+    // the core's readers: one trait for the throttle and the queue
+    let read: Box<dyn resilience_core::ReadPriority<Req> + Send> =
+        Box::new(FixedPriority(Priority::Sheddable));
+    assert_eq!(read.read_priority(&req(None)), Priority::Sheddable);
+    let mut svc = ThrottleLayer::new(config)
+        .with_priority(FixedPriority(Priority::Sheddable))
+        .layer(ok_service());
+    assert_eq!(passed(&mut svc, None, 10).await, 0);
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -6,9 +6,11 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 
 use super::config::{ThrottleConfig, ThrottleMode};
-use super::service::{PriorityFromExtensions, Throttle};
+use super::service::Throttle;
 use super::state::ThrottleState;
 use crate::CircuitBreakerHandle;
+use resilience_core::PriorityFromExtensions;
+use resilience_core::timeout::FromExtensions;
 
 /// State shared by a throttle layer, its services and handles.
 pub(crate) struct ThrottleShared {
@@ -62,10 +64,11 @@ impl ThrottleShared {
 /// Cloning this layer will not create a new throttle: the layer, its
 /// services, their clones and the [`ThrottleHandle`]s share one state.
 #[derive(Clone)]
-pub struct ThrottleLayer<C = HttpOutcome, P = PriorityFromExtensions> {
+pub struct ThrottleLayer<C = HttpOutcome, P = PriorityFromExtensions, D = FromExtensions> {
     shared: Arc<ThrottleShared>,
     classify: C,
     read: P,
+    read_deadline: D,
     breaker: Option<CircuitBreakerHandle>,
 }
 
@@ -89,30 +92,56 @@ impl ThrottleLayer {
             shared: Arc::new(ThrottleShared::new(&config)),
             classify: HttpOutcome::new(),
             read: PriorityFromExtensions,
+            read_deadline: FromExtensions::new(),
             breaker: None,
         }
     }
 }
 
-impl<C, P> ThrottleLayer<C, P> {
+impl<C, P, D> ThrottleLayer<C, P, D> {
     /// Counts accepts (adaptive mode) with `classify` instead: a call is
     /// accepted unless it is an [`Outcome::Failure`](resilience_core::Outcome::Failure).
-    pub fn with_classifier<C2>(self, classify: C2) -> ThrottleLayer<C2, P> {
+    pub fn with_classifier<C2>(self, classify: C2) -> ThrottleLayer<C2, P, D> {
         ThrottleLayer {
             shared: self.shared,
             classify,
             read: self.read,
+            read_deadline: self.read_deadline,
             breaker: self.breaker,
         }
     }
 
-    /// Reads priorities with `read` instead, e.g. a closure
-    /// `Fn(&Req) -> Priority` (see [`ReadPriority`](super::ReadPriority)).
-    pub fn with_priority<P2>(self, read: P2) -> ThrottleLayer<C, P2> {
+    /// Reads priorities with `read` instead: a closure
+    /// `Fn(&Req) -> Priority`, [`FixedPriority`](super::FixedPriority), or
+    /// any [`ReadPriority`](super::ReadPriority). Requests for which the
+    /// reader finds nothing should get a throttled level if the throttle is
+    /// to act on them: the default level, `Critical`, is not throttled.
+    ///
+    /// For requests that are not `http::Request`s, also set a deadline
+    /// reader ([`with_deadline`](Self::with_deadline)), e.g.
+    /// [`NoDeadline`](resilience_core::timeout::NoDeadline).
+    pub fn with_priority<P2>(self, read: P2) -> ThrottleLayer<C, P2, D> {
         ThrottleLayer {
             shared: self.shared,
             classify: self.classify,
             read,
+            read_deadline: self.read_deadline,
+            breaker: self.breaker,
+        }
+    }
+
+    /// Reads the deadline that bounds a wait (see
+    /// [`max_wait`](super::ThrottleConfigBuilder::max_wait)) with `read`
+    /// instead of from `http::Request` extensions:
+    /// [`NoDeadline`](resilience_core::timeout::NoDeadline), a closure
+    /// `Fn(&Req) -> Option<Deadline>`, or any
+    /// [`ReadDeadline`](resilience_core::timeout::ReadDeadline).
+    pub fn with_deadline<D2>(self, read: D2) -> ThrottleLayer<C, P, D2> {
+        ThrottleLayer {
+            shared: self.shared,
+            classify: self.classify,
+            read: self.read,
+            read_deadline: read,
             breaker: self.breaker,
         }
     }
@@ -133,8 +162,8 @@ impl<C, P> ThrottleLayer<C, P> {
     }
 }
 
-impl<S, C: Clone, P: Clone> Layer<S> for ThrottleLayer<C, P> {
-    type Service = Throttle<S, C, P>;
+impl<S, C: Clone, P: Clone, D: Clone> Layer<S> for ThrottleLayer<C, P, D> {
+    type Service = Throttle<S, C, P, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Throttle::with_parts(
@@ -142,12 +171,13 @@ impl<S, C: Clone, P: Clone> Layer<S> for ThrottleLayer<C, P> {
             self.shared.clone(),
             self.classify.clone(),
             self.read.clone(),
+            self.read_deadline.clone(),
             self.breaker.clone(),
         )
     }
 }
 
-impl<C, P> fmt::Debug for ThrottleLayer<C, P> {
+impl<C, P, D> fmt::Debug for ThrottleLayer<C, P, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ThrottleLayer")
             .field("name", &self.shared.name)

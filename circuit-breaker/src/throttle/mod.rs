@@ -13,12 +13,29 @@
 //!   weight multiplying the rejection probability; by default the
 //!   sheddable levels take the full throttle and critical, critical-plus
 //!   none. The priority comes from the request's extensions (where the
-//!   correlation layer puts it) or from a closure.
+//!   correlation layer puts it, [`PriorityFromExtensions`]), from a closure
+//!   or [`FixedPriority`] ([`ThrottleLayer::with_priority`]); the readers
+//!   are resilience-core's, shared with the bounded queue.
 //! - **Wait until everything is ok**: paired with a breaker
 //!   ([`ThrottleLayer::wait_for`]) and with a
 //!   [`max_wait`](ThrottleConfigBuilder::max_wait), throttled priorities
 //!   wait while the breaker is open or half-open, bounded by the wait and
 //!   their deadline, and proceed when it closes.
+//!
+//! # Requests without a priority are not throttled
+//!
+//! A request that carries no [`Priority`](resilience_core::Priority) is
+//! [`Critical`](resilience_core::Priority::Critical), and with the default
+//! weights critical traffic is never throttled. **A throttle in front of
+//! requests that carry no priority does nothing.** Do one of:
+//!
+//! - put a `Priority` in the request's extensions (the correlation layer
+//!   does, from the `x-priority` header or the caller's context), as below;
+//! - read it another way: `.with_priority(|req: &Req| ...)` or
+//!   `.with_priority(FixedPriority(Priority::Sheddable))` for a client whose
+//!   calls are all sheddable;
+//! - or give critical traffic a weight:
+//!   [`priority_weight(Priority::Critical, w)`](ThrottleConfigBuilder::priority_weight).
 //!
 //! # Example
 //!
@@ -84,20 +101,29 @@
 //! # drop(app);
 //! ```
 //!
-//! On a tonic client channel, with the priority chosen per call site:
+//! On a tonic client channel. The requests a channel sees carry no
+//! priority unless something puts one there, and then they are critical and
+//! never throttled: give the channel's requests a level explicitly.
 //!
 //! ```ignore
-//! use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleLayer};
+//! use resilience_circuit_breaker::throttle::{FixedPriority, ThrottleConfig, ThrottleLayer};
 //! use resilience_core::{GrpcOutcome, Priority};
 //!
 //! let channel = tonic::transport::Endpoint::from_static("http://[::1]:50051").connect_lazy();
 //! let channel = tower::ServiceBuilder::new()
 //!     .layer(
 //!         ThrottleLayer::new(ThrottleConfig::builder().adaptive().build()?)
-//!             .with_classifier(GrpcOutcome::new()),
+//!             .with_classifier(GrpcOutcome::new())
+//!             // every call of this client is sheddable; or per request:
+//!             // .with_priority(|req: &http::Request<tonic::body::Body>| {
+//!             //     req.extensions().get::<Priority>().copied().unwrap_or(Priority::Sheddable)
+//!             // })
+//!             .with_priority(FixedPriority(Priority::Sheddable)),
 //!     )
 //!     .service(channel);
-//! // requests carry their `Priority` in extensions (the correlation layer puts it there);
+//! // or per call, in the request's extensions:
+//! // let mut request = tonic::Request::new(msg);
+//! // request.extensions_mut().insert(Priority::SheddablePlus);
 //! // errors: map with resilience_core::grpc::into_status
 //! ```
 //!
@@ -125,4 +151,5 @@ mod state;
 
 pub use self::config::{ThrottleConfig, ThrottleConfigBuilder, ThrottleMode};
 pub use self::layer::{ThrottleHandle, ThrottleLayer};
-pub use self::service::{PriorityFromExtensions, ReadPriority, Throttle};
+pub use self::service::Throttle;
+pub use resilience_core::priority::{FixedPriority, PriorityFromExtensions, ReadPriority};

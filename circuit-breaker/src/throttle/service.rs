@@ -2,7 +2,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use resilience_core::{BoxError, ClassifyOutcome, Deadline, Priority, Rejected, RejectionKind};
+use resilience_core::timeout::ReadDeadline;
+use resilience_core::{BoxError, ClassifyOutcome, Priority, ReadPriority, Rejected, RejectionKind};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -17,43 +18,24 @@ use super::config::ThrottleMode;
 ///
 /// Admission depends on the request (its priority), so the service reports
 /// the inner service's readiness and decides in `call`.
-pub struct Throttle<S, C, P> {
+pub struct Throttle<S, C, P, D> {
     inner: S,
     shared: Arc<ThrottleShared>,
     classify: C,
     read: P,
+    read_deadline: D,
     breaker: Option<CircuitBreakerHandle>,
 }
 
-/// Finds a request's [`Priority`] (and, for waiting, its [`Deadline`]).
-///
-/// Implemented by [`PriorityFromExtensions`] (for `http::Request<B>`) and by
-/// closures `Fn(&Req) -> Priority`.
-pub trait ReadPriority<Req> {
-    /// The request's priority.
-    fn priority(&self, req: &Req) -> Priority;
-
-    /// The request's deadline, if known (bounds a wait).
-    fn deadline(&self, req: &Req) -> Option<Deadline> {
-        let _ = req;
-        None
-    }
-}
-
-/// Reads [`Priority`] and [`Deadline`] from `http::Request` extensions (where
-/// the correlation layer puts them); a request without one is
-/// [`Priority::Critical`], the default.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PriorityFromExtensions;
-
 // === impl Throttle ===
 
-impl<S, C, P> Throttle<S, C, P> {
+impl<S, C, P, D> Throttle<S, C, P, D> {
     pub(crate) fn with_parts(
         inner: S,
         shared: Arc<ThrottleShared>,
         classify: C,
         read: P,
+        read_deadline: D,
         breaker: Option<CircuitBreakerHandle>,
     ) -> Self {
         Self {
@@ -61,6 +43,7 @@ impl<S, C, P> Throttle<S, C, P> {
             shared,
             classify,
             read,
+            read_deadline,
             breaker,
         }
     }
@@ -88,7 +71,7 @@ fn lets_calls_through(state: CircuitState) -> bool {
     )
 }
 
-impl<S, C, P, Req> Service<Req> for Throttle<S, C, P>
+impl<S, C, P, D, Req> Service<Req> for Throttle<S, C, P, D>
 where
     S: Service<Req> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -97,6 +80,7 @@ where
     Req: Send + 'static,
     C: ClassifyOutcome<S::Response> + Clone,
     P: ReadPriority<Req>,
+    D: ReadDeadline<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -108,7 +92,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let priority = self.read.priority(&req);
+        let priority = self.read.read_priority(&req);
         let state = &self.shared.state;
 
         if let (Some(max_wait), Some(breaker)) = (self.shared.max_wait, &self.breaker) {
@@ -142,7 +126,7 @@ where
     }
 }
 
-impl<S, C, P> Throttle<S, C, P> {
+impl<S, C, P, D> Throttle<S, C, P, D> {
     #[cold]
     fn wait<Req>(
         &mut self,
@@ -157,13 +141,13 @@ impl<S, C, P> Throttle<S, C, P> {
         S::Response: Send + 'static,
         S::Error: Into<BoxError>,
         Req: Send + 'static,
-        P: ReadPriority<Req>,
+        D: ReadDeadline<Req>,
     {
         let now = Instant::now();
         // A huge `max_wait` (up to `Duration::MAX`) saturates: no limit but
         // the deadline.
         let mut limit = now.checked_add(max_wait);
-        if let Some(d) = self.read.deadline(&req) {
+        if let Some(d) = self.read_deadline.read_deadline(&req) {
             limit = Some(limit.map_or(d.instant(), |l| l.min(d.instant())));
         }
         // A fresh clone: it holds no readiness (nor admission) of its own, and
@@ -195,49 +179,24 @@ impl<S, C, P> Throttle<S, C, P> {
     }
 }
 
-impl<S: Clone, C: Clone, P: Clone> Clone for Throttle<S, C, P> {
+impl<S: Clone, C: Clone, P: Clone, D: Clone> Clone for Throttle<S, C, P, D> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
             classify: self.classify.clone(),
             read: self.read.clone(),
+            read_deadline: self.read_deadline.clone(),
             breaker: self.breaker.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, C, P> fmt::Debug for Throttle<S, C, P> {
+impl<S: fmt::Debug, C, P, D> fmt::Debug for Throttle<S, C, P, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Throttle")
             .field("inner", &self.inner)
             .field("name", &self.shared.name)
             .finish_non_exhaustive()
-    }
-}
-
-// === impl PriorityFromExtensions ===
-
-impl<B> ReadPriority<http::Request<B>> for PriorityFromExtensions {
-    #[inline]
-    fn priority(&self, req: &http::Request<B>) -> Priority {
-        req.extensions()
-            .get::<Priority>()
-            .copied()
-            .unwrap_or_default()
-    }
-
-    fn deadline(&self, req: &http::Request<B>) -> Option<Deadline> {
-        Deadline::from_extensions(req.extensions())
-    }
-}
-
-impl<F, Req> ReadPriority<Req> for F
-where
-    F: Fn(&Req) -> Priority,
-{
-    #[inline]
-    fn priority(&self, req: &Req) -> Priority {
-        self(req)
     }
 }
