@@ -60,6 +60,20 @@
 //!   failure: once the window holds the minimum number of calls, a failure
 //!   rate or slow-call rate at or above its threshold opens the circuit (so
 //!   with a minimum of 10, nine failures then one success open it).
+//!
+//!   What counts as a failure is the classifier's call. With the defaults
+//!   of resilience-core, a [`Rejected`](resilience_core::Rejected) of kind
+//!   `Throttled` or `Overloaded` produced by one of *our own* layers below
+//!   the breaker (a throttle, a bounded queue) is
+//!   [`Outcome::CallerError`]: the callee never saw the request, so it
+//!   does not count against it (nor for it: a caller error is recorded as
+//!   a success). To count them, classify with
+//!   [`ClassifyErrors::local_rejections_are_failures(true)`](resilience_core::ClassifyErrors::local_rejections_are_failures),
+//!   e.g. `HttpOutcome::new().errors(ClassifyErrors::new().local_rejections_are_failures(true))`
+//!   (or the same on [`GrpcOutcome`](resilience_core::GrpcOutcome)). A
+//!   circuit-open rejection of a breaker further down, a timeout
+//!   ([`Elapsed`](resilience_core::Elapsed)) or a transport error is a
+//!   failure.
 //! - **Open**: calls fail fast with [`Rejected`](resilience_core::Rejected)
 //!   of kind [`CircuitOpen`](resilience_core::RejectionKind::CircuitOpen),
 //!   carrying the time until half-open as `retry_after`; the inner service
@@ -187,8 +201,11 @@ pub use crate::service::CircuitBreaker;
 pub use crate::state::{CircuitState, Transition};
 
 /// A classifier for any response type: every response is a success, errors
-/// are classified by [`classify_error`] (failures, except errors of class
-/// [`Client`](resilience_core::ErrorClass::Client)).
+/// are classified by [`classify_error`] with resilience-core's defaults:
+/// failures, except errors of class
+/// [`Client`](resilience_core::ErrorClass::Client) and our own layers'
+/// throttled / overloaded rejections, which are caller errors (see
+/// [`ClassifyErrors`](resilience_core::ClassifyErrors)).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ErrorsAsFailures;
 

@@ -715,3 +715,42 @@ async fn grpc_status_codes_are_classified() {
     assert_eq!(cb.state().as_str(), "open");
     assert_eq!(CircuitState::ALL[cb.state().index()], CircuitState::Open);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn our_own_throttled_rejections_count_only_when_configured() {
+    use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleLayer};
+    use resilience_core::{ClassifyErrors, Priority};
+    use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+
+    async fn four_throttled_calls(classify: HttpOutcome) -> CircuitState {
+        let breaker = CircuitBreakerLayer::new(base().build().unwrap()).with_classifier(classify);
+        let cb = breaker.handle();
+        let throttle = ThrottleLayer::new(
+            ThrottleConfig::builder()
+                .allow_percent(0.0)
+                .build()
+                .unwrap(),
+        );
+        let mut svc = ServiceBuilder::new()
+            .layer(breaker)
+            .layer(throttle)
+            .service(service_fn(|_: Req| async { Ok::<_, BoxError>(rsp(200)) }));
+        for _ in 0..4 {
+            let mut req = Request::new(());
+            req.extensions_mut().insert(Priority::Sheddable);
+            let err = svc.ready().await.unwrap().call(req).await.unwrap_err();
+            let r = err.downcast_ref::<Rejected>().unwrap();
+            assert_eq!(r.kind(), RejectionKind::Throttled);
+        }
+        cb.state()
+    }
+
+    // default: the callee never saw them, they are not its failures
+    assert_eq!(
+        four_throttled_calls(HttpOutcome::new()).await,
+        CircuitState::Closed
+    );
+    let strict =
+        HttpOutcome::new().errors(ClassifyErrors::new().local_rejections_are_failures(true));
+    assert_eq!(four_throttled_calls(strict).await, CircuitState::Open);
+}
