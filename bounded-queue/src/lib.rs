@@ -125,13 +125,34 @@
 //! # }
 //! ```
 //!
-//! With tonic, map errors with `resilience_core::grpc::into_status`
-//! (`RESOURCE_EXHAUSTED`):
+//! # With tonic
 //!
-//! ```ignore
+//! Map errors with `resilience_core::grpc::into_status` (feature `grpc` of
+//! resilience-core): a refusal is `RESOURCE_EXHAUSTED` with
+//! `grpc-retry-pushback-ms` metadata.
+//!
+//! ```no_run
+//! use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
+//! use tonic::transport::Server;
+//! use tower::ServiceBuilder;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let queue = BoundedQueueLayer::new(
+//!     BoundedQueueConfig::builder().name("grpc").concurrency(64).capacity(64).build()?,
+//! );
+//! let (_reporter, health) = tonic_health::server::health_reporter();
 //! Server::builder()
-//!     .layer(ServiceBuilder::new().map_err(resilience_core::grpc::into_status).layer(queue))
-//!     .add_service(svc)
+//!     .layer(
+//!         ServiceBuilder::new()
+//!             .map_err(resilience_core::grpc::into_status)
+//!             .layer(queue),
+//!     )
+//!     .add_service(health)
+//!     .serve("127.0.0.1:50051".parse()?)
+//!     .await?;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Clone semantics
