@@ -90,6 +90,7 @@ pub struct CircuitBreakerConfig {
     pub(crate) backoff_multiplier: f64,
     pub(crate) jitter: f64,
     pub(crate) half_open_probes: u32,
+    pub(crate) half_open_max_duration: Duration,
     pub(crate) recovery_ramp: Option<Duration>,
     pub(crate) recovery_start_percent: f64,
 }
@@ -133,6 +134,11 @@ pub struct CircuitBreakerConfigBuilder {
     half_open_probes: u32,
     #[cfg_attr(
         feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
+    half_open_max_duration: Duration,
+    #[cfg_attr(
+        feature = "serde",
         serde(deserialize_with = "resilience_core::config::duration::deserialize_option")
     )]
     recovery_ramp: Option<Duration>,
@@ -168,6 +174,10 @@ impl CircuitBreakerConfig {
     pub const DEFAULT_JITTER: f64 = 0.1;
     /// Probe calls admitted in half-open: `3`.
     pub const DEFAULT_HALF_OPEN_PROBES: u32 = 3;
+    /// The longest the circuit stays half-open waiting for its probes:
+    /// `60s`. Then probes still outstanding count as failures and the
+    /// circuit opens again.
+    pub const DEFAULT_HALF_OPEN_MAX_DURATION: Duration = Duration::from_secs(60);
     /// The longest `slow_call_duration`: `4294s` (about 71 minutes, the
     /// range of the 32-bit microsecond stamps calls are timed with).
     pub const MAX_SLOW_CALL_DURATION: Duration = Duration::from_secs(4294);
@@ -223,6 +233,11 @@ impl CircuitBreakerConfig {
     /// Probe calls admitted in half-open.
     pub fn half_open_probes(&self) -> u32 {
         self.half_open_probes
+    }
+
+    /// How long the circuit waits in half-open for its probes.
+    pub fn half_open_max_duration(&self) -> Duration {
+        self.half_open_max_duration
     }
 
     /// The recovery ramp after closing, if any.
@@ -344,6 +359,18 @@ impl CircuitBreakerConfigBuilder {
         self
     }
 
+    /// The longest the circuit stays half-open while all its probe slots
+    /// are taken (default
+    /// [`CircuitBreakerConfig::DEFAULT_HALF_OPEN_MAX_DURATION`]). After it,
+    /// the next call finds the outstanding probes hung: they count as
+    /// failures and the circuit opens again (their late outcomes are
+    /// ignored). Calls refused while the probes are out carry the time left
+    /// of this period as `retry_after`.
+    pub fn half_open_max_duration(mut self, duration: Duration) -> Self {
+        self.half_open_max_duration = duration;
+        self
+    }
+
     /// After closing, admits a share of traffic rising linearly from the
     /// start share to 100% over `ramp` (default: no ramp).
     pub fn recovery_ramp(mut self, ramp: Duration) -> Self {
@@ -376,6 +403,7 @@ impl CircuitBreakerConfigBuilder {
     /// - `backoff_multiplier` is below 1 or not finite
     /// - `jitter` is not in `[0, 1)`
     /// - `half_open_probes` is not 1 to 1,000
+    /// - `half_open_max_duration` is zero
     pub fn build(self) -> Result<CircuitBreakerConfig, ConfigError> {
         validate_name("name", &self.name)?;
         let window = match self.window {
@@ -465,6 +493,12 @@ impl CircuitBreakerConfigBuilder {
         if !(1..=1000).contains(&self.half_open_probes) {
             return Err(ConfigError::new("half_open_probes", "must be 1 to 1000"));
         }
+        if self.half_open_max_duration.is_zero() {
+            return Err(ConfigError::new(
+                "half_open_max_duration",
+                "must be greater than zero",
+            ));
+        }
         Ok(CircuitBreakerConfig {
             name: self.name,
             window,
@@ -477,6 +511,7 @@ impl CircuitBreakerConfigBuilder {
             backoff_multiplier: self.backoff_multiplier,
             jitter: self.jitter,
             half_open_probes: self.half_open_probes,
+            half_open_max_duration: self.half_open_max_duration,
             recovery_ramp: self.recovery_ramp,
             recovery_start_percent: self.recovery_start_percent,
         })
@@ -509,6 +544,7 @@ impl Default for CircuitBreakerConfigBuilder {
             backoff_multiplier: CircuitBreakerConfig::DEFAULT_BACKOFF_MULTIPLIER,
             jitter: CircuitBreakerConfig::DEFAULT_JITTER,
             half_open_probes: CircuitBreakerConfig::DEFAULT_HALF_OPEN_PROBES,
+            half_open_max_duration: CircuitBreakerConfig::DEFAULT_HALF_OPEN_MAX_DURATION,
             recovery_ramp: None,
             recovery_start_percent: CircuitBreakerConfig::DEFAULT_RECOVERY_START_PERCENT,
         }
@@ -586,6 +622,10 @@ mod tests {
             (b().jitter(-0.1), "jitter"),
             (b().half_open_probes(0), "half_open_probes"),
             (b().half_open_probes(1001), "half_open_probes"),
+            (
+                b().half_open_max_duration(Duration::ZERO),
+                "half_open_max_duration",
+            ),
         ];
         for (builder, field) in cases {
             let err = builder.build().expect_err(field);

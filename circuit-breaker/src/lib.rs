@@ -81,7 +81,12 @@
 //!   without a close in between (exponential, jittered, capped).
 //! - **Half-open**: exactly N probe calls are admitted at once; a cancelled
 //!   probe gives its slot back. Their outcomes close the circuit or open it
-//!   again.
+//!   again. Other calls are refused with the time left of the half-open
+//!   period as `retry_after`; once that period
+//!   ([`CircuitBreakerConfigBuilder::half_open_max_duration`]) is over,
+//!   probes still out count as hung: the circuit opens again. A probe
+//!   slot is taken in `call`, never reserved by `poll_ready`, so a caller
+//!   that gets readiness and does not call holds none.
 //! - Optionally, after closing, a **recovery ramp** admits a share of
 //!   traffic rising from a start share to 100%.
 //! - An operator can **force open**, **disable** (pass everything, record

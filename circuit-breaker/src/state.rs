@@ -519,6 +519,7 @@ struct Params {
     multiplier: f64,
     jitter: f64,
     probes: u32,
+    half_open_max: Duration,
     slow_call: Option<Duration>,
     ramp: Option<Duration>,
     ramp_start: f64,
@@ -537,6 +538,8 @@ pub(crate) struct Core {
     params: Params,
     ctrl: CachePadded<AtomicU64>,
     open_until: AtomicU64,
+    /// While half-open: when the probes still out count as failures.
+    half_open_until: AtomicU64,
     ramp_start: AtomicU64,
     ramp_calls: AtomicU64,
     probes_admitted: AtomicU64,
@@ -574,12 +577,14 @@ impl Core {
                 multiplier: config.backoff_multiplier,
                 jitter: config.jitter,
                 probes: config.half_open_probes,
+                half_open_max: config.half_open_max_duration,
                 slow_call: config.slow_call_duration,
                 ramp: config.recovery_ramp,
                 ramp_start: config.recovery_start_percent / 100.0,
             },
             ctrl: CachePadded(AtomicU64::new(CLOSED)),
             open_until: AtomicU64::new(0),
+            half_open_until: AtomicU64::new(u64::MAX),
             ramp_start: AtomicU64::new(0),
             ramp_calls: AtomicU64::new(0),
             probes_admitted: AtomicU64::new(0),
@@ -713,7 +718,17 @@ impl Core {
                         transition = Some(t);
                     }
                 }
-                HALF_OPEN => return (self.acquire_probe(epoch, clock), transition),
+                HALF_OPEN => match self.acquire_probe(epoch, now_ns, clock) {
+                    // Every slot taken past the half-open period: the
+                    // probes still out are hung; they count as failures.
+                    Err(_)
+                        if transition.is_none()
+                            && now_ns >= self.half_open_until.load(Ordering::Acquire) =>
+                    {
+                        transition = self.trip(ctrl, now, "half-open probes timed out");
+                    }
+                    result => return (result, transition),
+                },
                 _ => return (self.acquire_ramp(ctrl, now_ns, clock), transition),
             }
             ctrl = self.ctrl.load(Ordering::Acquire);
@@ -725,14 +740,22 @@ impl Core {
         (Err(r), transition)
     }
 
-    fn acquire_probe(&self, epoch: u64, clock: &impl Fn() -> Instant) -> Result<Permit, Refusal> {
+    fn acquire_probe(
+        &self,
+        epoch: u64,
+        now_ns: u64,
+        clock: &impl Fn() -> Instant,
+    ) -> Result<Permit, Refusal> {
         let tag = (epoch & EPOCH_MASK) << PROBE_EPOCH_SHIFT;
         let mut cur = self.probes_admitted.load(Ordering::Acquire);
         loop {
             if cur & !0xffff_ffff != tag || (cur & 0xffff_ffff) >= u64::from(self.params.probes) {
+                // At the latest when the half-open period ends, the probes
+                // have decided (or count as failures).
+                let until = self.half_open_until.load(Ordering::Acquire);
                 return Err(Refusal {
                     reason: "half-open, probes in flight",
-                    retry_after: None,
+                    retry_after: Some(Duration::from_nanos(until.saturating_sub(now_ns))),
                 });
             }
             match self.probes_admitted.compare_exchange_weak(
@@ -970,18 +993,28 @@ impl Core {
         })
     }
 
-    fn to_half_open(&self, ctrl: u64, now: Instant) -> Option<Transition> {
-        let locked = lock(&self.locked);
-        if self.ctrl.load(Ordering::Acquire) != ctrl {
-            return None;
-        }
+    /// Resets the probe accounting for the half-open period that follows
+    /// `ctrl` (under the lock, before publishing).
+    fn start_half_open(&self, ctrl: u64, now: Instant) {
         let epoch = (ctrl >> EPOCH_SHIFT) + 1;
+        let until = self
+            .nanos(now)
+            .saturating_add(saturating_nanos(self.params.half_open_max));
+        self.half_open_until.store(until, Ordering::Release);
         self.probes_admitted
             .store((epoch & EPOCH_MASK) << PROBE_EPOCH_SHIFT, Ordering::Release);
         self.probe_results.store(
             (epoch & RESULT_EPOCH_MASK) << RESULT_EPOCH_SHIFT,
             Ordering::Release,
         );
+    }
+
+    fn to_half_open(&self, ctrl: u64, now: Instant) -> Option<Transition> {
+        let locked = lock(&self.locked);
+        if self.ctrl.load(Ordering::Acquire) != ctrl {
+            return None;
+        }
+        self.start_half_open(ctrl, now);
         let epoch = self.publish(ctrl, HALF_OPEN) >> EPOCH_SHIFT;
         drop(locked);
         Some(Transition {
@@ -1071,15 +1104,7 @@ impl Core {
                 let until = self.nanos(now).saturating_add(saturating_nanos(open_for));
                 self.open_until.store(until, Ordering::Release);
             }
-            CircuitState::HalfOpen => {
-                let epoch = (ctrl >> EPOCH_SHIFT) + 1;
-                self.probes_admitted
-                    .store((epoch & EPOCH_MASK) << PROBE_EPOCH_SHIFT, Ordering::Release);
-                self.probe_results.store(
-                    (epoch & RESULT_EPOCH_MASK) << RESULT_EPOCH_SHIFT,
-                    Ordering::Release,
-                );
-            }
+            CircuitState::HalfOpen => self.start_half_open(ctrl, now),
             CircuitState::ForcedOpen => {}
         }
         let epoch = self.publish(ctrl, to.code()) >> EPOCH_SHIFT;

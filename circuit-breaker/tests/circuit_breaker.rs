@@ -228,6 +228,59 @@ async fn half_open_admits_exactly_n_probes() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn hung_probes_time_out_and_reopen() {
+    let config = base()
+        .half_open_probes(1)
+        .half_open_max_duration(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let (mut svc, mut handle, cb) = spawn(config);
+    open_it(&mut svc, &mut handle).await;
+    advance(Duration::from_secs(1)).await;
+
+    // the probe hangs
+    assert_ready_ok!(svc.poll_ready());
+    let hung = svc.call(Request::new(()));
+    let (_, late) = handle.next_request().await.unwrap();
+    assert_eq!(cb.state(), CircuitState::HalfOpen);
+
+    // others are refused with a retry-after: the end of the half-open period
+    advance(Duration::from_secs(2)).await;
+    let r = rejected(&mut svc, &mut handle).await;
+    assert_eq!(r.reason(), "half-open, probes in flight");
+    assert_eq!(r.retry_after(), Some(Duration::from_secs(3)));
+
+    // past it, the hung probe counts as a failure: open again (backoff: 2s)
+    advance(Duration::from_secs(3)).await;
+    let mut events = cb.subscribe();
+    let r = rejected(&mut svc, &mut handle).await;
+    assert_eq!(r.kind(), RejectionKind::CircuitOpen);
+    assert_eq!(r.retry_after(), Some(Duration::from_secs(2)));
+    assert_eq!(cb.state(), CircuitState::Open);
+    let t = events.try_recv().unwrap();
+    assert_eq!(
+        (t.from(), t.to(), t.reason()),
+        (
+            CircuitState::HalfOpen,
+            CircuitState::Open,
+            "half-open probes timed out"
+        )
+    );
+
+    // its late success is ignored
+    late.send_response(rsp(200));
+    hung.await.unwrap();
+    assert_eq!(cb.state(), CircuitState::Open);
+
+    // the next half-open period probes afresh
+    advance(Duration::from_secs(2)).await;
+    call(&mut svc, &mut handle, Reply::Status(200))
+        .await
+        .unwrap();
+    assert_eq!(cb.state(), CircuitState::Closed);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_cancelled_probe_frees_its_slot() {
     let (mut svc, mut handle, cb) = spawn(base().half_open_probes(1).build().unwrap());
     open_it(&mut svc, &mut handle).await;
