@@ -92,10 +92,22 @@ pub struct BoundedQueueConfigBuilder {
 /// Shares of the concurrency limit reserved per priority, as fractions of
 /// the limit (`0.0..=1.0`, summing to at most `1.0`).
 ///
-/// Enforced only while saturated (Netflix's partitioned limiter): when a
-/// slot frees and requests wait, a priority below its share is served before
-/// the others. With no shares (the default), the highest priority waiting is
-/// always served first.
+/// Enforced only while saturated, in the spirit of Netflix's partitioned
+/// limiter. A priority holding fewer slots than its share (rounded up):
+///
+/// - gets the next free slot ahead of every priority at or above its share
+///   (the highest such priority first);
+/// - keeps its place when the admission level sheds lower priorities: it is
+///   neither refused on arrival nor shed from the queue for that;
+/// - is refused for its deadline or the allowed wait only by the waiters it
+///   cannot overtake;
+/// - like any arrival, displaces a queued request of lower priority when the
+///   queue is full.
+///
+/// A share never lets a priority past the limit: unlike Netflix's limiter,
+/// which admits a partition under its share even with every slot taken,
+/// here it waits for the next free slot. With no shares (the default), the
+/// highest priority waiting is always served first.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]

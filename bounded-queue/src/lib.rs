@@ -51,8 +51,9 @@
 //!   compare-and-swap, no lock, no allocation.
 //! - **Queued** otherwise, up to `capacity` waiters. A released slot is
 //!   handed straight to the best waiter: the highest priority (or one below
-//!   its [reserved share](ReservedShares)), FIFO normally and LIFO while a
-//!   standing queue exists (adaptive LIFO).
+//!   its [reserved share](ReservedShares), which also keeps its place when
+//!   lower priorities are shed), FIFO normally and LIFO while a standing
+//!   queue exists (adaptive LIFO).
 //! - **Rejected at once** when the queue is full (unless the arrival
 //!   displaces a queued request of lower priority, which is then shed), or
 //!   when its expected wait (an EWMA of recent service times x its queue

@@ -335,14 +335,15 @@ impl Shared {
             }
         }
         let mut transition = self.update_overload(&mut q, now);
-        // Saturated: priorities below the admission level are shed at once.
-        if self.below_level(&mut q, priority, now) {
+        // Saturated: priorities below the admission level are shed at once,
+        // unless below their reserved share (they keep it).
+        if !self.under_share(priority.index()) && self.below_level(&mut q, priority, now) {
             drop(q);
             log_transition(&self.name, transition);
             return Err(self.reject(Reason::Shed, priority));
         }
         let lifo = self.lifo && q.overloaded;
-        let expected = self.expected_wait(q.ahead(priority, lifo) + 1);
+        let expected = self.expected_wait(self.ahead(&q, priority, lifo) + 1);
         if deadline.is_some_and(|d| d.saturating_duration_since(now) < expected) {
             drop(q);
             log_transition(&self.name, transition);
@@ -437,7 +438,7 @@ impl Shared {
             return;
         }
         q.level = level;
-        for p in 0..level {
+        for p in (0..level).filter(|&p| !self.under_share(p)) {
             while let Some((_, idx)) = q.lanes[p].pop_front() {
                 q.len -= 1;
                 if let Slot::Waiting { waker: Some(w), .. } =
@@ -499,21 +500,47 @@ impl Shared {
         }
     }
 
+    /// The next waiter's lane: the highest priority below its reserved
+    /// share, else the highest priority.
     fn pick_lane(&self, q: &Queue) -> usize {
         if self.track {
-            let limit = self.limit.load(Ordering::Relaxed) as f64;
-            for p in (0..4).rev() {
-                let reserved = (self.shares[p] * limit).ceil() as usize;
-                if !q.lanes[p].is_empty() && self.per_priority[p].load(Ordering::Relaxed) < reserved
-                {
-                    return p;
-                }
+            if let Some(p) = (0..4)
+                .rev()
+                .find(|&p| !q.lanes[p].is_empty() && self.under_share(p))
+            {
+                return p;
             }
         }
         (0..4)
             .rev()
             .find(|&p| !q.lanes[p].is_empty())
             .expect("the queue is not empty")
+    }
+
+    /// Whether priority `p` holds fewer slots than its reserved share of the
+    /// limit (never without shares).
+    fn under_share(&self, p: usize) -> bool {
+        if !self.track || self.shares[p] == 0.0 {
+            return false;
+        }
+        let limit = self.limit.load(Ordering::Relaxed) as f64;
+        let reserved = (self.shares[p] * limit).ceil() as usize;
+        self.per_priority[p].load(Ordering::Relaxed) < reserved
+    }
+
+    /// Waiters that would be served before a new arrival of `priority`. One
+    /// below its reserved share waits only behind its own lane (FIFO) and
+    /// higher priorities also below theirs.
+    fn ahead(&self, q: &Queue, priority: Priority, lifo: bool) -> usize {
+        let p = priority.index();
+        if !self.under_share(p) {
+            return q.ahead(priority, lifo);
+        }
+        let own = if lifo { 0 } else { q.lanes[p].len() };
+        own + (p + 1..4)
+            .filter(|&h| self.under_share(h))
+            .map(|h| q.lanes[h].len())
+            .sum::<usize>()
     }
 
     /// Tracks whether a standing queue exists; returns a transition.

@@ -330,6 +330,69 @@ async fn reserved_share_serves_a_lower_priority_under_saturation() {
     assert_eq!(id, 3, "sheddable is below its reserved share: served first");
 }
 
+/// A priority below its reserved share keeps it while the admission level
+/// sheds everything below a starving priority: it is neither shed from the
+/// queue nor refused on arrival, and gets the next free slot.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn reserved_share_survives_priority_shedding() {
+    let layer = layer(
+        cfg()
+            .concurrency(2)
+            .capacity(10)
+            .codel(false)
+            .lifo(false)
+            .max_wait(Duration::from_millis(100))
+            .reserve(Priority::Sheddable, 0.5),
+    );
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    let mut call = |r: Req| {
+        assert_ready_ok!(svc.poll_ready());
+        task::spawn(svc.call(r))
+    };
+    let mut a = call(req_p(1, Priority::Critical));
+    let mut b = call(req_p(2, Priority::Critical));
+    assert_pending!(a.poll());
+    assert_pending!(b.poll());
+    let (_, send_a) = next(&mut handle).await;
+    let (_, _send_b) = next(&mut handle).await;
+    let mut c = call(req_p(3, Priority::Critical));
+    assert_pending!(c.poll());
+    advance(Duration::from_millis(50)).await;
+    let mut s1 = call(req_p(4, Priority::Sheddable));
+    assert_pending!(s1.poll());
+    assert_eq!(h.snapshot().queued_by_priority, [1, 0, 1, 0]);
+
+    // The critical waiter starves and raises the admission level...
+    advance(Duration::from_millis(50)).await;
+    assert_eq!(
+        reason(&assert_ready!(c.poll()).unwrap_err()),
+        "queue time exceeded"
+    );
+    assert_eq!(h.snapshot().admission_level, Priority::Critical);
+    // ...but sheddable holds none of its reserved slot: it stays queued,
+    assert_pending!(s1.poll());
+    // and its arrivals are still queued, while sheddable-plus (no share)
+    // is refused.
+    let mut s2 = call(req_p(5, Priority::Sheddable));
+    assert_pending!(s2.poll());
+    let mut sp = call(req_p(6, Priority::SheddablePlus));
+    assert_eq!(
+        reason(&assert_ready!(sp.poll()).unwrap_err()),
+        "shed for higher priority"
+    );
+    assert_eq!(h.snapshot().queued_by_priority, [2, 0, 0, 0]);
+
+    // The next free slot is the sheddable share's.
+    send_a.send_response("a");
+    assert_ready_ok!(a.poll());
+    assert!(s1.is_woken());
+    assert_pending!(s1.poll());
+    let (id, _send) = next(&mut handle).await;
+    assert_eq!(id, 4);
+    assert_eq!(h.snapshot().rejected.shed, 1);
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn rejects_at_once_when_the_deadline_cannot_be_met() {
     let layer = layer(cfg().concurrency(1).capacity(10));
