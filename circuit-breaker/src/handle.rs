@@ -232,18 +232,42 @@ impl CircuitBreakerHandle {
         self.shared.state_tx.subscribe()
     }
 
-    /// Waits until the circuit is closed (or disabled, or metrics-only:
-    /// any state that lets calls through).
+    /// Waits until the circuit lets every call through: closed and past its
+    /// recovery ramp (if any), disabled, or metrics-only.
     pub async fn closed(&self) {
         let mut rx = self.watch();
-        let _ = rx
-            .wait_for(|s| {
-                matches!(
-                    s,
-                    CircuitState::Closed | CircuitState::Disabled | CircuitState::MetricsOnly
-                )
-            })
-            .await;
+        loop {
+            let closed = rx
+                .wait_for(|s| {
+                    matches!(
+                        s,
+                        CircuitState::Closed | CircuitState::Disabled | CircuitState::MetricsOnly
+                    )
+                })
+                .await
+                .map(|s| *s);
+            if closed.is_err() {
+                return; // the breaker is gone
+            }
+            if self.lets_every_call_through() {
+                return;
+            }
+            // Ramping: wait for its end, or for a change of state.
+            if let Some(left) = self.shared.core.ramp_remaining(Instant::now()) {
+                let _ = tokio::time::timeout(left, rx.changed()).await;
+            }
+        }
+    }
+
+    /// Whether every call goes through right now: closed and not ramping,
+    /// disabled, or metrics-only. Reads the clock only while ramping.
+    pub(crate) fn lets_every_call_through(&self) -> bool {
+        let core = &self.shared.core;
+        match core.state() {
+            CircuitState::Closed => core.ramp_remaining(Instant::now()).is_none(),
+            CircuitState::Disabled | CircuitState::MetricsOnly => true,
+            _ => false,
+        }
     }
 
     /// Holds the circuit open until [`reset`](Self::reset) or another switch:

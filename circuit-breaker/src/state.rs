@@ -1157,6 +1157,18 @@ impl Core {
         (self.probes_admitted.load(Ordering::Acquire) & 0xffff_ffff) as u32
     }
 
+    /// While the recovery ramp runs: the time left of it.
+    pub(crate) fn ramp_remaining(&self, now: Instant) -> Option<Duration> {
+        if !self.is_ramping() {
+            return None;
+        }
+        let ramp = self.params.ramp.map_or(0, saturating_nanos);
+        let elapsed = self
+            .nanos(now)
+            .saturating_sub(self.ramp_start.load(Ordering::Acquire));
+        (elapsed < ramp).then(|| Duration::from_nanos(ramp - elapsed))
+    }
+
     /// Whether the recovery ramp is running.
     pub(crate) fn is_ramping(&self) -> bool {
         self.ctrl.load(Ordering::Acquire) & RAMP != 0

@@ -269,6 +269,143 @@ async fn waits_for_the_paired_breaker_to_close() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn released_waiters_go_through_admission() {
+    let cb = CircuitBreakerLayer::new(CircuitBreakerConfig::default()).handle();
+    cb.force_open();
+    let layer = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .allow_percent(0.0)
+            .max_wait(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    )
+    .wait_for(cb.clone());
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Rsp, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let mut waiting = tokio_test::task::spawn(svc.call(req(Some(Priority::Sheddable))));
+    assert_pending!(waiting.poll());
+    cb.reset();
+    // closed: the fixed share (0%) still applies
+    let err = waiting.await.unwrap_err();
+    let r = err.downcast_ref::<Rejected>().unwrap();
+    assert_eq!(r.reason(), "client-side throttling");
+    assert_pending!(handle.poll_request());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn released_waiters_are_counted_in_the_adaptive_window() {
+    let cb = CircuitBreakerLayer::new(CircuitBreakerConfig::default()).handle();
+    cb.force_open();
+    let layer = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .adaptive()
+            .max_wait(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    )
+    .wait_for(cb.clone());
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Rsp, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let mut waiting = tokio_test::task::spawn(svc.call(req(Some(Priority::Sheddable))));
+    assert_pending!(waiting.poll());
+    assert_eq!(h.counts(), (0, 0), "not counted while waiting");
+    cb.reset();
+    assert_pending!(waiting.poll());
+    assert_eq!(h.counts(), (1, 0), "counted when admitted");
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(Response::new(()));
+    waiting.await.unwrap();
+    assert_eq!(h.counts(), (1, 1));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn waiters_are_capped() {
+    let cb = CircuitBreakerLayer::new(CircuitBreakerConfig::default()).handle();
+    cb.force_open();
+    let layer = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .max_wait(Duration::from_secs(10))
+            .max_waiters(2)
+            .build()
+            .unwrap(),
+    )
+    .wait_for(cb.clone());
+    let h = layer.handle();
+    let (mut svc, _handle) = mock::spawn_layer::<Req, Rsp, _>(layer);
+    let mut waiters = vec![];
+    for _ in 0..2 {
+        assert_ready_ok!(svc.poll_ready());
+        let mut w = tokio_test::task::spawn(svc.call(req(Some(Priority::Sheddable))));
+        assert_pending!(w.poll());
+        waiters.push(w);
+    }
+    assert_eq!(h.waiting(), 2);
+    // the third is refused at once
+    assert_ready_ok!(svc.poll_ready());
+    let err = svc.call(req(Some(Priority::Sheddable))).await.unwrap_err();
+    let r = err.downcast_ref::<Rejected>().unwrap();
+    assert_eq!(r.kind(), RejectionKind::Throttled);
+    assert_eq!(r.reason(), "too many waiting calls");
+    // a cancelled waiter gives its place back
+    waiters.pop();
+    assert_eq!(h.waiting(), 1);
+    assert_ready_ok!(svc.poll_ready());
+    let mut w = tokio_test::task::spawn(svc.call(req(Some(Priority::Sheddable))));
+    assert_pending!(w.poll());
+    assert_eq!(h.waiting(), 2);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn waiters_wait_out_the_recovery_ramp() {
+    let breaker = CircuitBreakerLayer::new(
+        CircuitBreakerConfig::builder()
+            .consecutive_failures(1)
+            .half_open_probes(1)
+            .open_for(Duration::from_secs(1))
+            .jitter(0.0)
+            .recovery_ramp(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    );
+    let cb = breaker.handle();
+    let mut guarded = breaker.layer(ok_service());
+    let layer = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .max_wait(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    )
+    .wait_for(cb.clone());
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Rsp, _>(layer);
+
+    cb.trip();
+    assert_ready_ok!(svc.poll_ready());
+    let mut waiting = tokio_test::task::spawn(svc.call(req(Some(Priority::Sheddable))));
+    assert_pending!(waiting.poll());
+    // a probe closes the breaker: the ramp starts
+    advance(Duration::from_secs(1)).await;
+    guarded
+        .ready()
+        .await
+        .unwrap()
+        .call(req(None))
+        .await
+        .unwrap();
+    assert!(cb.snapshot().is_ramping());
+    assert_pending!(waiting.poll());
+    assert_pending!(handle.poll_request(), "not released while ramping");
+    advance(Duration::from_secs(10)).await;
+    assert_pending!(waiting.poll());
+    let (_, send) = handle
+        .next_request()
+        .await
+        .expect("released after the ramp");
+    send.send_response(Response::new(()));
+    waiting.await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_wait_is_bounded_by_max_wait_and_deadline() {
     let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
     let cb = breaker.handle();

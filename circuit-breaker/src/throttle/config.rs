@@ -55,6 +55,7 @@ pub struct ThrottleConfig {
     pub(crate) weights: [f64; 4],
     pub(crate) retry_after: Duration,
     pub(crate) max_wait: Option<Duration>,
+    pub(crate) max_waiters: u32,
 }
 
 /// Builds a [`ThrottleConfig`]; see [`ThrottleConfig::builder`].
@@ -87,6 +88,7 @@ pub struct ThrottleConfigBuilder {
         serde(deserialize_with = "resilience_core::config::duration::deserialize_option")
     )]
     max_wait: Option<Duration>,
+    max_waiters: u32,
 }
 
 // === impl ThrottleConfig ===
@@ -112,6 +114,8 @@ impl ThrottleConfig {
     pub const DEFAULT_WEIGHTS: [f64; 4] = [1.0, 1.0, 0.0, 0.0];
     /// `retry_after` of a throttled call: `1s`.
     pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+    /// Calls that may wait at once for a paired breaker to close: `256`.
+    pub const DEFAULT_MAX_WAITERS: u32 = 256;
 
     /// A builder with the defaults.
     pub fn builder() -> ThrottleConfigBuilder {
@@ -142,6 +146,11 @@ impl ThrottleConfig {
     /// How long a low-priority call may wait for a paired breaker to close.
     pub fn max_wait(&self) -> Option<Duration> {
         self.max_wait
+    }
+
+    /// How many calls may wait at once for a paired breaker to close.
+    pub fn max_waiters(&self) -> u32 {
+        self.max_waiters
     }
 }
 
@@ -223,8 +232,23 @@ impl ThrottleConfigBuilder {
     /// closed, throttled priorities wait for it to close, at most `max_wait`
     /// and never past the request's deadline, instead of failing at once
     /// (default: no waiting).
+    ///
+    /// A waiting call is not yet counted anywhere. When the breaker lets
+    /// every call through again (closed and past its recovery ramp), it goes
+    /// through the throttle's normal admission (the fixed share or the
+    /// adaptive probability, counted in the adaptive window) and may still
+    /// be refused. At most [`max_waiters`](Self::max_waiters) calls wait at
+    /// once; more are refused at once.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = Some(max_wait);
+        self
+    }
+
+    /// The most calls that wait at once for the paired breaker (default
+    /// [`ThrottleConfig::DEFAULT_MAX_WAITERS`]); a call beyond it is refused
+    /// at once (`Throttled`, reason "too many waiting calls").
+    pub fn max_waiters(mut self, max_waiters: u32) -> Self {
+        self.max_waiters = max_waiters;
         self
     }
 
@@ -238,6 +262,7 @@ impl ThrottleConfigBuilder {
     /// - `max_reject_probability` is not in `(0, 1]`
     /// - a `weights` entry is negative or not finite
     /// - `max_wait` is zero
+    /// - `max_waiters` is zero
     pub fn build(self) -> Result<ThrottleConfig, ConfigError> {
         validate_name("name", &self.name)?;
         if !(0.0..=100.0).contains(&self.allow_percent) {
@@ -270,6 +295,9 @@ impl ThrottleConfigBuilder {
         if self.max_wait.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::new("max_wait", "must be greater than zero"));
         }
+        if self.max_waiters == 0 {
+            return Err(ConfigError::new("max_waiters", "must be at least 1"));
+        }
         Ok(ThrottleConfig {
             name: self.name,
             mode: self.mode,
@@ -281,6 +309,7 @@ impl ThrottleConfigBuilder {
             weights: self.weights,
             retry_after: self.retry_after,
             max_wait: self.max_wait,
+            max_waiters: self.max_waiters,
         })
     }
 }
@@ -298,6 +327,7 @@ impl Default for ThrottleConfigBuilder {
             weights: ThrottleConfig::DEFAULT_WEIGHTS,
             retry_after: ThrottleConfig::DEFAULT_RETRY_AFTER,
             max_wait: None,
+            max_waiters: ThrottleConfig::DEFAULT_MAX_WAITERS,
         }
     }
 }
@@ -328,6 +358,7 @@ mod tests {
             (b().max_reject_probability(1.5), "max_reject_probability"),
             (b().priority_weight(Priority::Critical, -1.0), "weights"),
             (b().max_wait(Duration::ZERO), "max_wait"),
+            (b().max_waiters(0), "max_waiters"),
         ];
         for (builder, field) in cases {
             assert_eq!(builder.build().expect_err(field).field(), field);

@@ -18,8 +18,9 @@ pin_project! {
     /// Response future of [`Throttle`](super::Throttle).
     ///
     /// In adaptive mode, counts the call as accepted when the backend did
-    /// not fail it. A call waiting for a paired breaker to close holds no
-    /// slot anywhere: dropping it simply stops the wait.
+    /// not fail it. A call waiting for a paired breaker to close holds only
+    /// its place among the waiting calls: dropping it gives that back and
+    /// stops the wait.
     pub struct ResponseFuture<F, C, T> {
         #[pin]
         inner: Option<F>,

@@ -1,22 +1,24 @@
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use resilience_core::{HttpOutcome, Priority};
+use resilience_core::timeout::FromExtensions;
+use resilience_core::{HttpOutcome, Priority, PriorityFromExtensions, Rejected, RejectionKind};
 use tokio::time::Instant;
 use tower_layer::Layer;
 
 use super::config::{ThrottleConfig, ThrottleMode};
 use super::service::Throttle;
-use super::state::ThrottleState;
+use super::state::{ThrottleState, random};
 use crate::CircuitBreakerHandle;
-use resilience_core::PriorityFromExtensions;
-use resilience_core::timeout::FromExtensions;
 
 /// State shared by a throttle layer, its services and handles.
 pub(crate) struct ThrottleShared {
     pub(crate) state: ThrottleState,
     pub(crate) name: Arc<str>,
     pub(crate) max_wait: Option<std::time::Duration>,
+    max_waiters: usize,
+    waiters: AtomicUsize,
     #[cfg(feature = "metrics")]
     rejected: [metrics::Counter; 4],
 }
@@ -45,9 +47,55 @@ impl ThrottleShared {
             state: ThrottleState::new(config, Instant::now()),
             name: Arc::from(config.name.as_str()),
             max_wait: config.max_wait,
+            max_waiters: usize::try_from(config.max_waiters).unwrap_or(usize::MAX),
+            waiters: AtomicUsize::new(0),
             #[cfg(feature = "metrics")]
             rejected,
         }
+    }
+
+    /// Decides a call of `priority` now: `Ok(Some(at))` when admitted in
+    /// adaptive mode (the accept is counted in the bucket of `at`),
+    /// `Ok(None)` when admitted in fixed mode.
+    #[inline]
+    pub(crate) fn admit(&self, priority: Priority) -> Result<Option<Instant>, Rejected> {
+        let state = &self.state;
+        let (admitted, now) = match state.mode {
+            ThrottleMode::Fixed => (state.admit(priority, &Instant::now, random), None),
+            ThrottleMode::Adaptive => {
+                // Decide on the window as it was, then count this request
+                // (refused or not): a cold window never throttles its first
+                // call.
+                let now = Instant::now();
+                let admitted = state.admit(priority, &|| now, random);
+                state.window.request(now);
+                (admitted, Some(now))
+            }
+        };
+        if admitted {
+            Ok(now)
+        } else {
+            self.count_rejected(priority, "throttled");
+            Err(
+                Rejected::new(RejectionKind::Throttled, "client-side throttling")
+                    .with_retry_after(state.retry_after),
+            )
+        }
+    }
+
+    /// A place among the waiting calls, if one is free.
+    pub(crate) fn try_wait(self: &Arc<Self>) -> Option<WaiterGuard> {
+        let prev = self.waiters.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max_waiters {
+            self.waiters.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(WaiterGuard(self.clone()))
+    }
+
+    /// Calls waiting now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiters.load(Ordering::Acquire)
     }
 
     #[cold]
@@ -56,6 +104,15 @@ impl ThrottleShared {
         tracing::debug!(name = %self.name, priority = priority.as_str(), reason, "throttle refused a call");
         #[cfg(feature = "metrics")]
         self.rejected[priority.index()].increment(1);
+    }
+}
+
+/// A waiting call's place; given back on drop.
+pub(crate) struct WaiterGuard(Arc<ThrottleShared>);
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -221,6 +278,11 @@ impl ThrottleHandle {
     /// `(requests, accepts)` in the adaptive window.
     pub fn counts(&self) -> (u64, u64) {
         self.shared.state.window.counts(Instant::now())
+    }
+
+    /// Calls waiting now for the paired breaker to close.
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting()
     }
 }
 

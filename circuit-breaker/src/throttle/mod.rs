@@ -19,8 +19,12 @@
 //! - **Wait until everything is ok**: paired with a breaker
 //!   ([`ThrottleLayer::wait_for`]) and with a
 //!   [`max_wait`](ThrottleConfigBuilder::max_wait), throttled priorities
-//!   wait while the breaker is open or half-open, bounded by the wait and
-//!   their deadline, and proceed when it closes.
+//!   wait while the breaker is open, half-open or ramping up after a
+//!   close, bounded by the wait and their deadline. When it lets every call
+//!   through again they go through the normal admission (and are counted
+//!   in the adaptive window then), so they are not all released at once.
+//!   At most [`max_waiters`](ThrottleConfigBuilder::max_waiters) calls wait;
+//!   more are refused at once.
 //!
 //! # Requests without a priority are not throttled
 //!

@@ -3,16 +3,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use resilience_core::timeout::ReadDeadline;
-use resilience_core::{BoxError, ClassifyOutcome, Priority, ReadPriority, Rejected, RejectionKind};
+use resilience_core::{
+    BoxError, ClassifyOutcome, Outcome, Priority, ReadPriority, Rejected, RejectionKind,
+};
 use tokio::time::Instant;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::layer::ThrottleShared;
-use super::state::random;
-use crate::{CircuitBreakerHandle, CircuitState};
-
-use super::config::ThrottleMode;
+use crate::CircuitBreakerHandle;
 
 /// Refuses a share of calls on the client side. See the [module docs](super).
 ///
@@ -64,13 +63,6 @@ impl<S, C, P, D> Throttle<S, C, P, D> {
     }
 }
 
-fn lets_calls_through(state: CircuitState) -> bool {
-    matches!(
-        state,
-        CircuitState::Closed | CircuitState::Disabled | CircuitState::MetricsOnly
-    )
-}
-
 impl<S, C, P, D, Req> Service<Req> for Throttle<S, C, P, D>
 where
     S: Service<Req> + Clone + Send + 'static,
@@ -78,7 +70,7 @@ where
     S::Response: Send + 'static,
     S::Error: Into<BoxError>,
     Req: Send + 'static,
-    C: ClassifyOutcome<S::Response> + Clone,
+    C: ClassifyOutcome<S::Response> + Clone + Send + 'static,
     P: ReadPriority<Req>,
     D: ReadDeadline<Req>,
 {
@@ -93,36 +85,21 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let priority = self.read.read_priority(&req);
-        let state = &self.shared.state;
 
         if let (Some(max_wait), Some(breaker)) = (self.shared.max_wait, &self.breaker) {
-            if state.is_throttled(priority) && !lets_calls_through(breaker.state()) {
+            if self.shared.state.is_throttled(priority) && !breaker.lets_every_call_through() {
                 return self.wait(req, priority, max_wait, breaker.clone());
             }
         }
 
-        let (admitted, now) = match state.mode {
-            ThrottleMode::Fixed => (state.admit(priority, &Instant::now, random), None),
-            ThrottleMode::Adaptive => {
-                // Decide on the window as it was, then count this request
-                // (refused or not): a cold window never throttles its first
-                // call.
-                let now = Instant::now();
-                let admitted = state.admit(priority, &|| now, random);
-                state.window.request(now);
-                (admitted, Some(now))
+        match self.shared.admit(priority) {
+            // An accept is counted in the bucket of its request.
+            Ok(at) => {
+                let accept = at.map(|at| (self.shared.clone(), self.classify.clone(), at));
+                ResponseFuture::new(self.inner.call(req), accept)
             }
-        };
-        if !admitted {
-            self.shared.count_rejected(priority, "throttled");
-            return ResponseFuture::rejected(
-                Rejected::new(RejectionKind::Throttled, "client-side throttling")
-                    .with_retry_after(state.retry_after),
-            );
+            Err(rejected) => ResponseFuture::rejected(rejected),
         }
-        // An accept is counted in the bucket of its request.
-        let accept = now.map(|now| (self.shared.clone(), self.classify.clone(), now));
-        ResponseFuture::new(self.inner.call(req), accept)
     }
 }
 
@@ -141,8 +118,17 @@ impl<S, C, P, D> Throttle<S, C, P, D> {
         S::Response: Send + 'static,
         S::Error: Into<BoxError>,
         Req: Send + 'static,
+        C: ClassifyOutcome<S::Response> + Clone + Send + 'static,
         D: ReadDeadline<Req>,
     {
+        let shared = self.shared.clone();
+        let Some(place) = shared.try_wait() else {
+            shared.count_rejected(priority, "waiters_full");
+            return ResponseFuture::rejected(
+                Rejected::new(RejectionKind::Throttled, "too many waiting calls")
+                    .with_retry_after(shared.state.retry_after),
+            );
+        };
         let now = Instant::now();
         // A huge `max_wait` (up to `Duration::MAX`) saturates: no limit but
         // the deadline.
@@ -150,10 +136,10 @@ impl<S, C, P, D> Throttle<S, C, P, D> {
         if let Some(d) = self.read_deadline.read_deadline(&req) {
             limit = Some(limit.map_or(d.instant(), |l| l.min(d.instant())));
         }
-        // A fresh clone: it holds no readiness (nor admission) of its own, and
-        // is polled again once the circuit has closed.
+        // A fresh clone: it holds no readiness of its own, and is polled
+        // again once the circuit has closed.
         let mut svc = self.inner.clone();
-        let shared = self.shared.clone();
+        let classify = self.classify.clone();
         tracing::debug!(name = %shared.name, priority = priority.as_str(), "waiting for the circuit to close");
         ResponseFuture::waiting(Box::pin(async move {
             let closed = match limit {
@@ -165,16 +151,25 @@ impl<S, C, P, D> Throttle<S, C, P, D> {
                     true
                 }
             };
+            drop(place);
             if !closed {
                 shared.count_rejected(priority, "wait_timeout");
                 let r = Rejected::new(RejectionKind::Throttled, "circuit did not close in time")
                     .with_retry_after(shared.state.retry_after);
                 return Err(r.into());
             }
+            // Closed: the normal admission, counted in the adaptive window.
+            let at = shared.admit(priority)?;
             std::future::poll_fn(|cx| svc.poll_ready(cx))
                 .await
                 .map_err(Into::into)?;
-            svc.call(req).await.map_err(Into::into)
+            let result = svc.call(req).await.map_err(Into::into);
+            if let Some(at) = at {
+                if classify.classify(result.as_ref()) != Outcome::Failure {
+                    shared.state.window.accept(at);
+                }
+            }
+            result
         }))
     }
 }
