@@ -1657,6 +1657,39 @@ mod loom_tests {
         });
     }
 
+    /// A hung probe's timeout (found by a caller past the half-open
+    /// period) races with the probe's own late success: exactly one of them
+    /// moves the circuit out of half-open.
+    #[test]
+    fn half_open_timeout_races_with_the_probe_result() {
+        loom::model(|| {
+            let t0 = Instant::now();
+            let config = CircuitBreakerConfig::builder()
+                .consecutive_failures(1)
+                .half_open_probes(1)
+                .half_open_max_duration(Duration::from_secs(1))
+                .jitter(0.0)
+                .build()
+                .unwrap();
+            let core = Arc::new(Core::new(&config, t0));
+            core.set_state(CircuitState::HalfOpen, t0);
+            let probe = core.acquire(&move || t0).0.unwrap();
+            let late = t0 + Duration::from_secs(1);
+            let c2 = core.clone();
+            let th = loom::thread::spawn(move || c2.acquire(&move || late));
+            let closed = core.record(&probe, false, false, &move || late);
+            let (caller, timed_out) = th.join().unwrap();
+            assert!(closed.is_some() != timed_out.is_some());
+            if closed.is_some() {
+                assert_eq!(core.state(), CircuitState::Closed);
+            } else {
+                assert_eq!(timed_out.unwrap().to(), CircuitState::Open);
+                assert_eq!(core.state(), CircuitState::Open);
+                assert!(caller.is_err());
+            }
+        });
+    }
+
     /// A probe's success races with a caller: the circuit closes exactly
     /// once, and the caller gets either a probe refusal or a closed permit.
     #[test]
