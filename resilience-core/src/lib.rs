@@ -47,6 +47,8 @@
 //! - `grpc`: [`grpc`] mapping to `tonic::Status`, and `tonic::Code`
 //!   conversions.
 //! - `serde`: deserialize configurations, with the builders' validation.
+//! - `etcd`: [`etcd`], a client of etcd v3's JSON gateway (range, watch,
+//!   leases, put), shared by the discovery and flag sources.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -54,6 +56,9 @@ pub mod classify;
 pub mod config;
 pub mod deadline;
 pub mod error;
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub mod etcd;
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub mod grpc;

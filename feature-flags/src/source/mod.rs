@@ -14,8 +14,6 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 #[cfg(feature = "etcd")]
-mod base64;
-#[cfg(feature = "etcd")]
 mod etcd;
 #[cfg(feature = "file")]
 mod file;

@@ -4,15 +4,13 @@
 //! # Why the JSON gateway
 //!
 //! This talks to etcd through its JSON gateway (grpc-gateway, built into
-//! every etcd v3 server: `POST /v3/kv/range`, `/v3/watch`, `/v3/lease/grant`,
-//! `/v3/lease/keepalive`, `/v3/lease/revoke`, `/v3/kv/put`; keys and values
-//! are base64, int64s are JSON strings) over plain HTTP/1.1 with the
-//! hyper-util client the crate already uses for health checks. The
-//! alternative, the `etcd-client` crate, speaks gRPC: it needs `protoc` at
-//! build time and pulls a second gRPC stack (and its build time) into every
-//! user of this feature, for the handful of calls discovery needs. The
-//! gateway has the same semantics (watch revisions, leases) and is
-//! available in etcd 3.4 and later.
+//! every etcd v3.4+ server) over plain HTTP/1.1, with the client shared by
+//! the family, [`resilience_core::etcd`]: no `protoc` at build time and no
+//! second gRPC stack for the handful of calls discovery needs (range, watch
+//! with resume from a revision, lease grant/keep-alive/revoke, put). The
+//! gateway has the same semantics as the gRPC API. See
+//! [`resilience_core::etcd`] for the details (int64s as JSON strings, keys
+//! and values in base64).
 //!
 //! # Layout in etcd
 //!
@@ -22,7 +20,6 @@
 //! and keeps the lease alive; [`EtcdSource`] reads the prefix, then watches
 //! it from the next revision.
 
-mod client;
 mod registration;
 
 use std::collections::BTreeMap;
@@ -30,11 +27,11 @@ use std::time::Duration;
 
 use resilience_core::ConfigError;
 use resilience_core::config::validate_name;
+use resilience_core::etcd::{EtcdClient, Event, WatchMessage};
 use tokio::sync::mpsc;
 
 pub use self::registration::Registration;
 
-use self::client::{EtcdClient, Event, WatchMessage};
 use super::{Backoff, Emitter, SourceStatus, SourceStream, parse_entry};
 use crate::endpoint::Endpoint;
 
@@ -236,7 +233,10 @@ async fn run(source: EtcdSource, tx: mpsc::UnboundedSender<crate::Change>, statu
             Ok((revision, kvs)) => {
                 entries.clear();
                 for kv in kvs {
-                    put(&mut entries, &kv.key, &kv.value, &status);
+                    // A key that is not UTF-8 cannot be ours: skipped.
+                    if let Ok(key) = std::str::from_utf8(&kv.key) {
+                        put(&mut entries, key, &kv.value, &status);
+                    }
                 }
                 status.good();
                 if !emitter.emit(&tx, entries.values().cloned()) {
@@ -253,7 +253,10 @@ async fn run(source: EtcdSource, tx: mpsc::UnboundedSender<crate::Change>, statu
         // Watch from the next revision; resume after a reconnect.
         let mut attempt = 0usize;
         loop {
-            let mut watch = match client.watch_prefix(prefix, revision + 1, attempt).await {
+            let mut watch = match client
+                .watch_prefix(prefix, revision.saturating_add(1), attempt)
+                .await
+            {
                 Ok(w) => w,
                 Err(err) => {
                     attempt += 1;
@@ -275,12 +278,17 @@ async fn run(source: EtcdSource, tx: mpsc::UnboundedSender<crate::Change>, statu
                             match ev {
                                 Event::Put(kv) => {
                                     revision = revision.max(kv.mod_revision);
-                                    put(&mut entries, &kv.key, &kv.value, &status);
+                                    if let Ok(key) = std::str::from_utf8(&kv.key) {
+                                        put(&mut entries, key, &kv.value, &status);
+                                    }
                                 }
                                 Event::Delete { key, mod_revision } => {
                                     revision = revision.max(mod_revision);
-                                    entries.remove(&key);
+                                    if let Ok(key) = std::str::from_utf8(&key) {
+                                        entries.remove(key);
+                                    }
                                 }
+                                _ => {}
                             }
                         }
                         status.good();
@@ -293,6 +301,7 @@ async fn run(source: EtcdSource, tx: mpsc::UnboundedSender<crate::Change>, statu
                         status.set_live(false);
                         continue 'resync;
                     }
+                    Ok(Some(_)) => {}
                     Ok(None) => break "etcd closed the watch".into(),
                     Err(err) => break err,
                 }

@@ -4,10 +4,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use resilience_core::BoxError;
+use resilience_core::etcd::EtcdClient;
 use tokio::task::JoinHandle;
 
 use super::EtcdConfig;
-use super::client::EtcdClient;
 use crate::endpoint::Endpoint;
 
 /// This instance, registered in etcd under a lease kept alive in the
