@@ -658,6 +658,13 @@ mod tests {
             SlidingWindow::ConsecutiveFailures { threshold: 3 }
         );
         assert_eq!(c.slow_call_duration(), Some(Duration::from_secs(2)));
+        let c: CircuitBreakerConfig =
+            serde_json::from_str(r#"{"half_open_max_duration": "10s"}"#).unwrap();
+        assert_eq!(c.half_open_max_duration(), Duration::from_secs(10));
+        assert!(
+            serde_json::from_str::<CircuitBreakerConfig>(r#"{"half_open_max_duration": 0}"#)
+                .is_err()
+        );
         let err = serde_json::from_str::<CircuitBreakerConfig>(r#"{"jitter": 2.0}"#).unwrap_err();
         assert!(err.to_string().contains("jitter"), "{err}");
         assert!(serde_json::from_str::<CircuitBreakerConfig>(r#"{"bogus": 1}"#).is_err());

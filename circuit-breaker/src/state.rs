@@ -381,16 +381,14 @@ impl TimeWindow {
         }
     }
 
-    /// Whether a success recorded at `now_ns` may change the decision.
+    /// Whether a success recorded with `stamp` may change the decision.
     #[inline]
-    fn needs_evaluation(&self, now_ns: u64) -> bool {
-        let (stamp, _) = self.locate(now_ns);
+    fn needs_evaluation(&self, stamp: u64) -> bool {
         let e = self.evaluated.load(Ordering::Relaxed);
         e >> 1 != stamp || e & 1 != 0
     }
 
-    fn evaluated(&self, now_ns: u64, below_minimum: bool) {
-        let (stamp, _) = self.locate(now_ns);
+    fn evaluated(&self, stamp: u64, below_minimum: bool) {
         self.evaluated
             .store((stamp << 1) | u64::from(below_minimum), Ordering::Relaxed);
     }
@@ -405,8 +403,9 @@ impl TimeWindow {
         )
     }
 
+    /// Records one outcome at `now_ns`; returns the stamp of its tick.
     #[inline]
-    pub(crate) fn record(&self, now_ns: u64, bits: u8) {
+    pub(crate) fn record(&self, now_ns: u64, bits: u8) -> u64 {
         let (stamp, bucket) = self.locate(now_ns);
         let mut cur = bucket.calls.load(Ordering::Relaxed);
         loop {
@@ -449,6 +448,7 @@ impl TimeWindow {
                 }
             }
         }
+        stamp
     }
 
     pub(crate) fn stats(&self, now_ns: u64) -> Stats {
@@ -870,12 +870,12 @@ impl Core {
             }
             Window::Time(w) => {
                 let now_ns = self.nanos(clock());
-                w.record(now_ns, bits);
-                if !closed || (bits == 0 && !w.needs_evaluation(now_ns)) {
+                let stamp = w.record(now_ns, bits);
+                if !closed || (bits == 0 && !w.needs_evaluation(stamp)) {
                     return None;
                 }
                 let stats = w.stats(now_ns);
-                w.evaluated(now_ns, stats.calls < self.params.minimum_calls);
+                w.evaluated(stamp, stats.calls < self.params.minimum_calls);
                 stats
             }
             Window::Consecutive { threshold, run } => {

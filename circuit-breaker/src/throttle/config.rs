@@ -374,5 +374,8 @@ mod tests {
         assert_eq!(c.mode(), ThrottleMode::Adaptive);
         assert_eq!(c.max_wait(), Some(Duration::from_secs(2)));
         assert!(serde_json::from_str::<ThrottleConfig>(r#"{"k": 0.1}"#).is_err());
+        let c: ThrottleConfig = serde_json::from_str(r#"{"max_waiters": 5}"#).unwrap();
+        assert_eq!(c.max_waiters(), 5);
+        assert!(serde_json::from_str::<ThrottleConfig>(r#"{"max_waiters": 0}"#).is_err());
     }
 }
