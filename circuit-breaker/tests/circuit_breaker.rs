@@ -350,6 +350,25 @@ async fn a_clone_ready_while_closed_is_rejected_once_open() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_clone_ready_while_half_open_is_rejected_once_reopened() {
+    let (mut svc, mut handle, cb) = spawn(base().half_open_probes(2).build().unwrap());
+    open_it(&mut svc, &mut handle).await;
+    advance(Duration::from_secs(1)).await;
+    // made ready in half-open: no permit is held...
+    let mut stale = Spawn::new(svc.get_ref().clone());
+    assert_ready_ok!(stale.poll_ready());
+    // ...so a failing probe re-opens the circuit (50% of 2 probes)
+    call(&mut svc, &mut handle, Reply::Status(500))
+        .await
+        .unwrap();
+    assert_eq!(cb.state(), CircuitState::Open);
+    let err = stale.call(Request::new(())).await.unwrap_err();
+    let r = err.downcast_ref::<Rejected>().expect("a rejection");
+    assert_eq!(r.kind(), RejectionKind::CircuitOpen);
+    assert_pending!(handle.poll_request(), "the inner service was not called");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn ready_while_open_then_called_after_half_open_is_rejected() {
     let (mut svc, mut handle, cb) = spawn(base().half_open_probes(1).build().unwrap());
     open_it(&mut svc, &mut handle).await;
