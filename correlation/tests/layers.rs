@@ -1,0 +1,160 @@
+//! Configuration and client-side promises of the correlation layers, driven
+//! without a network.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderMap, Request, Response};
+use resilience_core::{Deadline, Elapsed, Priority, TimeoutLayer};
+use resilience_correlation::{
+    CorrelationConfig, CorrelationLayer, PropagateContextLayer, RequestContext, TraceContext,
+};
+use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
+
+/// Runs one request through a server layer; returns the response headers and
+/// the id the handler saw.
+async fn serve(
+    config: CorrelationConfig,
+    headers: &[(&'static str, &'static str)],
+) -> (HeaderMap, String) {
+    let seen = Arc::new(Mutex::new(String::new()));
+    let sink = seen.clone();
+    let svc = CorrelationLayer::with_config(config).layer(service_fn(move |_: Request<()>| {
+        let sink = sink.clone();
+        async move {
+            *sink.lock().unwrap() = RequestContext::current()
+                .unwrap()
+                .correlation_id()
+                .to_string();
+            Ok::<_, Infallible>(Response::new(()))
+        }
+    }));
+    let mut req = Request::new(());
+    for (k, v) in headers {
+        req.headers_mut().insert(*k, v.parse().unwrap());
+    }
+    let rsp = svc.oneshot(req).await.unwrap();
+    let id = seen.lock().unwrap().clone();
+    (rsp.headers().clone(), id)
+}
+
+#[tokio::test]
+async fn an_id_is_accepted_from_x_request_id_too() {
+    let (headers, id) = serve(
+        CorrelationConfig::default(),
+        &[("x-request-id", "from-proxy")],
+    )
+    .await;
+    assert_eq!(id, "from-proxy");
+    assert_eq!(headers["x-correlation-id"], "from-proxy");
+    // The primary header wins when both are present.
+    let (_, id) = serve(
+        CorrelationConfig::default(),
+        &[("x-request-id", "second"), ("x-correlation-id", "first")],
+    )
+    .await;
+    assert_eq!(id, "first");
+    // Unless alternates are switched off.
+    let strict = CorrelationConfig::builder()
+        .no_accept_headers()
+        .build()
+        .unwrap();
+    let (_, id) = serve(strict, &[("x-request-id", "from-proxy")]).await;
+    assert_ne!(id, "from-proxy");
+}
+
+#[tokio::test]
+async fn a_custom_id_header_and_no_echo() {
+    let custom = CorrelationConfig::builder()
+        .id_header("x-trace-ref")
+        .build()
+        .unwrap();
+    let (headers, id) = serve(custom, &[("x-trace-ref", "abc-1")]).await;
+    assert_eq!(id, "abc-1");
+    assert_eq!(headers["x-trace-ref"], "abc-1");
+    assert!(headers.get("x-correlation-id").is_none());
+
+    let quiet = CorrelationConfig::builder().echo(false).build().unwrap();
+    let (headers, id) = serve(quiet, &[("x-correlation-id", "abc-2")]).await;
+    assert_eq!(id, "abc-2");
+    assert!(headers.is_empty(), "{headers:?}");
+}
+
+#[test]
+fn invalid_header_names_fail_when_built() {
+    let err = CorrelationConfig::builder()
+        .id_header("bad header")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "id_header");
+    let err = CorrelationConfig::builder()
+        .accept_header("x\ny")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "accept_header");
+}
+
+/// A client whose inner service records the outgoing request's head.
+fn recording_client() -> (
+    impl tower::Service<Request<()>, Response = Response<()>, Error = resilience_core::BoxError> + Clone,
+    Arc<Mutex<Option<http::request::Parts>>>,
+) {
+    let seen = Arc::new(Mutex::new(None));
+    let sink = seen.clone();
+    let svc = ServiceBuilder::new()
+        .layer(PropagateContextLayer::new())
+        .layer(TimeoutLayer::new(Duration::from_secs(5)))
+        .service(service_fn(move |req: Request<()>| {
+            *sink.lock().unwrap() = Some(req.into_parts().0);
+            async { Ok::<_, resilience_core::BoxError>(Response::new(())) }
+        }));
+    (svc, seen)
+}
+
+#[tokio::test]
+async fn outside_a_request_the_client_leaves_the_request_alone() {
+    let (client, seen) = recording_client();
+    client.oneshot(Request::new(())).await.unwrap();
+    let parts = seen.lock().unwrap().take().unwrap();
+    assert!(parts.headers.is_empty(), "{:?}", parts.headers);
+}
+
+#[tokio::test]
+async fn headers_the_caller_set_are_kept() {
+    let (client, seen) = recording_client();
+    let ctx = RequestContext::new("ctx-id".parse().unwrap(), TraceContext::new_root())
+        .with_priority(Priority::Critical);
+    ctx.clone()
+        .scope(async {
+            let req = Request::builder()
+                .header("x-correlation-id", "caller-id")
+                .header("x-priority", "sheddable")
+                .body(())
+                .unwrap();
+            client.oneshot(req).await.unwrap();
+        })
+        .await;
+    let parts = seen.lock().unwrap().take().unwrap();
+    assert_eq!(parts.headers["x-correlation-id"], "caller-id");
+    assert_eq!(parts.headers["x-priority"], "sheddable");
+    // traceparent always comes from the context: this hop's span as parent.
+    assert_eq!(parts.headers["traceparent"], ctx.trace().to_traceparent());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_expired_deadline_is_not_sent() {
+    let (client, seen) = recording_client();
+    let ctx =
+        RequestContext::new_root().with_deadline(Some(Deadline::after(Duration::from_millis(10))));
+    tokio::time::advance(Duration::from_millis(20)).await;
+    let err = ctx
+        .scope(client.oneshot(Request::new(())))
+        .await
+        .unwrap_err();
+    assert!(err.is::<Elapsed>(), "{err}");
+    assert!(
+        seen.lock().unwrap().is_none(),
+        "the call never reached the wire"
+    );
+}
