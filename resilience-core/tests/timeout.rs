@@ -10,18 +10,38 @@ use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{Layer, Service, ServiceExt};
 use tower_test::mock;
 
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn times_out_after_the_layer_timeout() {
-    let (mut svc, mut handle) =
-        mock::spawn_layer::<Request<()>, &str, _>(TimeoutLayer::new(Duration::from_millis(100)));
+/// Sends `req` through `layer` to an inner service that never answers;
+/// returns the error and how long it took to come.
+async fn never_answered<L>(layer: L, req: Request<()>) -> (Elapsed, Duration)
+where
+    L: tower::Layer<mock::Mock<Request<()>, &'static str>>,
+    L::Service: Service<Request<()>, Response = &'static str, Error = resilience_core::BoxError>,
+{
+    let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, &str, _>(layer);
     assert_ready_ok!(svc.poll_ready());
     let start = Instant::now();
-    let rsp = svc.call(Request::new(()));
+    let rsp = svc.call(req);
     let _pending = handle.next_request().await.unwrap(); // never answered
     let err = rsp.await.unwrap_err();
-    let elapsed = err.downcast_ref::<Elapsed>().expect("typed Elapsed");
+    let elapsed = *err.downcast_ref::<Elapsed>().expect("typed Elapsed");
+    (elapsed, start.elapsed())
+}
+
+fn with_deadline(after: Duration) -> Request<()> {
+    let mut req = Request::new(());
+    req.extensions_mut().insert(Deadline::after(after));
+    req
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn times_out_after_the_layer_timeout() {
+    let (elapsed, took) = never_answered(
+        TimeoutLayer::new(Duration::from_millis(100)),
+        Request::new(()),
+    )
+    .await;
     assert!(!elapsed.is_deadline());
-    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    assert_eq!(took, Duration::from_millis(100));
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -51,43 +71,25 @@ async fn inner_errors_pass_through_unchanged() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn the_request_deadline_wins_when_sooner() {
-    let (mut svc, mut handle) =
-        mock::spawn_layer::<Request<()>, &str, _>(TimeoutLayer::new(Duration::from_secs(10)));
-    assert_ready_ok!(svc.poll_ready());
-    let mut req = Request::new(());
-    req.extensions_mut()
-        .insert(Deadline::after(Duration::from_millis(300)));
-    let start = Instant::now();
-    let rsp = svc.call(req);
-    let _pending = handle.next_request().await.unwrap();
-    let err = rsp.await.unwrap_err();
-    assert!(err.downcast_ref::<Elapsed>().unwrap().is_deadline());
-    assert_eq!(start.elapsed(), Duration::from_millis(300));
+    let req = with_deadline(Duration::from_millis(300));
+    let (elapsed, took) = never_answered(TimeoutLayer::new(Duration::from_secs(10)), req).await;
+    assert!(elapsed.is_deadline());
+    assert_eq!(took, Duration::from_millis(300));
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn the_layer_timeout_wins_when_sooner_than_the_deadline() {
-    let (mut svc, mut handle) =
-        mock::spawn_layer::<Request<()>, &str, _>(TimeoutLayer::new(Duration::from_millis(50)));
-    assert_ready_ok!(svc.poll_ready());
-    let mut req = Request::new(());
-    req.extensions_mut()
-        .insert(Deadline::after(Duration::from_secs(5)));
-    let start = Instant::now();
-    let rsp = svc.call(req);
-    let _pending = handle.next_request().await.unwrap();
-    let err = rsp.await.unwrap_err();
-    assert!(!err.downcast_ref::<Elapsed>().unwrap().is_deadline());
-    assert_eq!(start.elapsed(), Duration::from_millis(50));
+    let req = with_deadline(Duration::from_secs(5));
+    let (elapsed, took) = never_answered(TimeoutLayer::new(Duration::from_millis(50)), req).await;
+    assert!(!elapsed.is_deadline());
+    assert_eq!(took, Duration::from_millis(50));
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn an_expired_deadline_fails_without_calling_the_inner_service() {
     let (mut svc, mut handle) =
         mock::spawn_layer::<Request<()>, &str, _>(TimeoutLayer::new(Duration::from_secs(10)));
-    let mut req = Request::new(());
-    req.extensions_mut()
-        .insert(Deadline::after(Duration::from_millis(10)));
+    let req = with_deadline(Duration::from_millis(10));
     tokio::time::advance(Duration::from_millis(20)).await;
     assert_ready_ok!(svc.poll_ready());
     let err = svc.call(req).await.unwrap_err();
@@ -98,33 +100,19 @@ async fn an_expired_deadline_fails_without_calling_the_inner_service() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn deadlines_can_be_ignored() {
     let layer = TimeoutLayer::new(Duration::from_millis(200)).with_deadline(NoDeadline);
-    let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, &str, _>(layer);
-    assert_ready_ok!(svc.poll_ready());
-    let mut req = Request::new(());
-    req.extensions_mut()
-        .insert(Deadline::after(Duration::from_millis(10)));
-    let start = Instant::now();
-    let rsp = svc.call(req);
-    let _pending = handle.next_request().await.unwrap();
-    rsp.await.unwrap_err();
-    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    let (elapsed, took) = never_answered(layer, with_deadline(Duration::from_millis(10))).await;
+    assert!(!elapsed.is_deadline());
+    assert_eq!(took, Duration::from_millis(200));
 
     let config = TimeoutConfig::builder()
         .timeout(Duration::from_millis(200))
         .honor_deadline(false)
         .build()
         .unwrap();
-    let (mut svc, mut handle) =
-        mock::spawn_layer::<Request<()>, &str, _>(TimeoutLayer::from_config(config));
-    assert_ready_ok!(svc.poll_ready());
-    let mut req = Request::new(());
-    req.extensions_mut()
-        .insert(Deadline::after(Duration::from_millis(10)));
-    let start = Instant::now();
-    let rsp = svc.call(req);
-    let _pending = handle.next_request().await.unwrap();
-    rsp.await.unwrap_err();
-    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    let layer = TimeoutLayer::from_config(config);
+    let (elapsed, took) = never_answered(layer, with_deadline(Duration::from_millis(10))).await;
+    assert!(!elapsed.is_deadline());
+    assert_eq!(took, Duration::from_millis(200));
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
