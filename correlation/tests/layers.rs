@@ -95,10 +95,13 @@ fn invalid_header_names_fail_when_built() {
     assert_eq!(err.field(), "accept_header");
 }
 
+/// What the recording client's inner service saw of the outgoing request.
+type Seen = Arc<Mutex<Option<http::request::Parts>>>;
+
 /// A client whose inner service records the outgoing request's head.
 fn recording_client() -> (
     impl tower::Service<Request<()>, Response = Response<()>, Error = resilience_core::BoxError> + Clone,
-    Arc<Mutex<Option<http::request::Parts>>>,
+    Seen,
 ) {
     let seen = Arc::new(Mutex::new(None));
     let sink = seen.clone();
