@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::hint::black_box;
 
 use bytes::Bytes;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use futures::FutureExt;
 use http::{HeaderName, HeaderValue, Request, Response};
 use resilience_benches::{CountingAlloc, allocations_per_call};
@@ -168,5 +168,41 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// `CORRELATION_PROFILE=<variant> CORRELATION_CALLS=<n>`: only loop over one
+/// variant, for `perf stat` or `valgrind --tool=callgrind` (instructions per
+/// call are steadier than nanoseconds on a noisy machine).
+fn profile(variant: &str) {
+    let n: u64 = std::env::var("CORRELATION_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let noop = || service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    let mut baseline = noop();
+    let mut ours = CorrelationLayer::new().layer(noop());
+    let mut tower_http = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .service(noop());
+    for _ in 0..n {
+        black_box(match variant {
+            "baseline" => call(&mut baseline, request(false, "")),
+            "baseline_with_id" => call(&mut baseline, request(true, "x-correlation-id")),
+            "ours/no_id" => call(&mut ours, request(false, "")),
+            "ours/with_id" => call(&mut ours, request(true, "x-correlation-id")),
+            "tower_http/no_id" => call(&mut tower_http, request(false, "")),
+            "tower_http/with_id" => call(&mut tower_http, request(true, "x-request-id")),
+            other => panic!("unknown variant {other}"),
+        });
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(variant) = std::env::var("CORRELATION_PROFILE") {
+        profile(&variant);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
