@@ -161,3 +161,22 @@ async fn an_expired_deadline_is_not_sent() {
         "the call never reached the wire"
     );
 }
+
+#[tokio::test]
+async fn the_priority_reaches_client_side_layers_and_the_wire() {
+    use resilience_core::{PriorityFromExtensions, ReadPriority};
+    for priority in Priority::ALL {
+        let (client, seen) = recording_client();
+        RequestContext::new_root()
+            .with_priority(priority)
+            .scope(client.oneshot(Request::new(())))
+            .await
+            .unwrap();
+        let parts = seen.lock().unwrap().take().unwrap();
+        assert_eq!(parts.headers["x-priority"], priority.as_str());
+        // What a throttle or queue below this layer reads (a missing
+        // extension reads as the default level).
+        let req = Request::from_parts(parts, ());
+        assert_eq!(PriorityFromExtensions.read_priority(&req), priority);
+    }
+}

@@ -121,9 +121,21 @@ impl Priority {
         }
     }
 
-    /// The wire form as a header value (no allocation).
+    /// The wire form as a header value (no allocation, no check at run
+    /// time).
     pub const fn to_header_value(self) -> HeaderValue {
-        HeaderValue::from_static(self.as_str())
+        // `from_static` checks every byte when called at run time: check
+        // them once, at compile time.
+        match self {
+            Priority::Sheddable => const { HeaderValue::from_static(Priority::Sheddable.as_str()) },
+            Priority::SheddablePlus => {
+                const { HeaderValue::from_static(Priority::SheddablePlus.as_str()) }
+            }
+            Priority::Critical => const { HeaderValue::from_static(Priority::Critical.as_str()) },
+            Priority::CriticalPlus => {
+                const { HeaderValue::from_static(Priority::CriticalPlus.as_str()) }
+            }
+        }
     }
 
     /// Parses a header value. Accepts the canonical forms and the

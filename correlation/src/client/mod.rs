@@ -153,11 +153,16 @@ fn stamp<B>(ctx: &RequestContext, id_header: &HeaderName, req: &mut Request<B>) 
         deadline.write_headers(req.headers_mut(), Instant::now(), grpc);
         req.extensions_mut().insert(deadline);
     }
-    if req
-        .extensions()
-        .get::<resilience_core::Priority>()
-        .is_none()
+    // Readers treat a missing priority as the default, so only a
+    // non-default one costs an extension insert (three allocations on a
+    // request without extensions).
+    let priority = ctx.priority();
+    if priority != resilience_core::Priority::default()
+        && req
+            .extensions()
+            .get::<resilience_core::Priority>()
+            .is_none()
     {
-        req.extensions_mut().insert(ctx.priority());
+        req.extensions_mut().insert(priority);
     }
 }
