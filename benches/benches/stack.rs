@@ -1,0 +1,217 @@
+//! The whole stack, end to end: what our layers cost together on one
+//! proxied request, over no-op services that answer at once.
+//!
+//! - **Server side**, as an axum app would stack them: `CorrelationLayer`
+//!   (an incoming id and `traceparent`), `TimeoutLayer`, `BoundedQueueLayer`;
+//!   beside tower's nearest equivalent: tower-http's `SetRequestIdLayer` +
+//!   `PropagateRequestIdLayer`, tower's `Timeout` and `ConcurrencyLimit`.
+//! - **Client side**, inside the handler's request context:
+//!   `PropagateContextLayer`, `ThrottleLayer`, `CircuitBreakerLayer`,
+//!   `TimeoutLayer`.
+//!
+//! `cargo bench -p resilience-benches --bench stack`; with
+//! `STACK_PROFILE=<variant> STACK_CALLS=<n>` it only loops over one variant
+//! (for `perf stat` or callgrind).
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group};
+use futures::FutureExt;
+use http::{HeaderName, HeaderValue, Request, Response};
+use resilience_benches::{CountingAlloc, allocations_per_call};
+use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
+use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleLayer};
+use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use resilience_core::TimeoutLayer;
+use resilience_correlation::{CorrelationLayer, PropagateContextLayer, RequestContext};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+const ID: &[u8] = b"0192f0c1-7d3e-7a4b-9c1d-2e3f4a5b6c7d";
+const TRACEPARENT: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// One read buffer holding both inbound values, as hyper hands them to a
+    /// server (every header value a reference-counted slice of it).
+    static WIRE: Bytes = Bytes::copy_from_slice([ID, TRACEPARENT].concat().as_slice());
+}
+
+/// An inbound request carrying an id (under `id_header`) and a traceparent.
+fn inbound(id_header: &'static str) -> Request<()> {
+    let (id, traceparent) = WIRE.with(|wire| (wire.slice(..ID.len()), wire.slice(ID.len()..)));
+    let value = |b| HeaderValue::from_maybe_shared(b).expect("valid header value");
+    let mut req = Request::new(());
+    let headers = req.headers_mut();
+    headers.insert(HeaderName::from_static(id_header), value(id));
+    headers.insert(HeaderName::from_static("traceparent"), value(traceparent));
+    req
+}
+
+/// `ready`, `call`, answered at once; `true` when it succeeded.
+fn call<S: Service<Request<()>>>(svc: &mut S, req: Request<()>) -> bool {
+    let ready = svc.ready().now_or_never().expect("ready at once").is_ok();
+    ready
+        && svc
+            .call(req)
+            .now_or_never()
+            .expect("answers at once")
+            .is_ok()
+}
+
+fn noop() -> impl Service<
+    Request<()>,
+    Response = Response<()>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<()>, Infallible>> + Send,
+> + Clone
++ Send {
+    service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) })
+}
+
+/// Ours, server side, as an axum app stacks them.
+fn server_ours() -> impl Service<Request<()>> {
+    let queue = BoundedQueueConfig::builder()
+        .name("stack")
+        .concurrency(100)
+        .capacity(100)
+        .build()
+        .expect("valid queue config");
+    ServiceBuilder::new()
+        .layer(CorrelationLayer::new())
+        .layer(TimeoutLayer::new(TIMEOUT))
+        .layer(BoundedQueueLayer::new(queue))
+        .service(noop())
+}
+
+/// tower's nearest equivalent of [`server_ours`].
+fn server_tower() -> impl Service<Request<()>> {
+    ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(tower::timeout::TimeoutLayer::new(TIMEOUT))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(100))
+        .service(noop())
+}
+
+/// Ours, client side.
+fn client_ours() -> impl Service<Request<()>> {
+    ServiceBuilder::new()
+        .layer(PropagateContextLayer::new())
+        .layer(ThrottleLayer::new(ThrottleConfig::default()))
+        .layer(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
+        .layer(TimeoutLayer::new(TIMEOUT))
+        .service(noop())
+}
+
+/// A client call made from inside a handler: with `ctx` as the current
+/// request context.
+fn in_scope<S: Service<Request<()>>>(ctx: &RequestContext, svc: &mut S) -> bool {
+    ctx.clone()
+        .scope(async { call(svc, Request::new(())) })
+        .now_or_never()
+        .expect("answers at once")
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let (mut baseline, mut server_ours, mut server_tower) = (noop(), server_ours(), server_tower());
+    let (mut client_baseline, mut client_ours) = (noop(), client_ours());
+    let ctx = RequestContext::new_root();
+
+    let mut g = c.benchmark_group("stack");
+    g.bench_function("server/baseline", |b| {
+        b.iter(|| black_box(call(&mut baseline, inbound("x-correlation-id"))))
+    });
+    g.bench_function("server/ours", |b| {
+        b.iter(|| black_box(call(&mut server_ours, inbound("x-correlation-id"))))
+    });
+    g.bench_function("server/tower", |b| {
+        b.iter(|| black_box(call(&mut server_tower, inbound("x-request-id"))))
+    });
+    g.bench_function("client/baseline", |b| {
+        b.iter(|| black_box(in_scope(&ctx, &mut client_baseline)))
+    });
+    g.bench_function("client/ours", |b| {
+        b.iter(|| black_box(in_scope(&ctx, &mut client_ours)))
+    });
+    g.finish();
+
+    for (name, allocs) in [
+        (
+            "server/baseline",
+            allocations_per_call(10_000, || {
+                assert!(call(&mut baseline, inbound("x-correlation-id")))
+            }),
+        ),
+        (
+            "server/ours",
+            allocations_per_call(10_000, || {
+                assert!(call(&mut server_ours, inbound("x-correlation-id")))
+            }),
+        ),
+        (
+            "server/tower",
+            allocations_per_call(10_000, || {
+                assert!(call(&mut server_tower, inbound("x-request-id")))
+            }),
+        ),
+        (
+            "client/baseline",
+            allocations_per_call(10_000, || assert!(in_scope(&ctx, &mut client_baseline))),
+        ),
+        (
+            "client/ours",
+            allocations_per_call(10_000, || assert!(in_scope(&ctx, &mut client_ours))),
+        ),
+    ] {
+        println!("stack/{name}: {allocs:.2} allocations per call");
+    }
+}
+
+/// Loops over one variant only.
+fn profile(variant: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let n: u64 = std::env::var("STACK_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let (mut baseline, mut server_ours, mut server_tower) = (noop(), server_ours(), server_tower());
+    let (mut client_baseline, mut client_ours) = (noop(), client_ours());
+    let ctx = RequestContext::new_root();
+    for _ in 0..n {
+        black_box(match variant {
+            "server/baseline" => call(&mut baseline, inbound("x-correlation-id")),
+            "server/ours" => call(&mut server_ours, inbound("x-correlation-id")),
+            "server/tower" => call(&mut server_tower, inbound("x-request-id")),
+            "client/baseline" => in_scope(&ctx, &mut client_baseline),
+            "client/ours" => in_scope(&ctx, &mut client_ours),
+            other => panic!("unknown variant {other}"),
+        });
+    }
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    if let Ok(variant) = std::env::var("STACK_PROFILE") {
+        profile(&variant);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
