@@ -33,20 +33,36 @@ thread_local! {
     );
 }
 
-fn request(with_id: bool, name: &str) -> Request<()> {
+/// What an inbound request carries.
+#[derive(Clone, Copy)]
+enum Inbound {
+    /// No header of ours.
+    Nothing,
+    /// An id under this header name, no `traceparent`.
+    Id(&'static str),
+    /// An id under this header name and a `traceparent`.
+    IdAndTrace(&'static str),
+}
+
+fn request(inbound: Inbound) -> Request<()> {
     let mut req = Request::new(());
-    if with_id {
-        let name = if name == "x-request-id" {
-            X_REQUEST_ID
-        } else {
-            X_CORRELATION_ID
-        };
-        let (id, traceparent) = WIRE.with(|wire| {
-            let split = ID.len();
-            (wire.slice(..split), wire.slice(split..))
-        });
-        let value = |b| HeaderValue::from_maybe_shared(b).expect("valid header value");
-        req.headers_mut().insert(name, value(id));
+    let (name, trace) = match inbound {
+        Inbound::Nothing => return req,
+        Inbound::Id(name) => (name, false),
+        Inbound::IdAndTrace(name) => (name, true),
+    };
+    let name = if name == "x-request-id" {
+        X_REQUEST_ID
+    } else {
+        X_CORRELATION_ID
+    };
+    let (id, traceparent) = WIRE.with(|wire| {
+        let split = ID.len();
+        (wire.slice(..split), wire.slice(split..))
+    });
+    let value = |b| HeaderValue::from_maybe_shared(b).expect("valid header value");
+    req.headers_mut().insert(name, value(id));
+    if trace {
         req.headers_mut()
             .insert(TRACEPARENT_NAME, value(traceparent));
     }
@@ -77,28 +93,57 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("correlation");
     g.bench_function("baseline", |b| {
-        b.iter(|| black_box(call(&mut baseline, request(false, ""))))
+        b.iter(|| black_box(call(&mut baseline, request(Inbound::Nothing))))
     });
     g.bench_function("baseline_with_id", |b| {
-        b.iter(|| black_box(call(&mut baseline, request(true, "x-correlation-id"))))
+        b.iter(|| {
+            black_box(call(
+                &mut baseline,
+                request(Inbound::IdAndTrace("x-correlation-id")),
+            ))
+        })
+    });
+    g.bench_function("baseline_with_id_only", |b| {
+        b.iter(|| {
+            black_box(call(
+                &mut baseline,
+                request(Inbound::Id("x-correlation-id")),
+            ))
+        })
+    });
+    g.bench_function("server/ours/with_id_only", |b| {
+        b.iter(|| black_box(call(&mut ours, request(Inbound::Id("x-correlation-id")))))
+    });
+    g.bench_function("server/tower_http/with_id_only", |b| {
+        b.iter(|| black_box(call(&mut tower_http, request(Inbound::Id("x-request-id")))))
     });
     g.bench_function("server/ours/no_id", |b| {
-        b.iter(|| black_box(call(&mut ours, request(false, ""))))
+        b.iter(|| black_box(call(&mut ours, request(Inbound::Nothing))))
     });
     g.bench_function("server/ours/with_id", |b| {
-        b.iter(|| black_box(call(&mut ours, request(true, "x-correlation-id"))))
+        b.iter(|| {
+            black_box(call(
+                &mut ours,
+                request(Inbound::IdAndTrace("x-correlation-id")),
+            ))
+        })
     });
     g.bench_function("server/tower_http/no_id", |b| {
-        b.iter(|| black_box(call(&mut tower_http, request(false, ""))))
+        b.iter(|| black_box(call(&mut tower_http, request(Inbound::Nothing))))
     });
     g.bench_function("server/tower_http/with_id", |b| {
-        b.iter(|| black_box(call(&mut tower_http, request(true, "x-request-id"))))
+        b.iter(|| {
+            black_box(call(
+                &mut tower_http,
+                request(Inbound::IdAndTrace("x-request-id")),
+            ))
+        })
     });
     g.bench_function("client/baseline_in_scope", |b| {
         b.iter(|| {
             let fut = ctx
                 .clone()
-                .scope(async { call(&mut baseline, request(false, "")) });
+                .scope(async { call(&mut baseline, request(Inbound::Nothing)) });
             black_box(fut.now_or_never())
         })
     });
@@ -106,7 +151,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let fut = ctx
                 .clone()
-                .scope(async { call(&mut client, request(false, "")) });
+                .scope(async { call(&mut client, request(Inbound::Nothing)) });
             black_box(fut.now_or_never())
         })
     });
@@ -139,28 +184,38 @@ fn bench(c: &mut Criterion) {
     for (name, allocs) in [
         (
             "baseline",
-            allocations_per_call(10_000, || assert!(call(&mut baseline, request(false, "")))),
+            allocations_per_call(10_000, || {
+                assert!(call(&mut baseline, request(Inbound::Nothing)))
+            }),
         ),
         (
             "server/ours/no_id",
-            allocations_per_call(10_000, || assert!(call(&mut ours, request(false, "")))),
+            allocations_per_call(10_000, || {
+                assert!(call(&mut ours, request(Inbound::Nothing)))
+            }),
         ),
         (
             "server/ours/with_id",
             allocations_per_call(10_000, || {
-                assert!(call(&mut ours, request(true, "x-correlation-id")))
+                assert!(call(
+                    &mut ours,
+                    request(Inbound::IdAndTrace("x-correlation-id"))
+                ))
             }),
         ),
         (
             "server/tower_http/no_id",
             allocations_per_call(10_000, || {
-                assert!(call(&mut tower_http, request(false, "")))
+                assert!(call(&mut tower_http, request(Inbound::Nothing)))
             }),
         ),
         (
             "server/tower_http/with_id",
             allocations_per_call(10_000, || {
-                assert!(call(&mut tower_http, request(true, "x-request-id")))
+                assert!(call(
+                    &mut tower_http,
+                    request(Inbound::IdAndTrace("x-request-id"))
+                ))
             }),
         ),
     ] {
@@ -185,12 +240,25 @@ fn profile(variant: &str) {
         .service(noop());
     for _ in 0..n {
         black_box(match variant {
-            "baseline" => call(&mut baseline, request(false, "")),
-            "baseline_with_id" => call(&mut baseline, request(true, "x-correlation-id")),
-            "ours/no_id" => call(&mut ours, request(false, "")),
-            "ours/with_id" => call(&mut ours, request(true, "x-correlation-id")),
-            "tower_http/no_id" => call(&mut tower_http, request(false, "")),
-            "tower_http/with_id" => call(&mut tower_http, request(true, "x-request-id")),
+            "baseline" => call(&mut baseline, request(Inbound::Nothing)),
+            "baseline_with_id" => call(
+                &mut baseline,
+                request(Inbound::IdAndTrace("x-correlation-id")),
+            ),
+            "ours/no_id" => call(&mut ours, request(Inbound::Nothing)),
+            "ours/with_id" => call(&mut ours, request(Inbound::IdAndTrace("x-correlation-id"))),
+            "baseline_with_id_only" => {
+                call(&mut baseline, request(Inbound::Id("x-correlation-id")))
+            }
+            "ours/with_id_only" => call(&mut ours, request(Inbound::Id("x-correlation-id"))),
+            "tower_http/with_id_only" => {
+                call(&mut tower_http, request(Inbound::Id("x-request-id")))
+            }
+            "tower_http/no_id" => call(&mut tower_http, request(Inbound::Nothing)),
+            "tower_http/with_id" => call(
+                &mut tower_http,
+                request(Inbound::IdAndTrace("x-request-id")),
+            ),
             other => panic!("unknown variant {other}"),
         });
     }
