@@ -43,7 +43,8 @@ pin_project! {
         Called {
             #[pin]
             fut: S::Future,
-            permit: Option<Permit>,
+            // Released when the state is replaced or dropped.
+            permit: Permit,
         },
         Done,
     }
@@ -61,10 +62,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     #[inline]
     pub(crate) fn called(fut: S::Future, permit: Permit) -> Self {
         Self {
-            state: State::Called {
-                fut,
-                permit: Some(permit),
-            },
+            state: State::Called { fut, permit },
         }
     }
 
@@ -110,7 +108,7 @@ where
                         let req = waiting.req.take().expect("polled after completion");
                         State::Called {
                             fut: svc.call(req),
-                            permit: Some(permit),
+                            permit,
                         }
                     }
                     Err(rejected) => State::Rejected {
@@ -119,9 +117,7 @@ where
                 },
                 StateProj::Called { fut, permit } => {
                     let out = ready!(fut.poll(cx));
-                    if let Some(permit) = permit.take() {
-                        permit.complete(out.is_err());
-                    }
+                    permit.finish(out.is_err());
                     this.state.set(State::Done);
                     return Poll::Ready(out.map_err(Into::into));
                 }

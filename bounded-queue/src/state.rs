@@ -899,14 +899,14 @@ impl Queue {
 
 impl Permit {
     /// Records the call's service time (once) for the EWMA and the adaptive
-    /// limit.
-    ///
-    /// Then releases the slot, reusing the sample's clock read for the
-    /// hand-off: a sampled call reads the clock once at admission and once
-    /// here, an unsampled one never.
+    /// limit, then releases the slot, reusing the sample's clock read for
+    /// the hand-off: a sampled call reads the clock once at admission and
+    /// once here, an unsampled one never. An unsampled call's slot is
+    /// released when the permit is dropped (the response future drops it
+    /// right after).
     #[inline(always)]
-    pub(crate) fn complete(mut self, failed: bool) {
-        if self.meta & SAMPLED != 0 {
+    pub(crate) fn finish(&mut self, failed: bool) {
+        if self.meta & (SAMPLED | RELEASED) == SAMPLED {
             let now = self.sample(failed);
             self.meta |= RELEASED;
             self.shared.release_slot(self.priority(), Some(now));
@@ -1126,8 +1126,9 @@ mod tests {
                         }
                         Op::Finish(i, failed) => {
                             if !permits.is_empty() {
-                                let permit = permits.remove(i % permits.len());
-                                permit.complete(failed);
+                                let mut permit = permits.remove(i % permits.len());
+                                permit.finish(failed);
+                                drop(permit);
                             }
                         }
                         Op::DropWaiter(i) => {
