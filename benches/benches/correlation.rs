@@ -139,15 +139,27 @@ fn bench(c: &mut Criterion) {
             ))
         })
     });
+    // Each request gets a fresh context from the server layer; the first
+    // outgoing call formats its traceparent, later calls reuse it.
+    let fresh = || {
+        RequestContext::new(
+            ctx.correlation_id().clone(),
+            resilience_correlation::TraceContext::new_root(),
+        )
+    };
     g.bench_function("client/baseline_in_scope", |b| {
         b.iter(|| {
-            let fut = ctx
-                .clone()
-                .scope(async { call(&mut baseline, request(Inbound::Nothing)) });
+            let fut = fresh().scope(async { call(&mut baseline, request(Inbound::Nothing)) });
             black_box(fut.now_or_never())
         })
     });
     g.bench_function("client/ours_in_scope", |b| {
+        b.iter(|| {
+            let fut = fresh().scope(async { call(&mut client, request(Inbound::Nothing)) });
+            black_box(fut.now_or_never())
+        })
+    });
+    g.bench_function("client/ours_in_scope_later_call", |b| {
         b.iter(|| {
             let fut = ctx
                 .clone()
@@ -238,6 +250,10 @@ fn profile(variant: &str) {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
         .service(noop());
+    let mut client = PropagateContextLayer::new().layer(noop());
+    let id = RequestContext::new_root().correlation_id().clone();
+    let fresh =
+        || RequestContext::new(id.clone(), resilience_correlation::TraceContext::new_root());
     for _ in 0..n {
         black_box(match variant {
             "baseline" => call(&mut baseline, request(Inbound::Nothing)),
@@ -254,6 +270,14 @@ fn profile(variant: &str) {
             "tower_http/with_id_only" => {
                 call(&mut tower_http, request(Inbound::Id("x-request-id")))
             }
+            "client/baseline" => fresh()
+                .scope(async { call(&mut baseline, request(Inbound::Nothing)) })
+                .now_or_never()
+                .expect("answers at once"),
+            "client/ours" => fresh()
+                .scope(async { call(&mut client, request(Inbound::Nothing)) })
+                .now_or_never()
+                .expect("answers at once"),
             "tower_http/no_id" => call(&mut tower_http, request(Inbound::Nothing)),
             "tower_http/with_id" => call(
                 &mut tower_http,

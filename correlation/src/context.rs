@@ -3,7 +3,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use http::{HeaderName, HeaderValue};
@@ -54,6 +54,9 @@ struct Inner {
     priority: Priority,
     deadline: Option<Deadline>,
     forward: Option<Arc<Vec<(HeaderName, HeaderValue)>>>,
+    /// The outgoing `traceparent` (this hop's span as parent), formatted at
+    /// the first outgoing call and shared by the others.
+    traceparent: OnceLock<HeaderValue>,
 }
 
 // === impl RequestContext ===
@@ -83,6 +86,7 @@ impl RequestContext {
                 priority,
                 deadline,
                 forward: None,
+                traceparent: OnceLock::new(),
             }),
         }
     }
@@ -131,6 +135,15 @@ impl RequestContext {
     /// The deadline, if the request has one.
     pub fn deadline(&self) -> Option<Deadline> {
         self.inner.deadline
+    }
+
+    /// The `traceparent` to send on outgoing calls: this hop's trace
+    /// context, formatted once per request.
+    pub(crate) fn outgoing_traceparent(&self) -> HeaderValue {
+        self.inner
+            .traceparent
+            .get_or_init(|| self.inner.trace.to_traceparent())
+            .clone()
     }
 
     /// Headers to forward downstream.

@@ -180,7 +180,10 @@ impl TraceContext {
         hex_into(&mut buf[36..52], &self.span_id.0);
         buf[52] = b'-';
         hex_into(&mut buf[53..55], &[self.flags]);
-        HeaderValue::from_bytes(&buf).expect("hex and dashes are a valid header value")
+        // One allocation that later clones share (a value copied from a
+        // slice would allocate again on its first clone).
+        HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+            .expect("hex and dashes are a valid header value")
     }
 }
 

@@ -180,3 +180,20 @@ async fn the_priority_reaches_client_side_layers_and_the_wire() {
         assert_eq!(PriorityFromExtensions.read_priority(&req), priority);
     }
 }
+
+#[tokio::test]
+async fn every_call_of_a_request_carries_this_hops_span_as_parent() {
+    let (client, seen) = recording_client();
+    let ctx = RequestContext::new_root();
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        ctx.clone()
+            .scope(client.clone().oneshot(Request::new(())))
+            .await
+            .unwrap();
+        let parts = seen.lock().unwrap().take().unwrap();
+        sent.push(parts.headers["traceparent"].clone());
+    }
+    let expected = format!("00-{}-{}-01", ctx.trace().trace_id(), ctx.trace().span_id());
+    assert!(sent.iter().all(|v| v == expected.as_str()), "{sent:?}");
+}

@@ -127,15 +127,11 @@ where
 }
 
 fn stamp<B>(ctx: &RequestContext, id_header: &HeaderName, req: &mut Request<B>) {
-    let grpc = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let headers = req.headers_mut();
     headers
         .entry(id_header)
         .or_insert_with(|| ctx.correlation_id().to_header_value());
-    headers.insert(TRACEPARENT, ctx.trace().to_traceparent());
+    headers.insert(TRACEPARENT, ctx.outgoing_traceparent());
     if let Some(state) = ctx.trace().tracestate() {
         headers.entry(TRACESTATE).or_insert_with(|| state.clone());
     }
@@ -150,6 +146,10 @@ fn stamp<B>(ctx: &RequestContext, id_header: &HeaderName, req: &mut Request<B>) 
             Some(own) => own.min(deadline),
             None => deadline,
         };
+        let grpc = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         deadline.write_headers(req.headers_mut(), Instant::now(), grpc);
         req.extensions_mut().insert(deadline);
     }
