@@ -344,7 +344,8 @@ fn bench(c: &mut Criterion) {
 }
 
 /// `CB_PROFILE=<variant> CB_CALLS=<n>`: only loop over one variant, for
-/// `perf stat` or `valgrind --tool=callgrind` (instructions per call).
+/// `perf stat` or `valgrind --tool=callgrind` (instructions per call);
+/// `CB_PROFILE=2:<variant>` runs it on 2 threads sharing one breaker.
 fn profile(variant: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -364,6 +365,24 @@ fn profile(variant: &str) {
         recloser: rec.clone(),
         inner: noop(),
     };
+    if let Some(variant) = variant.strip_prefix("2:") {
+        // 2 threads sharing one breaker, each with its own clone
+        let took = match variant {
+            "baseline" => two_threads(n, noop(), noop(), call),
+            "ours" => two_threads(n, ours_count.clone(), ours_count.clone(), call),
+            "ours_time" => two_threads(n, ours_time.clone(), ours_time.clone(), call),
+            "recloser" => two_threads(
+                n,
+                (rec.clone(), noop()),
+                (rec.clone(), noop()),
+                |(r, inner)| recloser_call(r, inner),
+            ),
+            "recloser_as_service" => two_threads(n, rec_svc.clone(), rec_svc.clone(), call),
+            other => panic!("unknown variant {other}"),
+        };
+        black_box(took);
+        return;
+    }
     for _ in 0..n {
         black_box(match variant {
             "baseline" => call(&mut baseline),

@@ -9,8 +9,9 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 use resilience_core::{BoxError, ClassifyOutcome, Rejected};
 
-use crate::handle::Breaker;
+use crate::handle::Lane;
 use crate::state::Permit;
+use crate::sync::CachePadded;
 
 pin_project! {
     /// Response future of [`CircuitBreaker`](crate::CircuitBreaker).
@@ -40,7 +41,7 @@ pin_project! {
 
 /// Records an admitted call's outcome, or releases its probe slot on drop.
 pub(crate) struct Recorder<C> {
-    breaker: Arc<Breaker<C>>,
+    lane: Arc<CachePadded<Lane<C>>>,
     permit: Permit,
 }
 
@@ -48,26 +49,40 @@ pub(crate) struct Recorder<C> {
 
 impl<C> Recorder<C> {
     #[inline]
-    pub(crate) fn new(breaker: Arc<Breaker<C>>, permit: Permit) -> Self {
-        Self { breaker, permit }
+    pub(crate) fn new(lane: Arc<CachePadded<Lane<C>>>, permit: Permit) -> Self {
+        Self { lane, permit }
     }
 
-    #[inline]
+    #[inline(always)]
     fn complete<T>(mut self, result: Result<&T, &BoxError>)
     where
         C: ClassifyOutcome<T>,
     {
-        let outcome = self.breaker.classify.classify(result);
-        self.breaker.shared.record(&self.permit, outcome);
+        let lane = &self.lane;
+        let outcome = lane.breaker.classify.classify(result);
+        if outcome.is_failure() || lane.shared.core.detects_slow_calls() {
+            lane.shared.record(&self.permit, outcome);
+        } else {
+            lane.shared.record_success(&self.permit, lane.stripe);
+        }
         self.permit.spend();
     }
 }
 
 impl<C> Drop for Recorder<C> {
+    #[inline]
     fn drop(&mut self) {
         if self.permit.is_probe() {
-            self.breaker.shared.release(&self.permit);
+            self.release();
         }
+    }
+}
+
+impl<C> Recorder<C> {
+    #[cold]
+    #[inline(never)]
+    fn release(&self) {
+        self.lane.shared.release(&self.permit);
     }
 }
 
@@ -106,7 +121,7 @@ where
 {
     type Output = Result<T, BoxError>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called { inner, recorder } => {
@@ -116,12 +131,15 @@ where
                 }
                 Poll::Ready(result)
             }
-            KindProj::Rejected { rejected } => {
-                let rejected = rejected.take().expect("polled after completion");
-                Poll::Ready(Err(rejected.into()))
-            }
+            KindProj::Rejected { rejected } => Poll::Ready(Err(take_rejected(rejected))),
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn take_rejected(rejected: &mut Option<Rejected>) -> BoxError {
+    rejected.take().expect("polled after completion").into()
 }
 
 impl<F, C> fmt::Debug for ResponseFuture<F, C> {

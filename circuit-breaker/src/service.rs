@@ -7,7 +7,8 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::future::{Recorder, ResponseFuture};
-use crate::handle::{Breaker, CircuitBreakerHandle};
+use crate::handle::{CircuitBreakerHandle, Lane, Lanes};
+use crate::sync::CachePadded;
 
 /// Fails fast while its dependency is failing. See the [crate docs](crate).
 ///
@@ -20,7 +21,10 @@ use crate::handle::{Breaker, CircuitBreakerHandle};
 /// `ReadyCache`) therefore holds no probe slot.
 pub struct CircuitBreaker<S, C> {
     inner: S,
-    breaker: Arc<Breaker<C>>,
+    /// The breaker, through this clone's stripe.
+    lane: Arc<CachePadded<Lane<C>>>,
+    /// Every stripe's lane (for clones).
+    lanes: Arc<Lanes<C>>,
     /// Whether the last `poll_ready` polled the inner service ready (spent
     /// by `call`).
     inner_ready: bool,
@@ -29,10 +33,11 @@ pub struct CircuitBreaker<S, C> {
 // === impl CircuitBreaker ===
 
 impl<S, C> CircuitBreaker<S, C> {
-    pub(crate) fn with_breaker(inner: S, breaker: Arc<Breaker<C>>) -> Self {
+    pub(crate) fn with_lanes(inner: S, lanes: Arc<Lanes<C>>) -> Self {
         Self {
             inner,
-            breaker,
+            lane: lanes.next(),
+            lanes,
             inner_ready: false,
         }
     }
@@ -40,7 +45,7 @@ impl<S, C> CircuitBreaker<S, C> {
     /// A handle on the breaker's shared state.
     pub fn handle(&self) -> CircuitBreakerHandle {
         CircuitBreakerHandle {
-            shared: self.breaker.shared.clone(),
+            shared: self.lane.shared.clone(),
         }
     }
 
@@ -70,55 +75,59 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 
-    #[inline]
+    #[inline(always)]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Closed (the common case): one load. While the circuit fails fast,
         // be ready without polling the inner service: `call` rejects.
-        if !self.breaker.shared.core.admits_all()
-            && self
-                .breaker
-                .shared
-                .core
-                .fails_fast(Instant::now())
-                .is_some()
-        {
+        if !self.lane.shared.core.admits_all() && self.fails_fast() {
             self.inner_ready = false;
             return Poll::Ready(Ok(()));
         }
-        match self.inner.poll_ready(cx) {
-            Poll::Ready(Ok(())) => {
-                self.inner_ready = true;
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => {
-                self.inner_ready = false;
-                Poll::Ready(Err(e.into()))
-            }
-            Poll::Pending => {
-                self.inner_ready = false;
-                Poll::Pending
-            }
-        }
+        let ready = self.inner.poll_ready(cx).map_err(Into::into);
+        self.inner_ready = matches!(ready, Poll::Ready(Ok(())));
+        ready
     }
 
-    #[inline]
+    #[inline(always)]
     fn call(&mut self, req: Req) -> Self::Future {
+        if self.inner_ready {
+            // Closed: the permit, without a clock read (unless slow calls
+            // are detected) or a lock.
+            if let Some(permit) = self.lane.shared.core.acquire_closed(&Instant::now) {
+                self.inner_ready = false;
+                let recorder = Recorder::new(self.lane.clone(), permit);
+                return ResponseFuture::new(self.inner.call(req), Some(recorder));
+            }
+        }
+        self.call_slow(req)
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    /// Whether the circuit fails fast now (open, forced open).
+    #[cold]
+    #[inline(never)]
+    fn fails_fast(&self) -> bool {
+        self.lane.shared.core.fails_fast(Instant::now()).is_some()
+    }
+
+    /// `call` when the circuit is not simply closed.
+    #[cold]
+    #[inline(never)]
+    fn call_slow<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, C>
+    where
+        S: Service<Req>,
+    {
         if !std::mem::replace(&mut self.inner_ready, false) {
             // `poll_ready` saw the circuit failing fast and did not poll the
             // inner service: it may not be called now, whatever the state.
-            return ResponseFuture::rejected(self.breaker.shared.not_polled(Instant::now()));
-        }
-        // Closed: the permit, without a clock read (unless slow calls are
-        // detected) or a lock.
-        if let Some(permit) = self.breaker.shared.core.acquire_closed(&Instant::now) {
-            let recorder = Recorder::new(self.breaker.clone(), permit);
-            return ResponseFuture::new(self.inner.call(req), Some(recorder));
+            return ResponseFuture::rejected(self.lane.shared.not_polled(Instant::now()));
         }
         // Anything else (a probe, a ramp share, open since `poll_ready`):
         // decide now; a refusal does not call the inner service.
-        match self.breaker.shared.acquire() {
+        match self.lane.shared.acquire() {
             Ok(permit) => {
-                let recorder = permit.map(|p| Recorder::new(self.breaker.clone(), p));
+                let recorder = permit.map(|p| Recorder::new(self.lane.clone(), p));
                 ResponseFuture::new(self.inner.call(req), recorder)
             }
             Err(rejected) => ResponseFuture::rejected(rejected),
@@ -127,11 +136,13 @@ where
 }
 
 impl<S: Clone, C> Clone for CircuitBreaker<S, C> {
-    /// Shares the breaker's state; the clone holds no admission of its own.
+    /// Shares the breaker's state (counting its successes in the next
+    /// stripe); the clone holds no admission of its own.
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            breaker: self.breaker.clone(),
+            lane: self.lanes.next(),
+            lanes: self.lanes.clone(),
             inner_ready: false,
         }
     }
@@ -141,7 +152,7 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)
-            .field("state", &self.breaker.shared.core.state())
+            .field("state", &self.lane.shared.core.state())
             .finish_non_exhaustive()
     }
 }
