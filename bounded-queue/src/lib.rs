@@ -88,6 +88,19 @@
 //! [`BoundedQueueLayer::with_deadline`] with a closure,
 //! [`FixedPriority`] or [`NoDeadline`](resilience_core::timeout::NoDeadline).
 //!
+//! # Tuning for a known service time
+//!
+//! The defaults (1 s wait, 5 ms CoDel target, adaptive LIFO) suit a service
+//! of unknown speed. When the service time and a latency goal are known,
+//! the queueing budget is the goal minus the service time: use it as
+//! `max_wait` and as the CoDel target (a target well below one service time
+//! turns away work the service could still do in time). When clients wait
+//! much longer than that budget, no waiter is stale, and `lifo(false)`
+//! (oldest first, that is earliest deadline first) loses the fewest requests
+//! to queue timeouts. The overload harness (`cargo bench -p
+//! resilience-benches --bench overload`) shows both settings side by side,
+//! with upper bounds for what any admission policy could do.
+//!
 //! # With axum
 //!
 //! Errors become responses with `HandleErrorLayer` and

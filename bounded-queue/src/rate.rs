@@ -386,7 +386,7 @@ impl fmt::Debug for Bucket {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
