@@ -75,7 +75,7 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 
-    #[inline(always)]
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Closed (the common case): one load. While the circuit fails fast,
         // be ready without polling the inner service: `call` rejects.
@@ -88,7 +88,7 @@ where
         ready
     }
 
-    #[inline(always)]
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         if self.inner_ready {
             // Closed: the permit, without a clock read (unless slow calls

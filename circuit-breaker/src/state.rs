@@ -300,15 +300,36 @@ impl CountWindow {
     /// recorded so far.
     pub(crate) fn record_successes(&self, k: u64) -> u64 {
         let head = self.head.fetch_add(k, Ordering::Relaxed);
-        let len = self.slots.len() as u64;
-        // Only the last `len` of them can still be in the ring.
-        for i in head + k.saturating_sub(len)..head + k {
+        if self.failures.load(Ordering::Relaxed) == 0 && self.slow.load(Ordering::Relaxed) == 0 {
+            // Every slot is a success already.
+            return head.wrapping_add(k);
+        }
+        let len = self.slots.len();
+        let index_of = |i: u64| {
             let low = self.fastmod.wrapping_mul(u64::from(i as u32));
-            let index = ((u128::from(low) * u128::from(len)) >> 64) as usize;
+            ((u128::from(low) * len as u128) >> 64) as usize
+        };
+        let clear = |index: usize| {
             let slot = &self.slots[index];
             if slot.load(Ordering::Relaxed) != 0 {
                 let old = slot.swap(0, Ordering::AcqRel);
                 self.adjust(old, 0);
+            }
+        };
+        if (head >> 32) != (head.wrapping_add(k) >> 32) {
+            // The ring order jumps at the 2^32 wrap: slot by slot.
+            (head..head.wrapping_add(k)).for_each(|i| clear(index_of(i)));
+        } else {
+            // Only the last `len` can still be in the ring, in slots that
+            // follow one another.
+            let first = head + k.saturating_sub(len as u64);
+            let mut index = index_of(first);
+            for _ in first..head + k {
+                clear(index);
+                index += 1;
+                if index == len {
+                    index = 0;
+                }
             }
         }
         head.wrapping_add(k)
@@ -557,12 +578,16 @@ const BATCH: u64 = 32;
 const STRIPE_TAG_SHIFT: u32 = 40;
 const STRIPE_TAG_MASK: u64 = (1 << 24) - 1;
 const STRIPE_LIMIT_SHIFT: u32 = 32;
+const STRIPE_LIMIT_MASK: u64 = 0x7f;
+/// Time window: the first success of a batch notes the time.
+const STRIPE_FIRST: u64 = 1 << 39;
 
 /// The successes one group of service clones counted and not yet
 /// published to the window (closed and metrics-only states, count and time
 /// windows, no slow-call detection).
 ///
-/// `word` is `epoch (low 24 bits) << 40 | limit << 32 | count`: a success
+/// `word` is `epoch (low 24 bits) << 40 | first << 39 | limit << 32 |
+/// count`: a success
 /// adds one with a `fetch_add` on a cache line of its own, and only the
 /// `limit`-th publishes them all. Before a failure is recorded, and before
 /// a snapshot, every stripe is published, so the window holds every
@@ -627,6 +652,8 @@ pub(crate) struct Core {
     /// Successes counted per group of service clones (empty: every outcome
     /// is recorded at once).
     stripes: Box<[CachePadded<Stripe>]>,
+    /// `STRIPE_FIRST` for a time window, else 0.
+    stripe_first: u64,
     locked: Mutex<Locked>,
 }
 
@@ -651,11 +678,15 @@ impl Core {
         let batched =
             config.slow_call_duration.is_none() && !matches!(window, Window::Consecutive { .. });
         let stripes = if batched { stripe_count() } else { 0 };
+        let stripe_first = match window {
+            Window::Time(_) => STRIPE_FIRST,
+            _ => 0,
+        };
         let stripes = (0..stripes)
             .map(|_| {
                 CachePadded(Stripe {
                     // epoch 0, limit 1: the first success publishes
-                    word: AtomicU64::new(1 << STRIPE_LIMIT_SHIFT),
+                    word: AtomicU64::new((1 << STRIPE_LIMIT_SHIFT) | stripe_first),
                     start_ns: AtomicU64::new(0),
                 })
             })
@@ -688,6 +719,7 @@ impl Core {
             probe_results: AtomicU64::new(0),
             window,
             stripes,
+            stripe_first,
             locked: Mutex::new(Locked {
                 opens: 0,
                 rng: seed | 1,
@@ -1035,8 +1067,8 @@ impl Core {
         let old = s.word.fetch_add(1, Ordering::Relaxed);
         let count = old & 0xffff_ffff;
         if old >> STRIPE_TAG_SHIFT != permit.epoch() & STRIPE_TAG_MASK
-            || count == 0
-            || count + 1 >= (old >> STRIPE_LIMIT_SHIFT) & 0xff
+            || count + 1 >= (old >> STRIPE_LIMIT_SHIFT) & STRIPE_LIMIT_MASK
+            || (count == 0 && old & STRIPE_FIRST != 0)
         {
             return self.stripe_full(ctrl, s, old, clock);
         }
@@ -1056,7 +1088,7 @@ impl Core {
     ) -> Published {
         let tag = (ctrl >> EPOCH_SHIFT) & STRIPE_TAG_MASK;
         let count = old & 0xffff_ffff;
-        let limit = (old >> STRIPE_LIMIT_SHIFT) & 0xff;
+        let limit = (old >> STRIPE_LIMIT_SHIFT) & STRIPE_LIMIT_MASK;
         if old >> STRIPE_TAG_SHIFT == tag && count == 0 && count + 1 < limit {
             // The first success of a batch: a time window notes its tick,
             // and publishes at once if it may change the decision.
@@ -1088,11 +1120,12 @@ impl Core {
         loop {
             let same = cur >> STRIPE_TAG_SHIFT == tag;
             let limit = if same {
-                (cur >> STRIPE_LIMIT_SHIFT) & 0xff
+                (cur >> STRIPE_LIMIT_SHIFT) & STRIPE_LIMIT_MASK
             } else {
                 1
             };
-            let next = (tag << STRIPE_TAG_SHIFT) | (limit << STRIPE_LIMIT_SHIFT);
+            let next =
+                (tag << STRIPE_TAG_SHIFT) | (limit << STRIPE_LIMIT_SHIFT) | self.stripe_first;
             match s
                 .word
                 .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
@@ -1149,7 +1182,8 @@ impl Core {
                     stats
                 });
                 let below = w.evaluated.load(Ordering::Relaxed) & 1 != 0;
-                let old = (s.word.load(Ordering::Relaxed) >> STRIPE_LIMIT_SHIFT) & 0xff;
+                let old =
+                    (s.word.load(Ordering::Relaxed) >> STRIPE_LIMIT_SHIFT) & STRIPE_LIMIT_MASK;
                 let limit = if below {
                     1
                 } else if same_tick {
@@ -1167,7 +1201,8 @@ impl Core {
             .word
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
                 (cur >> STRIPE_TAG_SHIFT == tag).then_some(
-                    (cur & !(0xff << STRIPE_LIMIT_SHIFT)) | (limit << STRIPE_LIMIT_SHIFT),
+                    (cur & !(STRIPE_LIMIT_MASK << STRIPE_LIMIT_SHIFT))
+                        | (limit << STRIPE_LIMIT_SHIFT),
                 )
             });
         let transition = stats
@@ -1532,6 +1567,37 @@ mod tests {
                 let low = w.fastmod.wrapping_mul(u64::from(i));
                 let got = ((u128::from(low) * u128::from(size)) >> 64) as u32;
                 assert_eq!(got, i % size, "{i} mod {size}");
+            }
+        }
+    }
+
+    /// `k` successes at once leave the ring as `k` recorded one by one,
+    /// across the 2^32 wrap of the index too.
+    #[test]
+    fn successes_at_once_match_one_by_one() {
+        for size in [1u32, 3, 7, 100] {
+            for start in [0u64, 5, (1 << 32) - 9, (1 << 32) + 3] {
+                for k in [1u64, 2, 5, 31, 32, 250] {
+                    let (a, b) = (CountWindow::new(size), CountWindow::new(size));
+                    for w in [&a, &b] {
+                        w.head.store(start, Ordering::Relaxed);
+                        for i in 0..2 * u64::from(size) {
+                            w.record(if i % 3 == 0 { BAD_FAILURE } else { BAD_SLOW });
+                        }
+                    }
+                    a.record_successes(k);
+                    for _ in 0..k {
+                        b.record(0);
+                    }
+                    let slots = |w: &CountWindow| {
+                        w.slots
+                            .iter()
+                            .map(|s| s.load(Ordering::Relaxed))
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(slots(&a), slots(&b), "size {size} start {start} k {k}");
+                    assert_eq!(a.stats(), b.stats());
+                }
             }
         }
     }
