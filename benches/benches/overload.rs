@@ -280,7 +280,8 @@ fn arrivals(load: f64, seed: u64, span: Duration) -> Vec<(f64, usize)> {
 /// workers of service time S: FIFO, each admitted iff a worker frees within
 /// its wait. With equal service times and equal allowed waits this greedy
 /// schedule is optimal (an exchange argument: serving an earlier arrival
-/// in place of a later one never ends a worker's busy time later).
+/// in place of a later one never ends a worker's busy time later; checked
+/// against exhaustive search on small instances).
 /// Requests of other classes are left out, which only frees workers, so it
 /// bounds those classes' successes in the mixed stream too.
 fn best_within(arrivals: &[(f64, usize)], classes: &[usize], wait: f64) -> u64 {
@@ -367,6 +368,10 @@ fn bounds(load: f64, seed: u64, span: Duration) -> String {
     let crit = best_within(&a, &[0], wait);
     let high = best_within(&a, &[0, 1], wait);
     let strict = strict_priority(&a, wait);
+    // A bound holds for every policy, strict priority order included.
+    assert!(
+        strict.iter().sum::<u64>() <= all && strict[0] <= crit && strict[0] + strict[1] <= high
+    );
     format!(
         "bound {load}x (any policy, every wait <= 15ms | +1% of successes waiting longer): goodput {:.1}% | {:.1}%, critical {:.1}% | {:.1}%, critical+default {:.1}% | {:.1}%; strict priority with 15ms waits: goodput {:.1}%, critical {:.1}%, default {:.1}%, sheddable {:.1}%",
         pct(all, cap as f64),
