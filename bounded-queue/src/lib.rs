@@ -210,7 +210,9 @@
 //! a service's capacity (Poisson arrivals, a priority mix, a client
 //! deadline; deterministic, on tokio's paused clock) to this queue and to
 //! tower's and tower-resilience's limits side by side, and prints goodput,
-//! latency, rejection latency, peak waiting and success per priority.
+//! latency, rejection latency, peak waiting and success per priority; then,
+//! from the same arrivals, the most any admission policy could serve within
+//! the latency goal and what strict priority order reaches.
 //!
 //! # Feature flags
 //!
