@@ -43,7 +43,7 @@ pin_project! {
         Called {
             #[pin]
             fut: S::Future,
-            // Released when the state is replaced or dropped.
+            // Released when the response is ready (or when dropped before).
             permit: Permit,
         },
         Done,
@@ -94,38 +94,62 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let mut state = self.project().state;
         loop {
-            let next = match this.state.as_mut().project() {
-                StateProj::Rejected { error } => {
-                    let error = error.take().expect("polled after completion");
-                    return Poll::Ready(Err(error));
-                }
-                StateProj::Waiting { waiting } => match ready!(waiting.waiter.poll_admit(cx)) {
-                    Ok(permit) => {
-                        let mut svc = waiting.svc.take().expect("polled after completion");
-                        let req = waiting.req.take().expect("polled after completion");
-                        State::Called {
-                            fut: svc.call(req),
-                            permit,
-                        }
-                    }
-                    Err(rejected) => State::Rejected {
-                        error: Some(rejected.into()),
-                    },
-                },
-                StateProj::Called { fut, permit } => {
-                    let out = ready!(fut.poll(cx));
-                    permit.finish(out.is_err());
-                    this.state.set(State::Done);
-                    return Poll::Ready(out.map_err(Into::into));
-                }
-                StateProj::Done => panic!("polled after completion"),
-            };
-            this.state.set(next);
+            // The admitted request, the only state on the uncontended path:
+            // kept small so it inlines into the caller.
+            // The slot is released as soon as the response is ready; the
+            // spent inner future is dropped with this one (as tower's
+            // futures do), which saves a state change per call.
+            if let StateProj::Called { fut, permit } = state.as_mut().project() {
+                assert!(!permit.is_released(), "polled after completion");
+                let out = ready!(fut.poll(cx));
+                permit.finish(out.is_err());
+                return Poll::Ready(out.map_err(Into::into));
+            }
+            if let Some(out) = ready!(poll_other(state.as_mut(), cx)) {
+                return Poll::Ready(out);
+            }
         }
     }
+}
+
+/// Every state but `Called`, out of line: `Ready(None)` once admitted (the
+/// state is then `Called`).
+#[inline(never)]
+fn poll_other<S, Req>(
+    mut state: Pin<&mut State<S, Req>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<S::Response, BoxError>>>
+where
+    S: Service<Req>,
+{
+    let next = match state.as_mut().project() {
+        StateProj::Rejected { error } => {
+            let error = error.take().expect("polled after completion");
+            return Poll::Ready(Some(Err(error)));
+        }
+        StateProj::Waiting { waiting } => match ready!(waiting.waiter.poll_admit(cx)) {
+            Ok(permit) => {
+                let mut svc = waiting.svc.take().expect("polled after completion");
+                let req = waiting.req.take().expect("polled after completion");
+                State::Called {
+                    fut: svc.call(req),
+                    permit,
+                }
+            }
+            Err(rejected) => {
+                state.set(State::Done);
+                return Poll::Ready(Some(Err(rejected.into())));
+            }
+        },
+        StateProj::Called { .. } => return Poll::Ready(None),
+        StateProj::Done => panic!("polled after completion"),
+    };
+    state.set(next);
+    Poll::Ready(None)
 }
 
 impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
@@ -133,6 +157,7 @@ impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
         let state = match &self.state {
             State::Rejected { .. } => "rejected",
             State::Waiting { .. } => "waiting",
+            State::Called { permit, .. } if permit.is_released() => "done",
             State::Called { .. } => "called",
             State::Done => "done",
         };

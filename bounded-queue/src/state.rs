@@ -898,19 +898,28 @@ impl Queue {
 // === impl Permit ===
 
 impl Permit {
-    /// Records the call's service time (once) for the EWMA and the adaptive
-    /// limit, then releases the slot, reusing the sample's clock read for
-    /// the hand-off: a sampled call reads the clock once at admission and
-    /// once here, an unsampled one never. An unsampled call's slot is
-    /// released when the permit is dropped (the response future drops it
-    /// right after).
+    /// Releases the slot (once), first recording a sampled call's service
+    /// time for the EWMA and the adaptive limit and reusing that clock read
+    /// for the hand-off: a sampled call reads the clock once at admission
+    /// and once here, an unsampled one never.
     #[inline(always)]
     pub(crate) fn finish(&mut self, failed: bool) {
-        if self.meta & (SAMPLED | RELEASED) == SAMPLED {
-            let now = self.sample(failed);
-            self.meta |= RELEASED;
-            self.shared.release_slot(self.priority(), Some(now));
+        if self.meta & RELEASED != 0 {
+            return;
         }
+        let now = if self.meta & SAMPLED != 0 {
+            Some(self.sample(failed))
+        } else {
+            None
+        };
+        self.meta |= RELEASED;
+        self.shared.release_slot(self.priority(), now);
+    }
+
+    /// Whether [`finish`](Self::finish) released the slot.
+    #[inline(always)]
+    pub(crate) fn is_released(&self) -> bool {
+        self.meta & RELEASED != 0
     }
 
     #[cold]

@@ -511,6 +511,36 @@ async fn dropped_admitted_future_releases_its_slot() {
     assert_eq!((s.in_service, s.queued), (0, 0));
 }
 
+/// The slot is released when the response is ready, not when the future
+/// is dropped; polling a finished future again panics and releases nothing
+/// twice.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_finished_future_has_released_its_slot() {
+    let layer = layer(cfg().concurrency(1).capacity(0));
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let mut a = task::spawn(svc.call(req(1)));
+    assert_pending!(a.poll());
+    let (_, send) = next(&mut handle).await;
+    send.send_response("ok");
+    assert_eq!(assert_ready_ok!(a.poll()), "ok");
+    assert_eq!(
+        h.snapshot().in_service,
+        0,
+        "released, the future still alive"
+    );
+
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.poll()));
+    assert!(again.is_err(), "polled after completion");
+    drop(a);
+    assert_eq!(h.snapshot().in_service, 0);
+    assert_ready_ok!(svc.poll_ready());
+    let mut b = task::spawn(svc.call(req(2)));
+    assert_pending!(b.poll(), "admitted at once, in service");
+    assert_eq!(h.snapshot().in_service, 1);
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn inner_errors_pass_through_and_release() {
     let layer = layer(cfg().concurrency(1));
