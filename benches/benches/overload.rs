@@ -27,7 +27,8 @@
 //!
 //! Our queue's settings can be changed from the command line, in model
 //! milliseconds where they are times: `-- --set target=5 --set max_wait=15
-//! --set interval=100 --set capacity=50 --set lifo=1 --set long=120`, and
+//! --set interval=100 --set capacity=50 --set lifo=1 --set long=120
+//! --set seed=42`, and
 //! `--set priorities=0` sends every request at the default priority;
 //! `-- ours` runs only our rows, `--reasons` lists rejections by reason.
 
@@ -504,10 +505,11 @@ fn main() {
     ];
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let verbose = std::env::args().any(|a| a == "--reasons");
+    let seed = knob("seed", 42);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "overload: K={K} x S={}ms (C={} req/s), Poisson arrivals for {}s, deadline {}ms, mix 20% critical / 30% default / 50% sheddable, seed 42, time dilated x{DILATION}",
+        "overload: K={K} x S={}ms (C={} req/s), Poisson arrivals for {}s, deadline {}ms, mix 20% critical / 30% default / 50% sheddable, seed {seed}, time dilated x{DILATION}",
         S.as_millis(),
         K as f64 / S.as_secs_f64(),
         RUN.as_secs(),
@@ -542,7 +544,7 @@ fn main() {
                 .start_paused(true)
                 .build()
                 .unwrap();
-            let r = rt.block_on(scenario(name, load, 42, RUN));
+            let r = rt.block_on(scenario(name, load, seed, RUN));
             println!(
                 "{:<24} {:>3}x {:>8.1} {:>7.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7} {:>8} {:>6} {:>7.1} {:>7.1} {:>7.1}",
                 name,
@@ -569,7 +571,7 @@ fn main() {
     }
     // What any admission policy could reach on the same arrivals.
     for load in [1.0, 2.0, 5.0] {
-        println!("{}", bounds(load, 42, RUN));
+        println!("{}", bounds(load, seed, RUN));
     }
     // Memory over a long run: what waits (and so what the queue holds) stays
     // bounded by the capacity however long the overload lasts.
