@@ -1048,22 +1048,16 @@ impl Core {
         stripe: usize,
         clock: &impl Fn() -> Instant,
     ) -> Published {
-        let s = match self.stripes.get(stripe) {
-            Some(s) if permit.kind() == PermitKind::Window => s,
-            _ => {
-                return Published {
-                    successes: u64::from(permit.is_tracked()),
-                    transition: self.record(permit, false, false, clock),
-                };
-            }
-        };
         let ctrl = self.ctrl.load(Ordering::Acquire);
-        if (ctrl >> EPOCH_SHIFT) & EPOCH_MASK != permit.epoch() {
-            return Published {
-                successes: 1,
-                transition: None,
-            };
-        }
+        let s = match self.stripes.get(stripe) {
+            Some(s)
+                if permit.kind() == PermitKind::Window
+                    && (ctrl >> EPOCH_SHIFT) & EPOCH_MASK == permit.epoch() =>
+            {
+                s
+            }
+            _ => return self.record_success_at_once(permit, clock),
+        };
         let old = s.word.fetch_add(1, Ordering::Relaxed);
         let count = old & 0xffff_ffff;
         if old >> STRIPE_TAG_SHIFT != permit.epoch() & STRIPE_TAG_MASK
@@ -1073,6 +1067,17 @@ impl Core {
             return self.stripe_full(ctrl, s, old, clock);
         }
         Published::default()
+    }
+
+    /// A success not counted in a stripe: a probe's, one of an older epoch,
+    /// or without stripes.
+    #[cold]
+    #[inline(never)]
+    fn record_success_at_once(&self, permit: &Permit, clock: &impl Fn() -> Instant) -> Published {
+        Published {
+            successes: u64::from(permit.is_tracked()),
+            transition: self.record(permit, false, false, clock),
+        }
     }
 
     /// A success hit its stripe's limit, started a batch, or found the
