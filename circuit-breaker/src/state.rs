@@ -7,6 +7,11 @@
 //! same, so late results of an old state never leak into a new one.
 //! Transitions take a mutex (never held by the closed path) and return a
 //! [`Transition`] for the caller to report after the lock is released.
+//!
+//! Successes of count and time windows are counted in [`Stripe`]s first
+//! (one per group of service clones) and published to the window in
+//! batches; [`Core::flush`] publishes them all, and runs before a failure
+//! is recorded and before the window is read.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
