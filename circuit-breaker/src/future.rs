@@ -9,9 +9,8 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 use resilience_core::{BoxError, ClassifyOutcome, Rejected};
 
-use crate::handle::Lane;
+use crate::handle::Breaker;
 use crate::state::Permit;
-use crate::sync::CachePadded;
 
 pin_project! {
     /// Response future of [`CircuitBreaker`](crate::CircuitBreaker).
@@ -41,7 +40,7 @@ pin_project! {
 
 /// Records an admitted call's outcome, or releases its probe slot on drop.
 pub(crate) struct Recorder<C> {
-    lane: Arc<CachePadded<Lane<C>>>,
+    breaker: Arc<Breaker<C>>,
     permit: Permit,
 }
 
@@ -49,40 +48,26 @@ pub(crate) struct Recorder<C> {
 
 impl<C> Recorder<C> {
     #[inline]
-    pub(crate) fn new(lane: Arc<CachePadded<Lane<C>>>, permit: Permit) -> Self {
-        Self { lane, permit }
+    pub(crate) fn new(breaker: Arc<Breaker<C>>, permit: Permit) -> Self {
+        Self { breaker, permit }
     }
 
-    #[inline(always)]
+    #[inline]
     fn complete<T>(mut self, result: Result<&T, &BoxError>)
     where
         C: ClassifyOutcome<T>,
     {
-        let lane = &self.lane;
-        let outcome = lane.breaker.classify.classify(result);
-        if outcome.is_failure() || lane.shared.core.detects_slow_calls() {
-            lane.shared.record(&self.permit, outcome);
-        } else {
-            lane.shared.record_success(&self.permit, lane.stripe);
-        }
+        let outcome = self.breaker.classify.classify(result);
+        self.breaker.shared.record(&self.permit, outcome);
         self.permit.spend();
     }
 }
 
 impl<C> Drop for Recorder<C> {
-    #[inline]
     fn drop(&mut self) {
         if self.permit.is_probe() {
-            self.release();
+            self.breaker.shared.release(&self.permit);
         }
-    }
-}
-
-impl<C> Recorder<C> {
-    #[cold]
-    #[inline(never)]
-    fn release(&self) {
-        self.lane.shared.release(&self.permit);
     }
 }
 
@@ -121,7 +106,7 @@ where
 {
     type Output = Result<T, BoxError>;
 
-    #[inline(always)]
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called { inner, recorder } => {
@@ -131,15 +116,12 @@ where
                 }
                 Poll::Ready(result)
             }
-            KindProj::Rejected { rejected } => Poll::Ready(Err(take_rejected(rejected))),
+            KindProj::Rejected { rejected } => {
+                let rejected = rejected.take().expect("polled after completion");
+                Poll::Ready(Err(rejected.into()))
+            }
         }
     }
-}
-
-#[cold]
-#[inline(never)]
-fn take_rejected(rejected: &mut Option<Rejected>) -> BoxError {
-    rejected.take().expect("polled after completion").into()
 }
 
 impl<F, C> fmt::Debug for ResponseFuture<F, C> {

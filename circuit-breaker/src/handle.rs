@@ -1,6 +1,6 @@
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use resilience_core::{Outcome, Rejected, RejectionKind};
@@ -9,8 +9,7 @@ use tokio::time::Instant;
 
 use crate::config::CircuitBreakerConfig;
 use crate::metrics::Metrics;
-use crate::state::{CircuitState, Core, Permit, Published, Refusal, Transition};
-use crate::sync::CachePadded;
+use crate::state::{CircuitState, Core, Permit, Refusal, Transition};
 
 /// Capacity of the transition event channel.
 const EVENTS_CAPACITY: usize = 64;
@@ -28,57 +27,10 @@ pub(crate) struct Shared {
 }
 
 /// A breaker's shared state with the classifier its services use (one per
-/// layer).
+/// layer; what a response future holds).
 pub(crate) struct Breaker<C> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) classify: C,
-}
-
-/// What a service and its response futures hold: the breaker, and the
-/// stripe they count successes in. Each stripe has its own `Lane`, so the
-/// reference count a response future takes and gives back, and the
-/// stripe's counter, sit on cache lines that service clones used on other
-/// threads do not touch.
-pub(crate) struct Lane<C> {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) breaker: Arc<Breaker<C>>,
-    pub(crate) stripe: usize,
-}
-
-/// The lanes of one breaker and classifier (what a layer holds); new
-/// services and clones take them in turn.
-pub(crate) struct Lanes<C> {
-    pub(crate) breaker: Arc<Breaker<C>>,
-    lanes: Box<[Arc<CachePadded<Lane<C>>>]>,
-    next: AtomicUsize,
-}
-
-// === impl Lanes ===
-
-impl<C> Lanes<C> {
-    pub(crate) fn new(breaker: Arc<Breaker<C>>) -> Self {
-        let n = breaker.shared.core.stripes().max(1);
-        let lanes = (0..n)
-            .map(|stripe| {
-                Arc::new(CachePadded(Lane {
-                    shared: breaker.shared.clone(),
-                    breaker: breaker.clone(),
-                    stripe,
-                }))
-            })
-            .collect();
-        Self {
-            breaker,
-            lanes,
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// The next lane, for a new service or clone.
-    pub(crate) fn next(&self) -> Arc<CachePadded<Lane<C>>> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lanes[i % self.lanes.len()].clone()
-    }
 }
 
 /// Reads and steers a circuit breaker: a snapshot of its state, transition
@@ -177,41 +129,10 @@ impl Shared {
         self.rejected(refusal)
     }
 
-    /// Records the success (or caller error) of a tracked call, counted in
-    /// `stripe`.
-    #[inline(always)]
-    pub(crate) fn record_success(&self, permit: &Permit, stripe: usize) {
-        let published = self.core.record_success(permit, stripe, &Instant::now);
-        if published.successes != 0 || published.transition.is_some() {
-            self.report(published);
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn report(&self, published: Published) {
-        self.metrics.successes(published.successes);
-        if let Some(t) = published.transition {
-            self.emit(t);
-        }
-    }
-
-    /// Publishes the successes the stripes hold to the window.
-    pub(crate) fn flush(&self) {
-        let published = self.core.flush(&Instant::now);
-        if published.successes != 0 || published.transition.is_some() {
-            self.report(published);
-        }
-    }
-
     /// Records the outcome of a tracked call.
-    #[inline(never)]
+    #[inline]
     pub(crate) fn record(&self, permit: &Permit, outcome: Outcome) {
         self.metrics.call(outcome);
-        if outcome.is_failure() && !permit.is_probe() {
-            // The window holds the successes before it.
-            self.flush();
-        }
         let slow = self.core.is_slow(permit, &Instant::now);
         if let Some(t) = self
             .core
@@ -283,10 +204,8 @@ impl CircuitBreakerHandle {
         self.shared.core.state()
     }
 
-    /// A snapshot of the state and the window's counts (it first publishes
-    /// the successes the breaker's stripes hold to the window).
+    /// A snapshot of the state and the window's counts.
     pub fn snapshot(&self) -> Snapshot {
-        self.shared.flush();
         let now = Instant::now();
         let core = &self.shared.core;
         let stats = core.stats(now);

@@ -4,7 +4,7 @@ use resilience_core::HttpOutcome;
 use tower_layer::Layer;
 
 use crate::config::CircuitBreakerConfig;
-use crate::handle::{Breaker, CircuitBreakerHandle, Lanes, Shared};
+use crate::handle::{Breaker, CircuitBreakerHandle, Shared};
 use crate::service::CircuitBreaker;
 
 /// Applies a [`CircuitBreaker`] to services.
@@ -13,7 +13,7 @@ use crate::service::CircuitBreaker;
 /// service it makes and every clone of those share one state, as do the
 /// [`CircuitBreakerHandle`]s it hands out. Build one layer per dependency.
 pub struct CircuitBreakerLayer<C = HttpOutcome> {
-    lanes: Arc<Lanes<C>>,
+    breaker: Arc<Breaker<C>>,
 }
 
 // === impl CircuitBreakerLayer ===
@@ -26,10 +26,10 @@ impl CircuitBreakerLayer {
     /// calling this: the breaker's metric handles are registered here.
     pub fn new(config: CircuitBreakerConfig) -> Self {
         Self {
-            lanes: Arc::new(Lanes::new(Arc::new(Breaker {
+            breaker: Arc::new(Breaker {
                 shared: Arc::new(Shared::new(&config)),
                 classify: HttpOutcome::new(),
-            }))),
+            }),
         }
     }
 }
@@ -41,17 +41,17 @@ impl<C> CircuitBreakerLayer<C> {
     /// or [`classify_fn`](resilience_core::classify::classify_fn).
     pub fn with_classifier<C2>(self, classify: C2) -> CircuitBreakerLayer<C2> {
         CircuitBreakerLayer {
-            lanes: Arc::new(Lanes::new(Arc::new(Breaker {
-                shared: self.lanes.breaker.shared.clone(),
+            breaker: Arc::new(Breaker {
+                shared: self.breaker.shared.clone(),
                 classify,
-            }))),
+            }),
         }
     }
 
     /// A handle on the shared state.
     pub fn handle(&self) -> CircuitBreakerHandle {
         CircuitBreakerHandle {
-            shared: self.lanes.breaker.shared.clone(),
+            shared: self.breaker.shared.clone(),
         }
     }
 }
@@ -60,14 +60,14 @@ impl<S, C> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::with_lanes(inner, self.lanes.clone())
+        CircuitBreaker::with_breaker(inner, self.breaker.clone())
     }
 }
 
 impl<C> Clone for CircuitBreakerLayer<C> {
     fn clone(&self) -> Self {
         Self {
-            lanes: self.lanes.clone(),
+            breaker: self.breaker.clone(),
         }
     }
 }
@@ -75,7 +75,7 @@ impl<C> Clone for CircuitBreakerLayer<C> {
 impl<C> std::fmt::Debug for CircuitBreakerLayer<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CircuitBreakerLayer")
-            .field("shared", &self.lanes.breaker.shared)
+            .field("shared", &self.breaker.shared)
             .finish_non_exhaustive()
     }
 }

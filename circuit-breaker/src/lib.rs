@@ -96,39 +96,15 @@
 //!
 //! # Performance
 //!
-//! The closed path takes no lock, makes no allocation and writes no cache
-//! line that service clones used on other threads write. A layer keeps a
-//! few *stripes* (twice the available parallelism, at most 32); each
-//! service, and each clone of it, takes the next stripe. A call loads the
-//! state word, takes a reference on its stripe's handle (the response
-//! future's, given back when it completes) and counts a success in its
-//! stripe with one `fetch_add`. When a stripe holds a batch (up to 32
-//! successes), it publishes it to the shared window; a failure, and a
-//! [`snapshot`](CircuitBreakerHandle::snapshot), first publish every
-//! stripe. So the window always holds every completed call when it is
-//! evaluated: a count window is exactly the last N calls, and a single
-//! thread sees the same decisions as with no batching (while the window
-//! is below its minimum of calls, each success is published at once, as
-//! it may complete the minimum). Under concurrency, a failure is evaluated
-//! with the successes published so far: a success racing with it may be
-//! counted just after it, as any concurrent outcome could be.
-//!
-//! A count-based window never reads the clock (unless slow calls are
-//! detected). A time-based window reads it once at the start and once at
-//! the end of a batch: a batch's last success is dated when it completes,
-//! the others at the batch's start (the earliest they can be, so they
-//! never stay in the window longer than they should). The first success in
-//! a new bucket, or while the window is below its minimum of calls, is
-//! published and evaluated at once, and a batch that spans buckets halves
-//! the next one: when successes are sparser than one per bucket, each is
-//! dated exactly. Evaluating a time window costs O(buckets), only when a
-//! failure is recorded or a success may change the decision. With
-//! slow-call detection, or a consecutive-failures window, each outcome is
-//! recorded at once (a success of the consecutive window is one load).
-//!
-//! The `success` count of the calls metric is published with the batches
-//! (failures and rejections at once). Transitions take a mutex, and
-//! report (metrics, tracing, events) after releasing it.
+//! The closed path takes no lock and makes no allocation: one load of the
+//! state word, one `fetch_add` for the count window's index (a slot is only
+//! written when its outcome changes), and the reference count of the
+//! response future's handle on the shared state. A count-based window does
+//! not read the clock (unless slow calls are detected); a time-based window
+//! reads it once per call and costs O(buckets) only when a failure is
+//! recorded (or a success is the first of a new bucket, or the window is
+//! still below the minimum of calls). Hot atomics sit on their own cache lines. Transitions take a
+//! mutex, and report (metrics, tracing, events) after releasing it.
 //!
 //! Use [`ErrorsAsFailures`] for responses that are not `http::Response`s
 //! (only errors count as failures), [`GrpcOutcome`](resilience_core::GrpcOutcome)
@@ -178,9 +154,7 @@
 //!
 //! A [`CircuitBreakerLayer`] owns one breaker state (behind an `Arc`).
 //! Cloning the layer, or the services it makes, shares that state; so do
-//! [`CircuitBreakerHandle`]s. A service clone holds no admission of its own;
-//! it counts its successes in the next of the breaker's stripes (see
-//! [Performance](#performance)), so give each thread its own clone.
+//! [`CircuitBreakerHandle`]s. A service clone holds no admission of its own.
 //!
 //! # Errors
 //!
@@ -201,10 +175,6 @@
 //! | `resilience_circuit_breaker_transitions_total` | counter | `name`, `to` |
 //! | `resilience_circuit_breaker_calls_total` | counter | `name`, `outcome` = `success`\|`failure`\|`rejected` |
 //! | `resilience_throttle_rejected_total` | counter | `name`, `priority` |
-//!
-//! Successes are added to `calls_total` with their batches (see
-//! [Performance](#performance)), so it may lag by up to 32 successes per
-//! stripe until the next failure or snapshot.
 //!
 //! Every transition is also logged with `tracing::info!`; rejections with
 //! `debug!`.

@@ -76,14 +76,6 @@ impl Metrics {
         }
     }
 
-    /// Counts `n` successful calls (caller errors included).
-    #[inline]
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn successes(&self, n: u64) {
-        #[cfg(feature = "metrics")]
-        self.success.increment(n);
-    }
-
     /// Counts a call refused by the breaker.
     #[inline]
     pub(crate) fn rejected(&self) {

@@ -7,8 +7,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::future::{Recorder, ResponseFuture};
-use crate::handle::{CircuitBreakerHandle, Lane, Lanes};
-use crate::sync::CachePadded;
+use crate::handle::{Breaker, CircuitBreakerHandle};
 
 /// Fails fast while its dependency is failing. See the [crate docs](crate).
 ///
@@ -21,10 +20,7 @@ use crate::sync::CachePadded;
 /// `ReadyCache`) therefore holds no probe slot.
 pub struct CircuitBreaker<S, C> {
     inner: S,
-    /// The breaker, through this clone's stripe.
-    lane: Arc<CachePadded<Lane<C>>>,
-    /// Every stripe's lane (for clones).
-    lanes: Arc<Lanes<C>>,
+    breaker: Arc<Breaker<C>>,
     /// Whether the last `poll_ready` polled the inner service ready (spent
     /// by `call`).
     inner_ready: bool,
@@ -33,11 +29,10 @@ pub struct CircuitBreaker<S, C> {
 // === impl CircuitBreaker ===
 
 impl<S, C> CircuitBreaker<S, C> {
-    pub(crate) fn with_lanes(inner: S, lanes: Arc<Lanes<C>>) -> Self {
+    pub(crate) fn with_breaker(inner: S, breaker: Arc<Breaker<C>>) -> Self {
         Self {
             inner,
-            lane: lanes.next(),
-            lanes,
+            breaker,
             inner_ready: false,
         }
     }
@@ -45,7 +40,7 @@ impl<S, C> CircuitBreaker<S, C> {
     /// A handle on the breaker's shared state.
     pub fn handle(&self) -> CircuitBreakerHandle {
         CircuitBreakerHandle {
-            shared: self.lane.shared.clone(),
+            shared: self.breaker.shared.clone(),
         }
     }
 
@@ -79,55 +74,51 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Closed (the common case): one load. While the circuit fails fast,
         // be ready without polling the inner service: `call` rejects.
-        if !self.lane.shared.core.admits_all() && self.fails_fast() {
+        if !self.breaker.shared.core.admits_all()
+            && self
+                .breaker
+                .shared
+                .core
+                .fails_fast(Instant::now())
+                .is_some()
+        {
             self.inner_ready = false;
             return Poll::Ready(Ok(()));
         }
-        let ready = self.inner.poll_ready(cx).map_err(Into::into);
-        self.inner_ready = matches!(ready, Poll::Ready(Ok(())));
-        ready
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                self.inner_ready = true;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => {
+                self.inner_ready = false;
+                Poll::Ready(Err(e.into()))
+            }
+            Poll::Pending => {
+                self.inner_ready = false;
+                Poll::Pending
+            }
+        }
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        if self.inner_ready {
-            // Closed: the permit, without a clock read (unless slow calls
-            // are detected) or a lock.
-            if let Some(permit) = self.lane.shared.core.acquire_closed(&Instant::now) {
-                self.inner_ready = false;
-                let recorder = Recorder::new(self.lane.clone(), permit);
-                return ResponseFuture::new(self.inner.call(req), Some(recorder));
-            }
-        }
-        self.call_slow(req)
-    }
-}
-
-impl<S, C> CircuitBreaker<S, C> {
-    /// Whether the circuit fails fast now (open, forced open).
-    #[cold]
-    #[inline(never)]
-    fn fails_fast(&self) -> bool {
-        self.lane.shared.core.fails_fast(Instant::now()).is_some()
-    }
-
-    /// `call` when the circuit is not simply closed.
-    #[cold]
-    #[inline(never)]
-    fn call_slow<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, C>
-    where
-        S: Service<Req>,
-    {
         if !std::mem::replace(&mut self.inner_ready, false) {
             // `poll_ready` saw the circuit failing fast and did not poll the
             // inner service: it may not be called now, whatever the state.
-            return ResponseFuture::rejected(self.lane.shared.not_polled(Instant::now()));
+            return ResponseFuture::rejected(self.breaker.shared.not_polled(Instant::now()));
+        }
+        // Closed: the permit, without a clock read (unless slow calls are
+        // detected) or a lock.
+        if let Some(permit) = self.breaker.shared.core.acquire_closed(&Instant::now) {
+            let recorder = Recorder::new(self.breaker.clone(), permit);
+            return ResponseFuture::new(self.inner.call(req), Some(recorder));
         }
         // Anything else (a probe, a ramp share, open since `poll_ready`):
         // decide now; a refusal does not call the inner service.
-        match self.lane.shared.acquire() {
+        match self.breaker.shared.acquire() {
             Ok(permit) => {
-                let recorder = permit.map(|p| Recorder::new(self.lane.clone(), p));
+                let recorder = permit.map(|p| Recorder::new(self.breaker.clone(), p));
                 ResponseFuture::new(self.inner.call(req), recorder)
             }
             Err(rejected) => ResponseFuture::rejected(rejected),
@@ -136,13 +127,11 @@ impl<S, C> CircuitBreaker<S, C> {
 }
 
 impl<S: Clone, C> Clone for CircuitBreaker<S, C> {
-    /// Shares the breaker's state (counting its successes in the next
-    /// stripe); the clone holds no admission of its own.
+    /// Shares the breaker's state; the clone holds no admission of its own.
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            lane: self.lanes.next(),
-            lanes: self.lanes.clone(),
+            breaker: self.breaker.clone(),
             inner_ready: false,
         }
     }
@@ -152,7 +141,7 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)
-            .field("state", &self.lane.shared.core.state())
+            .field("state", &self.breaker.shared.core.state())
             .finish_non_exhaustive()
     }
 }

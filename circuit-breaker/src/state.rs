@@ -7,11 +7,6 @@
 //! same, so late results of an old state never leak into a new one.
 //! Transitions take a mutex (never held by the closed path) and return a
 //! [`Transition`] for the caller to report after the lock is released.
-//!
-//! Successes of count and time windows are counted in [`Stripe`]s first
-//! (one per group of service clones) and published to the window in
-//! batches; [`Core::flush`] publishes them all, and runs before a failure
-//! is recorded and before the window is read.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -300,46 +295,6 @@ impl CountWindow {
         head.wrapping_add(1)
     }
 
-    /// Records `k` successes at once (the calls go into consecutive
-    /// slots, as if recorded one by one); returns how many calls were
-    /// recorded so far.
-    pub(crate) fn record_successes(&self, k: u64) -> u64 {
-        let head = self.head.fetch_add(k, Ordering::Relaxed);
-        if self.failures.load(Ordering::Relaxed) == 0 && self.slow.load(Ordering::Relaxed) == 0 {
-            // Every slot is a success already.
-            return head.wrapping_add(k);
-        }
-        let len = self.slots.len();
-        let index_of = |i: u64| {
-            let low = self.fastmod.wrapping_mul(u64::from(i as u32));
-            ((u128::from(low) * len as u128) >> 64) as usize
-        };
-        let clear = |index: usize| {
-            let slot = &self.slots[index];
-            if slot.load(Ordering::Relaxed) != 0 {
-                let old = slot.swap(0, Ordering::AcqRel);
-                self.adjust(old, 0);
-            }
-        };
-        if (head >> 32) != (head.wrapping_add(k) >> 32) {
-            // The ring order jumps at the 2^32 wrap: slot by slot.
-            (head..head.wrapping_add(k)).for_each(|i| clear(index_of(i)));
-        } else {
-            // Only the last `len` can still be in the ring, in slots that
-            // follow one another.
-            let first = head + k.saturating_sub(len as u64);
-            let mut index = index_of(first);
-            for _ in first..head + k {
-                clear(index);
-                index += 1;
-                if index == len {
-                    index = 0;
-                }
-            }
-        }
-        head.wrapping_add(k)
-    }
-
     #[inline]
     fn adjust(&self, old: u8, new: u8) {
         let changed = old ^ new;
@@ -451,26 +406,18 @@ impl TimeWindow {
     /// Records one outcome at `now_ns`; returns the stamp of its tick.
     #[inline]
     pub(crate) fn record(&self, now_ns: u64, bits: u8) -> u64 {
-        self.record_n(now_ns, bits, 1)
-    }
-
-    /// Records `n` calls with the same outcome at `now_ns` (`n` is 1 unless
-    /// `bits` is 0); returns the stamp of its tick.
-    #[inline]
-    fn record_n(&self, now_ns: u64, bits: u8, n: u64) -> u64 {
-        let n = n.min(COUNT_MASK);
         let (stamp, bucket) = self.locate(now_ns);
         let mut cur = bucket.calls.load(Ordering::Relaxed);
         loop {
             if cur >> COUNT_BITS == stamp {
-                if cur & COUNT_MASK <= COUNT_MASK - n {
-                    bucket.calls.fetch_add(n, Ordering::AcqRel);
+                if cur & COUNT_MASK != COUNT_MASK {
+                    bucket.calls.fetch_add(1, Ordering::AcqRel);
                 }
                 break;
             }
             match bucket.calls.compare_exchange_weak(
                 cur,
-                (stamp << COUNT_BITS) | n,
+                (stamp << COUNT_BITS) | 1,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -502,14 +449,6 @@ impl TimeWindow {
             }
         }
         stamp
-    }
-
-    /// Records `n` successes at `at_ns`, no later than `now_ns`, unless
-    /// they have left the window by then.
-    fn record_early(&self, at_ns: u64, now_ns: u64, n: u64) {
-        if at_ns / self.bucket_ns + (self.buckets.len() as u64) > now_ns / self.bucket_ns {
-            self.record_n(at_ns, 0, n);
-        }
     }
 
     pub(crate) fn stats(&self, now_ns: u64) -> Stats {
@@ -545,14 +484,6 @@ impl TimeWindow {
     }
 }
 
-/// Stripes per breaker: twice the available parallelism, so that the
-/// service clones of different threads rarely share one; at most 32.
-fn stripe_count() -> usize {
-    std::thread::available_parallelism()
-        .map_or(4, |n| n.get() * 2)
-        .clamp(2, 32)
-}
-
 /// `d` in nanoseconds, saturating at `u64::MAX` (about 584 years).
 #[inline]
 fn saturating_nanos(d: Duration) -> u64 {
@@ -576,46 +507,6 @@ const RESULT_BITS: u32 = 13;
 const RESULT_MASK: u64 = (1 << RESULT_BITS) - 1;
 const RESULT_EPOCH_SHIFT: u32 = 40;
 const RESULT_EPOCH_MASK: u64 = (1 << 24) - 1;
-
-/// Successes a stripe counts before it publishes them to the window (the
-/// most; see [`Stripe`]).
-const BATCH: u64 = 32;
-const STRIPE_TAG_SHIFT: u32 = 40;
-const STRIPE_TAG_MASK: u64 = (1 << 24) - 1;
-const STRIPE_LIMIT_SHIFT: u32 = 32;
-const STRIPE_LIMIT_MASK: u64 = 0x7f;
-/// Time window: the first success of a batch notes the time.
-const STRIPE_FIRST: u64 = 1 << 39;
-
-/// The successes one group of service clones counted and not yet
-/// published to the window (closed and metrics-only states, count and time
-/// windows, no slow-call detection).
-///
-/// `word` is `epoch (low 24 bits) << 40 | first << 39 | limit << 32 |
-/// count`: a success
-/// adds one with a `fetch_add` on a cache line of its own, and only the
-/// `limit`-th publishes them all. Before a failure is recorded, and before
-/// a snapshot, every stripe is published, so the window holds every
-/// completed call: batching changes when successes reach the shared
-/// window, never which calls it holds. `limit` is 1 (publish each success
-/// at once) while a success may change the decision: the window is below
-/// its minimum of calls, or (time window) it is the first success of a new
-/// bucket.
-pub(crate) struct Stripe {
-    word: AtomicU64,
-    /// Time window: when the current batch's first success completed.
-    start_ns: AtomicU64,
-}
-
-/// The result of publishing successes.
-#[derive(Debug, Default)]
-#[must_use]
-pub(crate) struct Published {
-    /// Successes counted (for the calls metric), including those of an
-    /// older epoch that were dropped.
-    pub(crate) successes: u64,
-    pub(crate) transition: Option<Transition>,
-}
 
 /// Parameters copied out of the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -654,11 +545,6 @@ pub(crate) struct Core {
     probes_admitted: AtomicU64,
     probe_results: AtomicU64,
     window: Window,
-    /// Successes counted per group of service clones (empty: every outcome
-    /// is recorded at once).
-    stripes: Box<[CachePadded<Stripe>]>,
-    /// `STRIPE_FIRST` for a time window, else 0.
-    stripe_first: u64,
     locked: Mutex<Locked>,
 }
 
@@ -677,25 +563,6 @@ impl Core {
                 run: AtomicU32::new(0),
             },
         };
-        // Successes are batched for count and time windows, unless each
-        // call's duration is needed (slow-call detection): the consecutive
-        // window only loads its run on a success.
-        let batched =
-            config.slow_call_duration.is_none() && !matches!(window, Window::Consecutive { .. });
-        let stripes = if batched { stripe_count() } else { 0 };
-        let stripe_first = match window {
-            Window::Time(_) => STRIPE_FIRST,
-            _ => 0,
-        };
-        let stripes = (0..stripes)
-            .map(|_| {
-                CachePadded(Stripe {
-                    // epoch 0, limit 1: the first success publishes
-                    word: AtomicU64::new((1 << STRIPE_LIMIT_SHIFT) | stripe_first),
-                    start_ns: AtomicU64::new(0),
-                })
-            })
-            .collect();
         let seed = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
@@ -723,8 +590,6 @@ impl Core {
             probes_admitted: AtomicU64::new(0),
             probe_results: AtomicU64::new(0),
             window,
-            stripes,
-            stripe_first,
             locked: Mutex::new(Locked {
                 opens: 0,
                 rng: seed | 1,
@@ -1029,238 +894,6 @@ impl Core {
         };
         let reason = self.exceeded(stats)?;
         self.trip(ctrl, clock(), reason)
-    }
-
-    /// Whether slow calls are detected (every outcome needs a clock read).
-    #[inline]
-    pub(crate) fn detects_slow_calls(&self) -> bool {
-        self.params.slow_call.is_some()
-    }
-
-    /// How many stripes successes are counted in (0: none, every outcome
-    /// goes to [`Core::record`]).
-    pub(crate) fn stripes(&self) -> usize {
-        self.stripes.len()
-    }
-
-    /// Records the success of a call admitted with `permit`, counted in
-    /// `stripe` (below [`Core::stripes`], else recorded at once). Same
-    /// decisions as [`Core::record`] in a single thread.
-    #[inline(always)]
-    pub(crate) fn record_success(
-        &self,
-        permit: &Permit,
-        stripe: usize,
-        clock: &impl Fn() -> Instant,
-    ) -> Published {
-        let ctrl = self.ctrl.load(Ordering::Acquire);
-        let s = match self.stripes.get(stripe) {
-            Some(s)
-                if permit.kind() == PermitKind::Window
-                    && (ctrl >> EPOCH_SHIFT) & EPOCH_MASK == permit.epoch() =>
-            {
-                s
-            }
-            _ => return self.record_success_at_once(permit, clock),
-        };
-        let old = s.word.fetch_add(1, Ordering::Relaxed);
-        let count = old & 0xffff_ffff;
-        if old >> STRIPE_TAG_SHIFT != permit.epoch() & STRIPE_TAG_MASK
-            || count + 1 >= (old >> STRIPE_LIMIT_SHIFT) & STRIPE_LIMIT_MASK
-            || (count == 0 && old & STRIPE_FIRST != 0)
-        {
-            return self.stripe_full(ctrl, s, old, clock);
-        }
-        Published::default()
-    }
-
-    /// A success not counted in a stripe: a probe's, one of an older epoch,
-    /// or without stripes.
-    #[cold]
-    #[inline(never)]
-    fn record_success_at_once(&self, permit: &Permit, clock: &impl Fn() -> Instant) -> Published {
-        Published {
-            successes: u64::from(permit.is_tracked()),
-            transition: self.record(permit, false, false, clock),
-        }
-    }
-
-    /// A success hit its stripe's limit, started a batch, or found the
-    /// stripe of an older epoch.
-    #[cold]
-    #[inline(never)]
-    fn stripe_full(
-        &self,
-        ctrl: u64,
-        s: &Stripe,
-        old: u64,
-        clock: &impl Fn() -> Instant,
-    ) -> Published {
-        let tag = (ctrl >> EPOCH_SHIFT) & STRIPE_TAG_MASK;
-        let count = old & 0xffff_ffff;
-        let limit = (old >> STRIPE_LIMIT_SHIFT) & STRIPE_LIMIT_MASK;
-        if old >> STRIPE_TAG_SHIFT == tag && count == 0 && count + 1 < limit {
-            // The first success of a batch: a time window notes its tick,
-            // and publishes at once if it may change the decision.
-            let Window::Time(w) = &self.window else {
-                return Published::default();
-            };
-            let now_ns = self.nanos(clock());
-            let (stamp, _) = w.locate(now_ns);
-            s.start_ns.store(now_ns, Ordering::Relaxed);
-            if !w.needs_evaluation(stamp) {
-                return Published::default();
-            }
-        }
-        let (mut pending, mut dropped) = self.take(s, tag);
-        if old >> STRIPE_TAG_SHIFT != tag && dropped > 0 {
-            // This success went into a stripe of an older epoch.
-            dropped -= 1;
-            pending += 1;
-        }
-        let mut published = self.publish_successes(ctrl, pending, s, clock);
-        published.successes += dropped;
-        published
-    }
-
-    /// Empties stripe `s` for the epoch `tag`: the successes of that epoch
-    /// and those of an older one.
-    fn take(&self, s: &Stripe, tag: u64) -> (u64, u64) {
-        let mut cur = s.word.load(Ordering::Acquire);
-        loop {
-            let same = cur >> STRIPE_TAG_SHIFT == tag;
-            let limit = if same {
-                (cur >> STRIPE_LIMIT_SHIFT) & STRIPE_LIMIT_MASK
-            } else {
-                1
-            };
-            let next =
-                (tag << STRIPE_TAG_SHIFT) | (limit << STRIPE_LIMIT_SHIFT) | self.stripe_first;
-            match s
-                .word
-                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => {
-                    let count = cur & 0xffff_ffff;
-                    return if same { (count, 0) } else { (0, count) };
-                }
-                Err(actual) => cur = actual,
-            }
-        }
-    }
-
-    /// Records `k` successes into the window, evaluates the thresholds if
-    /// they may change the decision, and sets the limit of stripe `s`. The
-    /// last of them completed now; a time window dates the first at the
-    /// batch's start and those between too (the earliest they can be).
-    fn publish_successes(
-        &self,
-        ctrl: u64,
-        k: u64,
-        s: &Stripe,
-        clock: &impl Fn() -> Instant,
-    ) -> Published {
-        let closed = ctrl & STATE_MASK == CLOSED; // metrics-only never trips
-        let (limit, stats) = match &self.window {
-            Window::Count(w) => {
-                let recorded = w.record_successes(k);
-                let min = self.params.minimum_calls;
-                // Below the minimum, each success may complete it.
-                let limit = if recorded < min { 1 } else { BATCH };
-                let crossed = k > 0 && recorded >= min && recorded - k < min;
-                (limit, (closed && crossed).then(|| w.stats()))
-            }
-            Window::Time(w) => {
-                let now_ns = self.nanos(clock());
-                let (stamp, _) = w.locate(now_ns);
-                let same_tick = match k {
-                    0 => true,
-                    1 => {
-                        w.record_n(now_ns, 0, 1);
-                        true
-                    }
-                    _ => {
-                        w.record_n(now_ns, 0, 1);
-                        let start_ns = s.start_ns.load(Ordering::Relaxed).min(now_ns);
-                        w.record_early(start_ns, now_ns, k - 1);
-                        w.locate(start_ns).0 == stamp
-                    }
-                };
-                let stats = w.needs_evaluation(stamp).then(|| {
-                    let stats = w.stats(now_ns);
-                    w.evaluated(stamp, stats.calls < self.params.minimum_calls);
-                    stats
-                });
-                let below = w.evaluated.load(Ordering::Relaxed) & 1 != 0;
-                let old =
-                    (s.word.load(Ordering::Relaxed) >> STRIPE_LIMIT_SHIFT) & STRIPE_LIMIT_MASK;
-                let limit = if below {
-                    1
-                } else if same_tick {
-                    (old * 2).clamp(2, BATCH)
-                } else {
-                    // A batch that spanned ticks halves the next one.
-                    (old / 2).max(2)
-                };
-                (limit, stats.filter(|_| closed))
-            }
-            Window::Consecutive { .. } => (1, None),
-        };
-        let tag = (ctrl >> EPOCH_SHIFT) & STRIPE_TAG_MASK;
-        let _ = s
-            .word
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                (cur >> STRIPE_TAG_SHIFT == tag).then_some(
-                    (cur & !(STRIPE_LIMIT_MASK << STRIPE_LIMIT_SHIFT))
-                        | (limit << STRIPE_LIMIT_SHIFT),
-                )
-            });
-        let transition = stats
-            .and_then(|stats| self.exceeded(stats))
-            .and_then(|reason| self.trip(ctrl, clock(), reason));
-        Published {
-            successes: k,
-            transition,
-        }
-    }
-
-    /// Publishes every stripe's successes to the window (before a failure
-    /// is recorded, or the window is read). A time window dates them at
-    /// their batch's start. The thresholds are not evaluated: the failure
-    /// that follows is.
-    pub(crate) fn flush(&self, clock: &impl Fn() -> Instant) -> Published {
-        if self.stripes.is_empty() {
-            return Published::default();
-        }
-        let ctrl = self.ctrl.load(Ordering::Acquire);
-        let tag = (ctrl >> EPOCH_SHIFT) & STRIPE_TAG_MASK;
-        let mut now_ns = None;
-        let mut successes = 0;
-        for s in self.stripes.iter() {
-            if s.word.load(Ordering::Relaxed) & 0xffff_ffff == 0 {
-                continue;
-            }
-            let (pending, dropped) = self.take(s, tag);
-            successes += pending + dropped;
-            if pending == 0 {
-                continue;
-            }
-            match &self.window {
-                Window::Count(w) => {
-                    w.record_successes(pending);
-                }
-                Window::Time(w) => {
-                    let now_ns = *now_ns.get_or_insert_with(|| self.nanos(clock()));
-                    let start_ns = s.start_ns.load(Ordering::Relaxed).min(now_ns);
-                    w.record_early(start_ns, now_ns, pending);
-                }
-                Window::Consecutive { .. } => {}
-            }
-        }
-        Published {
-            successes,
-            transition: None,
-        }
     }
 
     /// Whether the window's rates call for opening.
@@ -1581,37 +1214,6 @@ mod tests {
         }
     }
 
-    /// `k` successes at once leave the ring as `k` recorded one by one,
-    /// across the 2^32 wrap of the index too.
-    #[test]
-    fn successes_at_once_match_one_by_one() {
-        for size in [1u32, 3, 7, 100] {
-            for start in [0u64, 5, (1 << 32) - 9, (1 << 32) + 3] {
-                for k in [1u64, 2, 5, 31, 32, 250] {
-                    let (a, b) = (CountWindow::new(size), CountWindow::new(size));
-                    for w in [&a, &b] {
-                        w.head.store(start, Ordering::Relaxed);
-                        for i in 0..2 * u64::from(size) {
-                            w.record(if i % 3 == 0 { BAD_FAILURE } else { BAD_SLOW });
-                        }
-                    }
-                    a.record_successes(k);
-                    for _ in 0..k {
-                        b.record(0);
-                    }
-                    let slots = |w: &CountWindow| {
-                        w.slots
-                            .iter()
-                            .map(|s| s.load(Ordering::Relaxed))
-                            .collect::<Vec<_>>()
-                    };
-                    assert_eq!(slots(&a), slots(&b), "size {size} start {start} k {k}");
-                    assert_eq!(a.stats(), b.stats());
-                }
-            }
-        }
-    }
-
     #[test]
     fn count_window_slides() {
         let w = CountWindow::new(3);
@@ -1898,97 +1500,6 @@ mod tests {
             }
         }
 
-        /// With successes batched in stripes (calls spread over several
-        /// service clones, one thread), a count window decides exactly as
-        /// the model: the stripes are published before every failure.
-        #[test]
-        fn batched_count_window_same_decisions_as_model(
-            size in 1u32..40,
-            min_calls in 1u32..40,
-            rate in 1u32..=100,
-            seq in proptest::collection::vec((any::<bool>(), 0usize..4, 0u8..8), 1..300),
-        ) {
-            let min_calls = min_calls.min(size);
-            let t0 = Instant::now();
-            let c = core(
-                CircuitBreakerConfig::builder()
-                    .failure_rate_threshold(f64::from(rate))
-                    .minimum_calls(min_calls)
-                    .count_window(size),
-                t0,
-            );
-            prop_assert!(c.stripes() >= 2);
-            let clock = || t0;
-            let mut m = Model::default();
-            for (failure, stripe, snapshot) in seq {
-                let p = c.acquire(&clock).0.unwrap();
-                let t = if failure {
-                    prop_assert!(c.flush(&clock).transition.is_none());
-                    c.record(&p, true, false, &clock)
-                } else {
-                    c.record_success(&p, stripe % c.stripes(), &clock).transition
-                };
-                m.events.push((0, bad_bits(failure, false)));
-                let s = m.count(size as usize);
-                let want = s.calls >= u64::from(min_calls)
-                    && s.failures * 100 >= u64::from(rate) * s.calls;
-                prop_assert_eq!(t.is_some(), want, "stats {:?}", s);
-                if want {
-                    prop_assert_eq!(c.state(), CircuitState::Open);
-                    break;
-                }
-                if snapshot == 0 {
-                    // what a snapshot sees
-                    let _ = c.flush(&clock);
-                    prop_assert_eq!(c.stats(t0), s);
-                }
-            }
-        }
-
-        /// A batched time window decides as the model while successes are
-        /// at most one per bucket (each is then dated exactly); denser, a
-        /// batch's successes may be dated up to its start.
-        #[test]
-        fn batched_time_window_sparse_same_decisions_as_model(
-            buckets in 1u32..20,
-            min_calls in 1u32..20,
-            rate in 1u32..=100,
-            seq in proptest::collection::vec((any::<bool>(), 0usize..4, 100u64..3000), 1..200),
-        ) {
-            let t0 = Instant::now();
-            let c = core(
-                CircuitBreakerConfig::builder()
-                    .failure_rate_threshold(f64::from(rate))
-                    .minimum_calls(min_calls)
-                    .time_window(Duration::from_millis(u64::from(buckets) * 100))
-                    .time_window_buckets(buckets),
-                t0,
-            );
-            let mut m = Model::default();
-            let mut now = t0;
-            for (failure, stripe, dt_ms) in seq {
-                now += Duration::from_millis(dt_ms);
-                let clock = || now;
-                let p = c.acquire(&clock).0.unwrap();
-                let t = if failure {
-                    prop_assert!(c.flush(&clock).transition.is_none());
-                    c.record(&p, true, false, &clock)
-                } else {
-                    c.record_success(&p, stripe % c.stripes(), &clock).transition
-                };
-                let ns = u64::try_from((now - t0).as_nanos()).unwrap();
-                m.events.push((ns, bad_bits(failure, false)));
-                let s = m.time(ns, 100_000_000, u64::from(buckets));
-                let want = s.calls >= u64::from(min_calls)
-                    && s.failures * 100 >= u64::from(rate) * s.calls;
-                prop_assert_eq!(t.is_some(), want, "stats {:?}", s);
-                if want {
-                    break;
-                }
-                prop_assert_eq!(c.stats(now), s);
-            }
-        }
-
         /// The breaker opens exactly when the model's rate over the window
         /// first reaches the threshold with enough calls, for both windows.
         #[test]
@@ -2054,48 +1565,6 @@ mod loom_tests {
             .jitter(0.0)
             .build()
             .unwrap()
-    }
-
-    /// A success counted in a stripe races with a failure recorded by
-    /// another thread (which publishes the stripes first): no success is
-    /// lost or counted twice.
-    #[test]
-    fn batched_success_races_with_a_failure() {
-        loom::model(|| {
-            let t0 = Instant::now();
-            let config = CircuitBreakerConfig::builder()
-                .count_window(4)
-                .minimum_calls(2)
-                .failure_rate_threshold(100.0)
-                .jitter(0.0)
-                .build()
-                .unwrap();
-            let core = Arc::new(Core::new(&config, t0));
-            let clock = move || t0;
-            // Past the minimum: the stripes batch.
-            for _ in 0..2 {
-                let p = core.acquire(&clock).0.unwrap();
-                let _ = core.record_success(&p, 0, &clock);
-            }
-            let p1 = core.acquire(&clock).0.unwrap();
-            let p2 = core.acquire(&clock).0.unwrap();
-            let c2 = core.clone();
-            let th = loom::thread::spawn(move || {
-                let clock = move || t0;
-                let _ = c2.record_success(&p1, 0, &clock);
-            });
-            let _ = core.flush(&clock);
-            assert!(core.record(&p2, true, false, &clock).is_none());
-            th.join().unwrap();
-            let _ = core.flush(&clock);
-            let expected = Stats {
-                calls: 4,
-                failures: 1,
-                slow: 0,
-            };
-            assert_eq!(core.stats(t0), expected);
-            assert_eq!(core.state(), CircuitState::Closed);
-        });
     }
 
     /// Two callers race for one probe slot: exactly one wins; when the
