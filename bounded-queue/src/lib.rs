@@ -72,7 +72,10 @@
 //!   the level waiting.
 //!
 //! Dropping a queued request's future leaves the queue at once; dropping an
-//! admitted one releases its slot. The limit can also come from an
+//! admitted one releases its slot. A slot is also released as soon as the
+//! response is ready; the finished inner future itself (and anything it
+//! holds) is dropped with the response future, as tower's futures do. The
+//! limit can also come from an
 //! [adaptive] algorithm (AIMD, Gradient2); [`kind`] routes requests to
 //! separate named queues; [`rate`] adds a token-bucket rate limit shared by
 //! all clones.

@@ -104,7 +104,7 @@ pub(crate) struct Permit {
 
 /// [`Permit::meta`]: the call's service time is sampled.
 const SAMPLED: u64 = 0b100;
-/// [`Permit::meta`]: the slot was released by [`Permit::complete`].
+/// [`Permit::meta`]: the slot was released by [`Permit::finish`].
 const RELEASED: u64 = 0b1000;
 
 /// A queued request; dropping it leaves the queue.
