@@ -8,9 +8,9 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use resilience_core::{BoxError, ClassifyOutcome, Outcome, Rejected};
-use tokio::time::Instant;
 
 use super::layer::ThrottleShared;
+use super::state::Bucket;
 
 type Waiting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
@@ -26,14 +26,14 @@ pin_project! {
         inner: Option<F>,
         waiting: Option<Waiting<T>>,
         rejected: Option<Rejected>,
-        accept: Option<(Arc<ThrottleShared>, C, Instant)>,
+        accept: Option<(Arc<ThrottleShared>, C, Bucket)>,
     }
 }
 
 // === impl ResponseFuture ===
 
 impl<F, C, T> ResponseFuture<F, C, T> {
-    pub(crate) fn new(inner: F, accept: Option<(Arc<ThrottleShared>, C, Instant)>) -> Self {
+    pub(crate) fn new(inner: F, accept: Option<(Arc<ThrottleShared>, C, Bucket)>) -> Self {
         Self {
             inner: Some(inner),
             waiting: None,

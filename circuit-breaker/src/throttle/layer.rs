@@ -9,7 +9,7 @@ use tower_layer::Layer;
 
 use super::config::{ThrottleConfig, ThrottleMode};
 use super::service::Throttle;
-use super::state::{ThrottleState, random};
+use super::state::{Bucket, ThrottleState, random};
 use crate::CircuitBreakerHandle;
 
 /// State shared by a throttle layer, its services and handles.
@@ -58,22 +58,17 @@ impl ThrottleShared {
     /// adaptive mode (the accept is counted in the bucket of `at`),
     /// `Ok(None)` when admitted in fixed mode.
     #[inline]
-    pub(crate) fn admit(&self, priority: Priority) -> Result<Option<Instant>, Rejected> {
+    pub(crate) fn admit(&self, priority: Priority) -> Result<Option<Bucket>, Rejected> {
         let state = &self.state;
-        let (admitted, now) = match state.mode {
+        let (admitted, bucket) = match state.mode {
             ThrottleMode::Fixed => (state.admit(priority, &Instant::now, random), None),
             ThrottleMode::Adaptive => {
-                // Decide on the window as it was, then count this request
-                // (refused or not): a cold window never throttles its first
-                // call.
-                let now = Instant::now();
-                let admitted = state.admit(priority, &|| now, random);
-                state.window.request(now);
-                (admitted, Some(now))
+                let (admitted, bucket) = state.admit_adaptive(priority, Instant::now(), random);
+                (admitted, Some(bucket))
             }
         };
         if admitted {
-            Ok(now)
+            Ok(bucket)
         } else {
             self.count_rejected(priority, "throttled");
             Err(
@@ -277,7 +272,10 @@ impl ThrottleHandle {
 
     /// `(requests, accepts)` in the adaptive window.
     pub fn counts(&self) -> (u64, u64) {
-        self.shared.state.window.counts(Instant::now())
+        self.shared
+            .state
+            .window
+            .counts(self.shared.state.window.nanos(Instant::now()))
     }
 
     /// Calls waiting now for the paired breaker to close.

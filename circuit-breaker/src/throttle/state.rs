@@ -73,57 +73,72 @@ fn is_newer(a: u64, b: u64) -> bool {
 pub(crate) struct AdaptiveWindow {
     base: Instant,
     bucket_ns: u64,
+    /// `bucket_ns / SUBTICKS` (at least 1).
+    subtick_ns: u64,
     requests: Box<[Stamped]>,
     accepts: Box<[Stamped]>,
+}
+
+/// The bucket a request was counted in, where its accept is counted too.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bucket {
+    stamp: u64,
+    index: usize,
 }
 
 impl AdaptiveWindow {
     pub(crate) fn new(base: Instant, window: Duration, buckets: u32) -> Self {
         let bucket_ns = (window.as_nanos() / u128::from(buckets)).max(1);
+        let bucket_ns = u64::try_from(bucket_ns).unwrap_or(u64::MAX);
         Self {
             base,
-            bucket_ns: u64::try_from(bucket_ns).unwrap_or(u64::MAX),
+            bucket_ns,
+            subtick_ns: (bucket_ns / SUBTICKS).max(1),
             requests: (0..buckets).map(|_| Stamped::new()).collect(),
             accepts: (0..buckets).map(|_| Stamped::new()).collect(),
         }
     }
 
+    /// Nanoseconds since the window's base: read once per call, then used
+    /// for the decision, the request's bucket and its accept's.
     #[inline]
-    fn locate(&self, now: Instant) -> (u64, usize) {
-        let ns =
-            u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+    pub(crate) fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    #[inline]
+    fn locate(&self, ns: u64) -> Bucket {
         let tick = ns / self.bucket_ns;
-        (
-            (tick + 1) & STAMP_MASK,
-            (tick % self.requests.len() as u64) as usize,
-        )
+        Bucket {
+            stamp: (tick + 1) & STAMP_MASK,
+            index: (tick % self.requests.len() as u64) as usize,
+        }
     }
 
-    /// Counts a request (every request seen by the throttle).
+    /// Counts a request (every request seen by the throttle); returns its
+    /// bucket, for its accept.
     #[inline]
-    pub(crate) fn request(&self, now: Instant) {
-        let (stamp, i) = self.locate(now);
-        self.requests[i].bump(stamp);
+    pub(crate) fn request(&self, ns: u64) -> Bucket {
+        let bucket = self.locate(ns);
+        self.requests[bucket.index].bump(bucket.stamp);
+        bucket
     }
 
-    /// Counts a request the backend accepted.
+    /// Counts a request the backend accepted, in its request's bucket.
     #[inline]
-    pub(crate) fn accept(&self, now: Instant) {
-        let (stamp, i) = self.locate(now);
-        self.accepts[i].bump(stamp);
+    pub(crate) fn accept(&self, bucket: Bucket) {
+        self.accepts[bucket.index].bump(bucket.stamp);
     }
 
     /// A time slot of 1/16 bucket, for caching.
     #[inline]
-    fn subtick(&self, now: Instant) -> u64 {
-        let ns =
-            u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
-        ns / (self.bucket_ns / SUBTICKS).max(1)
+    fn subtick(&self, ns: u64) -> u64 {
+        ns / self.subtick_ns
     }
 
     /// `(requests, accepts)` in the window.
-    pub(crate) fn counts(&self, now: Instant) -> (u64, u64) {
-        let (stamp, _) = self.locate(now);
+    pub(crate) fn counts(&self, ns: u64) -> (u64, u64) {
+        let stamp = self.locate(ns).stamp;
         let n = self.requests.len() as u64;
         let sum = |v: &[Stamped]| v.iter().map(|c| c.read(stamp, n)).sum::<u64>();
         (sum(&self.requests), sum(&self.accepts))
@@ -193,25 +208,25 @@ impl ThrottleState {
     fn base_probability(&self, now: &impl Fn() -> Instant) -> f64 {
         match self.mode {
             ThrottleMode::Fixed => 1.0 - f64::from_bits(self.allow.load(Ordering::Relaxed)),
-            ThrottleMode::Adaptive => self.adaptive_probability(now()),
+            ThrottleMode::Adaptive => self.adaptive_probability(self.window.nanos(now())),
         }
     }
 
     /// The SRE probability over the window, recomputed at most once per
     /// 1/16 of a bucket (summing the buckets is O(buckets)).
     #[inline]
-    fn adaptive_probability(&self, now: Instant) -> f64 {
-        let tag = (self.window.subtick(now) + 1) & 0xffff_ffff;
+    fn adaptive_probability(&self, ns: u64) -> f64 {
+        let tag = (self.window.subtick(ns) + 1) & 0xffff_ffff;
         let cached = self.cached.load(Ordering::Relaxed);
         if cached >> 32 == tag {
             return f64::from(f32::from_bits(cached as u32));
         }
-        self.adaptive_probability_now(now, tag)
+        self.adaptive_probability_now(ns, tag)
     }
 
     #[cold]
-    fn adaptive_probability_now(&self, now: Instant, tag: u64) -> f64 {
-        let (requests, accepts) = self.window.counts(now);
+    fn adaptive_probability_now(&self, ns: u64, tag: u64) -> f64 {
+        let (requests, accepts) = self.window.counts(ns);
         let p = sre_probability(requests, accepts, self.k).min(self.max_reject);
         self.cached.store(
             (tag << 32) | u64::from((p as f32).to_bits()),
@@ -226,8 +241,9 @@ impl ThrottleState {
         let base = match self.mode {
             ThrottleMode::Fixed => return self.reject_probability(priority, &|| now),
             ThrottleMode::Adaptive => {
-                let tag = (self.window.subtick(now) + 1) & 0xffff_ffff;
-                self.adaptive_probability_now(now, tag)
+                let ns = self.window.nanos(now);
+                let tag = (self.window.subtick(ns) + 1) & 0xffff_ffff;
+                self.adaptive_probability_now(ns, tag)
             }
         };
         self.weighted(priority, base)
@@ -265,6 +281,25 @@ impl ThrottleState {
         let p = self.reject_probability(priority, now);
         p <= 0.0 || random() >= p
     }
+
+    /// Decides an adaptive call at `now` on the window as it was, then
+    /// counts its request (refused or not: a cold window never throttles
+    /// its first call). Returns the decision and the request's bucket.
+    /// The clock reading is turned into nanoseconds once for all three.
+    #[inline]
+    pub(crate) fn admit_adaptive(
+        &self,
+        priority: Priority,
+        now: Instant,
+        random: impl FnOnce() -> f64,
+    ) -> (bool, Bucket) {
+        let ns = self.window.nanos(now);
+        let admitted = self.weights[priority.index()] == 0.0 || {
+            let p = self.weighted(priority, self.adaptive_probability(ns));
+            p <= 0.0 || random() >= p
+        };
+        (admitted, self.window.request(ns))
+    }
 }
 
 thread_local! {
@@ -294,6 +329,22 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The window's events at instants, as the throttle records them: an
+    /// accept lands in the bucket of its request's instant.
+    impl AdaptiveWindow {
+        fn request_at(&self, at: Instant) {
+            self.request(self.nanos(at));
+        }
+
+        fn accept_at(&self, at: Instant) {
+            self.accept(self.locate(self.nanos(at)));
+        }
+
+        fn counts_at(&self, at: Instant) -> (u64, u64) {
+            self.counts(self.nanos(at))
+        }
+    }
+
     #[test]
     fn sre_formula() {
         assert_eq!(sre_probability(0, 0, 2.0), 0.0);
@@ -308,13 +359,13 @@ mod tests {
         let t0 = Instant::now();
         let w = AdaptiveWindow::new(t0, Duration::from_secs(10), 10);
         for _ in 0..5 {
-            w.request(t0);
+            w.request_at(t0);
         }
-        w.accept(t0);
-        w.request(t0 + Duration::from_secs(5));
-        assert_eq!(w.counts(t0 + Duration::from_secs(5)), (6, 1));
-        assert_eq!(w.counts(t0 + Duration::from_secs(10)), (1, 0));
-        assert_eq!(w.counts(t0 + Duration::from_secs(20)), (0, 0));
+        w.accept_at(t0);
+        w.request_at(t0 + Duration::from_secs(5));
+        assert_eq!(w.counts_at(t0 + Duration::from_secs(5)), (6, 1));
+        assert_eq!(w.counts_at(t0 + Duration::from_secs(10)), (1, 0));
+        assert_eq!(w.counts_at(t0 + Duration::from_secs(20)), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]
@@ -323,13 +374,13 @@ mod tests {
         let w = AdaptiveWindow::new(t0, Duration::from_secs(10), 10);
         let now = t0 + Duration::from_secs(10); // reuses the bucket of t0
         for _ in 0..5 {
-            w.request(now);
-            w.accept(now);
+            w.request_at(now);
+            w.accept_at(now);
         }
         // a slow call that started at t0 completes now: its accept is
         // counted at its start, in a bucket that has been reused since
-        w.accept(t0);
-        assert_eq!(w.counts(now), (5, 5));
+        w.accept_at(t0);
+        assert_eq!(w.counts_at(now), (5, 5));
         // stamps wrap: the comparison does too
         assert!(is_newer(1, STAMP_MASK));
         assert!(!is_newer(STAMP_MASK, 1));
@@ -360,14 +411,14 @@ mod tests {
             for (accepted, dt) in seq {
                 now_ms += dt;
                 let now = t0 + Duration::from_millis(now_ms);
-                w.request(now);
-                if accepted { w.accept(now); }
+                w.request_at(now);
+                if accepted { w.accept_at(now); }
                 events.push((now_ms, accepted));
                 let tick = now_ms * 1_000_000 / (1_000_000_000 / u64::from(buckets));
                 let live = |t: u64| t * 1_000_000 / (1_000_000_000 / u64::from(buckets)) + u64::from(buckets) > tick;
                 let req = events.iter().filter(|e| live(e.0)).count() as u64;
                 let acc = events.iter().filter(|e| live(e.0) && e.1).count() as u64;
-                prop_assert_eq!(w.counts(now), (req, acc), "bucket {}ms", bucket_ms);
+                prop_assert_eq!(w.counts_at(now), (req, acc), "bucket {}ms", bucket_ms);
             }
         }
     }
