@@ -14,7 +14,7 @@ const PREFIX: &str = "/services/users/";
 
 fn config(etcd: &Etcd) -> EtcdConfig {
     EtcdConfig::builder()
-        .endpoint(etcd.url.clone())
+        .endpoint(etcd.url())
         .name("etcd-test")
         .request_timeout(Duration::from_secs(1))
         .backoff(Backoff::new(Duration::from_millis(100), Duration::from_millis(500)).unwrap())
@@ -58,10 +58,18 @@ async fn etcd_registration_watch_outage_and_resume() {
         regs.push(Some(register(&config, i, inst).await));
     }
     // Garbage under the prefix is skipped alone.
-    etcd.put_raw(&format!("{PREFIX}garbage"), b"{not json")
-        .await;
-    etcd.put_raw(&format!("{PREFIX}no-port"), br#"{"address": "127.0.0.1"}"#)
-        .await;
+    etcd.client()
+        .put(&format!("{PREFIX}garbage"), b"{not json", 0)
+        .await
+        .unwrap();
+    etcd.client()
+        .put(
+            &format!("{PREFIX}no-port"),
+            br#"{"address": "127.0.0.1"}"#,
+            0,
+        )
+        .await
+        .unwrap();
 
     let source = EtcdSource::new(config.clone(), PREFIX).into_stream();
     let status = source.status();
@@ -146,7 +154,7 @@ async fn a_lost_lease_is_replaced_and_the_key_written_again() {
     })
     .await;
     let first = reg.lease_id();
-    etcd.revoke(first).await;
+    etcd.client().revoke(first).await.unwrap();
     wait_until("new lease", Duration::from_secs(10), async || {
         reg.lease_id() != first && handle.snapshot().endpoints.len() == 1
     })

@@ -49,6 +49,8 @@
 //! - `serde`: deserialize configurations, with the builders' validation.
 //! - `etcd`: [`etcd`], a client of etcd v3's JSON gateway (range, watch,
 //!   leases, put), shared by the discovery and flag sources.
+//! - `etcd-server`: `etcd::EtcdServer`, a real etcd on loopback ports for
+//!   tests of code that reads or writes etcd.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: small axum instances, an HTTP
 //! endpoint service, bounded waits, and whether real servers are required.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,30 +125,7 @@ pub async fn wait_until(what: &str, limit: Duration, mut cond: impl AsyncFnMut()
     }
 }
 
-/// Whether tests against real servers must run (CI sets
-/// `RESILIENCE_REQUIRE_SERVERS=1`).
-pub fn servers_required() -> bool {
-    std::env::var("RESILIENCE_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
-}
-
-/// Finds a server binary; when missing, says why the test did not run
-/// (and fails if servers are required).
-pub fn find_binary(name: &str) -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .chain(["/usr/sbin".into(), "/usr/bin".into(), "/sbin".into()])
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            !servers_required(),
-            "{name} not found and RESILIENCE_REQUIRE_SERVERS=1"
-        );
-        eprintln!("SKIPPED: {name} not found on PATH; install it to run this test");
-    }
-    found
-}
+pub use resilience_core::etcd::{find_binary, servers_required};
 
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
@@ -209,113 +186,8 @@ impl Drop for Child {
     }
 }
 
-/// A real etcd on free loopback ports with a temporary data dir; killed on
-/// drop.
-pub struct Etcd {
-    pub url: String,
-    bin: std::path::PathBuf,
-    args: Vec<String>,
-    dir: TempDir,
-    child: Child,
-}
-
-impl Etcd {
-    /// Starts etcd, or `None` (after saying why) when it is not installed.
-    pub async fn start() -> Option<Self> {
-        let bin = find_binary("etcd")?;
-        let dir = TempDir::new("etcd");
-        let (client, peer) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let args = vec![
-            "--name".into(),
-            "default".into(),
-            "--data-dir".into(),
-            dir.0.join("data").display().to_string(),
-            "--listen-client-urls".into(),
-            url.clone(),
-            "--advertise-client-urls".into(),
-            url.clone(),
-            "--listen-peer-urls".into(),
-            peer_url.clone(),
-            "--initial-advertise-peer-urls".into(),
-            peer_url.clone(),
-            "--initial-cluster".into(),
-            format!("default={peer_url}"),
-        ];
-        let mut etcd = Self {
-            url,
-            bin,
-            args,
-            dir,
-            child: Child(None),
-        };
-        etcd.spawn().await;
-        Some(etcd)
-    }
-
-    async fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.0.join("etcd.log")).unwrap();
-        let child = std::process::Command::new(&self.bin)
-            .args(&self.args)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("etcd starts");
-        self.child = Child(Some(child));
-        let url = format!("{}/health", self.url);
-        let client: Client<HttpConnector, Empty<Bytes>> =
-            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        wait_until("etcd healthy", Duration::from_secs(20), async || {
-            let Ok(rsp) = client.get(url.parse().unwrap()).await else {
-                return false;
-            };
-            let Ok(body) = rsp.into_body().collect().await else {
-                return false;
-            };
-            String::from_utf8_lossy(&body.to_bytes()).contains("true")
-        })
-        .await;
-    }
-
-    /// Writes `value` as `key`, raw (for garbage).
-    pub async fn put_raw(&self, key: &str, value: &[u8]) {
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let body = format!(
-            r#"{{"key":"{}","value":"{}"}}"#,
-            b64.encode(key),
-            b64.encode(value)
-        );
-        self.post("/v3/kv/put", body).await;
-    }
-
-    /// Revokes a lease behind its holder's back.
-    pub async fn revoke(&self, lease: i64) {
-        self.post("/v3/lease/revoke", format!(r#"{{"ID":"{lease}"}}"#))
-            .await;
-    }
-
-    async fn post(&self, path: &str, body: String) {
-        let client: Client<HttpConnector, http_body_util::Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        let req = http::Request::post(format!("{}{path}", self.url))
-            .body(http_body_util::Full::new(Bytes::from(body)))
-            .unwrap();
-        let rsp = client.request(req).await.unwrap();
-        assert!(rsp.status().is_success());
-    }
-
-    /// Stops etcd (SIGKILL).
-    pub fn stop(&mut self) {
-        self.child.kill();
-    }
-
-    /// Starts it again on the same ports and data.
-    pub async fn restart(&mut self) {
-        self.spawn().await;
-    }
-}
+/// A real etcd on free loopback ports (shared with the other crates' tests).
+pub use resilience_core::etcd::EtcdServer as Etcd;
 
 /// A real dnsmasq answering on a free loopback port; killed on drop.
 pub struct Dnsmasq {

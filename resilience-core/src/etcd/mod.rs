@@ -68,8 +68,14 @@ use serde_json::json;
 
 use crate::BoxError;
 
+#[cfg(feature = "etcd-server")]
+mod server;
 #[cfg(test)]
 mod tests;
+
+#[cfg(feature = "etcd-server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd-server")))]
+pub use server::{EtcdServer, REQUIRE_SERVERS, find_binary, servers_required};
 
 /// The largest answer (a unary answer, or one message of a watch) the
 /// client accepts: 64 MiB. Anything larger is treated as garbage.
@@ -328,6 +334,17 @@ impl EtcdClient {
     /// As [`call`](Self::call).
     pub async fn revoke(&self, id: i64) -> Result<(), BoxError> {
         self.call("/v3/lease/revoke", json!({"ID": id.to_string()}))
+            .await
+            .map(drop)
+    }
+
+    /// Deletes `key`.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    pub async fn delete(&self, key: &str) -> Result<(), BoxError> {
+        self.call("/v3/kv/deleterange", json!({"key": B64.encode(key)}))
             .await
             .map(drop)
     }

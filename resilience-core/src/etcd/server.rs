@@ -1,0 +1,201 @@
+//! A real etcd for tests (feature `etcd-server`).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime};
+
+use super::EtcdClient;
+
+/// The environment variable that turns a missing server binary into a test
+/// failure instead of a skipped test (CI sets it to `1`).
+pub const REQUIRE_SERVERS: &str = "RESILIENCE_REQUIRE_SERVERS";
+
+/// How long [`EtcdServer::start`] and [`EtcdServer::restart`] wait for etcd
+/// to serve.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A real etcd server (the `etcd` binary, 3.4 or later) on free loopback
+/// ports with its own temporary data directory, for testing code that reads
+/// or writes etcd. Killed, and its directory removed, on drop.
+///
+/// ```no_run
+/// # async fn run() {
+/// use resilience_core::etcd::EtcdServer;
+///
+/// // `None` (after saying why) when etcd is not installed.
+/// let Some(etcd) = EtcdServer::start().await else { return };
+/// etcd.client().put("/flags/a", b"{}", 0).await.unwrap();
+/// let (_, kvs) = etcd.client().range_prefix("/flags/").await.unwrap();
+/// assert_eq!(kvs.len(), 1);
+/// # }
+/// ```
+pub struct EtcdServer {
+    url: String,
+    bin: PathBuf,
+    args: Vec<String>,
+    dir: PathBuf,
+    child: Option<Child>,
+    client: EtcdClient,
+}
+
+impl EtcdServer {
+    /// Starts etcd and waits until it serves.
+    ///
+    /// Returns `None`, after printing why, when no `etcd` binary is found
+    /// on `PATH` (or in `/usr/bin`, `/usr/sbin`), unless [`REQUIRE_SERVERS`]
+    /// is `1`: then a missing binary panics, so that a test against a real
+    /// server cannot pass without running.
+    ///
+    /// # Panics
+    ///
+    /// When etcd cannot be spawned or does not serve within 20 seconds, or
+    /// when the binary is missing and servers are required.
+    pub async fn start() -> Option<Self> {
+        let bin = find_binary("etcd")?;
+        let dir = temp_dir();
+        let (client_port, peer_port) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let args = vec![
+            "--name=test".to_owned(),
+            format!("--data-dir={}", dir.join("data").display()),
+            format!("--listen-client-urls={url}"),
+            format!("--advertise-client-urls={url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=test={peer_url}"),
+        ];
+        let client = EtcdClient::new(vec![url.clone()], Duration::from_secs(2));
+        let mut server = Self {
+            url,
+            bin,
+            args,
+            dir,
+            child: None,
+            client,
+        };
+        server.spawn().await;
+        Some(server)
+    }
+
+    /// The client URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A client of this server.
+    pub fn client(&self) -> &EtcdClient {
+        &self.client
+    }
+
+    /// Kills the server (SIGKILL), keeping its data and ports for
+    /// [`restart`](Self::restart).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports and data, and waits until
+    /// it serves.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.join("etcd.log")).expect("etcd log file");
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("etcd log file"))
+            .stderr(log)
+            .spawn()
+            .expect("etcd starts");
+        self.child = Some(child);
+        // Real time: etcd is a real process, whatever the test's clock.
+        let deadline = SystemTime::now() + START_TIMEOUT;
+        while self.client.range_prefix("/").await.is_err() {
+            assert!(
+                SystemTime::now() < deadline,
+                "etcd did not serve within {START_TIMEOUT:?} (log: {})",
+                self.dir.join("etcd.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl std::fmt::Debug for EtcdServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdServer")
+            .field("url", &self.url)
+            .field("running", &self.child.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether tests against real servers must run (see [`REQUIRE_SERVERS`]).
+pub fn servers_required() -> bool {
+    std::env::var(REQUIRE_SERVERS).is_ok_and(|v| v == "1")
+}
+
+/// Finds a server binary on `PATH` (or in `/usr/bin`, `/usr/sbin`,
+/// `/sbin`); when it is missing, says why the test will not run, or panics
+/// if servers are required.
+///
+/// # Panics
+///
+/// When the binary is missing and [`servers_required`].
+pub fn find_binary(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain(["/usr/bin".into(), "/usr/sbin".into(), "/sbin".into()])
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            !servers_required(),
+            "{name} not found and {REQUIRE_SERVERS}=1 (on Debian: apt-get install etcd-server)"
+        );
+        eprintln!("SKIPPED: {name} not found on PATH; install it to run this test");
+    }
+    found
+}
+
+/// A free loopback TCP port (free when asked; tests take that chance).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A fresh directory under the system's temporary directory.
+fn temp_dir() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "resilience-etcd-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir
+}
