@@ -346,7 +346,10 @@ impl CountWindow {
 /// buckets whose stamp is within the window: O(buckets), independent of
 /// traffic.
 pub(crate) struct TimeWindow {
-    bucket_ns: u64,
+    /// Division by `bucket_ns`, and by the number of buckets, without a
+    /// `div` instruction (tens of cycles each, on every call).
+    per_bucket: Divider,
+    per_ring: Divider,
     buckets: Box<[Bucket]>,
     /// The last evaluation of the thresholds: `stamp << 1 | below_minimum`.
     /// Within one tick no bucket expires, so a success can only lower the
@@ -369,8 +372,10 @@ const HALF_MASK: u64 = (1 << HALF_BITS) - 1;
 impl TimeWindow {
     pub(crate) fn new(length: Duration, buckets: u32) -> Self {
         let bucket_ns = (length.as_nanos() / u128::from(buckets)).max(1);
+        let bucket_ns = u64::try_from(bucket_ns).unwrap_or(u64::MAX);
         Self {
-            bucket_ns: u64::try_from(bucket_ns).unwrap_or(u64::MAX),
+            per_bucket: Divider::new(bucket_ns),
+            per_ring: Divider::new(u64::from(buckets)),
             buckets: (0..buckets)
                 .map(|_| Bucket {
                     calls: AtomicU64::new(0),
@@ -395,12 +400,9 @@ impl TimeWindow {
 
     #[inline]
     fn locate(&self, now_ns: u64) -> (u64, &Bucket) {
-        let tick = now_ns / self.bucket_ns;
+        let tick = self.per_bucket.div(now_ns);
         let stamp = (tick + 1) & STAMP_MASK;
-        (
-            stamp,
-            &self.buckets[(tick % self.buckets.len() as u64) as usize],
-        )
+        (stamp, &self.buckets[self.per_ring.rem(tick) as usize])
     }
 
     /// Records one outcome at `now_ns`; returns the stamp of its tick.
@@ -481,6 +483,45 @@ impl TimeWindow {
             b.bad.store(0, Ordering::Release);
         }
         self.evaluated.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Exact division by a divisor fixed at construction: a multiply by its
+/// precomputed reciprocal, then at most one correction.
+#[derive(Debug, Clone, Copy)]
+struct Divider {
+    d: u64,
+    /// `floor((2^64 - 1) / d)`.
+    m: u64,
+}
+
+impl Divider {
+    fn new(d: u64) -> Self {
+        let d = d.max(1);
+        Self { d, m: u64::MAX / d }
+    }
+
+    /// `(n / d, n % d)`. With `m` at most `2^64 / d` and more than
+    /// `2^64 / d - 1`, the estimate `n * m / 2^64` is `n / d` or one less.
+    #[inline]
+    fn div_rem(self, n: u64) -> (u64, u64) {
+        let q = ((u128::from(n) * u128::from(self.m)) >> 64) as u64;
+        let r = n - q * self.d;
+        if r >= self.d {
+            (q + 1, r - self.d)
+        } else {
+            (q, r)
+        }
+    }
+
+    #[inline]
+    fn div(self, n: u64) -> u64 {
+        self.div_rem(n).0
+    }
+
+    #[inline]
+    fn rem(self, n: u64) -> u64 {
+        self.div_rem(n).1
     }
 }
 
@@ -1190,6 +1231,47 @@ mod tests {
 
     fn core(b: crate::config::CircuitBreakerConfigBuilder, now: Instant) -> Core {
         Core::new(&b.jitter(0.0).build().unwrap(), now)
+    }
+
+    #[test]
+    fn divider_divides_exactly() {
+        let ds = [
+            1u64,
+            2,
+            3,
+            7,
+            10,
+            1000,
+            1_000_000_007,
+            u64::MAX / 3,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let ns = [
+            0u64,
+            1,
+            2,
+            999,
+            1 << 32,
+            u64::MAX / 2,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for d in ds {
+            for n in ns
+                .into_iter()
+                .chain([d - 1, d, d.saturating_add(1), d.saturating_mul(3)])
+            {
+                assert_eq!(Divider::new(d).div_rem(n), (n / d, n % d), "{n} / {d}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn divider_matches_div(n in any::<u64>(), d in 1u64..) {
+            prop_assert_eq!(Divider::new(d).div_rem(n), (n / d, n % d));
+        }
     }
 
     #[test]
