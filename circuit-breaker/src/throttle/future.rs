@@ -73,9 +73,9 @@ where
         let this = self.project();
         if let Some(inner) = this.inner.as_pin_mut() {
             let result = ready!(inner.poll(cx)).map_err(Into::into);
-            if let Some((shared, classify, at)) = this.accept.take() {
+            if let Some((shared, classify, bucket)) = this.accept.take() {
                 if classify.classify(result.as_ref()) != Outcome::Failure {
-                    shared.state.window.accept(at);
+                    shared.state.window.accept(bucket);
                 }
             }
             return Poll::Ready(result);

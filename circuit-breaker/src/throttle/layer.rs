@@ -54,9 +54,9 @@ impl ThrottleShared {
         }
     }
 
-    /// Decides a call of `priority` now: `Ok(Some(at))` when admitted in
-    /// adaptive mode (the accept is counted in the bucket of `at`),
-    /// `Ok(None)` when admitted in fixed mode.
+    /// Decides a call of `priority` now: `Ok(Some(bucket))` when admitted
+    /// in adaptive mode (the request's bucket, where its accept is counted
+    /// too), `Ok(None)` when admitted in fixed mode.
     #[inline]
     pub(crate) fn admit(&self, priority: Priority) -> Result<Option<Bucket>, Rejected> {
         let state = &self.state;

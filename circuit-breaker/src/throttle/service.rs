@@ -94,8 +94,9 @@ where
 
         match self.shared.admit(priority) {
             // An accept is counted in the bucket of its request.
-            Ok(at) => {
-                let accept = at.map(|at| (self.shared.clone(), self.classify.clone(), at));
+            Ok(bucket) => {
+                let accept =
+                    bucket.map(|bucket| (self.shared.clone(), self.classify.clone(), bucket));
                 ResponseFuture::new(self.inner.call(req), accept)
             }
             Err(rejected) => ResponseFuture::rejected(rejected),
@@ -159,14 +160,14 @@ impl<S, C, P, D> Throttle<S, C, P, D> {
                 return Err(r.into());
             }
             // Closed: the normal admission, counted in the adaptive window.
-            let at = shared.admit(priority)?;
+            let bucket = shared.admit(priority)?;
             std::future::poll_fn(|cx| svc.poll_ready(cx))
                 .await
                 .map_err(Into::into)?;
             let result = svc.call(req).await.map_err(Into::into);
-            if let Some(at) = at {
+            if let Some(bucket) = bucket {
                 if classify.classify(result.as_ref()) != Outcome::Failure {
-                    shared.state.window.accept(at);
+                    shared.state.window.accept(bucket);
                 }
             }
             result
