@@ -147,32 +147,11 @@ where
     S::Error: Into<BoxError> + Send + 'static,
     S::Response: Send + 'static,
 {
-    let capacity = K as f64 / S.as_secs_f64();
-    let rate = capacity * load; // per model second
-    let mut rng = StdRng::seed_from_u64(seed);
+    let capacity = K as f64 / S.as_secs_f64(); // per model second
     let start = Instant::now();
-    let end = start + dilate(span);
-    let mut next = start;
     let mut tasks = Vec::new();
-    loop {
-        let u: f64 = rng.random::<f64>().max(1e-12);
-        let gap = Duration::from_secs_f64(-u.ln() / rate);
-        next += dilate(gap);
-        if next >= end {
-            break;
-        }
-        tokio::time::sleep_until(next).await;
-        let pick: f64 = rng.random();
-        let mut class = 0;
-        let mut acc = 0.0;
-        for (i, (_, share, _)) in MIX.iter().enumerate() {
-            acc += share;
-            if pick < acc {
-                class = i;
-                break;
-            }
-            class = i;
-        }
+    for (offset, class) in schedule(load, seed, span) {
+        tokio::time::sleep_until(start + offset).await;
         let svc = svc.clone();
         let stats = stats.clone();
         tasks.push(tokio::spawn(async move {
@@ -248,10 +227,11 @@ where
     }
 }
 
-/// The arrivals `run` generates for `load` and `seed`: (model seconds,
-/// class), drawing from the generator in the same order.
-fn arrivals(load: f64, seed: u64, span: Duration) -> Vec<(f64, usize)> {
-    let rate = K as f64 / S.as_secs_f64() * load;
+/// The open-loop arrivals for `load` x C and `seed` over `span` (model
+/// time): (offset from the start, dilated, and class). `run` offers them
+/// and the bounds are computed from them, so both see the same requests.
+fn schedule(load: f64, seed: u64, span: Duration) -> Vec<(Duration, usize)> {
+    let rate = K as f64 / S.as_secs_f64() * load; // per model second
     let mut rng = StdRng::seed_from_u64(seed);
     let end = dilate(span);
     let mut next = Duration::ZERO;
@@ -272,8 +252,16 @@ fn arrivals(load: f64, seed: u64, span: Duration) -> Vec<(f64, usize)> {
                 break;
             }
         }
-        out.push((next.as_secs_f64() / f64::from(DILATION), class));
+        out.push((next, class));
     }
+}
+
+/// [`schedule`] in model seconds.
+fn arrivals(load: f64, seed: u64, span: Duration) -> Vec<(f64, usize)> {
+    schedule(load, seed, span)
+        .into_iter()
+        .map(|(at, class)| (at.as_secs_f64() / f64::from(DILATION), class))
+        .collect()
 }
 
 /// The most requests of `classes` any admission policy can serve from these
