@@ -382,9 +382,12 @@ fn flag_check(
     })
 }
 
+/// Checks exactly every 10 s: the tests below count checks against the
+/// clock, which the default ±10% jitter would make a matter of luck.
 fn health_config() -> HealthCheckConfig {
     HealthCheckConfig::builder()
         .interval(Duration::from_secs(10))
+        .jitter_percent(0)
         .timeout(Duration::from_secs(10))
         .unhealthy_threshold(3)
         .healthy_threshold(2)
