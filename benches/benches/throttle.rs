@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::task::{Context, Poll, Waker};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use futures::FutureExt;
 use http::{Request, Response};
 use resilience_benches::{CountingAlloc, allocations_per_call};
@@ -116,5 +116,50 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// `THROTTLE_PROFILE=<variant> THROTTLE_CALLS=<n>`: only loop over one
+/// variant (`baseline_with_priority`, `fixed`, `adaptive`), for `perf stat`
+/// or `valgrind --tool=callgrind` (instructions per call).
+fn profile(variant: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let n: u64 = std::env::var("THROTTLE_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let sheddable = Some(Priority::Sheddable);
+    let mut svc: Box<dyn FnMut() -> bool> = match variant {
+        "baseline_with_priority" => {
+            let mut s = noop();
+            Box::new(move || call(&mut s, sheddable))
+        }
+        "fixed" => {
+            let mut s = ThrottleLayer::new(ThrottleConfig::default()).layer(noop());
+            Box::new(move || call(&mut s, sheddable))
+        }
+        "adaptive" => {
+            let mut s = ThrottleLayer::new(ThrottleConfig::builder().adaptive().build().unwrap())
+                .layer(noop());
+            Box::new(move || call(&mut s, sheddable))
+        }
+        other => panic!("unknown variant {other}"),
+    };
+    for _ in 0..n {
+        black_box(svc());
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(variant) = std::env::var("THROTTLE_PROFILE") {
+        profile(&variant);
+        return;
+    }
+    benches();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
+}

@@ -186,6 +186,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod buckets;
 mod config;
 pub mod future;
 mod handle;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::buckets::{COUNT_BITS, Ring, Stamped, Tick};
 use crate::config::{CircuitBreakerConfig, SlidingWindow};
 use crate::sync::{AtomicU8, AtomicU32, AtomicU64, CachePadded, Mutex, Ordering, lock};
 
@@ -338,18 +339,13 @@ impl CountWindow {
     }
 }
 
-/// The calls of the last `length`, in buckets stamped with their tick.
+/// The calls of the last `length`, in [stamped buckets](crate::buckets).
 ///
-/// A bucket is two words: `stamp | calls` and `stamp | failures | slow`.
-/// Recording is one load and one `fetch_add` when the bucket is current;
-/// a stale bucket is restarted with a compare-and-swap. Reading sums the
-/// buckets whose stamp is within the window: O(buckets), independent of
-/// traffic.
+/// A bucket is two counters: calls, and failures and slow calls packed into
+/// one word (two halves of [`COUNT_BITS`] bits). Recording a success is one
+/// load and one `fetch_add` while the bucket is current.
 pub(crate) struct TimeWindow {
-    /// Division by `bucket_ns`, and by the number of buckets, without a
-    /// `div` instruction (tens of cycles each, on every call).
-    per_bucket: Divider,
-    per_ring: Divider,
+    ring: Ring,
     buckets: Box<[Bucket]>,
     /// The last evaluation of the thresholds: `stamp << 1 | below_minimum`.
     /// Within one tick no bucket expires, so a success can only lower the
@@ -359,27 +355,21 @@ pub(crate) struct TimeWindow {
 }
 
 struct Bucket {
-    calls: AtomicU64,
-    bad: AtomicU64,
+    calls: Stamped,
+    bad: Stamped,
 }
 
-const COUNT_BITS: u32 = 36;
-const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
-const STAMP_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
 const HALF_BITS: u32 = COUNT_BITS / 2;
 const HALF_MASK: u64 = (1 << HALF_BITS) - 1;
 
 impl TimeWindow {
     pub(crate) fn new(length: Duration, buckets: u32) -> Self {
-        let bucket_ns = (length.as_nanos() / u128::from(buckets)).max(1);
-        let bucket_ns = u64::try_from(bucket_ns).unwrap_or(u64::MAX);
         Self {
-            per_bucket: Divider::new(bucket_ns),
-            per_ring: Divider::new(u64::from(buckets)),
+            ring: Ring::new(length, buckets),
             buckets: (0..buckets)
                 .map(|_| Bucket {
-                    calls: AtomicU64::new(0),
-                    bad: AtomicU64::new(0),
+                    calls: Stamped::new(),
+                    bad: Stamped::new(),
                 })
                 .collect(),
             evaluated: AtomicU64::new(0),
@@ -398,79 +388,32 @@ impl TimeWindow {
             .store((stamp << 1) | u64::from(below_minimum), Ordering::Relaxed);
     }
 
-    #[inline]
-    fn locate(&self, now_ns: u64) -> (u64, &Bucket) {
-        let tick = self.per_bucket.div(now_ns);
-        let stamp = (tick + 1) & STAMP_MASK;
-        (stamp, &self.buckets[self.per_ring.rem(tick) as usize])
-    }
-
     /// Records one outcome at `now_ns`; returns the stamp of its tick.
     #[inline]
     pub(crate) fn record(&self, now_ns: u64, bits: u8) -> u64 {
-        let (stamp, bucket) = self.locate(now_ns);
-        let mut cur = bucket.calls.load(Ordering::Relaxed);
-        loop {
-            if cur >> COUNT_BITS == stamp {
-                if cur & COUNT_MASK != COUNT_MASK {
-                    bucket.calls.fetch_add(1, Ordering::AcqRel);
-                }
-                break;
-            }
-            match bucket.calls.compare_exchange_weak(
-                cur,
-                (stamp << COUNT_BITS) | 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(actual) => cur = actual,
-            }
-        }
+        let Tick { stamp, index } = self.ring.locate(now_ns);
+        let bucket = &self.buckets[index];
+        bucket.calls.bump(stamp);
         if bits != 0 {
-            let add =
-                u64::from(bits & BAD_FAILURE != 0) | (u64::from(bits & BAD_SLOW != 0) << HALF_BITS);
-            let mut cur = bucket.bad.load(Ordering::Relaxed);
-            loop {
-                let next = if cur >> COUNT_BITS == stamp {
-                    let f = ((cur & HALF_MASK) + (add & HALF_MASK)).min(HALF_MASK);
-                    let s = ((cur >> HALF_BITS & HALF_MASK) + (add >> HALF_BITS)).min(HALF_MASK);
-                    (stamp << COUNT_BITS) | (s << HALF_BITS) | f
-                } else {
-                    (stamp << COUNT_BITS) | add
-                };
-                match bucket.bad.compare_exchange_weak(
-                    cur,
-                    next,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => break,
-                    Err(actual) => cur = actual,
-                }
-            }
+            let failure = u64::from(bits & BAD_FAILURE != 0);
+            let slow = u64::from(bits & BAD_SLOW != 0);
+            bucket.bad.update(stamp, |cur| {
+                let f = ((cur & HALF_MASK) + failure).min(HALF_MASK);
+                let s = ((cur >> HALF_BITS & HALF_MASK) + slow).min(HALF_MASK);
+                (s << HALF_BITS) | f
+            });
         }
         stamp
     }
 
     pub(crate) fn stats(&self, now_ns: u64) -> Stats {
-        let (stamp, _) = self.locate(now_ns);
-        let n = self.buckets.len() as u64;
-        let fresh = |word: u64| {
-            let s = word >> COUNT_BITS;
-            s != 0 && (stamp.wrapping_sub(s) & STAMP_MASK) < n
-        };
+        let now = self.ring.locate(now_ns).stamp;
         let mut stats = Stats::default();
         for b in self.buckets.iter() {
-            let calls = b.calls.load(Ordering::Acquire);
-            if fresh(calls) {
-                stats.calls += calls & COUNT_MASK;
-            }
-            let bad = b.bad.load(Ordering::Acquire);
-            if fresh(bad) {
-                stats.failures += bad & HALF_MASK;
-                stats.slow += bad >> HALF_BITS & HALF_MASK;
-            }
+            stats.calls += b.calls.read(&self.ring, now);
+            let bad = b.bad.read(&self.ring, now);
+            stats.failures += bad & HALF_MASK;
+            stats.slow += bad >> HALF_BITS & HALF_MASK;
         }
         stats.failures = stats.failures.min(stats.calls);
         stats.slow = stats.slow.min(stats.calls);
@@ -479,49 +422,10 @@ impl TimeWindow {
 
     pub(crate) fn reset(&self) {
         for b in self.buckets.iter() {
-            b.calls.store(0, Ordering::Release);
-            b.bad.store(0, Ordering::Release);
+            b.calls.reset();
+            b.bad.reset();
         }
         self.evaluated.store(0, Ordering::Relaxed);
-    }
-}
-
-/// Exact division by a divisor fixed at construction: a multiply by its
-/// precomputed reciprocal, then at most one correction.
-#[derive(Debug, Clone, Copy)]
-struct Divider {
-    d: u64,
-    /// `floor((2^64 - 1) / d)`.
-    m: u64,
-}
-
-impl Divider {
-    fn new(d: u64) -> Self {
-        let d = d.max(1);
-        Self { d, m: u64::MAX / d }
-    }
-
-    /// `(n / d, n % d)`. With `m` at most `2^64 / d` and more than
-    /// `2^64 / d - 1`, the estimate `n * m / 2^64` is `n / d` or one less.
-    #[inline]
-    fn div_rem(self, n: u64) -> (u64, u64) {
-        let q = ((u128::from(n) * u128::from(self.m)) >> 64) as u64;
-        let r = n - q * self.d;
-        if r >= self.d {
-            (q + 1, r - self.d)
-        } else {
-            (q, r)
-        }
-    }
-
-    #[inline]
-    fn div(self, n: u64) -> u64 {
-        self.div_rem(n).0
-    }
-
-    #[inline]
-    fn rem(self, n: u64) -> u64 {
-        self.div_rem(n).1
     }
 }
 
@@ -1231,47 +1135,6 @@ mod tests {
 
     fn core(b: crate::config::CircuitBreakerConfigBuilder, now: Instant) -> Core {
         Core::new(&b.jitter(0.0).build().unwrap(), now)
-    }
-
-    #[test]
-    fn divider_divides_exactly() {
-        let ds = [
-            1u64,
-            2,
-            3,
-            7,
-            10,
-            1000,
-            1_000_000_007,
-            u64::MAX / 3,
-            u64::MAX - 1,
-            u64::MAX,
-        ];
-        let ns = [
-            0u64,
-            1,
-            2,
-            999,
-            1 << 32,
-            u64::MAX / 2,
-            u64::MAX - 1,
-            u64::MAX,
-        ];
-        for d in ds {
-            for n in ns
-                .into_iter()
-                .chain([d - 1, d, d.saturating_add(1), d.saturating_mul(3)])
-            {
-                assert_eq!(Divider::new(d).div_rem(n), (n / d, n % d), "{n} / {d}");
-            }
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn divider_matches_div(n in any::<u64>(), d in 1u64..) {
-            prop_assert_eq!(Divider::new(d).div_rem(n), (n / d, n % d));
-        }
     }
 
     #[test]

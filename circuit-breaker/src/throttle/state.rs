@@ -9,91 +9,30 @@ use resilience_core::Priority;
 use tokio::time::Instant;
 
 use super::config::{ThrottleConfig, ThrottleMode};
+use crate::buckets::{Divider, Ring, Stamped, Tick};
 use crate::sync::{AtomicU64, Ordering};
 
-const COUNT_BITS: u32 = 40;
-const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
-const STAMP_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
-
-/// A counter stamped with the tick it counts for: `stamp << 40 | count`.
-struct Stamped(AtomicU64);
-
-impl Stamped {
-    fn new() -> Self {
-        Self(AtomicU64::new(0))
-    }
-
-    /// Counts one event of tick `stamp`. A bucket holding a newer tick
-    /// (reused since the event's tick, e.g. by the time a slow call that
-    /// started then completes) is left alone: the event is older than the
-    /// window it would land in.
-    #[inline]
-    fn bump(&self, stamp: u64) {
-        let mut cur = self.0.load(Ordering::Relaxed);
-        loop {
-            let s = cur >> COUNT_BITS;
-            if s == stamp {
-                self.0.fetch_add(1, Ordering::AcqRel);
-                return;
-            }
-            if s != 0 && is_newer(s, stamp) {
-                return;
-            }
-            match self.0.compare_exchange_weak(
-                cur,
-                (stamp << COUNT_BITS) | 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(actual) => cur = actual,
-            }
-        }
-    }
-
-    fn read(&self, stamp: u64, buckets: u64) -> u64 {
-        let w = self.0.load(Ordering::Acquire);
-        let s = w >> COUNT_BITS;
-        if s != 0 && (stamp.wrapping_sub(s) & STAMP_MASK) < buckets {
-            w & COUNT_MASK
-        } else {
-            0
-        }
-    }
-}
-
-/// Whether stamp `a` is later than stamp `b`, in wrapping stamp arithmetic.
-#[inline]
-fn is_newer(a: u64, b: u64) -> bool {
-    let d = a.wrapping_sub(b) & STAMP_MASK;
-    d != 0 && d < STAMP_MASK / 2
-}
-
-/// Requests and accepts over a trailing window, in buckets.
+/// Requests and accepts over a trailing window, in [stamped
+/// buckets](crate::buckets).
 pub(crate) struct AdaptiveWindow {
     base: Instant,
-    bucket_ns: u64,
-    /// `bucket_ns / SUBTICKS` (at least 1).
-    subtick_ns: u64,
+    ring: Ring,
+    /// Division by `bucket_ns / SUBTICKS` (at least 1).
+    per_subtick: Divider,
     requests: Box<[Stamped]>,
     accepts: Box<[Stamped]>,
 }
 
 /// The bucket a request was counted in, where its accept is counted too.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Bucket {
-    stamp: u64,
-    index: usize,
-}
+pub(crate) type Bucket = Tick;
 
 impl AdaptiveWindow {
     pub(crate) fn new(base: Instant, window: Duration, buckets: u32) -> Self {
-        let bucket_ns = (window.as_nanos() / u128::from(buckets)).max(1);
-        let bucket_ns = u64::try_from(bucket_ns).unwrap_or(u64::MAX);
+        let ring = Ring::new(window, buckets);
         Self {
             base,
-            bucket_ns,
-            subtick_ns: (bucket_ns / SUBTICKS).max(1),
+            per_subtick: Divider::new(ring.bucket_ns() / SUBTICKS),
+            ring,
             requests: (0..buckets).map(|_| Stamped::new()).collect(),
             accepts: (0..buckets).map(|_| Stamped::new()).collect(),
         }
@@ -106,20 +45,11 @@ impl AdaptiveWindow {
         u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    #[inline]
-    fn locate(&self, ns: u64) -> Bucket {
-        let tick = ns / self.bucket_ns;
-        Bucket {
-            stamp: (tick + 1) & STAMP_MASK,
-            index: (tick % self.requests.len() as u64) as usize,
-        }
-    }
-
     /// Counts a request (every request seen by the throttle); returns its
     /// bucket, for its accept.
     #[inline]
     pub(crate) fn request(&self, ns: u64) -> Bucket {
-        let bucket = self.locate(ns);
+        let bucket = self.ring.locate(ns);
         self.requests[bucket.index].bump(bucket.stamp);
         bucket
     }
@@ -133,14 +63,13 @@ impl AdaptiveWindow {
     /// A time slot of 1/16 bucket, for caching.
     #[inline]
     fn subtick(&self, ns: u64) -> u64 {
-        ns / self.subtick_ns
+        self.per_subtick.div(ns)
     }
 
     /// `(requests, accepts)` in the window.
     pub(crate) fn counts(&self, ns: u64) -> (u64, u64) {
-        let stamp = self.locate(ns).stamp;
-        let n = self.requests.len() as u64;
-        let sum = |v: &[Stamped]| v.iter().map(|c| c.read(stamp, n)).sum::<u64>();
+        let now = self.ring.locate(ns).stamp;
+        let sum = |v: &[Stamped]| v.iter().map(|c| c.read(&self.ring, now)).sum::<u64>();
         (sum(&self.requests), sum(&self.accepts))
     }
 }
@@ -337,7 +266,7 @@ mod tests {
         }
 
         fn accept_at(&self, at: Instant) {
-            self.accept(self.locate(self.nanos(at)));
+            self.accept(self.ring.locate(self.nanos(at)));
         }
 
         fn counts_at(&self, at: Instant) -> (u64, u64) {
@@ -381,10 +310,6 @@ mod tests {
         // counted at its start, in a bucket that has been reused since
         w.accept_at(t0);
         assert_eq!(w.counts_at(now), (5, 5));
-        // stamps wrap: the comparison does too
-        assert!(is_newer(1, STAMP_MASK));
-        assert!(!is_newer(STAMP_MASK, 1));
-        assert!(!is_newer(7, 7));
     }
 
     #[test]
