@@ -124,7 +124,9 @@
 //! with [`Rejected`](resilience_core::Rejected) of kind
 //! [`NoHealthyEndpoint`](resilience_core::RejectionKind::NoHealthyEndpoint),
 //! which `resilience_core::http::error_response` maps to `503` and
-//! `resilience_core::grpc::into_status` to `UNAVAILABLE`.
+//! `resilience_core::grpc::into_status` to `UNAVAILABLE`. A `call` without
+//! a `poll_ready` before it (which picks the endpoint) fails the same way,
+//! with a warning in the log, rather than panicking.
 //!
 //! Sources never fail the balancer: a registry that is unreachable, slow
 //! or answers garbage leaves the last good set in place (see [`source`]).

@@ -627,3 +627,118 @@ async fn clones_per_request_still_rotate() {
         assert_eq!(count(&counts, port), 200, "endpoint {port}");
     }
 }
+
+/// A `call` without a `poll_ready` before it fails with a typed rejection
+/// instead of panicking, and the balancer keeps working.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn call_without_poll_ready_is_rejected_not_a_panic() {
+    let counts = Counts::default();
+    let mut rr = RoundRobin::new(endpoints(2), counting(&counts, |_| 200));
+    let err = rr.call(Request::new(())).await.unwrap_err();
+    let rejected = err.downcast_ref::<Rejected>().expect("typed");
+    assert_eq!(rejected.kind(), RejectionKind::NoHealthyEndpoint);
+    assert_eq!(
+        rejected.reason(),
+        "no endpoint picked: call without poll_ready"
+    );
+    // One pick serves one call: the second call after it is refused too.
+    rr.ready().await.unwrap();
+    rr.call(Request::new(())).await.unwrap();
+    assert!(rr.call(Request::new(())).await.is_err());
+    assert_eq!(send(&mut rr, 4).await, 0);
+    assert_eq!(count(&counts, 1) + count(&counts, 2), 5);
+}
+
+/// Ejection times too long to represent mean "ejected for good", not an
+/// `Instant` overflow in the response future.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_endless_ejection_time_ejects_for_good() {
+    let counts = Counts::default();
+    let config = RoundRobinConfig::builder()
+        .consecutive_failures(1)
+        .base_ejection_time(Duration::MAX)
+        .max_ejection_time(Duration::MAX)
+        .max_ejection_percent(100)
+        .build()
+        .unwrap();
+    let mut rr = RoundRobinBuilder::new()
+        .config(config)
+        .classify(HttpOutcome::new())
+        .build_with_endpoints(
+            endpoints(2),
+            counting(&counts, |a| if a.port() == 1 { 500 } else { 200 }),
+        );
+    assert_eq!(send(&mut rr, 10).await, 1);
+    tokio::time::sleep(Duration::from_secs(86_400 * 365)).await;
+    reset(&counts);
+    assert_eq!(send(&mut rr, 10).await, 0);
+    assert_eq!(count(&counts, 1), 0);
+}
+
+/// Endpoints added where no tokio runtime runs (a balancer built in `main`
+/// before the runtime, an endpoint inserted from a plain thread) are checked
+/// from the balancer's next `poll_ready` on, on the runtime it runs in.
+#[test]
+fn health_checks_of_endpoints_added_outside_a_runtime_start_when_polled() {
+    let counts = Counts::default();
+    let flags = health_flags(4);
+    let checks = Arc::new(AtomicUsize::new(0));
+    let mut rr = RoundRobinBuilder::new()
+        .health_check(health_config(), flag_check(&flags, &checks))
+        .build_with_endpoints(endpoints(2), counting(&counts, |_| 200));
+    let handle = rr.handle();
+    let insert_from_a_thread = |port| {
+        let handle = handle.clone();
+        std::thread::spawn(move || handle.insert(Endpoint::new(addr(port))))
+            .join()
+            .unwrap();
+    };
+    insert_from_a_thread(3);
+    assert_eq!(handle.snapshot().count(EndpointState::Pending), 3);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(checks.load(Ordering::Relaxed), 0, "nothing ran them yet");
+        // All pending: this first request finds no endpoint, but its
+        // `poll_ready` starts the checks.
+        let err = rr.ready().await.unwrap().call(Request::new(())).await;
+        assert!(err.unwrap_err().is::<Rejected>());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(handle.snapshot().count(EndpointState::Healthy), 3);
+        // From now on an endpoint added from a plain thread is checked at
+        // once, on the runtime the others are checked on.
+        insert_from_a_thread(4);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(handle.snapshot().count(EndpointState::Healthy), 4);
+        reset(&counts);
+        assert_eq!(send(&mut rr, 40).await, 0);
+        assert_eq!(count(&counts, 4), 10);
+    });
+}
+
+/// A maker that panics for one endpoint leaves the balancer usable: the
+/// panic reaches the caller that added the endpoint, nothing else.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_panicking_maker_does_not_break_the_balancer() {
+    let counts = Counts::default();
+    let make = counting(&counts, |_| 200);
+    let mut rr = RoundRobin::new(endpoints(2), move |ep: &Endpoint| {
+        assert_ne!(ep.addr().port(), 13, "no service for port 13");
+        make(ep)
+    });
+    let handle = rr.handle();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handle.insert(Endpoint::new(addr(13)));
+    }));
+    assert!(caught.is_err());
+    handle.insert(Endpoint::new(addr(3)));
+    assert_eq!(handle.snapshot().endpoints.len(), 3);
+    assert_eq!(send(&mut rr, 30).await, 0);
+    for port in 1..=3 {
+        assert_eq!(count(&counts, port), 10);
+    }
+}

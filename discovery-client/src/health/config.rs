@@ -296,4 +296,18 @@ mod tests {
             .unwrap();
         assert_eq!(none.next_interval(&mut rng), Duration::from_secs(10));
     }
+
+    /// An interval too long to represent once jittered (a "never" value)
+    /// is used as it is.
+    #[test]
+    fn an_endless_interval_is_not_jittered() {
+        let c = HealthCheckConfig::builder()
+            .interval(Duration::MAX)
+            .build()
+            .unwrap();
+        let mut rng = rand::rng();
+        for _ in 0..100 {
+            assert!(c.next_interval(&mut rng) >= Duration::from_secs(u64::MAX / 2));
+        }
+    }
 }

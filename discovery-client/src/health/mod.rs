@@ -97,10 +97,17 @@ impl HealthChecker {
         }
     }
 
-    /// Starts checking `endpoint`; the task ends when aborted.
-    pub(crate) fn spawn(&self, endpoint: Endpoint, stats: Arc<EndpointStats>) -> AbortHandle {
+    /// Starts checking `endpoint` on `runtime`; the task ends when aborted.
+    pub(crate) fn spawn(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        endpoint: Endpoint,
+        stats: Arc<EndpointStats>,
+    ) -> AbortHandle {
         let this = self.clone();
-        tokio::spawn(async move { this.run(endpoint, stats).await }).abort_handle()
+        runtime
+            .spawn(async move { this.run(endpoint, stats).await })
+            .abort_handle()
     }
 
     async fn run(self, endpoint: Endpoint, stats: Arc<EndpointStats>) {
@@ -167,5 +174,6 @@ pub(crate) fn jittered(
     }
     let spread = base.as_secs_f64() * f64::from(percent) / 100.0;
     let offset = rng.random_range(-spread..=spread);
-    std::time::Duration::from_secs_f64((base.as_secs_f64() + offset).max(0.0))
+    // An interval too long to represent (a "never" value) is not jittered.
+    std::time::Duration::try_from_secs_f64((base.as_secs_f64() + offset).max(0.0)).unwrap_or(base)
 }

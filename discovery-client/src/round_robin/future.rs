@@ -30,7 +30,7 @@ pin_project! {
             stripe: Option<Arc<Stripe>>,
             classify: C,
         },
-        Rejected,
+        Rejected { reason: &'static str },
     }
 }
 
@@ -47,9 +47,10 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
-    pub(crate) fn rejected() -> Self {
+    /// Fails with [`RejectionKind::NoHealthyEndpoint`] and `reason`.
+    pub(crate) fn rejected(reason: &'static str) -> Self {
         Self {
-            kind: Kind::Rejected,
+            kind: Kind::Rejected { reason },
         }
     }
 }
@@ -76,11 +77,11 @@ where
                 }
                 Poll::Ready(res)
             }
-            KindProj::Rejected => Poll::Ready(Err(Rejected::new(
-                RejectionKind::NoHealthyEndpoint,
-                "no healthy, ready endpoint",
-            )
-            .into())),
+            KindProj::Rejected { reason } => {
+                Poll::Ready(Err(
+                    Rejected::new(RejectionKind::NoHealthyEndpoint, reason).into()
+                ))
+            }
         }
     }
 }

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use arc_swap::ArcSwap;
 use tokio::task::AbortHandle;
@@ -70,7 +70,7 @@ pub(crate) struct Slot<S> {
     pub(crate) service: S,
     pub(crate) stats: Arc<EndpointStats>,
     pub(crate) stripes: [Arc<Stripe>; STRIPES],
-    health_task: Option<AbortHandle>,
+    health_task: OnceLock<AbortHandle>,
 }
 
 /// What the picker reads: the weighted ring of endpoints, inline so that a
@@ -97,6 +97,9 @@ pub(crate) struct Shared<S> {
     /// Where the next clone starts its turn.
     pub(crate) cursor: AtomicUsize,
     pub(crate) pool: Arc<Pool>,
+    /// Endpoints were added outside a tokio runtime: their health checks
+    /// start at the next `poll_ready` (see [`Shared::start_deferred_checks`]).
+    pub(crate) checks_deferred: AtomicBool,
     /// Serializes writers; readers never take it.
     writer: Mutex<Writer<S>>,
 }
@@ -105,7 +108,18 @@ struct Writer<S> {
     slots: BTreeMap<SocketAddr, Arc<Slot<S>>>,
     maker: Maker<S>,
     health: Option<HealthChecker>,
+    /// The runtime health checks run on: the last one an endpoint was added
+    /// (or a balancer polled) in.
+    runtime: Option<tokio::runtime::Handle>,
+    /// Endpoints whose health checks wait for a runtime.
+    deferred: Vec<Arc<Slot<S>>>,
     driver: Option<AbortHandle>,
+}
+
+/// Locks `m`, ignoring poisoning: a panic under the lock (in a user's
+/// maker) leaves the endpoint set as it was before the change.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 // === impl EndpointStats ===
@@ -192,7 +206,9 @@ impl EndpointStats {
         }
         let times = self.times_ejected.fetch_add(1, Ordering::AcqRel) + 1;
         let for_ = pool.config.ejection_time(times);
-        let until = pool.nanos_since_epoch(now + for_);
+        // Saturating: an ejection time too long to represent lasts "forever".
+        let for_ns = u64::try_from(for_.as_nanos()).unwrap_or(u64::MAX);
+        let until = pool.nanos_since_epoch(now).saturating_add(for_ns);
         self.ejected_until.store(until, Ordering::Release);
         self.set(EJECTED);
         self.consecutive_failures.store(0, Ordering::Release);
@@ -310,7 +326,7 @@ impl<S> Slot<S> {
     /// Marks the endpoint gone and stops its health checks.
     fn retire(&self) {
         self.stats.set(REMOVED);
-        if let Some(task) = &self.health_task {
+        if let Some(task) = self.health_task.get() {
             task.abort();
         }
     }
@@ -318,7 +334,7 @@ impl<S> Slot<S> {
 
 impl<S> Drop for Slot<S> {
     fn drop(&mut self) {
-        if let Some(task) = self.health_task.take() {
+        if let Some(task) = self.health_task.get() {
             task.abort();
         }
     }
@@ -337,24 +353,27 @@ impl<S: Clone + Send + Sync + 'static> Shared<S> {
             generation: AtomicU64::new(0),
             cursor: AtomicUsize::new(0),
             pool: Arc::new(Pool::new(config)),
+            checks_deferred: AtomicBool::new(false),
             writer: Mutex::new(Writer {
                 slots: BTreeMap::new(),
                 maker,
                 health,
+                runtime: None,
+                deferred: Vec::new(),
                 driver: None,
             }),
         }
     }
 
     pub(crate) fn set_driver(&self, driver: AbortHandle) {
-        self.writer.lock().expect("writer poisoned").driver = Some(driver);
+        lock(&self.writer).driver = Some(driver);
     }
 
     /// Applies changes and publishes a new snapshot.
     pub(crate) fn apply(&self, changes: impl IntoIterator<Item = Change>) {
         let mut log = Vec::new();
         {
-            let mut w = self.writer.lock().expect("writer poisoned");
+            let mut w = lock(&self.writer);
             let w = &mut *w;
             let mut changed = false;
             for change in changes {
@@ -411,6 +430,8 @@ impl<S: Clone + Send + Sync + 'static> Shared<S> {
     }
 
     fn make_slot(&self, w: &mut Writer<S>, endpoint: Endpoint) -> Arc<Slot<S>> {
+        // The user's maker first: if it panics, nothing has changed yet.
+        let service = (w.maker)(&endpoint);
         let initial = if w.health.is_some() { PENDING } else { 0 };
         let stats = Arc::new(EndpointStats::new(
             endpoint.addr(),
@@ -420,28 +441,33 @@ impl<S: Clone + Send + Sync + 'static> Shared<S> {
         // The new endpoint is not counted yet (`total` moves after), but its
         // flags must be: count it as pending/down from the start.
         self.pool.transition(0, initial);
-        let service = (w.maker)(&endpoint);
-        let health_task = w
-            .health
-            .as_ref()
-            .map(|h| h.spawn(endpoint.clone(), stats.clone()));
         let stripes = std::array::from_fn(|_| {
             Arc::new(Stripe {
                 stats: stats.clone(),
             })
         });
-        Arc::new(Slot {
+        let slot = Arc::new(Slot {
             endpoint,
             service,
             stripes,
             stats,
-            health_task,
-        })
+            health_task: OnceLock::new(),
+        });
+        if w.health.is_some() && !self.start_checks(w, &slot) {
+            tracing::warn!(
+                peer.addr = %slot.endpoint,
+                name = %self.pool.config.name,
+                "endpoint added outside a tokio runtime: its health checks start at the balancer's next poll_ready"
+            );
+            w.deferred.push(slot.clone());
+            self.checks_deferred.store(true, Ordering::Release);
+        }
+        slot
     }
 
     /// The endpoints in the set, with their state.
     pub(crate) fn endpoints(&self) -> Vec<(Endpoint, u8)> {
-        let w = self.writer.lock().expect("writer poisoned");
+        let w = lock(&self.writer);
         w.slots
             .values()
             .map(|s| (s.endpoint.clone(), s.stats.flags()))
@@ -449,12 +475,51 @@ impl<S: Clone + Send + Sync + 'static> Shared<S> {
     }
 }
 
+impl<S> Shared<S> {
+    /// Starts `slot`'s health checks on the current runtime, or the one
+    /// checks ran on before; `false` if there is none.
+    fn start_checks(&self, w: &mut Writer<S>, slot: &Arc<Slot<S>>) -> bool {
+        let Some(health) = &w.health else {
+            return true;
+        };
+        if let Ok(current) = tokio::runtime::Handle::try_current() {
+            w.runtime = Some(current);
+        }
+        let Some(runtime) = &w.runtime else {
+            return false;
+        };
+        let task = health.spawn(runtime, slot.endpoint.clone(), slot.stats.clone());
+        if let Err(task) = slot.health_task.set(task) {
+            task.abort();
+        }
+        true
+    }
+
+    /// Starts the health checks of endpoints added outside a runtime; called
+    /// from `poll_ready` while [`Shared::checks_deferred`] is set.
+    #[cold]
+    pub(crate) fn start_deferred_checks(&self) {
+        let mut w = lock(&self.writer);
+        let w = &mut *w;
+        let deferred = std::mem::take(&mut w.deferred);
+        for slot in deferred {
+            if slot.stats.flags() & REMOVED == 0 && !self.start_checks(w, &slot) {
+                w.deferred.push(slot);
+            }
+        }
+        self.checks_deferred
+            .store(!w.deferred.is_empty(), Ordering::Release);
+    }
+}
+
 impl<S> Drop for Shared<S> {
     fn drop(&mut self) {
-        if let Ok(w) = self.writer.get_mut() {
-            if let Some(driver) = w.driver.take() {
-                driver.abort();
-            }
+        let w = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(driver) = w.driver.take() {
+            driver.abort();
         }
     }
 }
@@ -575,7 +640,7 @@ mod tests {
                         service: (),
                         stats,
                         stripes,
-                        health_task: None,
+                        health_task: OnceLock::new(),
                     };
                     (addr, Arc::new(slot))
                 })

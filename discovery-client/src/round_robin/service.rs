@@ -17,6 +17,11 @@ use super::{EndpointState, EndpointStatus, RoundRobinSnapshot};
 use crate::endpoint::{Change, Endpoint};
 use crate::health::{CheckHealth, HealthCheckConfig, HealthChecker};
 
+/// The rejection reason when no endpoint can take a request.
+const NO_ENDPOINT: &str = "no healthy, ready endpoint";
+/// The rejection reason of a call made without a `poll_ready` before it.
+const NOT_POLLED: &str = "no endpoint picked: call without poll_ready";
+
 /// A `tower::Service` that sends each request to the next healthy, ready
 /// endpoint in turn.
 ///
@@ -139,6 +144,9 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.shared.checks_deferred.load(Ordering::Relaxed) {
+            self.shared.start_deferred_checks();
+        }
         if self.ready.is_some() || self.rejected {
             return Poll::Ready(Ok(()));
         }
@@ -227,9 +235,16 @@ where
         if let Some((stripe, mut svc)) = self.ready.take() {
             return ResponseFuture::called(svc.call(req), stripe, self.classify.clone());
         }
-        assert!(self.rejected, "poll_ready must be called first");
-        self.rejected = false;
-        ResponseFuture::rejected()
+        if !std::mem::replace(&mut self.rejected, false) {
+            // No endpoint was picked for this call: `poll_ready` was not
+            // called (or its pick was spent by an earlier call).
+            tracing::warn!(
+                name = %self.shared.pool.config.name,
+                "call without poll_ready: no endpoint picked"
+            );
+            return ResponseFuture::rejected(NOT_POLLED);
+        }
+        ResponseFuture::rejected(NO_ENDPOINT)
     }
 }
 
@@ -282,8 +297,12 @@ impl<C> RoundRobinBuilder<C> {
     /// on its own schedule, apart from user traffic, and gets traffic only
     /// after its first passing check.
     ///
-    /// Endpoints are then added from within a tokio runtime (the checks are
-    /// tasks).
+    /// The checks are tokio tasks, spawned on the runtime an endpoint is
+    /// added in, else on the one the balancer's checks already run on. An
+    /// endpoint added before any runtime ran (a balancer built in `main`
+    /// before the runtime starts) is checked from the balancer's first
+    /// `poll_ready` on, with a warning in the log; until its first check
+    /// passes it gets no traffic.
     pub fn health_check(mut self, config: HealthCheckConfig, check: impl CheckHealth) -> Self {
         self.health = Some(HealthChecker::new(config, check));
         self
