@@ -276,8 +276,8 @@ impl AimdLimit {
         if dropped || rtt > c.timeout {
             let next = (self.limit as f64 * c.backoff_ratio) as usize;
             self.limit = next.clamp(c.min, c.max);
-        } else if inflight * 2 >= self.limit {
-            self.limit = (self.limit + 1).clamp(c.min, c.max);
+        } else if inflight.saturating_mul(2) >= self.limit {
+            self.limit = self.limit.saturating_add(1).clamp(c.min, c.max);
         }
         self.limit
     }

@@ -523,6 +523,21 @@ fn config_validation_errors() {
         .build()
         .unwrap_err();
     assert_eq!(err.field(), "weights");
+    for after in [
+        Duration::ZERO,
+        Duration::MAX,
+        ThrottleConfig::MAX_RETRY_AFTER * 2,
+    ] {
+        let err = ThrottleConfig::builder()
+            .retry_after(after)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "retry_after", "{after:?}");
+    }
+    ThrottleConfig::builder()
+        .retry_after(ThrottleConfig::MAX_RETRY_AFTER)
+        .build()
+        .unwrap();
 }
 
 #[cfg(feature = "metrics")]

@@ -157,7 +157,9 @@ impl Default for ErrorResponder {
 
 /// `Retry-After` in whole seconds, rounded up, at least 1.
 pub fn retry_after_value(after: Duration) -> HeaderValue {
-    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    let secs = after
+        .as_secs()
+        .saturating_add(u64::from(after.subsec_nanos() > 0));
     HeaderValue::from(secs.max(1))
 }
 
@@ -178,6 +180,17 @@ fn build(status: StatusCode, msg: &str, retry_after: Option<Duration>) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_saturates() {
+        assert_eq!(retry_after_value(Duration::ZERO), "1");
+        assert_eq!(retry_after_value(Duration::from_millis(1001)), "2");
+        assert_eq!(retry_after_value(Duration::from_secs(5)), "5");
+        assert_eq!(
+            retry_after_value(Duration::MAX),
+            u64::MAX.to_string().as_str()
+        );
+    }
 
     #[test]
     fn table() {

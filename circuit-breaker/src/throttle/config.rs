@@ -114,6 +114,9 @@ impl ThrottleConfig {
     pub const DEFAULT_WEIGHTS: [f64; 4] = [1.0, 1.0, 0.0, 0.0];
     /// `retry_after` of a throttled call: `1s`.
     pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+    /// The longest `retry_after`: `1 day` (it becomes a `Retry-After`
+    /// header and gRPC pushback metadata).
+    pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
     /// Calls that may wait at once for a paired breaker to close: `256`.
     pub const DEFAULT_MAX_WAITERS: u32 = 256;
 
@@ -221,7 +224,8 @@ impl ThrottleConfigBuilder {
     }
 
     /// `retry_after` of a throttled call (default
-    /// [`ThrottleConfig::DEFAULT_RETRY_AFTER`]).
+    /// [`ThrottleConfig::DEFAULT_RETRY_AFTER`], at most
+    /// [`ThrottleConfig::MAX_RETRY_AFTER`]).
     pub fn retry_after(mut self, after: Duration) -> Self {
         self.retry_after = after;
         self
@@ -263,6 +267,8 @@ impl ThrottleConfigBuilder {
     /// - a `weights` entry is negative or not finite
     /// - `max_wait` is zero
     /// - `max_waiters` is zero
+    /// - `retry_after` is zero or longer than
+    ///   [`ThrottleConfig::MAX_RETRY_AFTER`]
     pub fn build(self) -> Result<ThrottleConfig, ConfigError> {
         validate_name("name", &self.name)?;
         if !(0.0..=100.0).contains(&self.allow_percent) {
@@ -297,6 +303,12 @@ impl ThrottleConfigBuilder {
         }
         if self.max_waiters == 0 {
             return Err(ConfigError::new("max_waiters", "must be at least 1"));
+        }
+        if self.retry_after.is_zero() {
+            return Err(ConfigError::new("retry_after", "must be greater than zero"));
+        }
+        if self.retry_after > ThrottleConfig::MAX_RETRY_AFTER {
+            return Err(ConfigError::new("retry_after", "must be at most 1 day"));
         }
         Ok(ThrottleConfig {
             name: self.name,
