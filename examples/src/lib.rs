@@ -1,12 +1,19 @@
 //! Reference services built on the resilience layers, and the plumbing they
 //! share.
 //!
+//! - [`quickstart`]: `shop` calls `inventory`; one id, a shrinking deadline,
+//!   a degraded answer instead of a hung page.
+//! - [`profile`]: reference service 1, a profile page rendered from three
+//!   components, each behind a timeout and its own circuit breaker, that
+//!   degrades one component at a time.
+//!
 //! - [`serve`] binds an axum app on loopback and runs it in the background.
 //! - [`http_client`] is the outgoing-call stack every service uses:
 //!   context propagation over a timeout over a hyper client.
 //! - [`init_logging`] installs the log format that shows the correlation id
 //!   on every line (binaries only: libraries never install a subscriber).
 
+pub mod profile;
 pub mod quickstart;
 
 use std::net::SocketAddr;
