@@ -13,7 +13,9 @@ use resilience_examples::profile::{Component, Demo, Mode, NEW_FEATURE_FLAG, Prof
 use tokio::time::Instant;
 
 /// Settings for tests: a breaker that never half-opens during a test unless
-/// the test asks for a short `open_for`.
+/// the test asks for a short `open_for`. Tests where no call should time
+/// out use a 2 s timeout: far above a loopback call, even on a loaded
+/// machine.
 fn settings(timeout_ms: u64, open_for: Duration) -> ProfileSettings {
     ProfileSettings {
         timeout: Duration::from_millis(timeout_ms),
@@ -37,7 +39,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_components_give_the_full_page() {
-    let demo = Demo::start(&settings(500, Duration::from_secs(30)))
+    let demo = Demo::start(&settings(2_000, Duration::from_secs(30)))
         .await
         .unwrap();
     let page = demo.page("alice", "healthy-1").await.unwrap();
@@ -110,8 +112,8 @@ async fn a_slow_component_degrades_only_itself_within_the_timeout() {
 /// page one timeout, not three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn components_are_called_concurrently() {
-    let timeout = Duration::from_millis(400);
-    let demo = Demo::start(&settings(400, Duration::from_secs(30)))
+    let timeout = Duration::from_secs(1);
+    let demo = Demo::start(&settings(1_000, Duration::from_secs(30)))
         .await
         .unwrap();
     for c in Component::ALL {
@@ -134,7 +136,7 @@ async fn components_are_called_concurrently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_component_opens_its_breaker_which_then_keeps_calls_away() {
-    let demo = Demo::start(&settings(500, Duration::from_secs(30)))
+    let demo = Demo::start(&settings(2_000, Duration::from_secs(30)))
         .await
         .unwrap();
     let publications = demo.component(Component::Publications);
@@ -176,7 +178,7 @@ async fn a_failing_component_opens_its_breaker_which_then_keeps_calls_away() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_closes_again_once_the_component_is_healthy() {
-    let demo = Demo::start(&settings(500, Duration::from_millis(100)))
+    let demo = Demo::start(&settings(2_000, Duration::from_millis(100)))
         .await
         .unwrap();
     let publications = demo.component(Component::Publications);
@@ -221,7 +223,7 @@ async fn the_breaker_closes_again_once_the_component_is_healthy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_404_is_not_a_failure_and_does_not_open_the_breaker() {
-    let demo = Demo::start(&settings(500, Duration::from_secs(30)))
+    let demo = Demo::start(&settings(2_000, Duration::from_secs(30)))
         .await
         .unwrap();
     let publications = demo.component(Component::Publications);
@@ -243,7 +245,7 @@ async fn a_404_is_not_a_failure_and_does_not_open_the_breaker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_correlation_id_reaches_every_component() {
-    let demo = Demo::start(&settings(500, Duration::from_secs(30)))
+    let demo = Demo::start(&settings(2_000, Duration::from_secs(30)))
         .await
         .unwrap();
 
@@ -268,7 +270,7 @@ async fn the_correlation_id_reaches_every_component() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_switches_the_new_section_on_for_one_request() {
-    let demo = Demo::start(&settings(500, Duration::from_secs(30)))
+    let demo = Demo::start(&settings(2_000, Duration::from_secs(30)))
         .await
         .unwrap();
     let marker = format!("(flag {NEW_FEATURE_FLAG})");
@@ -290,7 +292,7 @@ async fn a_header_switches_the_new_section_on_for_one_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_name_that_is_not_plain_is_refused_before_any_call() {
-    let demo = Demo::start(&settings(500, Duration::from_secs(30)))
+    let demo = Demo::start(&settings(2_000, Duration::from_secs(30)))
         .await
         .unwrap();
     for user in ["a%20b", "..%2Fadmin", "x%3Fy%3D1"] {
