@@ -33,10 +33,7 @@ fn call<S: Service<Request<()>>>(svc: &mut S) -> bool {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = resilience_benches::runtime();
     let _guard = rt.enter();
     let noop = || service_fn(|_: Request<()>| async { Ok::<_, Infallible>(()) });
 

@@ -157,10 +157,7 @@ fn two_threads<T: Send>(iters: u64, mut a: T, mut b: T, f: fn(&mut T) -> bool) -
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = resilience_benches::runtime();
     let _guard = rt.enter();
 
     // === closed, 1 thread ===
@@ -365,15 +362,9 @@ fn bench(c: &mut Criterion) {
 /// `perf stat` or `valgrind --tool=callgrind` (instructions per call);
 /// `CB_PROFILE=2:<variant>` runs it on 2 threads sharing one breaker.
 fn profile(variant: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = resilience_benches::runtime();
     let _guard = rt.enter();
-    let n: u64 = std::env::var("CB_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000);
+    let n: u64 = resilience_benches::profile_calls("CB_CALLS", 10_000_000);
     let mut baseline = noop();
     let mut ours_count = ours("count");
     let mut ours_time = ours("time");

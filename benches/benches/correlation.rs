@@ -239,10 +239,7 @@ fn bench(c: &mut Criterion) {
 /// variant, for `perf stat` or `valgrind --tool=callgrind` (instructions per
 /// call are steadier than nanoseconds on a noisy machine).
 fn profile(variant: &str) {
-    let n: u64 = std::env::var("CORRELATION_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let n: u64 = resilience_benches::profile_calls("CORRELATION_CALLS", 1_000_000);
     let noop = || service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
     let mut baseline = noop();
     let mut ours = CorrelationLayer::new().layer(noop());

@@ -120,10 +120,7 @@ fn in_scope<S: Service<Request<()>>>(ctx: &RequestContext, svc: &mut S) -> bool 
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = resilience_benches::runtime();
     let _guard = rt.enter();
     let (mut baseline, mut server_ours, mut server_tower) = (noop(), server_ours(), server_tower());
     let (mut client_baseline, mut client_ours) = (noop(), client_ours());
@@ -181,15 +178,9 @@ fn bench(c: &mut Criterion) {
 
 /// Loops over one variant only.
 fn profile(variant: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = resilience_benches::runtime();
     let _guard = rt.enter();
-    let n: u64 = std::env::var("STACK_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let n: u64 = resilience_benches::profile_calls("STACK_CALLS", 1_000_000);
     let (mut baseline, mut server_ours, mut server_tower) = (noop(), server_ours(), server_tower());
     let (mut client_baseline, mut client_ours) = (noop(), client_ours());
     let ctx = RequestContext::new_root();

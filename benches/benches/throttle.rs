@@ -51,10 +51,7 @@ fn call<S: Service<Request<()>>>(svc: &mut S, priority: Option<Priority>) -> boo
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = resilience_benches::runtime();
     let _guard = rt.enter();
 
     let mut baseline = noop();
@@ -120,15 +117,9 @@ fn bench(c: &mut Criterion) {
 /// variant (`baseline_with_priority`, `fixed`, `adaptive`), for `perf stat`
 /// or `valgrind --tool=callgrind` (instructions per call).
 fn profile(variant: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = resilience_benches::runtime();
     let _guard = rt.enter();
-    let n: u64 = std::env::var("THROTTLE_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000);
+    let n: u64 = resilience_benches::profile_calls("THROTTLE_CALLS", 10_000_000);
     let sheddable = Some(Priority::Sheddable);
     let mut svc: Box<dyn FnMut() -> bool> = match variant {
         "baseline_with_priority" => {

@@ -23,10 +23,7 @@ where
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = resilience_benches::runtime();
     let _guard = rt.enter();
     let noop = || service_fn(|_: Request<()>| async { Ok::<_, Infallible>(()) });
     let timeout = Duration::from_secs(1);

@@ -40,3 +40,23 @@ pub fn allocations_per_call(n: u64, mut f: impl FnMut()) -> f64 {
     }
     (allocations() - before) as f64 / n as f64
 }
+
+/// A single-threaded runtime with timers, for benches of services that read
+/// tokio's clock or arm timers. Enter it (`let _guard = rt.enter();`) and
+/// poll the services by hand.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime builds")
+}
+
+/// The number of calls a profile loop makes (`CB_PROFILE`-style modes, for
+/// `perf stat` or callgrind): the environment variable `var` if it is set
+/// to a number, else `default`.
+pub fn profile_calls(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -83,6 +83,24 @@ fn reset(counts: &Counts) {
     counts.lock().unwrap().clear();
 }
 
+type Endpoints = tower::util::BoxCloneSyncService<Request<()>, Response<()>, BoxError>;
+
+/// A balancer over `n` counting endpoints with `config`, classifying by
+/// HTTP status, where the endpoint on port 1 answers 500 and the others 200.
+fn first_answers_500(
+    counts: &Counts,
+    n: u16,
+    config: RoundRobinConfig,
+) -> RoundRobin<Endpoints, HttpOutcome> {
+    RoundRobinBuilder::new()
+        .config(config)
+        .classify(HttpOutcome::new())
+        .build_with_endpoints(
+            endpoints(n),
+            counting(counts, |a| if a.port() == 1 { 500 } else { 200 }),
+        )
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn spreads_3000_requests_1000_each_over_3() {
     let counts = Counts::default();
@@ -551,13 +569,7 @@ fn metrics_count_ejections_and_updates() {
                 .consecutive_failures(1)
                 .build()
                 .unwrap();
-            let mut rr = RoundRobinBuilder::new()
-                .config(config)
-                .classify(HttpOutcome::new())
-                .build_with_endpoints(
-                    endpoints(3),
-                    counting(&counts, |a| if a.port() == 1 { 500 } else { 200 }),
-                );
+            let mut rr = first_answers_500(&counts, 3, config);
             send(&mut rr, 6).await;
         });
     });
@@ -598,13 +610,7 @@ async fn passive_ejection_off_never_ejects() {
         .consecutive_failures(0)
         .build()
         .unwrap();
-    let mut rr = RoundRobinBuilder::new()
-        .config(config)
-        .classify(HttpOutcome::new())
-        .build_with_endpoints(
-            endpoints(2),
-            counting(&counts, |a| if a.port() == 1 { 500 } else { 200 }),
-        );
+    let mut rr = first_answers_500(&counts, 2, config);
     assert_eq!(send(&mut rr, 100).await, 50);
     assert_eq!(rr.handle().snapshot().count(EndpointState::Healthy), 2);
 }
@@ -661,13 +667,7 @@ async fn an_endless_ejection_time_ejects_for_good() {
         .max_ejection_percent(100)
         .build()
         .unwrap();
-    let mut rr = RoundRobinBuilder::new()
-        .config(config)
-        .classify(HttpOutcome::new())
-        .build_with_endpoints(
-            endpoints(2),
-            counting(&counts, |a| if a.port() == 1 { 500 } else { 200 }),
-        );
+    let mut rr = first_answers_500(&counts, 2, config);
     assert_eq!(send(&mut rr, 10).await, 1);
     tokio::time::sleep(Duration::from_secs(86_400 * 365)).await;
     reset(&counts);
