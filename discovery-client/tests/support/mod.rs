@@ -136,13 +136,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A free loopback UDP port (for DNS).
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback port free for both UDP and TCP (a DNS server listens on
+/// both): a client connection's local port blocks the TCP listener.
+pub fn free_dns_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A unique temporary directory, removed on drop.
@@ -197,27 +200,48 @@ pub struct Dnsmasq {
 }
 
 impl Dnsmasq {
+    /// How often a start is tried (on a fresh port each time) before the
+    /// test fails: another process can take the port between the check and
+    /// dnsmasq's bind.
+    const ATTEMPTS: usize = 5;
+
     /// Starts dnsmasq with `records` (e.g. `--srv-host=...`), or `None`
     /// (after saying why) when it is not installed.
     pub async fn start(ttl: u32, records: &[String]) -> Option<Self> {
         let bin = find_binary("dnsmasq")?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
         let mut dns = Self {
-            addr,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             bin,
             child: Child(None),
         };
-        dns.spawn(ttl, records).await;
-        Some(dns)
+        for _ in 0..Self::ATTEMPTS {
+            dns.addr.set_port(free_dns_port());
+            if dns.spawn(ttl, records).await {
+                return Some(dns);
+            }
+        }
+        panic!("dnsmasq exited at start {} times", Self::ATTEMPTS);
     }
 
     /// Stops it and starts it again on the same port with other records.
     pub async fn restart(&mut self, ttl: u32, records: &[String]) {
         self.child.kill();
-        self.spawn(ttl, records).await;
+        for _ in 0..Self::ATTEMPTS {
+            if self.spawn(ttl, records).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "dnsmasq could not listen on {} again ({} attempts)",
+            self.addr,
+            Self::ATTEMPTS
+        );
     }
 
-    async fn spawn(&mut self, ttl: u32, records: &[String]) {
+    /// Spawns dnsmasq and waits until it answers; `false` if it exited
+    /// first (its port was taken).
+    async fn spawn(&mut self, ttl: u32, records: &[String]) -> bool {
         let child = std::process::Command::new(&self.bin)
             .arg("--no-daemon")
             .arg("--conf-file=/dev/null")
@@ -234,22 +258,38 @@ impl Dnsmasq {
             .spawn()
             .expect("dnsmasq starts");
         self.child = Child(Some(child));
-        // Ready when it answers a query on UDP.
-        let addr = self.addr;
-        wait_until(
-            "dnsmasq answers",
-            Duration::from_secs(10),
-            async move || {
-                let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-                // A query for `. NS` is enough to see an answer.
-                let q = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
-                sock.send_to(&q, addr).await.unwrap();
-                let mut buf = [0u8; 512];
-                tokio::time::timeout(Duration::from_millis(200), sock.recv(&mut buf))
-                    .await
-                    .is_ok_and(|r| r.is_ok())
-            },
-        )
-        .await;
+        let limit = Duration::from_secs(10);
+        let start = std::time::SystemTime::now();
+        loop {
+            if self.answers().await {
+                return true;
+            }
+            let exited = self
+                .child
+                .0
+                .as_mut()
+                .is_none_or(|c| c.try_wait().is_ok_and(|s| s.is_some()));
+            if exited {
+                self.child.kill();
+                return false;
+            }
+            assert!(
+                start.elapsed().unwrap_or_default() < limit,
+                "timed out after {limit:?} waiting for dnsmasq to answer"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether it answers a query on UDP.
+    async fn answers(&self) -> bool {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // A query for `. NS` is enough to see an answer.
+        let q = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
+        sock.send_to(&q, self.addr).await.unwrap();
+        let mut buf = [0u8; 512];
+        tokio::time::timeout(Duration::from_millis(200), sock.recv(&mut buf))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }

@@ -14,6 +14,8 @@ pub const REQUIRE_SERVERS: &str = "RESILIENCE_REQUIRE_SERVERS";
 /// How long [`EtcdServer::start`] and [`EtcdServer::restart`] wait for etcd
 /// to serve.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often a start is tried before a test fails.
+const START_ATTEMPTS: usize = 5;
 
 /// A real etcd server (the `etcd` binary, 3.4 or later) on free loopback
 /// ports with its own temporary data directory, for testing code that reads
@@ -54,29 +56,48 @@ impl EtcdServer {
     pub async fn start() -> Option<Self> {
         let bin = find_binary("etcd")?;
         let dir = temp_dir();
+        let mut server = Self {
+            url: String::new(),
+            bin,
+            args: Vec::new(),
+            dir,
+            child: None,
+            client: EtcdClient::new(vec![], Duration::from_secs(2)),
+        };
+        // A port free when checked can be taken before etcd binds it: then
+        // etcd exits at once, and another pair of ports is tried.
+        for _ in 0..START_ATTEMPTS {
+            server.choose_ports();
+            if server.spawn().await {
+                return Some(server);
+            }
+        }
+        panic!(
+            "etcd exited at start {START_ATTEMPTS} times (log: {})",
+            server.dir.join("etcd.log").display()
+        );
+    }
+
+    /// Picks free client and peer ports and the arguments that use them.
+    fn choose_ports(&mut self) {
         let (client_port, peer_port) = (free_port(), free_port());
         let url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let args = vec![
+        self.args = vec![
             "--name=test".to_owned(),
-            format!("--data-dir={}", dir.join("data").display()),
+            // A fresh data directory per pair: etcd remembers its peer URL.
+            format!(
+                "--data-dir={}",
+                self.dir.join(format!("data-{client_port}")).display()
+            ),
             format!("--listen-client-urls={url}"),
             format!("--advertise-client-urls={url}"),
             format!("--listen-peer-urls={peer_url}"),
             format!("--initial-advertise-peer-urls={peer_url}"),
             format!("--initial-cluster=test={peer_url}"),
         ];
-        let client = EtcdClient::new(vec![url.clone()], Duration::from_secs(2));
-        let mut server = Self {
-            url,
-            bin,
-            args,
-            dir,
-            child: None,
-            client,
-        };
-        server.spawn().await;
-        Some(server)
+        self.client = EtcdClient::new(vec![url.clone()], Duration::from_secs(2));
+        self.url = url;
     }
 
     /// The client URL, `http://127.0.0.1:PORT`.
@@ -106,10 +127,22 @@ impl EtcdServer {
     /// As [`start`](Self::start).
     pub async fn restart(&mut self) {
         self.stop();
-        self.spawn().await;
+        for _ in 0..START_ATTEMPTS {
+            if self.spawn().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "etcd could not listen on {} again ({START_ATTEMPTS} attempts; log: {})",
+            self.url,
+            self.dir.join("etcd.log").display()
+        );
     }
 
-    async fn spawn(&mut self) {
+    /// Spawns etcd and waits until it serves; `false` if it exited first
+    /// (a port was taken).
+    async fn spawn(&mut self) -> bool {
         let log = std::fs::File::create(self.dir.join("etcd.log")).expect("etcd log file");
         let child = Command::new(&self.bin)
             .args(&self.args)
@@ -122,6 +155,14 @@ impl EtcdServer {
         // Real time: etcd is a real process, whatever the test's clock.
         let deadline = SystemTime::now() + START_TIMEOUT;
         while self.client.range_prefix("/").await.is_err() {
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().is_ok_and(|status| status.is_some()));
+            if exited {
+                self.stop();
+                return false;
+            }
             assert!(
                 SystemTime::now() < deadline,
                 "etcd did not serve within {START_TIMEOUT:?} (log: {})",
@@ -129,6 +170,7 @@ impl EtcdServer {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        true
     }
 }
 
