@@ -6,6 +6,11 @@
 //! - [`profile`]: reference service 1, a profile page rendered from three
 //!   components, each behind a timeout and its own circuit breaker, that
 //!   degrades one component at a time.
+//! - [`shop`]: reference service 2, a shop calling several inventory
+//!   instances found through discovery (round robin, health checks,
+//!   ejection), behind a breaker and a timeout; 4xx against 5xx,
+//!   correlation ids across both, and a synthetic "people can order CDs"
+//!   check.
 //!
 //! - [`serve`] binds an axum app on loopback and runs it in the background.
 //! - [`http_client`] is the outgoing-call stack every service uses:
@@ -15,6 +20,7 @@
 
 pub mod profile;
 pub mod quickstart;
+pub mod shop;
 
 use std::net::SocketAddr;
 use std::time::Duration;

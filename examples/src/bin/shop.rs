@@ -1,0 +1,219 @@
+//! Reference service 2 on loopback: a shop ordering from three inventory
+//! instances found through discovery. A scripted scenario: all healthy; the
+//! caller's mistakes (4xx) count against nobody; one instance answers 500
+//! and is ejected; one hangs and is cut off by the timeout; one fails its
+//! health check; a fourth instance joins; every instance fails, the breaker
+//! opens and the shop answers 503 at once; everything recovers. A
+//! synthetic customer checks all along that people can order CDs. Each
+//! step prints the answers, which instance served them, the breaker and the
+//! instances' states; the log lines of an order, in the shop and in the
+//! instance, carry the order's correlation id.
+//!
+//! Run: `cargo run -p resilience-examples --bin shop`
+
+use std::time::Duration;
+
+use resilience_circuit_breaker::CircuitState;
+use resilience_core::BoxError;
+use resilience_discovery::EndpointState;
+use resilience_examples::shop::{
+    Demo, Inventory, Mode, OrderResponse, ShopSettings, SyntheticMonitor,
+};
+use tokio::time::Instant;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    resilience_examples::init_logging("demo");
+    let started = Instant::now();
+    let settings = ShopSettings::DEMO;
+    let mut demo = Demo::start(&settings).await?;
+    println!(
+        "shop on {}; inventory timeout {:?}, breaker decides after {} calls and opens for {:?}, \
+         GET /health every {:?}, ejection after {} failures in a row for {:?}\n",
+        demo.url,
+        settings.timeout,
+        settings.window,
+        settings.open_for,
+        settings.health_interval,
+        settings.ejection_failures,
+        settings.ejection_time
+    );
+    let monitor = demo.monitor(Duration::from_millis(200));
+    let mut transitions = demo.shop.breaker().subscribe();
+
+    title("1. all healthy: orders go round robin");
+    for n in 1..=3 {
+        show(&demo.order("cd", "DE", &format!("demo-1.{n}")).await?);
+    }
+    status(&demo, &monitor);
+
+    title("2. the caller's mistakes: 400 and 404 are passed on and count against nobody");
+    show(&demo.order("cd", "XX", "123-gda").await?);
+    show(&demo.order("vinyl", "DE", "124-gda").await?);
+    for n in 1..=10 {
+        let (item, country) = if n % 2 == 0 {
+            ("vinyl", "DE")
+        } else {
+            ("cd", "ZZ")
+        };
+        demo.order(item, country, &format!("demo-2.{n}")).await?;
+    }
+    println!("   ... and 10 more: the breaker counts them as successes, nobody is ejected");
+    status(&demo, &monitor);
+
+    title("3. inventory-2 answers 500: it is ejected, the others take its orders");
+    demo.instance("inventory-2").set_mode(Mode::Failing);
+    let mut n = 0;
+    while demo.shop.instance_state("inventory-2") != Some(EndpointState::Ejected) && n < 20 {
+        n += 1;
+        show(&demo.order("cd", "DE", &format!("demo-3.{n}")).await?);
+    }
+    status(&demo, &monitor);
+    let before = demo.instance("inventory-2").orders();
+    for m in 1..=3 {
+        show(&demo.order("cd", "DE", &format!("demo-3.{}", n + m)).await?);
+    }
+    println!(
+        "   orders that reached inventory-2: {before} before, {} after\n",
+        demo.instance("inventory-2").orders()
+    );
+    demo.instance("inventory-2").set_mode(Mode::Healthy);
+    // The ejection ends by itself; the next pick after it brings it back.
+    tokio::time::sleep(settings.ejection_time).await;
+
+    title(
+        "4. inventory-3 hangs: the timeout cuts each order off and counts it, then it is ejected",
+    );
+    demo.instance("inventory-3").set_mode(Mode::Hanging);
+    let mut n = 0;
+    while demo.shop.instance_state("inventory-3") != Some(EndpointState::Ejected) && n < 20 {
+        n += 1;
+        show(&demo.order("cd", "DE", &format!("demo-4.{n}")).await?);
+    }
+    show(&demo.order("cd", "DE", &format!("demo-4.{}", n + 1)).await?);
+    status(&demo, &monitor);
+    demo.instance("inventory-3").set_mode(Mode::Healthy);
+    tokio::time::sleep(settings.ejection_time).await;
+
+    title("5. inventory-1's /health answers 503: its health check takes it out of rotation");
+    demo.instance("inventory-1").set_mode(Mode::Draining);
+    let took = wait_for("inventory-1 is unhealthy", || {
+        demo.shop.instance_state("inventory-1") == Some(EndpointState::Unhealthy)
+    })
+    .await?;
+    println!(
+        "   unhealthy after {} ms, without a failed order",
+        took.as_millis()
+    );
+    for n in 1..=3 {
+        show(&demo.order("cd", "DE", &format!("demo-5.{n}")).await?);
+    }
+    status(&demo, &monitor);
+    demo.instance("inventory-1").set_mode(Mode::Healthy);
+    wait_for("every instance is healthy", || {
+        demo.shop.instances_in(EndpointState::Healthy) == Demo::INSTANCES
+    })
+    .await?;
+
+    title("6. elasticity: inventory-4 starts and is inserted into the balancer");
+    let fourth = Inventory::new("inventory-4");
+    demo.add_instance(fourth.clone()).await?;
+    println!("   just inserted: {}", demo.shop.status());
+    let took = wait_for("inventory-4 is healthy", || {
+        demo.shop.instance_state("inventory-4") == Some(EndpointState::Healthy)
+    })
+    .await?;
+    println!("   first health check passed after {} ms", took.as_millis());
+    for n in 1..=4 {
+        show(&demo.order("cd", "DE", &format!("demo-6.{n}")).await?);
+    }
+    println!("   orders that reached inventory-4: {}", fourth.orders());
+    status(&demo, &monitor);
+
+    title("7. every instance answers 500: the breaker opens, the shop answers 503 at once");
+    for inventory in demo.instances() {
+        inventory.set_mode(Mode::Failing);
+    }
+    let mut n = 0;
+    while !demo.shop.breaker().state().is_open() && n < 20 {
+        n += 1;
+        show(&demo.order("cd", "DE", &format!("demo-7.{n}")).await?);
+    }
+    for m in 1..=2 {
+        show(&demo.order("cd", "DE", &format!("demo-7.{}", n + m)).await?);
+    }
+    println!(
+        "   the shop itself is up: GET /health -> {}",
+        demo.shop_health().await?.as_u16()
+    );
+    wait_for("the synthetic check is red", || {
+        monitor.latest().is_some_and(|c| !c.passed)
+    })
+    .await?;
+    status(&demo, &monitor);
+
+    title("8. inventory recovers: the breaker lets one probe through, closes, and CDs sell again");
+    for inventory in demo.instances() {
+        inventory.set_mode(Mode::Healthy);
+    }
+    let took = wait_for("the synthetic check is green", || {
+        demo.shop.breaker().state() == CircuitState::Closed
+            && monitor.latest().is_some_and(|c| c.passed)
+    })
+    .await?;
+    println!("   green again after {} ms", took.as_millis());
+    show(&demo.order("cd", "DE", "demo-8.1").await?);
+    status(&demo, &monitor);
+
+    println!("breaker transitions:");
+    while let Ok(t) = transitions.try_recv() {
+        println!("   {} -> {} ({})", t.from(), t.to(), t.reason());
+    }
+    println!("synthetic checks, when the verdict changed:");
+    let mut last = None;
+    for check in monitor.history() {
+        if last != Some(check.passed) {
+            println!("   {check}");
+            last = Some(check.passed);
+        }
+    }
+    println!("\ndone in {} ms", started.elapsed().as_millis());
+    Ok(())
+}
+
+fn title(text: &str) {
+    println!("== {text}");
+}
+
+fn show(order: &OrderResponse) {
+    println!(
+        "   [{}] -> {} in {} ms by {}: {}{}",
+        order.correlation_id.as_deref().unwrap_or("-"),
+        order.status.as_u16(),
+        order.elapsed.as_millis(),
+        order.served_by.as_deref().unwrap_or("-"),
+        order.body.trim_end(),
+        order
+            .retry_after
+            .as_deref()
+            .map(|s| format!(" (Retry-After: {s})"))
+            .unwrap_or_default()
+    );
+}
+
+fn status(demo: &Demo, monitor: &SyntheticMonitor) {
+    println!("   {}", demo.shop.status());
+    println!("   {}\n", monitor.status());
+}
+
+/// Polls `check` every 10 ms until it holds; gives up after 10 s.
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) -> Result<Duration, BoxError> {
+    let started = Instant::now();
+    while !check() {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(format!("gave up waiting until {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(started.elapsed())
+}

@@ -1,0 +1,1110 @@
+//! Reference service 2, shop and inventory: 4xx against 5xx, timeouts,
+//! correlation ids, client-side discovery and semantic monitoring.
+//!
+//! A `shop` takes orders (`POST /order/{item}?country=DE`). Its `invoice`
+//! step reads the order, then asks `inventory`'s `warehouse` step to reserve
+//! the item (`POST /reserve/{item}?country=DE`). `inventory` runs as several
+//! instances on loopback; the shop finds them through service discovery and
+//! sends each call through one client stack:
+//!
+//! ```text
+//! PropagateContextLayer     the order's correlation id (and priority, deadline) goes along
+//!  └ CircuitBreakerLayer    one breaker for inventory: 5xx, timeouts and "no instance" count, 4xx do not
+//!     └ RoundRobin          the next healthy instance; GET /health every interval (active checks),
+//!        │                  ejection after consecutive 5xx or timeouts (passive)
+//!        └ TimeoutLayer     per instance, under the balancer: a timeout counts against the slow instance
+//!           └ hyper client  one connection pool shared by the instances
+//! ```
+//!
+//! What it shows:
+//!
+//! - **4xx is the caller's fault.** An unknown country code (`400`) or an
+//!   unknown item (`404`) goes back to the customer as it is, and counts
+//!   against nobody: the breaker stays closed and no instance is ejected,
+//!   however many there are.
+//! - **5xx and timeouts count.** An instance that answers `500` is ejected
+//!   after [`ShopSettings::ejection_failures`] failures in a row, and the
+//!   others take its traffic; an instance whose `/health` answers `503`
+//!   gets no traffic from its next failed checks on, without a failed order.
+//! - **Without a timeout you cannot tell slow from dead.** A hanging
+//!   instance costs an order at most [`ShopSettings::timeout`]; the
+//!   timeout is a failure of that instance, which ejects it like a `500`.
+//! - **An outage downstream does not take the shop down.** With every
+//!   instance failing, the breaker opens and the shop answers at once:
+//!   `503` with `Retry-After` and a [`DEGRADED_HEADER`] saying why. Its
+//!   own `/health` stays `200`: the shop is up, ordering is paused.
+//! - **One id per operation.** The shop and the instance that served the
+//!   order log with the same correlation id, and no handler passes it by
+//!   hand (run the binary to see it):
+//!
+//!   ```text
+//!   12:00:01 [invoice] WARN [123-gda] Unknown country code country=XX
+//!   12:00:01 [warehouse] ERROR [123-gda] Invalid country code country=XX instance=inventory-2
+//!   ```
+//! - **Elasticity.** An instance inserted at run time
+//!   ([`RoundRobinHandle::insert`], [`Demo::add_instance`]) takes its share
+//!   of the orders once its first health check passes.
+//! - **Semantic monitoring.** A [`SyntheticMonitor`] places an order for a
+//!   CD every interval, as a customer would, and records whether "people
+//!   can order CDs", with a timestamp: red during an outage, green after.
+//!
+//! Each [`Inventory`] instance has a switch ([`Inventory::set_mode`]):
+//! healthy, failing (`500`), hanging (never answers an order), or draining
+//! (its `/health` answers `503`, orders are still served). It counts the
+//! orders and health checks that reach it and remembers their correlation
+//! ids. Every answer of an instance names it in [`SERVED_BY_HEADER`], and
+//! the shop passes that on.
+//!
+//! # Example
+//!
+//! ```
+//! use resilience_examples::shop::{Demo, Mode, ShopSettings};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), resilience_core::BoxError> {
+//! let demo = Demo::start(&ShopSettings::DEMO).await?;
+//!
+//! let order = demo.order("cd", "DE", "123-gda").await?;
+//! assert_eq!(order.status, 200);
+//! let served_by = order.served_by.as_deref().unwrap();
+//! assert!(demo.instance(served_by).saw_correlation_id("123-gda"));
+//!
+//! // The caller's mistake: a 400, passed on, and nobody's failure.
+//! let order = demo.order("cd", "XX", "124-gda").await?;
+//! assert_eq!(order.status, 400);
+//! assert_eq!(demo.shop.breaker().snapshot().failures(), 0);
+//!
+//! demo.instance("inventory-2").set_mode(Mode::Failing);
+//! println!("{}", demo.shop.status()); // breaker closed (2 calls, 0 failed)  inventory-1=healthy ...
+//! # Ok(()) }
+//! ```
+//!
+//! Run the scripted scenario: `cargo run -p resilience-examples --bin shop`
+
+use std::collections::{HashMap, VecDeque};
+use std::error::Error;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
+use resilience_core::error::find_in_chain;
+use resilience_core::http::retry_after_value;
+use resilience_core::timeout::TimeoutConfig;
+use resilience_core::{
+    BoxError, Classify, ConfigError, Elapsed, HttpOutcome, Rejected, RejectionKind, TimeoutLayer,
+};
+use resilience_correlation::{CorrelationLayer, PropagateContextLayer, RequestContext};
+use resilience_discovery::health::{HealthCheckConfig, HttpHealthCheck};
+use resilience_discovery::{
+    Endpoint, EndpointState, RoundRobinBuilder, RoundRobinConfig, RoundRobinHandle,
+};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tracing::Instrument;
+
+use crate::{Body, HttpClient, http_client, serve};
+
+/// The header naming the inventory instance that served a call, on the
+/// instance's answers and on the shop's.
+pub const SERVED_BY_HEADER: &str = "x-served-by";
+
+/// The header of a degraded answer of the shop, e.g. `inventory=timeout`.
+pub const DEGRADED_HEADER: &str = "x-degraded";
+
+/// The endpoint metadata key holding an instance's name.
+pub const NAME_KEY: &str = "name";
+
+/// The items inventory knows, and how many are in stock.
+const STOCK: [(&str, u32); 3] = [("cd", 12), ("dvd", 7), ("book", 30)];
+
+/// The countries the shop invoices and inventory ships to.
+const COUNTRIES: [&str; 5] = ["DE", "FR", "GB", "NL", "US"];
+
+/// How long a health check may take before it fails.
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How an inventory instance behaves; flip it at run time with
+/// [`Inventory::set_mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    /// Serves orders; `/health` answers `200`.
+    Healthy = 0,
+    /// Answers every order `500 Internal Server Error`; `/health` still
+    /// answers `200` (the process is up, its work fails: only real traffic
+    /// shows it).
+    Failing = 1,
+    /// Never answers an order (the caller's timeout decides); `/health`
+    /// still answers `200`.
+    Hanging = 2,
+    /// `/health` answers `503` (the instance asks to be taken out of
+    /// rotation); orders that still reach it are served.
+    Draining = 3,
+}
+
+/// One inventory instance and its run-time switch. Cheap to clone; clones
+/// share the switch and the counters.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    name: Arc<str>,
+    state: Arc<Switch>,
+}
+
+/// The shop's timeouts, breaker, health checks and ejection.
+#[derive(Debug, Clone)]
+pub struct ShopSettings {
+    /// Timeout of each call to an inventory instance.
+    pub timeout: Duration,
+    /// Calls the breaker remembers (a count window), and needs before it
+    /// decides; it opens when half of them or more failed.
+    pub window: u32,
+    /// How long an opened breaker fails fast before it lets one probe
+    /// through (doubles on each re-open without a close, up to 4 times
+    /// this).
+    pub open_for: Duration,
+    /// Time between two `GET /health` checks of an instance (an instance is
+    /// unhealthy after 2 failed checks in a row, healthy after 1 passing
+    /// one; each check times out after 1 s).
+    pub health_interval: Duration,
+    /// Failures (5xx, timeouts) in a row that eject an instance.
+    pub ejection_failures: u32,
+    /// How long a first ejection lasts (the n-th lasts n times as long, up
+    /// to 4 times this).
+    pub ejection_time: Duration,
+}
+
+/// The `shop` service: its inventory client, breaker and balancer.
+///
+/// Cheap to clone; clones share the client, the breaker and the balancer.
+#[derive(Debug, Clone)]
+pub struct Shop {
+    inner: Arc<ShopInner>,
+}
+
+/// The inventory instances and the shop, served on loopback: what the
+/// binary and the tests run.
+#[derive(Debug)]
+pub struct Demo {
+    /// The shop (for its breaker and balancer).
+    pub shop: Shop,
+    /// The shop's base URL, `http://127.0.0.1:<port>`.
+    pub url: String,
+    instances: Vec<Inventory>,
+    client: HttpClient,
+}
+
+/// An order as the demo's client saw it.
+#[derive(Debug, Clone)]
+pub struct OrderResponse {
+    /// The status: `200` placed, `4xx` the order was wrong, `503` ordering
+    /// is paused.
+    pub status: StatusCode,
+    /// The correlation id the shop returned.
+    pub correlation_id: Option<String>,
+    /// The inventory instance that served the order, if one answered.
+    pub served_by: Option<String>,
+    /// The `x-degraded` header: why inventory could not be had.
+    pub degraded: Option<String>,
+    /// The `Retry-After` header, in seconds.
+    pub retry_after: Option<String>,
+    /// The answer's text.
+    pub body: String,
+    /// How long the order took.
+    pub elapsed: Duration,
+}
+
+/// A synthetic customer checking that "people can order CDs": it orders a
+/// CD through the shop every interval and records each check.
+///
+/// The checks run on a task that stops when the monitor is dropped.
+#[derive(Debug)]
+pub struct SyntheticMonitor {
+    record: Arc<Mutex<Record>>,
+    task: AbortHandle,
+}
+
+/// One synthetic check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// The check's number, from 1.
+    pub seq: u64,
+    /// When it started.
+    pub at: SystemTime,
+    /// Whether a CD could be ordered.
+    pub passed: bool,
+    /// The shop's status, if it answered.
+    pub status: Option<StatusCode>,
+    /// What the shop said, or why there was no answer.
+    pub detail: String,
+    /// The check's correlation id, `synthetic-<seq>`.
+    pub correlation_id: String,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+struct Switch {
+    mode: AtomicU8,
+    orders: AtomicU64,
+    health_checks: AtomicU64,
+    ids: Mutex<VecDeque<String>>,
+}
+
+#[derive(Debug)]
+struct ShopInner {
+    timeout: Duration,
+    inventory: HttpClient,
+    breaker: CircuitBreakerHandle,
+    balancer: RoundRobinHandle,
+}
+
+/// Why inventory could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unavailable {
+    /// The instance did not answer within the timeout.
+    Timeout,
+    /// The breaker is open: the call was not made.
+    CircuitOpen,
+    /// No instance is healthy.
+    NoInstance,
+    /// The instance failed: a 5xx, or a transport error.
+    Error(String),
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    checks: VecDeque<Check>,
+    passed: u64,
+    failed: u64,
+}
+
+// === impl Mode ===
+
+impl Mode {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Mode::Failing,
+            2 => Mode::Hanging,
+            3 => Mode::Draining,
+            _ => Mode::Healthy,
+        }
+    }
+}
+
+// === impl Inventory ===
+
+impl Inventory {
+    /// Correlation ids remembered per instance (the latest ones).
+    const KEEP_IDS: usize = 256;
+
+    /// A healthy instance called `name` (e.g. `inventory-1`).
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            state: Arc::new(Switch {
+                mode: AtomicU8::new(Mode::Healthy as u8),
+                orders: AtomicU64::new(0),
+                health_checks: AtomicU64::new(0),
+                ids: Mutex::new(VecDeque::new()),
+            }),
+        }
+    }
+
+    /// The instance's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Switches how it behaves from the next request on.
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    /// How it behaves now.
+    pub fn mode(&self) -> Mode {
+        Mode::from_u8(self.state.mode.load(Ordering::Relaxed))
+    }
+
+    /// Orders (`/reserve` calls) that reached the instance, whatever its
+    /// mode and whatever it answered.
+    pub fn orders(&self) -> u64 {
+        self.state.orders.load(Ordering::Relaxed)
+    }
+
+    /// `GET /health` calls that reached the instance.
+    pub fn health_checks(&self) -> u64 {
+        self.state.health_checks.load(Ordering::Relaxed)
+    }
+
+    /// Whether an order with correlation id `id` reached the instance.
+    pub fn saw_correlation_id(&self, id: &str) -> bool {
+        self.ids().iter().any(|seen| seen == id)
+    }
+
+    /// The router: `POST /reserve/{item}?country=XX` behind
+    /// [`CorrelationLayer`], and `GET /health` (no correlation: a probe is
+    /// not an operation).
+    pub fn app(&self) -> Router {
+        async fn reserve(
+            State(inventory): State<Inventory>,
+            Path(item): Path<String>,
+            Query(query): Query<HashMap<String, String>>,
+        ) -> Response {
+            let country = query.get("country").cloned().unwrap_or_default();
+            inventory
+                .reserve(item, country)
+                .instrument(tracing::info_span!("warehouse"))
+                .await
+        }
+        async fn health(State(inventory): State<Inventory>) -> (StatusCode, &'static str) {
+            inventory
+                .state
+                .health_checks
+                .fetch_add(1, Ordering::Relaxed);
+            match inventory.mode() {
+                Mode::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+                _ => (StatusCode::OK, "ok\n"),
+            }
+        }
+        Router::new()
+            .route("/reserve/{item}", post(reserve))
+            .layer(CorrelationLayer::new())
+            .route("/health", get(health))
+            .with_state(self.clone())
+    }
+
+    /// The `warehouse` step: reserves one `item` for shipping to `country`.
+    async fn reserve(self, item: String, country: String) -> Response {
+        self.state.orders.fetch_add(1, Ordering::Relaxed);
+        if let Some(ctx) = RequestContext::current() {
+            let mut ids = self.ids();
+            if ids.len() == Self::KEEP_IDS {
+                ids.pop_front();
+            }
+            ids.push_back(ctx.correlation_id().as_str().to_owned());
+        }
+        let instance = &*self.name;
+        let (status, body) = match self.mode() {
+            Mode::Failing => {
+                tracing::error!(%item, %instance, "failing (switched to 500)");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error\n".to_owned(),
+                )
+            }
+            Mode::Hanging => {
+                tracing::warn!(%item, %instance, "hanging (switched to hang)");
+                return std::future::pending().await;
+            }
+            Mode::Healthy | Mode::Draining => {
+                if !COUNTRIES.contains(&country.as_str()) {
+                    tracing::error!(%country, %instance, "Invalid country code");
+                    (StatusCode::BAD_REQUEST, "invalid country code\n".to_owned())
+                } else if let Some((_, left)) = STOCK.iter().find(|(name, _)| *name == item) {
+                    tracing::info!(%item, %country, %instance, "reserved");
+                    (
+                        StatusCode::OK,
+                        format!("reserved 1 {item} for {country}, {left} in stock\n"),
+                    )
+                } else {
+                    tracing::warn!(%item, %instance, "Unknown item");
+                    (StatusCode::NOT_FOUND, "unknown item\n".to_owned())
+                }
+            }
+        };
+        let mut rsp = (status, body).into_response();
+        if let Ok(name) = HeaderValue::from_str(instance) {
+            rsp.headers_mut().insert(SERVED_BY_HEADER, name);
+        }
+        rsp
+    }
+
+    fn ids(&self) -> MutexGuard<'_, VecDeque<String>> {
+        // Nothing can panic while the lock is held: a poisoned list is fine.
+        self.state
+            .ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for Switch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Switch")
+            .field("mode", &Mode::from_u8(self.mode.load(Ordering::Relaxed)))
+            .field("orders", &self.orders.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl ShopSettings ===
+
+impl ShopSettings {
+    /// Settings for a demo: a 300 ms timeout, a breaker that decides after 6
+    /// calls and stays open for 1 s, health checks every 100 ms, ejection
+    /// after 3 failures in a row for 500 ms.
+    pub const DEMO: ShopSettings = ShopSettings {
+        timeout: Duration::from_millis(300),
+        window: 6,
+        open_for: Duration::from_secs(1),
+        health_interval: Duration::from_millis(100),
+        ejection_failures: 3,
+        ejection_time: Duration::from_millis(500),
+    };
+
+    /// The breaker of the inventory calls.
+    ///
+    /// # Errors
+    /// - `window` is zero or above 1,000,000, or `open_for` is zero
+    pub fn breaker_config(&self) -> Result<CircuitBreakerConfig, ConfigError> {
+        CircuitBreakerConfig::builder()
+            .name("inventory")
+            .count_window(self.window)
+            .minimum_calls(self.window)
+            .failure_rate_threshold(50.0)
+            .open_for(self.open_for)
+            .max_open_for(self.open_for.saturating_mul(4))
+            .jitter(0.0) // a demo wants exact times; keep the default ±10% in production
+            .half_open_probes(1)
+            .build()
+    }
+
+    /// The balancer's passive ejection.
+    ///
+    /// # Errors
+    /// - `ejection_time` is zero while `ejection_failures` is not
+    pub fn balancer_config(&self) -> Result<RoundRobinConfig, ConfigError> {
+        RoundRobinConfig::builder()
+            .name("inventory")
+            .consecutive_failures(self.ejection_failures)
+            .base_ejection_time(self.ejection_time)
+            .max_ejection_time(self.ejection_time.saturating_mul(4))
+            .build()
+    }
+
+    /// The active health checks: `GET /health` every `health_interval`.
+    ///
+    /// # Errors
+    /// - `health_interval` is zero
+    pub fn health_config(&self) -> Result<HealthCheckConfig, ConfigError> {
+        HealthCheckConfig::builder()
+            .path("/health")
+            .interval(self.health_interval)
+            .timeout(HEALTH_CHECK_TIMEOUT)
+            .unhealthy_threshold(2)
+            .healthy_threshold(1)
+            .build()
+    }
+}
+
+// === impl Shop ===
+
+impl Shop {
+    /// A shop calling the inventory instances at `endpoints` (name each
+    /// one with the [`NAME_KEY`] metadata for readable snapshots).
+    ///
+    /// Build it inside a tokio runtime: the health checks start at once, and
+    /// an instance gets orders once its first check passes.
+    ///
+    /// # Errors
+    /// - the settings make an invalid breaker, balancer, health check or
+    ///   timeout configuration (see [`ShopSettings`]'s methods; `timeout`
+    ///   zero)
+    pub fn new(
+        settings: &ShopSettings,
+        endpoints: impl IntoIterator<Item = Endpoint>,
+    ) -> Result<Self, ConfigError> {
+        let hyper = Client::builder(TokioExecutor::new()).build_http::<Body>();
+        // Per instance, under the balancer: the balancer sees the timeout as
+        // that instance's failure. A timeout above the balancer would drop
+        // the call's future, and the instance would never be blamed.
+        let timeout = TimeoutLayer::from_config(
+            TimeoutConfig::builder()
+                .name("inventory")
+                .timeout(settings.timeout)
+                .build()?,
+        );
+        let instance = move |ep: &Endpoint| -> HttpClient {
+            let (hyper, authority) = (hyper.clone(), ep.addr().to_string());
+            let forward = service_fn(move |mut req: http::Request<Body>| {
+                let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                let uri = format!("http://{authority}{path}").parse::<http::Uri>();
+                let hyper = hyper.clone();
+                async move {
+                    *req.uri_mut() = uri?;
+                    Ok::<_, BoxError>(hyper.request(req).await?)
+                }
+            });
+            BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(timeout.clone())
+                    .service(forward),
+            )
+        };
+        let health = settings.health_config()?;
+        let balancer = RoundRobinBuilder::new()
+            .config(settings.balancer_config()?)
+            .classify(HttpOutcome::new()) // 5xx and errors count, 4xx never
+            .health_check(health.clone(), HttpHealthCheck::from_config(&health))
+            .build_with_endpoints(endpoints, instance);
+        let balancer_handle = balancer.handle();
+        let breaker = CircuitBreakerLayer::new(settings.breaker_config()?);
+        let breaker_handle = breaker.handle();
+        let inventory = BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .layer(PropagateContextLayer::new())
+                .layer(breaker)
+                .service(balancer),
+        );
+        Ok(Self {
+            inner: Arc::new(ShopInner {
+                timeout: settings.timeout,
+                inventory,
+                breaker: breaker_handle,
+                balancer: balancer_handle,
+            }),
+        })
+    }
+
+    /// The breaker of the inventory calls.
+    pub fn breaker(&self) -> &CircuitBreakerHandle {
+        &self.inner.breaker
+    }
+
+    /// The balancer over the inventory instances: its snapshot, and
+    /// [`insert`](RoundRobinHandle::insert) /
+    /// [`remove`](RoundRobinHandle::remove) at run time.
+    pub fn balancer(&self) -> &RoundRobinHandle {
+        &self.inner.balancer
+    }
+
+    /// How many instances are in `state` now.
+    pub fn instances_in(&self, state: EndpointState) -> usize {
+        self.inner.balancer.snapshot().count(state)
+    }
+
+    /// The state of the instance called `name`, if the balancer has it.
+    pub fn instance_state(&self, name: &str) -> Option<EndpointState> {
+        self.inner
+            .balancer
+            .snapshot()
+            .endpoints
+            .into_iter()
+            .find(|e| e.endpoint.metadata().get(NAME_KEY).map(String::as_str) == Some(name))
+            .map(|e| e.state)
+    }
+
+    /// One line with the breaker's state and window and each instance's
+    /// state, e.g. `breaker closed (6 calls, 1 failed)  inventory-1=healthy
+    /// inventory-2=ejected inventory-3=healthy`.
+    pub fn status(&self) -> String {
+        let b = self.inner.breaker.snapshot();
+        let mut line = format!(
+            "breaker {} ({} calls, {} failed",
+            b.state(),
+            b.calls(),
+            b.failures()
+        );
+        if let Some(left) = b.time_until_half_open() {
+            line.push_str(&format!(", half-open in {}ms", left.as_millis()));
+        }
+        line.push(')');
+        let snapshot = self.inner.balancer.snapshot();
+        let mut instances: Vec<(String, &'static str)> = snapshot
+            .endpoints
+            .iter()
+            .map(|e| {
+                let name = e.endpoint.metadata().get(NAME_KEY).cloned();
+                (
+                    name.unwrap_or_else(|| e.endpoint.to_string()),
+                    e.state.as_str(),
+                )
+            })
+            .collect();
+        instances.sort();
+        for (name, state) in instances {
+            line.push_str(&format!("  {name}={state}"));
+        }
+        if snapshot.panic {
+            line.push_str("  (panic: too few healthy, traffic to all)");
+        }
+        line
+    }
+
+    /// The router: `POST /order/{item}?country=XX`, behind
+    /// [`CorrelationLayer`] (the id, on every log line and every inventory
+    /// call), and `GET /health`, which answers `200` as long as the shop
+    /// itself runs, whatever inventory does.
+    pub fn app(&self) -> Router {
+        async fn order(
+            State(shop): State<Shop>,
+            Path(item): Path<String>,
+            Query(query): Query<HashMap<String, String>>,
+        ) -> Response {
+            let country = query.get("country").cloned().unwrap_or_default();
+            shop.place(item, country)
+                .instrument(tracing::info_span!("invoice"))
+                .await
+        }
+        Router::new()
+            .route("/order/{item}", post(order))
+            .layer(CorrelationLayer::new())
+            .route("/health", get(|| async { "ok\n" }))
+            .with_state(self.clone())
+    }
+
+    /// The `invoice` step: checks the order, then reserves the item.
+    async fn place(self, item: String, country: String) -> Response {
+        // Both go into inventory's URL: accept plain values only.
+        let plain_item = !item.is_empty()
+            && item.len() <= 32
+            && item
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        let country = country.to_ascii_uppercase();
+        let plain_country = country.len() == 2 && country.chars().all(|c| c.is_ascii_uppercase());
+        if !plain_item || !plain_country {
+            return (StatusCode::BAD_REQUEST, "invalid order\n").into_response();
+        }
+        if !COUNTRIES.contains(&country.as_str()) {
+            // Not the invoice's call to refuse: it cannot add tax, says so,
+            // and lets the warehouse decide whether it ships there.
+            tracing::warn!(%country, "Unknown country code");
+        }
+        tracing::info!(%item, %country, "placing order");
+
+        // No id passed by hand: the client stack takes it from the context.
+        let url = format!("http://inventory/reserve/{item}?country={country}");
+        let (status, served_by, text) = match self.call(&url).await {
+            Ok(answer) => answer,
+            Err(err) => {
+                let retry_after = find_in_chain::<Rejected>(&*err).and_then(Classify::retry_after);
+                return Unavailable::from_error(&*err).respond(None, retry_after);
+            }
+        };
+        let mut rsp = if status.is_success() {
+            tracing::info!(%item, %country, "order placed");
+            (
+                StatusCode::OK,
+                format!("order placed: 1 {item} to {country}\n"),
+            )
+                .into_response()
+        } else if status == StatusCode::NOT_FOUND {
+            (StatusCode::NOT_FOUND, format!("no such item: {item}\n")).into_response()
+        } else if status.is_client_error() {
+            tracing::warn!(%status, "inventory refused the order");
+            (
+                status,
+                format!("cannot ship to {country}: {}", text.trim_end()) + "\n",
+            )
+                .into_response()
+        } else {
+            Unavailable::Error(format!("HTTP {}", status.as_u16()))
+                .respond(served_by.as_deref(), None)
+        };
+        if let Some(value) = served_by.and_then(|s| HeaderValue::from_str(&s).ok()) {
+            rsp.headers_mut().insert(SERVED_BY_HEADER, value);
+        }
+        rsp
+    }
+
+    /// POSTs `url` through the inventory stack and returns the status, the
+    /// instance that answered and the text. The timeout bounds the wait for
+    /// the answer's head; the body is read within what is left of it.
+    async fn call(&self, url: &str) -> Result<(StatusCode, Option<String>, String), BoxError> {
+        let started = Instant::now();
+        let req = http::Request::post(url).body(Body::default())?;
+        let rsp = self.inner.inventory.clone().oneshot(req).await?;
+        let status = rsp.status();
+        let served_by = rsp
+            .headers()
+            .get(SERVED_BY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let left = self.inner.timeout.saturating_sub(started.elapsed());
+        let body = tokio::time::timeout(left, rsp.into_body().collect())
+            .await
+            .map_err(|_| Elapsed::new())??
+            .to_bytes();
+        Ok((
+            status,
+            served_by,
+            String::from_utf8_lossy(&body).into_owned(),
+        ))
+    }
+}
+
+// === impl Unavailable ===
+
+impl Unavailable {
+    /// Why a call failed, from its error.
+    fn from_error(err: &(dyn Error + 'static)) -> Self {
+        match find_in_chain::<Rejected>(err).map(Rejected::kind) {
+            Some(RejectionKind::CircuitOpen) => Unavailable::CircuitOpen,
+            Some(RejectionKind::NoHealthyEndpoint) => Unavailable::NoInstance,
+            _ if find_in_chain::<Elapsed>(err).is_some() => Unavailable::Timeout,
+            _ => Unavailable::Error(err.to_string()),
+        }
+    }
+
+    /// The shop's degraded answer: `503`, `Retry-After` (`retry_after`, the
+    /// breaker's time left when it is open, else 1 s) and
+    /// [`DEGRADED_HEADER`].
+    fn respond(&self, served_by: Option<&str>, retry_after: Option<Duration>) -> Response {
+        match served_by {
+            Some(instance) => {
+                tracing::warn!(reason = %self, %instance, "inventory unavailable, order refused");
+            }
+            None => tracing::warn!(reason = %self, "inventory unavailable, order refused"),
+        }
+        let retry_after = retry_after.unwrap_or(Duration::from_secs(1));
+        let mut rsp = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "orders are paused: inventory unavailable ({self}); please try again shortly\n"
+            ),
+        )
+            .into_response();
+        let headers = rsp.headers_mut();
+        headers.insert(http::header::RETRY_AFTER, retry_after_value(retry_after));
+        if let Ok(value) = HeaderValue::from_str(&format!("inventory={self}")) {
+            headers.insert(DEGRADED_HEADER, value);
+        }
+        rsp
+    }
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unavailable::Timeout => f.write_str("timeout"),
+            Unavailable::CircuitOpen => f.write_str("circuit open"),
+            Unavailable::NoInstance => f.write_str("no healthy instance"),
+            Unavailable::Error(detail) => write!(f, "error ({detail})"),
+        }
+    }
+}
+
+// === impl Demo ===
+
+impl Demo {
+    /// Inventory instances the demo starts with.
+    pub const INSTANCES: usize = 3;
+
+    /// Serves three inventory instances (`inventory-1` to `inventory-3`)
+    /// and the shop on loopback (ephemeral ports), every instance healthy,
+    /// and returns once each has passed its first health check.
+    ///
+    /// # Errors
+    /// - a port cannot be bound, the settings are invalid, or the instances
+    ///   are not all healthy within 10 s
+    pub async fn start(settings: &ShopSettings) -> Result<Self, BoxError> {
+        let mut instances = Vec::with_capacity(Self::INSTANCES);
+        let mut endpoints = Vec::with_capacity(Self::INSTANCES);
+        for n in 1..=Self::INSTANCES {
+            let inventory = Inventory::new(&format!("inventory-{n}"));
+            endpoints.push(endpoint(&inventory, serve(inventory.app()).await?));
+            instances.push(inventory);
+        }
+        let shop = Shop::new(settings, endpoints)?;
+        let addr = serve(shop.app()).await?;
+        let demo = Self {
+            shop,
+            url: format!("http://{addr}"),
+            instances,
+            client: http_client(Duration::from_secs(10)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while demo.shop.instances_in(EndpointState::Healthy) < Self::INSTANCES {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the inventory instances did not pass their first health check within 10 s: {}",
+                    demo.shop.status()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(demo)
+    }
+
+    /// Serves `inventory` on loopback as one more instance and inserts it
+    /// into the shop's balancer: it gets orders once its first health
+    /// check passes. Set its mode first to have it join in that mode.
+    ///
+    /// # Errors
+    /// - a port cannot be bound
+    pub async fn add_instance(&mut self, inventory: Inventory) -> Result<(), BoxError> {
+        let addr = serve(inventory.app()).await?;
+        self.shop.balancer().insert(endpoint(&inventory, addr));
+        self.instances.push(inventory);
+        Ok(())
+    }
+
+    /// The instance called `name`.
+    ///
+    /// # Panics
+    /// - no instance is called `name`
+    pub fn instance(&self, name: &str) -> &Inventory {
+        self.instances
+            .iter()
+            .find(|i| i.name() == name)
+            .unwrap_or_else(|| panic!("no inventory instance called {name}"))
+    }
+
+    /// Every instance, in the order they were started.
+    pub fn instances(&self) -> &[Inventory] {
+        &self.instances
+    }
+
+    /// A request ordering `item` for `country`; add headers (say,
+    /// `x-correlation-id`), then [`fetch`](Self::fetch).
+    pub fn order_request(&self, item: &str, country: &str) -> http::request::Builder {
+        http::Request::post(format!("{}/order/{item}?country={country}", self.url))
+    }
+
+    /// Sends `req` to the shop as an outside caller would.
+    ///
+    /// # Errors
+    /// - the call failed (10 s timeout), or the body could not be read
+    pub async fn fetch(&self, req: http::Request<Body>) -> Result<OrderResponse, BoxError> {
+        let started = Instant::now();
+        let rsp = self.client.clone().oneshot(req).await?;
+        let status = rsp.status();
+        let header = |name: &str| {
+            rsp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let correlation_id = header("x-correlation-id");
+        let served_by = header(SERVED_BY_HEADER);
+        let degraded = header(DEGRADED_HEADER);
+        let retry_after = header("retry-after");
+        let body = rsp.into_body().collect().await?.to_bytes();
+        Ok(OrderResponse {
+            status,
+            correlation_id,
+            served_by,
+            degraded,
+            retry_after,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Orders `item` for `country`, with `correlation_id`.
+    ///
+    /// # Errors
+    /// - as [`fetch`](Self::fetch)
+    pub async fn order(
+        &self,
+        item: &str,
+        country: &str,
+        correlation_id: &str,
+    ) -> Result<OrderResponse, BoxError> {
+        let req = self
+            .order_request(item, country)
+            .header("x-correlation-id", correlation_id)
+            .body(Body::default())?;
+        self.fetch(req).await
+    }
+
+    /// The status of the shop's own `GET /health`.
+    ///
+    /// # Errors
+    /// - as [`fetch`](Self::fetch)
+    pub async fn shop_health(&self) -> Result<StatusCode, BoxError> {
+        let req = http::Request::get(format!("{}/health", self.url)).body(Body::default())?;
+        Ok(self.fetch(req).await?.status)
+    }
+
+    /// Starts a synthetic customer ordering a CD through the shop every
+    /// `interval` (see [`SyntheticMonitor`]).
+    pub fn monitor(&self, interval: Duration) -> SyntheticMonitor {
+        SyntheticMonitor::start(&self.url, interval, Duration::from_secs(2))
+    }
+}
+
+/// The balancer's endpoint for `inventory` served at `addr`.
+fn endpoint(inventory: &Inventory, addr: SocketAddr) -> Endpoint {
+    Endpoint::new(addr).with_metadata(NAME_KEY, inventory.name())
+}
+
+// === impl SyntheticMonitor ===
+
+impl SyntheticMonitor {
+    /// Checks remembered (the latest ones).
+    const KEEP: usize = 1024;
+
+    /// Orders a CD for Germany through the shop at `shop_url` every
+    /// `interval`, each order with its own correlation id
+    /// (`synthetic-<n>`) and at most `timeout` to answer: a check passes
+    /// when the order is placed (`200`), and fails on any other answer, an
+    /// error, or no answer in time.
+    ///
+    /// # Panics
+    /// - outside a tokio runtime
+    pub fn start(shop_url: &str, interval: Duration, timeout: Duration) -> Self {
+        let record = Arc::new(Mutex::new(Record::default()));
+        let client = http_client(timeout);
+        let url = format!("{shop_url}/order/cd?country=DE");
+        let task = tokio::spawn(
+            run_checks(client, url, interval, record.clone())
+                .instrument(tracing::info_span!("synthetic")),
+        );
+        Self {
+            record,
+            task: task.abort_handle(),
+        }
+    }
+
+    /// The latest check, if one finished.
+    pub fn latest(&self) -> Option<Check> {
+        self.record().checks.back().cloned()
+    }
+
+    /// The latest checks, oldest first.
+    pub fn history(&self) -> Vec<Check> {
+        self.record().checks.iter().cloned().collect()
+    }
+
+    /// Checks that passed and failed so far.
+    pub fn totals(&self) -> (u64, u64) {
+        let r = self.record();
+        (r.passed, r.failed)
+    }
+
+    /// One line: the latest check and the totals, e.g. `GREEN people can
+    /// order CDs: 12:00:01.234 200 in 3 ms [synthetic-7] (7 passed, 0 failed)`.
+    pub fn status(&self) -> String {
+        let (passed, failed) = self.totals();
+        match self.latest() {
+            Some(check) => format!("{check} ({passed} passed, {failed} failed)"),
+            None => "no synthetic check yet".to_owned(),
+        }
+    }
+
+    fn record(&self) -> MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for SyntheticMonitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run_checks(
+    client: HttpClient,
+    url: String,
+    interval: Duration,
+    record: Arc<Mutex<Record>>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_passing = None;
+    for seq in 1.. {
+        ticker.tick().await;
+        let check = check_once(&client, &url, seq).await;
+        if was_passing != Some(check.passed) {
+            if check.passed {
+                tracing::info!(id = %check.correlation_id, "people can order CDs");
+            } else {
+                tracing::warn!(id = %check.correlation_id, detail = %check.detail, "people cannot order CDs");
+            }
+            was_passing = Some(check.passed);
+        }
+        let mut r = record.lock().unwrap_or_else(PoisonError::into_inner);
+        if check.passed {
+            r.passed += 1;
+        } else {
+            r.failed += 1;
+        }
+        if r.checks.len() == SyntheticMonitor::KEEP {
+            r.checks.pop_front();
+        }
+        r.checks.push_back(check);
+    }
+}
+
+async fn check_once(client: &HttpClient, url: &str, seq: u64) -> Check {
+    let at = SystemTime::now();
+    let started = Instant::now();
+    let correlation_id = format!("synthetic-{seq}");
+    let result = async {
+        let req = http::Request::post(url)
+            .header("x-correlation-id", &correlation_id)
+            .body(Body::default())?;
+        let rsp = client.clone().oneshot(req).await?;
+        let status = rsp.status();
+        let degraded = rsp.headers().get(DEGRADED_HEADER).cloned();
+        let body = rsp.into_body().collect().await?.to_bytes();
+        let text = String::from_utf8_lossy(&body).trim_end().to_owned();
+        let detail = match degraded.as_ref().and_then(|v| v.to_str().ok()) {
+            Some(why) => format!("{text} [{why}]"),
+            None => text,
+        };
+        Ok::<_, BoxError>((status, detail))
+    }
+    .await;
+    let (status, passed, detail) = match result {
+        Ok((status, detail)) => (Some(status), status == StatusCode::OK, detail),
+        Err(err) => (None, false, format!("no answer: {err}")),
+    };
+    Check {
+        seq,
+        at,
+        passed,
+        status,
+        detail,
+        correlation_id,
+        elapsed: started.elapsed(),
+    }
+}
+
+// === impl Check ===
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self
+            .at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let (secs, millis) = (ms / 1000 % 86_400, ms % 1000);
+        let verdict = if self.passed {
+            "GREEN people can order CDs"
+        } else {
+            "RED people cannot order CDs"
+        };
+        let status = self
+            .status
+            .map_or_else(|| "no answer".to_owned(), |s| s.as_u16().to_string());
+        write!(
+            f,
+            "{verdict}: {:02}:{:02}:{:02}.{millis:03} {status} in {} ms [{}]",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            self.elapsed.as_millis(),
+            self.correlation_id
+        )?;
+        if !self.passed {
+            write!(f, " {}", self.detail)?;
+        }
+        Ok(())
+    }
+}
