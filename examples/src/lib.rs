@@ -11,6 +11,9 @@
 //!   ejection), behind a breaker and a timeout; 4xx against 5xx,
 //!   correlation ids across both, and a synthetic "people can order CDs"
 //!   check.
+//! - [`ingest`]: reference service 3, event ingestion with one bounded
+//!   queue per kind of operation: a full queue refuses at once (`429` with
+//!   `Retry-After`), and a flood of bulk writes does not starve searches.
 //!
 //! - [`serve`] binds an axum app on loopback and runs it in the background.
 //! - [`http_client`] is the outgoing-call stack every service uses:
@@ -18,6 +21,7 @@
 //! - [`init_logging`] installs the log format that shows the correlation id
 //!   on every line (binaries only: libraries never install a subscriber).
 
+pub mod ingest;
 pub mod profile;
 pub mod quickstart;
 pub mod shop;
