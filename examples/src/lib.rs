@@ -119,3 +119,21 @@ pub fn init_logging(default_service: &str) {
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// Polls `check` every `every` until it holds; panics after 10 s, naming
+/// `what`. For tests and demos over real sockets: waits for a state
+/// instead of sleeping a fixed time.
+pub async fn wait_until<F, Fut>(what: &str, every: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}

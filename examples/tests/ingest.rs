@@ -33,16 +33,12 @@ fn kind(concurrency: usize, capacity: usize, service_ms: u64) -> KindSettings {
 }
 
 /// Polls `check` every 2 ms until it holds; fails the test after 10 s.
-async fn wait_until<F, Fut>(what: &str, mut check: F)
+async fn wait_until<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    resilience_examples::wait_until(what, Duration::from_millis(2), check).await;
 }
 
 async fn wait_idle(ingest: &Ingest) {

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use resilience_circuit_breaker::CircuitState;
 use resilience_examples::profile::{Component, Demo, Mode, NEW_FEATURE_FLAG, ProfileSettings};
-use tokio::time::Instant;
 
 /// Settings for tests: a breaker that never half-opens during a test unless
 /// the test asks for a short `open_for`. Tests where no call should time
@@ -25,16 +24,12 @@ fn settings(timeout_ms: u64, open_for: Duration) -> ProfileSettings {
 }
 
 /// Polls `check` every 10 ms until it holds; fails the test after 10 s.
-async fn wait_until<F, Fut>(what: &str, mut check: F)
+async fn wait_until<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    resilience_examples::wait_until(what, Duration::from_millis(10), check).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,16 +35,12 @@ fn settings(timeout_ms: u64) -> ShopSettings {
 }
 
 /// Polls `check` every 10 ms until it holds; fails the test after 10 s.
-async fn wait_until<F, Fut>(what: &str, mut check: F)
+async fn wait_until<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    resilience_examples::wait_until(what, Duration::from_millis(10), check).await;
 }
 
 /// Places `n` orders for a CD, one after the other, and counts who served
