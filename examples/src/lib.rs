@@ -92,6 +92,12 @@ pub async fn get_text(
 /// naming each line after the service span it comes from; INFO and above
 /// from the examples, DEBUG from the resilience crates.
 pub fn init_logging(default_service: &str) {
+    init_logging_at(default_service, tracing::Level::DEBUG);
+}
+
+/// [`init_logging`], with the resilience crates at `resilience_level` (a
+/// flood of requests at DEBUG would bury a demo's output).
+pub fn init_logging_at(default_service: &str, resilience_level: tracing::Level) {
     use tracing::Level;
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt;
@@ -99,7 +105,7 @@ pub fn init_logging(default_service: &str) {
     let format =
         resilience_correlation::fmt::CorrelationFormat::new(default_service).with_span_names(true);
     let filter = Targets::new()
-        .with_target("resilience", Level::DEBUG)
+        .with_target("resilience", resilience_level)
         .with_default(Level::INFO)
         .with_target("hyper", Level::WARN)
         .with_target("hyper_util", Level::WARN)

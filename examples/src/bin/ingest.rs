@@ -28,7 +28,10 @@ const BATCH: usize = 10;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    init_logging();
+    // The resilience crates at INFO: the queues' per-request DEBUG lines
+    // would bury a flood's output; their INFO lines say when a queue
+    // starts and stops standing.
+    resilience_examples::init_logging_at("demo", tracing::Level::INFO);
     let settings = IngestSettings::DEMO;
     let demo = Demo::start(&settings).await?;
     println!("ingest on {}; one queue per kind:", demo.url);
@@ -230,27 +233,4 @@ async fn stop_all<const N: usize>(
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("   | {l}\n")).collect()
-}
-
-/// Like `resilience_examples::init_logging`, but the resilience crates log
-/// at INFO: the queues' per-request DEBUG lines would bury the output of a
-/// flood; their INFO lines say when a queue starts and stops standing.
-fn init_logging() {
-    use tracing::Level;
-    use tracing_subscriber::filter::Targets;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let format = resilience_correlation::fmt::CorrelationFormat::new("demo");
-    let filter = Targets::new()
-        .with_default(Level::INFO)
-        .with_target("hyper", Level::WARN)
-        .with_target("hyper_util", Level::WARN);
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .event_format(format),
-        )
-        .with(filter)
-        .try_init();
 }
