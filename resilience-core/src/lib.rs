@@ -51,6 +51,12 @@
 //!   leases, put), shared by the discovery and flag sources.
 //! - `etcd-server`: `etcd::EtcdServer`, a real etcd on loopback ports for
 //!   tests of code that reads or writes etcd.
+//! - `snapshot`: [`snapshot`], the trait every layer's handle implements to
+//!   report its state, and the registry that renders them as one JSON
+//!   document.
+//! - `axum`: `SnapshotRegistry::router`, the `/resilience` route.
+//! - `chaos`: the chaos layer: latency, errors and abort, switched at run
+//!   time.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -67,6 +73,9 @@ pub mod grpc;
 pub mod http;
 pub mod names;
 pub mod priority;
+#[cfg(feature = "snapshot")]
+#[cfg_attr(docsrs, doc(cfg(feature = "snapshot")))]
+pub mod snapshot;
 pub mod timeout;
 
 pub use crate::classify::{
