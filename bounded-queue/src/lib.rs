@@ -194,8 +194,10 @@
 //! `resilience_bounded_queue_depth` (gauge), `_in_service` (gauge), `_limit`
 //! (gauge), `_wait_seconds` (histogram of the waits of requests admitted
 //! from the queue) and `_rejected_total{reason, priority}` (counter;
-//! `reason` is `full`, `wait_timeout`, `shed` or `deadline`; the rate limit
-//! counts `rate_limited`). Install the recorder before building the layer.
+//! `reason` is `full`, `wait_timeout`, `shed` or `deadline`). Each per-kind
+//! queue reports under its own `name`; the rate limit counts its refusals in
+//! `resilience_rate_limit_rejected_total{name}`. Install the recorder before
+//! building the layer.
 //!
 //! The uncontended path does no metrics work: `_in_service` is published
 //! whenever the queue is contended (a request queued, handed a slot or
@@ -222,6 +224,11 @@
 //! - `metrics` (default): emit metrics through the `metrics` facade.
 //! - `serde`: deserialize [`BoundedQueueConfig`] (same validation as the
 //!   builder).
+//! - `snapshot`: `resilience_core::snapshot::LayerSnapshot` for
+//!   [`BoundedQueueHandle`] (kind `bounded_queue`) and `serde::Serialize`
+//!   for [`BoundedQueueSnapshot`], so a `SnapshotRegistry` serves the queue
+//!   in its `/resilience` document. Register each per-kind queue's handle
+//!   ([`kind::KindQueuesLayer::handle`]) on its own.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -234,6 +241,8 @@ mod layer;
 mod metrics;
 pub mod rate;
 mod service;
+#[cfg(feature = "snapshot")]
+mod snapshot;
 mod state;
 mod sync;
 

@@ -34,7 +34,8 @@
 //!
 //! # Metrics
 //!
-//! `resilience_bounded_queue_rejected_total{name, reason="rate_limited"}`.
+//! `resilience_rate_limit_rejected_total{name}` (counter): requests refused.
+//! Install the recorder before building the layer.
 
 use std::fmt;
 use std::future::Future;
@@ -246,11 +247,15 @@ impl RateLimitLayer {
         let interval =
             (config.per.as_nanos() / u128::from(config.num)).min(u64::MAX as u128) as u64;
         #[cfg(feature = "metrics")]
-        let rejected = metrics::counter!(
-            resilience_core::names::BOUNDED_QUEUE_REJECTED_TOTAL,
-            resilience_core::names::LABEL_NAME => config.name.clone(),
-            resilience_core::names::LABEL_REASON => "rate_limited",
-        );
+        let rejected = {
+            use resilience_core::names::{LABEL_NAME, RATE_LIMIT_REJECTED_TOTAL};
+            metrics::describe_counter!(
+                RATE_LIMIT_REJECTED_TOTAL,
+                metrics::Unit::Count,
+                "Requests refused by a rate limit."
+            );
+            metrics::counter!(RATE_LIMIT_REJECTED_TOTAL, LABEL_NAME => config.name.clone())
+        };
         Self {
             bucket: Arc::new(Bucket {
                 origin: Instant::now(),

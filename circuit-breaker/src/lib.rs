@@ -183,6 +183,11 @@
 //!
 //! - `metrics` (default): emit metrics through the `metrics` facade.
 //! - `serde`: deserialize configurations, through the builders' validation.
+//! - `snapshot`: `resilience_core::snapshot::LayerSnapshot` for
+//!   [`CircuitBreakerHandle`] (kind `circuit_breaker`) and
+//!   [`ThrottleHandle`](throttle::ThrottleHandle) (kind `throttle`), and
+//!   `serde::Serialize` for their snapshots, so a `SnapshotRegistry` serves
+//!   them in its `/resilience` document.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -193,6 +198,8 @@ mod handle;
 mod layer;
 mod metrics;
 mod service;
+#[cfg(feature = "snapshot")]
+mod snapshot;
 mod state;
 mod sync;
 pub mod throttle;

@@ -164,6 +164,10 @@
 //! - `etcd`: [`EtcdSource`](source::EtcdSource) and
 //!   [`Registration`](source::Registration), through etcd's JSON gateway
 //!   (why not gRPC: see [`source::etcd`]).
+//! - `snapshot`: `resilience_core::snapshot::LayerSnapshot` for
+//!   [`RoundRobinHandle`] (kind `round_robin`) and `serde::Serialize` for
+//!   [`RoundRobinSnapshot`], so a `SnapshotRegistry` serves the balancer's
+//!   endpoints in its `/resilience` document.
 //!
 //! # A tonic channel balancer
 //!
@@ -240,6 +244,8 @@ pub mod health;
 #[cfg(feature = "metrics")]
 mod metrics;
 pub mod round_robin;
+#[cfg(feature = "snapshot")]
+mod snapshot;
 pub mod source;
 
 pub use crate::endpoint::{Change, Endpoint};

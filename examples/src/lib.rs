@@ -15,12 +15,17 @@
 //!   queue per kind of operation: a full queue refuses at once (`429` with
 //!   `Retry-After`), and a flood of bulk writes does not starve searches.
 //!
+//! - [`demo`]: the reference deployment, every service above at once under
+//!   mixed-priority traffic through a chaos scenario, with a live
+//!   dashboard, a summary table and a chart.
+//!
 //! - [`serve`] binds an axum app on loopback and runs it in the background.
 //! - [`http_client`] is the outgoing-call stack every service uses:
 //!   context propagation over a timeout over a hyper client.
 //! - [`init_logging`] installs the log format that shows the correlation id
 //!   on every line (binaries only: libraries never install a subscriber).
 
+pub mod demo;
 pub mod ingest;
 pub mod profile;
 pub mod quickstart;
@@ -98,6 +103,15 @@ pub fn init_logging(default_service: &str) {
 /// [`init_logging`], with the resilience crates at `resilience_level` (a
 /// flood of requests at DEBUG would bury a demo's output).
 pub fn init_logging_at(default_service: &str, resilience_level: tracing::Level) {
+    init_logging_to(default_service, resilience_level, std::io::stdout);
+}
+
+/// [`init_logging_at`], writing to `writer` (a file, say) instead of
+/// standard output.
+pub fn init_logging_to<W>(default_service: &str, resilience_level: tracing::Level, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     use tracing::Level;
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt;
@@ -115,6 +129,7 @@ pub fn init_logging_at(default_service: &str, resilience_level: tracing::Level) 
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
+                .with_writer(writer)
                 .event_format(format),
         )
         .with(filter)

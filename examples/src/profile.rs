@@ -230,7 +230,8 @@ impl Component {
         }
     }
 
-    const fn index(self) -> usize {
+    /// Its position in [`Component::ALL`].
+    pub const fn index(self) -> usize {
         match self {
             Component::Publications => 0,
             Component::AboutMe => 1,
@@ -392,7 +393,7 @@ impl fmt::Debug for Switch {
 
 impl ProfileSettings {
     /// Settings for a demo: a 300 ms timeout, breakers that decide after 4
-    /// calls and stay open for 1 s.
+    /// calls and stay open for 1 s (up to 4 s when probes keep failing).
     pub const DEMO: ProfileSettings = ProfileSettings {
         timeout: Duration::from_millis(300),
         window: 4,
@@ -414,6 +415,7 @@ impl ProfileSettings {
             .minimum_calls(self.window)
             .failure_rate_threshold(50.0)
             .open_for(self.open_for)
+            .max_open_for(self.open_for.saturating_mul(4))
             .jitter(0.0) // a demo wants exact times; keep the default ±10% in production
             .half_open_probes(1)
             .build()
@@ -480,6 +482,11 @@ impl Profile {
     /// The breaker of `component`'s calls.
     pub fn breaker(&self, component: Component) -> &CircuitBreakerHandle {
         &self.inner.deps[component.index()].breaker
+    }
+
+    /// The page's flag store (the `newfeature` flag).
+    pub fn flags(&self) -> &FlagStore {
+        &self.inner.flags
     }
 
     /// One line with every breaker's state and window, e.g.

@@ -939,7 +939,7 @@ impl Demo {
 }
 
 /// The balancer's endpoint for `inventory` served at `addr`.
-fn endpoint(inventory: &Inventory, addr: SocketAddr) -> Endpoint {
+pub fn endpoint(inventory: &Inventory, addr: SocketAddr) -> Endpoint {
     Endpoint::new(addr).with_metadata(NAME_KEY, inventory.name())
 }
 

@@ -154,6 +154,10 @@
 //!   HTTP (hyper), so no gRPC stack is pulled in; off by default to keep the
 //!   default build lean.
 //! - `axum`: [`Flags`] as an axum extractor.
+//! - `snapshot`: `resilience_core::snapshot::LayerSnapshot` for
+//!   [`FlagStore`] (kind `flags`; the state is a `FlagStoreSnapshot`: the
+//!   store's version and a summary of each flag), so a `SnapshotRegistry`
+//!   serves the flags in its `/resilience` document.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -167,6 +171,8 @@ pub mod hash;
 mod layer;
 mod service;
 mod set;
+#[cfg(feature = "snapshot")]
+mod snapshot;
 #[cfg(feature = "file")]
 #[cfg_attr(docsrs, doc(cfg(feature = "file")))]
 pub mod source;
@@ -181,4 +187,7 @@ pub use crate::flags::MissingFlags;
 pub use crate::layer::FlagsLayer;
 pub use crate::service::FlagsService;
 pub use crate::set::{FlagSet, FlagSetBuilder};
+#[cfg(feature = "snapshot")]
+#[cfg_attr(docsrs, doc(cfg(feature = "snapshot")))]
+pub use crate::snapshot::FlagStoreSnapshot;
 pub use crate::store::FlagStore;

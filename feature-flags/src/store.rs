@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use resilience_core::ConfigError;
@@ -27,6 +28,8 @@ pub struct FlagStore {
 
 struct Shared {
     set: ArcSwap<FlagSet>,
+    /// Bumped after every swap of `set`; see [`FlagStore::version`].
+    version: AtomicU64,
     name: Arc<str>,
     #[cfg(feature = "metrics")]
     metrics: Metrics,
@@ -64,6 +67,7 @@ impl FlagStore {
         Self {
             shared: Arc::new(Shared {
                 set: ArcSwap::from_pointee(set),
+                version: AtomicU64::new(1),
                 name,
                 #[cfg(feature = "metrics")]
                 metrics,
@@ -81,10 +85,19 @@ impl FlagStore {
         self.shared.set.load_full()
     }
 
+    /// How many flag sets the store has held: `1` for the one it was built
+    /// with, plus one per [`replace`](Self::replace). Bumped after the swap,
+    /// so a [`snapshot`](Self::snapshot) taken after reading the version is
+    /// at least that new.
+    pub fn version(&self) -> u64 {
+        self.shared.version.load(Ordering::Acquire)
+    }
+
     /// Replaces the whole flag set at once.
     pub fn replace(&self, set: FlagSet) {
         let flags = set.len();
         self.shared.set.store(Arc::new(set));
+        self.shared.version.fetch_add(1, Ordering::Release);
         tracing::info!(name = %self.shared.name, flags, "flag set replaced");
     }
 
@@ -291,6 +304,7 @@ mod tests {
         assert!(clone.is_active("on", &FlagContext::new()));
         s.replace(FlagSet::empty());
         assert!(!clone.is_active("on", &FlagContext::new()));
+        assert_eq!((s.version(), clone.version()), (2, 2));
         assert!(FlagStore::named("bad name", FlagSet::empty()).is_err());
         assert_eq!(
             FlagStore::named("shop", FlagSet::empty()).unwrap().name(),

@@ -3,33 +3,40 @@
 //! Metric names follow `resilience_<crate>_<what>_<unit>`: counters end in
 //! `_total`, durations in `_seconds`. Label values are the user-chosen layer
 //! `name` (validated by [`validate_name`](crate::config::validate_name)) and
-//! bounded enums (`state`, `outcome`, `reason`, `priority`); never ids, paths
-//! or peer addresses.
+//! bounded enums (`state`, `to`, `outcome`, `reason`, `priority`, `change`,
+//! `header`); never ids, paths or peer addresses.
 //!
 //! Metrics go through the `metrics` facade: install a recorder *before*
 //! building the layers (a handle stays bound to the recorder present when it
 //! was registered). No layer installs a recorder or a subscriber.
 //!
-//! | metric | kind | labels |
-//! |---|---|---|
-//! | [`CIRCUIT_BREAKER_STATE`] | gauge, one-hot | `name`, `state` |
-//! | [`CIRCUIT_BREAKER_TRANSITIONS_TOTAL`] | counter | `name`, `to` |
-//! | [`CIRCUIT_BREAKER_CALLS_TOTAL`] | counter | `name`, `outcome` |
-//! | [`THROTTLE_REJECTED_TOTAL`] | counter | `name`, `priority` |
-//! | [`BOUNDED_QUEUE_DEPTH`] | gauge | `name` |
-//! | [`BOUNDED_QUEUE_IN_SERVICE`] | gauge | `name` |
-//! | [`BOUNDED_QUEUE_LIMIT`] | gauge | `name` |
-//! | [`BOUNDED_QUEUE_WAIT_SECONDS`] | histogram | `name` |
-//! | [`BOUNDED_QUEUE_REJECTED_TOTAL`] | counter | `name`, `reason`, `priority` |
-//! | [`TIMEOUT_ELAPSED_TOTAL`] | counter | `name` |
-//! | [`DISCOVERY_ENDPOINTS`] | gauge | `name`, `state` |
-//! | [`DISCOVERY_UPDATES_TOTAL`] | counter | `name`, `change` |
-//! | [`DISCOVERY_SOURCE_ERRORS_TOTAL`] | counter | `name` |
-//! | [`DISCOVERY_STALENESS_SECONDS`] | gauge | `name` |
-//! | [`DISCOVERY_EJECTIONS_TOTAL`] | counter | `name` |
-//! | [`CORRELATION_INVALID_TOTAL`] | counter | `header` |
-//! | [`FLAGS_EVALUATIONS_TOTAL`] | counter | `name`, `reason` |
-//! | [`FLAGS_SOURCE_ERRORS_TOTAL`] | counter | `name` |
+//! Every metric any crate of the family emits (`name` is the user-chosen
+//! name of the instance that emits it; `priority` is a
+//! [`Priority`](crate::Priority) in its wire form: `sheddable`,
+//! `sheddable-plus`, `critical`, `critical-plus`):
+//!
+//! | metric | kind | labels = values | meaning |
+//! |---|---|---|---|
+//! | [`resilience_circuit_breaker_state`](CIRCUIT_BREAKER_STATE) | gauge, one-hot | `name`, `state` = `closed`\|`open`\|`half_open`\|`forced_open`\|`disabled`\|`metrics_only` | 1 for the breaker's current state, 0 for the others |
+//! | [`resilience_circuit_breaker_transitions_total`](CIRCUIT_BREAKER_TRANSITIONS_TOTAL) | counter | `name`, `to` = the `state` values | state transitions, by the state entered |
+//! | [`resilience_circuit_breaker_calls_total`](CIRCUIT_BREAKER_CALLS_TOTAL) | counter | `name`, `outcome` = `success`\|`failure`\|`rejected` | calls through a breaker: `rejected` = refused by it; a caller error counts as `success` |
+//! | [`resilience_throttle_rejected_total`](THROTTLE_REJECTED_TOTAL) | counter | `name`, `priority` | calls refused by a client-side throttle |
+//! | [`resilience_bounded_queue_depth`](BOUNDED_QUEUE_DEPTH) | gauge | `name` | requests waiting in a queue (published when it is contended) |
+//! | [`resilience_bounded_queue_in_service`](BOUNDED_QUEUE_IN_SERVICE) | gauge | `name` | requests in service, as of the last contended event or snapshot; 0 once idle |
+//! | [`resilience_bounded_queue_limit`](BOUNDED_QUEUE_LIMIT) | gauge | `name` | a queue's current concurrency limit (moves with an adaptive limit) |
+//! | [`resilience_bounded_queue_wait_seconds`](BOUNDED_QUEUE_WAIT_SECONDS) | histogram | `name` | how long each request admitted from the queue waited for a slot |
+//! | [`resilience_bounded_queue_rejected_total`](BOUNDED_QUEUE_REJECTED_TOTAL) | counter | `name`, `reason` = `full`\|`wait_timeout`\|`shed`\|`deadline`, `priority` | requests a queue refused (a per-kind queue's `name` is its kind) |
+//! | [`resilience_rate_limit_rejected_total`](RATE_LIMIT_REJECTED_TOTAL) | counter | `name` | requests a rate limit refused |
+//! | [`resilience_timeout_elapsed_total`](TIMEOUT_ELAPSED_TOTAL) | counter | `name` | requests that timed out (layer timeout or request deadline); named timeout layers only |
+//! | [`resilience_discovery_endpoints`](DISCOVERY_ENDPOINTS) | gauge | `name`, `state` = `healthy`\|`unhealthy`\|`ejected`\|`pending` | a balancer's endpoints, by health (`pending` = awaiting a first check) |
+//! | [`resilience_discovery_updates_total`](DISCOVERY_UPDATES_TOTAL) | counter | `name`, `change` = `added`\|`removed` | endpoints added to or removed from a balancer |
+//! | [`resilience_discovery_ejections_total`](DISCOVERY_EJECTIONS_TOTAL) | counter | `name` | endpoints a balancer ejected after consecutive failures |
+//! | [`resilience_discovery_source_errors_total`](DISCOVERY_SOURCE_ERRORS_TOTAL) | counter | `name` (the source's) | failed reads of an endpoint source; the last good set is kept |
+//! | [`resilience_discovery_staleness_seconds`](DISCOVERY_STALENESS_SECONDS) | gauge | `name` (the source's) | age of a source's endpoint set: 0 after a good read, updated on each failed one |
+//! | [`resilience_correlation_invalid_total`](CORRELATION_INVALID_TOTAL) | counter | `header` = `correlation_id`\|`traceparent`\|`x-priority`\|`deadline` | invalid inbound context values: replaced (a deadline: ignored), never echoed |
+//! | [`resilience_flags_evaluations_total`](FLAGS_EVALUATIONS_TOTAL) | counter | `name` (the store's), `reason` = `static`\|`targeting_match`\|`split`\|`disabled`\|`override`\|`error` | flag evaluations, by why the value was chosen |
+//! | [`resilience_flags_source_errors_total`](FLAGS_SOURCE_ERRORS_TOTAL) | counter | `name` (the store's) | failed or rejected reads of a flag source (the same error twice in a row counts once); the last good set is kept |
+//! | [`resilience_chaos_injected_total`](CHAOS_INJECTED_TOTAL) | counter | `name`, `fault` = `latency`\|`error`\|`abort` | requests a chaos layer delayed, failed or never answered (latency and error on one request count in both) |
 //!
 //! Tracing: per-request decisions are `debug!` events, state changes
 //! `info!`; a rejection we produced on purpose is never an `error!`.
@@ -52,6 +59,8 @@ pub const LABEL_PRIORITY: &str = "priority";
 pub const LABEL_CHANGE: &str = "change";
 /// Label: a header name from a fixed set.
 pub const LABEL_HEADER: &str = "header";
+/// Label: a kind of injected fault (`latency`, `error`, `abort`).
+pub const LABEL_FAULT: &str = "fault";
 
 /// Gauge, one series per state set to 1 for the current one.
 pub const CIRCUIT_BREAKER_STATE: &str = "resilience_circuit_breaker_state";
@@ -72,6 +81,9 @@ pub const BOUNDED_QUEUE_LIMIT: &str = "resilience_bounded_queue_limit";
 pub const BOUNDED_QUEUE_WAIT_SECONDS: &str = "resilience_bounded_queue_wait_seconds";
 /// Counter of requests refused, by reason.
 pub const BOUNDED_QUEUE_REJECTED_TOTAL: &str = "resilience_bounded_queue_rejected_total";
+
+/// Counter of requests refused by a rate limit.
+pub const RATE_LIMIT_REJECTED_TOTAL: &str = "resilience_rate_limit_rejected_total";
 
 /// Counter of requests that timed out.
 pub const TIMEOUT_ELAPSED_TOTAL: &str = "resilience_timeout_elapsed_total";
@@ -94,6 +106,10 @@ pub const CORRELATION_INVALID_TOTAL: &str = "resilience_correlation_invalid_tota
 pub const FLAGS_EVALUATIONS_TOTAL: &str = "resilience_flags_evaluations_total";
 /// Counter of failed reads from a flag source.
 pub const FLAGS_SOURCE_ERRORS_TOTAL: &str = "resilience_flags_source_errors_total";
+
+/// Counter of requests a chaos layer delayed, failed or never answered,
+/// by fault.
+pub const CHAOS_INJECTED_TOTAL: &str = "resilience_chaos_injected_total";
 
 /// The span the correlation layer opens around a request.
 pub const SPAN_REQUEST: &str = "request";

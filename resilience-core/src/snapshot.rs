@@ -21,6 +21,21 @@
 //! takes a lock that the request path waits on. The registry's own list is
 //! behind a lock that only registration and rendering take.
 //!
+//! [`SnapshotRegistry::response`] is the document as an HTTP response, for
+//! any server;
+#![cfg_attr(
+    feature = "axum",
+    doc = "with the `axum` feature, [`SnapshotRegistry::router`] is a ready \
+           `GET /resilience` route and [`SnapshotRegistry::method_router`] the \
+           same handler to mount on a router with state."
+)]
+#![cfg_attr(
+    not(feature = "axum"),
+    doc = "with the `axum` feature, `SnapshotRegistry::router` is a ready \
+           `GET /resilience` route and `SnapshotRegistry::method_router` the \
+           same handler to mount on a router with state."
+)]
+//!
 //! # Example
 //!
 //! ```
@@ -51,9 +66,16 @@
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde::Serialize;
+use serde::ser::SerializeMap;
 use serde_json::{Value, json};
+
+use crate::Priority;
+
+/// The path [`SnapshotRegistry`]'s axum route serves: `/resilience`.
+pub const PATH: &str = "/resilience";
 
 /// The version of the document [`SnapshotRegistry::to_json`] renders; it
 /// changes when a field is removed or changes meaning (adding a field does
@@ -78,6 +100,12 @@ pub trait LayerSnapshot: Send + Sync + 'static {
     /// The state now.
     fn snapshot(&self) -> Self::Snapshot;
 }
+
+/// One value per [`Priority`], indexed by [`Priority::index`]; serialized
+/// as an object keyed by [`priority_key`]:
+/// `{"sheddable": .., "sheddable_plus": .., "critical": .., "critical_plus": ..}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PerPriority<T>(pub [T; 4]);
 
 /// Named layer handles of one service, rendered as one JSON document.
 ///
@@ -112,6 +140,36 @@ impl<T: LayerSnapshot> ErasedSnapshot for T {
             tracing::warn!(%error, kind = self.kind(), name = self.name(), "snapshot did not serialize");
             json!({ "error": error.to_string() })
         })
+    }
+}
+
+/// A duration in milliseconds, as the documents' `_ms` fields carry it.
+pub fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A priority level as the documents spell it, in keys and values:
+/// `sheddable`, `sheddable_plus`, `critical`, `critical_plus` (snake case,
+/// unlike the `x-priority` header's and the metric label's
+/// [`Priority::as_str`]).
+pub const fn priority_key(priority: Priority) -> &'static str {
+    match priority {
+        Priority::Sheddable => "sheddable",
+        Priority::SheddablePlus => "sheddable_plus",
+        Priority::Critical => "critical",
+        Priority::CriticalPlus => "critical_plus",
+    }
+}
+
+// === impl PerPriority ===
+
+impl<T: Serialize> Serialize for PerPriority<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(4))?;
+        for p in Priority::ALL {
+            map.serialize_entry(priority_key(p), &self.0[p.index()])?;
+        }
+        map.end()
     }
 }
 
@@ -189,6 +247,40 @@ impl SnapshotRegistry {
             http::HeaderValue::from_static("no-store"),
         );
         rsp
+    }
+}
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl SnapshotRegistry {
+    /// A router with one route, `GET /resilience` ([`PATH`]), answering
+    /// [`Self::response`]; merge it into the service's router:
+    ///
+    /// ```
+    /// use resilience_core::snapshot::SnapshotRegistry;
+    ///
+    /// let registry = SnapshotRegistry::new("shop");
+    /// let app: axum::Router = axum::Router::new()
+    ///     .route("/", axum::routing::get(|| async { "hello" }))
+    ///     .merge(registry.router());
+    /// # drop(app);
+    /// ```
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new().route(PATH, self.method_router())
+    }
+
+    /// The `GET` handler of [`Self::router`], for a router with state
+    /// (`Router<S>`) or another path:
+    /// `router.route("/admin/resilience", registry.method_router())`.
+    pub fn method_router<S>(&self) -> axum::routing::MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let registry = self.clone();
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move { registry.response() }
+        })
     }
 }
 

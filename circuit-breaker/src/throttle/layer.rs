@@ -131,6 +131,26 @@ pub struct ThrottleHandle {
     shared: Arc<ThrottleShared>,
 }
 
+/// A point-in-time view of a throttle, from [`ThrottleHandle::snapshot`],
+/// for dashboards and health checks.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ThrottleSnapshot {
+    /// The mode.
+    pub mode: ThrottleMode,
+    /// The share allowed in fixed mode, in percent.
+    pub allow_percent: f64,
+    /// Requests in the adaptive window (refused ones included).
+    pub requests: u64,
+    /// Accepts in the adaptive window.
+    pub accepts: u64,
+    /// The probability that a call is refused now, indexed by
+    /// [`Priority::index`].
+    pub reject_probability: [f64; 4],
+    /// Calls waiting now for the paired breaker to close.
+    pub waiting: usize,
+}
+
 // === impl ThrottleLayer ===
 
 impl ThrottleLayer {
@@ -281,6 +301,29 @@ impl ThrottleHandle {
     /// Calls waiting now for the paired breaker to close.
     pub fn waiting(&self) -> usize {
         self.shared.waiting()
+    }
+
+    /// The state now: mode, fixed share, window counts, rejection
+    /// probability per priority, waiters. Reads atomics only.
+    pub fn snapshot(&self) -> ThrottleSnapshot {
+        let (requests, accepts) = self.counts();
+        ThrottleSnapshot {
+            mode: self.mode(),
+            allow_percent: self.allow_percent(),
+            requests,
+            accepts,
+            reject_probability: Priority::ALL.map(|p| self.reject_probability(p)),
+            waiting: self.waiting(),
+        }
+    }
+}
+
+// === impl ThrottleSnapshot ===
+
+impl ThrottleSnapshot {
+    /// Accepts over requests in the adaptive window, if it holds any.
+    pub fn accept_ratio(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.accepts as f64 / self.requests as f64)
     }
 }
 

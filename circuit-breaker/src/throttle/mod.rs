@@ -154,6 +154,6 @@ mod service;
 mod state;
 
 pub use self::config::{ThrottleConfig, ThrottleConfigBuilder, ThrottleMode};
-pub use self::layer::{ThrottleHandle, ThrottleLayer};
+pub use self::layer::{ThrottleHandle, ThrottleLayer, ThrottleSnapshot};
 pub use self::service::Throttle;
 pub use resilience_core::priority::{FixedPriority, PriorityFromExtensions, ReadPriority};

@@ -75,6 +75,7 @@ pub struct RoundRobinHandle {
 pub struct ErrorsAreFailures;
 
 trait Control: Send + Sync {
+    fn name(&self) -> &str;
     fn apply(&self, changes: Vec<Change>);
     fn snapshot(&self) -> RoundRobinSnapshot;
 }
@@ -381,6 +382,11 @@ impl<C: fmt::Debug> fmt::Debug for RoundRobinBuilder<C> {
 // === impl RoundRobinHandle ===
 
 impl RoundRobinHandle {
+    /// The balancer's name (its `name` metric label).
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
     /// Applies changes to the endpoint set at once.
     pub fn apply(&self, changes: impl IntoIterator<Item = Change>) {
         self.inner.apply(changes.into_iter().collect());
@@ -406,12 +412,17 @@ impl RoundRobinHandle {
 impl fmt::Debug for RoundRobinHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RoundRobinHandle")
+            .field("name", &self.name())
             .field("snapshot", &self.snapshot())
             .finish()
     }
 }
 
 impl<S: Clone + Send + Sync + 'static> Control for Shared<S> {
+    fn name(&self) -> &str {
+        &self.pool.config.name
+    }
+
     fn apply(&self, changes: Vec<Change>) {
         Shared::apply(self, changes);
     }

@@ -1,0 +1,140 @@
+//! [`LayerSnapshot`] for [`BoundedQueueHandle`] (feature `snapshot`), so a
+//! [`SnapshotRegistry`](resilience_core::snapshot::SnapshotRegistry) serves
+//! its state.
+//!
+//! A queue's `state` object (kind `bounded_queue`):
+//!
+//! ```json
+//! { "in_service": 1, "queued": 1,
+//!   "queued_by_priority": { "sheddable": 0, "sheddable_plus": 0,
+//!                           "critical": 1, "critical_plus": 0 },
+//!   "limit": 1, "capacity": 2, "overloaded": false,
+//!   "admission_level": "sheddable", "service_time_ms": 0.0,
+//!   "rejected": { "full": 1, "wait_timeout": 0, "shed": 0, "deadline": 0 } }
+//! ```
+//!
+//! Each queue of a [`KindQueuesLayer`](crate::kind::KindQueuesLayer) has its
+//! own handle ([`KindQueuesLayer::handle`](crate::kind::KindQueuesLayer::handle)):
+//! register one per kind; each appears as a `bounded_queue` named after its
+//! kind.
+
+use resilience_core::snapshot::{LayerSnapshot, PerPriority, millis, priority_key};
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+use crate::handle::BoundedQueueHandle;
+use crate::state::{BoundedQueueSnapshot, RejectedCounts};
+
+/// The kind of a bounded queue in the snapshot document.
+pub(crate) const BOUNDED_QUEUE: &str = "bounded_queue";
+
+// === impl BoundedQueueHandle ===
+
+impl LayerSnapshot for BoundedQueueHandle {
+    type Snapshot = BoundedQueueSnapshot;
+
+    fn kind(&self) -> &'static str {
+        BOUNDED_QUEUE
+    }
+
+    fn name(&self) -> &str {
+        BoundedQueueHandle::name(self)
+    }
+
+    fn snapshot(&self) -> BoundedQueueSnapshot {
+        BoundedQueueHandle::snapshot(self)
+    }
+}
+
+/// Serialized with `queued_by_priority` keyed by priority (`sheddable`,
+/// `sheddable_plus`, `critical`, `critical_plus`), the `admission_level` in
+/// the same spelling, and `service_time_ms`.
+impl Serialize for BoundedQueueSnapshot {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("BoundedQueueSnapshot", 9)?;
+        s.serialize_field("in_service", &self.in_service)?;
+        s.serialize_field("queued", &self.queued)?;
+        s.serialize_field("queued_by_priority", &PerPriority(self.queued_by_priority))?;
+        s.serialize_field("limit", &self.limit)?;
+        s.serialize_field("capacity", &self.capacity)?;
+        s.serialize_field("overloaded", &self.overloaded)?;
+        s.serialize_field("admission_level", priority_key(self.admission_level))?;
+        s.serialize_field("service_time_ms", &millis(self.service_time))?;
+        s.serialize_field("rejected", &self.rejected)?;
+        s.end()
+    }
+}
+
+/// Serialized as `{full, wait_timeout, shed, deadline}`, the reasons of the
+/// `reason` metric label.
+impl Serialize for RejectedCounts {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("RejectedCounts", 4)?;
+        s.serialize_field("full", &self.full)?;
+        s.serialize_field("wait_timeout", &self.wait_timeout)?;
+        s.serialize_field("shed", &self.shed)?;
+        s.serialize_field("deadline", &self.deadline)?;
+        s.end()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use resilience_core::Priority;
+    use resilience_core::snapshot::SnapshotRegistry;
+    use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
+    use tower_test::mock;
+
+    use crate::{BoundedQueueConfig, BoundedQueueLayer};
+
+    fn req(priority: Priority) -> http::Request<()> {
+        let mut req = http::Request::new(());
+        req.extensions_mut().insert(priority);
+        req
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_queue_with_a_waiter_and_a_rejection() {
+        let layer = BoundedQueueLayer::new(
+            BoundedQueueConfig::builder()
+                .name("ingest")
+                .concurrency(1)
+                .capacity(1)
+                .build()
+                .unwrap(),
+        );
+        let registry = SnapshotRegistry::new("shop");
+        registry.register(layer.handle());
+        let (mut svc, _handle) = mock::spawn_layer::<http::Request<()>, &'static str, _>(layer);
+
+        let doc = registry.to_json();
+        assert_eq!(doc["layers"][0]["kind"], "bounded_queue");
+        assert_eq!(doc["layers"][0]["name"], "ingest");
+        assert_eq!(doc["layers"][0]["state"]["queued"], 0);
+        assert_eq!(doc["layers"][0]["state"]["admission_level"], "sheddable");
+
+        assert_ready_ok!(svc.poll_ready());
+        let mut a = task::spawn(svc.call(req(Priority::Critical)));
+        assert_ready_ok!(svc.poll_ready());
+        let mut b = task::spawn(svc.call(req(Priority::SheddablePlus)));
+        assert_ready_ok!(svc.poll_ready());
+        let mut c = task::spawn(svc.call(req(Priority::Sheddable)));
+        assert_pending!(a.poll());
+        assert_pending!(b.poll());
+        assert!(assert_ready!(c.poll()).is_err(), "the queue is full");
+
+        let doc = registry.to_json();
+        let state = &doc["layers"][0]["state"];
+        assert_eq!(state["in_service"], 1);
+        assert_eq!(state["queued"], 1);
+        assert_eq!(state["queued_by_priority"]["sheddable_plus"], 1);
+        assert_eq!(state["queued_by_priority"]["critical"], 0);
+        assert_eq!(state["limit"], 1);
+        assert_eq!(state["capacity"], 1);
+        assert_eq!(state["overloaded"], false);
+        assert_eq!(state["service_time_ms"], 0.0);
+        assert_eq!(state["rejected"]["full"], 1);
+        assert_eq!(state["rejected"]["wait_timeout"], 0);
+        assert_eq!(state["rejected"]["shed"], 0);
+        assert_eq!(state["rejected"]["deadline"], 0);
+    }
+}

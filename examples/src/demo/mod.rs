@@ -1,0 +1,780 @@
+//! The reference deployment: every reference service at once, driven by
+//! open-loop traffic with mixed priorities through a chaos scenario.
+//!
+//! [`Deployment::start`] serves, in this process on `127.0.0.1` ports and
+//! with static discovery (nothing to install):
+//!
+//! - the `profile` page and its three components (`publications`,
+//!   `about-me`, `institution`), each component behind a
+//!   [`ChaosLayer`](resilience_core::chaos::ChaosLayer) (the latency
+//!   monkey's switch);
+//! - the `shop` and three `inventory` instances behind round robin, health
+//!   checks and a breaker, each instance behind a chaos layer (the chaos
+//!   monkey's switch);
+//! - `ingest`, with one bounded queue per kind of operation;
+//! - an admin server with a live dashboard (`/`) that polls every
+//!   service's `/resilience` once a second.
+//!
+//! Every service answers `/health`, `/resilience` (its layers' snapshots,
+//! [`SnapshotRegistry`]) and `/metrics` (Prometheus text; one process, so
+//! each service's `/metrics` shows the whole process, told apart by the
+//! layers' `name` labels).
+//!
+//! [`Scenario::run`] then drives [`Load`] through five phases:
+//!
+//! | phase | what happens | what the layers do |
+//! |---|---|---|
+//! | steady | mixed traffic, nothing wrong | nothing to see |
+//! | kill | `inventory-2` stops answering (a dead host: no answer at all) | its calls time out, it is ejected and fails its health checks; orders go to the others |
+//! | latency | `publications` answers 500 ms late, past the profile's 300 ms timeout | the page still answers, with a fallback for publications; its breaker opens |
+//! | overload | ingest gets 5x its event capacity and a bulk flood | critical events and searches are served; sheddable work is refused at once with `429` + `Retry-After` |
+//! | recovery | faults off, traffic back to steady | breakers probe and close, the instance passes its checks and is back, the queues drain |
+//!
+//! and [`Report`] tells what happened: a table per phase and service, the
+//! log line of every hop a sample request crossed, an SVG chart and the
+//! time series as JSON.
+
+mod load;
+mod report;
+
+pub use self::load::{
+    CLASSES, Front, Load, Outcome, Rates, Reason, Record, Recorder, Targets, classify,
+};
+pub use self::report::{PhaseStats, Report, ServiceStats, TimeSample, Transition};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use resilience_circuit_breaker::CircuitState;
+use resilience_core::BoxError;
+use resilience_core::chaos::{ChaosHandle, ChaosLayer, Fault};
+use resilience_core::snapshot::SnapshotRegistry;
+use resilience_discovery::EndpointState;
+use tokio::time::Instant;
+use tower::ServiceBuilder;
+
+use crate::ingest::{Ingest, IngestSettings, KindSettings};
+use crate::profile::{Component, ComponentService, Profile, ProfileSettings};
+use crate::shop::{Inventory, NAME_KEY, Shop, ShopSettings};
+use crate::{http_client, serve};
+
+/// The page the admin server serves at `/`.
+pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// The scenario's phases, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Mixed traffic, nothing wrong.
+    Steady,
+    /// One inventory instance stops answering.
+    Kill,
+    /// The latency monkey slows `publications` down.
+    Latency,
+    /// Ingest gets five times its capacity.
+    Overload,
+    /// Faults off, traffic back to steady.
+    Recovery,
+}
+
+/// How long each phase lasts, how much traffic, and the faults.
+#[derive(Debug, Clone)]
+pub struct DemoSettings {
+    /// How long each phase lasts.
+    pub phase: Duration,
+    /// Traffic in every phase but the overload.
+    pub steady: Rates,
+    /// Traffic during the overload.
+    pub overload: Rates,
+    /// Each request's deadline (sent along as `x-deadline-ms`).
+    pub deadline: Duration,
+    /// Latency added to `publications` in the latency phase.
+    pub latency: Duration,
+    /// The instance killed in the kill phase (0-based).
+    pub killed: usize,
+    /// Seeds the arrivals and the chaos layers.
+    pub seed: u64,
+    /// How often the live state (breakers, endpoints, queues) is sampled
+    /// for the chart.
+    pub sample_every: Duration,
+}
+
+/// A service of the deployment, as the dashboard lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServiceInfo {
+    /// Its name (`profile`, `publications`, `inventory-2`, ...).
+    pub name: String,
+    /// What it is (`front`, `component`, `instance`).
+    pub role: &'static str,
+    /// Its base URL.
+    pub url: String,
+}
+
+/// What the dashboard shows of the run besides the services.
+#[derive(Debug, Clone, Default)]
+pub struct LiveStatus {
+    inner: Arc<Mutex<StatusInner>>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+struct StatusInner {
+    phase: Option<Phase>,
+    phase_index: usize,
+    phases: usize,
+    elapsed_s: f64,
+    sent: u64,
+    succeeded: u64,
+    in_flight: u64,
+    finished: bool,
+}
+
+/// Every service of the reference deployment, served on loopback.
+#[derive(Debug)]
+pub struct Deployment {
+    /// The profile front service (its breakers).
+    pub profile: Profile,
+    /// The component services, in [`Component::ALL`] order.
+    pub components: [ComponentService; 3],
+    /// Each component's chaos switch, in [`Component::ALL`] order.
+    pub component_chaos: [ChaosHandle; 3],
+    /// The shop (its breaker and balancer).
+    pub shop: Shop,
+    /// The inventory instances.
+    pub inventories: Vec<Inventory>,
+    /// Each instance's chaos switch, in the same order.
+    pub inventory_chaos: Vec<ChaosHandle>,
+    /// The ingest service (its queues).
+    pub ingest: Ingest,
+    /// Every service, fronts first.
+    pub services: Vec<ServiceInfo>,
+    /// The admin server's base URL: the dashboard is at `/`.
+    pub admin_url: String,
+    /// The run's status, shown on the dashboard.
+    pub status: LiveStatus,
+}
+
+/// Runs the phases against a [`Deployment`].
+#[derive(Debug)]
+pub struct Scenario<'a> {
+    deployment: &'a Deployment,
+    settings: DemoSettings,
+}
+
+// === impl Phase ===
+
+impl Phase {
+    /// Every phase, in order.
+    pub const ALL: [Phase; 5] = [
+        Phase::Steady,
+        Phase::Kill,
+        Phase::Latency,
+        Phase::Overload,
+        Phase::Recovery,
+    ];
+
+    /// Its name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Phase::Steady => "steady",
+            Phase::Kill => "kill",
+            Phase::Latency => "latency",
+            Phase::Overload => "overload",
+            Phase::Recovery => "recovery",
+        }
+    }
+
+    /// What happens in it, in a few words.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Phase::Steady => "steady traffic, nothing wrong",
+            Phase::Kill => "inventory-2 killed (no answer at all)",
+            Phase::Latency => "latency monkey on publications (+500 ms)",
+            Phase::Overload => "ingest at 5x capacity, bulk flood beside searches",
+            Phase::Recovery => "faults off, instance back, traffic steady",
+        }
+    }
+}
+
+// === impl DemoSettings ===
+
+impl DemoSettings {
+    /// The full scenario: 15 s per phase (75 s).
+    pub fn full() -> Self {
+        Self {
+            phase: Duration::from_secs(15),
+            ..Self::quick()
+        }
+    }
+
+    /// The quick scenario: 3 s per phase (15 s).
+    pub fn quick() -> Self {
+        Self {
+            phase: Duration::from_secs(3),
+            steady: Rates {
+                profile: 20.0,
+                shop: 20.0,
+                ingest: 25.0,
+                search: 10.0,
+                bulk: 5.0,
+            },
+            overload: Rates {
+                profile: 20.0,
+                shop: 20.0,
+                ingest: 250.0,
+                search: 10.0,
+                bulk: 100.0,
+            },
+            deadline: Duration::from_secs(1),
+            latency: Duration::from_millis(500),
+            killed: 1,
+            seed: 7,
+            sample_every: Duration::from_millis(250),
+        }
+    }
+
+    /// Ingest's queues in the demo: `index` 1 x 20 ms (50 events/s) with
+    /// 16 waiting, `bulk` 1 x 40 ms (25 batches/s) with 4 waiting, `search`
+    /// 2 x 10 ms with 16 waiting.
+    pub fn ingest() -> IngestSettings {
+        let mut s = IngestSettings::DEMO;
+        s.index = KindSettings {
+            concurrency: 1,
+            capacity: 16,
+            service_time: Duration::from_millis(20),
+        };
+        s.bulk = KindSettings {
+            concurrency: 1,
+            capacity: 4,
+            service_time: Duration::from_millis(40),
+        };
+        s.search = KindSettings {
+            concurrency: 2,
+            capacity: 16,
+            service_time: Duration::from_millis(10),
+        };
+        s
+    }
+
+    /// The whole run: five phases.
+    pub fn total(&self) -> Duration {
+        self.phase * Phase::ALL.len() as u32
+    }
+}
+
+impl Default for DemoSettings {
+    fn default() -> Self {
+        Self::full()
+    }
+}
+
+// === impl LiveStatus ===
+
+impl LiveStatus {
+    fn update(&self, f: impl FnOnce(&mut StatusInner)) {
+        f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(&*self.inner.lock().unwrap_or_else(PoisonError::into_inner))
+            .unwrap_or_default()
+    }
+
+    /// The phase now, if the scenario runs.
+    pub fn phase(&self) -> Option<Phase> {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .phase
+    }
+}
+
+// === impl Deployment ===
+
+impl Deployment {
+    /// Serves every service and the admin server on loopback (ephemeral
+    /// ports; the admin server on `admin_port` when it is not zero) and
+    /// returns once every inventory instance passed its first health check.
+    /// `metrics` renders `/metrics` (install the recorder before calling
+    /// this: the layers bind their metrics when they are built).
+    ///
+    /// # Errors
+    /// - a port cannot be bound, or an instance is not healthy within 10 s
+    pub async fn start(
+        settings: &DemoSettings,
+        metrics: Option<PrometheusHandle>,
+        admin_port: u16,
+    ) -> Result<Self, BoxError> {
+        let mut services = Vec::new();
+        let mut backends = Vec::new();
+
+        // Profile's components, each behind its chaos switch.
+        let components = Component::ALL.map(ComponentService::new);
+        let mut component_chaos = Vec::new();
+        let mut component_urls = Vec::new();
+        for (i, svc) in components.iter().enumerate() {
+            let name = svc.component().name();
+            let chaos = ChaosLayer::new(name).with_seed(settings.seed + i as u64);
+            let registry = SnapshotRegistry::new(name);
+            registry.register(chaos.handle());
+            let app = with_chaos(
+                svc.app().merge(ops(&registry, metrics.clone(), true)),
+                &chaos,
+            );
+            let url = format!("http://{}", serve(app).await?);
+            component_chaos.push(chaos.handle());
+            component_urls.push(url.clone());
+            backends.push(ServiceInfo {
+                name: name.to_owned(),
+                role: "component",
+                url,
+            });
+        }
+        let profile = Profile::new(&ProfileSettings::DEMO, |c| {
+            component_urls[c.index()].clone()
+        })?;
+        let registry = SnapshotRegistry::new("profile");
+        for c in Component::ALL {
+            registry.register(profile.breaker(c).clone());
+        }
+        registry.register(profile.flags().clone());
+        let url = serve(profile.app().merge(ops(&registry, metrics.clone(), true))).await?;
+        services.push(ServiceInfo {
+            name: "profile".into(),
+            role: "front",
+            url: format!("http://{url}"),
+        });
+
+        // Inventory instances, each behind its chaos switch, and the shop.
+        let mut inventories = Vec::new();
+        let mut inventory_chaos = Vec::new();
+        let mut endpoints = Vec::new();
+        for n in 1..=crate::shop::Demo::INSTANCES {
+            let name = format!("inventory-{n}");
+            let inventory = Inventory::new(&name);
+            let chaos = ChaosLayer::new(&name).with_seed(settings.seed + 10 + n as u64);
+            let registry = SnapshotRegistry::new(name.clone());
+            registry.register(chaos.handle());
+            // `/health` is the instance's own (it drains); the chaos layer
+            // wraps everything, so a killed instance answers nothing at all.
+            let app = with_chaos(
+                inventory.app().merge(ops(&registry, metrics.clone(), false)),
+                &chaos,
+            );
+            let addr = serve(app).await?;
+            endpoints.push(crate::shop::endpoint(&inventory, addr));
+            backends.push(ServiceInfo {
+                name,
+                role: "instance",
+                url: format!("http://{addr}"),
+            });
+            inventories.push(inventory);
+            inventory_chaos.push(chaos.handle());
+        }
+        let shop = Shop::new(&ShopSettings::DEMO, endpoints)?;
+        let registry = SnapshotRegistry::new("shop");
+        registry.register(shop.breaker().clone());
+        registry.register(shop.balancer().clone());
+        // The shop has its own `/health`.
+        let url = serve(shop.app().merge(ops(&registry, metrics.clone(), false))).await?;
+        services.push(ServiceInfo {
+            name: "shop".into(),
+            role: "front",
+            url: format!("http://{url}"),
+        });
+
+        // Ingest and its queues.
+        let ingest = Ingest::new(&DemoSettings::ingest())?;
+        let registry = SnapshotRegistry::new("ingest");
+        for kind in crate::ingest::Kind::ALL {
+            registry.register(ingest.queue(kind).clone());
+        }
+        let url = serve(ingest.app().merge(ops(&registry, metrics.clone(), true))).await?;
+        services.push(ServiceInfo {
+            name: "ingest".into(),
+            role: "front",
+            url: format!("http://{url}"),
+        });
+        services.extend(backends);
+
+        let status = LiveStatus::default();
+        let admin = admin_app(services.clone(), status.clone());
+        let admin_url = if admin_port == 0 {
+            format!("http://{}", serve(admin).await?)
+        } else {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", admin_port)).await?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, admin).await {
+                    tracing::error!(%error, "admin server stopped");
+                }
+            });
+            format!("http://{addr}")
+        };
+
+        let deployment = Self {
+            profile,
+            components,
+            component_chaos: component_chaos
+                .try_into()
+                .expect("one chaos handle per component"),
+            shop,
+            inventories,
+            inventory_chaos,
+            ingest,
+            services,
+            admin_url,
+            status,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while deployment.shop.instances_in(EndpointState::Healthy) < deployment.inventories.len() {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the inventory instances did not pass their first health check within 10 s: {}",
+                    deployment.shop.status()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(deployment)
+    }
+
+    /// The front services' URLs, for [`Load`].
+    pub fn targets(&self) -> Targets {
+        let url = |name: &str| {
+            self.services
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.url.clone())
+                .unwrap_or_default()
+        };
+        Targets {
+            profile: url("profile"),
+            shop: url("shop"),
+            ingest: url("ingest"),
+        }
+    }
+
+    /// The service called `name`.
+    pub fn service(&self, name: &str) -> Option<&ServiceInfo> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Every breaker: the profile's three and the shop's.
+    pub fn breakers(&self) -> Vec<(String, CircuitState)> {
+        let mut out: Vec<(String, CircuitState)> = Component::ALL
+            .iter()
+            .map(|c| (c.name().to_owned(), self.profile.breaker(*c).state()))
+            .collect();
+        out.push(("inventory".into(), self.shop.breaker().state()));
+        out
+    }
+
+    /// Each inventory instance's state in the shop's balancer.
+    pub fn instance_states(&self) -> Vec<(String, Option<EndpointState>)> {
+        self.inventories
+            .iter()
+            .map(|i| (i.name().to_owned(), self.shop.instance_state(i.name())))
+            .collect()
+    }
+
+    /// Turns every fault off.
+    pub fn clear_faults(&self) {
+        for chaos in self.component_chaos.iter().chain(&self.inventory_chaos) {
+            chaos.clear();
+        }
+    }
+
+    /// Kills instance `i`: from now on it answers nothing, health checks
+    /// included (a host that vanished).
+    pub fn kill_instance(&self, i: usize) {
+        if let Some(chaos) = self.inventory_chaos.get(i) {
+            chaos.set(Fault::abort());
+        }
+    }
+
+    /// Slows `component` down by `latency` on every request.
+    pub fn slow_down(&self, component: Component, latency: Duration) {
+        self.component_chaos[component.index()].set(Fault::latency(latency));
+    }
+}
+
+/// `app` behind `chaos`, whose injected errors become responses.
+fn with_chaos(app: Router, chaos: &ChaosLayer) -> Router {
+    app.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(resilience_core::http::handle_error))
+            .layer(chaos.clone()),
+    )
+}
+
+/// `/resilience` (readable from the dashboard's origin), `/metrics`, and
+/// `/health` when `health` is set.
+fn ops(registry: &SnapshotRegistry, metrics: Option<PrometheusHandle>, health: bool) -> Router {
+    let mut router = registry
+        .router()
+        .layer(axum::middleware::map_response(allow_any_origin));
+    router = router.route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                match metrics {
+                    Some(handle) => handle.render().into_response(),
+                    None => (
+                        http::StatusCode::NOT_FOUND,
+                        "no metrics recorder installed\n",
+                    )
+                        .into_response(),
+                }
+            }
+        }),
+    );
+    if health {
+        router = router.route("/health", get(|| async { "ok\n" }));
+    }
+    router
+}
+
+async fn allow_any_origin(mut rsp: Response) -> Response {
+    rsp.headers_mut().insert(
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    rsp
+}
+
+/// The admin server: the dashboard, the services it polls, the run's
+/// status.
+fn admin_app(services: Vec<ServiceInfo>, status: LiveStatus) -> Router {
+    let services = Arc::new(services);
+    Router::new()
+        .route("/", get(|| async { Html(DASHBOARD_HTML) }))
+        .route(
+            "/api/services",
+            get(move || {
+                let services = services.clone();
+                async move { axum::Json(serde_json::to_value(&*services).unwrap_or_default()) }
+            }),
+        )
+        .route(
+            "/api/status",
+            get(|State(status): State<LiveStatus>| async move { axum::Json(status.to_json()) }),
+        )
+        .with_state(status)
+}
+
+// === impl Scenario ===
+
+impl<'a> Scenario<'a> {
+    /// The scenario of `settings` against `deployment`.
+    pub fn new(deployment: &'a Deployment, settings: DemoSettings) -> Self {
+        Self {
+            deployment,
+            settings,
+        }
+    }
+
+    /// Runs the five phases; `on_tick` is called every sample with the
+    /// phase, the time into the run and the requests sent and succeeded so
+    /// far (a progress bar's hook). Returns everything that was recorded.
+    pub async fn run(self, mut on_tick: impl FnMut(Phase, Duration, u64, u64)) -> Report {
+        let d = self.deployment;
+        let s = &self.settings;
+        let recorder = Recorder::new();
+        let started = recorder.started();
+        let transitions = Arc::new(Mutex::new(Vec::<Transition>::new()));
+        let mut watchers = Vec::new();
+        for c in Component::ALL {
+            watchers.push(watch_breaker(
+                c.name(),
+                d.profile.breaker(c).subscribe(),
+                started,
+                transitions.clone(),
+            ));
+        }
+        watchers.push(watch_breaker(
+            "inventory",
+            d.shop.breaker().subscribe(),
+            started,
+            transitions.clone(),
+        ));
+        watchers.push(watch_instances(d, started, transitions.clone()));
+
+        // The sample requests, sent first and traced through the log.
+        let samples = send_samples(d).await;
+
+        let load = Load::start(
+            http_client(s.deadline + Duration::from_secs(1)),
+            d.targets(),
+            s.steady,
+            s.deadline,
+            recorder.clone(),
+            s.seed,
+        );
+        let mut samples_over_time = Vec::new();
+        let mut phases = Vec::new();
+        let ticks = Arc::new(AtomicU64::new(0));
+        for (index, phase) in Phase::ALL.into_iter().enumerate() {
+            let from = started.elapsed();
+            tracing::info!(phase = phase.as_str(), "phase: {}", phase.describe());
+            match phase {
+                Phase::Steady => {}
+                Phase::Kill => d.kill_instance(s.killed),
+                Phase::Latency => d.slow_down(Component::Publications, s.latency),
+                Phase::Overload => load.set_rates(s.overload),
+                Phase::Recovery => {
+                    load.set_rates(s.steady);
+                    d.clear_faults();
+                }
+            }
+            d.status.update(|st| {
+                st.phase = Some(phase);
+                st.phase_index = index;
+                st.phases = Phase::ALL.len();
+            });
+            let end = started + s.phase * (index as u32 + 1);
+            while Instant::now() < end {
+                let next = (Instant::now() + s.sample_every).min(end);
+                tokio::time::sleep_until(next).await;
+                ticks.fetch_add(1, Ordering::Relaxed);
+                let sample = TimeSample::take(d, phase, started.elapsed());
+                samples_over_time.push(sample);
+                let (sent, ok) = recorder.counts_since(0);
+                d.status.update(|st| {
+                    st.elapsed_s = started.elapsed().as_secs_f64();
+                    st.sent = sent;
+                    st.succeeded = ok;
+                    st.in_flight = recorder.in_flight();
+                });
+                on_tick(phase, started.elapsed(), sent, ok);
+            }
+            phases.push((phase, from, started.elapsed()));
+        }
+        load.stop();
+        // Let the last requests finish (they all have a deadline).
+        let drain = Instant::now() + s.deadline + Duration::from_secs(1);
+        while recorder.in_flight() > 0 && Instant::now() < drain {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for w in watchers {
+            w.abort();
+        }
+        d.status.update(|st| st.finished = true);
+        let transitions = transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Report::new(
+            phases,
+            recorder.records(),
+            samples_over_time,
+            transitions,
+            samples,
+        )
+    }
+}
+
+/// Collects `name`'s breaker transitions.
+fn watch_breaker(
+    name: &str,
+    mut events: tokio::sync::broadcast::Receiver<resilience_circuit_breaker::Transition>,
+    started: Instant,
+    out: Arc<Mutex<Vec<Transition>>>,
+) -> tokio::task::JoinHandle<()> {
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(t) => out
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Transition {
+                        at_s: started.elapsed().as_secs_f64(),
+                        what: "breaker",
+                        name: name.clone(),
+                        from: t.from().to_string(),
+                        to: t.to().to_string(),
+                    }),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    })
+}
+
+/// Collects the instances' state changes in the shop's balancer (sampled
+/// every 10 ms).
+fn watch_instances(
+    d: &Deployment,
+    started: Instant,
+    out: Arc<Mutex<Vec<Transition>>>,
+) -> tokio::task::JoinHandle<()> {
+    let balancer = d.shop.balancer().clone();
+    tokio::spawn(async move {
+        let mut last: Vec<(String, EndpointState)> = Vec::new();
+        loop {
+            let now: Vec<(String, EndpointState)> = balancer
+                .snapshot()
+                .endpoints
+                .into_iter()
+                .map(|e| {
+                    let name = e.endpoint.metadata().get(NAME_KEY).cloned();
+                    (name.unwrap_or_else(|| e.endpoint.to_string()), e.state)
+                })
+                .collect();
+            for (name, state) in &now {
+                let before = last.iter().find(|(n, _)| n == name).map(|(_, s)| *s);
+                if let Some(before) = before.filter(|b| b != state) {
+                    out.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(Transition {
+                            at_s: started.elapsed().as_secs_f64(),
+                            what: "endpoint",
+                            name: name.clone(),
+                            from: before.as_str().to_owned(),
+                            to: state.as_str().to_owned(),
+                        });
+                }
+            }
+            last = now;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+}
+
+/// Sends one profile page and one order with known correlation ids, for
+/// the trace at the end.
+async fn send_samples(d: &Deployment) -> Vec<String> {
+    let client = http_client(Duration::from_secs(2));
+    let targets = d.targets();
+    let mut ids = Vec::new();
+    let requests = [
+        (
+            "sample-profile-1",
+            http::Request::get(format!("{}/profile/alice", targets.profile)),
+        ),
+        (
+            "sample-order-1",
+            http::Request::post(format!("{}/order/cd?country=DE", targets.shop)),
+        ),
+    ];
+    for (id, req) in requests {
+        if let Ok(req) = req
+            .header("x-correlation-id", id)
+            .body(crate::Body::default())
+        {
+            let _ = tower::ServiceExt::oneshot(client.clone(), req).await;
+            ids.push(id.to_owned());
+        }
+    }
+    ids
+}
