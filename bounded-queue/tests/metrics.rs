@@ -135,20 +135,33 @@ async fn each_kind_queue_reports_under_its_kind() {
     let seen = series(&snapshotter);
     let get = |k: &str| seen.get(k).unwrap_or_else(|| panic!("{k} in {seen:?}"));
     assert_eq!(
-        get("resilience_bounded_queue_rejected_total{name=search,priority=sheddable-plus,reason=full}"),
+        get(
+            "resilience_bounded_queue_rejected_total{name=search,priority=sheddable-plus,reason=full}"
+        ),
         &counter(1)
     );
     assert_eq!(
-        get("resilience_bounded_queue_rejected_total{name=bulk,priority=sheddable-plus,reason=full}"),
+        get(
+            "resilience_bounded_queue_rejected_total{name=bulk,priority=sheddable-plus,reason=full}"
+        ),
         &counter(0)
     );
-    assert_eq!(get("resilience_bounded_queue_depth{name=search}"), &gauge(1.0));
+    assert_eq!(
+        get("resilience_bounded_queue_depth{name=search}"),
+        &gauge(1.0)
+    );
     assert_eq!(
         get("resilience_bounded_queue_in_service{name=search}"),
         &gauge(1.0)
     );
-    assert_eq!(get("resilience_bounded_queue_limit{name=search}"), &gauge(1.0));
-    assert_eq!(get("resilience_bounded_queue_limit{name=bulk}"), &gauge(3.0));
+    assert_eq!(
+        get("resilience_bounded_queue_limit{name=search}"),
+        &gauge(1.0)
+    );
+    assert_eq!(
+        get("resilience_bounded_queue_limit{name=bulk}"),
+        &gauge(3.0)
+    );
 
     // The waiting search gets the slot after 50 ms: one wait recorded.
     advance(Duration::from_millis(50)).await;

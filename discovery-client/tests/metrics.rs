@@ -47,12 +47,16 @@ async fn a_source_and_its_balancer_report_changes_errors_and_staleness() {
     let snapshotter = recorder.snapshotter();
     let _guard = metrics::set_default_local_recorder(&recorder);
 
-    let dir =
-        std::env::temp_dir().join(format!("resilience-discovery-metrics-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "resilience-discovery-metrics-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("endpoints.toml");
     let write = |s: &str| std::fs::write(&path, s).unwrap();
-    write(r#"endpoints = [{ address = "127.0.0.1:1" }, { address = "127.0.0.1:2" }, { address = "127.0.0.1:3" }]"#);
+    write(
+        r#"endpoints = [{ address = "127.0.0.1:1" }, { address = "127.0.0.1:2" }, { address = "127.0.0.1:3" }]"#,
+    );
     let source = FileSource::new(
         FileSourceConfig::builder(&path)
             .name("registry")
@@ -65,9 +69,7 @@ async fn a_source_and_its_balancer_report_changes_errors_and_staleness() {
     let mut rr = RoundRobinBuilder::new()
         .config(RoundRobinConfig::builder().name("users").build().unwrap())
         .build_with_source(source, |_: &Endpoint| {
-            tower::util::BoxCloneSyncService::new(service_fn(|()| async {
-                Ok::<_, BoxError>(())
-            }))
+            tower::util::BoxCloneSyncService::new(service_fn(|()| async { Ok::<_, BoxError>(()) }))
         });
     let mut call = async || rr.ready().await.unwrap().call(()).await.unwrap();
 
@@ -75,17 +77,34 @@ async fn a_source_and_its_balancer_report_changes_errors_and_staleness() {
     call().await;
     let seen = series(&snapshotter);
     let v = |k: &str| value(&seen, k);
-    assert_eq!(v("resilience_discovery_updates_total{change=added,name=users}"), 3.0);
-    assert_eq!(v("resilience_discovery_updates_total{change=removed,name=users}"), 0.0);
-    assert_eq!(v("resilience_discovery_endpoints{name=users,state=healthy}"), 3.0);
+    assert_eq!(
+        v("resilience_discovery_updates_total{change=added,name=users}"),
+        3.0
+    );
+    assert_eq!(
+        v("resilience_discovery_updates_total{change=removed,name=users}"),
+        0.0
+    );
+    assert_eq!(
+        v("resilience_discovery_endpoints{name=users,state=healthy}"),
+        3.0
+    );
     for state in ["unhealthy", "ejected", "pending"] {
         assert_eq!(
-            v(&format!("resilience_discovery_endpoints{{name=users,state={state}}}")),
+            v(&format!(
+                "resilience_discovery_endpoints{{name=users,state={state}}}"
+            )),
             0.0
         );
     }
-    assert_eq!(v("resilience_discovery_source_errors_total{name=registry}"), 0.0);
-    assert_eq!(v("resilience_discovery_staleness_seconds{name=registry}"), 0.0);
+    assert_eq!(
+        v("resilience_discovery_source_errors_total{name=registry}"),
+        0.0
+    );
+    assert_eq!(
+        v("resilience_discovery_staleness_seconds{name=registry}"),
+        0.0
+    );
 
     // Two endpoints go away.
     write(r#"endpoints = [{ address = "127.0.0.1:2" }]"#);
@@ -93,8 +112,14 @@ async fn a_source_and_its_balancer_report_changes_errors_and_staleness() {
     call().await;
     let seen = series(&snapshotter);
     let v = |k: &str| value(&seen, k);
-    assert_eq!(v("resilience_discovery_updates_total{change=removed,name=users}"), 2.0);
-    assert_eq!(v("resilience_discovery_endpoints{name=users,state=healthy}"), 1.0);
+    assert_eq!(
+        v("resilience_discovery_updates_total{change=removed,name=users}"),
+        2.0
+    );
+    assert_eq!(
+        v("resilience_discovery_endpoints{name=users,state=healthy}"),
+        1.0
+    );
 
     // Garbage: every failed read counts, and the staleness grows.
     write("[[endpoints]\naddress = ");
@@ -104,14 +129,20 @@ async fn a_source_and_its_balancer_report_changes_errors_and_staleness() {
     let v = |k: &str| value(&seen, k);
     assert!(v("resilience_discovery_source_errors_total{name=registry}") >= 2.0);
     assert!(v("resilience_discovery_staleness_seconds{name=registry}") >= 4.0);
-    assert_eq!(v("resilience_discovery_endpoints{name=users,state=healthy}"), 1.0);
+    assert_eq!(
+        v("resilience_discovery_endpoints{name=users,state=healthy}"),
+        1.0
+    );
 
     // Good again: fresh.
     write(r#"endpoints = [{ address = "127.0.0.1:2" }]"#);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let seen = series(&snapshotter);
     assert_eq!(
-        value(&seen, "resilience_discovery_staleness_seconds{name=registry}"),
+        value(
+            &seen,
+            "resilience_discovery_staleness_seconds{name=registry}"
+        ),
         0.0
     );
     std::fs::remove_dir_all(&dir).unwrap();

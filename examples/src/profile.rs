@@ -393,7 +393,7 @@ impl fmt::Debug for Switch {
 
 impl ProfileSettings {
     /// Settings for a demo: a 300 ms timeout, breakers that decide after 4
-    /// calls and stay open for 1 s (up to 4 s when probes keep failing).
+    /// calls and stay open for 1 s (up to 2 s when probes keep failing).
     pub const DEMO: ProfileSettings = ProfileSettings {
         timeout: Duration::from_millis(300),
         window: 4,
@@ -415,7 +415,7 @@ impl ProfileSettings {
             .minimum_calls(self.window)
             .failure_rate_threshold(50.0)
             .open_for(self.open_for)
-            .max_open_for(self.open_for.saturating_mul(4))
+            .max_open_for(self.open_for.saturating_mul(2))
             .jitter(0.0) // a demo wants exact times; keep the default ±10% in production
             .half_open_probes(1)
             .build()

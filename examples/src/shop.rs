@@ -133,9 +133,6 @@ const STOCK: [(&str, u32); 3] = [("cd", 12), ("dvd", 7), ("book", 30)];
 /// The countries the shop invoices and inventory ships to.
 const COUNTRIES: [&str; 5] = ["DE", "FR", "GB", "NL", "US"];
 
-/// How long a health check may take before it fails.
-const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
-
 /// How an inventory instance behaves; flip it at run time with
 /// [`Inventory::set_mode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,8 +174,10 @@ pub struct ShopSettings {
     pub open_for: Duration,
     /// Time between two `GET /health` checks of an instance (an instance is
     /// unhealthy after 2 failed checks in a row, healthy after 1 passing
-    /// one; each check times out after 1 s).
+    /// one).
     pub health_interval: Duration,
+    /// How long a health check may take before it counts as failed.
+    pub health_timeout: Duration,
     /// Failures (5xx, timeouts) in a row that eject an instance.
     pub ejection_failures: u32,
     /// How long a first ejection lasts (the n-th lasts n times as long, up
@@ -453,13 +452,14 @@ impl fmt::Debug for Switch {
 
 impl ShopSettings {
     /// Settings for a demo: a 300 ms timeout, a breaker that decides after 6
-    /// calls and stays open for 1 s, health checks every 100 ms, ejection
-    /// after 3 failures in a row for 500 ms.
+    /// calls and stays open for 1 s, health checks every 100 ms that time
+    /// out after 1 s, ejection after 3 failures in a row for 500 ms.
     pub const DEMO: ShopSettings = ShopSettings {
         timeout: Duration::from_millis(300),
         window: 6,
         open_for: Duration::from_secs(1),
         health_interval: Duration::from_millis(100),
+        health_timeout: Duration::from_secs(1),
         ejection_failures: 3,
         ejection_time: Duration::from_millis(500),
     };
@@ -497,12 +497,12 @@ impl ShopSettings {
     /// The active health checks: `GET /health` every `health_interval`.
     ///
     /// # Errors
-    /// - `health_interval` is zero
+    /// - `health_interval` or `health_timeout` is zero
     pub fn health_config(&self) -> Result<HealthCheckConfig, ConfigError> {
         HealthCheckConfig::builder()
             .path("/health")
             .interval(self.health_interval)
-            .timeout(HEALTH_CHECK_TIMEOUT)
+            .timeout(self.health_timeout)
             .unhealthy_threshold(2)
             .healthy_threshold(1)
             .build()

@@ -29,6 +29,7 @@ fn settings(timeout_ms: u64) -> ShopSettings {
         window: 6,
         open_for: Duration::from_secs(30),
         health_interval: Duration::from_millis(50),
+        health_timeout: Duration::from_secs(1),
         ejection_failures: 3,
         ejection_time: Duration::from_secs(30),
     }

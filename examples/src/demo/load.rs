@@ -434,11 +434,8 @@ impl Send {
                         .get("x-degraded")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
-                    let text = match tokio::time::timeout(
-                        self.deadline,
-                        rsp.into_body().collect(),
-                    )
-                    .await
+                    let text = match tokio::time::timeout(self.deadline, rsp.into_body().collect())
+                        .await
                     {
                         Ok(Ok(body)) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
                         _ => String::new(),

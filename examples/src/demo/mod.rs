@@ -263,6 +263,20 @@ impl DemoSettings {
         s
     }
 
+    /// The shop in the demo: [`ShopSettings::DEMO`] with a breaker over 20
+    /// calls (one dead instance in three is not an outage of inventory),
+    /// health checks that time out after 150 ms, and ejections of 2 s (so
+    /// that a dead instance fails its health checks before its ejection
+    /// ends).
+    pub fn shop() -> ShopSettings {
+        ShopSettings {
+            window: 20,
+            health_timeout: Duration::from_millis(150),
+            ejection_time: Duration::from_secs(2),
+            ..ShopSettings::DEMO
+        }
+    }
+
     /// The whole run: five phases.
     pub fn total(&self) -> Duration {
         self.phase * Phase::ALL.len() as u32
@@ -365,7 +379,9 @@ impl Deployment {
             // `/health` is the instance's own (it drains); the chaos layer
             // wraps everything, so a killed instance answers nothing at all.
             let app = with_chaos(
-                inventory.app().merge(ops(&registry, metrics.clone(), false)),
+                inventory
+                    .app()
+                    .merge(ops(&registry, metrics.clone(), false)),
                 &chaos,
             );
             let addr = serve(app).await?;
@@ -378,7 +394,7 @@ impl Deployment {
             inventories.push(inventory);
             inventory_chaos.push(chaos.handle());
         }
-        let shop = Shop::new(&ShopSettings::DEMO, endpoints)?;
+        let shop = Shop::new(&DemoSettings::shop(), endpoints)?;
         let registry = SnapshotRegistry::new("shop");
         registry.register(shop.breaker().clone());
         registry.register(shop.balancer().clone());

@@ -245,7 +245,9 @@ impl Report {
                 };
                 let services = fronts
                     .iter()
-                    .map(|(name, front)| ServiceStats::of(name, within().filter(|r| r.front == *front)))
+                    .map(|(name, front)| {
+                        ServiceStats::of(name, within().filter(|r| r.front == *front))
+                    })
                     .collect();
                 let (from_s, to_s) = (from.as_secs_f64(), to.as_secs_f64());
                 let moves: Vec<&Transition> = transitions
@@ -275,7 +277,9 @@ impl Report {
                     readmissions: moves
                         .iter()
                         .filter(|t| {
-                            t.what == "endpoint" && t.to == "healthy" && out.contains(&t.from.as_str())
+                            t.what == "endpoint"
+                                && t.to == "healthy"
+                                && out.contains(&t.from.as_str())
                         })
                         .count() as u64,
                 }
@@ -407,7 +411,12 @@ impl Report {
             )?;
             let panels = body.split_evenly((4, 1));
             let total = self.phases.last().map_or(1.0, |p| p.to_s).max(1.0);
-            let colors = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
+            let colors = [
+                RGBColor(31, 119, 180),
+                RGBColor(255, 127, 14),
+                RGBColor(44, 160, 44),
+                RGBColor(214, 39, 40),
+            ];
 
             // 1. Served per second, by priority.
             let max_rate = self
@@ -416,7 +425,10 @@ impl Report {
                 .map(|b| b.served_per_s.iter().sum::<f64>().max(b.failed_per_s))
                 .fold(1.0, f64::max);
             let mut chart = ChartBuilder::on(&panels[0])
-                .caption("served requests per second, by priority (all front services)", ("sans-serif", 16))
+                .caption(
+                    "served requests per second, by priority (all front services)",
+                    ("sans-serif", 16),
+                )
                 .margin(8)
                 .x_label_area_size(28)
                 .y_label_area_size(50)
@@ -436,7 +448,9 @@ impl Report {
                         color.stroke_width(2),
                     ))?
                     .label(class.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                    });
             }
             chart
                 .draw_series(LineSeries::new(
@@ -444,7 +458,9 @@ impl Report {
                     colors[3].stroke_width(1),
                 ))?
                 .label("not served")
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colors[3].stroke_width(1)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], colors[3].stroke_width(1))
+                });
             legend(&mut chart)?;
 
             // 2. p99 latency of served requests.
@@ -474,12 +490,17 @@ impl Report {
                     colors[0].stroke_width(2),
                 ))?
                 .label("p99")
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colors[0].stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], colors[0].stroke_width(2))
+                });
             legend(&mut chart)?;
 
             // 3. Breaker states: 0 closed, 1 half-open, 2 open.
             let mut chart = ChartBuilder::on(&panels[2])
-                .caption("circuit breakers (0 closed, 1 half-open, 2 open)", ("sans-serif", 16))
+                .caption(
+                    "circuit breakers (0 closed, 1 half-open, 2 open)",
+                    ("sans-serif", 16),
+                )
                 .margin(8)
                 .x_label_area_size(28)
                 .y_label_area_size(50)
@@ -512,7 +533,9 @@ impl Report {
                         color.stroke_width(2),
                     ))?
                     .label(name.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                    });
             }
             legend(&mut chart)?;
 
@@ -525,7 +548,10 @@ impl Report {
                 .unwrap_or(0)
                 .max(3) as f64;
             let mut chart = ChartBuilder::on(&panels[3])
-                .caption("healthy inventory instances, and requests waiting in ingest's queues", ("sans-serif", 16))
+                .caption(
+                    "healthy inventory instances, and requests waiting in ingest's queues",
+                    ("sans-serif", 16),
+                )
                 .margin(8)
                 .x_label_area_size(28)
                 .y_label_area_size(50)
@@ -538,11 +564,15 @@ impl Report {
             self.draw_phases(&mut chart, max_queued * 1.15)?;
             chart
                 .draw_series(LineSeries::new(
-                    self.samples.iter().map(|s| (s.at_s, s.healthy_instances as f64)),
+                    self.samples
+                        .iter()
+                        .map(|s| (s.at_s, s.healthy_instances as f64)),
                     colors[2].stroke_width(3),
                 ))?
                 .label("healthy inventory instances")
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colors[2].stroke_width(3)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], colors[2].stroke_width(3))
+                });
             for (i, kind) in ["index", "bulk"].into_iter().enumerate() {
                 let color = colors[[0, 1][i]];
                 chart
@@ -553,7 +583,9 @@ impl Report {
                         color.stroke_width(1),
                     ))?
                     .label(format!("ingest {kind} queued"))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(1)));
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(1))
+                    });
             }
             legend(&mut chart)?;
             root.present()?;
@@ -564,7 +596,14 @@ impl Report {
     /// Phase boundaries (dashed) and names along the top of a panel.
     fn draw_phases<'a, DB: DrawingBackend + 'a>(
         &self,
-        chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>,
+        chart: &mut ChartContext<
+            'a,
+            DB,
+            Cartesian2d<
+                plotters::coord::types::RangedCoordf64,
+                plotters::coord::types::RangedCoordf64,
+            >,
+        >,
         top: f64,
     ) -> Result<(), Box<dyn std::error::Error>>
     where
@@ -588,14 +627,18 @@ impl Report {
 }
 
 fn legend<'a, DB: DrawingBackend + 'a>(
-    chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>,
+    chart: &mut ChartContext<
+        'a,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
     DB::ErrorType: 'static,
 {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::MiddleRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
         .label_font(("sans-serif", 12))

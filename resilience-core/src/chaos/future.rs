@@ -14,8 +14,8 @@ use crate::error::BoxError;
 pin_project! {
     /// Response future of [`Chaos`](super::Chaos).
     ///
-    /// Passing through, it is the inner future and a tag (no allocation, no
-    /// timer). A delayed request boxes its timer; an aborted one holds
+    /// Passing through, it polls the inner future and nothing else (no
+    /// allocation, no timer). A delayed request boxes its timer; an aborted one holds
     /// nothing and never completes. Dropping it at any point releases
     /// everything it holds.
     pub struct ResponseFuture<F> {

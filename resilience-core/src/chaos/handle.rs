@@ -234,7 +234,7 @@ impl Shared {
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChaosHandle")
+        f.debug_struct("ChaosState")
             .field("name", &self.name)
             .field("fault", &self.fault.load().as_deref())
             .field("seed", &self.seed.load(Ordering::Relaxed))

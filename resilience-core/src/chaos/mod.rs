@@ -60,8 +60,8 @@
 //! # Cost when off
 //!
 //! With no fault set, a call is one relaxed load of an `AtomicBool` and the
-//! inner call: no lock, no allocation, and the response future is the inner
-//! future and a tag. With a fault set, a call also loads the fault (an
+//! inner call: no lock, no allocation, no clock read, no timer. With a
+//! fault set, a call also loads the fault (an
 //! `ArcSwap`, no lock) and takes one draw (an atomic increment and a hash);
 //! a delayed request allocates its timer.
 //!
@@ -118,8 +118,8 @@
 //! # Feature flags
 //!
 //! This module needs the `chaos` feature. With `snapshot` too,
-//! [`ChaosHandle`] implements
-//! [`LayerSnapshot`](crate::snapshot::LayerSnapshot) (kind `chaos`).
+//! [`ChaosHandle`] implements `snapshot::LayerSnapshot` (kind `chaos`:
+//! whether a fault is set, the fault, and the [`Injected`] counts).
 
 pub mod error;
 mod fault;
