@@ -21,6 +21,9 @@ use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_test::mock;
 
 /// Every series as `name{label=value,...}` (labels sorted) and its value.
+/// A snapshot drains the recorder: counters read as the change since the
+/// previous snapshot, gauges as 0 unless set since, histograms as the new
+/// samples.
 fn series(snapshotter: &Snapshotter) -> HashMap<String, DebugValue> {
     snapshotter
         .snapshot()
@@ -167,6 +170,7 @@ async fn each_kind_queue_reports_under_its_kind() {
     advance(Duration::from_millis(50)).await;
     send_a.send_response("a");
     assert_ready_ok!(a.poll());
+    assert_pending!(b.poll()); // admitted: calls the inner service
     let (_, send_b) = handle.next_request().await.unwrap();
     send_b.send_response("b");
     assert_ready_ok!(b.poll());

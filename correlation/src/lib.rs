@@ -88,8 +88,11 @@
 //!
 //! # Metrics
 //!
-//! `resilience_correlation_invalid_total{header}`: inbound values replaced
-//! because they were invalid.
+//! `resilience_correlation_invalid_total{header}` (counter): inbound values
+//! that were invalid, so replaced (or, for a deadline, ignored); `header` is
+//! `correlation_id` (whichever header carried it), `traceparent`,
+//! `x-priority` or `deadline` (`grpc-timeout` or `x-deadline-ms`). There is
+//! no per-request counter: count requests in the application's own layer.
 //!
 //! # Feature flags
 //!

@@ -88,8 +88,13 @@ fn invalid_inbound_values_are_counted_by_header() {
             ("x-correlation-id", HeaderValue::from_static("has spaces")),
             ("traceparent", HeaderValue::from_static("00-zz")),
             ("x-priority", HeaderValue::from_static("urgent")),
+            ("x-deadline-ms", HeaderValue::from_static("soon")),
         ]);
-        run(&[("x-correlation-id", HeaderValue::from_static("fine-id"))]);
+        run(&[("grpc-timeout", HeaderValue::from_static("99999999H"))]);
+        run(&[
+            ("x-correlation-id", HeaderValue::from_static("fine-id")),
+            ("x-deadline-ms", HeaderValue::from_static("250")),
+        ]);
     });
     let mut counts = std::collections::BTreeMap::new();
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {
@@ -106,10 +111,14 @@ fn invalid_inbound_values_are_counted_by_header() {
         };
         counts.insert(header, n);
     }
-    let want: std::collections::BTreeMap<String, u64> =
-        [("correlation_id", 1), ("traceparent", 1), ("x-priority", 1)]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+    let want: std::collections::BTreeMap<String, u64> = [
+        ("correlation_id", 1),
+        ("deadline", 2),
+        ("traceparent", 1),
+        ("x-priority", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
     assert_eq!(counts, want);
 }

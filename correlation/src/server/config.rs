@@ -133,7 +133,8 @@ impl CorrelationConfig {
     }
 
     /// Builds the context of an inbound request. Invalid inbound values are
-    /// replaced (logged at debug, counted), never echoed.
+    /// replaced (an invalid deadline is ignored), logged at debug and
+    /// counted, never echoed.
     pub fn context_for<B>(&self, req: &Request<B>) -> RequestContext {
         let headers = req.headers();
         let inbound = self.scan(headers);
@@ -175,7 +176,12 @@ impl CorrelationConfig {
             untrusted
         };
         let deadline = if inbound.deadline {
-            self.deadline.from_headers(headers, Instant::now())
+            let d = self.deadline.from_headers(headers, Instant::now());
+            if d.is_none() {
+                // Present but malformed or above the maximum: ignored.
+                invalid("deadline");
+            }
+            d
         } else {
             None
         };

@@ -28,7 +28,7 @@ impl CorrelationLayer {
         metrics::describe_counter!(
             resilience_core::names::CORRELATION_INVALID_TOTAL,
             metrics::Unit::Count,
-            "Inbound context headers that were invalid and replaced."
+            "Inbound context values that were invalid and replaced (a deadline: ignored)."
         );
         Self {
             config: Arc::new(config),

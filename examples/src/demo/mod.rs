@@ -48,15 +48,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::State;
-use axum::http::HeaderValue;
-use axum::response::{Html, IntoResponse, Response};
+use axum::extract::{Path, State};
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use resilience_circuit_breaker::CircuitState;
 use resilience_core::BoxError;
 use resilience_core::chaos::{ChaosHandle, ChaosLayer, Fault};
-use resilience_core::snapshot::SnapshotRegistry;
+use resilience_core::snapshot::{self, SnapshotRegistry};
 use resilience_discovery::EndpointState;
 use tokio::time::Instant;
 use tower::ServiceBuilder;
@@ -64,7 +63,7 @@ use tower::ServiceBuilder;
 use crate::ingest::{Ingest, IngestSettings, KindSettings};
 use crate::profile::{Component, ComponentService, Profile, ProfileSettings};
 use crate::shop::{Inventory, NAME_KEY, Shop, ShopSettings};
-use crate::{http_client, serve};
+use crate::{get_text, http_client, serve};
 
 /// The page the admin server serves at `/`.
 pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
@@ -532,12 +531,10 @@ fn with_chaos(app: Router, chaos: &ChaosLayer) -> Router {
     )
 }
 
-/// `/resilience` (readable from the dashboard's origin), `/metrics`, and
+/// `/resilience`, `/metrics`, and
 /// `/health` when `health` is set.
 fn ops(registry: &SnapshotRegistry, metrics: Option<PrometheusHandle>, health: bool) -> Router {
-    let mut router = registry
-        .router()
-        .layer(axum::middleware::map_response(allow_any_origin));
+    let mut router = registry.router();
     router = router.route(
         "/metrics",
         get(move || {
@@ -560,25 +557,48 @@ fn ops(registry: &SnapshotRegistry, metrics: Option<PrometheusHandle>, health: b
     router
 }
 
-async fn allow_any_origin(mut rsp: Response) -> Response {
-    rsp.headers_mut().insert(
-        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    rsp
-}
-
 /// The admin server: the dashboard, the services it polls, the run's
-/// status.
+/// status, and each service's `/resilience` through one origin
+/// (`/api/resilience/{service}`; `504` when the service does not answer
+/// within 800 ms, as a dead one does not).
 fn admin_app(services: Vec<ServiceInfo>, status: LiveStatus) -> Router {
     let services = Arc::new(services);
+    let client = http_client(Duration::from_millis(800));
+    let list = services.clone();
     Router::new()
         .route("/", get(|| async { Html(DASHBOARD_HTML) }))
         .route(
             "/api/services",
             get(move || {
-                let services = services.clone();
-                async move { axum::Json(serde_json::to_value(&*services).unwrap_or_default()) }
+                let list = list.clone();
+                async move { axum::Json(serde_json::to_value(&*list).unwrap_or_default()) }
+            }),
+        )
+        .route(
+            "/api/resilience/{service}",
+            get(move |Path(name): Path<String>| {
+                let (services, client) = (services.clone(), client.clone());
+                async move {
+                    let Some(svc) = services.iter().find(|s| s.name == name) else {
+                        return (http::StatusCode::NOT_FOUND, "no such service\n").into_response();
+                    };
+                    match get_text(&client, &format!("{}{}", svc.url, snapshot::PATH)).await {
+                        Ok((status, body)) if status.is_success() => {
+                            ([(http::header::CONTENT_TYPE, "application/json")], body)
+                                .into_response()
+                        }
+                        Ok((status, _)) => (
+                            http::StatusCode::BAD_GATEWAY,
+                            format!("{name} answered {status}\n"),
+                        )
+                            .into_response(),
+                        Err(error) => (
+                            http::StatusCode::GATEWAY_TIMEOUT,
+                            format!("{name} did not answer: {error}\n"),
+                        )
+                            .into_response(),
+                    }
+                }
             }),
         )
         .route(
