@@ -81,7 +81,8 @@ pub struct PhaseStats {
     pub services: Vec<ServiceStats>,
     /// All front services together.
     pub all: ServiceStats,
-    /// Breaker transitions during the phase (`publications: closed -> open`).
+    /// Breaker transitions during the phase, per breaker and counted
+    /// (`publications: closed -> open, open -> half_open x6, ...`).
     pub breaker_moves: Vec<String>,
     /// Instances taken out of rotation (ejected, or failing checks).
     pub ejections: u64,
@@ -261,11 +262,7 @@ impl Report {
                     to_s,
                     services,
                     all: ServiceStats::of("all", within()),
-                    breaker_moves: moves
-                        .iter()
-                        .filter(|t| t.what == "breaker")
-                        .map(|t| format!("{}: {} -> {}", t.name, t.from, t.to))
-                        .collect(),
+                    breaker_moves: breaker_moves(&moves),
                     ejections: moves
                         .iter()
                         .filter(|t| {
@@ -644,6 +641,39 @@ where
         .label_font(("sans-serif", 12))
         .draw()?;
     Ok(())
+}
+
+/// Each breaker's transitions, in the order they first happened, counted:
+/// `publications: closed -> open, open -> half_open x6, half_open -> open x6`.
+fn breaker_moves(moves: &[&Transition]) -> Vec<String> {
+    let mut counted: Vec<(&str, String, u32)> = Vec::new();
+    for t in moves.iter().filter(|t| t.what == "breaker") {
+        let step = format!("{} -> {}", t.from, t.to);
+        match counted.iter_mut().find(|(n, s, _)| *n == t.name && *s == step) {
+            Some(entry) => entry.2 += 1,
+            None => counted.push((&t.name, step, 1)),
+        }
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _, _) in &counted {
+        if !names.contains(name) {
+            names.push(name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let steps: Vec<String> = counted
+                .iter()
+                .filter(|(n, _, _)| *n == name)
+                .map(|(_, step, count)| match count {
+                    1 => step.clone(),
+                    n => format!("{step} x{n}"),
+                })
+                .collect();
+            format!("{name}: {}", steps.join(", "))
+        })
+        .collect()
 }
 
 /// Served and failed per second and p99 per bucket of the run.
