@@ -106,6 +106,7 @@ use resilience_core::{
 };
 use resilience_correlation::{CorrelationLayer, PropagateContextLayer, RequestContext};
 use resilience_discovery::health::{HealthCheckConfig, HttpHealthCheck};
+use resilience_discovery::source::SourceStream;
 use resilience_discovery::{
     Endpoint, EndpointState, RoundRobinBuilder, RoundRobinConfig, RoundRobinHandle,
 };
@@ -526,6 +527,20 @@ impl Shop {
         settings: &ShopSettings,
         endpoints: impl IntoIterator<Item = Endpoint>,
     ) -> Result<Self, ConfigError> {
+        Self::build(settings, Instances::Static(endpoints.into_iter().collect()))
+    }
+
+    /// A shop calling the inventory instances that `source` reports (an
+    /// etcd prefix, a DNS name, a file), watched: instances that appear
+    /// take orders once healthy, instances that go are dropped.
+    ///
+    /// # Errors
+    /// - as [`Shop::new`]
+    pub fn with_source(settings: &ShopSettings, source: SourceStream) -> Result<Self, ConfigError> {
+        Self::build(settings, Instances::Source(source))
+    }
+
+    fn build(settings: &ShopSettings, instances: Instances) -> Result<Self, ConfigError> {
         let hyper = Client::builder(TokioExecutor::new()).build_http::<Body>();
         // Per instance, under the balancer: the balancer sees the timeout as
         // that instance's failure. A timeout above the balancer would drop
@@ -554,11 +569,14 @@ impl Shop {
             )
         };
         let health = settings.health_config()?;
-        let balancer = RoundRobinBuilder::new()
+        let builder = RoundRobinBuilder::new()
             .config(settings.balancer_config()?)
             .classify(HttpOutcome::new()) // 5xx and errors count, 4xx never
-            .health_check(health.clone(), HttpHealthCheck::from_config(&health))
-            .build_with_endpoints(endpoints, instance);
+            .health_check(health.clone(), HttpHealthCheck::from_config(&health));
+        let balancer = match instances {
+            Instances::Static(endpoints) => builder.build_with_endpoints(endpoints, instance),
+            Instances::Source(source) => builder.build_with_source(source, instance),
+        };
         let balancer_handle = balancer.handle();
         let breaker = CircuitBreakerLayer::new(settings.breaker_config()?);
         let breaker_handle = breaker.handle();
@@ -936,6 +954,12 @@ impl Demo {
     pub fn monitor(&self, interval: Duration) -> SyntheticMonitor {
         SyntheticMonitor::start(&self.url, interval, Duration::from_secs(2))
     }
+}
+
+/// Where the shop's instances come from.
+enum Instances {
+    Static(Vec<Endpoint>),
+    Source(SourceStream),
 }
 
 /// The balancer's endpoint for `inventory` served at `addr`.

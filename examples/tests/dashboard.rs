@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use resilience_circuit_breaker::CircuitState;
 use resilience_discovery::EndpointState;
-use resilience_examples::demo::{DemoSettings, Deployment};
+use resilience_examples::demo::{DemoSettings, Deployment, StartOptions};
 use resilience_examples::profile::Component;
 use resilience_examples::wait_until;
 
@@ -63,7 +63,7 @@ async fn the_dashboard_shows_a_dead_instance_and_an_open_breaker() {
         eprintln!("skipped: no chromium-headless-shell or chromium on PATH");
         return;
     };
-    let d = Deployment::start(&DemoSettings::quick(), None, 0)
+    let d = Deployment::start(&DemoSettings::quick(), &StartOptions::default())
         .await
         .unwrap();
 

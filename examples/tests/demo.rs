@@ -11,7 +11,7 @@ use resilience_circuit_breaker::CircuitState;
 use resilience_core::Priority;
 use resilience_discovery::EndpointState;
 use resilience_examples::demo::{
-    DemoSettings, Deployment, Front, Outcome, Phase, Reason, Record, Scenario,
+    DemoSettings, Deployment, Front, Outcome, Phase, Reason, Record, Scenario, StartOptions,
 };
 use resilience_examples::{Body, get_text, http_client};
 use tokio::time::Instant;
@@ -34,6 +34,13 @@ fn process() -> &'static (PrometheusHandle, std::path::PathBuf) {
     })
 }
 
+fn options(metrics: &PrometheusHandle) -> StartOptions {
+    StartOptions {
+        metrics: Some(metrics.clone()),
+        ..StartOptions::default()
+    }
+}
+
 fn in_phase<'a>(
     records: &'a [Record],
     report: &resilience_examples::demo::Report,
@@ -50,7 +57,7 @@ fn in_phase<'a>(
 async fn the_quick_scenario_tells_the_story() {
     let (metrics, log_path) = process();
     let settings = DemoSettings::quick();
-    let d = Deployment::start(&settings, Some(metrics.clone()), 0)
+    let d = Deployment::start(&settings, &options(metrics))
         .await
         .unwrap();
     let killed = d.inventories[settings.killed].name().to_owned();
@@ -267,7 +274,7 @@ async fn the_quick_scenario_tells_the_story() {
 async fn bad_input_gets_a_clear_answer() {
     let (metrics, _) = process();
     let settings = DemoSettings::quick();
-    let d = Deployment::start(&settings, Some(metrics.clone()), 0)
+    let d = Deployment::start(&settings, &options(metrics))
         .await
         .unwrap();
     let client = http_client(Duration::from_secs(2));
@@ -343,6 +350,7 @@ fn bad_demo_flags_get_a_clear_error() {
         (&["--admin-port"][..], "needs a value"),
         (&["--seed", "-1"][..], "is not a whole number"),
         (&["--out"][..], "needs a value"),
+        (&["--etcd", "localhost:2379"][..], "is not an http:// URL"),
         (&["--seed", "x"][..], "is not a whole number"),
     ] {
         let out = std::process::Command::new(demo)

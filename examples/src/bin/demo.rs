@@ -14,10 +14,10 @@ use std::sync::Mutex;
 use indicatif::{ProgressBar, ProgressStyle};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use resilience_core::BoxError;
-use resilience_examples::demo::{DemoSettings, Deployment, Scenario};
+use resilience_examples::demo::{DemoSettings, Deployment, Scenario, StartOptions};
 
 const USAGE: &str = "\
-usage: demo [--quick] [--out DIR] [--admin-port PORT] [--seed N] [--hold]
+usage: demo [--quick] [--out DIR] [--admin-port PORT] [--seed N] [--etcd URL] [--hold]
 
 Runs the reference services together through a chaos scenario:
 steady -> kill an inventory instance -> latency monkey on publications
@@ -29,6 +29,11 @@ options:
                      (default: target/demo)
   --admin-port PORT  the dashboard's port on 127.0.0.1 (default: any free)
   --seed N           seeds the arrivals and the faults (default: 7)
+  --etcd URL         take discovery and flags from etcd (e.g.
+                     http://127.0.0.1:2379): the inventory instances register
+                     there with a lease, the shop watches them, and a killed
+                     instance leaves the registry when its lease expires
+                     (default: static discovery, nothing to install)
   --hold             keep serving after the run, until Ctrl-C
   -h, --help         this text";
 
@@ -38,6 +43,7 @@ struct Args {
     out: PathBuf,
     admin_port: u16,
     seed: Option<u64>,
+    etcd: Option<String>,
     hold: bool,
 }
 
@@ -47,6 +53,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
         out: PathBuf::from("target/demo"),
         admin_port: 0,
         seed: None,
+        etcd: None,
         hold: false,
     };
     let mut args = args.peekable();
@@ -60,6 +67,13 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
             "--quick" => parsed.quick = true,
             "--hold" => parsed.hold = true,
             "--out" => parsed.out = PathBuf::from(value("--out")?),
+            "--etcd" => {
+                let v = value("--etcd")?;
+                if !(v.starts_with("http://") || v.starts_with("https://")) {
+                    return Err(format!("--etcd: {v:?} is not an http:// URL"));
+                }
+                parsed.etcd = Some(v);
+            }
             "--admin-port" => {
                 let v = value("--admin-port")?;
                 parsed.admin_port = v
@@ -120,8 +134,20 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if let Some(seed) = args.seed {
         settings.seed = seed;
     }
-    let deployment = Deployment::start(&settings, Some(metrics), args.admin_port).await?;
-    println!("reference deployment on 127.0.0.1 (static discovery):");
+    let options = StartOptions {
+        metrics: Some(metrics),
+        admin_port: args.admin_port,
+        etcd: args.etcd.clone(),
+    };
+    let deployment = Deployment::start(&settings, &options).await?;
+    match &args.etcd {
+        None => println!("reference deployment on 127.0.0.1 (static discovery):"),
+        Some(url) => println!(
+            "reference deployment on 127.0.0.1 (discovery and flags from etcd at {url}, under {} and {}):",
+            resilience_examples::demo::ETCD_INVENTORY_PREFIX,
+            resilience_examples::demo::ETCD_FLAGS_PREFIX
+        ),
+    }
     for s in &deployment.services {
         println!("  {:<13} {:<9} {}", s.name, s.role, s.url);
     }

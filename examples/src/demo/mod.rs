@@ -42,6 +42,7 @@ pub use self::load::{
 };
 pub use self::report::{PhaseStats, Report, ServiceStats, TimeSample, Transition};
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -55,13 +56,15 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use resilience_circuit_breaker::CircuitState;
 use resilience_core::BoxError;
 use resilience_core::chaos::{ChaosHandle, ChaosLayer, Fault};
+use resilience_core::etcd::EtcdClient;
 use resilience_core::snapshot::{self, SnapshotRegistry};
-use resilience_discovery::EndpointState;
+use resilience_discovery::source::{EtcdConfig, EtcdSource, Registration};
+use resilience_discovery::{Endpoint, EndpointState};
 use tokio::time::Instant;
 use tower::ServiceBuilder;
 
 use crate::ingest::{Ingest, IngestSettings, KindSettings};
-use crate::profile::{Component, ComponentService, Profile, ProfileSettings};
+use crate::profile::{Component, ComponentService, NEW_FEATURE_FLAG, Profile, ProfileSettings};
 use crate::shop::{Inventory, NAME_KEY, Shop, ShopSettings};
 use crate::{get_text, http_client, serve};
 
@@ -104,6 +107,47 @@ pub struct DemoSettings {
     /// How often the live state (breakers, endpoints, queues) is sampled
     /// for the chart.
     pub sample_every: Duration,
+}
+
+/// How [`Deployment::start`] serves the services.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Renders `/metrics` (install the recorder before starting: the layers
+    /// bind their metrics when they are built).
+    pub metrics: Option<PrometheusHandle>,
+    /// The admin server's port on `127.0.0.1`; `0` for any free one.
+    pub admin_port: u16,
+    /// An etcd to take discovery and flags from (`http://127.0.0.1:2379`):
+    /// the inventory instances register under [`ETCD_INVENTORY_PREFIX`]
+    /// with a lease and the shop watches that prefix; the profile's flags
+    /// come from [`ETCD_FLAGS_PREFIX`]. `None`: static discovery and flags
+    /// in code (the embedded default).
+    pub etcd: Option<String>,
+}
+
+/// Where the inventory instances register in etcd (`--etcd`).
+pub const ETCD_INVENTORY_PREFIX: &str = "/resilience-demo/services/inventory/";
+/// Where the profile's flags live in etcd (`--etcd`).
+pub const ETCD_FLAGS_PREFIX: &str = "/resilience-demo/flags/";
+/// The lease of an instance's registration: a dead instance leaves the
+/// registry this long after its last keep-alive.
+pub const REGISTRATION_TTL: Duration = Duration::from_secs(3);
+
+/// The etcd side of a deployment started with [`StartOptions::etcd`].
+struct EtcdParts {
+    config: EtcdConfig,
+    /// Each instance's registration; `None` while it is dead.
+    registrations: Mutex<Vec<Option<Registration>>>,
+    endpoints: Vec<Endpoint>,
+    _flags: resilience_flags::source::SourceHandle,
+}
+
+impl fmt::Debug for EtcdParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdParts")
+            .field("endpoints", &self.config.endpoints())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A service of the deployment, as the dashboard lists it.
@@ -158,6 +202,7 @@ pub struct Deployment {
     pub admin_url: String,
     /// The run's status, shown on the dashboard.
     pub status: LiveStatus,
+    etcd: Option<EtcdParts>,
 }
 
 /// Runs the phases against a [`Deployment`].
@@ -313,18 +358,17 @@ impl LiveStatus {
 
 impl Deployment {
     /// Serves every service and the admin server on loopback (ephemeral
-    /// ports; the admin server on `admin_port` when it is not zero) and
-    /// returns once every inventory instance passed its first health check.
-    /// `metrics` renders `/metrics` (install the recorder before calling
-    /// this: the layers bind their metrics when they are built).
+    /// ports; the admin server on `options.admin_port` when it is not
+    /// zero) and returns once every inventory instance passed its first
+    /// health check.
     ///
     /// # Errors
     /// - a port cannot be bound, or an instance is not healthy within 10 s
-    pub async fn start(
-        settings: &DemoSettings,
-        metrics: Option<PrometheusHandle>,
-        admin_port: u16,
-    ) -> Result<Self, BoxError> {
+    /// - with `options.etcd`: etcd cannot be reached, or refuses a
+    ///   registration or the flags
+    pub async fn start(settings: &DemoSettings, options: &StartOptions) -> Result<Self, BoxError> {
+        let metrics = options.metrics.clone();
+        let admin_port = options.admin_port;
         let mut services = Vec::new();
         let mut backends = Vec::new();
 
@@ -393,7 +437,15 @@ impl Deployment {
             inventories.push(inventory);
             inventory_chaos.push(chaos.handle());
         }
-        let shop = Shop::new(&DemoSettings::shop(), endpoints)?;
+        let (shop, etcd) = match &options.etcd {
+            None => (Shop::new(&DemoSettings::shop(), endpoints)?, None),
+            Some(url) => {
+                let parts = EtcdParts::start(url, &inventories, endpoints, &profile).await?;
+                let source = EtcdSource::new(parts.config.clone(), ETCD_INVENTORY_PREFIX);
+                let shop = Shop::with_source(&DemoSettings::shop(), source.into_stream())?;
+                (shop, Some(parts))
+            }
+        };
         let registry = SnapshotRegistry::new("shop");
         registry.register(shop.breaker().clone());
         registry.register(shop.balancer().clone());
@@ -447,6 +499,7 @@ impl Deployment {
             services,
             admin_url,
             status,
+            etcd,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while deployment.shop.instances_in(EndpointState::Healthy) < deployment.inventories.len() {
@@ -501,24 +554,108 @@ impl Deployment {
             .collect()
     }
 
-    /// Turns every fault off.
-    pub fn clear_faults(&self) {
+    /// Turns every fault off and brings dead instances back (with etcd:
+    /// registered again).
+    ///
+    /// # Errors
+    /// - with etcd: a registration failed (the instance serves, but the
+    ///   shop will not find it)
+    pub async fn recover(&self) -> Result<(), BoxError> {
         for chaos in self.component_chaos.iter().chain(&self.inventory_chaos) {
             chaos.clear();
         }
+        if let Some(etcd) = &self.etcd {
+            etcd.register_missing(&self.inventories).await?;
+        }
+        Ok(())
     }
 
     /// Kills instance `i`: from now on it answers nothing, health checks
-    /// included (a host that vanished).
+    /// included (a host that vanished); with etcd its registration's
+    /// keep-alive stops too, so it leaves the registry when its lease
+    /// expires ([`REGISTRATION_TTL`]).
     pub fn kill_instance(&self, i: usize) {
         if let Some(chaos) = self.inventory_chaos.get(i) {
             chaos.set(Fault::abort());
         }
+        if let Some(etcd) = &self.etcd {
+            // Dropping a registration stops its keep-alive, as a crash would.
+            drop(etcd.lock().get_mut(i).and_then(Option::take));
+        }
+    }
+
+    /// Whether discovery and flags come from etcd.
+    pub fn uses_etcd(&self) -> bool {
+        self.etcd.is_some()
     }
 
     /// Slows `component` down by `latency` on every request.
     pub fn slow_down(&self, component: Component, latency: Duration) {
         self.component_chaos[component.index()].set(Fault::latency(latency));
+    }
+}
+
+// === impl EtcdParts ===
+
+impl EtcdParts {
+    /// Registers every instance under [`ETCD_INVENTORY_PREFIX`] (after
+    /// clearing what an earlier run left there), writes the profile's flag
+    /// under [`ETCD_FLAGS_PREFIX`] and feeds the profile's flag store from
+    /// that prefix.
+    async fn start(
+        url: &str,
+        inventories: &[Inventory],
+        endpoints: Vec<Endpoint>,
+        profile: &Profile,
+    ) -> Result<Self, BoxError> {
+        let config = EtcdConfig::builder()
+            .endpoint(url)
+            .name("inventory")
+            .build()?;
+        let client = EtcdClient::new(vec![url.to_owned()], Duration::from_secs(2));
+        let (_, stale) = client
+            .range_prefix(ETCD_INVENTORY_PREFIX)
+            .await
+            .map_err(|e| format!("etcd at {url}: {e}"))?;
+        for kv in stale {
+            client.delete(&String::from_utf8_lossy(&kv.key)).await?;
+        }
+        let flag = format!("{ETCD_FLAGS_PREFIX}{NEW_FEATURE_FLAG}");
+        client
+            .put(&flag, br#"{"enabled": false, "overridable": true}"#, 0)
+            .await?;
+        let flags = resilience_flags::source::EtcdSource::builder(url, ETCD_FLAGS_PREFIX)
+            .build()?
+            .spawn(profile.flags().clone());
+        let parts = Self {
+            config,
+            registrations: Mutex::new(inventories.iter().map(|_| None).collect()),
+            endpoints,
+            _flags: flags,
+        };
+        parts.register_missing(inventories).await?;
+        Ok(parts)
+    }
+
+    /// Registers every instance that has no registration.
+    async fn register_missing(&self, inventories: &[Inventory]) -> Result<(), BoxError> {
+        for (i, inventory) in inventories.iter().enumerate() {
+            if self.lock()[i].is_some() {
+                continue;
+            }
+            let key = format!("{ETCD_INVENTORY_PREFIX}{}", inventory.name());
+            let registration =
+                Registration::register(&self.config, key, &self.endpoints[i], REGISTRATION_TTL)
+                    .await?;
+            self.lock()[i] = Some(registration);
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<Registration>>> {
+        self.registrations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -669,7 +806,9 @@ impl<'a> Scenario<'a> {
                 Phase::Overload => load.set_rates(s.overload),
                 Phase::Recovery => {
                     load.set_rates(s.steady);
-                    d.clear_faults();
+                    if let Err(error) = d.recover().await {
+                        tracing::warn!(%error, "an instance could not register again");
+                    }
                 }
             }
             d.status.update(|st| {
@@ -748,7 +887,7 @@ fn watch_breaker(
 }
 
 /// Collects the instances' state changes in the shop's balancer (sampled
-/// every 10 ms).
+/// every 10 ms), `removed` when one leaves the set (discovery from etcd).
 fn watch_instances(
     d: &Deployment,
     started: Instant,
@@ -756,7 +895,7 @@ fn watch_instances(
 ) -> tokio::task::JoinHandle<()> {
     let balancer = d.shop.balancer().clone();
     tokio::spawn(async move {
-        let mut last: Vec<(String, EndpointState)> = Vec::new();
+        let mut last: Option<Vec<(String, EndpointState)>> = None;
         loop {
             let now: Vec<(String, EndpointState)> = balancer
                 .snapshot()
@@ -767,21 +906,35 @@ fn watch_instances(
                     (name.unwrap_or_else(|| e.endpoint.to_string()), e.state)
                 })
                 .collect();
-            for (name, state) in &now {
-                let before = last.iter().find(|(n, _)| n == name).map(|(_, s)| *s);
-                if let Some(before) = before.filter(|b| b != state) {
-                    out.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(Transition {
-                            at_s: started.elapsed().as_secs_f64(),
-                            what: "endpoint",
-                            name: name.clone(),
-                            from: before.as_str().to_owned(),
-                            to: state.as_str().to_owned(),
-                        });
+            let push = |name: &str, from: &str, to: &str| {
+                out.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Transition {
+                        at_s: started.elapsed().as_secs_f64(),
+                        what: "endpoint",
+                        name: name.to_owned(),
+                        from: from.to_owned(),
+                        to: to.to_owned(),
+                    });
+            };
+            if let Some(last) = &last {
+                for (name, state) in &now {
+                    match last.iter().find(|(n, _)| n == name) {
+                        Some((_, before)) if before != state => {
+                            push(name, before.as_str(), state.as_str());
+                        }
+                        Some(_) => {}
+                        // Found again (discovery from a registry).
+                        None => push(name, "removed", state.as_str()),
+                    }
+                }
+                for (name, before) in last {
+                    if !now.iter().any(|(n, _)| n == name) {
+                        push(name, before.as_str(), "removed");
+                    }
                 }
             }
-            last = now;
+            last = Some(now);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })

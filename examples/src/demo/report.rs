@@ -649,7 +649,10 @@ fn breaker_moves(moves: &[&Transition]) -> Vec<String> {
     let mut counted: Vec<(&str, String, u32)> = Vec::new();
     for t in moves.iter().filter(|t| t.what == "breaker") {
         let step = format!("{} -> {}", t.from, t.to);
-        match counted.iter_mut().find(|(n, s, _)| *n == t.name && *s == step) {
+        match counted
+            .iter_mut()
+            .find(|(n, s, _)| *n == t.name && *s == step)
+        {
             Some(entry) => entry.2 += 1,
             None => counted.push((&t.name, step, 1)),
         }
