@@ -274,9 +274,7 @@ impl Report {
                     readmissions: moves
                         .iter()
                         .filter(|t| {
-                            t.what == "endpoint"
-                                && t.to == "healthy"
-                                && out.contains(&t.from.as_str())
+                            t.what == "endpoint" && t.to == "healthy" && t.from != "healthy"
                         })
                         .count() as u64,
                 }
