@@ -24,6 +24,10 @@ impl BoundedQueueHandle {
     }
 
     /// The state now: slots taken, waiters, limit, overload, rejections.
+    ///
+    /// Reads atomics, and holds the queue's lock for a few reads of its
+    /// lengths: a request admitted at once never takes that lock, and a
+    /// queued one waits at most that long.
     pub fn snapshot(&self) -> BoundedQueueSnapshot {
         self.shared.snapshot()
     }

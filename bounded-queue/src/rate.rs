@@ -85,6 +85,27 @@ pub struct RateLimitLayer {
     bucket: Arc<Bucket>,
 }
 
+/// A read-only view of a rate limit, for dashboards and health checks:
+/// from [`RateLimitLayer::handle`]. Cheap to clone; it shares the bucket.
+#[derive(Debug, Clone)]
+pub struct RateLimitHandle {
+    bucket: Arc<Bucket>,
+}
+
+/// A rate limit's state now, from [`RateLimitHandle::snapshot`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RateLimitSnapshot {
+    /// The configured rate, in requests per second.
+    pub per_second: f64,
+    /// Requests that may arrive at once.
+    pub burst: u64,
+    /// Requests that would be admitted if they arrived now, at once.
+    pub available: u64,
+    /// Requests refused since the layer was built.
+    pub rejected: u64,
+}
+
 /// Refuses requests above a rate; see the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct RateLimit<S> {
@@ -121,7 +142,11 @@ struct Bucket {
     tat: AtomicU64,
     interval: u64,
     tolerance: u64,
+    burst: u64,
+    per_second: f64,
     name: String,
+    /// Requests refused (counted on the refusal path only).
+    refused: AtomicU64,
     #[cfg(feature = "metrics")]
     rejected: metrics::Counter,
 }
@@ -262,10 +287,41 @@ impl RateLimitLayer {
                 tat: AtomicU64::new(0),
                 interval,
                 tolerance: interval.saturating_mul(config.burst),
+                burst: config.burst,
+                per_second: config.num as f64 / config.per.as_secs_f64(),
                 name: config.name,
+                refused: AtomicU64::new(0),
                 #[cfg(feature = "metrics")]
                 rejected,
             }),
+        }
+    }
+}
+
+impl RateLimitLayer {
+    /// A handle on the bucket this layer's services share.
+    pub fn handle(&self) -> RateLimitHandle {
+        RateLimitHandle {
+            bucket: self.bucket.clone(),
+        }
+    }
+}
+
+// === impl RateLimitHandle ===
+
+impl RateLimitHandle {
+    /// The limit's name (its `name` metric label).
+    pub fn name(&self) -> &str {
+        &self.bucket.name
+    }
+
+    /// The state now: rate, burst, requests available at once, refusals.
+    pub fn snapshot(&self) -> RateLimitSnapshot {
+        RateLimitSnapshot {
+            per_second: self.bucket.per_second,
+            burst: self.bucket.burst,
+            available: self.bucket.available(Instant::now()),
+            rejected: self.bucket.refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -321,6 +377,7 @@ where
                 },
             },
             Err(wait) => {
+                self.bucket.refused.fetch_add(1, Ordering::Relaxed);
                 #[cfg(feature = "metrics")]
                 self.bucket.rejected.increment(1);
                 tracing::debug!(name = %self.bucket.name, "rate limited");
@@ -357,6 +414,19 @@ where
 // === impl Bucket ===
 
 impl Bucket {
+    /// Requests that would be admitted at once at `now`.
+    fn available(&self, now: Instant) -> u64 {
+        if self.interval == 0 {
+            return self.burst;
+        }
+        let t = now
+            .saturating_duration_since(self.origin)
+            .as_nanos()
+            .min(u64::MAX as u128) as u64;
+        let ahead = self.tat.load(Ordering::Relaxed).saturating_sub(t);
+        (self.tolerance.saturating_sub(ahead) / self.interval).min(self.burst)
+    }
+
     /// Takes a token at `now`, or says how long until one is free.
     fn acquire(&self, now: Instant) -> Result<(), Duration> {
         let t = now

@@ -13,6 +13,13 @@
 //!   "rejected": { "full": 1, "wait_timeout": 0, "shed": 0, "deadline": 0 } }
 //! ```
 //!
+//! A rate limit's `state` object (kind `rate_limit`, from
+//! [`RateLimitHandle`](crate::rate::RateLimitHandle)):
+//!
+//! ```json
+//! { "per_second": 100.0, "burst": 10, "available": 7, "rejected": 3 }
+//! ```
+//!
 //! Each queue of a [`KindQueuesLayer`](crate::kind::KindQueuesLayer) has its
 //! own handle ([`KindQueuesLayer::handle`](crate::kind::KindQueuesLayer::handle)):
 //! register one per kind; each appears as a `bounded_queue` named after its
@@ -22,10 +29,43 @@ use resilience_core::snapshot::{LayerSnapshot, PerPriority, millis, priority_key
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::handle::BoundedQueueHandle;
+use crate::rate::{RateLimitHandle, RateLimitSnapshot};
 use crate::state::{BoundedQueueSnapshot, RejectedCounts};
 
 /// The kind of a bounded queue in the snapshot document.
 pub(crate) const BOUNDED_QUEUE: &str = "bounded_queue";
+/// The kind of a rate limit in the snapshot document.
+pub(crate) const RATE_LIMIT: &str = "rate_limit";
+
+// === impl RateLimitHandle ===
+
+impl LayerSnapshot for RateLimitHandle {
+    type Snapshot = RateLimitSnapshot;
+
+    fn kind(&self) -> &'static str {
+        RATE_LIMIT
+    }
+
+    fn name(&self) -> &str {
+        RateLimitHandle::name(self)
+    }
+
+    fn snapshot(&self) -> RateLimitSnapshot {
+        RateLimitHandle::snapshot(self)
+    }
+}
+
+/// Serialized as `{per_second, burst, available, rejected}`.
+impl Serialize for RateLimitSnapshot {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("RateLimitSnapshot", 4)?;
+        s.serialize_field("per_second", &self.per_second)?;
+        s.serialize_field("burst", &self.burst)?;
+        s.serialize_field("available", &self.available)?;
+        s.serialize_field("rejected", &self.rejected)?;
+        s.end()
+    }
+}
 
 // === impl BoundedQueueHandle ===
 
@@ -84,6 +124,7 @@ mod tests {
     use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
     use tower_test::mock;
 
+    use crate::rate::{RateLimitConfig, RateLimitLayer};
     use crate::{BoundedQueueConfig, BoundedQueueLayer};
 
     fn req(priority: Priority) -> http::Request<()> {
@@ -136,5 +177,50 @@ mod tests {
         assert_eq!(state["rejected"]["wait_timeout"], 0);
         assert_eq!(state["rejected"]["shed"], 0);
         assert_eq!(state["rejected"]["deadline"], 0);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_rate_limit_spent_then_refilled() {
+        use std::time::Duration;
+        use tower::{Service, ServiceExt, service_fn};
+
+        let layer = RateLimitLayer::new(
+            RateLimitConfig::builder()
+                .name("api")
+                .rate(10, Duration::from_secs(1))
+                .burst(3)
+                .build()
+                .unwrap(),
+        );
+        let registry = SnapshotRegistry::new("shop");
+        registry.register(layer.handle());
+        let state = |doc: &serde_json::Value| doc["layers"][0]["state"].clone();
+
+        let doc = registry.to_json();
+        assert_eq!(doc["layers"][0]["kind"], "rate_limit");
+        assert_eq!(doc["layers"][0]["name"], "api");
+        assert_eq!(state(&doc)["per_second"], 10.0);
+        assert_eq!(state(&doc)["burst"], 3);
+        assert_eq!(state(&doc)["available"], 3);
+        assert_eq!(state(&doc)["rejected"], 0);
+
+        let mut svc = tower::ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(|()| async {
+                Ok::<_, resilience_core::BoxError>(())
+            }));
+        for _ in 0..3 {
+            svc.ready().await.unwrap().call(()).await.unwrap();
+        }
+        assert!(svc.ready().await.unwrap().call(()).await.is_err());
+        let doc = registry.to_json();
+        assert_eq!(state(&doc)["available"], 0);
+        assert_eq!(state(&doc)["rejected"], 1);
+
+        // One interval later, one more request may come.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(state(&registry.to_json())["available"], 1);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(state(&registry.to_json())["available"], 3);
     }
 }

@@ -5,8 +5,10 @@
 //! A balancer's `state` object (kind `round_robin`):
 //!
 //! ```json
-//! { "endpoints": [ { "address": "10.0.0.1:8080", "state": "ejected", "weight": 1 },
-//!                  { "address": "10.0.0.2:8080", "state": "healthy", "weight": 1 } ],
+//! { "endpoints": [ { "address": "10.0.0.1:8080", "state": "ejected", "weight": 1,
+//!                    "metadata": { "name": "users-1" } },
+//!                  { "address": "10.0.0.2:8080", "state": "healthy", "weight": 1,
+//!                    "metadata": {} } ],
 //!   "total": 2,
 //!   "counts": { "healthy": 1, "unhealthy": 0, "ejected": 1, "pending": 0 },
 //!   "panic": false }
@@ -63,10 +65,11 @@ impl Serialize for RoundRobinSnapshot {
 /// Serialized as `{address, state, weight}`.
 impl Serialize for EndpointStatus {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("EndpointStatus", 3)?;
+        let mut s = serializer.serialize_struct("EndpointStatus", 4)?;
         s.serialize_field("address", &self.endpoint.addr().to_string())?;
         s.serialize_field("state", self.state.as_str())?;
         s.serialize_field("weight", &self.endpoint.weight())?;
+        s.serialize_field("metadata", self.endpoint.metadata())?;
         s.end()
     }
 }
@@ -136,6 +139,7 @@ mod tests {
         assert_eq!(state["endpoints"][0]["address"], "127.0.0.1:1");
         assert_eq!(state["endpoints"][0]["state"], "ejected");
         assert_eq!(state["endpoints"][0]["weight"], 1);
+        assert_eq!(state["endpoints"][0]["metadata"], serde_json::json!({}));
         assert_eq!(state["endpoints"][1]["address"], "127.0.0.1:2");
         assert_eq!(state["endpoints"][1]["state"], "healthy");
         assert_eq!(state["endpoints"][1]["weight"], 3);
