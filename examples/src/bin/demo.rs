@@ -24,7 +24,7 @@ steady -> kill an inventory instance -> latency monkey on publications
 -> ingest overloaded 5x -> recovery.
 
 options:
-  --quick            3 s per phase instead of 15 s (about 15 s in all)
+  --quick            3 s per phase instead of 15 s, 5 s of recovery (17 s)
   --out DIR          where the chart, the time series and the log go
                      (default: target/demo)
   --admin-port PORT  the dashboard's port on 127.0.0.1 (default: any free)

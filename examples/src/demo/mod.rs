@@ -90,8 +90,11 @@ pub enum Phase {
 /// How long each phase lasts, how much traffic, and the faults.
 #[derive(Debug, Clone)]
 pub struct DemoSettings {
-    /// How long each phase lasts.
+    /// How long each phase lasts but the last.
     pub phase: Duration,
+    /// How long the recovery lasts (breakers that kept failing their probes
+    /// wait up to 2 s before the next one).
+    pub recovery: Duration,
     /// Traffic in every phase but the overload.
     pub steady: Rates,
     /// Traffic during the overload.
@@ -254,14 +257,16 @@ impl DemoSettings {
     pub fn full() -> Self {
         Self {
             phase: Duration::from_secs(15),
+            recovery: Duration::from_secs(15),
             ..Self::quick()
         }
     }
 
-    /// The quick scenario: 3 s per phase (15 s).
+    /// The quick scenario: 3 s per phase and 5 s of recovery (17 s).
     pub fn quick() -> Self {
         Self {
             phase: Duration::from_secs(3),
+            recovery: Duration::from_secs(5),
             steady: Rates {
                 profile: 20.0,
                 shop: 20.0,
@@ -321,9 +326,17 @@ impl DemoSettings {
         }
     }
 
+    /// How long `phase` lasts.
+    pub fn length(&self, phase: Phase) -> Duration {
+        match phase {
+            Phase::Recovery => self.recovery,
+            _ => self.phase,
+        }
+    }
+
     /// The whole run: five phases.
     pub fn total(&self) -> Duration {
-        self.phase * Phase::ALL.len() as u32
+        Phase::ALL.iter().map(|p| self.length(*p)).sum()
     }
 }
 
@@ -816,7 +829,7 @@ impl<'a> Scenario<'a> {
                 st.phase_index = index;
                 st.phases = Phase::ALL.len();
             });
-            let end = started + s.phase * (index as u32 + 1);
+            let end = started + Phase::ALL[..=index].iter().map(|p| s.length(*p)).sum();
             while Instant::now() < end {
                 let next = (Instant::now() + s.sample_every).min(end);
                 tokio::time::sleep_until(next).await;
