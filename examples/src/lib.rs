@@ -56,7 +56,16 @@ pub type HttpClient =
 /// # Errors
 /// - the port cannot be bound
 pub async fn serve(app: Router) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    serve_on(app, 0).await
+}
+
+/// Binds `app` on loopback port `port` (any free one when `0`) and serves
+/// it in the background.
+///
+/// # Errors
+/// - the port cannot be bound
+pub async fn serve_on(app: Router, port: u16) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {

@@ -613,6 +613,26 @@ impl Shop {
         self.inner.balancer.snapshot().count(state)
     }
 
+    /// Waits until at least `n` instances are healthy (their first health
+    /// check passed), polling every 10 ms.
+    ///
+    /// # Errors
+    /// - fewer than `n` are healthy after `within`; the error says which
+    pub async fn wait_healthy(&self, n: usize, within: Duration) -> Result<(), BoxError> {
+        let deadline = Instant::now() + within;
+        while self.instances_in(EndpointState::Healthy) < n {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the inventory instances did not pass their first health check within {within:?}: {}",
+                    self.status()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     /// The state of the instance called `name`, if the balancer has it.
     pub fn instance_state(&self, name: &str) -> Option<EndpointState> {
         self.inner
@@ -844,17 +864,9 @@ impl Demo {
             instances,
             client: http_client(Duration::from_secs(10)),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while demo.shop.instances_in(EndpointState::Healthy) < Self::INSTANCES {
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "the inventory instances did not pass their first health check within 10 s: {}",
-                    demo.shop.status()
-                )
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        demo.shop
+            .wait_healthy(Self::INSTANCES, Duration::from_secs(10))
+            .await?;
         Ok(demo)
     }
 

@@ -66,7 +66,7 @@ use tower::ServiceBuilder;
 use crate::ingest::{Ingest, IngestSettings, KindSettings};
 use crate::profile::{Component, ComponentService, NEW_FEATURE_FLAG, Profile, ProfileSettings};
 use crate::shop::{Inventory, NAME_KEY, Shop, ShopSettings};
-use crate::{get_text, http_client, serve};
+use crate::{get_text, http_client, serve, serve_on};
 
 /// The page the admin server serves at `/`.
 pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
@@ -381,7 +381,6 @@ impl Deployment {
     ///   registration or the flags
     pub async fn start(settings: &DemoSettings, options: &StartOptions) -> Result<Self, BoxError> {
         let metrics = options.metrics.clone();
-        let admin_port = options.admin_port;
         let mut services = Vec::new();
         let mut backends = Vec::new();
 
@@ -486,18 +485,7 @@ impl Deployment {
 
         let status = LiveStatus::default();
         let admin = admin_app(services.clone(), status.clone());
-        let admin_url = if admin_port == 0 {
-            format!("http://{}", serve(admin).await?)
-        } else {
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", admin_port)).await?;
-            let addr = listener.local_addr()?;
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, admin).await {
-                    tracing::error!(%error, "admin server stopped");
-                }
-            });
-            format!("http://{addr}")
-        };
+        let admin_url = format!("http://{}", serve_on(admin, options.admin_port).await?);
 
         let deployment = Self {
             profile,
@@ -514,26 +502,18 @@ impl Deployment {
             status,
             etcd,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while deployment.shop.instances_in(EndpointState::Healthy) < deployment.inventories.len() {
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "the inventory instances did not pass their first health check within 10 s: {}",
-                    deployment.shop.status()
-                )
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let instances = deployment.inventories.len();
+        deployment
+            .shop
+            .wait_healthy(instances, Duration::from_secs(10))
+            .await?;
         Ok(deployment)
     }
 
     /// The front services' URLs, for [`Load`].
     pub fn targets(&self) -> Targets {
         let url = |name: &str| {
-            self.services
-                .iter()
-                .find(|s| s.name == name)
+            self.service(name)
                 .map(|s| s.url.clone())
                 .unwrap_or_default()
         };
