@@ -47,6 +47,7 @@ fn run_browser(browser: &PathBuf, url: &str, extra: &[&str]) -> String {
         .arg(url)
         .output()
         .expect("the browser runs");
+    let _ = std::fs::remove_dir_all(&profile);
     assert!(
         out.status.success(),
         "browser failed: {}",

@@ -222,6 +222,8 @@ async fn the_quick_scenario_tells_the_story() {
 
     // The sample ids, in the log of every hop.
     let log = std::fs::read_to_string(log_path).unwrap();
+    // The log's folder is this process's; nothing reads it after this.
+    let _ = std::fs::remove_dir_all(log_path.parent().unwrap());
     let trace = report.trace(&log);
     let hops = |id: &str| -> Vec<String> {
         let lines = &trace.iter().find(|(i, _)| i == id).unwrap().1;
