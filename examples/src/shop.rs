@@ -210,6 +210,7 @@ pub struct Demo {
     pub url: String,
     instances: Vec<Inventory>,
     grpc: Vec<GrpcInstance>,
+    grpc_server: Option<GrpcServerSettings>,
     client: HttpClient,
 }
 
@@ -904,7 +905,12 @@ impl Shop {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 let retry_after = Unavailable::retry_after(&*err);
-                return Unavailable::from_error(&*err).respond(served_by.as_deref(), retry_after);
+                let mut rsp =
+                    Unavailable::from_error(&*err).respond(served_by.as_deref(), retry_after);
+                if let Some(value) = served_by.and_then(|s| HeaderValue::from_str(&s).ok()) {
+                    rsp.headers_mut().insert(SERVED_BY_HEADER, value);
+                }
+                return rsp;
             }
         };
         let mut rsp = if status.is_success() {
@@ -1115,7 +1121,7 @@ impl Demo {
             instances.push(inventory);
         }
         let shop = Shop::new(settings, endpoints)?;
-        Self::serve_shop(shop, instances, Vec::new()).await
+        Self::serve_shop(shop, instances, Vec::new(), None).await
     }
 
     /// [`Demo::start`] over gRPC: the instances serve `inventory.v1` (see
@@ -1139,13 +1145,14 @@ impl Demo {
             servers.push(instance);
         }
         let shop = Shop::new_grpc(settings, endpoints)?;
-        Self::serve_shop(shop, instances, servers).await
+        Self::serve_shop(shop, instances, servers, Some(server.clone())).await
     }
 
     async fn serve_shop(
         shop: Shop,
         instances: Vec<Inventory>,
         grpc: Vec<GrpcInstance>,
+        grpc_server: Option<GrpcServerSettings>,
     ) -> Result<Self, BoxError> {
         let addr = serve(shop.app()).await?;
         let demo = Self {
@@ -1153,6 +1160,7 @@ impl Demo {
             url: format!("http://{addr}"),
             instances,
             grpc,
+            grpc_server,
             client: http_client(Duration::from_secs(10)),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1169,14 +1177,23 @@ impl Demo {
         Ok(demo)
     }
 
-    /// Serves `inventory` on loopback as one more instance and inserts it
-    /// into the shop's balancer: it gets orders once its first health
-    /// check passes. Set its mode first to have it join in that mode.
+    /// Serves `inventory` on loopback as one more instance (over gRPC in a
+    /// demo started with [`Demo::start_grpc`]) and inserts it into the
+    /// shop's balancer: it gets orders once its first health check passes.
+    /// Set its mode first to have it join in that mode.
     ///
     /// # Errors
     /// - a port cannot be bound
     pub async fn add_instance(&mut self, inventory: Inventory) -> Result<(), BoxError> {
-        let addr = serve(inventory.app()).await?;
+        let addr = match &self.grpc_server {
+            None => serve(inventory.app()).await?,
+            Some(settings) => {
+                let instance = crate::grpc::serve(&inventory, settings).await?;
+                let addr = instance.addr();
+                self.grpc.push(instance);
+                addr
+            }
+        };
         self.shop.balancer().insert(endpoint(&inventory, addr));
         self.instances.push(inventory);
         Ok(())

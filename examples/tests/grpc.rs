@@ -356,6 +356,12 @@ async fn not_found_and_invalid_argument_never_open_the_breaker_but_unavailable_d
         }
         let order = demo.order("cd", "DE", &format!("down-{n}")).await.unwrap();
         assert_eq!(order.status, 503, "{order:?}");
+        if order.degraded.as_deref() == Some("inventory=error (gRPC Unavailable)") {
+            assert!(
+                order.served_by.is_some(),
+                "the failing instance is named: {order:?}"
+            );
+        }
         answers.push(order.degraded.unwrap_or_default());
     }
     assert_eq!(
@@ -400,6 +406,48 @@ async fn timeouts_open_the_breaker() {
     assert!(
         answers.iter().any(|a| a == "inventory=timeout"),
         "{answers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_instance_answers_deadline_exceeded_at_its_own_timeout() {
+    let server = GrpcServerSettings {
+        timeout: Duration::from_millis(300),
+        ..GrpcServerSettings::DEMO
+    };
+    let demo = Demo::start_grpc(&settings(2_000), &server).await.unwrap();
+    demo.instance("inventory-1").set_mode(Mode::Hanging);
+    let addr = demo.grpc_instance("inventory-1").addr();
+    // No deadline, a malformed one, or one longer than the server's own
+    // timeout: the server's timeout decides.
+    for timeout in [None, Some("bogus"), Some("5S")] {
+        let headers = timeout
+            .map(|t| vec![("grpc-timeout", HeaderValue::from_static(t))])
+            .unwrap_or_default();
+        let started = tokio::time::Instant::now();
+        let status = direct_client(addr, headers)
+            .reserve(cd())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::DeadlineExceeded,
+            "{timeout:?}: {status:?}"
+        );
+        assert_eq!(status.message(), "request timed out");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+            "{timeout:?}: {took:?}"
+        );
+    }
+    assert_eq!(
+        demo.grpc_instance("inventory-1")
+            .queue()
+            .snapshot()
+            .in_service,
+        0,
+        "a timed-out call frees its slot"
     );
 }
 
