@@ -115,6 +115,7 @@ use tonic::codegen::tokio_stream::Stream;
 use tonic::codegen::{Body as HttpBody, StdError};
 use tonic::metadata::MetadataValue;
 use tonic::server::NamedService;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::{IntoRequest, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -404,16 +405,18 @@ impl Health for InventoryHealth {
 
 // === impl GrpcInstance ===
 
-/// Serves `inventory` over gRPC on a free loopback port, in the background:
-/// the inventory service behind correlation, queue and timeout layers, and
-/// `grpc.health.v1` beside it.
+/// The gRPC services of one instance: the inventory service behind
+/// correlation, queue and timeout layers, and `grpc.health.v1` beside it;
+/// and the handle of its queue. Serve them with tonic's `Server`
+/// ([`serve`] does) or, merged into an axum router
+/// (`Routes::into_axum_router`), on the same port as HTTP routes.
 ///
 /// # Errors
-/// - the port cannot be bound, or the settings are invalid
-pub async fn serve(
+/// - the settings are invalid
+pub fn routes(
     inventory: &Inventory,
     settings: &GrpcServerSettings,
-) -> Result<GrpcInstance, BoxError> {
+) -> Result<(Routes, BoundedQueueHandle), ConfigError> {
     let queue = BoundedQueueLayer::new(settings.queue_config(inventory.name())?);
     let queue_handle = queue.handle();
     let timeout = TimeoutLayer::from_config(
@@ -430,12 +433,25 @@ pub async fn serve(
     let health = HealthServer::new(InventoryHealth {
         inventory: inventory.clone(),
     });
+    let routes = Routes::new(health).add_service(WithStatus::new(reserve));
+    Ok((routes, queue_handle))
+}
+
+/// Serves `inventory` over gRPC on a free loopback port, in the background
+/// (the services of [`routes`]).
+///
+/// # Errors
+/// - the port cannot be bound, or the settings are invalid
+pub async fn serve(
+    inventory: &Inventory,
+    settings: &GrpcServerSettings,
+) -> Result<GrpcInstance, BoxError> {
+    let (routes, queue_handle) = routes(inventory, settings)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let server = Server::builder()
-        .add_service(health)
-        .add_service(WithStatus::new(reserve))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             async move {
