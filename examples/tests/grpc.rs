@@ -186,15 +186,29 @@ async fn an_overloaded_instance_answers_resource_exhausted_at_once_and_the_throt
             .sum()
     };
 
-    // RESOURCE_EXHAUSTED at once (not after the 2 s timeout), with the
-    // queue's pushback passed on as Retry-After.
+    // Straight to an instance: RESOURCE_EXHAUSTED at once, with the queue's
+    // retry hint as `grpc-retry-pushback-ms`.
+    let status = direct_client(demo.grpc_instance("inventory-1").addr(), Vec::new())
+        .reserve(cd())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert_eq!(status.message(), "service overloaded: queue full");
+    assert_eq!(
+        status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+        "1000"
+    );
+    assert_eq!(refused(), 1);
+
+    // Through the shop: RESOURCE_EXHAUSTED at once (not after the 2 s
+    // timeout), with the pushback passed on as Retry-After.
     let sheddable = [("x-priority", "sheddable")];
     let first = order_with(&demo, "cd", "DE", &sheddable).await;
     assert_eq!(first.status, 503, "{first:?}");
     assert_eq!(first.degraded.as_deref(), Some("inventory=overloaded"));
     assert_eq!(first.retry_after.as_deref(), Some("1"));
     assert!(first.elapsed < Duration::from_secs(1), "{first:?}");
-    assert_eq!(refused(), 1);
+    assert_eq!(refused(), 2);
 
     // The throttle backs off: sheddable orders stop leaving the shop. (It
     // recomputes its probability a few times a second, so count until it
@@ -217,7 +231,7 @@ async fn an_overloaded_instance_answers_resource_exhausted_at_once_and_the_throt
     assert_eq!(sent, overloaded + throttled);
     assert_eq!(
         refused(),
-        overloaded,
+        overloaded + 1,
         "every other order reached an instance"
     );
     let throttle = demo.shop.throttle().expect("a gRPC shop has a throttle");
@@ -233,7 +247,7 @@ async fn an_overloaded_instance_answers_resource_exhausted_at_once_and_the_throt
     // Critical orders are never throttled: they still reach an instance.
     let critical = order_with(&demo, "cd", "DE", &[("x-priority", "critical")]).await;
     assert_eq!(critical.degraded.as_deref(), Some("inventory=overloaded"));
-    assert_eq!(refused(), overloaded + 1);
+    assert_eq!(refused(), overloaded + 2);
 
     // The hanging calls go away; the slots are free again.
     for inventory in demo.instances() {
