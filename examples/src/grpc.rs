@@ -577,3 +577,71 @@ where
 pub fn breaker_outcome() -> GrpcOutcome {
     GrpcOutcome::new().without_failure(resilience_core::classify::GrpcCode::ResourceExhausted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use resilience_core::Outcome;
+    use resilience_core::classify::GrpcCode;
+
+    #[test]
+    fn the_breaker_leaves_resource_exhausted_to_the_throttle() {
+        let breaker = breaker_outcome();
+        let throttle = GrpcOutcome::new();
+        for (code, for_breaker, for_throttle) in [
+            (GrpcCode::Ok, Outcome::Success, Outcome::Success),
+            (
+                GrpcCode::NotFound,
+                Outcome::CallerError,
+                Outcome::CallerError,
+            ),
+            (
+                GrpcCode::InvalidArgument,
+                Outcome::CallerError,
+                Outcome::CallerError,
+            ),
+            (GrpcCode::Unavailable, Outcome::Failure, Outcome::Failure),
+            (
+                GrpcCode::DeadlineExceeded,
+                Outcome::Failure,
+                Outcome::Failure,
+            ),
+            (
+                GrpcCode::ResourceExhausted,
+                Outcome::CallerError,
+                Outcome::Failure,
+            ),
+        ] {
+            assert_eq!(breaker.classify_code(code), for_breaker, "{code:?}");
+            assert_eq!(throttle.classify_code(code), for_throttle, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn a_queue_without_slots_is_refused() {
+        let settings = GrpcServerSettings {
+            concurrency: 0,
+            ..GrpcServerSettings::DEMO
+        };
+        assert!(settings.queue_config("inventory-1").is_err());
+        assert!(routes(&Inventory::new("inventory-1"), &settings).is_err());
+        assert!(GrpcServerSettings::DEMO.queue_config("inventory-1").is_ok());
+    }
+
+    #[test]
+    fn the_margin_moves_the_deadline_earlier_and_leaves_requests_without_one() {
+        let now = tokio::time::Instant::now();
+        let mut req = http::Request::new(());
+        req.extensions_mut()
+            .insert(Deadline::at(now + Duration::from_millis(100)));
+        let req = answer_before_deadline(req);
+        assert_eq!(
+            Deadline::from_extensions(req.extensions()),
+            Some(Deadline::at(
+                now + Duration::from_millis(100) - ANSWER_MARGIN
+            ))
+        );
+        let req = answer_before_deadline(http::Request::new(()));
+        assert_eq!(Deadline::from_extensions(req.extensions()), None);
+    }
+}

@@ -51,9 +51,17 @@
 //! Each [`Inventory`] instance has a switch ([`Inventory::set_mode`]):
 //! healthy, failing (`500`), hanging (never answers an order), or draining
 //! (its `/health` answers `503`, orders are still served). It counts the
-//! orders and health checks that reach it and remembers their correlation
-//! ids. Every answer of an instance names it in [`SERVED_BY_HEADER`], and
+//! orders and health checks that reach it and remembers what came with each
+//! order ([`Inventory::seen`]: correlation id, trace id, priority, time
+//! left). Every answer of an instance names it in [`SERVED_BY_HEADER`], and
 //! the shop passes that on.
+//!
+//! **Over gRPC.** The same instances also serve `inventory.v1.Inventory`
+//! over gRPC, and [`Shop::new_grpc`] ([`Demo::start_grpc`]) calls them that
+//! way instead of HTTP: the same story with `UNAVAILABLE` for `500`,
+//! `NOT_FOUND` / `INVALID_ARGUMENT` for `404` / `400`, `grpc.health.v1`
+//! for `GET /health`, and an adaptive throttle in front of the breaker; see
+//! the [`grpc`](crate::grpc) module. HTTP stays the default.
 //!
 //! # Example
 //!
@@ -80,6 +88,7 @@
 //! ```
 //!
 //! Run the scripted scenario: `cargo run -p resilience-examples --bin shop`
+//! (over gRPC: `-- --grpc`)
 
 use std::collections::{HashMap, VecDeque};
 use std::error::Error;
