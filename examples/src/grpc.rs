@@ -17,12 +17,14 @@
 //!
 //! # Server: an instance
 //!
-//! [`serve`] puts [`CorrelationLayer`] (id, `traceparent`, `x-priority` and
+//! [`routes`] puts [`CorrelationLayer`] (id, `traceparent`, `x-priority` and
 //! the deadline from `grpc-timeout`, validated, into the request's
 //! extensions and scope), a [`BoundedQueueLayer`] (admission by priority
 //! and deadline) and a [`TimeoutLayer`] (the smaller of its own timeout and
-//! the caller's `grpc-timeout`) in front of the inventory service, and maps
-//! their refusals to statuses with `resilience_core::grpc::into_status`:
+//! the caller's `grpc-timeout`) in front of the inventory service, and
+//! [`WithStatus`] maps their refusals to statuses with
+//! `resilience_core::grpc::into_status`; [`serve`] serves them with tonic's
+//! `Server`:
 //!
 //! ```ignore
 //! let reserve = ServiceBuilder::new()
@@ -32,6 +34,13 @@
 //!     .service(InventoryServer::new(inventory));
 //! Server::builder().add_service(health).add_service(WithStatus::new(reserve))
 //! ```
+//!
+//! (The layers sit on the inventory service rather than on the whole
+//! `Server` so that health checks skip the queue; `Server::builder().layer(..)`
+//! with `.map_err(into_status)` outermost works too.) The deadline the
+//! queue and the timeout enforce is the caller's less [`ANSWER_MARGIN`]:
+//! tonic's `Server` also starts a timer at the caller's `grpc-timeout`,
+//! outside every layer, and answers `CANCELLED` when it fires first.
 //!
 //! | refusal | status | metadata |
 //! |---|---|---|

@@ -731,6 +731,8 @@ impl Shop {
         // balancer (as over HTTP).
         let connect_timeout = settings.timeout;
         let instance = move |ep: &Endpoint| -> BoxGrpcService {
+            // A socket address always makes a valid URI; the fallback (port
+            // 0: every call fails, and counts) keeps the maker infallible.
             let channel = tonic::transport::Endpoint::from(
                 http::Uri::try_from(format!("http://{}", ep.addr()))
                     .unwrap_or_else(|_| http::Uri::from_static("http://127.0.0.1:0")),
