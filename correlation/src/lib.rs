@@ -56,10 +56,20 @@
 //! client.clone().oneshot(Request::get(url).body(body)?).await?;
 //! ```
 //!
-//! For gRPC the same layers go on a tonic server
-//! (`Server::builder().layer(CorrelationLayer::new())`) and around a client
-//! `Channel` (`ServiceBuilder::new().layer(PropagateContextLayer::new()).service(channel)`);
-//! the deadline then travels as `grpc-timeout`.
+//! For gRPC the same layers go on a tonic server and around a client
+//! `Channel`; the context is read from and written to metadata, and the
+//! deadline travels as `grpc-timeout` (the time left):
+//!
+//! ```no_run
+//! # use resilience_correlation::{CorrelationLayer, PropagateContextLayer};
+//! # async fn run(health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) -> Result<(), Box<dyn std::error::Error>> {
+//! let server = tonic::transport::Server::builder().layer(CorrelationLayer::new()).add_service(health);
+//! let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051").connect_lazy();
+//! let client = tonic_health::pb::health_client::HealthClient::new(
+//!     tower::ServiceBuilder::new().layer(PropagateContextLayer::new()).service(channel));
+//! server.serve("127.0.0.1:50052".parse()?).await?;
+//! # drop(client); Ok(()) }
+//! ```
 //!
 //! # Layer order
 //!

@@ -178,6 +178,7 @@
 //!
 //! ```ignore
 //! use resilience_core::GrpcOutcome;
+//! use resilience_discovery::health::{GrpcHealthCheck, HealthCheckConfig};
 //! use resilience_discovery::{Endpoint, RoundRobinBuilder};
 //! use resilience_discovery::source::{DnsSource, DnsSourceConfig};
 //! use tonic::transport::Channel;
@@ -185,6 +186,8 @@
 //! let dns = DnsSourceConfig::srv("_grpc._tcp.inventory.svc.cluster.local.").build()?;
 //! let balancer = RoundRobinBuilder::new()
 //!     .classify(GrpcOutcome::new())
+//!     // grpc.health.v1 checks (feature `grpc`): SERVING or out of rotation
+//!     .health_check(HealthCheckConfig::default(), GrpcHealthCheck::new("inventory.v1.Inventory"))
 //!     .build_with_source(DnsSource::new(dns).into_stream()?, |ep: &Endpoint| {
 //!         Channel::from_shared(format!("http://{}", ep.addr()))
 //!             .expect("valid uri")

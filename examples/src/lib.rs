@@ -11,6 +11,11 @@
 //!   ejection), behind a breaker and a timeout; 4xx against 5xx,
 //!   correlation ids across both, and a synthetic "people can order CDs"
 //!   check.
+//! - [`grpc`]: the gRPC hop: inventory serves its reservations over gRPC
+//!   too (correlation, queue and timeout layers on a tonic server,
+//!   `grpc.health.v1`), and the shop can call it over gRPC (throttle,
+//!   breaker, round robin with gRPC health checks, timeouts, context as
+//!   metadata).
 //! - [`ingest`]: reference service 3, event ingestion with one bounded
 //!   queue per kind of operation: a full queue refuses at once (`429` with
 //!   `Retry-After`), and a flood of bulk writes does not starve searches.
@@ -26,6 +31,7 @@
 //!   on every line (binaries only: libraries never install a subscriber).
 
 pub mod demo;
+pub mod grpc;
 pub mod ingest;
 pub mod profile;
 pub mod quickstart;

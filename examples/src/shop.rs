@@ -51,9 +51,17 @@
 //! Each [`Inventory`] instance has a switch ([`Inventory::set_mode`]):
 //! healthy, failing (`500`), hanging (never answers an order), or draining
 //! (its `/health` answers `503`, orders are still served). It counts the
-//! orders and health checks that reach it and remembers their correlation
-//! ids. Every answer of an instance names it in [`SERVED_BY_HEADER`], and
+//! orders and health checks that reach it and remembers what came with each
+//! order ([`Inventory::seen`]: correlation id, trace id, priority, time
+//! left). Every answer of an instance names it in [`SERVED_BY_HEADER`], and
 //! the shop passes that on.
+//!
+//! **Over gRPC.** The same instances also serve `inventory.v1.Inventory`
+//! over gRPC, and [`Shop::new_grpc`] ([`Demo::start_grpc`]) calls them that
+//! way instead of HTTP: the same story with `UNAVAILABLE` for `500`,
+//! `NOT_FOUND` / `INVALID_ARGUMENT` for `404` / `400`, `grpc.health.v1`
+//! for `GET /health`, and an adaptive throttle in front of the breaker; see
+//! the [`grpc`](crate::grpc) module. HTTP stays the default.
 //!
 //! # Example
 //!
@@ -80,6 +88,7 @@
 //! ```
 //!
 //! Run the scripted scenario: `cargo run -p resilience-examples --bin shop`
+//! (over gRPC: `-- --grpc`)
 
 use std::collections::{HashMap, VecDeque};
 use std::error::Error;
@@ -97,15 +106,17 @@ use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleHandle, ThrottleLayer};
 use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
 use resilience_core::error::find_in_chain;
 use resilience_core::http::retry_after_value;
 use resilience_core::timeout::TimeoutConfig;
 use resilience_core::{
-    BoxError, Classify, ConfigError, Elapsed, HttpOutcome, Rejected, RejectionKind, TimeoutLayer,
+    BoxError, Classify, ConfigError, Deadline, Elapsed, GrpcOutcome, HttpOutcome, Priority,
+    Rejected, RejectionKind, TimeoutLayer,
 };
 use resilience_correlation::{CorrelationLayer, PropagateContextLayer, RequestContext};
-use resilience_discovery::health::{HealthCheckConfig, HttpHealthCheck};
+use resilience_discovery::health::{GrpcHealthCheck, HealthCheckConfig, HttpHealthCheck};
 use resilience_discovery::source::SourceStream;
 use resilience_discovery::{
     Endpoint, EndpointState, RoundRobinBuilder, RoundRobinConfig, RoundRobinHandle,
@@ -116,6 +127,10 @@ use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tracing::Instrument;
 
+use crate::grpc::{
+    BoxGrpcService, GrpcInstance, GrpcServerSettings, GrpcTransport, InventoryClient,
+    ReserveRequest,
+};
 use crate::{Body, HttpClient, http_client, serve};
 
 /// The header naming the inventory instance that served a call, on the
@@ -203,6 +218,8 @@ pub struct Demo {
     /// The shop's base URL, `http://127.0.0.1:<port>`.
     pub url: String,
     instances: Vec<Inventory>,
+    grpc: Vec<GrpcInstance>,
+    grpc_server: Option<GrpcServerSettings>,
     client: HttpClient,
 }
 
@@ -259,15 +276,54 @@ struct Switch {
     mode: AtomicU8,
     orders: AtomicU64,
     health_checks: AtomicU64,
-    ids: Mutex<VecDeque<String>>,
+    seen: Mutex<VecDeque<SeenOrder>>,
+}
+
+/// What an instance saw of an order: the context that came with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenOrder {
+    /// The correlation id.
+    pub correlation_id: String,
+    /// The W3C trace id (32 hex digits).
+    pub trace_id: String,
+    /// The priority.
+    pub priority: Priority,
+    /// The time that was left of the order's deadline when it arrived, if
+    /// it came with one (`x-deadline-ms`, `grpc-timeout`).
+    pub deadline_left: Option<Duration>,
+    /// How it came: `"http"` or `"grpc"`.
+    pub over: &'static str,
+}
+
+/// What an instance made of an order (before HTTP or gRPC says it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reservation {
+    /// Reserved; `left` in stock.
+    Reserved { left: u32 },
+    /// The instance is failing.
+    Failing,
+    /// The country is not one inventory ships to.
+    InvalidCountry,
+    /// No such item.
+    UnknownItem,
 }
 
 #[derive(Debug)]
 struct ShopInner {
     timeout: Duration,
-    inventory: HttpClient,
+    inventory: InventoryCalls,
     breaker: CircuitBreakerHandle,
     balancer: RoundRobinHandle,
+    throttle: Option<ThrottleHandle>,
+}
+
+/// How the shop calls inventory.
+#[derive(Debug, Clone)]
+enum InventoryCalls {
+    /// `POST /reserve/{item}?country=XX`.
+    Http(HttpClient),
+    /// `inventory.v1.Inventory/Reserve`.
+    Grpc(InventoryClient<GrpcTransport>),
 }
 
 /// Why inventory could not be had.
@@ -279,8 +335,13 @@ enum Unavailable {
     CircuitOpen,
     /// No instance is healthy.
     NoInstance,
-    /// The instance failed: a 5xx, or a transport error.
+    /// The instance failed: a 5xx, a gRPC failure, or a transport error.
     Error(String),
+    /// Inventory is overloaded: an instance answered `RESOURCE_EXHAUSTED`.
+    Overloaded,
+    /// The shop's own throttle refused the call: inventory has been
+    /// refusing calls lately.
+    Throttled,
 }
 
 #[derive(Debug, Default)]
@@ -317,7 +378,7 @@ impl Inventory {
                 mode: AtomicU8::new(Mode::Healthy as u8),
                 orders: AtomicU64::new(0),
                 health_checks: AtomicU64::new(0),
-                ids: Mutex::new(VecDeque::new()),
+                seen: Mutex::new(VecDeque::new()),
             }),
         }
     }
@@ -350,7 +411,22 @@ impl Inventory {
 
     /// Whether an order with correlation id `id` reached the instance.
     pub fn saw_correlation_id(&self, id: &str) -> bool {
-        self.ids().iter().any(|seen| seen == id)
+        self.seen(id).is_some()
+    }
+
+    /// What the instance saw of the latest order with correlation id `id`.
+    pub fn seen(&self, id: &str) -> Option<SeenOrder> {
+        self.seen_orders()
+            .iter()
+            .rev()
+            .find(|seen| seen.correlation_id == id)
+            .cloned()
+    }
+
+    /// Counts a health check; returns the mode it answers for.
+    pub(crate) fn count_health_check(&self) -> Mode {
+        self.state.health_checks.fetch_add(1, Ordering::Relaxed);
+        self.mode()
     }
 
     /// The router: `POST /reserve/{item}?country=XX` behind
@@ -369,11 +445,7 @@ impl Inventory {
                 .await
         }
         async fn health(State(inventory): State<Inventory>) -> (StatusCode, &'static str) {
-            inventory
-                .state
-                .health_checks
-                .fetch_add(1, Ordering::Relaxed);
-            match inventory.mode() {
+            match inventory.count_health_check() {
                 Mode::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
                 _ => (StatusCode::OK, "ok\n"),
             }
@@ -387,54 +459,79 @@ impl Inventory {
 
     /// The `warehouse` step: reserves one `item` for shipping to `country`.
     async fn reserve(self, item: String, country: String) -> Response {
-        self.state.orders.fetch_add(1, Ordering::Relaxed);
-        if let Some(ctx) = RequestContext::current() {
-            let mut ids = self.ids();
-            if ids.len() == Self::KEEP_IDS {
-                ids.pop_front();
+        let (status, body) = match self.take_order(&item, &country, "http").await {
+            Reservation::Failing => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error\n".to_owned(),
+            ),
+            Reservation::InvalidCountry => {
+                (StatusCode::BAD_REQUEST, "invalid country code\n".to_owned())
             }
-            ids.push_back(ctx.correlation_id().as_str().to_owned());
-        }
-        let instance = &*self.name;
-        let (status, body) = match self.mode() {
-            Mode::Failing => {
-                tracing::error!(%item, %instance, "failing (switched to 500)");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error\n".to_owned(),
-                )
-            }
-            Mode::Hanging => {
-                tracing::warn!(%item, %instance, "hanging (switched to hang)");
-                return std::future::pending().await;
-            }
-            Mode::Healthy | Mode::Draining => {
-                if !COUNTRIES.contains(&country.as_str()) {
-                    tracing::error!(%country, %instance, "Invalid country code");
-                    (StatusCode::BAD_REQUEST, "invalid country code\n".to_owned())
-                } else if let Some((_, left)) = STOCK.iter().find(|(name, _)| *name == item) {
-                    tracing::info!(%item, %country, %instance, "reserved");
-                    (
-                        StatusCode::OK,
-                        format!("reserved 1 {item} for {country}, {left} in stock\n"),
-                    )
-                } else {
-                    tracing::warn!(%item, %instance, "Unknown item");
-                    (StatusCode::NOT_FOUND, "unknown item\n".to_owned())
-                }
-            }
+            Reservation::Reserved { left } => (
+                StatusCode::OK,
+                format!("reserved 1 {item} for {country}, {left} in stock\n"),
+            ),
+            Reservation::UnknownItem => (StatusCode::NOT_FOUND, "unknown item\n".to_owned()),
         };
         let mut rsp = (status, body).into_response();
-        if let Ok(name) = HeaderValue::from_str(instance) {
+        if let Ok(name) = HeaderValue::from_str(&self.name) {
             rsp.headers_mut().insert(SERVED_BY_HEADER, name);
         }
         rsp
     }
 
-    fn ids(&self) -> MutexGuard<'_, VecDeque<String>> {
+    /// Takes an order that came `over` HTTP or gRPC: counts it, remembers
+    /// its context, and decides (never returns when the instance hangs).
+    pub(crate) async fn take_order(
+        &self,
+        item: &str,
+        country: &str,
+        over: &'static str,
+    ) -> Reservation {
+        self.state.orders.fetch_add(1, Ordering::Relaxed);
+        if let Some(ctx) = RequestContext::current() {
+            let seen = SeenOrder {
+                correlation_id: ctx.correlation_id().as_str().to_owned(),
+                trace_id: ctx.trace().trace_id().to_string(),
+                priority: ctx.priority(),
+                deadline_left: ctx.deadline().map(|d| d.remaining_at(Instant::now())),
+                over,
+            };
+            let mut orders = self.seen_orders();
+            if orders.len() == Self::KEEP_IDS {
+                orders.pop_front();
+            }
+            orders.push_back(seen);
+        }
+        let instance = &*self.name;
+        match self.mode() {
+            Mode::Failing => {
+                tracing::error!(%item, %instance, "failing (switched to fail)");
+                Reservation::Failing
+            }
+            Mode::Hanging => {
+                tracing::warn!(%item, %instance, "hanging (switched to hang)");
+                std::future::pending().await
+            }
+            Mode::Healthy | Mode::Draining => {
+                if !COUNTRIES.contains(&country) {
+                    tracing::error!(%country, %instance, "Invalid country code");
+                    Reservation::InvalidCountry
+                } else if let Some((_, left)) = STOCK.iter().find(|(name, _)| *name == item) {
+                    tracing::info!(%item, %country, %instance, "reserved");
+                    Reservation::Reserved { left: *left }
+                } else {
+                    tracing::warn!(%item, %instance, "Unknown item");
+                    Reservation::UnknownItem
+                }
+            }
+        }
+    }
+
+    fn seen_orders(&self) -> MutexGuard<'_, VecDeque<SeenOrder>> {
         // Nothing can panic while the lock is held: a poisoned list is fine.
         self.state
-            .ids
+            .seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -589,9 +686,110 @@ impl Shop {
         Ok(Self {
             inner: Arc::new(ShopInner {
                 timeout: settings.timeout,
-                inventory,
+                inventory: InventoryCalls::Http(inventory),
                 breaker: breaker_handle,
                 balancer: balancer_handle,
+                throttle: None,
+            }),
+        })
+    }
+
+    /// A shop calling the inventory instances at `endpoints` over gRPC
+    /// (each one served by [`grpc::serve`](crate::grpc::serve)), through
+    /// the stack in the [`grpc`](crate::grpc) module's docs: an adaptive
+    /// throttle over the breaker, `grpc.health.v1` checks instead of
+    /// `GET /health`.
+    ///
+    /// # Errors
+    /// - as [`Shop::new`]
+    pub fn new_grpc(
+        settings: &ShopSettings,
+        endpoints: impl IntoIterator<Item = Endpoint>,
+    ) -> Result<Self, ConfigError> {
+        Self::build_grpc(settings, Instances::Static(endpoints.into_iter().collect()))
+    }
+
+    /// [`Shop::with_source`], over gRPC.
+    ///
+    /// # Errors
+    /// - as [`Shop::new`]
+    pub fn with_source_grpc(
+        settings: &ShopSettings,
+        source: SourceStream,
+    ) -> Result<Self, ConfigError> {
+        Self::build_grpc(settings, Instances::Source(source))
+    }
+
+    fn build_grpc(settings: &ShopSettings, instances: Instances) -> Result<Self, ConfigError> {
+        let timeout = TimeoutLayer::from_config(
+            TimeoutConfig::builder()
+                .name("inventory")
+                .timeout(settings.timeout)
+                .build()?,
+        );
+        // One lazily connected channel per instance, its timeout under the
+        // balancer (as over HTTP).
+        let connect_timeout = settings.timeout;
+        let instance = move |ep: &Endpoint| -> BoxGrpcService {
+            // A socket address always makes a valid URI; the fallback (port
+            // 0: every call fails, and counts) keeps the maker infallible.
+            let channel = tonic::transport::Endpoint::from(
+                http::Uri::try_from(format!("http://{}", ep.addr()))
+                    .unwrap_or_else(|_| http::Uri::from_static("http://127.0.0.1:0")),
+            )
+            .connect_timeout(connect_timeout)
+            .connect_lazy();
+            BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(timeout.clone())
+                    .map_err(BoxError::from)
+                    .service(channel),
+            )
+        };
+        let health = settings.health_config()?;
+        let builder = RoundRobinBuilder::new()
+            .config(settings.balancer_config()?)
+            .classify(crate::grpc::breaker_outcome())
+            .health_check(
+                health,
+                GrpcHealthCheck::new(crate::grpc::SERVICE_NAME)
+                    .connect_timeout(settings.health_timeout),
+            );
+        let balancer = match instances {
+            Instances::Static(endpoints) => builder.build_with_endpoints(endpoints, instance),
+            Instances::Source(source) => builder.build_with_source(source, instance),
+        };
+        let balancer_handle = balancer.handle();
+        let breaker = CircuitBreakerLayer::new(settings.breaker_config()?)
+            .with_classifier(crate::grpc::breaker_outcome());
+        let breaker_handle = breaker.handle();
+        let throttle = ThrottleLayer::new(
+            ThrottleConfig::builder()
+                .name("inventory")
+                .adaptive()
+                .window(Duration::from_secs(10))
+                .build()?,
+        )
+        .with_classifier(GrpcOutcome::new());
+        let throttle_handle = throttle.handle();
+        let transport: GrpcTransport = BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                // A concrete error type for tonic's client (with `BoxError`
+                // rustc cannot prove the call's future `Send`); the status
+                // keeps the error as its source.
+                .map_err(tonic::Status::from_error)
+                .layer(PropagateContextLayer::new())
+                .layer(throttle)
+                .layer(breaker)
+                .service(balancer),
+        );
+        Ok(Self {
+            inner: Arc::new(ShopInner {
+                timeout: settings.timeout,
+                inventory: InventoryCalls::Grpc(InventoryClient::new(transport)),
+                breaker: breaker_handle,
+                balancer: balancer_handle,
+                throttle: Some(throttle_handle),
             }),
         })
     }
@@ -599,6 +797,11 @@ impl Shop {
     /// The breaker of the inventory calls.
     pub fn breaker(&self) -> &CircuitBreakerHandle {
         &self.inner.breaker
+    }
+
+    /// The adaptive throttle of the inventory calls (a shop over gRPC).
+    pub fn throttle(&self) -> Option<&ThrottleHandle> {
+        self.inner.throttle.as_ref()
     }
 
     /// The balancer over the inventory instances: its snapshot, and
@@ -724,12 +927,21 @@ impl Shop {
         tracing::info!(%item, %country, "placing order");
 
         // No id passed by hand: the client stack takes it from the context.
-        let url = format!("http://inventory/reserve/{item}?country={country}");
-        let (status, served_by, text) = match self.call(&url).await {
+        let (status, served_by, text) = match self.call(item.clone(), &country).await {
             Ok(answer) => answer,
             Err(err) => {
-                let retry_after = find_in_chain::<Rejected>(&*err).and_then(Classify::retry_after);
-                return Unavailable::from_error(&*err).respond(None, retry_after);
+                let served_by = err
+                    .downcast_ref::<tonic::Status>()
+                    .and_then(|s| s.metadata().get(SERVED_BY_HEADER))
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let retry_after = Unavailable::retry_after(&*err);
+                let mut rsp =
+                    Unavailable::from_error(&*err).respond(served_by.as_deref(), retry_after);
+                if let Some(value) = served_by.and_then(|s| HeaderValue::from_str(&s).ok()) {
+                    rsp.headers_mut().insert(SERVED_BY_HEADER, value);
+                }
+                return rsp;
             }
         };
         let mut rsp = if status.is_success() {
@@ -758,13 +970,33 @@ impl Shop {
         rsp
     }
 
-    /// POSTs `url` through the inventory stack and returns the status, the
-    /// instance that answered and the text. The timeout bounds the wait for
+    /// Reserves `item` for `country` through the inventory stack and
+    /// returns the status (a gRPC answer as its HTTP equivalent), the
+    /// instance that answered and the text.
+    async fn call(
+        &self,
+        item: String,
+        country: &str,
+    ) -> Result<(StatusCode, Option<String>, String), BoxError> {
+        match &self.inner.inventory {
+            InventoryCalls::Http(client) => {
+                let url = format!("http://inventory/reserve/{item}?country={country}");
+                self.call_http(client, &url).await
+            }
+            InventoryCalls::Grpc(client) => self.call_grpc(client, item, country.to_owned()).await,
+        }
+    }
+
+    /// POSTs `url` through the HTTP stack. The timeout bounds the wait for
     /// the answer's head; the body is read within what is left of it.
-    async fn call(&self, url: &str) -> Result<(StatusCode, Option<String>, String), BoxError> {
+    async fn call_http(
+        &self,
+        client: &HttpClient,
+        url: &str,
+    ) -> Result<(StatusCode, Option<String>, String), BoxError> {
         let started = Instant::now();
         let req = http::Request::post(url).body(Body::default())?;
-        let rsp = self.inner.inventory.clone().oneshot(req).await?;
+        let rsp = client.clone().oneshot(req).await?;
         let status = rsp.status();
         let served_by = rsp
             .headers()
@@ -782,6 +1014,42 @@ impl Shop {
             String::from_utf8_lossy(&body).into_owned(),
         ))
     }
+
+    /// Calls `Reserve` through the gRPC stack. `NOT_FOUND` and
+    /// `INVALID_ARGUMENT` come back as `404` and `400`; any other status is
+    /// an error.
+    async fn call_grpc(
+        &self,
+        client: &InventoryClient<GrpcTransport>,
+        item: String,
+        country: String,
+    ) -> Result<(StatusCode, Option<String>, String), BoxError> {
+        let mut req = tonic::Request::new(ReserveRequest { item, country });
+        // Sent as `grpc-timeout`; the propagation layer lowers it to what
+        // is left of the order's own deadline.
+        req.set_timeout(self.inner.timeout);
+        req.extensions_mut()
+            .insert(Deadline::after(self.inner.timeout));
+        match client.clone().reserve(req).await {
+            Ok(rsp) => {
+                let reply = rsp.into_inner();
+                Ok((StatusCode::OK, Some(reply.instance), reply.message))
+            }
+            Err(status) => {
+                let code = match status.code() {
+                    tonic::Code::NotFound => StatusCode::NOT_FOUND,
+                    tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+                    _ => return Err(status.into()),
+                };
+                let served_by = status
+                    .metadata()
+                    .get(SERVED_BY_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                Ok((code, served_by, status.message().to_owned()))
+            }
+        }
+    }
 }
 
 // === impl Unavailable ===
@@ -792,9 +1060,34 @@ impl Unavailable {
         match find_in_chain::<Rejected>(err).map(Rejected::kind) {
             Some(RejectionKind::CircuitOpen) => Unavailable::CircuitOpen,
             Some(RejectionKind::NoHealthyEndpoint) => Unavailable::NoInstance,
+            Some(RejectionKind::Throttled) => Unavailable::Throttled,
             _ if find_in_chain::<Elapsed>(err).is_some() => Unavailable::Timeout,
-            _ => Unavailable::Error(err.to_string()),
+            // tonic's channel enforces the `grpc-timeout` it sends too.
+            _ if find_in_chain::<tonic::TimeoutExpired>(err).is_some() => Unavailable::Timeout,
+            _ => match err.downcast_ref::<tonic::Status>().map(tonic::Status::code) {
+                Some(tonic::Code::ResourceExhausted) => Unavailable::Overloaded,
+                Some(tonic::Code::DeadlineExceeded) => Unavailable::Timeout,
+                Some(code) => Unavailable::Error(format!("gRPC {code:?}")),
+                None => Unavailable::Error(err.to_string()),
+            },
         }
+    }
+
+    /// How long the caller should wait: a retry-after of our layers, or
+    /// the pushback an instance sent with its status.
+    fn retry_after(err: &(dyn Error + 'static)) -> Option<Duration> {
+        if let Some(after) = find_in_chain::<Rejected>(err).and_then(Classify::retry_after) {
+            return Some(after);
+        }
+        let status = err.downcast_ref::<tonic::Status>()?;
+        let ms = status
+            .metadata()
+            .get(resilience_core::grpc::RETRY_PUSHBACK_KEY)?
+            .to_str()
+            .ok()?
+            .parse::<u64>()
+            .ok()?;
+        Some(Duration::from_millis(ms))
     }
 
     /// The shop's degraded answer: `503`, `Retry-After` (`retry_after`, the
@@ -831,6 +1124,8 @@ impl fmt::Display for Unavailable {
             Unavailable::CircuitOpen => f.write_str("circuit open"),
             Unavailable::NoInstance => f.write_str("no healthy instance"),
             Unavailable::Error(detail) => write!(f, "error ({detail})"),
+            Unavailable::Overloaded => f.write_str("overloaded"),
+            Unavailable::Throttled => f.write_str("throttled"),
         }
     }
 }
@@ -857,11 +1152,46 @@ impl Demo {
             instances.push(inventory);
         }
         let shop = Shop::new(settings, endpoints)?;
+        Self::serve_shop(shop, instances, Vec::new(), None).await
+    }
+
+    /// [`Demo::start`] over gRPC: the instances serve `inventory.v1` (see
+    /// [`grpc::serve`](crate::grpc::serve)), and the shop calls them with
+    /// [`Shop::new_grpc`].
+    ///
+    /// # Errors
+    /// - as [`Demo::start`]
+    pub async fn start_grpc(
+        settings: &ShopSettings,
+        server: &GrpcServerSettings,
+    ) -> Result<Self, BoxError> {
+        let mut instances = Vec::with_capacity(Self::INSTANCES);
+        let mut servers = Vec::with_capacity(Self::INSTANCES);
+        let mut endpoints = Vec::with_capacity(Self::INSTANCES);
+        for n in 1..=Self::INSTANCES {
+            let inventory = Inventory::new(&format!("inventory-{n}"));
+            let instance = crate::grpc::serve(&inventory, server).await?;
+            endpoints.push(endpoint(&inventory, instance.addr()));
+            instances.push(inventory);
+            servers.push(instance);
+        }
+        let shop = Shop::new_grpc(settings, endpoints)?;
+        Self::serve_shop(shop, instances, servers, Some(server.clone())).await
+    }
+
+    async fn serve_shop(
+        shop: Shop,
+        instances: Vec<Inventory>,
+        grpc: Vec<GrpcInstance>,
+        grpc_server: Option<GrpcServerSettings>,
+    ) -> Result<Self, BoxError> {
         let addr = serve(shop.app()).await?;
         let demo = Self {
             shop,
             url: format!("http://{addr}"),
             instances,
+            grpc,
+            grpc_server,
             client: http_client(Duration::from_secs(10)),
         };
         demo.shop
@@ -870,14 +1200,23 @@ impl Demo {
         Ok(demo)
     }
 
-    /// Serves `inventory` on loopback as one more instance and inserts it
-    /// into the shop's balancer: it gets orders once its first health
-    /// check passes. Set its mode first to have it join in that mode.
+    /// Serves `inventory` on loopback as one more instance (over gRPC in a
+    /// demo started with [`Demo::start_grpc`]) and inserts it into the
+    /// shop's balancer: it gets orders once its first health check passes.
+    /// Set its mode first to have it join in that mode.
     ///
     /// # Errors
     /// - a port cannot be bound
     pub async fn add_instance(&mut self, inventory: Inventory) -> Result<(), BoxError> {
-        let addr = serve(inventory.app()).await?;
+        let addr = match &self.grpc_server {
+            None => serve(inventory.app()).await?,
+            Some(settings) => {
+                let instance = crate::grpc::serve(&inventory, settings).await?;
+                let addr = instance.addr();
+                self.grpc.push(instance);
+                addr
+            }
+        };
         self.shop.balancer().insert(endpoint(&inventory, addr));
         self.instances.push(inventory);
         Ok(())
@@ -897,6 +1236,18 @@ impl Demo {
     /// Every instance, in the order they were started.
     pub fn instances(&self) -> &[Inventory] {
         &self.instances
+    }
+
+    /// The gRPC server of the instance called `name` (a demo started with
+    /// [`Demo::start_grpc`]): its address, its queue, its kill switch.
+    ///
+    /// # Panics
+    /// - no instance called `name` is served over gRPC
+    pub fn grpc_instance(&self, name: &str) -> &GrpcInstance {
+        self.grpc
+            .iter()
+            .find(|i| i.inventory().name() == name)
+            .unwrap_or_else(|| panic!("no gRPC inventory instance called {name}"))
     }
 
     /// A request ordering `item` for `country`; add headers (say,

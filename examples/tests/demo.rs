@@ -246,6 +246,13 @@ async fn the_quick_scenario_tells_the_story() {
             "{hop} in {order_hops:?}"
         );
     }
+    // The order reached inventory over the gRPC hop, the id with it.
+    let seen = d
+        .inventories
+        .iter()
+        .find_map(|i| i.seen("sample-order-1"))
+        .expect("an instance saw the sample order");
+    assert_eq!(seen.over, "grpc");
 
     // A scrape of /metrics: breaker state, queue depth, refusals by
     // reason, endpoint health.

@@ -70,6 +70,14 @@
 //! # }
 //! ```
 //!
+//! On a tonic server the layer is the same, and a method reads
+//! [`Flags::current`] (overrides come from `x-flag-<name>` metadata):
+//!
+//! ```ignore
+//! Server::builder().layer(CorrelationLayer::new()).layer(FlagsLayer::new(store)).add_service(svc)
+//! // in a method: Flags::current().is_some_and(|f| f.is_active("new-checkout"))
+//! ```
+//!
 //! # Flags
 //!
 //! A [`Flag`] is a boolean or a string variant with a default. It can be

@@ -96,6 +96,28 @@ pub struct HttpOutcome {
 /// Reads `grpc-status` from response headers (a trailers-only response, which
 /// is how gRPC servers report an error without a body); a response without it
 /// is a success. The set of failure codes is configurable.
+///
+/// | status | default [`Outcome`] | why |
+/// |---|---|---|
+/// | `OK` | `Success` | |
+/// | `UNAVAILABLE` | `Failure` | the callee is down or refusing: counts |
+/// | `DEADLINE_EXCEEDED` | `Failure` | too slow: without a timeout, slow and dead look alike |
+/// | `INTERNAL`, `UNKNOWN`, `DATA_LOSS` | `Failure` | the callee broke |
+/// | `RESOURCE_EXHAUSTED` | `Failure` | overloaded (drop it with `without_failure` to leave overload to a throttle) |
+/// | `INVALID_ARGUMENT`, `NOT_FOUND`, `ALREADY_EXISTS`, `PERMISSION_DENIED`, `UNAUTHENTICATED`, `FAILED_PRECONDITION`, `OUT_OF_RANGE`, `UNIMPLEMENTED` | `CallerError` | the caller asked for something wrong: never opens a breaker or ejects |
+/// | `CANCELLED`, `ABORTED` | `CallerError` | the caller gave up, or a conflict to retry at a higher level |
+/// | an error instead of a response: a `tonic::Status` (feature `grpc`) | as its code above | |
+/// | any other error (transport, timeout, circuit open, no endpoint) | `Failure` | see [`ClassifyErrors`] |
+/// | a non-`200` HTTP status (not a gRPC answer at all) | as [`HttpOutcome`] | |
+///
+/// ```
+/// use resilience_core::classify::{GrpcCode, GrpcOutcome, Outcome};
+/// let c = GrpcOutcome::new();
+/// assert_eq!(c.classify_code(GrpcCode::NotFound), Outcome::CallerError);
+/// assert_eq!(c.classify_code(GrpcCode::Unavailable), Outcome::Failure);
+/// let lenient = GrpcOutcome::new().without_failure(GrpcCode::ResourceExhausted);
+/// assert_eq!(lenient.classify_code(GrpcCode::ResourceExhausted), Outcome::CallerError);
+/// ```
 #[derive(Clone, Copy)]
 pub struct GrpcOutcome {
     failures: u32,

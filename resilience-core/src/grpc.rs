@@ -11,6 +11,13 @@
 //! A retry-after travels as `grpc-retry-pushback-ms` metadata, the key gRPC's
 //! retry design uses for server pushback.
 //!
+//! Which statuses count against the callee (for a breaker, a throttle,
+//! ejection) is the other direction, answered by
+//! [`GrpcOutcome`](crate::GrpcOutcome) (table there): `UNAVAILABLE`,
+//! `DEADLINE_EXCEEDED`, `INTERNAL`, `UNKNOWN`, `RESOURCE_EXHAUSTED` and
+//! `DATA_LOSS` do; `NOT_FOUND`, `INVALID_ARGUMENT` and the other
+//! caller's-error codes never do.
+//!
 //! # Example
 //!
 //! With a tonic server, map errors once, outside the other layers:

@@ -41,6 +41,17 @@
 //! # }
 //! ```
 //!
+//! On a tonic server (feature `grpc`), the same layer: the deadline comes
+//! from `grpc-timeout` once `resilience-correlation`'s `CorrelationLayer`
+//! has read it, and errors become statuses (`DEADLINE_EXCEEDED`, ...):
+//!
+//! ```ignore
+//! Server::builder()
+//!     .layer(ServiceBuilder::new().map_err(resilience_core::grpc::into_status)
+//!         .layer(TimeoutLayer::new(Duration::from_secs(2))))
+//!     .add_service(svc)
+//! ```
+//!
 //! # Feature flags
 //!
 //! - `metrics` (default): emit metrics through the `metrics` facade.

@@ -9,13 +9,18 @@
 //! instances' states; the log lines of an order, in the shop and in the
 //! instance, carry the order's correlation id.
 //!
-//! Run: `cargo run -p resilience-examples --bin shop`
+//! Run: `cargo run -p resilience-examples --bin shop`, or with `--grpc`
+//! to have the instances serve, and the shop call, `inventory.v1` over gRPC
+//! (a failing instance answers `UNAVAILABLE` instead of `500`, a draining
+//! one `NOT_SERVING` to `grpc.health.v1` checks instead of `503` to
+//! `GET /health`).
 
 use std::time::Duration;
 
 use resilience_circuit_breaker::CircuitState;
 use resilience_core::BoxError;
 use resilience_discovery::EndpointState;
+use resilience_examples::grpc::GrpcServerSettings;
 use resilience_examples::shop::{
     Demo, Inventory, Mode, OrderResponse, ShopSettings, SyntheticMonitor,
 };
@@ -26,11 +31,26 @@ async fn main() -> Result<(), BoxError> {
     resilience_examples::init_logging("demo");
     let started = Instant::now();
     let settings = ShopSettings::DEMO;
-    let mut demo = Demo::start(&settings).await?;
+    let grpc = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--grpc") => true,
+        Some(other) => return Err(format!("unknown argument {other:?} (try --grpc)").into()),
+    };
+    let mut demo = if grpc {
+        Demo::start_grpc(&settings, &GrpcServerSettings::DEMO).await?
+    } else {
+        Demo::start(&settings).await?
+    };
+    let (failure, health) = if grpc {
+        ("UNAVAILABLE", "grpc.health.v1 answers NOT_SERVING")
+    } else {
+        ("500", "/health answers 503")
+    };
     println!(
-        "shop on {}; inventory timeout {:?}, breaker decides after {} calls and opens for {:?}, \
-         GET /health every {:?}, ejection after {} failures in a row for {:?}\n",
+        "shop on {} (inventory over {}); inventory timeout {:?}, breaker decides after {} calls and opens for {:?}, \
+         health checks every {:?}, ejection after {} failures in a row for {:?}\n",
         demo.url,
+        if grpc { "gRPC" } else { "HTTP" },
         settings.timeout,
         settings.window,
         settings.open_for,
@@ -61,7 +81,9 @@ async fn main() -> Result<(), BoxError> {
     println!("   ... and 10 more: the breaker counts them as successes, nobody is ejected");
     status(&demo, &monitor);
 
-    title("3. inventory-2 answers 500: it is ejected, the others take its orders");
+    title(&format!(
+        "3. inventory-2 answers {failure}: it is ejected, the others take its orders"
+    ));
     demo.instance("inventory-2").set_mode(Mode::Failing);
     let mut n = 0;
     while demo.shop.instance_state("inventory-2") != Some(EndpointState::Ejected) && n < 20 {
@@ -95,7 +117,9 @@ async fn main() -> Result<(), BoxError> {
     demo.instance("inventory-3").set_mode(Mode::Healthy);
     tokio::time::sleep(settings.ejection_time).await;
 
-    title("5. inventory-1's /health answers 503: its health check takes it out of rotation");
+    title(&format!(
+        "5. inventory-1's {health}: its health check takes it out of rotation"
+    ));
     demo.instance("inventory-1").set_mode(Mode::Draining);
     let took = wait_for("inventory-1 is unhealthy", || {
         demo.shop.instance_state("inventory-1") == Some(EndpointState::Unhealthy)
@@ -130,7 +154,9 @@ async fn main() -> Result<(), BoxError> {
     println!("   orders that reached inventory-4: {}", fourth.orders());
     status(&demo, &monitor);
 
-    title("7. every instance answers 500: the breaker opens, the shop answers 503 at once");
+    title(&format!(
+        "7. every instance answers {failure}: the breaker opens, the shop answers 503 at once"
+    ));
     for inventory in demo.instances() {
         inventory.set_mode(Mode::Failing);
     }

@@ -6,11 +6,14 @@
 //!
 //! - the `profile` page and its three components (`publications`,
 //!   `about-me`, `institution`), each component behind a
-//!   `ChaosLayer` (the latency
+//!   [`ChaosLayer`] (the latency
 //!   monkey's switch);
 //! - the `shop` and three `inventory` instances behind round robin, health
 //!   checks and a breaker, each instance behind a chaos layer (the chaos
-//!   monkey's switch);
+//!   monkey's switch); the shop's orders reach inventory over gRPC (the
+//!   [gRPC hop](crate::grpc): `grpc.health.v1` checks, an adaptive
+//!   throttle, the context as metadata), on the same port as the
+//!   instance's HTTP routes;
 //! - `ingest`, with one bounded queue per kind of operation;
 //! - an admin server with a live dashboard (`/`) that polls every
 //!   service's `/resilience` once a second.
@@ -63,6 +66,7 @@ use resilience_discovery::{Endpoint, EndpointState};
 use tokio::time::Instant;
 use tower::ServiceBuilder;
 
+use crate::grpc::GrpcServerSettings;
 use crate::ingest::{Ingest, IngestSettings, KindSettings};
 use crate::profile::{Component, ComponentService, NEW_FEATURE_FLAG, Profile, ProfileSettings};
 use crate::shop::{Inventory, NAME_KEY, Shop, ShopSettings};
@@ -433,10 +437,14 @@ impl Deployment {
             registry.register(chaos.handle());
             // `/health` is the instance's own (it drains); the chaos layer
             // wraps everything, so a killed instance answers nothing at all.
+            // The gRPC services (what the shop calls, and grpc.health.v1)
+            // share the port with the HTTP routes.
+            let (grpc, _queue) = crate::grpc::routes(&inventory, &GrpcServerSettings::DEMO)?;
             let app = with_chaos(
                 inventory
                     .app()
-                    .merge(ops(&registry, metrics.clone(), false)),
+                    .merge(ops(&registry, metrics.clone(), false))
+                    .merge(grpc.into_axum_router()),
                 &chaos,
             );
             let addr = serve(app).await?;
@@ -450,17 +458,20 @@ impl Deployment {
             inventory_chaos.push(chaos.handle());
         }
         let (shop, etcd) = match &options.etcd {
-            None => (Shop::new(&DemoSettings::shop(), endpoints)?, None),
+            None => (Shop::new_grpc(&DemoSettings::shop(), endpoints)?, None),
             Some(url) => {
                 let parts = EtcdParts::start(url, &inventories, endpoints, &profile).await?;
                 let source = EtcdSource::new(parts.config.clone(), ETCD_INVENTORY_PREFIX);
-                let shop = Shop::with_source(&DemoSettings::shop(), source.into_stream())?;
+                let shop = Shop::with_source_grpc(&DemoSettings::shop(), source.into_stream())?;
                 (shop, Some(parts))
             }
         };
         let registry = SnapshotRegistry::new("shop");
         registry.register(shop.breaker().clone());
         registry.register(shop.balancer().clone());
+        if let Some(throttle) = shop.throttle() {
+            registry.register(throttle.clone());
+        }
         // The shop has its own `/health`.
         let url = serve(shop.app().merge(ops(&registry, metrics.clone(), false))).await?;
         services.push(ServiceInfo {
