@@ -1,0 +1,421 @@
+//! The fleet-wide rate limit against a real `redis-server` started on a
+//! free loopback port (skipped with a message when the binary is missing,
+//! unless `RESILIENCE_REQUIRE_SERVERS=1`).
+#![cfg(feature = "redis")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Request};
+use resilience_bounded_queue::fleet::{
+    FleetMode, FleetRateLimitConfig, FleetRateLimitConfigBuilder, FleetRateLimitHandle,
+    FleetRateLimitLayer, KeyBy, WhenRedisFails,
+};
+use resilience_core::redis::RedisServer;
+use resilience_core::{BoxError, Priority, Rejected, RejectionKind};
+use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+
+type Svc = BoxCloneSyncService<Request<()>, &'static str, BoxError>;
+
+fn tenant() -> HeaderName {
+    HeaderName::from_static("x-tenant")
+}
+
+/// One instance: its own layer and its own Redis connection.
+fn instance(url: &str, config: FleetRateLimitConfig, key: KeyBy) -> (Svc, FleetRateLimitHandle) {
+    let layer = FleetRateLimitLayer::new(config, redis::Client::open(url).unwrap()).with_key(key);
+    let handle = layer.handle();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(|_: Request<()>| async {
+            Ok::<_, BoxError>("ok")
+        }));
+    (BoxCloneSyncService::new(svc), handle)
+}
+
+fn config(name: &str) -> FleetRateLimitConfigBuilder {
+    FleetRateLimitConfig::builder().name(name)
+}
+
+fn req(tenant_key: &[u8], priority: Priority) -> Request<()> {
+    let mut req = Request::get("/")
+        .header(tenant(), HeaderValue::from_bytes(tenant_key).unwrap())
+        .body(())
+        .unwrap();
+    req.extensions_mut().insert(priority);
+    req
+}
+
+/// Sends `n` requests at once-ish (sequentially, no pacing); the admitted
+/// count.
+async fn burst(svc: &mut Svc, key: &[u8], priority: Priority, n: usize) -> usize {
+    let mut admitted = 0;
+    for _ in 0..n {
+        match svc.ready().await.unwrap().call(req(key, priority)).await {
+            Ok(_) => admitted += 1,
+            Err(e) => assert_throttled(&e),
+        }
+    }
+    admitted
+}
+
+fn assert_throttled(e: &BoxError) {
+    let r = e
+        .downcast_ref::<Rejected>()
+        .unwrap_or_else(|| panic!("not a rejection: {e}"));
+    assert_eq!(r.kind(), RejectionKind::Throttled);
+}
+
+#[derive(Default)]
+struct Counts {
+    offered: AtomicU64,
+    admitted: AtomicU64,
+    /// Admitted inside the measured window.
+    in_window: AtomicU64,
+    max_latency_us: AtomicU64,
+}
+
+/// Drives `svc` at `rate` requests/s until `until`, counting admissions
+/// between `from` and `until`.
+async fn drive(mut svc: Svc, rate: u64, from: Instant, until: Instant, counts: Arc<Counts>) {
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    loop {
+        let at = tick.tick().await;
+        if at >= until {
+            return;
+        }
+        counts.offered.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let result = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(req(b"shared", Priority::Critical))
+            .await;
+        let took = start.elapsed().as_micros() as u64;
+        counts.max_latency_us.fetch_max(took, Ordering::Relaxed);
+        match result {
+            Ok(_) => {
+                counts.admitted.fetch_add(1, Ordering::Relaxed);
+                if Instant::now() >= from {
+                    counts.in_window.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => assert_throttled(&e),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_at_three_times_the_limit_admit_the_limit() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    const LIMIT: u64 = 300;
+    let cfg = config("three")
+        .rate(LIMIT, Duration::from_secs(1))
+        .batch(10)
+        .instances(3)
+        .build()
+        .unwrap();
+    assert_eq!(cfg.over_admission_bound(), 30);
+    let start = Instant::now();
+    let from = start + Duration::from_secs(1); // after the first burst
+    let until = start + Duration::from_secs(5);
+    let mut tasks = Vec::new();
+    let mut handles = Vec::new();
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let (svc, handle) = instance(redis.url(), cfg.clone(), KeyBy::Header(tenant()));
+        let c = Arc::new(Counts::default());
+        // Each instance alone offers the whole limit: 3x together.
+        tasks.push(tokio::spawn(drive(svc, LIMIT, from, until, c.clone())));
+        handles.push(handle);
+        counts.push(c);
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let admitted: u64 = counts
+        .iter()
+        .map(|c| c.in_window.load(Ordering::Relaxed))
+        .sum();
+    let offered: u64 = counts
+        .iter()
+        .map(|c| c.offered.load(Ordering::Relaxed))
+        .sum();
+    let total: u64 = counts
+        .iter()
+        .map(|c| c.admitted.load(Ordering::Relaxed))
+        .sum();
+    let commands: u64 = handles.iter().map(|h| h.snapshot().redis_commands).sum();
+    let expected = LIMIT * 4; // the 4 s window
+    let per_instance: Vec<u64> = counts
+        .iter()
+        .map(|c| c.in_window.load(Ordering::Relaxed))
+        .collect();
+    println!(
+        "limit {LIMIT}/s; offered {offered} in 5 s; admitted {admitted} in the 4 s window \
+         (expected {expected}, {:+.2}%; per instance {per_instance:?}); \
+         redis commands per 1,000 requests offered: {:.1}, per 1,000 admitted: {:.1}",
+        (admitted as f64 - expected as f64) * 100.0 / expected as f64,
+        commands as f64 * 1000.0 / offered as f64,
+        commands as f64 * 1000.0 / total as f64,
+    );
+    assert!(
+        offered as f64 >= 2.7 * LIMIT as f64 * 5.0,
+        "the load was offered: {offered}"
+    );
+    let error = (admitted as f64 - expected as f64).abs() / expected as f64;
+    assert!(
+        error <= 0.05,
+        "admitted {admitted}, expected {expected} within 5%"
+    );
+    for c in &counts {
+        assert!(
+            c.in_window.load(Ordering::Relaxed) > 0,
+            "every instance admits some"
+        );
+    }
+    // No round trip per request: a lease serves several requests, and
+    // refused ones mostly never reach Redis.
+    assert!(
+        commands * 4 < offered,
+        "{commands} commands for {offered} requests"
+    );
+    assert!(handles.iter().all(|h| h.mode() == FleetMode::Shared));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn keys_are_isolated_and_over_admission_is_bounded() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    // A long period: nothing refills during the test.
+    let cfg = config("keys")
+        .rate(20, Duration::from_secs(3600))
+        .batch(4)
+        .burst(20)
+        .instances(2)
+        .build()
+        .unwrap();
+    let (mut a, ha) = instance(redis.url(), cfg.clone(), KeyBy::Header(tenant()));
+    let (mut b, _hb) = instance(redis.url(), cfg.clone(), KeyBy::Header(tenant()));
+    // Both instances hammer tenant 1: together they get its burst, no more.
+    let one = burst(&mut a, b"t1", Priority::Critical, 30).await
+        + burst(&mut b, b"t1", Priority::Critical, 30).await;
+    assert_eq!(one, 20, "the fleet admits tenant 1's limit exactly");
+    // Tenant 2 is untouched by tenant 1's exhaustion.
+    assert_eq!(burst(&mut a, b"t2", Priority::Critical, 25).await, 20);
+    // Leased but unspent tokens are the only over-admission: each instance
+    // holds at most a batch.
+    let (mut c, hc) = instance(redis.url(), cfg.clone(), KeyBy::Header(tenant()));
+    assert_eq!(burst(&mut c, b"t3", Priority::Critical, 1).await, 1);
+    let leased = hc.snapshot().tokens_leased;
+    assert!(
+        leased <= cfg.batch(),
+        "a lease is at most a batch: {leased}"
+    );
+    let snap = ha.snapshot();
+    assert_eq!(snap.keys, 2);
+    assert!(snap.rejected > 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn critical_requests_draw_on_a_reserve() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let cfg = config("reserve")
+        .rate(10, Duration::from_secs(3600))
+        .batch(2)
+        .burst(10)
+        .reserve(4)
+        .build()
+        .unwrap();
+    let (mut svc, _) = instance(redis.url(), cfg, KeyBy::Header(tenant()));
+    let low = burst(&mut svc, b"t", Priority::Sheddable, 20).await;
+    assert_eq!(low, 6, "sheddable requests stop at the reserve");
+    let high = burst(&mut svc, b"t", Priority::Critical, 20).await;
+    assert_eq!(high, 4, "critical requests get the reserve, and no more");
+    // The refusal maps to 429 with Retry-After.
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(req(b"t", Priority::CriticalPlus))
+        .await
+        .unwrap_err();
+    let rsp = resilience_core::http::error_response(&*err);
+    assert_eq!(rsp.status(), 429);
+    assert!(rsp.headers().contains_key("retry-after"));
+    assert_eq!(
+        resilience_core::grpc::into_status(err).code(),
+        tonic::Code::ResourceExhausted
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_run_falls_back_and_recovers() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    const LIMIT: u64 = 300;
+    let bound = Duration::from_millis(50);
+    let cfg = config("outage")
+        .rate(LIMIT, Duration::from_secs(1))
+        .batch(10)
+        .instances(3)
+        .redis_timeout(bound)
+        .probe_every(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let (svc, handle) = instance(redis.url(), cfg, KeyBy::Header(tenant()));
+    let phase = |secs: f64| {
+        let svc = svc.clone();
+        async move {
+            let c = Arc::new(Counts::default());
+            let start = Instant::now();
+            let end = start + Duration::from_secs_f64(secs);
+            drive(svc, LIMIT, start, end, c.clone()).await;
+            c
+        }
+    };
+    let shared = phase(1.0).await;
+    assert_eq!(handle.mode(), FleetMode::Shared);
+    let admitted = shared.in_window.load(Ordering::Relaxed);
+    assert!(
+        admitted >= 250,
+        "alone, one instance gets the fleet's limit: {admitted}"
+    );
+
+    redis.stop();
+    let down = phase(2.0).await;
+    assert_eq!(handle.mode(), FleetMode::Local);
+    let admitted = down.in_window.load(Ordering::Relaxed);
+    let max_wait = Duration::from_micros(down.max_latency_us.load(Ordering::Relaxed));
+    println!(
+        "redis down: admitted {admitted} in 2 s (local share 100/s); longest call {max_wait:?}"
+    );
+    // The local share (limit / 3 = 100/s) plus the tokens held: ~200.
+    assert!(
+        (150..=250).contains(&admitted),
+        "the fallback holds the local share: {admitted}"
+    );
+    assert!(
+        max_wait <= bound + Duration::from_millis(40),
+        "no request waits on redis past the bound: {max_wait:?}"
+    );
+
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handle.mode() != FleetMode::Shared {
+        assert!(Instant::now() < deadline, "the shared limit returns");
+        let _ = phase(0.1).await;
+    }
+    let back = phase(1.0).await;
+    let admitted = back.in_window.load(Ordering::Relaxed);
+    assert!(
+        admitted >= 250,
+        "the shared limit is back (above the local share): {admitted}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn fail_closed_refuses_once_held_tokens_are_spent() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let cfg = config("closed")
+        .rate(100, Duration::from_secs(1))
+        .batch(5)
+        .when_redis_fails(WhenRedisFails::FailClosed)
+        .build()
+        .unwrap();
+    let (mut svc, handle) = instance(redis.url(), cfg, KeyBy::Header(tenant()));
+    assert_eq!(burst(&mut svc, b"t", Priority::Critical, 3).await, 3);
+    redis.stop();
+    let start = Instant::now();
+    let admitted = burst(&mut svc, b"t", Priority::Critical, 50).await;
+    assert!(admitted <= 5, "only the tokens held: {admitted}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(handle.mode(), FleetMode::Closed);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn hostile_keys_are_bounded() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let cfg = config("hostile")
+        .rate(5, Duration::from_secs(60))
+        .batch(1)
+        .max_keys(64)
+        .build()
+        .unwrap();
+    let (mut svc, handle) = instance(redis.url(), cfg, KeyBy::Header(tenant()));
+    let mut answered = 0;
+    for i in 0..1500u32 {
+        let mut key = match i % 3 {
+            0 => vec![b'k'; 16 * 1024],
+            1 => vec![0xff, 0xfe, 0x80],
+            _ => b"t".to_vec(),
+        };
+        key.extend_from_slice(i.to_string().as_bytes());
+        let r = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(req(&key, Priority::Critical))
+            .await;
+        if let Err(e) = &r {
+            assert_throttled(e);
+        }
+        answered += 1;
+    }
+    assert_eq!(answered, 1500);
+    let snap = handle.snapshot();
+    assert!(snap.keys <= 64, "keys tracked stay bounded: {}", snap.keys);
+    assert_eq!(snap.mode, FleetMode::Shared, "no key broke the script");
+    // A request with no key at all is limited under `_`.
+    let mut no_key = Request::get("/").body(()).unwrap();
+    no_key.extensions_mut().insert(Priority::Critical);
+    assert!(svc.ready().await.unwrap().call(no_key).await.is_ok());
+}
+
+/// No server needed: an unreachable Redis and the local share, on the
+/// paused clock.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn unreachable_redis_uses_the_local_share() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // closed when the listener drops: nothing listens
+    let cfg = config("local")
+        .rate(30, Duration::from_secs(1))
+        .batch(3)
+        .burst(30)
+        .instances(3)
+        .probe_every(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let (mut svc, handle) = instance(
+        &format!("redis://127.0.0.1:{port}/"),
+        cfg,
+        KeyBy::Header(tenant()),
+    );
+    // The first request waits for the failing lease, then takes the fallback.
+    let first = burst(&mut svc, b"t", Priority::Critical, 1).await;
+    tokio::time::sleep(Duration::from_millis(1)).await; // the lease task ends
+    assert_eq!(handle.mode(), FleetMode::Local);
+    // Local share: 10/s, burst 30 / 3 = 10.
+    let more = burst(&mut svc, b"t", Priority::Critical, 50).await;
+    assert_eq!(first + more, 10);
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(burst(&mut svc, b"t", Priority::Critical, 50).await, 5);
+}
