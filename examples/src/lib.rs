@@ -26,6 +26,7 @@
 //!   on every line (binaries only: libraries never install a subscriber).
 
 pub mod demo;
+pub mod fleet;
 pub mod ingest;
 pub mod profile;
 pub mod quickstart;

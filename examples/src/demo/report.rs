@@ -302,7 +302,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<9} {:<11} {:>7} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7}  {}",
+            "{:<9} {:<11} {:>7} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7}  not served (reason: count)",
             "phase",
             "service",
             "offered",
@@ -313,7 +313,6 @@ impl Report {
             "degr.",
             "p50",
             "p99",
-            "not served (reason: count)"
         );
         let pct = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
         let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}ms"));
