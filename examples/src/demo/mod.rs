@@ -6,7 +6,7 @@
 //!
 //! - the `profile` page and its three components (`publications`,
 //!   `about-me`, `institution`), each component behind a
-//!   [`ChaosLayer`](resilience_core::chaos::ChaosLayer) (the latency
+//!   [`resilience_core::chaos::ChaosLayer`] (the latency
 //!   monkey's switch);
 //! - the `shop` and three `inventory` instances behind round robin, health
 //!   checks and a breaker, each instance behind a chaos layer (the chaos
