@@ -419,3 +419,77 @@ async fn unreachable_redis_uses_the_local_share() {
     tokio::time::advance(Duration::from_millis(500)).await;
     assert_eq!(burst(&mut svc, b"t", Priority::Critical, 50).await, 5);
 }
+
+/// Each change of mode is counted once and the mode gauge is one-hot:
+/// Redis down (local), then back (shared).
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "current_thread")]
+async fn mode_changes_are_metrics() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let cfg = config("metered")
+        .rate(1000, Duration::from_secs(1))
+        .batch(5)
+        .probe_every(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let (mut svc, handle) = instance(redis.url(), cfg, KeyBy::Header(tenant()));
+    let series = || -> std::collections::HashMap<String, DebugValue> {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let mode = key
+                    .key()
+                    .labels()
+                    .find(|l| l.key() == "mode")
+                    .map(|l| l.value().to_owned())
+                    .unwrap_or_default();
+                (format!("{}{{{mode}}}", key.key().name()), value)
+            })
+            .collect()
+    };
+    assert_eq!(burst(&mut svc, b"t", Priority::Critical, 3).await, 3);
+    redis.stop();
+    // Several failing leases, one change of mode.
+    for _ in 0..5 {
+        burst(&mut svc, b"t", Priority::Critical, 20).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(handle.mode(), FleetMode::Local);
+    let seen = series();
+    assert_eq!(
+        seen["resilience_fleet_rate_limit_mode_changes_total{local}"],
+        DebugValue::Counter(1)
+    );
+    assert_eq!(
+        seen["resilience_fleet_rate_limit_mode{local}"],
+        DebugValue::Gauge(1.0.into())
+    );
+    assert_eq!(
+        seen["resilience_fleet_rate_limit_mode{shared}"],
+        DebugValue::Gauge(0.0.into())
+    );
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handle.mode() != FleetMode::Shared {
+        assert!(Instant::now() < deadline, "back to shared");
+        burst(&mut svc, b"t", Priority::Critical, 1).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let seen = series();
+    assert_eq!(
+        seen["resilience_fleet_rate_limit_mode_changes_total{shared}"],
+        DebugValue::Counter(1)
+    );
+    assert_eq!(
+        seen["resilience_fleet_rate_limit_mode{shared}"],
+        DebugValue::Gauge(1.0.into())
+    );
+}
