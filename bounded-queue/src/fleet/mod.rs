@@ -30,6 +30,14 @@
 //!   [`FleetRateLimitLayer::with_priority`]); lower priorities are refused
 //!   when only the reserve is left.
 //!
+//! - **Leases are first come, first served.** Redis does not share a
+//!   saturated key evenly between instances: each gets what it leases, so
+//!   one instance may admit more of the limit than another while the fleet
+//!   as a whole admits the limit. An instance that Redis refused waits
+//!   until its whole request could fit (backing off x2, x4 when refused
+//!   again) before asking again, so refused requests mostly never reach
+//!   Redis.
+//!
 //! [`Priority::Critical`]: resilience_core::Priority::Critical
 //!
 //! # When Redis is slow, down or answers garbage
@@ -57,7 +65,9 @@
 //! Keys are bytes (non-UTF-8 is fine; Redis keys are binary-safe); a key
 //! longer than [`MAX_KEY_LEN`] is cut to 96 bytes plus a hash of the whole;
 //! an empty or missing key is `_`. At most `max_keys` keys are tracked
-//! locally: beyond it the least recently leased key is forgotten.
+//! locally: beyond it the least recently leased key is forgotten. Keys are
+//! hashed with SipHash (std's `HashMap`), so chosen keys cannot degrade the
+//! lookups.
 //!
 //! # Example
 //!

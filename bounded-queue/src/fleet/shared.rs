@@ -240,17 +240,35 @@ impl Shared {
     }
 
     /// Admits with a leased token, or says what to do instead. No Redis
-    /// round trip and no clock read while tokens are leased.
+    /// round trip, no clock read and no allocation while tokens are leased:
+    /// a shard read lock, a hash lookup and a compare-and-swap.
     pub(crate) fn acquire(self: &Arc<Self>, key: &[u8], p: Priority) -> Acquire {
-        let st = self.key_state(key);
+        let shard = &self.shards[shard_of(key)];
+        // `Ok`: admitted, wants a refill; `Err`: not admitted yet.
+        let found = {
+            let map = shard.read().unwrap_or_else(PoisonError::into_inner);
+            match map.get(key) {
+                Some(st) if st.take(p) => {
+                    if !self.wants_refill(st) {
+                        return Acquire::Admitted;
+                    }
+                    Ok(st.clone())
+                }
+                Some(st) => Err(Some(st.clone())),
+                None => Err(None),
+            }
+        };
+        let st = match found {
+            Ok(st) => {
+                self.refill(&st);
+                return Acquire::Admitted;
+            }
+            Err(Some(st)) => st,
+            // The read lock is released: now take the write lock.
+            Err(None) => self.insert(shard, key),
+        };
         if st.take(p) {
-            if st.tokens.load(Ordering::Relaxed) < self.low_water
-                && self.mode.load(Ordering::Relaxed) == 0
-                && !st.refilling.load(Ordering::Relaxed)
-                && self
-                    .denied_for(&st, Priority::Sheddable, self.nanos(Instant::now()))
-                    .is_none()
-            {
+            if self.wants_refill(&st) {
                 self.refill(&st);
             }
             return Acquire::Admitted;
@@ -305,6 +323,17 @@ impl Shared {
                 return self.fallback(&st, p);
             }
         }
+    }
+
+    /// Whether to lease more for `st` now: below the low water mark, Redis
+    /// in use, no lease in flight, and Redis not refusing.
+    fn wants_refill(&self, st: &KeyState) -> bool {
+        st.tokens.load(Ordering::Relaxed) < self.low_water
+            && self.mode.load(Ordering::Relaxed) == 0
+            && !st.refilling.load(Ordering::Relaxed)
+            && self
+                .denied_for(st, Priority::Sheddable, self.nanos(Instant::now()))
+                .is_none()
     }
 
     /// How long Redis still refuses what `p` may use, if it does.
@@ -536,15 +565,7 @@ impl Shared {
 
     /// The key's state, created (and an old key forgotten if the shard is
     /// full) on first use.
-    fn key_state(&self, key: &[u8]) -> Arc<KeyState> {
-        let shard = &self.shards[shard_of(key)];
-        if let Some(st) = shard
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-        {
-            return st.clone();
-        }
+    fn insert(&self, shard: &Shard, key: &[u8]) -> Arc<KeyState> {
         let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(st) = map.get(key) {
             return st.clone();
