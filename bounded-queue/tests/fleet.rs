@@ -493,3 +493,31 @@ async fn mode_changes_are_metrics() {
         DebugValue::Gauge(1.0.into())
     );
 }
+
+/// The handle serves its state in a `SnapshotRegistry` document.
+#[cfg(feature = "snapshot")]
+#[tokio::test(flavor = "current_thread")]
+async fn the_snapshot_is_served_as_fleet_rate_limit() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let cfg = config("snap")
+        .rate(10, Duration::from_secs(3600))
+        .batch(2)
+        .burst(10)
+        .build()
+        .unwrap();
+    let (mut svc, handle) = instance(redis.url(), cfg, KeyBy::Header(tenant()));
+    assert_eq!(burst(&mut svc, b"a", Priority::Critical, 12).await, 10);
+    let registry = resilience_core::snapshot::SnapshotRegistry::new("svc");
+    registry.register(handle);
+    let doc = registry.to_json();
+    let layer = &doc["layers"][0];
+    assert_eq!(layer["kind"], "fleet_rate_limit");
+    assert_eq!(layer["name"], "snap");
+    assert_eq!(layer["state"]["mode"], "shared");
+    assert_eq!(layer["state"]["keys"], 1);
+    assert_eq!(layer["state"]["tokens_leased"], 10);
+    assert_eq!(layer["state"]["rejected"], 2);
+    assert!(layer["state"]["redis_commands"].as_u64().unwrap() >= 5);
+}

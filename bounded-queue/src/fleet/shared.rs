@@ -144,7 +144,8 @@ const FAILED: u8 = 3;
 // === impl FleetMode ===
 
 impl FleetMode {
-    const ALL: [FleetMode; 3] = [FleetMode::Shared, FleetMode::Local, FleetMode::Closed];
+    /// Every mode.
+    pub const ALL: [FleetMode; 3] = [FleetMode::Shared, FleetMode::Local, FleetMode::Closed];
 
     /// The mode as a bounded, lowercase label value.
     pub const fn as_str(self) -> &'static str {
