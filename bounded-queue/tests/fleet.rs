@@ -521,3 +521,73 @@ async fn the_snapshot_is_served_as_fleet_rate_limit() {
     assert_eq!(layer["state"]["rejected"], 2);
     assert!(layer["state"]["redis_commands"].as_u64().unwrap() >= 5);
 }
+
+/// A server that speaks RESP but answers `+OK` to every command, the
+/// lease script included: garbage, never tokens.
+async fn garbage_redis() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    // One answer per command (an array header at a line start).
+                    let data = &buf[..n];
+                    let commands = usize::from(data.first() == Some(&b'*'))
+                        + data
+                            .windows(3)
+                            .filter(|w| w[0] == b'\n' && w[1] == b'*' && w[2].is_ascii_digit())
+                            .count();
+                    let reply = b"+OK\r\n".repeat(commands.max(1));
+                    if conn.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_answering_garbage_is_a_failing_redis() {
+    let port = garbage_redis().await;
+    let bound = Duration::from_millis(50);
+    let cfg = config("garbage")
+        .rate(30, Duration::from_secs(1))
+        .batch(3)
+        .burst(30)
+        .instances(3)
+        .redis_timeout(bound)
+        .build()
+        .unwrap();
+    let (mut svc, handle) = instance(
+        &format!("redis://127.0.0.1:{port}/"),
+        cfg,
+        KeyBy::Header(tenant()),
+    );
+    let start = Instant::now();
+    let admitted = burst(&mut svc, b"t", Priority::Critical, 30).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while handle.mode() != FleetMode::Local {
+        assert!(
+            Instant::now() < deadline,
+            "garbage switches to the fallback"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Only the local share (burst 30 / 3 = 10), never tokens from garbage.
+    assert!((9..=11).contains(&admitted), "{admitted}");
+    assert_eq!(handle.snapshot().tokens_leased, 0);
+}
