@@ -192,13 +192,22 @@ async fn the_health_gate_waits_for_enough_others() {
         "the lock was given back"
     );
     let _b = register(&config, 1, addr(9301)).await;
-    quick
-        .acquire("instance-0", &key(0))
+    let permit = quick.acquire("instance-0", &key(0)).await.unwrap();
+    // A request that never finishes: the drain gives up at its bound.
+    let start = Instant::now();
+    let err = permit
+        .drain(|| 1, Duration::from_millis(50), Duration::from_millis(200))
         .await
-        .unwrap()
-        .release()
+        .unwrap_err();
+    assert_eq!(err.kind(), RestartErrorKind::DrainTimeout);
+    assert!(start.elapsed() < Duration::from_secs(1));
+    // Not back in the registry in time: an error, and the lock is freed.
+    let err = permit
+        .release_when_registered(&key(7), Duration::from_millis(200))
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(err.kind(), RestartErrorKind::NotRegistered);
+    assert_eq!(quick.holder().await.unwrap(), None);
 }
 
 /// An instance that counts its requests in flight.
