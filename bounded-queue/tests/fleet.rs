@@ -188,6 +188,26 @@ async fn three_instances_at_three_times_the_limit_admit_the_limit() {
         "{commands} commands for {offered} requests"
     );
     assert!(handles.iter().all(|h| h.mode() == FleetMode::Shared));
+    // Every admission spent a token Redis granted, and what the fleet holds
+    // unspent (its most over-admission in a later window) is within the
+    // documented bound: at most a batch per instance.
+    let mut unspent = 0;
+    for (h, c) in handles.iter().zip(&counts) {
+        let leased = h.snapshot().tokens_leased;
+        let admitted = c.admitted.load(Ordering::Relaxed);
+        assert!(admitted <= leased, "admitted {admitted} of {leased} leased");
+        assert!(
+            leased - admitted <= cfg.batch(),
+            "holds {} unspent",
+            leased - admitted
+        );
+        unspent += leased - admitted;
+    }
+    println!(
+        "unspent at the end: {unspent} (bound {})",
+        cfg.over_admission_bound()
+    );
+    assert!(unspent <= cfg.over_admission_bound());
 }
 
 #[tokio::test(flavor = "current_thread")]
