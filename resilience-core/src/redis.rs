@@ -96,6 +96,37 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): it keeps its port and connections but
+    /// answers nothing, as a hung or overloaded Redis would, until
+    /// [`resume`](Self::resume).
+    ///
+    /// # Panics
+    ///
+    /// When the signal cannot be sent (no `kill` command).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`pause`](Self::pause)d server answer again (SIGCONT).
+    ///
+    /// # Panics
+    ///
+    /// When the signal cannot be sent (no `kill` command).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg(sig)
+                .arg(child.id().to_string())
+                .status()
+                .expect("kill runs");
+            assert!(status.success(), "kill {sig} failed");
+        }
+    }
+
     /// Starts the server again on the same port and waits until it answers.
     ///
     /// # Panics
