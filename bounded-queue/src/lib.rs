@@ -223,8 +223,8 @@
 //! # Feature flags
 //!
 //! - `metrics` (default): emit metrics through the `metrics` facade.
-//! - `serde`: deserialize [`BoundedQueueConfig`] (same validation as the
-//!   builder).
+//! - `serde`: deserialize [`BoundedQueueConfig`] (and, with `redis`, the
+//!   fleet rate limit's config; same validation as the builders).
 //! - `redis`: [`fleet`], a rate limit shared by every instance through
 //!   Redis (the `redis` crate with tokio's `ConnectionManager`).
 //! - `snapshot`: `resilience_core::snapshot::LayerSnapshot` for

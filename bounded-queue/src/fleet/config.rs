@@ -8,6 +8,8 @@ use resilience_core::config::{ConfigError, validate_name};
 /// garbage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum WhenRedisFails {
     /// Admit against a local bucket per key holding this instance's share of
     /// the limit (`limit / instances`), so the fleet together stays near the
@@ -20,7 +22,24 @@ pub enum WhenRedisFails {
 
 /// Validated configuration of a
 /// [`FleetRateLimitLayer`](super::FleetRateLimitLayer).
+///
+/// With the `serde` feature it deserializes (same validation as the
+/// builder):
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use resilience_bounded_queue::fleet::FleetRateLimitConfig;
+/// let c: FleetRateLimitConfig = serde_json::from_str(
+///     r#"{"name": "payments", "num": 1000, "per": "1s", "batch": 20, "instances": 3,
+///         "redis_timeout": "20ms", "when_redis_fails": "fail_closed"}"#,
+/// ).unwrap();
+/// assert_eq!(c.rate().0, 1000);
+/// assert!(serde_json::from_str::<FleetRateLimitConfig>(r#"{"batch": 0}"#).is_err());
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "FleetRateLimitConfigBuilder"))]
 pub struct FleetRateLimitConfig {
     pub(crate) name: String,
     pub(crate) prefix: String,
@@ -39,9 +58,33 @@ pub struct FleetRateLimitConfig {
 /// Builds a [`FleetRateLimitConfig`]; see [`FleetRateLimitConfig::builder`].
 #[derive(Debug, Clone)]
 #[must_use]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct FleetRateLimitConfigBuilder {
-    config: FleetRateLimitConfig,
+    name: String,
+    prefix: String,
+    num: u64,
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
+    per: Duration,
     burst: Option<u64>,
+    batch: u64,
+    reserve: u64,
+    instances: u64,
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
+    redis_timeout: Duration,
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
+    probe_every: Duration,
+    when_redis_fails: WhenRedisFails,
+    max_keys: usize,
 }
 
 // === impl FleetRateLimitConfig ===
@@ -119,21 +162,18 @@ impl FleetRateLimitConfig {
 impl Default for FleetRateLimitConfigBuilder {
     fn default() -> Self {
         Self {
-            config: FleetRateLimitConfig {
-                name: FleetRateLimitConfig::DEFAULT_NAME.to_owned(),
-                prefix: FleetRateLimitConfig::DEFAULT_PREFIX.to_owned(),
-                num: FleetRateLimitConfig::DEFAULT_NUM,
-                per: FleetRateLimitConfig::DEFAULT_PER,
-                burst: 0,
-                batch: FleetRateLimitConfig::DEFAULT_BATCH,
-                reserve: FleetRateLimitConfig::DEFAULT_RESERVE,
-                instances: FleetRateLimitConfig::DEFAULT_INSTANCES,
-                redis_timeout: FleetRateLimitConfig::DEFAULT_REDIS_TIMEOUT,
-                probe_every: FleetRateLimitConfig::DEFAULT_PROBE_EVERY,
-                when_redis_fails: WhenRedisFails::LocalShare,
-                max_keys: FleetRateLimitConfig::DEFAULT_MAX_KEYS,
-            },
+            name: FleetRateLimitConfig::DEFAULT_NAME.to_owned(),
+            prefix: FleetRateLimitConfig::DEFAULT_PREFIX.to_owned(),
+            num: FleetRateLimitConfig::DEFAULT_NUM,
+            per: FleetRateLimitConfig::DEFAULT_PER,
             burst: None,
+            batch: FleetRateLimitConfig::DEFAULT_BATCH,
+            reserve: FleetRateLimitConfig::DEFAULT_RESERVE,
+            instances: FleetRateLimitConfig::DEFAULT_INSTANCES,
+            redis_timeout: FleetRateLimitConfig::DEFAULT_REDIS_TIMEOUT,
+            probe_every: FleetRateLimitConfig::DEFAULT_PROBE_EVERY,
+            when_redis_fails: WhenRedisFails::LocalShare,
+            max_keys: FleetRateLimitConfig::DEFAULT_MAX_KEYS,
         }
     }
 }
@@ -142,22 +182,22 @@ impl FleetRateLimitConfigBuilder {
     /// Names the limit: the `name` metric label, and part of its Redis keys
     /// (instances sharing a limit use the same name).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.config.name = name.into();
+        self.name = name.into();
         self
     }
 
     /// The prefix of the Redis keys (default
     /// [`FleetRateLimitConfig::DEFAULT_PREFIX`]).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.config.prefix = prefix.into();
+        self.prefix = prefix.into();
         self
     }
 
     /// Allows `num` requests per `per`, per key, for the whole fleet
     /// (default 100 per second).
     pub fn rate(mut self, num: u64, per: Duration) -> Self {
-        self.config.num = num;
-        self.config.per = per;
+        self.num = num;
+        self.per = per;
         self
     }
 
@@ -172,7 +212,7 @@ impl FleetRateLimitConfigBuilder {
     /// Tokens an instance leases from Redis at once (default 10): a Redis
     /// command per `batch` requests, at most `batch` tokens held unspent.
     pub fn batch(mut self, batch: u64) -> Self {
-        self.config.batch = batch;
+        self.batch = batch;
         self
     }
 
@@ -181,34 +221,34 @@ impl FleetRateLimitConfigBuilder {
     ///
     /// [`Priority::Critical`]: resilience_core::Priority::Critical
     pub fn reserve(mut self, reserve: u64) -> Self {
-        self.config.reserve = reserve;
+        self.reserve = reserve;
         self
     }
 
     /// How many instances share the limit (default 1); while Redis fails,
     /// each admits `limit / instances` on its own.
     pub fn instances(mut self, instances: u64) -> Self {
-        self.config.instances = instances;
+        self.instances = instances;
         self
     }
 
     /// The longest a request waits on Redis and the timeout of every Redis
     /// command (default 50 ms).
     pub fn redis_timeout(mut self, timeout: Duration) -> Self {
-        self.config.redis_timeout = timeout;
+        self.redis_timeout = timeout;
         self
     }
 
     /// How often Redis is tried again while failing (default 1 s).
     pub fn probe_every(mut self, every: Duration) -> Self {
-        self.config.probe_every = every;
+        self.probe_every = every;
         self
     }
 
     /// What to do while Redis fails (default
     /// [`WhenRedisFails::LocalShare`]).
     pub fn when_redis_fails(mut self, policy: WhenRedisFails) -> Self {
-        self.config.when_redis_fails = policy;
+        self.when_redis_fails = policy;
         self
     }
 
@@ -216,7 +256,7 @@ impl FleetRateLimitConfigBuilder {
     /// multiple of 16; beyond it the least recently leased key is forgotten
     /// (its unspent tokens are lost: the fleet admits less, never more).
     pub fn max_keys(mut self, max_keys: usize) -> Self {
-        self.config.max_keys = max_keys;
+        self.max_keys = max_keys;
         self
     }
 
@@ -235,7 +275,20 @@ impl FleetRateLimitConfigBuilder {
     /// - `redis_timeout` or `probe_every` is zero
     /// - `max_keys` is zero
     pub fn build(self) -> Result<FleetRateLimitConfig, ConfigError> {
-        let mut c = self.config;
+        let mut c = FleetRateLimitConfig {
+            name: self.name,
+            prefix: self.prefix,
+            num: self.num,
+            per: self.per,
+            burst: 0,
+            batch: self.batch,
+            reserve: self.reserve,
+            instances: self.instances,
+            redis_timeout: self.redis_timeout,
+            probe_every: self.probe_every,
+            when_redis_fails: self.when_redis_fails,
+            max_keys: self.max_keys,
+        };
         validate_name("name", &c.name)?;
         if c.prefix.is_empty() || c.prefix.len() > 64 {
             return Err(ConfigError::new("prefix", "must be 1 to 64 bytes"));
@@ -269,10 +322,7 @@ impl FleetRateLimitConfigBuilder {
                 .min(c.num.max(least))
         });
         if c.burst < least {
-            return Err(ConfigError::new(
-                "burst",
-                "must be at least batch + reserve",
-            ));
+            return Err(ConfigError::new("burst", "must be at least batch + reserve"));
         }
         if c.burst > c.num.max(least) {
             return Err(ConfigError::new("burst", "must not exceed the limit"));
@@ -287,6 +337,14 @@ impl FleetRateLimitConfigBuilder {
             return Err(ConfigError::new("max_keys", "must be at least 1"));
         }
         Ok(c)
+    }
+}
+
+impl TryFrom<FleetRateLimitConfigBuilder> for FleetRateLimitConfig {
+    type Error = ConfigError;
+
+    fn try_from(b: FleetRateLimitConfigBuilder) -> Result<Self, Self::Error> {
+        b.build()
     }
 }
 
