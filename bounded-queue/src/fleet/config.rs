@@ -322,7 +322,10 @@ impl FleetRateLimitConfigBuilder {
                 .min(c.num.max(least))
         });
         if c.burst < least {
-            return Err(ConfigError::new("burst", "must be at least batch + reserve"));
+            return Err(ConfigError::new(
+                "burst",
+                "must be at least batch + reserve",
+            ));
         }
         if c.burst > c.num.max(least) {
             return Err(ConfigError::new("burst", "must not exceed the limit"));

@@ -15,7 +15,13 @@ use tokio::time::Instant;
 use super::{EtcdConfig, Registration};
 
 /// Validated configuration of a [`RestartLock`].
+///
+/// With the `serde` feature it deserializes (same validation as the
+/// builder), e.g. `{"registry_prefix": "/services/users/", "lock_key":
+/// "/locks/restart/users", "min_healthy": 2, "lease_ttl": "10s"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "RestartLockConfigBuilder"))]
 pub struct RestartLockConfig {
     registry_prefix: String,
     lock_key: String,
@@ -28,8 +34,27 @@ pub struct RestartLockConfig {
 /// Builds a [`RestartLockConfig`]; see [`RestartLockConfig::builder`].
 #[derive(Debug, Clone)]
 #[must_use]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct RestartLockConfigBuilder {
-    config: RestartLockConfig,
+    registry_prefix: String,
+    lock_key: String,
+    min_healthy: usize,
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
+    lease_ttl: Duration,
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
+    wait_timeout: Duration,
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
+    poll: Duration,
 }
 
 /// One lock per service, in etcd: before an instance restarts it takes the
@@ -125,16 +150,7 @@ impl RestartLockConfig {
 
     /// A builder with the defaults (the prefix and the lock key have none).
     pub fn builder() -> RestartLockConfigBuilder {
-        RestartLockConfigBuilder {
-            config: RestartLockConfig {
-                registry_prefix: String::new(),
-                lock_key: String::new(),
-                min_healthy: Self::DEFAULT_MIN_HEALTHY,
-                lease_ttl: Self::DEFAULT_LEASE_TTL,
-                wait_timeout: Self::DEFAULT_WAIT_TIMEOUT,
-                poll: Self::DEFAULT_POLL,
-            },
-        }
+        RestartLockConfigBuilder::default()
     }
 
     /// The registry prefix the service's instances register under.
@@ -153,41 +169,54 @@ impl RestartLockConfig {
     }
 }
 
+impl Default for RestartLockConfigBuilder {
+    fn default() -> Self {
+        Self {
+            registry_prefix: String::new(),
+            lock_key: String::new(),
+            min_healthy: RestartLockConfig::DEFAULT_MIN_HEALTHY,
+            lease_ttl: RestartLockConfig::DEFAULT_LEASE_TTL,
+            wait_timeout: RestartLockConfig::DEFAULT_WAIT_TIMEOUT,
+            poll: RestartLockConfig::DEFAULT_POLL,
+        }
+    }
+}
+
 impl RestartLockConfigBuilder {
     /// Where the service's instances register (e.g. `/services/users/`).
     pub fn registry_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.config.registry_prefix = prefix.into();
+        self.registry_prefix = prefix.into();
         self
     }
 
     /// The lock's key (e.g. `/locks/restart/users`), one per service.
     pub fn lock_key(mut self, key: impl Into<String>) -> Self {
-        self.config.lock_key = key.into();
+        self.lock_key = key.into();
         self
     }
 
     /// Other instances (besides the one restarting) that must be
     /// registered before it goes (default 1).
     pub fn min_healthy(mut self, k: usize) -> Self {
-        self.config.min_healthy = k;
+        self.min_healthy = k;
         self
     }
 
     /// The lock's lease (default 10 s, at least 1 s).
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.config.lease_ttl = ttl;
+        self.lease_ttl = ttl;
         self
     }
 
     /// How long to wait for the lock and the health gate (default 5 min).
     pub fn wait_timeout(mut self, d: Duration) -> Self {
-        self.config.wait_timeout = d;
+        self.wait_timeout = d;
         self
     }
 
     /// How often to look again while waiting (default 100 ms).
     pub fn poll(mut self, d: Duration) -> Self {
-        self.config.poll = d;
+        self.poll = d;
         self
     }
 
@@ -199,7 +228,14 @@ impl RestartLockConfigBuilder {
     /// - `lease_ttl` is below one second (etcd's granularity)
     /// - `wait_timeout` or `poll` is zero
     pub fn build(self) -> Result<RestartLockConfig, ConfigError> {
-        let c = self.config;
+        let c = RestartLockConfig {
+            registry_prefix: self.registry_prefix,
+            lock_key: self.lock_key,
+            min_healthy: self.min_healthy,
+            lease_ttl: self.lease_ttl,
+            wait_timeout: self.wait_timeout,
+            poll: self.poll,
+        };
         if c.registry_prefix.is_empty() {
             return Err(ConfigError::new("registry_prefix", "must not be empty"));
         }
@@ -222,6 +258,14 @@ impl RestartLockConfigBuilder {
             return Err(ConfigError::new("poll", "must be non-zero"));
         }
         Ok(c)
+    }
+}
+
+impl TryFrom<RestartLockConfigBuilder> for RestartLockConfig {
+    type Error = ConfigError;
+
+    fn try_from(b: RestartLockConfigBuilder) -> Result<Self, Self::Error> {
+        b.build()
     }
 }
 
@@ -564,5 +608,17 @@ mod tests {
         );
         assert_eq!(field(b().wait_timeout(Duration::ZERO)), "wait_timeout");
         assert_eq!(field(b().poll(Duration::ZERO)), "poll");
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn deserializes_through_the_same_validation() {
+        let c: RestartLockConfig = serde_json::from_str(
+            r#"{"registry_prefix": "/services/a/", "lock_key": "/locks/a", "min_healthy": 2, "lease_ttl": "3s"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.lease_ttl(), Duration::from_secs(3));
+        assert!(serde_json::from_str::<RestartLockConfig>(r#"{"lock_key": "/locks/a"}"#).is_err());
+        assert!(serde_json::from_str::<RestartLockConfig>(r#"{"bogus": 1}"#).is_err());
     }
 }
