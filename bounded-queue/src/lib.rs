@@ -78,7 +78,8 @@
 //! limit can also come from an
 //! [adaptive] algorithm (AIMD, Gradient2); [`kind`] routes requests to
 //! separate named queues; [`rate`] adds a token-bucket rate limit shared by
-//! all clones.
+//! all clones, and `fleet` (feature `redis`) one shared by every instance
+//! of a service through Redis.
 //!
 //! The uncontended fast path reads neither priority nor deadline (unless
 //! reserved shares are configured): a request admitted at once is never
@@ -222,8 +223,10 @@
 //! # Feature flags
 //!
 //! - `metrics` (default): emit metrics through the `metrics` facade.
-//! - `serde`: deserialize [`BoundedQueueConfig`] (same validation as the
-//!   builder).
+//! - `serde`: deserialize [`BoundedQueueConfig`] (and, with `redis`, the
+//!   fleet rate limit's config; same validation as the builders).
+//! - `redis`: [`fleet`], a rate limit shared by every instance through
+//!   Redis (the `redis` crate with tokio's `ConnectionManager`).
 //! - `snapshot`: `resilience_core::snapshot::LayerSnapshot` for
 //!   [`BoundedQueueHandle`] (kind `bounded_queue`) and `serde::Serialize`
 //!   for [`BoundedQueueSnapshot`], so a `SnapshotRegistry` serves the queue
@@ -234,6 +237,9 @@
 
 pub mod adaptive;
 mod config;
+#[cfg(all(feature = "redis", not(loom)))]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod fleet;
 pub mod future;
 mod handle;
 pub mod kind;

@@ -31,6 +31,7 @@
 //!   on every line (binaries only: libraries never install a subscriber).
 
 pub mod demo;
+pub mod fleet;
 pub mod grpc;
 pub mod ingest;
 pub mod profile;

@@ -87,6 +87,11 @@ pub mod grpc;
 pub mod http;
 pub mod names;
 pub mod priority;
+#[cfg(feature = "redis-server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-server")))]
+pub mod redis;
+#[cfg(any(feature = "etcd-server", feature = "redis-server"))]
+mod servers;
 #[cfg(feature = "snapshot")]
 #[cfg_attr(docsrs, doc(cfg(feature = "snapshot")))]
 pub mod snapshot;

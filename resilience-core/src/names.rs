@@ -27,6 +27,10 @@
 //! | [`resilience_bounded_queue_wait_seconds`](BOUNDED_QUEUE_WAIT_SECONDS) | histogram | `name` | how long each request admitted from the queue waited for a slot |
 //! | [`resilience_bounded_queue_rejected_total`](BOUNDED_QUEUE_REJECTED_TOTAL) | counter | `name`, `reason` = `full`\|`wait_timeout`\|`shed`\|`deadline`, `priority` | requests a queue refused (a per-kind queue's `name` is its kind) |
 //! | [`resilience_rate_limit_rejected_total`](RATE_LIMIT_REJECTED_TOTAL) | counter | `name` | requests a rate limit refused |
+//! | [`resilience_fleet_rate_limit_mode`](FLEET_RATE_LIMIT_MODE) | gauge, one-hot | `name`, `mode` = `shared`\|`local`\|`closed` | 1 for a fleet rate limit's current mode: limits kept in Redis, the local fallback share, or failing closed |
+//! | [`resilience_fleet_rate_limit_mode_changes_total`](FLEET_RATE_LIMIT_MODE_CHANGES_TOTAL) | counter | `name`, `mode` = the mode entered | changes of a fleet rate limit's mode (each also logged once) |
+//! | [`resilience_fleet_rate_limit_rejected_total`](FLEET_RATE_LIMIT_REJECTED_TOTAL) | counter | `name`, `priority` | requests a fleet rate limit refused |
+//! | [`resilience_fleet_rate_limit_redis_calls_total`](FLEET_RATE_LIMIT_REDIS_CALLS_TOTAL) | counter | `name`, `outcome` = `granted`\|`denied`\|`error` | token leases asked of Redis (one command each) |
 //! | [`resilience_timeout_elapsed_total`](TIMEOUT_ELAPSED_TOTAL) | counter | `name` | requests that timed out (layer timeout or request deadline); named timeout layers only |
 //! | [`resilience_discovery_endpoints`](DISCOVERY_ENDPOINTS) | gauge | `name`, `state` = `healthy`\|`unhealthy`\|`ejected`\|`pending` | a balancer's endpoints, by health (`pending` = awaiting a first check) |
 //! | [`resilience_discovery_updates_total`](DISCOVERY_UPDATES_TOTAL) | counter | `name`, `change` = `added`\|`removed` | endpoints added to or removed from a balancer |
@@ -61,6 +65,8 @@ pub const LABEL_CHANGE: &str = "change";
 pub const LABEL_HEADER: &str = "header";
 /// Label: a kind of injected fault (`latency`, `error`, `abort`).
 pub const LABEL_FAULT: &str = "fault";
+/// Label: a fleet rate limit's mode.
+pub const LABEL_MODE: &str = "mode";
 
 /// Gauge, one series per state set to 1 for the current one.
 pub const CIRCUIT_BREAKER_STATE: &str = "resilience_circuit_breaker_state";
@@ -84,6 +90,19 @@ pub const BOUNDED_QUEUE_REJECTED_TOTAL: &str = "resilience_bounded_queue_rejecte
 
 /// Counter of requests refused by a rate limit.
 pub const RATE_LIMIT_REJECTED_TOTAL: &str = "resilience_rate_limit_rejected_total";
+
+/// Gauge (one-hot): a fleet rate limit's mode (`mode` = `shared`, `local`,
+/// `closed`).
+pub const FLEET_RATE_LIMIT_MODE: &str = "resilience_fleet_rate_limit_mode";
+/// Counter: changes of a fleet rate limit's mode, by the mode entered.
+pub const FLEET_RATE_LIMIT_MODE_CHANGES_TOTAL: &str =
+    "resilience_fleet_rate_limit_mode_changes_total";
+/// Counter: requests a fleet rate limit refused, by priority.
+pub const FLEET_RATE_LIMIT_REJECTED_TOTAL: &str = "resilience_fleet_rate_limit_rejected_total";
+/// Counter: token leases asked of Redis, by outcome (`granted`, `denied`,
+/// `error`).
+pub const FLEET_RATE_LIMIT_REDIS_CALLS_TOTAL: &str =
+    "resilience_fleet_rate_limit_redis_calls_total";
 
 /// Counter of requests that timed out.
 pub const TIMEOUT_ELAPSED_TOTAL: &str = "resilience_timeout_elapsed_total";

@@ -19,8 +19,15 @@
 //! (optional `"weight"`). [`Registration`] writes such a key under a lease
 //! and keeps the lease alive; [`EtcdSource`] reads the prefix, then watches
 //! it from the next revision.
+//!
+//! # Rolling restarts
+//!
+//! [`RestartLock`] lets the instances of a service restart one at a time:
+//! take a lease-backed lock, check that enough others are registered,
+//! deregister, drain, restart, register again, release.
 
 mod registration;
+mod restart;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,6 +38,10 @@ use resilience_core::etcd::{EtcdClient, Event, WatchMessage};
 use tokio::sync::mpsc;
 
 pub use self::registration::Registration;
+pub use self::restart::{
+    RestartError, RestartErrorKind, RestartLock, RestartLockConfig, RestartLockConfigBuilder,
+    RestartPermit,
+};
 
 use super::{Backoff, Emitter, SourceStatus, SourceStream, parse_entry};
 use crate::endpoint::Endpoint;
