@@ -1123,7 +1123,7 @@ fn write_breaker_counts(w: &mut String, r: &Results) {
     let _ = writeln!(w, "## Breaker correctness beside the peers\n");
     let _ = writeln!(
         w,
-        "Each breaker is configured for a 100-call window opening at a 50% failure rate (or its nearest equivalent, noted), fed N successes, then failures one at a time until it rejects a call: how many failures it took. A truly sliding 100-call window needs 50 whatever N is; a breaker that counts since it last reset, or over fixed buckets, needs more (or never opens: `never` = not open after 1000 failures).\n"
+        "Each breaker is configured for a 100-call window opening at a 50% failure rate (or its nearest equivalent, noted), fed N successes, then failures one at a time until it rejects a call: how many failures it took. A truly sliding 100-call window needs 50 whatever N is; a breaker that counts since it last reset, or over fixed buckets, needs more.\n"
     );
     let mut breakers: Vec<String> = Vec::new();
     let mut ns: Vec<u64> = Vec::new();
