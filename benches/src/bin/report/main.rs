@@ -16,6 +16,9 @@
 //! the report is written by hand: the targets' figures and verdicts are
 //! computed from the run.
 
+mod callgrind;
+mod e2e;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -78,6 +81,8 @@ enum Error {
     Parse(String),
     /// plotters failed to draw the chart.
     Chart(String),
+    /// The end-to-end run failed.
+    EndToEnd(String),
 }
 
 impl std::fmt::Display for Error {
@@ -95,6 +100,7 @@ impl std::fmt::Display for Error {
             ),
             Error::Parse(m) => write!(f, "unexpected output: {m}"),
             Error::Chart(m) => write!(f, "drawing the overload chart: {m}"),
+            Error::EndToEnd(m) => write!(f, "end to end: {m}"),
         }
     }
 }
@@ -148,7 +154,7 @@ impl Options {
                 "10",
             ]
         } else {
-            vec!["--warm-up-time", "1", "--measurement-time", "3"]
+            vec!["--warm-up-time", "1", "--measurement-time", "2"]
         }
     }
 }
@@ -177,6 +183,10 @@ struct Results {
     overload_bounds: Vec<serde_json::Value>,
     /// The overload harness's human-readable output.
     overload_text: String,
+    /// The end-to-end rounds, in the order they ran.
+    e2e: Vec<e2e::Round>,
+    /// Instructions per call (full mode only).
+    callgrind: Option<Result<Vec<callgrind::Count>, String>>,
 }
 
 impl Results {
@@ -204,6 +214,15 @@ impl Results {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "--serve") {
+        // A child of the end-to-end run: serve until stdin closes.
+        if let Err(e) = e2e::serve(args.get(2).map_or("", String::as_str)) {
+            eprintln!("report --serve: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(e) = run() {
         eprintln!("report: {e}");
         std::process::exit(1);
@@ -252,6 +271,23 @@ fn run() -> Result<(), Error> {
     {
         run_overload(&root, &criterion_home, &opts, &mut results)?;
     }
+    if opts
+        .only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|x| x == "e2e"))
+    {
+        let (rounds, secs) = if opts.quick { (1, 0.5) } else { (6, 3.0) };
+        eprintln!("report: end to end, {rounds} paired rounds of {secs} s");
+        results.e2e = e2e::run(rounds, secs).map_err(Error::EndToEnd)?;
+    }
+    if !opts.quick
+        && opts
+            .only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|x| x == "callgrind"))
+    {
+        results.callgrind = Some(callgrind::run(&root, &work));
+    }
     let load_after = loadavg();
 
     if let Some(dir) = opts.out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -279,8 +315,18 @@ fn run() -> Result<(), Error> {
         &results,
         chart_drawn.then_some("overload.svg"),
     );
-    std::fs::write(&opts.out, md).map_err(|e| Error::Io(opts.out.clone(), e))?;
+    std::fs::write(&opts.out, &md).map_err(|e| Error::Io(opts.out.clone(), e))?;
     eprintln!("report: wrote {}", opts.out.display());
+    // The README quotes the main table of the committed report: refresh it
+    // when this run writes that report (a full run of every target).
+    if opts.out == root.join("benches/REPORT.md") && !opts.quick && opts.only.is_none() {
+        let readme = root.join("README.md");
+        let text = std::fs::read_to_string(&readme).map_err(|e| Error::Io(readme.clone(), e))?;
+        if let Some(updated) = quote_targets(&text, &md) {
+            std::fs::write(&readme, updated).map_err(|e| Error::Io(readme.clone(), e))?;
+            eprintln!("report: refreshed the main table in {}", readme.display());
+        }
+    }
     if chart_drawn {
         eprintln!("report: wrote {}", chart.display());
     }
@@ -630,13 +676,26 @@ fn ratio_target(
     peer: (&str, &str),
     max_ratio: f64,
 ) -> Target {
+    // Beside the ratio of whole calls, the ratio of the layers' own cost
+    // (each over the group's baseline for that case).
+    let own = baseline_for(ours.0, ours.1, &[ours.1, "baseline", "baseline_with_id"])
+        .and_then(|b| r.median(ours.0, &b))
+        .and_then(|b| {
+            let o = r.median(ours.0, ours.1)? - b;
+            let p = r.median(peer.0, peer.1)? - b;
+            Some(format!(
+                "; over the baseline {o:.1} ns vs {p:.1} ns ({:.2}x)",
+                o / p
+            ))
+        })
+        .unwrap_or_default();
     match (r.median(ours.0, ours.1), r.median(peer.0, peer.1)) {
         (Some(o), Some(p)) => {
             let ratio = o / p;
             Target {
                 what: what.into(),
                 goal: goal.into(),
-                figure: format!("{ratio:.2}x ({o:.1} ns vs {p:.1} ns)"),
+                figure: format!("{ratio:.2}x ({o:.1} ns vs {p:.1} ns{own})"),
                 met: Some(ratio <= max_ratio),
                 gap: if ratio <= max_ratio {
                     String::new()
@@ -760,7 +819,17 @@ fn targets(r: &Results) -> Vec<Target> {
             gap: if ns <= 250.0 {
                 String::new()
             } else {
-                format!("{:.1} ns over", ns - 250.0)
+                // Where it goes: each side over its own baseline.
+                let side = |s: &str| {
+                    let over = r.median("stack", &format!("{s}/ours"))?
+                        - r.median("stack", &format!("{s}/baseline"))?;
+                    let allocs = r.allocs(&format!("stack/{s}/ours"))?
+                        - r.allocs(&format!("stack/{s}/baseline"))?;
+                    Some(format!("{s} side +{over:.0} ns, +{allocs:.0} allocations"))
+                };
+                let parts: Vec<String> =
+                    ["server", "client"].into_iter().filter_map(side).collect();
+                format!("{:.1} ns over; {}", ns - 250.0, parts.join("; "))
             },
         },
         None => Target {
@@ -795,7 +864,193 @@ fn targets(r: &Results) -> Vec<Target> {
         },
     );
     t.extend(overload_targets(r));
+    t.extend(e2e_targets(r));
     t
+}
+
+/// Median of `v` (NaN when empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Per pair of end-to-end rounds (bare, stack): `f(bare, stack)`.
+fn e2e_pairs(r: &Results, f: impl Fn(&e2e::Round, &e2e::Round) -> f64) -> Vec<f64> {
+    r.e2e
+        .chunks(2)
+        .filter_map(|pair| {
+            let bare = pair.iter().find(|x| x.kind == "bare")?;
+            let stack = pair.iter().find(|x| x.kind == "stack")?;
+            Some(f(bare, stack))
+        })
+        .collect()
+}
+
+fn e2e_targets(r: &Results) -> Vec<Target> {
+    let what = "axum end to end: throughput with the server-side stack".to_owned();
+    let goal = ">= 0.95x bare".to_owned();
+    let ratios = e2e_pairs(r, |b, s| s.per_second / b.per_second);
+    let mut t = Vec::new();
+    if ratios.is_empty() {
+        t.push(not_measured(what, goal));
+    } else {
+        let m = median(ratios.clone());
+        t.push(Target {
+            what,
+            goal,
+            figure: format!("{m:.2}x (median of {} paired rounds)", ratios.len()),
+            met: Some(m >= 0.95),
+            gap: if m >= 0.95 {
+                String::new()
+            } else {
+                format!("{:.2}x short", 0.95 - m)
+            },
+        });
+    }
+    let what = "axum end to end: server CPU per request added by the stack".to_owned();
+    let goal = "<= +1.5 us".to_owned();
+    let deltas = e2e_pairs(r, |b, s| s.cpu_us_per_request - b.cpu_us_per_request);
+    if deltas.is_empty() {
+        t.push(not_measured(what, goal));
+    } else {
+        let m = median(deltas.clone());
+        t.push(Target {
+            what,
+            goal,
+            figure: format!("{m:+.1} us (median of {} paired rounds)", deltas.len()),
+            met: Some(m <= 1.5),
+            gap: if m <= 1.5 {
+                String::new()
+            } else {
+                format!("{:.1} us over", m - 1.5)
+            },
+        });
+    }
+    t
+}
+
+/// The baseline a callgrind variant is read against.
+fn callgrind_baseline(label: &str) -> Option<&'static str> {
+    [
+        ("breaker: ", "breaker: baseline"),
+        ("queue: ", "queue: baseline"),
+        ("correlation: ", "correlation: baseline (id + traceparent)"),
+        ("stack: server", "stack: server baseline"),
+        ("stack: client", "stack: client baseline"),
+        ("stack: whole", "stack: whole, baseline"),
+    ]
+    .into_iter()
+    .find(|(prefix, base)| label.starts_with(prefix) && label != *base)
+    .map(|(_, base)| base)
+}
+
+fn write_callgrind(w: &mut String, r: &Results) {
+    let Some(counts) = &r.callgrind else {
+        return;
+    };
+    let _ = writeln!(w, "## Instructions per call (callgrind)\n");
+    let counts = match counts {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(w, "Not measured: {e}.\n");
+            return;
+        }
+    };
+    let _ = writeln!(
+        w,
+        "Where the targets' time goes, in a measure the machine's load does not move: `valgrind --tool=callgrind` over each bench's profile loop (`CB_PROFILE`, `BOUNDED_QUEUE_LOOP`, `CORRELATION_PROFILE`, `STACK_PROFILE`), run with N and 2N calls; (Ir(2N) - Ir(N)) / N is one call without the process's start-up.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| variant | instructions/call | over its baseline |\n|---|---:|---:|"
+    );
+    for c in counts {
+        let over = callgrind_baseline(c.label)
+            .and_then(|b| counts.iter().find(|x| x.label == b))
+            .map_or("—".to_owned(), |b| {
+                format!("{:.0}", c.instructions - b.instructions)
+            });
+        let _ = writeln!(w, "| {} | {:.0} | {over} |", c.label, c.instructions);
+    }
+    let _ = writeln!(w);
+}
+
+fn write_e2e(w: &mut String, r: &Results) {
+    if r.e2e.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "## End to end (axum on loopback)
+"
+    );
+    let _ = writeln!(
+        w,
+        "Two servers, each its own child process of the report binary (`report --serve bare|stack`, a tokio runtime with 1 worker): an axum route answering `ok`, bare, and with the server-side stack (`CorrelationLayer`, `HandleErrorLayer`, `TimeoutLayer` 1 s, `BoundedQueueLayer` 100 + 100). A hyper client (1 worker thread) keeps {} requests in flight over keep-alive connections; the rounds alternate bare/stack (the order flips every pair) so the machine's noise hits both alike. CPU is the server process's utime + stime over the round (`/proc/PID/stat`, clock ticks), per request.
+",
+        e2e::CONCURRENCY
+    );
+    let _ = writeln!(
+        w,
+        "| round | server | requests | errors | req/s | p50 us | p99 us | server CPU us/req |\n|---:|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for (i, x) in r.e2e.iter().enumerate() {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} |",
+            i / 2 + 1,
+            x.kind,
+            x.requests,
+            x.errors,
+            x.per_second,
+            x.p50_us,
+            x.p99_us,
+            x.cpu_us_per_request
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nMedians over the rounds: throughput ratio stack/bare {:.2}x, p50 {:.0} us vs {:.0} us, p99 {:.0} us vs {:.0} us, server CPU {:+.1} us per request.\n",
+        median(e2e_pairs(r, |b, s| s.per_second / b.per_second)),
+        median(
+            r.e2e
+                .iter()
+                .filter(|x| x.kind == "stack")
+                .map(|x| x.p50_us)
+                .collect()
+        ),
+        median(
+            r.e2e
+                .iter()
+                .filter(|x| x.kind == "bare")
+                .map(|x| x.p50_us)
+                .collect()
+        ),
+        median(
+            r.e2e
+                .iter()
+                .filter(|x| x.kind == "stack")
+                .map(|x| x.p99_us)
+                .collect()
+        ),
+        median(
+            r.e2e
+                .iter()
+                .filter(|x| x.kind == "bare")
+                .map(|x| x.p99_us)
+                .collect()
+        ),
+        median(e2e_pairs(r, |b, s| s.cpu_us_per_request - b.cpu_us_per_request)),
+    );
 }
 
 fn overload_targets(r: &Results) -> Vec<Target> {
@@ -1075,9 +1330,39 @@ fn write_report(root: &Path, h: &Header, r: &Results, chart: Option<&str>) -> St
         let _ = writeln!(w);
     }
 
+    write_callgrind(w, r);
     write_breaker_counts(w, r);
+    write_e2e(w, r);
     write_overload(w, r, chart);
     md
+}
+
+/// `readme` with the targets table of `report` (and the run's date and
+/// mode line) between the README's `report:targets` markers; `None` when
+/// the markers or the table are missing.
+fn quote_targets(readme: &str, report: &str) -> Option<String> {
+    const START: &str = "<!-- report:targets:start -->";
+    const END: &str = "<!-- report:targets:end -->";
+    let (before, rest) = readme.split_once(START)?;
+    let (_, after) = rest.split_once(END)?;
+    let table: Vec<&str> = report
+        .lines()
+        .skip_while(|l| !l.starts_with("| target |"))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    if table.is_empty() {
+        return None;
+    }
+    let facts: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("| date |") || l.starts_with("| machine |"))
+        .map(|l| l.trim_matches('|').trim())
+        .collect();
+    Some(format!(
+        "{before}{START}\n{}\n\n{}\n{END}{after}",
+        facts.join("; ").replace(" | ", ": "),
+        table.join("\n")
+    ))
 }
 
 fn write_method(w: &mut String, h: &Header) {
