@@ -396,6 +396,9 @@ struct Bound {
     goodput: (f64, f64),
     critical: (f64, f64),
     critical_default: (f64, f64),
+    /// What strict priority order with 15 ms waits reaches for critical +
+    /// default (an online policy, for comparison; not a bound).
+    strict_critical_default: f64,
 }
 
 impl Bound {
@@ -410,7 +413,9 @@ impl Bound {
         let share = |n: u64, d: f64| pct(n, d).min(100.0);
         let crit = best_within(&a, &[0], wait);
         let high = best_within(&a, &[0, 1], wait);
+        let strict = strict_priority(&a, wait);
         Bound {
+            strict_critical_default: pct(strict[0] + strict[1], count(&[0, 1])),
             goodput: (pct(all, cap), pct(all + slack, cap)),
             critical: (share(crit, count(&[0])), share(crit + slack, count(&[0]))),
             critical_default: (
@@ -619,13 +624,14 @@ fn main() {
     for load in [1.0, 2.0, 5.0] {
         let b = Bound::new(load, seed, RUN);
         println!(
-            "OVERLOAD_BOUND {{\"seed\":{seed},\"load\":{load},\"goodput\":{},\"goodput_slack\":{},\"critical\":{},\"critical_slack\":{},\"critical_default\":{},\"critical_default_slack\":{}}}",
+            "OVERLOAD_BOUND {{\"seed\":{seed},\"load\":{load},\"goodput\":{},\"goodput_slack\":{},\"critical\":{},\"critical_slack\":{},\"critical_default\":{},\"critical_default_slack\":{},\"strict_critical_default\":{}}}",
             json_num(b.goodput.0),
             json_num(b.goodput.1),
             json_num(b.critical.0),
             json_num(b.critical.1),
             json_num(b.critical_default.0),
             json_num(b.critical_default.1),
+            json_num(b.strict_critical_default),
         );
     }
     // Memory over a long run: what waits (and so what the queue holds) stays

@@ -1152,7 +1152,11 @@ fn overload_targets(r: &Results) -> Vec<Target> {
                     gap: if ok {
                         String::new()
                     } else {
-                        format!("{:.1} points below the bound", b - ours)
+                        format!(
+                            "{:.1} points below the bound (computed knowing every arrival in advance); strict priority order with 15 ms waits, an online policy, reaches {:.1}% on the same arrivals",
+                            b - ours,
+                            num(bound, "strict_critical_default")
+                        )
                     },
                 }
             }
