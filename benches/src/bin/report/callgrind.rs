@@ -135,11 +135,44 @@ const PROFILES: &[(&str, &str, &str, &str, &str)] = &[
 /// Calls in the shorter of the two runs.
 const N: u64 = 20_000;
 
+/// The variants whose instructions the report breaks down by function.
+const DETAIL: &[&str] = &[
+    "breaker: ours (count window)",
+    "breaker: recloser as a Service",
+    "correlation: ours",
+    "correlation: tower-http pair",
+    "stack: whole, ours",
+];
+
 /// One variant's instructions per call.
 #[derive(Debug, Clone)]
 pub(crate) struct Count {
     pub(crate) label: &'static str,
     pub(crate) instructions: f64,
+    /// For the [`DETAIL`] variants: the functions with the most
+    /// instructions of their own, per call (function, instructions).
+    pub(crate) top: Vec<(String, f64)>,
+}
+
+/// The functions with the most instructions of their own in a callgrind
+/// output file, per call of a `calls`-call run.
+fn top_functions(file: &Path, calls: u64) -> Vec<(String, f64)> {
+    let Ok(o) = Command::new("callgrind_annotate").arg(file).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.contains("PROGRAM TOTALS"))
+        .filter_map(|l| {
+            let (count, rest) = l.trim().split_once(' ')?;
+            let count: f64 = count.replace(',', "").parse().ok()?;
+            let (_, function) = rest.split_once(")  ")?;
+            let function = function.split(" [").next()?.trim_start_matches("???:");
+            Some((function.to_owned(), count / calls as f64))
+        })
+        .filter(|(_, per_call)| *per_call >= 1.0)
+        .take(12)
+        .collect()
 }
 
 /// Instructions per call of every variant; `Err` when valgrind or the
@@ -162,8 +195,8 @@ pub(crate) fn run(root: &Path, work: &Path) -> Result<Vec<Count>, String> {
             .map(|(_, p)| p)
             .ok_or_else(|| format!("no executable for bench `{bench}`"))?;
         eprintln!("report: callgrind {bench} {variant}");
+        let outfile = work.join("callgrind.out");
         let ir = |n: u64| -> Result<f64, String> {
-            let outfile = work.join("callgrind.out");
             let o = Command::new("valgrind")
                 .arg("--tool=callgrind")
                 .arg(format!("--callgrind-out-file={}", outfile.display()))
@@ -194,9 +227,15 @@ pub(crate) fn run(root: &Path, work: &Path) -> Result<Vec<Count>, String> {
         };
         let one = ir(N)?;
         let two = ir(2 * N)?;
+        let top = if DETAIL.contains(label) {
+            top_functions(&outfile, 2 * N)
+        } else {
+            Vec::new()
+        };
         out.push(Count {
             label,
             instructions: (two - one) / N as f64,
+            top,
         });
     }
     Ok(out)

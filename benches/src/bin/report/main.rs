@@ -982,6 +982,26 @@ fn write_callgrind(w: &mut String, r: &Results) {
         let _ = writeln!(w, "| {} | {:.0} | {over} |", c.label, c.instructions);
     }
     let _ = writeln!(w);
+    for c in counts.iter().filter(|c| !c.top.is_empty()) {
+        let _ = writeln!(
+            w,
+            "<details><summary>{}: functions with the most instructions of their own, per call (the whole profile loop: request, no-op, drop included)</summary>\n\n| function | instructions/call |\n|---|---:|",
+            c.label
+        );
+        for (f, n) in &c.top {
+            let mut f = f.replace('|', "\\|");
+            if f.len() > 140 {
+                let mut cut = 140;
+                while !f.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                f.truncate(cut);
+                f.push('…');
+            }
+            let _ = writeln!(w, "| `{f}` | {n:.1} |");
+        }
+        let _ = writeln!(w, "\n</details>\n");
+    }
 }
 
 fn write_e2e(w: &mut String, r: &Results) {
