@@ -10,6 +10,7 @@
 #![allow(clippy::disallowed_types)]
 
 use std::io::{BufRead as _, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,8 +84,8 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    pub(crate) fn start(kind: &str) -> Result<Self, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    /// `exe --serve KIND` (`exe`: a copy of this binary).
+    pub(crate) fn start(exe: &Path, kind: &str) -> Result<Self, String> {
         let mut child = Command::new(exe)
             .args(["--serve", kind])
             .stdin(Stdio::piped())
@@ -151,8 +152,8 @@ pub(crate) struct Round {
 
 /// `rounds` interleaved pairs of `secs`-second rounds (the order within a
 /// pair alternates), after one short warm-up round each.
-pub(crate) fn run(rounds: usize, secs: f64) -> Result<Vec<Round>, String> {
-    let servers = [Server::start(KINDS[0])?, Server::start(KINDS[1])?];
+pub(crate) fn run(exe: &Path, rounds: usize, secs: f64) -> Result<Vec<Round>, String> {
+    let servers = [Server::start(exe, KINDS[0])?, Server::start(exe, KINDS[1])?];
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

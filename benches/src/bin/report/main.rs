@@ -246,6 +246,11 @@ fn run() -> Result<(), Error> {
     }
     std::fs::create_dir_all(&criterion_home).map_err(|e| Error::Io(criterion_home.clone(), e))?;
 
+    // The end-to-end servers run this binary; `cargo bench` below may
+    // rebuild it in place, so they run a copy.
+    let server_exe = work.join("report-server");
+    let exe = std::env::current_exe().map_err(|e| Error::Io(PathBuf::from("current exe"), e))?;
+    std::fs::copy(&exe, &server_exe).map_err(|e| Error::Io(server_exe.clone(), e))?;
     let started = now_utc();
     let load_before = loadavg();
     let mut results = Results::default();
@@ -278,7 +283,7 @@ fn run() -> Result<(), Error> {
     {
         let (rounds, secs) = if opts.quick { (1, 0.5) } else { (6, 3.0) };
         eprintln!("report: end to end, {rounds} paired rounds of {secs} s");
-        results.e2e = e2e::run(rounds, secs).map_err(Error::EndToEnd)?;
+        results.e2e = e2e::run(&server_exe, rounds, secs).map_err(Error::EndToEnd)?;
     }
     if !opts.quick
         && opts
@@ -1576,7 +1581,7 @@ fn overload_chart(r: &Results) -> Result<String, Error> {
 
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (1000, 440)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (1100, 520)).into_drawing_area();
         let chart_err = |e: &dyn std::fmt::Display| Error::Chart(e.to_string());
         root.fill(&WHITE).map_err(|e| chart_err(&e))?;
         let panels = root.split_evenly((1, 2));
@@ -1611,13 +1616,21 @@ fn overload_chart(r: &Results) -> Result<String, Error> {
                 .margin(10)
                 .x_label_area_size(32)
                 .y_label_area_size(44)
-                .build_cartesian_2d(0.8f64..5.2f64, 0f64..110f64)
+                // Headroom above 100% for the legend, clear of the lines.
+                .build_cartesian_2d(0.8f64..5.2f64, 0f64..175f64)
                 .map_err(|e| chart_err(&e))?;
             chart
                 .configure_mesh()
                 .x_desc("offered load (x capacity)")
                 .y_desc("%")
                 .x_labels(6)
+                .y_label_formatter(&|y| {
+                    if *y <= 100.0 {
+                        format!("{y:.0}")
+                    } else {
+                        String::new()
+                    }
+                })
                 .draw()
                 .map_err(|e| chart_err(&e))?;
             for (i, config) in configs.iter().enumerate() {
@@ -1657,7 +1670,7 @@ fn overload_chart(r: &Results) -> Result<String, Error> {
                 });
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::LowerLeft)
+                .position(SeriesLabelPosition::UpperRight)
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK.mix(0.3))
                 .label_font(("sans-serif", 11))
@@ -1667,4 +1680,49 @@ fn overload_chart(r: &Results) -> Result<String, Error> {
         root.present().map_err(|e| chart_err(&e))?;
     }
     Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_the_targets_table_between_the_markers() {
+        let readme =
+            "intro\n<!-- report:targets:start -->\nold\n<!-- report:targets:end -->\nrest\n";
+        let report = "# r\n| | |\n|---|---|\n| date | d1 to d2 |\n| machine | 2 CPUs |\n\n| target | goal |\n|---|---|\n| a | b |\n\nafter\n";
+        let out = quote_targets(readme, report).expect("markers present");
+        assert_eq!(
+            out,
+            "intro\n<!-- report:targets:start -->\ndate: d1 to d2; machine: 2 CPUs\n\n| target | goal |\n|---|---|\n| a | b |\n<!-- report:targets:end -->\nrest\n"
+        );
+        assert!(quote_targets("no markers", report).is_none());
+    }
+
+    #[test]
+    fn picks_the_closest_baseline() {
+        let names = ["baseline", "baseline_with_id", "server/ours/with_id"];
+        assert_eq!(
+            baseline_for("correlation", "server/ours/with_id", &names).as_deref(),
+            Some("baseline_with_id")
+        );
+        let names = ["baseline/threads=2", "round_robin/endpoints=3/threads=2"];
+        assert_eq!(
+            baseline_for("discovery", "round_robin/endpoints=3/threads=2", &names).as_deref(),
+            Some("baseline/threads=2")
+        );
+        assert_eq!(baseline_for("x", "baseline", &["baseline"]), None);
+    }
+
+    #[test]
+    fn reads_criterion_ids_in_run_order() {
+        let out = "timeout/baseline        time:   [1 ns 2 ns 3 ns]\ncircuit_breaker/closed_2_threads/recloser_as_service\n                        time:   [1 ns 2 ns 3 ns]\n";
+        assert_eq!(
+            run_order(out),
+            [
+                "timeout/baseline",
+                "circuit_breaker/closed_2_threads/recloser_as_service"
+            ]
+        );
+    }
 }
