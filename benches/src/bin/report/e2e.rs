@@ -1,5 +1,6 @@
-//! End to end: an axum service on loopback, bare and with the server-side
-//! stack (correlation + timeout + bounded queue, as in the `stack` bench),
+//! End to end: an axum service on loopback, bare, with the server-side
+//! stack (correlation + timeout + bounded queue, as in the `stack` bench)
+//! and with tower-http + tower's nearest equivalent,
 //! each in its own child process (`report --serve bare|stack`), driven by a
 //! hyper client at fixed concurrency for a fixed time, in interleaved paired
 //! rounds so the machine's noise hits both alike. Server CPU is the child's
@@ -28,8 +29,9 @@ use resilience_core::TimeoutLayer;
 use resilience_correlation::CorrelationLayer;
 use tower::ServiceBuilder;
 
-/// The two servers.
-pub(crate) const KINDS: [&str; 2] = ["bare", "stack"];
+/// The servers: bare, ours, and the closest stack users build from tower
+/// and tower-http (request-id pair, `Timeout`, `ConcurrencyLimit`).
+pub(crate) const KINDS: [&str; 3] = ["bare", "stack", "tower"];
 /// Requests in flight at once.
 pub(crate) const CONCURRENCY: usize = 16;
 
@@ -71,7 +73,25 @@ pub(crate) fn serve(kind: &str) -> Result<(), String> {
                 );
                 axum::serve(listener, app).await
             }
-            other => return Err(format!("unknown server kind `{other}` (bare or stack)")),
+            "tower" => {
+                use tower_http::request_id::{
+                    MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer,
+                };
+                let app = app.layer(
+                    ServiceBuilder::new()
+                        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                        .layer(PropagateRequestIdLayer::x_request_id())
+                        .layer(HandleErrorLayer::new(resilience_core::http::handle_error))
+                        .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(1)))
+                        .layer(tower::limit::ConcurrencyLimitLayer::new(100)),
+                );
+                axum::serve(listener, app).await
+            }
+            other => {
+                return Err(format!(
+                    "unknown server kind `{other}` (bare, stack or tower)"
+                ));
+            }
         };
         served.map_err(|e| format!("serve: {e}"))
     })
@@ -153,7 +173,10 @@ pub(crate) struct Round {
 /// `rounds` interleaved pairs of `secs`-second rounds (the order within a
 /// pair alternates), after one short warm-up round each.
 pub(crate) fn run(exe: &Path, rounds: usize, secs: f64) -> Result<Vec<Round>, String> {
-    let servers = [Server::start(exe, KINDS[0])?, Server::start(exe, KINDS[1])?];
+    let servers = KINDS
+        .iter()
+        .map(|k| Server::start(exe, k))
+        .collect::<Result<Vec<_>, _>>()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -168,23 +191,25 @@ pub(crate) fn run(exe: &Path, rounds: usize, secs: f64) -> Result<Vec<Round>, St
         let resp = rt
             .block_on(client.get(uri))
             .map_err(|e| format!("the {} server did not answer: {e}", KINDS[i]))?;
-        let has_id = resp.headers().contains_key("x-correlation-id");
-        if has_id != (KINDS[i] == "stack") {
+        let header = match KINDS[i] {
+            "stack" => Some("x-correlation-id"),
+            "tower" => Some("x-request-id"),
+            _ => None,
+        };
+        let has = |h: &str| resp.headers().contains_key(h);
+        if header.is_some_and(|h| !has(h)) || (header.is_none() && has("x-correlation-id")) {
             return Err(format!(
-                "the {} server {} an x-correlation-id",
+                "the {} server's answer does not show its stack (headers: {:?})",
                 KINDS[i],
-                if has_id {
-                    "answers with"
-                } else {
-                    "does not answer with"
-                }
+                resp.headers().keys().collect::<Vec<_>>()
             ));
         }
         rt.block_on(round(&client, server, KINDS[i], secs.min(0.5)))?;
     }
     let mut out = Vec::new();
     for r in 0..rounds {
-        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        // Rotate the order every round so no server always runs first.
+        let order = (0..KINDS.len()).map(|j| (j + r) % KINDS.len());
         for i in order {
             out.push(rt.block_on(round(&client, &servers[i], KINDS[i], secs))?);
         }

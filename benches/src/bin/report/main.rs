@@ -282,7 +282,7 @@ fn run() -> Result<(), Error> {
         .is_none_or(|o| o.iter().any(|x| x == "e2e"))
     {
         let (rounds, secs) = if opts.quick { (1, 0.5) } else { (6, 3.0) };
-        eprintln!("report: end to end, {rounds} paired rounds of {secs} s");
+        eprintln!("report: end to end, {rounds} rounds of {secs} s per server");
         results.e2e = e2e::run(&server_exe, rounds, secs).map_err(Error::EndToEnd)?;
     }
     if !opts.quick
@@ -888,14 +888,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Per pair of end-to-end rounds (bare, stack): `f(bare, stack)`.
+/// Per round of the end-to-end servers: `f(bare, stack)`.
 fn e2e_pairs(r: &Results, f: impl Fn(&e2e::Round, &e2e::Round) -> f64) -> Vec<f64> {
+    e2e_pairs_of(r, "stack", f)
+}
+
+/// Per round: `f(bare, kind)`.
+fn e2e_pairs_of(r: &Results, kind: &str, f: impl Fn(&e2e::Round, &e2e::Round) -> f64) -> Vec<f64> {
     r.e2e
-        .chunks(2)
-        .filter_map(|pair| {
-            let bare = pair.iter().find(|x| x.kind == "bare")?;
-            let stack = pair.iter().find(|x| x.kind == "stack")?;
-            Some(f(bare, stack))
+        .chunks(e2e::KINDS.len())
+        .filter_map(|round| {
+            let bare = round.iter().find(|x| x.kind == "bare")?;
+            let other = round.iter().find(|x| x.kind == kind)?;
+            Some(f(bare, other))
         })
         .collect()
 }
@@ -912,7 +917,7 @@ fn e2e_targets(r: &Results) -> Vec<Target> {
         t.push(Target {
             what,
             goal,
-            figure: format!("{m:.2}x (median of {} paired rounds)", ratios.len()),
+            figure: format!("{m:.2}x (median of {} rounds)", ratios.len()),
             met: Some(m >= 0.95),
             gap: if m >= 0.95 {
                 String::new()
@@ -931,7 +936,7 @@ fn e2e_targets(r: &Results) -> Vec<Target> {
         t.push(Target {
             what,
             goal,
-            figure: format!("{m:+.1} us (median of {} paired rounds)", deltas.len()),
+            figure: format!("{m:+.1} us (median of {} rounds)", deltas.len()),
             met: Some(m <= 1.5),
             gap: if m <= 1.5 {
                 String::new()
@@ -1020,7 +1025,7 @@ fn write_e2e(w: &mut String, r: &Results) {
     );
     let _ = writeln!(
         w,
-        "Two servers, each its own child process of the report binary (`report --serve bare|stack`, a tokio runtime with 1 worker): an axum route answering `ok`, bare, and with the server-side stack (`CorrelationLayer`, `HandleErrorLayer`, `TimeoutLayer` 1 s, `BoundedQueueLayer` 100 + 100). A hyper client (1 worker thread) keeps {} requests in flight over keep-alive connections; the rounds alternate bare/stack (the order flips every pair) so the machine's noise hits both alike. CPU is the server process's utime + stime over the round (`/proc/PID/stat`, clock ticks), per request.
+        "Three servers, each its own child process of the report binary (`report --serve bare|stack|tower`, a tokio runtime with 1 worker): an axum route answering `ok`, bare, with our server-side stack (`CorrelationLayer`, `HandleErrorLayer`, `TimeoutLayer` 1 s, `BoundedQueueLayer` 100 + 100), and with tower-http + tower's nearest equivalent. A hyper client (1 worker thread) keeps {} requests in flight over keep-alive connections; each round runs every server once, in an order that rotates every round, so the machine's noise hits all alike; ratios are taken within a round, then the median over rounds. CPU is the server process's utime + stime over the round (`/proc/PID/stat`, clock ticks), per request.
 ",
         e2e::CONCURRENCY
     );
@@ -1032,7 +1037,7 @@ fn write_e2e(w: &mut String, r: &Results) {
         let _ = writeln!(
             w,
             "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} |",
-            i / 2 + 1,
+            i / e2e::KINDS.len() + 1,
             x.kind,
             x.requests,
             x.errors,
@@ -1075,6 +1080,13 @@ fn write_e2e(w: &mut String, r: &Results) {
                 .collect()
         ),
         median(e2e_pairs(r, |b, s| s.cpu_us_per_request - b.cpu_us_per_request)),
+    );
+    let _ = writeln!(
+        w,
+        "tower-http + tower (`SetRequestId` + `PropagateRequestId` with `MakeRequestUuid`, `HandleErrorLayer`, `Timeout` 1 s, `ConcurrencyLimit` 100), same rounds: throughput ratio {:.2}x bare, server CPU {:+.1} us per request.\n",
+        median(e2e_pairs_of(r, "tower", |b, s| s.per_second / b.per_second)),
+        median(e2e_pairs_of(r, "tower", |b, s| s.cpu_us_per_request
+            - b.cpu_us_per_request)),
     );
 }
 
