@@ -1025,8 +1025,7 @@ fn write_e2e(w: &mut String, r: &Results) {
     );
     let _ = writeln!(
         w,
-        "Three servers, each its own child process of the report binary (`report --serve bare|stack|tower`, a tokio runtime with 1 worker): an axum route answering `ok`, bare, with our server-side stack (`CorrelationLayer`, `HandleErrorLayer`, `TimeoutLayer` 1 s, `BoundedQueueLayer` 100 + 100), and with tower-http + tower's nearest equivalent. A hyper client (1 worker thread) keeps {} requests in flight over keep-alive connections; each round runs every server once, in an order that rotates every round, so the machine's noise hits all alike; ratios are taken within a round, then the median over rounds. CPU is the server process's utime + stime over the round (`/proc/PID/stat`, clock ticks), per request.
-",
+        "Three servers, each its own child process of the report binary (`report --serve bare|stack|tower`, a tokio runtime with 1 worker): an axum route answering `ok`, bare, with our server-side stack (`CorrelationLayer`, `HandleErrorLayer`, `TimeoutLayer` 1 s, `BoundedQueueLayer` 100 + 100), and with tower-http + tower's nearest equivalent. A hyper client (1 worker thread) keeps {} requests in flight over keep-alive connections; each round runs every server once, in an order that rotates every round, so the machine's noise hits all alike; ratios are taken within a round, then the median over rounds. CPU is the server process's utime + stime over the round (`/proc/PID/stat`, clock ticks), per request. Client and servers share this machine's cores, so throughput is partly the client's limit; server CPU per request is the steadier measure of what a stack costs.\n",
         e2e::CONCURRENCY
     );
     let _ = writeln!(
