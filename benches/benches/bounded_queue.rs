@@ -9,7 +9,8 @@
 //! On a busy machine compare instruction counts instead:
 //! `BOUNDED_QUEUE_LOOP=ours valgrind --tool=callgrind <bench binary> --bench`
 //! (also `baseline`, `tower_concurrency_limit`, `tower_resilience_bulkhead`)
-//! runs only 1M calls through that service; `BOUNDED_QUEUE_LOOP=ratio` only
+//! runs only 1M calls (`BOUNDED_QUEUE_CALLS=n`: n) through that service;
+//! `BOUNDED_QUEUE_LOOP=ratio` only
 //! the interleaved best-of timing of baseline, ours and tower's.
 
 use std::convert::Infallible;
@@ -77,7 +78,7 @@ fn bench(c: &mut Criterion) {
     // shared machine); `BOUNDED_QUEUE_LOOP=ratio`: only the best of 40
     // interleaved rounds of baseline, ours and tower's.
     if let Ok(name) = std::env::var("BOUNDED_QUEUE_LOOP") {
-        let n = 1_000_000;
+        let n = resilience_benches::profile_calls("BOUNDED_QUEUE_CALLS", 1_000_000);
         match name.as_str() {
             "baseline" => (0..n).for_each(|_| assert!(call(&mut baseline))),
             "ours" => (0..n).for_each(|_| assert!(call(&mut ours))),

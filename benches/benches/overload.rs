@@ -106,6 +106,8 @@ struct Row {
     timeouts: u64,
     peak_waiting: u64,
     per_priority: [f64; 3],
+    /// Critical and default together, percent of their arrivals.
+    critical_default: f64,
     reasons: std::collections::BTreeMap<(usize, String), u64>,
 }
 
@@ -223,6 +225,8 @@ where
         timeouts: s.client_timeouts,
         peak_waiting: s.peak_waiting,
         per_priority,
+        critical_default: 100.0 * (s.successes[0] + s.successes[1]) as f64
+            / (s.arrivals[0] + s.arrivals[1]).max(1) as f64,
         reasons: std::mem::take(&mut s.reasons),
     }
 }
@@ -375,6 +379,51 @@ fn bounds(load: f64, seed: u64, span: Duration) -> String {
         pct(strict[1], count(&[1])),
         pct(strict[2], count(&[2])),
     )
+}
+
+/// A finite number as JSON (`null` for NaN, e.g. a p99 with no successes).
+fn json_num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x}")
+    } else {
+        "null".into()
+    }
+}
+
+/// The bounds of [`bounds`] as numbers, in percent: (every wait <= 15 ms,
+/// with 1% of successes waiting longer).
+struct Bound {
+    goodput: (f64, f64),
+    critical: (f64, f64),
+    critical_default: (f64, f64),
+    /// What strict priority order with 15 ms waits reaches for critical +
+    /// default (an online policy, for comparison; not a bound).
+    strict_critical_default: f64,
+}
+
+impl Bound {
+    fn new(load: f64, seed: u64, span: Duration) -> Self {
+        let a = arrivals(load, seed, span);
+        let wait = 0.015;
+        let all = best_within(&a, &[0, 1, 2], wait);
+        let cap = K as f64 / S.as_secs_f64() * span.as_secs_f64();
+        let slack = all.div_ceil(99);
+        let count = |cs: &[usize]| a.iter().filter(|x| cs.contains(&x.1)).count() as f64;
+        let pct = |n: u64, d: f64| 100.0 * n as f64 / d;
+        let share = |n: u64, d: f64| pct(n, d).min(100.0);
+        let crit = best_within(&a, &[0], wait);
+        let high = best_within(&a, &[0, 1], wait);
+        let strict = strict_priority(&a, wait);
+        Bound {
+            strict_critical_default: pct(strict[0] + strict[1], count(&[0, 1])),
+            goodput: (pct(all, cap), pct(all + slack, cap)),
+            critical: (share(crit, count(&[0])), share(crit + slack, count(&[0]))),
+            critical_default: (
+                share(high, count(&[0, 1])),
+                share(high + slack, count(&[0, 1])),
+            ),
+        }
+    }
 }
 
 /// A model-time setting of ours, overridable with `--set NAME=MS`.
@@ -550,6 +599,17 @@ fn main() {
                 r.per_priority[1],
                 r.per_priority[2],
             );
+            // The same row, machine-readable, for the report binary.
+            println!(
+                "OVERLOAD_ROW {{\"config\":\"{name}\",\"seed\":{seed},\"load\":{load},\"goodput\":{},\"p50\":{},\"p99\":{},\"critical\":{},\"default\":{},\"sheddable\":{},\"critical_default\":{}}}",
+                json_num(r.goodput),
+                json_num(r.p50),
+                json_num(r.p99),
+                json_num(r.per_priority[0]),
+                json_num(r.per_priority[1]),
+                json_num(r.per_priority[2]),
+                json_num(r.critical_default),
+            );
             if verbose {
                 for ((class, why), n) in &r.reasons {
                     println!("    {:<10} {why}: {n}", MIX[*class].2);
@@ -560,6 +620,19 @@ fn main() {
     // What any admission policy could reach on the same arrivals.
     for load in [1.0, 2.0, 5.0] {
         println!("{}", bounds(load, seed, RUN));
+    }
+    for load in [1.0, 2.0, 5.0] {
+        let b = Bound::new(load, seed, RUN);
+        println!(
+            "OVERLOAD_BOUND {{\"seed\":{seed},\"load\":{load},\"goodput\":{},\"goodput_slack\":{},\"critical\":{},\"critical_slack\":{},\"critical_default\":{},\"critical_default_slack\":{},\"strict_critical_default\":{}}}",
+            json_num(b.goodput.0),
+            json_num(b.goodput.1),
+            json_num(b.critical.0),
+            json_num(b.critical.1),
+            json_num(b.critical_default.0),
+            json_num(b.critical_default.1),
+            json_num(b.strict_critical_default),
+        );
     }
     // Memory over a long run: what waits (and so what the queue holds) stays
     // bounded by the capacity however long the overload lasts.

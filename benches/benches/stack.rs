@@ -9,6 +9,13 @@
 //!   `PropagateContextLayer`, `ThrottleLayer`, `CircuitBreakerLayer`,
 //!   `TimeoutLayer`.
 //!
+//! - **Whole stack**: the server side whose handler makes one client call
+//!   through the client side over a round-robin pick of three endpoints
+//!   (what one proxied request costs with every layer), beside tower-http +
+//!   tower + tower-resilience's circuit breaker (tower has no round-robin
+//!   pick without a `Discover` and a `Buffer`, so that stack calls one
+//!   endpoint: it does less work than ours).
+//!
 //! `cargo bench -p resilience-benches --bench stack`; with
 //! `STACK_PROFILE=<variant> STACK_CALLS=<n>` it only loops over one variant
 //! (for `perf stat` or callgrind).
@@ -25,9 +32,11 @@ use resilience_benches::{CountingAlloc, allocations_per_call};
 use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
 use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleLayer};
 use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use resilience_core::BoxError;
 use resilience_core::TimeoutLayer;
 use resilience_correlation::{CorrelationLayer, PropagateContextLayer, RequestContext};
-use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use resilience_discovery::{Endpoint, RoundRobin};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 #[global_allocator]
@@ -110,6 +119,90 @@ fn client_ours() -> impl Service<Request<()>> {
         .service(noop())
 }
 
+/// A handler that makes one call through `client` per request.
+fn handler<C>(
+    client: C,
+) -> impl Service<
+    Request<()>,
+    Response = Response<()>,
+    Error = BoxError,
+    Future = impl Future<Output = Result<Response<()>, BoxError>> + Send,
+> + Clone
++ Send
+where
+    C: Service<Request<()>> + Clone + Send + 'static,
+    C::Future: Send,
+    C::Error: Into<BoxError>,
+{
+    service_fn(move |_: Request<()>| {
+        let mut client = client.clone();
+        async move {
+            client.ready().await.map_err(Into::into)?;
+            client.call(Request::new(())).await.map_err(Into::into)?;
+            Ok::<_, BoxError>(Response::new(()))
+        }
+    })
+}
+
+/// The server side with a handler that calls `client`, as ours stacks it.
+fn with_server_ours<C>(client: C) -> impl Service<Request<()>>
+where
+    C: Service<Request<()>> + Clone + Send + 'static,
+    C::Future: Send,
+    C::Error: Into<BoxError>,
+{
+    let queue = BoundedQueueConfig::builder()
+        .name("whole")
+        .concurrency(100)
+        .capacity(100)
+        .build()
+        .expect("valid queue config");
+    ServiceBuilder::new()
+        .layer(CorrelationLayer::new())
+        .layer(TimeoutLayer::new(TIMEOUT))
+        .layer(BoundedQueueLayer::new(queue))
+        .service(handler(client))
+}
+
+/// The whole stack, ours: server side, handler, client side over a
+/// round-robin pick of three endpoints.
+fn whole_ours() -> impl Service<Request<()>> {
+    let endpoints = (1..=3u8)
+        .map(|i| Endpoint::new(std::net::SocketAddr::from(([10, 0, 0, i], 8080))))
+        .collect::<Vec<_>>();
+    let pick = RoundRobin::new(endpoints, |_: &Endpoint| noop());
+    let client = ServiceBuilder::new()
+        .layer(PropagateContextLayer::new())
+        .layer(ThrottleLayer::new(ThrottleConfig::default()))
+        .layer(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
+        .layer(TimeoutLayer::new(TIMEOUT))
+        .service(pick);
+    with_server_ours(client)
+}
+
+/// The same handler over bare no-op services: no layer anywhere.
+fn whole_baseline() -> impl Service<Request<()>> {
+    handler(noop())
+}
+
+/// The closest whole stack users build today: tower-http's request-id
+/// pair, tower's `Timeout` and `ConcurrencyLimit` on the server side;
+/// tower-resilience's circuit breaker and tower's `Timeout` on the client
+/// side, over one endpoint.
+fn whole_tower() -> impl Service<Request<()>> {
+    let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .sliding_window_size(100)
+        .build()
+        .expect("valid breaker");
+    let client = breaker.layer(tower::timeout::TimeoutLayer::new(TIMEOUT).layer(noop()));
+    ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(tower::timeout::TimeoutLayer::new(TIMEOUT))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(100))
+        .service(handler(client))
+}
+
 /// A client call made from inside a handler: with `ctx` as the current
 /// request context.
 fn in_scope<S: Service<Request<()>>>(ctx: &RequestContext, svc: &mut S) -> bool {
@@ -142,6 +235,17 @@ fn bench(c: &mut Criterion) {
     g.bench_function("client/ours", |b| {
         b.iter(|| black_box(in_scope(&ctx, &mut client_ours)))
     });
+    let (mut whole_baseline, mut whole_ours, mut whole_tower) =
+        (whole_baseline(), whole_ours(), whole_tower());
+    g.bench_function("whole/baseline", |b| {
+        b.iter(|| black_box(call(&mut whole_baseline, inbound("x-correlation-id"))))
+    });
+    g.bench_function("whole/ours", |b| {
+        b.iter(|| black_box(call(&mut whole_ours, inbound("x-correlation-id"))))
+    });
+    g.bench_function("whole/tower", |b| {
+        b.iter(|| black_box(call(&mut whole_tower, inbound("x-request-id"))))
+    });
     g.finish();
 
     for (name, allocs) in [
@@ -171,6 +275,24 @@ fn bench(c: &mut Criterion) {
             "client/ours",
             allocations_per_call(10_000, || assert!(in_scope(&ctx, &mut client_ours))),
         ),
+        (
+            "whole/baseline",
+            allocations_per_call(10_000, || {
+                assert!(call(&mut whole_baseline, inbound("x-correlation-id")))
+            }),
+        ),
+        (
+            "whole/ours",
+            allocations_per_call(10_000, || {
+                assert!(call(&mut whole_ours, inbound("x-correlation-id")))
+            }),
+        ),
+        (
+            "whole/tower",
+            allocations_per_call(10_000, || {
+                assert!(call(&mut whole_tower, inbound("x-request-id")))
+            }),
+        ),
     ] {
         println!("stack/{name}: {allocs:.2} allocations per call");
     }
@@ -184,6 +306,8 @@ fn profile(variant: &str) {
     let (mut baseline, mut server_ours, mut server_tower) = (noop(), server_ours(), server_tower());
     let (mut client_baseline, mut client_ours) = (noop(), client_ours());
     let ctx = RequestContext::new_root();
+    let (mut whole_baseline, mut whole_ours, mut whole_tower) =
+        (whole_baseline(), whole_ours(), whole_tower());
     for _ in 0..n {
         black_box(match variant {
             "server/baseline" => call(&mut baseline, inbound("x-correlation-id")),
@@ -191,6 +315,9 @@ fn profile(variant: &str) {
             "server/tower" => call(&mut server_tower, inbound("x-request-id")),
             "client/baseline" => in_scope(&ctx, &mut client_baseline),
             "client/ours" => in_scope(&ctx, &mut client_ours),
+            "whole/baseline" => call(&mut whole_baseline, inbound("x-correlation-id")),
+            "whole/ours" => call(&mut whole_ours, inbound("x-correlation-id")),
+            "whole/tower" => call(&mut whole_tower, inbound("x-request-id")),
             other => panic!("unknown variant {other}"),
         });
     }

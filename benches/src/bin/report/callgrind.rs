@@ -1,0 +1,275 @@
+//! Instructions per call under `valgrind --tool=callgrind`: steadier than
+//! nanoseconds on a shared machine, and what the report uses to say where
+//! a missed target's time goes. Each variant runs a bench binary's profile
+//! loop (`CB_PROFILE`, `CORRELATION_PROFILE`, `STACK_PROFILE`,
+//! `BOUNDED_QUEUE_LOOP`) twice, with N and 2N calls: the difference over N
+//! is the cost of one call without the process's start-up.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// (bench target, variable naming the variant, variable with the number of
+/// calls, variant, label in the report).
+const PROFILES: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "circuit_breaker",
+        "CB_PROFILE",
+        "CB_CALLS",
+        "baseline",
+        "breaker: baseline",
+    ),
+    (
+        "circuit_breaker",
+        "CB_PROFILE",
+        "CB_CALLS",
+        "ours",
+        "breaker: ours (count window)",
+    ),
+    (
+        "circuit_breaker",
+        "CB_PROFILE",
+        "CB_CALLS",
+        "recloser",
+        "breaker: recloser",
+    ),
+    (
+        "circuit_breaker",
+        "CB_PROFILE",
+        "CB_CALLS",
+        "recloser_as_service",
+        "breaker: recloser as a Service",
+    ),
+    (
+        "bounded_queue",
+        "BOUNDED_QUEUE_LOOP",
+        "BOUNDED_QUEUE_CALLS",
+        "baseline",
+        "queue: baseline",
+    ),
+    (
+        "bounded_queue",
+        "BOUNDED_QUEUE_LOOP",
+        "BOUNDED_QUEUE_CALLS",
+        "ours",
+        "queue: ours",
+    ),
+    (
+        "bounded_queue",
+        "BOUNDED_QUEUE_LOOP",
+        "BOUNDED_QUEUE_CALLS",
+        "tower_concurrency_limit",
+        "queue: tower ConcurrencyLimit",
+    ),
+    (
+        "correlation",
+        "CORRELATION_PROFILE",
+        "CORRELATION_CALLS",
+        "baseline_with_id",
+        "correlation: baseline (id + traceparent)",
+    ),
+    (
+        "correlation",
+        "CORRELATION_PROFILE",
+        "CORRELATION_CALLS",
+        "ours/with_id",
+        "correlation: ours",
+    ),
+    (
+        "correlation",
+        "CORRELATION_PROFILE",
+        "CORRELATION_CALLS",
+        "tower_http/with_id",
+        "correlation: tower-http pair",
+    ),
+    (
+        "stack",
+        "STACK_PROFILE",
+        "STACK_CALLS",
+        "server/baseline",
+        "stack: server baseline",
+    ),
+    (
+        "stack",
+        "STACK_PROFILE",
+        "STACK_CALLS",
+        "server/ours",
+        "stack: server side, ours",
+    ),
+    (
+        "stack",
+        "STACK_PROFILE",
+        "STACK_CALLS",
+        "client/baseline",
+        "stack: client baseline",
+    ),
+    (
+        "stack",
+        "STACK_PROFILE",
+        "STACK_CALLS",
+        "client/ours",
+        "stack: client side, ours",
+    ),
+    (
+        "stack",
+        "STACK_PROFILE",
+        "STACK_CALLS",
+        "whole/baseline",
+        "stack: whole, baseline",
+    ),
+    (
+        "stack",
+        "STACK_PROFILE",
+        "STACK_CALLS",
+        "whole/ours",
+        "stack: whole, ours",
+    ),
+    (
+        "stack",
+        "STACK_PROFILE",
+        "STACK_CALLS",
+        "whole/tower",
+        "stack: whole, tower + tower-http + tower-resilience",
+    ),
+];
+
+/// Calls in the shorter of the two runs.
+const N: u64 = 20_000;
+
+/// The variants whose instructions the report breaks down by function.
+const DETAIL: &[&str] = &[
+    "breaker: ours (count window)",
+    "breaker: recloser as a Service",
+    "correlation: ours",
+    "correlation: tower-http pair",
+    "stack: whole, ours",
+];
+
+/// One variant's instructions per call.
+#[derive(Debug, Clone)]
+pub(crate) struct Count {
+    pub(crate) label: &'static str,
+    pub(crate) instructions: f64,
+    /// For the [`DETAIL`] variants: the functions with the most
+    /// instructions of their own, per call (function, instructions).
+    pub(crate) top: Vec<(String, f64)>,
+}
+
+/// The functions with the most instructions of their own in a callgrind
+/// output file, per call of a `calls`-call run.
+fn top_functions(file: &Path, calls: u64) -> Vec<(String, f64)> {
+    let Ok(o) = Command::new("callgrind_annotate").arg(file).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.contains("PROGRAM TOTALS"))
+        .filter_map(|l| {
+            let (count, rest) = l.trim().split_once(' ')?;
+            let count: f64 = count.replace(',', "").parse().ok()?;
+            let (_, function) = rest.split_once(")  ")?;
+            let function = function.split(" [").next()?.trim_start_matches("???:");
+            Some((function.to_owned(), count / calls as f64))
+        })
+        .filter(|(_, per_call)| *per_call >= 1.0)
+        .take(12)
+        .collect()
+}
+
+/// Instructions per call of every variant; `Err` when valgrind or the
+/// bench binaries are missing.
+pub(crate) fn run(root: &Path, work: &Path) -> Result<Vec<Count>, String> {
+    if Command::new("valgrind")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        return Err("valgrind is not installed (`apt-get install valgrind`)".into());
+    }
+    let exes = bench_executables(root)?;
+    let mut out = Vec::new();
+    for (bench, var, calls_var, variant, label) in PROFILES {
+        let exe = exes
+            .iter()
+            .find(|(name, _)| name == bench)
+            .map(|(_, p)| p)
+            .ok_or_else(|| format!("no executable for bench `{bench}`"))?;
+        eprintln!("report: callgrind {bench} {variant}");
+        let outfile = work.join("callgrind.out");
+        let ir = |n: u64| -> Result<f64, String> {
+            let o = Command::new("valgrind")
+                .arg("--tool=callgrind")
+                .arg(format!("--callgrind-out-file={}", outfile.display()))
+                .arg(exe)
+                .arg("--bench")
+                .env(var, variant)
+                .env(calls_var, n.to_string())
+                .stdout(Stdio::null())
+                .output()
+                .map_err(|e| format!("valgrind: {e}"))?;
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            // The largest count: a child the binary forks (criterion asks
+            // cargo for the target directory) reports its own, small one.
+            stderr
+                .lines()
+                .filter_map(|l| {
+                    l.split_once("Collected :")
+                        .map(|(_, n)| n.trim().to_owned())
+                })
+                .filter_map(|n| n.parse::<f64>().ok())
+                .reduce(f64::max)
+                .ok_or_else(|| {
+                    format!(
+                        "no instruction count from callgrind for {bench} {variant}: {}",
+                        stderr.lines().last().unwrap_or("")
+                    )
+                })
+        };
+        let one = ir(N)?;
+        let two = ir(2 * N)?;
+        let top = if DETAIL.contains(label) {
+            top_functions(&outfile, 2 * N)
+        } else {
+            Vec::new()
+        };
+        out.push(Count {
+            label,
+            instructions: (two - one) / N as f64,
+            top,
+        });
+    }
+    Ok(out)
+}
+
+/// (bench target name, executable) from `cargo bench --no-run`.
+fn bench_executables(root: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+    let o = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .args([
+            "bench",
+            "-q",
+            "-p",
+            "resilience-benches",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cargo bench --no-run: {e}"))?;
+    let mut out = Vec::new();
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["reason"] == "compiler-artifact"
+            && v["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|x| x == "bench"))
+            && let (Some(name), Some(exe)) =
+                (v["target"]["name"].as_str(), v["executable"].as_str())
+        {
+            out.push((name.to_owned(), PathBuf::from(exe)));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,1743 @@
+//! Runs the whole benchmark suite and writes `benches/REPORT.md` (and the
+//! overload chart `benches/overload.svg` beside it).
+//!
+//! ```text
+//! cargo run -p resilience-benches --release --bin report            # full run
+//! cargo run -p resilience-benches --release --bin report -- --quick # CI: every case, briefly
+//! cargo run -p resilience-benches --release --bin report -- --quick --out target/report-ci.md
+//! ```
+//!
+//! Each bench target runs as `cargo bench -p resilience-benches --bench NAME`
+//! in a subprocess, with criterion's output directory (`CRITERION_HOME`)
+//! pointed at a fresh `target/report/criterion`, so only this run counts.
+//! The report reads criterion's `benchmark.json` and `estimates.json`
+//! (medians), the "X allocations per call" lines each target prints, and the
+//! overload harness's `OVERLOAD_ROW` / `OVERLOAD_BOUND` JSON lines. Nothing in
+//! the report is written by hand: the targets' figures and verdicts are
+//! computed from the run.
+
+mod callgrind;
+mod e2e;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The criterion bench targets, in report order, with what they measure.
+const BENCHES: &[(&str, &str)] = &[
+    (
+        "timeout",
+        "`resilience_core::TimeoutLayer` beside tower's `Timeout`.",
+    ),
+    (
+        "correlation",
+        "`CorrelationLayer` (server: id + `traceparent` + span) beside tower-http's `SetRequestId` + `PropagateRequestId` with `MakeRequestUuid`; `PropagateContextLayer` (client).",
+    ),
+    (
+        "circuit_breaker",
+        "`CircuitBreakerLayer` beside recloser 1.4, failsafe 1.3 and tower-resilience 0.13: closed path on 1 thread and on 2 threads sharing one breaker, the window kinds, the open (rejection) path.",
+    ),
+    (
+        "throttle",
+        "`ThrottleLayer` pass-through (fixed and adaptive) and its rejection path.",
+    ),
+    (
+        "bounded_queue",
+        "`BoundedQueueLayer` uncontended admission beside tower's `ConcurrencyLimit` and tower-resilience's `Bulkhead`; the rejection path (queue full).",
+    ),
+    (
+        "rate_limit",
+        "`bounded_queue::rate::RateLimitLayer` beside tower's `RateLimit` and governor 0.10, pass-through and rate limited; tower's `LoadShed` and `Buffer` pass-through.",
+    ),
+    (
+        "breaker_window",
+        "Breaker correctness beside peers (failures to open a 100-call window at 50% after N successes) and the time window's cost per call as it grows.",
+    ),
+    (
+        "discovery",
+        "`RoundRobin` endpoint pick beside tower's p2c `Balance`, 1 and 2 threads.",
+    ),
+    ("flags", "Feature-flag evaluation and the flags layer."),
+    ("chaos", "The chaos layer off and on with fraction 0."),
+    (
+        "fleet_rate_limit",
+        "The fleet rate limit in Redis (`bounded_queue::fleet`, tokens leased in batches) beside governor, tower's `RateLimit` and the local rate limit; Redis commands per 1,000 requests (starts `redis-server`, skipped without it).",
+    ),
+    (
+        "stack",
+        "The layers together: server side (correlation + timeout + bounded queue) beside tower-http + tower, client side (context + throttle + breaker + timeout), and the whole stack.",
+    ),
+];
+
+/// What went wrong, with enough context to act on it.
+#[derive(Debug)]
+enum Error {
+    /// Bad command line.
+    Usage(String),
+    /// A file or directory could not be read or written.
+    Io(PathBuf, std::io::Error),
+    /// A subprocess could not be started.
+    Spawn(String, std::io::Error),
+    /// A bench target failed.
+    Bench(String, std::process::ExitStatus),
+    /// Criterion's or the harness's output was not what we expect.
+    Parse(String),
+    /// plotters failed to draw the chart.
+    Chart(String),
+    /// The end-to-end run failed.
+    EndToEnd(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Usage(m) => write!(
+                f,
+                "{m}\nusage: report [--quick] [--out PATH] [--only BENCH,BENCH...]"
+            ),
+            Error::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            Error::Spawn(what, e) => write!(f, "could not run {what}: {e}"),
+            Error::Bench(name, status) => write!(
+                f,
+                "bench `{name}` failed ({status}); run `cargo bench -p resilience-benches --bench {name}` to see why"
+            ),
+            Error::Parse(m) => write!(f, "unexpected output: {m}"),
+            Error::Chart(m) => write!(f, "drawing the overload chart: {m}"),
+            Error::EndToEnd(m) => write!(f, "end to end: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Command-line options.
+#[derive(Debug)]
+struct Options {
+    quick: bool,
+    out: PathBuf,
+    only: Option<Vec<String>>,
+}
+
+impl Options {
+    fn parse(root: &Path) -> Result<Self, Error> {
+        let mut quick = false;
+        let mut out = root.join("benches/REPORT.md");
+        let mut only = None;
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--quick" => quick = true,
+                "--out" => {
+                    out = PathBuf::from(
+                        args.next()
+                            .ok_or_else(|| Error::Usage("--out needs a path".into()))?,
+                    )
+                }
+                "--only" => {
+                    let list = args
+                        .next()
+                        .ok_or_else(|| Error::Usage("--only needs a list".into()))?;
+                    only = Some(list.split(',').map(str::to_owned).collect());
+                }
+                other => return Err(Error::Usage(format!("unknown argument `{other}`"))),
+            }
+        }
+        Ok(Options { quick, out, only })
+    }
+
+    /// Criterion's timing arguments for this mode.
+    fn criterion_args(&self) -> Vec<&'static str> {
+        if self.quick {
+            vec![
+                "--warm-up-time",
+                "0.1",
+                "--measurement-time",
+                "0.2",
+                "--sample-size",
+                "10",
+            ]
+        } else {
+            vec!["--warm-up-time", "1", "--measurement-time", "2"]
+        }
+    }
+}
+
+/// One criterion case: its group, its name in the group, its median.
+#[derive(Debug, Clone)]
+struct Case {
+    group: String,
+    name: String,
+    median_ns: f64,
+}
+
+/// Everything one run of the suite measured.
+#[derive(Debug, Default)]
+struct Results {
+    /// Per bench target, its criterion cases in the order they ran.
+    cases: BTreeMap<String, Vec<Case>>,
+    /// "`group/name`: X allocations per call", by key.
+    allocs: BTreeMap<String, f64>,
+    /// The order the allocation lines came in, per bench target.
+    alloc_order: BTreeMap<String, Vec<String>>,
+    /// Other lines the report reads (`BREAKER_OPENS`, ...), per prefix.
+    lines: Vec<String>,
+    /// The overload harness's rows and bounds.
+    overload_rows: Vec<serde_json::Value>,
+    overload_bounds: Vec<serde_json::Value>,
+    /// The overload harness's human-readable output.
+    overload_text: String,
+    /// The end-to-end rounds, in the order they ran.
+    e2e: Vec<e2e::Round>,
+    /// Instructions per call (full mode only).
+    callgrind: Option<Result<Vec<callgrind::Count>, String>>,
+}
+
+impl Results {
+    fn case(&self, group: &str, name: &str) -> Option<&Case> {
+        self.cases
+            .values()
+            .flatten()
+            .find(|c| c.group == group && c.name == name)
+    }
+
+    fn median(&self, group: &str, name: &str) -> Option<f64> {
+        self.case(group, name).map(|c| c.median_ns)
+    }
+
+    /// Allocations per call of `key` (`group/name`), or of the first line
+    /// that names it with a parenthesised note (`group/name (count window)`).
+    fn allocs(&self, key: &str) -> Option<f64> {
+        self.allocs.get(key).copied().or_else(|| {
+            self.allocs
+                .iter()
+                .find(|(k, _)| k.starts_with(key) && k[key.len()..].starts_with(" ("))
+                .map(|(_, v)| *v)
+        })
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "--serve") {
+        // A child of the end-to-end run: serve until stdin closes.
+        if let Err(e) = e2e::serve(args.get(2).map_or("", String::as_str)) {
+            eprintln!("report --serve: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if let Err(e) = run() {
+        eprintln!("report: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Error> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ sits in the workspace")
+        .to_path_buf();
+    let opts = Options::parse(&root)?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let work = target.join("report");
+    let criterion_home = work.join("criterion");
+    if criterion_home.exists() {
+        std::fs::remove_dir_all(&criterion_home)
+            .map_err(|e| Error::Io(criterion_home.clone(), e))?;
+    }
+    std::fs::create_dir_all(&criterion_home).map_err(|e| Error::Io(criterion_home.clone(), e))?;
+
+    // The end-to-end servers run this binary; `cargo bench` below may
+    // rebuild it in place, so they run a copy.
+    let server_exe = work.join("report-server");
+    let exe = std::env::current_exe().map_err(|e| Error::Io(PathBuf::from("current exe"), e))?;
+    std::fs::copy(&exe, &server_exe).map_err(|e| Error::Io(server_exe.clone(), e))?;
+    let started = now_utc();
+    let load_before = loadavg();
+    let mut results = Results::default();
+    for (name, _) in BENCHES {
+        if opts
+            .only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|x| x == name))
+        {
+            continue;
+        }
+        let stdout = cargo_bench(&root, &criterion_home, name, &opts.criterion_args())?;
+        std::fs::write(work.join(format!("{name}.out")), &stdout)
+            .map_err(|e| Error::Io(work.join(format!("{name}.out")), e))?;
+        read_bench_output(name, &stdout, &mut results);
+        let cases = read_criterion(&criterion_home, &stdout)?;
+        results.cases.insert((*name).to_owned(), cases);
+    }
+    if opts
+        .only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|x| x == "overload"))
+    {
+        run_overload(&root, &criterion_home, &opts, &mut results)?;
+    }
+    if opts
+        .only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|x| x == "e2e"))
+    {
+        let (rounds, secs) = if opts.quick { (1, 0.5) } else { (6, 3.0) };
+        eprintln!("report: end to end, {rounds} rounds of {secs} s per server");
+        results.e2e = e2e::run(&server_exe, rounds, secs).map_err(Error::EndToEnd)?;
+    }
+    if !opts.quick
+        && opts
+            .only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|x| x == "callgrind"))
+    {
+        results.callgrind = Some(callgrind::run(&root, &work));
+    }
+    let load_after = loadavg();
+
+    if let Some(dir) = opts.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io(dir.to_path_buf(), e))?;
+    }
+    let chart = opts.out.with_file_name("overload.svg");
+    let chart_drawn = if results.overload_rows.is_empty() {
+        false
+    } else {
+        let svg = overload_chart(&results)?;
+        std::fs::write(&chart, svg).map_err(|e| Error::Io(chart.clone(), e))?;
+        true
+    };
+    let header = Header {
+        started,
+        finished: now_utc(),
+        load_before,
+        load_after,
+        quick: opts.quick,
+        criterion_args: opts.criterion_args().join(" "),
+    };
+    let md = write_report(
+        &root,
+        &header,
+        &results,
+        chart_drawn.then_some("overload.svg"),
+    );
+    std::fs::write(&opts.out, &md).map_err(|e| Error::Io(opts.out.clone(), e))?;
+    eprintln!("report: wrote {}", opts.out.display());
+    // The README quotes the main table of the committed report: refresh it
+    // when this run writes that report (a full run of every target).
+    if opts.out == root.join("benches/REPORT.md") && !opts.quick && opts.only.is_none() {
+        let readme = root.join("README.md");
+        let text = std::fs::read_to_string(&readme).map_err(|e| Error::Io(readme.clone(), e))?;
+        if let Some(updated) = quote_targets(&text, &md) {
+            std::fs::write(&readme, updated).map_err(|e| Error::Io(readme.clone(), e))?;
+            eprintln!("report: refreshed the main table in {}", readme.display());
+        }
+    }
+    if chart_drawn {
+        eprintln!("report: wrote {}", chart.display());
+    }
+    Ok(())
+}
+
+/// Runs one bench target; returns its stdout (stderr, with cargo's build
+/// output, goes to ours).
+fn cargo_bench(
+    root: &Path,
+    criterion_home: &Path,
+    name: &str,
+    args: &[&str],
+) -> Result<String, Error> {
+    eprintln!("report: cargo bench --bench {name}");
+    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .env("CRITERION_HOME", criterion_home)
+        .args([
+            "bench",
+            "-q",
+            "-p",
+            "resilience-benches",
+            "--bench",
+            name,
+            "--",
+        ])
+        .arg("--noplot")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Spawn(format!("cargo bench --bench {name}"), e))?;
+    // Forward stderr (cargo's build output, errors) without criterion's
+    // per-case progress lines.
+    let stderr = child.stderr.take().expect("piped");
+    let forward = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if !line.starts_with("Benchmarking ") {
+                eprintln!("{line}");
+            }
+        }
+    });
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::Spawn(format!("cargo bench --bench {name}"), e))?;
+    let _ = forward.join();
+    if !out.status.success() {
+        return Err(Error::Bench(name.to_owned(), out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The allocation lines and the other machine-readable lines of a bench.
+fn read_bench_output(bench: &str, stdout: &str, results: &mut Results) {
+    for line in stdout.lines() {
+        if let Some((key, rest)) = line.rsplit_once(": ")
+            && let Some(n) = rest.strip_suffix(" allocations per call")
+            && let Ok(n) = n.trim().parse::<f64>()
+        {
+            results.allocs.insert(key.trim().to_owned(), n);
+            results
+                .alloc_order
+                .entry(bench.to_owned())
+                .or_default()
+                .push(key.trim().to_owned());
+        } else if line.starts_with("BREAKER_") {
+            results.lines.push(line.to_owned());
+        }
+    }
+}
+
+/// The order criterion ran the cases in, from its stdout: each result
+/// starts with the case's id, either alone on a line or before `time:`.
+fn run_order(stdout: &str) -> Vec<String> {
+    let mut order = Vec::new();
+    let mut previous = "";
+    for line in stdout.lines() {
+        if let Some(i) = line.find("time:") {
+            let id = line[..i].trim();
+            let id = if id.is_empty() { previous.trim() } else { id };
+            if !id.is_empty() {
+                order.push(id.to_owned());
+            }
+        }
+        if !line.trim().is_empty() {
+            previous = line;
+        }
+    }
+    order
+}
+
+/// Reads every case criterion wrote under `home` that this bench ran (by
+/// the ids on its stdout), with its median, in run order.
+fn read_criterion(home: &Path, stdout: &str) -> Result<Vec<Case>, Error> {
+    let order = run_order(stdout);
+    let mut found: BTreeMap<String, Case> = BTreeMap::new();
+    let mut dirs = vec![home.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::Io(dir.clone(), e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| Error::Io(dir.clone(), e))?.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if path.file_name().is_some_and(|n| n == "new") {
+                let id = read_json(&path.join("benchmark.json"))?;
+                let est = read_json(&path.join("estimates.json"))?;
+                let full = id["full_id"]
+                    .as_str()
+                    .ok_or_else(|| Error::Parse(format!("{}: no full_id", path.display())))?;
+                if !order.iter().any(|o| o == full) {
+                    continue;
+                }
+                let group = id["group_id"].as_str().unwrap_or_default().to_owned();
+                let name = full
+                    .strip_prefix(&group)
+                    .map(|n| n.trim_start_matches('/'))
+                    .unwrap_or(full)
+                    .to_owned();
+                let median_ns = est["median"]["point_estimate"].as_f64().ok_or_else(|| {
+                    Error::Parse(format!(
+                        "{}: no median",
+                        path.join("estimates.json").display()
+                    ))
+                })?;
+                found.insert(
+                    full.to_owned(),
+                    Case {
+                        group,
+                        name,
+                        median_ns,
+                    },
+                );
+            } else {
+                dirs.push(path);
+            }
+        }
+    }
+    let mut cases = Vec::new();
+    for id in &order {
+        if let Some(c) = found.remove(id) {
+            cases.push(c);
+        }
+    }
+    if cases.is_empty() && !order.is_empty() {
+        return Err(Error::Parse(format!(
+            "criterion ran {} cases but wrote none under {} (is CRITERION_HOME honoured?)",
+            order.len(),
+            home.display()
+        )));
+    }
+    Ok(cases)
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io(path.to_path_buf(), e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Parse(format!("{}: {e}", path.display())))
+}
+
+/// The overload harness (deterministic: paused time, fixed seeds). The
+/// full run adds seeds for "critical >= 95% at 5x on every seed".
+fn run_overload(
+    root: &Path,
+    criterion_home: &Path,
+    opts: &Options,
+    results: &mut Results,
+) -> Result<(), Error> {
+    let stdout = cargo_bench(root, criterion_home, "overload", &[])?;
+    results.overload_text = stdout
+        .lines()
+        .filter(|l| !l.starts_with("OVERLOAD_"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    read_overload(&stdout, results)?;
+    let seeds: &[&str] = if opts.quick {
+        &["1"]
+    } else {
+        &["1", "2", "3", "4", "5"]
+    };
+    for seed in seeds {
+        let set = format!("seed={seed}");
+        let stdout = cargo_bench(
+            root,
+            criterion_home,
+            "overload",
+            &["ours", "--set", &set, "--set", "long=1"],
+        )?;
+        read_overload(&stdout, results)?;
+    }
+    Ok(())
+}
+
+fn read_overload(stdout: &str, results: &mut Results) -> Result<(), Error> {
+    for line in stdout.lines() {
+        let parse = |json: &str| {
+            serde_json::from_str::<serde_json::Value>(json)
+                .map_err(|e| Error::Parse(format!("overload line `{line}`: {e}")))
+        };
+        if let Some(json) = line.strip_prefix("OVERLOAD_ROW ") {
+            results.overload_rows.push(parse(json)?);
+        } else if let Some(json) = line.strip_prefix("OVERLOAD_BOUND ") {
+            results.overload_bounds.push(parse(json)?);
+        }
+    }
+    Ok(())
+}
+
+/// The overload row of `config` at `load` for `seed`.
+fn overload_row<'a>(
+    r: &'a Results,
+    config: &str,
+    load: f64,
+    seed: u64,
+) -> Option<&'a serde_json::Value> {
+    r.overload_rows
+        .iter()
+        .find(|v| v["config"] == config && v["load"].as_f64() == Some(load) && v["seed"] == seed)
+}
+
+fn overload_bound(r: &Results, load: f64, seed: u64) -> Option<&serde_json::Value> {
+    r.overload_bounds
+        .iter()
+        .find(|v| v["load"].as_f64() == Some(load) && v["seed"] == seed)
+}
+
+/// The seed of the main overload table.
+const MAIN_SEED: u64 = 42;
+
+/// What the report's header shows about the run.
+struct Header {
+    started: String,
+    finished: String,
+    load_before: String,
+    load_after: String,
+    quick: bool,
+    criterion_args: String,
+}
+
+fn now_utc() -> String {
+    command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| {
+            let v: Vec<&str> = s.split_whitespace().take(3).collect();
+            (v.len() == 3).then(|| v.join(" "))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The first line a command prints, or "unknown".
+fn command_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `name version` of the packages in Cargo.lock (every version of each).
+fn locked_versions(root: &Path, names: &[&str]) -> Vec<(String, String)> {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut name = None;
+    for line in lock.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = Some(n.trim_matches('"').to_owned());
+        } else if let Some(v) = line.strip_prefix("version = ")
+            && let Some(n) = name.take()
+            && names.contains(&n.as_str())
+        {
+            out.push((n, v.trim_matches('"').to_owned()));
+        }
+    }
+    out.sort_by_key(|(n, _)| names.iter().position(|x| *x == n));
+    out
+}
+
+/// The baseline a case is read against: the same group's `baseline`, or
+/// the closer one where a group has several (same thread count, same
+/// inbound headers, same side of the stack).
+fn baseline_for(group: &str, name: &str, names: &[&str]) -> Option<String> {
+    let mut candidates = Vec::new();
+    if let Some(i) = name.find("threads=") {
+        candidates.push(format!("baseline/{}", &name[i..]));
+    }
+    if group == "correlation" {
+        if name.starts_with("client/") {
+            candidates.push("client/baseline_in_scope".into());
+        } else if name.ends_with("with_id_only") {
+            candidates.push("baseline_with_id_only".into());
+        } else if name.ends_with("with_id") {
+            candidates.push("baseline_with_id".into());
+        }
+    }
+    if let Some((side, _)) = name.split_once('/') {
+        candidates.push(format!("{side}/baseline"));
+    }
+    candidates.push("baseline".into());
+    candidates
+        .into_iter()
+        .find(|c| c != name && names.contains(&c.as_str()))
+}
+
+/// A target of issue 12, with today's figure and verdict.
+struct Target {
+    what: String,
+    goal: String,
+    figure: String,
+    /// `None`: not measured in this run.
+    met: Option<bool>,
+    /// By how much it is missed, when it is.
+    gap: String,
+}
+
+fn ratio_target(
+    r: &Results,
+    what: &str,
+    goal: &str,
+    ours: (&str, &str),
+    peer: (&str, &str),
+    max_ratio: f64,
+) -> Target {
+    // Beside the ratio of whole calls, the ratio of the layers' own cost
+    // (each over the group's baseline for that case).
+    let own = baseline_for(ours.0, ours.1, &[ours.1, "baseline", "baseline_with_id"])
+        .and_then(|b| r.median(ours.0, &b))
+        .and_then(|b| {
+            let o = r.median(ours.0, ours.1)? - b;
+            let p = r.median(peer.0, peer.1)? - b;
+            Some(format!(
+                "; over the baseline {o:.1} ns vs {p:.1} ns ({:.2}x)",
+                o / p
+            ))
+        })
+        .unwrap_or_default();
+    match (r.median(ours.0, ours.1), r.median(peer.0, peer.1)) {
+        (Some(o), Some(p)) => {
+            let ratio = o / p;
+            Target {
+                what: what.into(),
+                goal: goal.into(),
+                figure: format!("{ratio:.2}x ({o:.1} ns vs {p:.1} ns{own})"),
+                met: Some(ratio <= max_ratio),
+                gap: if ratio <= max_ratio {
+                    String::new()
+                } else {
+                    format!(
+                        "{:.2}x over the goal ({:.1} ns too slow)",
+                        ratio / max_ratio,
+                        o - p * max_ratio
+                    )
+                },
+            }
+        }
+        _ => Target {
+            what: what.into(),
+            goal: goal.into(),
+            figure: format!(
+                "not measured ({}/{} or {}/{})",
+                ours.0, ours.1, peer.0, peer.1
+            ),
+            met: None,
+            gap: String::new(),
+        },
+    }
+}
+
+fn alloc_target(r: &Results, what: &str, key: &str, max: f64) -> Target {
+    match r.allocs(key) {
+        Some(n) => Target {
+            what: what.into(),
+            goal: format!("<= {max} allocations per call"),
+            figure: format!("{n:.2}"),
+            met: Some(n <= max),
+            gap: if n <= max {
+                String::new()
+            } else {
+                format!("{:.2} allocations too many", n - max)
+            },
+        },
+        None => Target {
+            what: what.into(),
+            goal: format!("<= {max} allocations per call"),
+            figure: format!("not measured ({key})"),
+            met: None,
+            gap: String::new(),
+        },
+    }
+}
+
+fn targets(r: &Results) -> Vec<Target> {
+    let mut t = Vec::new();
+    // The faster of recloser's two call styles: its own `call` API and
+    // recloser wrapped as a tower `Service`.
+    let recloser = |group: &str| {
+        let a = r.median(group, "recloser");
+        let b = r.median(group, "recloser_as_service");
+        match (a, b) {
+            (Some(a), Some(b)) if b < a => "recloser_as_service",
+            _ => "recloser",
+        }
+    };
+    t.push(ratio_target(
+        r,
+        "Breaker closed path, 1 thread",
+        "<= 1.00x recloser (the faster of its call API and as a `Service`)",
+        ("circuit_breaker/closed", "ours"),
+        ("circuit_breaker/closed", recloser("circuit_breaker/closed")),
+        1.0,
+    ));
+    t.push(ratio_target(
+        r,
+        "Breaker closed path, 2 threads sharing one breaker",
+        "<= 1.00x recloser (the faster of its call API and as a `Service`)",
+        ("circuit_breaker/closed_2_threads", "ours"),
+        (
+            "circuit_breaker/closed_2_threads",
+            recloser("circuit_breaker/closed_2_threads"),
+        ),
+        1.0,
+    ));
+    t.push(alloc_target(
+        r,
+        "Breaker closed path, allocations",
+        "circuit_breaker/closed/ours",
+        0.0,
+    ));
+    t.push(ratio_target(
+        r,
+        "Bounded-queue admission, uncontended",
+        "<= 0.80x tower `ConcurrencyLimit`",
+        ("bounded_queue", "ours"),
+        ("bounded_queue", "tower_concurrency_limit"),
+        0.8,
+    ));
+    t.push(alloc_target(
+        r,
+        "Bounded-queue admission, allocations",
+        "bounded_queue/ours",
+        0.0,
+    ));
+    t.push(ratio_target(
+        r,
+        "Correlation server layer (inbound id + traceparent)",
+        "<= 0.80x tower-http's request-id pair",
+        ("correlation", "server/ours/with_id"),
+        ("correlation", "server/tower_http/with_id"),
+        0.8,
+    ));
+    // The whole stack: absolute figure (the goal is in ns).
+    let whole = r.median("stack", "whole/ours");
+    t.push(match whole {
+        Some(ns) => Target {
+            what: "Whole stack, per call".into(),
+            goal: "<= 250 ns".into(),
+            figure: format!(
+                "{ns:.1} ns{}",
+                r.median("stack", "whole/baseline")
+                    .map(|b| format!(" ({:.1} ns over its no-op baseline)", ns - b))
+                    .unwrap_or_default()
+            ),
+            met: Some(ns <= 250.0),
+            gap: if ns <= 250.0 {
+                String::new()
+            } else {
+                // Where it goes: each side over its own baseline.
+                let side = |s: &str| {
+                    let over = r.median("stack", &format!("{s}/ours"))?
+                        - r.median("stack", &format!("{s}/baseline"))?;
+                    let allocs = r.allocs(&format!("stack/{s}/ours"))?
+                        - r.allocs(&format!("stack/{s}/baseline"))?;
+                    Some(format!("{s} side +{over:.0} ns, +{allocs:.0} allocations"))
+                };
+                let parts: Vec<String> =
+                    ["server", "client"].into_iter().filter_map(side).collect();
+                format!("{:.1} ns over; {}", ns - 250.0, parts.join("; "))
+            },
+        },
+        None => Target {
+            what: "Whole stack, per call".into(),
+            goal: "<= 250 ns".into(),
+            figure: "not measured (stack/whole/ours)".into(),
+            met: None,
+            gap: String::new(),
+        },
+    });
+    // Allocations the layers add: the inbound request's header map and the
+    // handler's outgoing request allocate without any layer too.
+    let what = "Whole stack, allocations per call over its no-op baseline";
+    let goal = "<= 1".to_owned();
+    t.push(
+        match (
+            r.allocs("stack/whole/ours"),
+            r.allocs("stack/whole/baseline"),
+        ) {
+            (Some(o), Some(b)) => Target {
+                what: what.into(),
+                goal,
+                figure: format!("{:.2} ({o:.2} with the layers, {b:.2} without)", o - b),
+                met: Some(o - b <= 1.0),
+                gap: if o - b <= 1.0 {
+                    String::new()
+                } else {
+                    format!("{:.2} allocations too many", o - b - 1.0)
+                },
+            },
+            _ => not_measured(what.into(), goal),
+        },
+    );
+    t.extend(overload_targets(r));
+    t.extend(e2e_targets(r));
+    t
+}
+
+/// Median of `v` (NaN when empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Per round of the end-to-end servers: `f(bare, stack)`.
+fn e2e_pairs(r: &Results, f: impl Fn(&e2e::Round, &e2e::Round) -> f64) -> Vec<f64> {
+    e2e_pairs_of(r, "stack", f)
+}
+
+/// Per round: `f(bare, kind)`.
+fn e2e_pairs_of(r: &Results, kind: &str, f: impl Fn(&e2e::Round, &e2e::Round) -> f64) -> Vec<f64> {
+    r.e2e
+        .chunks(e2e::KINDS.len())
+        .filter_map(|round| {
+            let bare = round.iter().find(|x| x.kind == "bare")?;
+            let other = round.iter().find(|x| x.kind == kind)?;
+            Some(f(bare, other))
+        })
+        .collect()
+}
+
+fn e2e_targets(r: &Results) -> Vec<Target> {
+    let what = "axum end to end: throughput with the server-side stack".to_owned();
+    let goal = ">= 0.95x bare".to_owned();
+    let ratios = e2e_pairs(r, |b, s| s.per_second / b.per_second);
+    let mut t = Vec::new();
+    if ratios.is_empty() {
+        t.push(not_measured(what, goal));
+    } else {
+        let m = median(ratios.clone());
+        t.push(Target {
+            what,
+            goal,
+            figure: format!("{m:.2}x (median of {} rounds)", ratios.len()),
+            met: Some(m >= 0.95),
+            gap: if m >= 0.95 {
+                String::new()
+            } else {
+                format!("{:.2}x short", 0.95 - m)
+            },
+        });
+    }
+    let what = "axum end to end: server CPU per request added by the stack".to_owned();
+    let goal = "<= +1.5 us".to_owned();
+    let deltas = e2e_pairs(r, |b, s| s.cpu_us_per_request - b.cpu_us_per_request);
+    if deltas.is_empty() {
+        t.push(not_measured(what, goal));
+    } else {
+        let m = median(deltas.clone());
+        t.push(Target {
+            what,
+            goal,
+            figure: format!("{m:+.1} us (median of {} rounds)", deltas.len()),
+            met: Some(m <= 1.5),
+            gap: if m <= 1.5 {
+                String::new()
+            } else {
+                format!("{:.1} us over", m - 1.5)
+            },
+        });
+    }
+    t
+}
+
+/// The baseline a callgrind variant is read against.
+fn callgrind_baseline(label: &str) -> Option<&'static str> {
+    [
+        ("breaker: ", "breaker: baseline"),
+        ("queue: ", "queue: baseline"),
+        ("correlation: ", "correlation: baseline (id + traceparent)"),
+        ("stack: server", "stack: server baseline"),
+        ("stack: client", "stack: client baseline"),
+        ("stack: whole", "stack: whole, baseline"),
+    ]
+    .into_iter()
+    .find(|(prefix, base)| label.starts_with(prefix) && label != *base)
+    .map(|(_, base)| base)
+}
+
+fn write_callgrind(w: &mut String, r: &Results) {
+    let Some(counts) = &r.callgrind else {
+        return;
+    };
+    let _ = writeln!(w, "## Instructions per call (callgrind)\n");
+    let counts = match counts {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(w, "Not measured: {e}.\n");
+            return;
+        }
+    };
+    let _ = writeln!(
+        w,
+        "Where the targets' time goes, in a measure the machine's load does not move: `valgrind --tool=callgrind` over each bench's profile loop (`CB_PROFILE`, `BOUNDED_QUEUE_LOOP`, `CORRELATION_PROFILE`, `STACK_PROFILE`), run with N and 2N calls; (Ir(2N) - Ir(N)) / N is one call without the process's start-up.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| variant | instructions/call | over its baseline |\n|---|---:|---:|"
+    );
+    for c in counts {
+        let over = callgrind_baseline(c.label)
+            .and_then(|b| counts.iter().find(|x| x.label == b))
+            .map_or("—".to_owned(), |b| {
+                format!("{:.0}", c.instructions - b.instructions)
+            });
+        let _ = writeln!(w, "| {} | {:.0} | {over} |", c.label, c.instructions);
+    }
+    let _ = writeln!(w);
+    for c in counts.iter().filter(|c| !c.top.is_empty()) {
+        let _ = writeln!(
+            w,
+            "<details><summary>{}: functions with the most instructions of their own, per call (the whole profile loop: request, no-op, drop included)</summary>\n\n| function | instructions/call |\n|---|---:|",
+            c.label
+        );
+        for (f, n) in &c.top {
+            let mut f = f.replace('|', "\\|");
+            if f.len() > 140 {
+                let mut cut = 140;
+                while !f.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                f.truncate(cut);
+                f.push('…');
+            }
+            let _ = writeln!(w, "| `{f}` | {n:.1} |");
+        }
+        let _ = writeln!(w, "\n</details>\n");
+    }
+}
+
+fn write_e2e(w: &mut String, r: &Results) {
+    if r.e2e.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "## End to end (axum on loopback)
+"
+    );
+    let _ = writeln!(
+        w,
+        "Three servers, each its own child process of the report binary (`report --serve bare|stack|tower`, a tokio runtime with 1 worker): an axum route answering `ok`, bare, with our server-side stack (`CorrelationLayer`, `HandleErrorLayer`, `TimeoutLayer` 1 s, `BoundedQueueLayer` 100 + 100), and with tower-http + tower's nearest equivalent. A hyper client (1 worker thread) keeps {} requests in flight over keep-alive connections; each round runs every server once, in an order that rotates every round, so the machine's noise hits all alike; ratios are taken within a round, then the median over rounds. CPU is the server process's utime + stime over the round (`/proc/PID/stat`, clock ticks), per request. Client and servers share this machine's cores, so throughput is partly the client's limit; server CPU per request is the steadier measure of what a stack costs.\n",
+        e2e::CONCURRENCY
+    );
+    let _ = writeln!(
+        w,
+        "| round | server | requests | errors | req/s | p50 us | p99 us | server CPU us/req |\n|---:|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for (i, x) in r.e2e.iter().enumerate() {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} |",
+            i / e2e::KINDS.len() + 1,
+            x.kind,
+            x.requests,
+            x.errors,
+            x.per_second,
+            x.p50_us,
+            x.p99_us,
+            x.cpu_us_per_request
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nMedians over the rounds: throughput ratio stack/bare {:.2}x, p50 {:.0} us vs {:.0} us, p99 {:.0} us vs {:.0} us, server CPU {:+.1} us per request.\n",
+        median(e2e_pairs(r, |b, s| s.per_second / b.per_second)),
+        median(
+            r.e2e
+                .iter()
+                .filter(|x| x.kind == "stack")
+                .map(|x| x.p50_us)
+                .collect()
+        ),
+        median(
+            r.e2e
+                .iter()
+                .filter(|x| x.kind == "bare")
+                .map(|x| x.p50_us)
+                .collect()
+        ),
+        median(
+            r.e2e
+                .iter()
+                .filter(|x| x.kind == "stack")
+                .map(|x| x.p99_us)
+                .collect()
+        ),
+        median(
+            r.e2e
+                .iter()
+                .filter(|x| x.kind == "bare")
+                .map(|x| x.p99_us)
+                .collect()
+        ),
+        median(e2e_pairs(r, |b, s| s.cpu_us_per_request - b.cpu_us_per_request)),
+    );
+    let _ = writeln!(
+        w,
+        "tower-http + tower (`SetRequestId` + `PropagateRequestId` with `MakeRequestUuid`, `HandleErrorLayer`, `Timeout` 1 s, `ConcurrencyLimit` 100), same rounds: throughput ratio {:.2}x bare, server CPU {:+.1} us per request.\n",
+        median(e2e_pairs_of(r, "tower", |b, s| s.per_second / b.per_second)),
+        median(e2e_pairs_of(r, "tower", |b, s| s.cpu_us_per_request
+            - b.cpu_us_per_request)),
+    );
+}
+
+fn overload_targets(r: &Results) -> Vec<Target> {
+    let mut t = Vec::new();
+    let num = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    for load in [2.0, 5.0] {
+        let what = format!("Overload {load}x: goodput (ours)");
+        let goal = ">= 99% of capacity".to_owned();
+        t.push(match overload_row(r, "ours", load, MAIN_SEED) {
+            Some(row) => {
+                let g = num(row, "goodput");
+                Target {
+                    what,
+                    goal,
+                    figure: format!("{g:.1}%"),
+                    met: Some(g >= 99.0),
+                    gap: if g >= 99.0 {
+                        String::new()
+                    } else {
+                        format!("{:.1} points short", 99.0 - g)
+                    },
+                }
+            }
+            None => not_measured(what, goal),
+        });
+        let what = format!("Overload {load}x: p99 of successes (ours)");
+        let goal = "<= 25 ms".to_owned();
+        t.push(match overload_row(r, "ours", load, MAIN_SEED) {
+            Some(row) => {
+                let p = num(row, "p99");
+                Target {
+                    what,
+                    goal,
+                    figure: format!("{p:.1} ms"),
+                    met: Some(p <= 25.0),
+                    gap: if p <= 25.0 {
+                        String::new()
+                    } else {
+                        format!("{:.1} ms over", p - 25.0)
+                    },
+                }
+            }
+            None => not_measured(what, goal),
+        });
+    }
+    // Critical at 5x on every seed the run used.
+    let what = "Overload 5x: critical success (ours), every seed".to_owned();
+    let goal = ">= 95%".to_owned();
+    let mut per_seed: Vec<(u64, f64)> = r
+        .overload_rows
+        .iter()
+        .filter(|v| v["config"] == "ours" && v["load"].as_f64() == Some(5.0))
+        .map(|v| (v["seed"].as_u64().unwrap_or(0), num(v, "critical")))
+        .collect();
+    per_seed.sort_by_key(|(s, _)| *s);
+    per_seed.dedup_by_key(|(s, _)| *s);
+    t.push(if per_seed.is_empty() {
+        not_measured(what, goal)
+    } else {
+        let worst = per_seed.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
+        Target {
+            what,
+            goal,
+            figure: format!(
+                "worst {worst:.1}% ({})",
+                per_seed
+                    .iter()
+                    .map(|(s, c)| format!("seed {s}: {c:.1}%"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            met: Some(worst >= 95.0),
+            gap: if worst >= 95.0 {
+                String::new()
+            } else {
+                format!("{:.1} points short on the worst seed", 95.0 - worst)
+            },
+        }
+    });
+    let what = "Overload 2x: critical + default success (ours)".to_owned();
+    let goal = "within 1 point of the harness bound (every wait <= 15 ms)".to_owned();
+    t.push(
+        match (
+            overload_row(r, "ours", 2.0, MAIN_SEED),
+            overload_bound(r, 2.0, MAIN_SEED),
+        ) {
+            (Some(row), Some(bound)) => {
+                let ours = num(row, "critical_default");
+                let b = num(bound, "critical_default");
+                let ok = ours >= b - 1.0;
+                Target {
+                    what,
+                    goal,
+                    figure: format!(
+                        "{ours:.1}% vs bound {b:.1}% ({:.1}% with 1% of successes waiting longer)",
+                        num(bound, "critical_default_slack")
+                    ),
+                    met: Some(ok),
+                    gap: if ok {
+                        String::new()
+                    } else {
+                        format!(
+                            "{:.1} points below the bound (computed knowing every arrival in advance); strict priority order with 15 ms waits, an online policy, reaches {:.1}% on the same arrivals",
+                            b - ours,
+                            num(bound, "strict_critical_default")
+                        )
+                    },
+                }
+            }
+            _ => not_measured(what, goal),
+        },
+    );
+    t
+}
+
+fn not_measured(what: String, goal: String) -> Target {
+    Target {
+        what,
+        goal,
+        figure: "not measured".into(),
+        met: None,
+        gap: String::new(),
+    }
+}
+
+fn write_report(root: &Path, h: &Header, r: &Results, chart: Option<&str>) -> String {
+    let mut md = String::new();
+    let w = &mut md;
+    let _ = writeln!(w, "# Benchmark report\n");
+    let _ = writeln!(
+        w,
+        "Written by `cargo run -p resilience-benches --release --bin report{}`: do not edit by hand, run it again.\n",
+        if h.quick { " -- --quick" } else { "" }
+    );
+    if h.quick {
+        let _ = writeln!(
+            w,
+            "**Quick mode**: every case ran briefly, to check that the suite works. The figures are not meaningful.\n"
+        );
+    }
+    let _ = writeln!(w, "| | |\n|---|---|");
+    let _ = writeln!(w, "| date | {} to {} |", h.started, h.finished);
+    let _ = writeln!(
+        w,
+        "| mode | {} (criterion `{}`) |",
+        if h.quick { "quick" } else { "full" },
+        h.criterion_args
+    );
+    let _ = writeln!(
+        w,
+        "| machine | {} CPUs (`nproc`), {} |",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+    let _ = writeln!(
+        w,
+        "| load average (1, 5, 15 min) | {} at the start, {} at the end |",
+        h.load_before, h.load_after
+    );
+    let _ = writeln!(w, "| rustc | {} |", command_line("rustc", &["--version"]));
+    let peers = locked_versions(
+        root,
+        &[
+            "tower",
+            "tower-http",
+            "tower-resilience",
+            "recloser",
+            "failsafe",
+            "governor",
+            "tokio",
+            "axum",
+            "hyper",
+            "criterion",
+        ],
+    );
+    let _ = writeln!(
+        w,
+        "| peers (Cargo.lock) | {} |\n",
+        peers
+            .iter()
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // Targets: the main table.
+    let _ = writeln!(w, "## Targets (issue 12)\n");
+    let _ = writeln!(
+        w,
+        "Each figure comes from this run; ratios are between medians measured in the same run.\n"
+    );
+    let _ = writeln!(w, "| target | goal | this run | met | short by |");
+    let _ = writeln!(w, "|---|---|---|---|---|");
+    let ts = targets(r);
+    for t in &ts {
+        let met = match t.met {
+            Some(true) => "met",
+            Some(false) => "**not met**",
+            None => "not measured",
+        };
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} |",
+            t.what, t.goal, t.figure, met, t.gap
+        );
+    }
+    let met = ts.iter().filter(|t| t.met == Some(true)).count();
+    let missed = ts.iter().filter(|t| t.met == Some(false)).count();
+    let _ = writeln!(
+        w,
+        "\n{met} met, {missed} not met, {} not measured.\n",
+        ts.len() - met - missed
+    );
+
+    write_method(w, h);
+
+    // Per-layer tables.
+    let _ = writeln!(w, "## Per layer\n");
+    let _ = writeln!(
+        w,
+        "Median ns per call; `ratio` is the case's median over its baseline's (the bare no-op service of the same group, same thread count, same inbound headers); allocations per call from the counting allocator (10 000 calls, `—`: not counted).\n"
+    );
+    for (bench, about) in BENCHES {
+        let Some(cases) = r.cases.get(*bench) else {
+            continue;
+        };
+        let _ = writeln!(w, "### `{bench}`\n\n{about}\n");
+        let mut group = "";
+        let names_of = |g: &str| -> Vec<&str> {
+            cases
+                .iter()
+                .filter(|c| c.group == g)
+                .map(|c| c.name.as_str())
+                .collect()
+        };
+        for c in cases {
+            if c.group != group {
+                group = &c.group;
+                let _ = writeln!(
+                    w,
+                    "\n| `{group}` | median ns/call | ratio | baseline | allocations/call |"
+                );
+                let _ = writeln!(w, "|---|---:|---:|---|---:|");
+            }
+            let names = names_of(group);
+            let base = baseline_for(group, &c.name, &names);
+            let ratio = base
+                .as_ref()
+                .and_then(|b| r.median(group, b))
+                .map_or("—".to_owned(), |b| format!("{:.2}x", c.median_ns / b));
+            let allocs = r
+                .allocs(&format!("{group}/{}", c.name))
+                .map_or("—".to_owned(), |n| format!("{n:.2}"));
+            let _ = writeln!(
+                w,
+                "| {} | {:.1} | {ratio} | {} | {allocs} |",
+                c.name,
+                c.median_ns,
+                base.as_deref().unwrap_or("—")
+            );
+        }
+        // Allocation lines that name no criterion case.
+        let extra: Vec<&String> = r
+            .alloc_order
+            .get(*bench)
+            .into_iter()
+            .flatten()
+            .filter(|k| {
+                !cases.iter().any(|c| {
+                    let id = format!("{}/{}", c.group, c.name);
+                    **k == id || k.starts_with(&format!("{id} ("))
+                })
+            })
+            .collect();
+        if !extra.is_empty() {
+            let _ = writeln!(w, "\nAllocations per call of the other variants:\n");
+            for k in extra {
+                let _ = writeln!(w, "- `{k}`: {:.2}", r.allocs[k]);
+            }
+        }
+        let _ = writeln!(w);
+    }
+
+    write_callgrind(w, r);
+    write_breaker_counts(w, r);
+    write_e2e(w, r);
+    write_overload(w, r, chart);
+    md
+}
+
+/// `readme` with the targets table of `report` (and the run's date and
+/// mode line) between the README's `report:targets` markers; `None` when
+/// the markers or the table are missing.
+fn quote_targets(readme: &str, report: &str) -> Option<String> {
+    const START: &str = "<!-- report:targets:start -->";
+    const END: &str = "<!-- report:targets:end -->";
+    let (before, rest) = readme.split_once(START)?;
+    let (_, after) = rest.split_once(END)?;
+    let table: Vec<&str> = report
+        .lines()
+        .skip_while(|l| !l.starts_with("| target |"))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    if table.is_empty() {
+        return None;
+    }
+    let facts: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("| date |") || l.starts_with("| machine |"))
+        .map(|l| l.trim_matches('|').trim())
+        .collect();
+    Some(format!(
+        "{before}{START}\n{}\n\n{}\n{END}{after}",
+        facts.join("; ").replace(" | ", ": "),
+        table.join("\n")
+    ))
+}
+
+fn write_method(w: &mut String, h: &Header) {
+    let _ = writeln!(w, "## Method\n");
+    let _ = writeln!(
+        w,
+        "- Each bench target runs as its own process (`cargo bench -p resilience-benches --bench NAME -- --noplot {}`), one after the other. Criterion warms each case up, then takes its samples (100 in the full run, 10 in quick mode), each a batch of calls; the figure is the **median** of the per-call times of the samples. Criterion's output goes to a fresh `target/report/criterion`, so only this run counts.",
+        h.criterion_args
+    );
+    let _ = writeln!(
+        w,
+        "- Every group has a `baseline`: a bare no-op `service_fn` doing the same request and response handling without the layer, measured in the same process minutes apart. Read **ratios**, not absolute nanoseconds: this machine's cores are shared with other builds, so absolute figures move with its load (the load average at the start and the end is in the header)."
+    );
+    let _ = writeln!(
+        w,
+        "- A call is `poll_ready` then `call`, and the response future polled once with a no-op waker (every inner service answers at once), so the figures are each layer's own work per request: no runtime scheduling, no I/O. Layers that read the clock run inside a current-thread tokio runtime's context."
+    );
+    let _ = writeln!(
+        w,
+        "- Two threads: one instance is built, each thread gets a clone (which shares the state: one breaker, one window, one cursor), both start on a barrier and make the same number of calls; the figure is the wall time over the calls of one thread, so a layer that scales perfectly shows the same ns/call as on 1 thread."
+    );
+    let _ = writeln!(
+        w,
+        "- Allocations per call: a counting global allocator in each bench process, over 10 000 calls after the criterion groups (so caches and lazily built state are warm)."
+    );
+    let _ = writeln!(
+        w,
+        "- Overload: the `overload` harness is deterministic (tokio's paused clock, one thread, fixed seeds): open-loop Poisson arrivals at 1x, 2x and 5x a service of 10 workers x 10 ms, 20% critical / 30% default / 50% sheddable, 200 ms client deadline. Its bounds are computed from the same arrivals. Seed {MAIN_SEED} gives the main table; our rows are also run on seeds 1-5 (seed 1 only in quick mode) for the every-seed target.\n"
+    );
+}
+
+fn write_breaker_counts(w: &mut String, r: &Results) {
+    // `BREAKER_OPENS {"breaker":..,"successes":N,"failures":F}`
+    let rows: Vec<serde_json::Value> = r
+        .lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("BREAKER_OPENS "))
+        .filter_map(|j| serde_json::from_str(j).ok())
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "## Breaker correctness beside the peers\n");
+    let _ = writeln!(
+        w,
+        "Each breaker is configured for a 100-call window opening at a 50% failure rate (or its nearest equivalent, noted), fed N successes, then failures one at a time until it rejects a call: how many failures it took. A truly sliding 100-call window needs 50 whatever N is; a breaker that counts since it last reset, or over fixed buckets, needs more.\n"
+    );
+    let mut breakers: Vec<String> = Vec::new();
+    let mut ns: Vec<u64> = Vec::new();
+    for v in &rows {
+        let b = v["breaker"].as_str().unwrap_or("?").to_owned();
+        if !breakers.contains(&b) {
+            breakers.push(b);
+        }
+        let n = v["successes"].as_u64().unwrap_or(0);
+        if !ns.contains(&n) {
+            ns.push(n);
+        }
+    }
+    let _ = write!(w, "| breaker |");
+    for n in &ns {
+        let _ = write!(w, " after {n} successes |");
+    }
+    let _ = writeln!(w);
+    let _ = writeln!(w, "|---|{}", "---:|".repeat(ns.len()));
+    for b in &breakers {
+        let _ = write!(w, "| {b} |");
+        for n in &ns {
+            let cell = rows
+                .iter()
+                .find(|v| v["breaker"] == b.as_str() && v["successes"].as_u64() == Some(*n))
+                .map_or("—".to_owned(), |v| match v["failures"].as_u64() {
+                    Some(f) => f.to_string(),
+                    None => "never".into(),
+                });
+            let _ = write!(w, " {cell} |");
+        }
+        let _ = writeln!(w);
+    }
+    let notes: Vec<&str> = r
+        .lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("BREAKER_NOTE "))
+        .collect();
+    if !notes.is_empty() {
+        let _ = writeln!(w);
+        for n in notes {
+            let _ = writeln!(w, "- {n}");
+        }
+    }
+    let _ = writeln!(w);
+}
+
+fn write_overload(w: &mut String, r: &Results, chart: Option<&str>) {
+    if r.overload_rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "## Overload\n");
+    if let Some(chart) = chart {
+        let _ = writeln!(
+            w,
+            "![goodput and critical success vs offered load]({chart})\n"
+        );
+    }
+    let num = |v: &serde_json::Value, k: &str| {
+        v[k].as_f64().map_or("—".to_owned(), |x| format!("{x:.1}"))
+    };
+    let _ = writeln!(
+        w,
+        "Seed {MAIN_SEED}. Goodput: successes within the 200 ms deadline, % of capacity; p99 of successes in model ms; success % per priority.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| policy | load | goodput % | p50 ms | p99 ms | critical % | default % | sheddable % | critical+default % |"
+    );
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for v in r.overload_rows.iter().filter(|v| v["seed"] == MAIN_SEED) {
+        let _ = writeln!(
+            w,
+            "| {} | {}x | {} | {} | {} | {} | {} | {} | {} |",
+            v["config"].as_str().unwrap_or("?"),
+            v["load"],
+            num(v, "goodput"),
+            num(v, "p50"),
+            num(v, "p99"),
+            num(v, "critical"),
+            num(v, "default"),
+            num(v, "sheddable"),
+            num(v, "critical_default"),
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nThe harness's bounds on the same arrivals (any admission policy, every wait <= 15 ms | with 1% of successes waiting longer):\n"
+    );
+    let _ = writeln!(
+        w,
+        "| load | goodput % | critical % | critical+default % |\n|---:|---:|---:|---:|"
+    );
+    for v in r.overload_bounds.iter().filter(|v| v["seed"] == MAIN_SEED) {
+        let _ = writeln!(
+            w,
+            "| {}x | {} \\| {} | {} \\| {} | {} \\| {} |",
+            v["load"],
+            num(v, "goodput"),
+            num(v, "goodput_slack"),
+            num(v, "critical"),
+            num(v, "critical_slack"),
+            num(v, "critical_default"),
+            num(v, "critical_default_slack"),
+        );
+    }
+    let others: Vec<&serde_json::Value> = r
+        .overload_rows
+        .iter()
+        .filter(|v| v["seed"] != MAIN_SEED && v["config"] == "ours")
+        .collect();
+    if !others.is_empty() {
+        let _ = writeln!(
+            w,
+            "\nOurs on other seeds:\n\n| seed | load | goodput % | p99 ms | critical % | critical+default % |\n|---:|---:|---:|---:|---:|---:|"
+        );
+        for v in others {
+            let _ = writeln!(
+                w,
+                "| {} | {}x | {} | {} | {} | {} |",
+                v["seed"],
+                v["load"],
+                num(v, "goodput"),
+                num(v, "p99"),
+                num(v, "critical"),
+                num(v, "critical_default"),
+            );
+        }
+    }
+    let _ = writeln!(
+        w,
+        "\nThe harness's own output:\n\n```text\n{}\n```\n",
+        r.overload_text.trim_end()
+    );
+}
+
+/// Goodput and critical success vs offered load, per policy, with the
+/// harness's bound, as an SVG.
+fn overload_chart(r: &Results) -> Result<String, Error> {
+    use plotters::prelude::*;
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1100, 520)).into_drawing_area();
+        let chart_err = |e: &dyn std::fmt::Display| Error::Chart(e.to_string());
+        root.fill(&WHITE).map_err(|e| chart_err(&e))?;
+        let panels = root.split_evenly((1, 2));
+        let mut configs: Vec<&str> = Vec::new();
+        for v in r.overload_rows.iter().filter(|v| v["seed"] == MAIN_SEED) {
+            if let Some(c) = v["config"].as_str()
+                && !configs.contains(&c)
+            {
+                configs.push(c);
+            }
+        }
+        let palette = [
+            RGBColor(31, 119, 180),
+            RGBColor(255, 127, 14),
+            RGBColor(44, 160, 44),
+            RGBColor(214, 39, 40),
+            RGBColor(148, 103, 189),
+            RGBColor(140, 86, 75),
+            RGBColor(227, 119, 194),
+            RGBColor(127, 127, 127),
+        ];
+        for (panel, (key, bound_key, title)) in panels.iter().zip([
+            ("goodput", "goodput", "goodput (% of capacity)"),
+            (
+                "critical",
+                "critical",
+                "critical success (% of critical requests)",
+            ),
+        ]) {
+            let mut chart = ChartBuilder::on(panel)
+                .caption(title, ("sans-serif", 16))
+                .margin(10)
+                .x_label_area_size(32)
+                .y_label_area_size(44)
+                // Headroom above 100% for the legend, clear of the lines.
+                .build_cartesian_2d(0.8f64..5.2f64, 0f64..175f64)
+                .map_err(|e| chart_err(&e))?;
+            chart
+                .configure_mesh()
+                .x_desc("offered load (x capacity)")
+                .y_desc("%")
+                .x_labels(6)
+                .y_label_formatter(&|y| {
+                    if *y <= 100.0 {
+                        format!("{y:.0}")
+                    } else {
+                        String::new()
+                    }
+                })
+                .draw()
+                .map_err(|e| chart_err(&e))?;
+            for (i, config) in configs.iter().enumerate() {
+                let color = palette[i % palette.len()];
+                let points: Vec<(f64, f64)> = [1.0, 2.0, 5.0]
+                    .into_iter()
+                    .filter_map(|load| {
+                        let v = overload_row(r, config, load, MAIN_SEED)?;
+                        Some((load, v[key].as_f64()?))
+                    })
+                    .collect();
+                let width = if config.starts_with("ours") { 3 } else { 1 };
+                chart
+                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(width)))
+                    .map_err(|e| chart_err(&e))?
+                    .label(*config)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(width))
+                    });
+                chart
+                    .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(|e| chart_err(&e))?;
+            }
+            let bound: Vec<(f64, f64)> = [1.0, 2.0, 5.0]
+                .into_iter()
+                .filter_map(|load| {
+                    let v = overload_bound(r, load, MAIN_SEED)?;
+                    Some((load, v[bound_key].as_f64()?))
+                })
+                .collect();
+            chart
+                .draw_series(LineSeries::new(bound, BLACK.stroke_width(2)))
+                .map_err(|e| chart_err(&e))?
+                .label("harness bound (waits <= 15 ms)")
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(2))
+                });
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.3))
+                .label_font(("sans-serif", 11))
+                .draw()
+                .map_err(|e| chart_err(&e))?;
+        }
+        root.present().map_err(|e| chart_err(&e))?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_the_targets_table_between_the_markers() {
+        let readme =
+            "intro\n<!-- report:targets:start -->\nold\n<!-- report:targets:end -->\nrest\n";
+        let report = "# r\n| | |\n|---|---|\n| date | d1 to d2 |\n| machine | 2 CPUs |\n\n| target | goal |\n|---|---|\n| a | b |\n\nafter\n";
+        let out = quote_targets(readme, report).expect("markers present");
+        assert_eq!(
+            out,
+            "intro\n<!-- report:targets:start -->\ndate: d1 to d2; machine: 2 CPUs\n\n| target | goal |\n|---|---|\n| a | b |\n<!-- report:targets:end -->\nrest\n"
+        );
+        assert!(quote_targets("no markers", report).is_none());
+    }
+
+    #[test]
+    fn picks_the_closest_baseline() {
+        let names = ["baseline", "baseline_with_id", "server/ours/with_id"];
+        assert_eq!(
+            baseline_for("correlation", "server/ours/with_id", &names).as_deref(),
+            Some("baseline_with_id")
+        );
+        let names = ["baseline/threads=2", "round_robin/endpoints=3/threads=2"];
+        assert_eq!(
+            baseline_for("discovery", "round_robin/endpoints=3/threads=2", &names).as_deref(),
+            Some("baseline/threads=2")
+        );
+        assert_eq!(baseline_for("x", "baseline", &["baseline"]), None);
+    }
+
+    #[test]
+    fn reads_criterion_ids_in_run_order() {
+        let out = "timeout/baseline        time:   [1 ns 2 ns 3 ns]\ncircuit_breaker/closed_2_threads/recloser_as_service\n                        time:   [1 ns 2 ns 3 ns]\n";
+        assert_eq!(
+            run_order(out),
+            [
+                "timeout/baseline",
+                "circuit_breaker/closed_2_threads/recloser_as_service"
+            ]
+        );
+    }
+}
