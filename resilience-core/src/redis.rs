@@ -5,19 +5,13 @@
 //! loopback port, without persistence, and kills it on drop.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use crate::servers::{REQUIRE_SERVERS, find_binary, servers_required};
-use crate::servers::{free_port, temp_dir};
-
-/// How long [`RedisServer::start`] and [`RedisServer::restart`] wait for
-/// Redis to answer `PING`.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// How often a start is tried before giving up.
-const START_ATTEMPTS: usize = 5;
+use crate::servers::{START_ATTEMPTS, free_port, spawn_until_ready, stop, temp_dir};
 
 /// A real Redis server (the `redis-server` binary) on a free loopback port,
 /// with persistence off (`--save '' --appendonly no`) and its own temporary
@@ -90,10 +84,7 @@ impl RedisServer {
     /// Kills the server (SIGKILL); [`restart`](Self::restart) starts it on
     /// the same port (empty: nothing is persisted).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        stop(&mut self.child);
     }
 
     /// Freezes the server (SIGSTOP): it keeps its port and connections but
@@ -150,47 +141,34 @@ impl RedisServer {
     /// Spawns Redis and waits until it answers `PING`; `false` if it exited
     /// first (the port was taken).
     async fn spawn(&mut self) -> bool {
-        let log = std::fs::File::create(self.dir.join("redis.log")).expect("redis log file");
-        let child = Command::new(&self.bin)
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--dir",
-            ])
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("redis log file"))
-            .stderr(log)
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        // Real time: Redis is a real process, whatever the test's clock.
-        let deadline = SystemTime::now() + START_TIMEOUT;
-        while !ping(self.port).await {
-            let exited = self
-                .child
-                .as_mut()
-                .is_none_or(|c| c.try_wait().is_ok_and(|status| status.is_some()));
-            if exited {
-                self.stop();
-                return false;
-            }
-            assert!(
-                SystemTime::now() < deadline,
-                "redis-server did not answer within {START_TIMEOUT:?} (log: {})",
-                self.dir.join("redis.log").display()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        let args: Vec<String> = [
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([self.dir.display().to_string()])
+        .collect();
+        let port = self.port;
+        self.child = spawn_until_ready(
+            "redis",
+            &self.bin,
+            &args,
+            &self.dir,
+            Duration::from_millis(20),
+            || ping(port),
+        )
+        .await;
+        self.child.is_some()
     }
 }
 

@@ -1,9 +1,16 @@
 //! What the real-server test harnesses share (features `etcd-server`,
 //! `redis-server`): finding a binary, free ports, temporary directories.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// How long a server may take to start before the test fails.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often a start is tried before a test fails.
+pub(crate) const START_ATTEMPTS: usize = 5;
 
 /// The environment variable that turns a missing server binary into a test
 /// failure instead of a skipped test (CI sets it to `1`).
@@ -64,4 +71,60 @@ pub(crate) fn temp_dir(what: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     dir
+}
+
+/// Starts `bin` with `args`, its output in `dir/<name>.log`, and polls
+/// `ready` every `every` until it says yes: the child when it does, `None`
+/// when the process exited first (a port was taken; try another). Real
+/// time: the server is a real process, whatever the test's clock.
+///
+/// # Panics
+///
+/// When the process cannot be started, or is not ready within
+/// [`START_TIMEOUT`].
+pub(crate) async fn spawn_until_ready<F, Fut>(
+    name: &str,
+    bin: &Path,
+    args: &[String],
+    dir: &Path,
+    every: Duration,
+    mut ready: F,
+) -> Option<Child>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let log_path = dir.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).expect("a server log file");
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("a server log file"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} does not start: {e}"));
+    let deadline = SystemTime::now() + START_TIMEOUT;
+    while !ready().await {
+        if child.try_wait().is_ok_and(|status| status.is_some()) {
+            let _ = child.wait();
+            return None;
+        }
+        if SystemTime::now() >= deadline {
+            stop(&mut Some(child));
+            panic!(
+                "{name} was not ready within {START_TIMEOUT:?} (log: {})",
+                log_path.display()
+            );
+        }
+        tokio::time::sleep(every).await;
+    }
+    Some(child)
+}
+
+/// Kills and reaps the process, if any.
+pub(crate) fn stop(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

@@ -1,18 +1,12 @@
 //! A real etcd for tests (feature `etcd-server`).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::process::Child;
+use std::time::Duration;
 
 use super::EtcdClient;
 pub use crate::servers::{REQUIRE_SERVERS, find_binary, servers_required};
-use crate::servers::{free_port, temp_dir};
-
-/// How long [`EtcdServer::start`] and [`EtcdServer::restart`] wait for etcd
-/// to serve.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// How often a start is tried before a test fails.
-const START_ATTEMPTS: usize = 5;
+use crate::servers::{START_ATTEMPTS, free_port, spawn_until_ready, stop, temp_dir};
 
 /// A real etcd server (the `etcd` binary, 3.4 or later) on free loopback
 /// ports with its own temporary data directory, for testing code that reads
@@ -110,10 +104,7 @@ impl EtcdServer {
     /// Kills the server (SIGKILL), keeping its data and ports for
     /// [`restart`](Self::restart).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        stop(&mut self.child);
     }
 
     /// Starts the server again on the same ports and data, and waits until
@@ -140,34 +131,20 @@ impl EtcdServer {
     /// Spawns etcd and waits until it serves; `false` if it exited first
     /// (a port was taken).
     async fn spawn(&mut self) -> bool {
-        let log = std::fs::File::create(self.dir.join("etcd.log")).expect("etcd log file");
-        let child = Command::new(&self.bin)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("etcd log file"))
-            .stderr(log)
-            .spawn()
-            .expect("etcd starts");
-        self.child = Some(child);
-        // Real time: etcd is a real process, whatever the test's clock.
-        let deadline = SystemTime::now() + START_TIMEOUT;
-        while self.client.range_prefix("/").await.is_err() {
-            let exited = self
-                .child
-                .as_mut()
-                .is_none_or(|c| c.try_wait().is_ok_and(|status| status.is_some()));
-            if exited {
-                self.stop();
-                return false;
-            }
-            assert!(
-                SystemTime::now() < deadline,
-                "etcd did not serve within {START_TIMEOUT:?} (log: {})",
-                self.dir.join("etcd.log").display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        true
+        let client = self.client.clone();
+        self.child = spawn_until_ready(
+            "etcd",
+            &self.bin,
+            &self.args,
+            &self.dir,
+            Duration::from_millis(50),
+            || {
+                let client = client.clone();
+                async move { client.range_prefix("/").await.is_ok() }
+            },
+        )
+        .await;
+        self.child.is_some()
     }
 }
 
