@@ -5,7 +5,6 @@
 //! window against the time window. Also counts heap allocations per call.
 
 use std::hint::black_box;
-use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group};
 use futures::FutureExt;
 use http::{Request, Response};
-use resilience_benches::{CountingAlloc, allocations_per_call};
+use resilience_benches::{CountingAlloc, allocations_per_call, two_threads};
 use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
 use resilience_core::BoxError;
 use tower::{Layer, Service, service_fn};
@@ -129,33 +128,6 @@ fn tower_resilience() -> impl Service<Request<()>> + Clone + Send {
 }
 
 /// Runs `f` on 2 threads, `iters` times each; returns the wall time.
-// Wall-clock time is what a benchmark measures: tokio's (pausable) clock
-// is for code under test.
-#[allow(clippy::disallowed_types)]
-fn two_threads<T: Send>(iters: u64, mut a: T, mut b: T, f: fn(&mut T) -> bool) -> Duration {
-    let barrier = Barrier::new(2);
-    let start = std::sync::Mutex::new(None);
-    let rt = tokio::runtime::Handle::current();
-    std::thread::scope(|s| {
-        for state in [&mut a, &mut b] {
-            let barrier = &barrier;
-            let start = &start;
-            let rt = rt.clone();
-            s.spawn(move || {
-                let _guard = rt.enter();
-                if barrier.wait().is_leader() {
-                    *start.lock().unwrap() = Some(std::time::Instant::now());
-                }
-                for _ in 0..iters {
-                    black_box(f(state));
-                }
-            });
-        }
-    });
-    let started = start.lock().unwrap().expect("started");
-    started.elapsed()
-}
-
 fn bench(c: &mut Criterion) {
     let rt = resilience_benches::runtime();
     let _guard = rt.enter();

@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures::FutureExt;
 use futures::future::Either;
 use http::Request;
-use resilience_benches::{CountingAlloc, allocations_per_call};
+use resilience_benches::{CountingAlloc, allocations_per_call, two_threads};
 use resilience_bounded_queue::rate::{RateLimitConfig, RateLimitLayer};
 use resilience_core::BoxError;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -106,32 +106,6 @@ fn ours_open() -> impl Service<Request<()>> + Clone + Send {
         .build()
         .expect("valid rate limit");
     RateLimitLayer::new(config).layer(noop())
-}
-
-/// Runs `f` on 2 threads, `iters` times each; returns the wall time.
-#[allow(clippy::disallowed_types)] // a wall-clock measurement, not service time
-fn two_threads<T: Send>(iters: u64, mut a: T, mut b: T, f: fn(&mut T) -> bool) -> Duration {
-    let barrier = Barrier::new(2);
-    let start = std::sync::Mutex::new(None);
-    let rt = tokio::runtime::Handle::current();
-    std::thread::scope(|s| {
-        for state in [&mut a, &mut b] {
-            let barrier = &barrier;
-            let start = &start;
-            let rt = rt.clone();
-            s.spawn(move || {
-                let _guard = rt.enter();
-                if barrier.wait().is_leader() {
-                    *start.lock().unwrap() = Some(std::time::Instant::now());
-                }
-                for _ in 0..iters {
-                    black_box(f(state));
-                }
-            });
-        }
-    });
-    let started = start.lock().unwrap().expect("started");
-    started.elapsed()
 }
 
 fn bench(c: &mut Criterion) {

@@ -60,3 +60,38 @@ pub fn profile_calls(var: &str, default: u64) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// Runs `f` on 2 threads sharing `a` and `b` (each thread its own state,
+/// both over one shared layer), `iters` times each, inside the current
+/// tokio runtime; returns the wall time from when both were ready.
+// Wall-clock time is what a benchmark measures: tokio's (pausable) clock
+// is for code under test.
+#[allow(clippy::disallowed_types)]
+pub fn two_threads<T: Send>(
+    iters: u64,
+    mut a: T,
+    mut b: T,
+    f: fn(&mut T) -> bool,
+) -> std::time::Duration {
+    let barrier = std::sync::Barrier::new(2);
+    let start = std::sync::Mutex::new(None);
+    let rt = tokio::runtime::Handle::current();
+    std::thread::scope(|s| {
+        for state in [&mut a, &mut b] {
+            let barrier = &barrier;
+            let start = &start;
+            let rt = rt.clone();
+            s.spawn(move || {
+                let _guard = rt.enter();
+                if barrier.wait().is_leader() {
+                    *start.lock().unwrap() = Some(std::time::Instant::now());
+                }
+                for _ in 0..iters {
+                    std::hint::black_box(f(state));
+                }
+            });
+        }
+    });
+    let started = start.lock().unwrap().expect("started");
+    started.elapsed()
+}
