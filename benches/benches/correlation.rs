@@ -81,7 +81,9 @@ where
 }
 
 fn bench(c: &mut Criterion) {
-    let noop = || service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    let noop = || {
+        service_fn(|_: Request<()>| async { Ok::<_, Infallible>(resilience_benches::response()) })
+    };
     let mut baseline = noop();
     let mut ours = CorrelationLayer::new().layer(noop());
     let mut tower_http = ServiceBuilder::new()
@@ -149,13 +151,15 @@ fn bench(c: &mut Criterion) {
     };
     g.bench_function("client/baseline_in_scope", |b| {
         b.iter(|| {
-            let fut = fresh().scope(async { call(&mut baseline, request(Inbound::Nothing)) });
+            let fut = fresh()
+                .scope(async { call(&mut baseline, resilience_benches::outgoing_request()) });
             black_box(fut.now_or_never())
         })
     });
     g.bench_function("client/ours_in_scope", |b| {
         b.iter(|| {
-            let fut = fresh().scope(async { call(&mut client, request(Inbound::Nothing)) });
+            let fut =
+                fresh().scope(async { call(&mut client, resilience_benches::outgoing_request()) });
             black_box(fut.now_or_never())
         })
     });
@@ -163,7 +167,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let fut = ctx
                 .clone()
-                .scope(async { call(&mut client, request(Inbound::Nothing)) });
+                .scope(async { call(&mut client, resilience_benches::outgoing_request()) });
             black_box(fut.now_or_never())
         })
     });
@@ -240,7 +244,9 @@ fn bench(c: &mut Criterion) {
 /// call are steadier than nanoseconds on a noisy machine).
 fn profile(variant: &str) {
     let n: u64 = resilience_benches::profile_calls("CORRELATION_CALLS", 1_000_000);
-    let noop = || service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    let noop = || {
+        service_fn(|_: Request<()>| async { Ok::<_, Infallible>(resilience_benches::response()) })
+    };
     let mut baseline = noop();
     let mut ours = CorrelationLayer::new().layer(noop());
     let mut tower_http = ServiceBuilder::new()
@@ -268,11 +274,11 @@ fn profile(variant: &str) {
                 call(&mut tower_http, request(Inbound::Id("x-request-id")))
             }
             "client/baseline" => fresh()
-                .scope(async { call(&mut baseline, request(Inbound::Nothing)) })
+                .scope(async { call(&mut baseline, resilience_benches::outgoing_request()) })
                 .now_or_never()
                 .expect("answers at once"),
             "client/ours" => fresh()
-                .scope(async { call(&mut client, request(Inbound::Nothing)) })
+                .scope(async { call(&mut client, resilience_benches::outgoing_request()) })
                 .now_or_never()
                 .expect("answers at once"),
             "tower_http/no_id" => call(&mut tower_http, request(Inbound::Nothing)),

@@ -81,7 +81,7 @@ fn noop() -> impl Service<
     Future = impl Future<Output = Result<Response<()>, Infallible>> + Send,
 > + Clone
 + Send {
-    service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) })
+    service_fn(|_: Request<()>| async { Ok::<_, Infallible>(resilience_benches::response()) })
 }
 
 /// Ours, server side, as an axum app stacks them.
@@ -138,8 +138,11 @@ where
         let mut client = client.clone();
         async move {
             client.ready().await.map_err(Into::into)?;
-            client.call(Request::new(())).await.map_err(Into::into)?;
-            Ok::<_, BoxError>(Response::new(()))
+            client
+                .call(resilience_benches::outgoing_request())
+                .await
+                .map_err(Into::into)?;
+            Ok::<_, BoxError>(resilience_benches::response())
         }
     })
 }
@@ -207,7 +210,7 @@ fn whole_tower() -> impl Service<Request<()>> {
 /// request context.
 fn in_scope<S: Service<Request<()>>>(ctx: &RequestContext, svc: &mut S) -> bool {
     ctx.clone()
-        .scope(async { call(svc, Request::new(())) })
+        .scope(async { call(svc, resilience_benches::outgoing_request()) })
         .now_or_never()
         .expect("answers at once")
 }

@@ -95,3 +95,28 @@ pub fn two_threads<T: Send>(
     let started = start.lock().unwrap().expect("started");
     started.elapsed()
 }
+
+/// The response a no-op service answers with: one `content-type`, as an
+/// axum handler's `&str`, `Json` or tonic's responses carry, so a layer
+/// that adds a header grows a map that exists, as it does in a server
+/// (on a response with no header at all, the first insert allocates the
+/// map's two buffers).
+pub fn response() -> http::Response<()> {
+    let mut rsp = http::Response::new(());
+    rsp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}
+
+/// An outgoing request as a handler builds it: one `content-type`, as a
+/// JSON or gRPC client's requests carry (see [`response`]).
+pub fn outgoing_request() -> http::Request<()> {
+    let mut req = http::Request::new(());
+    req.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    req
+}

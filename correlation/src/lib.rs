@@ -78,7 +78,9 @@
 //! line below it sees the context. The span it opens is named `request` and
 //! has the fields `correlation_id` and `trace_id`: to show `[id]` on every
 //! log line, format events with [`fmt::CorrelationFormat`] (feature `fmt`) or
-//! any formatter that prints span fields.
+//! any formatter that prints span fields. The span is only built while a
+//! tracing subscriber enables `INFO` (so the `log` fallback of tracing's
+//! `log` feature does not see it).
 //!
 //! # Trust
 //!
@@ -120,6 +122,7 @@ pub mod id;
 mod rng;
 pub mod server;
 pub mod trace;
+mod value;
 
 pub use crate::client::{PropagateContext, PropagateContextLayer};
 pub use crate::context::{RequestContext, Scoped};

@@ -180,10 +180,9 @@ impl TraceContext {
         hex_into(&mut buf[36..52], &self.span_id.0);
         buf[52] = b'-';
         hex_into(&mut buf[53..55], &[self.flags]);
-        // One allocation that later clones share (a value copied from a
-        // slice would allocate again on its first clone).
-        HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
-            .expect("hex and dashes are a valid header value")
+        // A slice of a shared per-thread buffer: clones only count
+        // references, and most values allocate nothing.
+        crate::value::carve(&buf)
     }
 }
 
@@ -220,21 +219,43 @@ fn parse_traceparent(b: &[u8]) -> Result<(TraceId, SpanId, u8), InvalidTracepare
 }
 
 /// Decodes `M = 2 * N` lowercase hex digits; the flag is set if any is not
-/// one. Fixed sizes, so the loop unrolls without bounds checks.
+/// one. Eight digits at a time in a `u64` (SWAR): about a fifth of the
+/// instructions of a table lookup per digit.
 #[inline]
 fn decode<const N: usize, const M: usize>(hex: &[u8; M]) -> ([u8; N], bool) {
-    assert!(M == 2 * N);
+    const { assert!(M == 2 * N && M % 8 == 0) };
     let mut out = [0u8; N];
-    let mut bad = 0u8;
-    for i in 0..N {
-        let (h, l) = (
-            UNHEX[usize::from(hex[2 * i])],
-            UNHEX[usize::from(hex[2 * i + 1])],
-        );
-        bad |= h | l;
-        out[i] = h << 4 | l;
+    let mut bad = false;
+    for (digits, bytes) in hex.chunks_exact(8).zip(out.chunks_exact_mut(4)) {
+        let word = u64::from_le_bytes(digits.try_into().expect("8 digits"));
+        let (value, ok) = unhex8(word);
+        bytes.copy_from_slice(&value.to_le_bytes());
+        bad |= !ok;
     }
-    (out, bad & 0xf0 != 0)
+    (out, bad)
+}
+
+/// Eight lowercase hex digits (little-endian in `x`, first digit lowest) to
+/// four bytes, and whether all eight were lowercase hex digits.
+#[inline]
+fn unhex8(x: u64) -> (u32, bool) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Bytes below 0x80 only: then adding at most 0x50 carries into no
+    // neighbour, and bit 7 of each sum says whether the byte reached the
+    // bound.
+    let ascii = x & HIGH == 0;
+    let at_least = |bound: u64| x.wrapping_add((0x80 - bound) * ONES) & HIGH;
+    let digit = at_least(0x30) & !at_least(0x3a);
+    let letter = at_least(0x61) & !at_least(0x67);
+    let ok = ascii && (digit | letter) == HIGH;
+    // '0'..'9' keep their low nibble; 'a'..'f' (low nibble 1..6) add 9.
+    let nibbles = (x & (0x0f * ONES)) + (letter >> 7) * 9;
+    // Pairs of nibbles into bytes, then the four bytes together.
+    let pairs = ((nibbles << 4) | (nibbles >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let quads = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
+    let packed = (quads | (quads >> 16)) as u32;
+    (packed, ok)
 }
 
 /// Two lowercase hex digits.

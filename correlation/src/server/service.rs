@@ -55,7 +55,10 @@ where
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let config = &*self.config;
         let ctx = config.context_for(&req);
-        let span = if config.span {
+        // `level_enabled!` is one relaxed load; without it, a build with
+        // tracing's `log` feature (axum's default) formats the fields for
+        // the `log` fallback on every request even when nothing listens.
+        let span = if config.span && tracing::level_enabled!(tracing::Level::INFO) {
             tracing::info_span!(
                 "request",
                 correlation_id = %ctx.correlation_id(),
