@@ -1590,106 +1590,209 @@ fn write_overload(w: &mut String, r: &Results, chart: Option<&str>) {
 }
 
 /// Goodput and critical success vs offered load, per policy, with the
-/// harness's bound, as an SVG.
+/// harness's bound, as an SVG: two panels over a shared legend; ours in
+/// thick solid lines, each peer with its own colour, marker and dash, and a
+/// peer whose points repeat another's says so in the legend (its line lies
+/// under the other's).
 fn overload_chart(r: &Results) -> Result<String, Error> {
     use plotters::prelude::*;
 
+    /// How a series is drawn.
+    #[derive(Clone, Copy)]
+    struct Style {
+        color: RGBColor,
+        marker: usize,
+        dashed: bool,
+        width: u32,
+    }
+    const OURS: [RGBColor; 2] = [RGBColor(0, 83, 214), RGBColor(0, 170, 200)];
+    const PEERS: [RGBColor; 6] = [
+        RGBColor(230, 110, 0),
+        RGBColor(200, 30, 45),
+        RGBColor(120, 60, 170),
+        RGBColor(40, 140, 40),
+        RGBColor(140, 90, 40),
+        RGBColor(110, 110, 110),
+    ];
+    const LOADS: [f64; 3] = [1.0, 2.0, 5.0];
+
+    fn marker<DB: DrawingBackend>(
+        area: &DrawingArea<DB, plotters::coord::Shift>,
+        (x, y): (i32, i32),
+        style: Style,
+    ) -> Result<(), String> {
+        let s = ShapeStyle::from(&style.color).filled();
+        let r = match style.marker % 4 {
+            0 => area.draw(&Circle::new((x, y), 4, s)),
+            1 => area.draw(&TriangleMarker::new((x, y), 5, s)),
+            2 => area.draw(&Rectangle::new([(x - 4, y - 4), (x + 4, y + 4)], s)),
+            _ => area.draw(&Cross::new((x, y), 5, style.color.stroke_width(2))),
+        };
+        r.map_err(|e| e.to_string())
+    }
+
+    let mut configs: Vec<&str> = Vec::new();
+    for v in r.overload_rows.iter().filter(|v| v["seed"] == MAIN_SEED) {
+        if let Some(c) = v["config"].as_str()
+            && !configs.contains(&c)
+        {
+            configs.push(c);
+        }
+    }
+    let points = |config: &str, key: &str| -> Vec<(f64, f64)> {
+        LOADS
+            .into_iter()
+            .filter_map(|load| {
+                let v = overload_row(r, config, load, MAIN_SEED)?;
+                Some((load, v[key].as_f64()?))
+            })
+            .collect()
+    };
+    let (mut ours, mut peers) = (0, 0);
+    let series: Vec<(String, Style)> = configs
+        .iter()
+        .enumerate()
+        .map(|(i, config)| {
+            let style = if config.starts_with("ours") {
+                ours += 1;
+                Style {
+                    color: OURS[(ours - 1) % OURS.len()],
+                    marker: 0,
+                    dashed: false,
+                    width: 3,
+                }
+            } else {
+                peers += 1;
+                Style {
+                    color: PEERS[(peers - 1) % PEERS.len()],
+                    marker: peers,
+                    dashed: peers % 2 == 0,
+                    width: 2,
+                }
+            };
+            let same_as = configs[..i].iter().find(|earlier| {
+                ["goodput", "critical"]
+                    .iter()
+                    .all(|key| points(earlier, key) == points(config, key))
+            });
+            let label = match same_as {
+                Some(earlier) => format!("{config} (same points as {earlier})"),
+                None => (*config).to_owned(),
+            };
+            (label, style)
+        })
+        .collect();
+
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (1100, 520)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (1100, 560)).into_drawing_area();
         let chart_err = |e: &dyn std::fmt::Display| Error::Chart(e.to_string());
         root.fill(&WHITE).map_err(|e| chart_err(&e))?;
-        let panels = root.split_evenly((1, 2));
-        let mut configs: Vec<&str> = Vec::new();
-        for v in r.overload_rows.iter().filter(|v| v["seed"] == MAIN_SEED) {
-            if let Some(c) = v["config"].as_str()
-                && !configs.contains(&c)
-            {
-                configs.push(c);
-            }
-        }
-        let palette = [
-            RGBColor(31, 119, 180),
-            RGBColor(255, 127, 14),
-            RGBColor(44, 160, 44),
-            RGBColor(214, 39, 40),
-            RGBColor(148, 103, 189),
-            RGBColor(140, 86, 75),
-            RGBColor(227, 119, 194),
-            RGBColor(127, 127, 127),
-        ];
-        for (panel, (key, bound_key, title)) in panels.iter().zip([
-            ("goodput", "goodput", "goodput (% of capacity)"),
-            (
-                "critical",
-                "critical",
-                "critical success (% of critical requests)",
-            ),
+        let (plots, legend) = root.split_vertically(440);
+        let panels = plots.split_evenly((1, 2));
+        for (panel, (key, title)) in panels.iter().zip([
+            ("goodput", "goodput (% of capacity)"),
+            ("critical", "critical success (% of critical requests)"),
         ]) {
             let mut chart = ChartBuilder::on(panel)
                 .caption(title, ("sans-serif", 16))
                 .margin(10)
                 .x_label_area_size(32)
                 .y_label_area_size(44)
-                // Headroom above 100% for the legend, clear of the lines.
-                .build_cartesian_2d(0.8f64..5.2f64, 0f64..175f64)
+                .build_cartesian_2d(0.8f64..5.2f64, 0f64..105f64)
                 .map_err(|e| chart_err(&e))?;
             chart
                 .configure_mesh()
                 .x_desc("offered load (x capacity)")
                 .y_desc("%")
                 .x_labels(6)
-                .y_label_formatter(&|y| {
-                    if *y <= 100.0 {
-                        format!("{y:.0}")
-                    } else {
-                        String::new()
-                    }
-                })
+                .y_labels(11)
+                .y_label_formatter(&|y| format!("{y:.0}"))
+                .light_line_style(WHITE)
                 .draw()
                 .map_err(|e| chart_err(&e))?;
-            for (i, config) in configs.iter().enumerate() {
-                let color = palette[i % palette.len()];
-                let points: Vec<(f64, f64)> = [1.0, 2.0, 5.0]
-                    .into_iter()
-                    .filter_map(|load| {
-                        let v = overload_row(r, config, load, MAIN_SEED)?;
-                        Some((load, v[key].as_f64()?))
-                    })
-                    .collect();
-                let width = if config.starts_with("ours") { 3 } else { 1 };
-                chart
-                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(width)))
-                    .map_err(|e| chart_err(&e))?
-                    .label(*config)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(width))
-                    });
-                chart
-                    .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                    .map_err(|e| chart_err(&e))?;
-            }
-            let bound: Vec<(f64, f64)> = [1.0, 2.0, 5.0]
+            let bound: Vec<(f64, f64)> = LOADS
                 .into_iter()
                 .filter_map(|load| {
                     let v = overload_bound(r, load, MAIN_SEED)?;
-                    Some((load, v[bound_key].as_f64()?))
+                    Some((load, v[key].as_f64()?))
                 })
                 .collect();
             chart
-                .draw_series(LineSeries::new(bound, BLACK.stroke_width(2)))
-                .map_err(|e| chart_err(&e))?
-                .label("harness bound (waits <= 15 ms)")
-                .legend(|(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(2))
-                });
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .label_font(("sans-serif", 11))
-                .draw()
+                .draw_series(DashedLineSeries::new(bound, 3, 3, BLACK.stroke_width(1)))
+                .map_err(|e| chart_err(&e))?;
+            // Peers first, so ours are drawn on top.
+            let order = series
+                .iter()
+                .zip(&configs)
+                .filter(|((_, s), _)| s.width < 3)
+                .chain(series.iter().zip(&configs).filter(|((_, s), _)| s.width >= 3));
+            for ((_, style), config) in order {
+                let style = *style;
+                let pts = points(config, key);
+                let line = style.color.stroke_width(style.width);
+                if style.dashed {
+                    chart
+                        .draw_series(DashedLineSeries::new(pts.clone(), 8, 4, line))
+                        .map_err(|e| chart_err(&e))?;
+                } else {
+                    chart
+                        .draw_series(LineSeries::new(pts.clone(), line))
+                        .map_err(|e| chart_err(&e))?;
+                }
+                let fill = ShapeStyle::from(&style.color).filled();
+                let drawn = match style.marker % 4 {
+                    0 => chart.draw_series(
+                        pts.iter()
+                            .map(|&p| EmptyElement::at(p) + Circle::new((0, 0), 4, fill)),
+                    ),
+                    1 => chart.draw_series(
+                        pts.iter()
+                            .map(|&p| EmptyElement::at(p) + TriangleMarker::new((0, 0), 5, fill)),
+                    ),
+                    2 => chart.draw_series(pts.iter().map(|&p| {
+                        EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], fill)
+                    })),
+                    _ => chart.draw_series(pts.iter().map(|&p| {
+                        EmptyElement::at(p) + Cross::new((0, 0), 5, style.color.stroke_width(2))
+                    })),
+                };
+                drawn.map_err(|e| chart_err(&e))?;
+            }
+        }
+        // The shared legend: three columns under the panels.
+        let font = ("sans-serif", 13).into_font();
+        let mut entries: Vec<(String, Option<Style>)> =
+            series.iter().map(|(l, s)| (l.clone(), Some(*s))).collect();
+        entries.push((
+            "harness bound (any policy, every wait <= 15 ms)".to_owned(),
+            None,
+        ));
+        for (i, (label, style)) in entries.iter().enumerate() {
+            let (col, row) = (i % 3, i / 3);
+            let (x, y) = (30 + 360 * col as i32, 14 + 22 * row as i32);
+            match style {
+                Some(style) => {
+                    let line = style.color.stroke_width(style.width);
+                    legend
+                        .draw(&PathElement::new(vec![(x, y), (x + 36, y)], line))
+                        .map_err(|e| chart_err(&e))?;
+                    marker(&legend, (x + 18, y), *style).map_err(Error::Chart)?;
+                }
+                None => {
+                    // Dashed, as in the panels.
+                    for dash in (0..36).step_by(6) {
+                        legend
+                            .draw(&PathElement::new(
+                                vec![(x + dash, y), (x + dash + 3, y)],
+                                BLACK.stroke_width(1),
+                            ))
+                            .map_err(|e| chart_err(&e))?;
+                    }
+                }
+            }
+            legend
+                .draw(&Text::new(label.clone(), (x + 44, y - 7), font.clone()))
                 .map_err(|e| chart_err(&e))?;
         }
         root.present().map_err(|e| chart_err(&e))?;
