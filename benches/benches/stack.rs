@@ -299,6 +299,58 @@ fn bench(c: &mut Criterion) {
     ] {
         println!("stack/{name}: {allocs:.2} allocations per call");
     }
+    with_recorder(c);
+}
+
+/// The whole stack again with a Prometheus recorder installed, as in a
+/// service that exports its metrics (above, the `metrics` facade has no
+/// recorder, so every metric is a no-op). Runs last: a process installs a
+/// recorder once, and the stacks are built after it, so the layers register
+/// their metrics with it.
+fn with_recorder(c: &mut Criterion) {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).expect("no recorder installed before");
+    let (mut whole_baseline, mut whole_ours, mut whole_tower) =
+        (whole_baseline(), whole_ours(), whole_tower());
+    let mut g = c.benchmark_group("stack_with_recorder");
+    g.bench_function("whole/baseline", |b| {
+        b.iter(|| black_box(call(&mut whole_baseline, inbound("x-correlation-id"))))
+    });
+    g.bench_function("whole/ours", |b| {
+        b.iter(|| black_box(call(&mut whole_ours, inbound("x-correlation-id"))))
+    });
+    g.bench_function("whole/tower", |b| {
+        b.iter(|| black_box(call(&mut whole_tower, inbound("x-request-id"))))
+    });
+    g.finish();
+    for (name, allocs) in [
+        (
+            "whole/baseline",
+            allocations_per_call(10_000, || {
+                assert!(call(&mut whole_baseline, inbound("x-correlation-id")))
+            }),
+        ),
+        (
+            "whole/ours",
+            allocations_per_call(10_000, || {
+                assert!(call(&mut whole_ours, inbound("x-correlation-id")))
+            }),
+        ),
+        (
+            "whole/tower",
+            allocations_per_call(10_000, || {
+                assert!(call(&mut whole_tower, inbound("x-request-id")))
+            }),
+        ),
+    ] {
+        println!("stack_with_recorder/{name}: {allocs:.2} allocations per call");
+    }
+    // The layers did register with the recorder.
+    assert!(
+        handle.render().contains("resilience_"),
+        "the layers' metrics reached the recorder"
+    );
 }
 
 /// Loops over one variant only.

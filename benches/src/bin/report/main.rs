@@ -1726,7 +1726,12 @@ fn overload_chart(r: &Results) -> Result<String, Error> {
                 .iter()
                 .zip(&configs)
                 .filter(|((_, s), _)| s.width < 3)
-                .chain(series.iter().zip(&configs).filter(|((_, s), _)| s.width >= 3));
+                .chain(
+                    series
+                        .iter()
+                        .zip(&configs)
+                        .filter(|((_, s), _)| s.width >= 3),
+                );
             for ((_, style), config) in order {
                 let style = *style;
                 let pts = points(config, key);
@@ -1750,9 +1755,11 @@ fn overload_chart(r: &Results) -> Result<String, Error> {
                         pts.iter()
                             .map(|&p| EmptyElement::at(p) + TriangleMarker::new((0, 0), 5, fill)),
                     ),
-                    2 => chart.draw_series(pts.iter().map(|&p| {
-                        EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], fill)
-                    })),
+                    2 => {
+                        chart.draw_series(pts.iter().map(|&p| {
+                            EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], fill)
+                        }))
+                    }
                     _ => chart.draw_series(pts.iter().map(|&p| {
                         EmptyElement::at(p) + Cross::new((0, 0), 5, style.color.stroke_width(2))
                     })),
