@@ -152,12 +152,92 @@ pub(crate) struct Count {
     /// For the [`DETAIL`] variants: the functions with the most
     /// instructions of their own, per call (function, instructions).
     pub(crate) top: Vec<(String, f64)>,
+    /// Instructions per call of the whole profile loop by [`CATEGORIES`]
+    /// (same order), from every function's own instructions.
+    pub(crate) by_category: Vec<f64>,
 }
 
-/// The functions with the most instructions of their own in a callgrind
-/// output file, per call of a `calls`-call run.
-fn top_functions(file: &Path, calls: u64) -> Vec<(String, f64)> {
-    let Ok(o) = Command::new("callgrind_annotate").arg(file).output() else {
+/// What kind of work a function does, by the start of its name (the first
+/// category that matches; the last catches the rest).
+pub(crate) const CATEGORIES: &[(&str, &[&str])] = &[
+    (
+        "heap: malloc and free",
+        &["./malloc/", "<resilience_benches::CountingAlloc", "__rust_"],
+    ),
+    (
+        "header maps: insert, look up, drop",
+        &[
+            "http::header::map",
+            "core::ptr::drop_in_place<http::header::map",
+            "http::header::name",
+        ],
+    ),
+    (
+        "header values: validate, share, drop",
+        &["http::header::value", "bytes::"],
+    ),
+    (
+        "request extensions (a boxed type map)",
+        &["http::extensions", "hashbrown::", "<hashbrown::"],
+    ),
+    (
+        "moving futures and requests (memcpy)",
+        &["./string/"],
+    ),
+    (
+        "ids and trace context: parse, generate, format",
+        &[
+            "resilience_correlation::trace",
+            "resilience_correlation::id",
+            "resilience_correlation::value",
+            "resilience_correlation::rng",
+            "uuid::",
+            "std::thread::local",
+        ],
+    ),
+    ("tracing", &["tracing::", "<tracing::", "tracing_core::"]),
+    (
+        "our layers' own code",
+        &[
+            "resilience_",
+            "<resilience_",
+            "core::ptr::drop_in_place<resilience_",
+        ],
+    ),
+    (
+        "peers' own code",
+        &[
+            "tower_http",
+            "<tower_http",
+            "tower_resilience",
+            "<tower_resilience",
+            "recloser",
+            "<recloser",
+            "crossbeam",
+            "failsafe",
+            "<tower::",
+            "tower::",
+        ],
+    ),
+    ("the rest: bench loop, no-op services, requests", &[""]),
+];
+
+/// The index in [`CATEGORIES`] of a function.
+pub(crate) fn category(function: &str) -> usize {
+    CATEGORIES
+        .iter()
+        .position(|(_, prefixes)| prefixes.iter().any(|p| function.starts_with(p)))
+        .unwrap_or(CATEGORIES.len() - 1)
+}
+
+/// Every function's own instructions in a callgrind output file, per call
+/// of a `calls`-call run, most first.
+fn functions(file: &Path, calls: u64) -> Vec<(String, f64)> {
+    let Ok(o) = Command::new("callgrind_annotate")
+        .arg("--threshold=100")
+        .arg(file)
+        .output()
+    else {
         return Vec::new();
     };
     String::from_utf8_lossy(&o.stdout)
@@ -170,9 +250,16 @@ fn top_functions(file: &Path, calls: u64) -> Vec<(String, f64)> {
             let function = function.split(" [").next()?.trim_start_matches("???:");
             Some((function.to_owned(), count / calls as f64))
         })
-        .filter(|(_, per_call)| *per_call >= 1.0)
-        .take(12)
         .collect()
+}
+
+/// Per call, by category.
+fn by_category(functions: &[(String, f64)]) -> Vec<f64> {
+    let mut out = vec![0.0; CATEGORIES.len()];
+    for (f, n) in functions {
+        out[category(f)] += n;
+    }
+    out
 }
 
 /// Instructions per call of every variant; `Err` when valgrind or the
@@ -195,8 +282,9 @@ pub(crate) fn run(root: &Path, work: &Path) -> Result<Vec<Count>, String> {
             .map(|(_, p)| p)
             .ok_or_else(|| format!("no executable for bench `{bench}`"))?;
         eprintln!("report: callgrind {bench} {variant}");
-        let outfile = work.join("callgrind.out");
+        let outfile = |n: u64| work.join(format!("callgrind.{n}.out"));
         let ir = |n: u64| -> Result<f64, String> {
+            let outfile = outfile(n);
             let o = Command::new("valgrind")
                 .arg("--tool=callgrind")
                 .arg(format!("--callgrind-out-file={}", outfile.display()))
@@ -227,8 +315,26 @@ pub(crate) fn run(root: &Path, work: &Path) -> Result<Vec<Count>, String> {
         };
         let one = ir(N)?;
         let two = ir(2 * N)?;
+        // Each function's own instructions in the 2N run less the N run,
+        // over N: one call, without the start-up.
+        let shorter = functions(&outfile(N), 1);
+        let mut all: Vec<(String, f64)> = functions(&outfile(2 * N), 1)
+            .into_iter()
+            .map(|(f, two)| {
+                let one = shorter
+                    .iter()
+                    .find(|(g, _)| *g == f)
+                    .map_or(0.0, |(_, n)| *n);
+                (f, (two - one) / N as f64)
+            })
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
         let top = if DETAIL.contains(label) {
-            top_functions(&outfile, 2 * N)
+            all.iter()
+                .filter(|(_, per_call)| *per_call >= 1.0)
+                .take(12)
+                .cloned()
+                .collect()
         } else {
             Vec::new()
         };
@@ -236,6 +342,7 @@ pub(crate) fn run(root: &Path, work: &Path) -> Result<Vec<Count>, String> {
             label,
             instructions: (two - one) / N as f64,
             top,
+            by_category: by_category(&all),
         });
     }
     Ok(out)

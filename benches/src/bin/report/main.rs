@@ -812,43 +812,43 @@ fn targets(r: &Results) -> Vec<Target> {
         ("correlation", "server/tower_http/with_id"),
         0.8,
     ));
-    // The whole stack: absolute figure (the goal is in ns).
-    let whole = r.median("stack", "whole/ours");
-    t.push(match whole {
-        Some(ns) => Target {
-            what: "Whole stack, per call".into(),
-            goal: "<= 250 ns".into(),
-            figure: format!(
-                "{ns:.1} ns{}",
-                r.median("stack", "whole/baseline")
-                    .map(|b| format!(" ({:.1} ns over its no-op baseline)", ns - b))
-                    .unwrap_or_default()
-            ),
-            met: Some(ns <= 250.0),
-            gap: if ns <= 250.0 {
-                String::new()
-            } else {
-                // Where it goes: each side over its own baseline.
-                let side = |s: &str| {
-                    let over = r.median("stack", &format!("{s}/ours"))?
-                        - r.median("stack", &format!("{s}/baseline"))?;
-                    let allocs = r.allocs(&format!("stack/{s}/ours"))?
-                        - r.allocs(&format!("stack/{s}/baseline"))?;
-                    Some(format!("{s} side +{over:.0} ns, +{allocs:.0} allocations"))
-                };
-                let parts: Vec<String> =
-                    ["server", "client"].into_iter().filter_map(side).collect();
-                format!("{:.1} ns over; {}", ns - 250.0, parts.join("; "))
-            },
+    // The whole stack: what the layers add over the same calls without
+    // them (the bench's requests, responses and handler are the baseline's
+    // cost, not the stack's).
+    let what = "Whole stack, per call";
+    let goal = "<= 250 ns over its no-op baseline".to_owned();
+    t.push(
+        match (
+            r.median("stack", "whole/ours"),
+            r.median("stack", "whole/baseline"),
+        ) {
+            (Some(ns), Some(base)) => {
+                let over = ns - base;
+                Target {
+                    what: what.into(),
+                    goal,
+                    figure: format!("{over:.1} ns ({ns:.1} ns with the baseline's {base:.1} ns)"),
+                    met: Some(over <= 250.0),
+                    gap: if over <= 250.0 {
+                        String::new()
+                    } else {
+                        // Where it goes: each side over its own baseline.
+                        let side = |s: &str| {
+                            let over = r.median("stack", &format!("{s}/ours"))?
+                                - r.median("stack", &format!("{s}/baseline"))?;
+                            let allocs = r.allocs(&format!("stack/{s}/ours"))?
+                                - r.allocs(&format!("stack/{s}/baseline"))?;
+                            Some(format!("{s} side +{over:.0} ns, +{allocs:.0} allocations"))
+                        };
+                        let parts: Vec<String> =
+                            ["server", "client"].into_iter().filter_map(side).collect();
+                        format!("{:.1} ns over; {}", over - 250.0, parts.join("; "))
+                    },
+                }
+            }
+            _ => not_measured(what.into(), goal),
         },
-        None => Target {
-            what: "Whole stack, per call".into(),
-            goal: "<= 250 ns".into(),
-            figure: "not measured (stack/whole/ours)".into(),
-            met: None,
-            gap: String::new(),
-        },
-    });
+    );
     // Allocations the layers add: the inbound request's header map and the
     // handler's outgoing request allocate without any layer too.
     let what = "Whole stack, allocations per call over its no-op baseline";
@@ -996,6 +996,7 @@ fn write_callgrind(w: &mut String, r: &Results) {
         let _ = writeln!(w, "| {} | {:.0} | {over} |", c.label, c.instructions);
     }
     let _ = writeln!(w);
+    write_categories(w, counts);
     for c in counts.iter().filter(|c| !c.top.is_empty()) {
         let _ = writeln!(
             w,
@@ -1017,6 +1018,170 @@ fn write_callgrind(w: &mut String, r: &Results) {
         let _ = writeln!(w, "\n</details>\n");
     }
 }
+
+/// The comparisons the kind-of-work table shows: (column, variant,
+/// its baseline).
+const CATEGORY_COLUMNS: &[(&str, &str, &str)] = &[
+    (
+        "breaker: ours",
+        "breaker: ours (count window)",
+        "breaker: baseline",
+    ),
+    (
+        "breaker: recloser",
+        "breaker: recloser as a Service",
+        "breaker: baseline",
+    ),
+    (
+        "correlation: ours",
+        "correlation: ours",
+        "correlation: baseline (id + traceparent)",
+    ),
+    (
+        "correlation: tower-http",
+        "correlation: tower-http pair",
+        "correlation: baseline (id + traceparent)",
+    ),
+    (
+        "whole stack: ours",
+        "stack: whole, ours",
+        "stack: whole, baseline",
+    ),
+    (
+        "whole stack: tower",
+        "stack: whole, tower + tower-http + tower-resilience",
+        "stack: whole, baseline",
+    ),
+];
+
+/// Instructions per call a variant adds over its baseline, by kind of work.
+fn category_over(counts: &[callgrind::Count], variant: &str, base: &str) -> Option<Vec<f64>> {
+    let v = counts.iter().find(|c| c.label == variant)?;
+    let b = counts.iter().find(|c| c.label == base)?;
+    Some(
+        v.by_category
+            .iter()
+            .zip(&b.by_category)
+            .map(|(v, b)| v - b)
+            .collect(),
+    )
+}
+
+fn write_categories(w: &mut String, counts: &[callgrind::Count]) {
+    let columns: Vec<(&str, Vec<f64>)> = CATEGORY_COLUMNS
+        .iter()
+        .filter_map(|(col, v, b)| Some((*col, category_over(counts, v, b)?)))
+        .collect();
+    if columns.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "Where each variant's instructions over its baseline go, by kind of work (every function's own instructions, the 2N run less the N run, over N; a function is put in the first kind its name matches):\n"
+    );
+    let _ = write!(w, "| kind of work |");
+    for (col, _) in &columns {
+        let _ = write!(w, " {col} |");
+    }
+    let _ = write!(w, "\n|---|");
+    for _ in &columns {
+        let _ = write!(w, "---:|");
+    }
+    let _ = writeln!(w);
+    for (i, (kind, _)) in callgrind::CATEGORIES.iter().enumerate() {
+        let _ = write!(w, "| {kind} |");
+        for (_, v) in &columns {
+            let _ = write!(w, " {:.0} |", v[i]);
+        }
+        let _ = writeln!(w);
+    }
+    let _ = write!(w, "| **total** |");
+    for (_, v) in &columns {
+        let _ = write!(w, " **{:.0}** |", v.iter().sum::<f64>());
+    }
+    let _ = writeln!(w, "\n");
+}
+
+/// For each target this run did not meet: why, with the figures of this
+/// run, and what meeting it would cost.
+fn write_missed(w: &mut String, r: &Results, missed: &[&Target]) {
+    if missed.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "## The targets not met: where the cost is, and the trade-off\n"
+    );
+    let counts = match &r.callgrind {
+        Some(Ok(c)) => Some(c.as_slice()),
+        _ => None,
+    };
+    // Instructions per call over the baseline in kind `k` of a column.
+    let kind = |column: &str, k: &str| -> Option<f64> {
+        let (_, v, b) = CATEGORY_COLUMNS.iter().find(|(c, _, _)| *c == column)?;
+        let i = callgrind::CATEGORIES.iter().position(|(n, _)| n.starts_with(k))?;
+        Some(category_over(counts?, v, b)?[i])
+    };
+    let n = |x: Option<f64>| x.map_or("(not measured)".to_owned(), |x| format!("{x:.0}"));
+    for t in missed {
+        let _ = writeln!(w, "### {}\n", t.what);
+        let why = if t.what.starts_with("Breaker closed path, 1 thread") {
+            format!(
+                "Instructions per call over the same baseline, by kind of work (table under *Instructions per call*): our layer's own code {} vs recloser's {}, future moves {} vs {}. {}",
+                n(kind("breaker: ours", "our layers")),
+                n(kind("breaker: recloser", "peers")),
+                n(kind("breaker: ours", "moving")),
+                n(kind("breaker: recloser", "moving")),
+                BREAKER_WHY
+            )
+        } else if t.what.starts_with("Correlation server layer") {
+            format!(
+                "Over the same baseline, ours spends {} instructions per call on the request's extensions and {} on the heap, tower-http's pair {} and {}: both insert one value into the request's extensions, which on a request without extensions allocates the map, its table and the boxed value (three allocations). {}",
+                n(kind("correlation: ours", "request extensions")),
+                n(kind("correlation: ours", "heap")),
+                n(kind("correlation: tower-http", "request extensions")),
+                n(kind("correlation: tower-http", "heap")),
+                CORRELATION_WHY
+            )
+        } else if t.what.starts_with("Whole stack, per call") {
+            format!(
+                "By kind of work, over the same baseline (ours / tower + tower-http + tower-resilience, which calls one endpoint and has no throttle, no context and no span): heap {} / {}, header maps {} / {}, header values {} / {}, extensions {} / {}, moving futures {} / {}, ids and trace context {} / {}, the layers' own code {} / {}. {}",
+                n(kind("whole stack: ours", "heap")),
+                n(kind("whole stack: tower", "heap")),
+                n(kind("whole stack: ours", "header maps")),
+                n(kind("whole stack: tower", "header maps")),
+                n(kind("whole stack: ours", "header values")),
+                n(kind("whole stack: tower", "header values")),
+                n(kind("whole stack: ours", "request extensions")),
+                n(kind("whole stack: tower", "request extensions")),
+                n(kind("whole stack: ours", "moving")),
+                n(kind("whole stack: tower", "moving")),
+                n(kind("whole stack: ours", "ids")),
+                n(kind("whole stack: tower", "ids")),
+                n(kind("whole stack: ours", "our layers")),
+                n(kind("whole stack: tower", "peers")),
+                WHOLE_WHY
+            )
+        } else if t.what.starts_with("Whole stack, allocations") {
+            WHOLE_ALLOCS_WHY.to_owned()
+        } else if t.what.starts_with("Overload 2x: critical + default") {
+            OVERLOAD_WHY.to_owned()
+        } else {
+            "No analysis of this target yet.".to_owned()
+        };
+        let _ = writeln!(w, "{why}\n");
+    }
+}
+
+const BREAKER_WHY: &str = "BREAKER_WHY_TODO";
+
+const CORRELATION_WHY: &str = "What ours does beyond the pair's id copy: it validates the inbound id, parses and validates the `traceparent` (W3C rules) and draws this hop's span id, keeps one shared `RequestContext` (one allocation; every clone after it is a reference count: the extensions, the task scope around the handler, each outgoing call), runs the handler's future inside that scope, and opens the `request` span while a subscriber enables `INFO` (none does here). Since the last report: the outgoing `traceparent` and generated ids are carved from a per-thread buffer (no allocation each), the `traceparent` is decoded eight digits at a time, and the span is not built for tracing's `log` fallback. The remaining gap is the extension insert both layers make plus the context work tower-http's pair does not do. Reaching 0.80x would mean not putting the context in the request's extensions, which is how axum extractors, the flags layer and any layer below read it (the task scope only covers the handler's future, not the layers' `call`): a feature the pair does not offer either, so we keep it and report the gap.";
+
+const WHOLE_WHY: &str = "The 250 ns goal is far (Polly v8's 766 ns for five strategies is the published figure it was set against). The cost is spread: every layer is a nested future that the next one moves, every header the stack adds (the id echoed on the response; the id, `traceparent` and `x-priority` on the outgoing call) is a hashed insert into an `http::HeaderMap`, and each outgoing `traceparent` is validated byte by byte when it becomes a `HeaderValue` (`http` has no unchecked constructor without `unsafe`, which the workspace forbids). No single layer holds most of it (see the per-layer tables: correlation server and client propagation are the largest). Closing it would take fewer hops, not faster ones: e.g. one combined client layer instead of propagation + throttle + breaker + timeout, which we do not want, because each layer is usable alone.";
+
+const WHOLE_ALLOCS_WHY: &str = "What allocates, per request, beyond the no-op baseline: the request's extensions (three allocations: the map, its table and the boxed `RequestContext`, on a request without extensions; one, the boxed value, where the map exists already, as behind axum's `Router`, which inserts `MatchedPath` first, or tonic's server, which inserts the connection's info) and the shared `RequestContext` itself (one). Header values the stack makes are carved from a per-thread 4 KiB buffer (an allocation per 70-odd values, shown as the fraction). The client side allocates nothing over its baseline. Getting to one would mean dropping the context from the request's extensions (see the correlation target).";
+
+const OVERLOAD_WHY: &str = "OVERLOAD_WHY_TODO";
 
 fn write_e2e(w: &mut String, r: &Results) {
     if r.e2e.is_empty() {
@@ -1304,6 +1469,8 @@ fn write_report(root: &Path, h: &Header, r: &Results, chart: Option<&str>) -> St
         "\n{met} met, {missed} not met, {} not measured.\n",
         ts.len() - met - missed
     );
+    let not_met: Vec<&Target> = ts.iter().filter(|t| t.met == Some(false)).collect();
+    write_missed(w, r, &not_met);
 
     write_method(w, h);
 
