@@ -49,12 +49,15 @@ pub struct Transition {
 
 // === impl CircuitState ===
 
+// The states that admit every call come first, so the closed path's tests
+// are one comparison: `<= METRICS_ONLY` (a window permit), `<= DISABLED`
+// (no reservation).
 const CLOSED: u64 = 0;
-const OPEN: u64 = 1;
-const HALF_OPEN: u64 = 2;
-const FORCED_OPEN: u64 = 3;
-const DISABLED: u64 = 4;
-const METRICS_ONLY: u64 = 5;
+const METRICS_ONLY: u64 = 1;
+const DISABLED: u64 = 2;
+const OPEN: u64 = 3;
+const HALF_OPEN: u64 = 4;
+const FORCED_OPEN: u64 = 5;
 /// Flag on `CLOSED`: the recovery ramp is running.
 const RAMP: u64 = 0x80;
 const STATE_MASK: u64 = 0x7f;
@@ -83,9 +86,16 @@ impl CircuitState {
         }
     }
 
-    /// A dense index, `0..6`.
+    /// A dense index, `0..6`, in the order of [`CircuitState::ALL`].
     pub const fn index(self) -> usize {
-        self.code() as usize
+        match self {
+            CircuitState::Closed => 0,
+            CircuitState::Open => 1,
+            CircuitState::HalfOpen => 2,
+            CircuitState::ForcedOpen => 3,
+            CircuitState::Disabled => 4,
+            CircuitState::MetricsOnly => 5,
+        }
     }
 
     /// Whether calls currently fail fast (open or forced open).
@@ -174,10 +184,8 @@ enum PermitKind {
     Window = 0,
     /// A half-open probe: holds a slot.
     Probe = 1,
-    /// Disabled: record nothing.
+    /// Disabled: record nothing (the value 3 is not issued).
     Untracked = 2,
-    /// Already recorded: nothing left to do.
-    Spent = 3,
 }
 
 /// The low bits of the epoch kept in permits and probe words.
@@ -204,8 +212,7 @@ impl Permit {
         match self.0 & 3 {
             0 => PermitKind::Window,
             1 => PermitKind::Probe,
-            2 => PermitKind::Untracked,
-            _ => PermitKind::Spent,
+            _ => PermitKind::Untracked,
         }
     }
 
@@ -218,12 +225,6 @@ impl Permit {
     pub(crate) fn is_probe(&self) -> bool {
         self.0 & 3 == PermitKind::Probe as u64
     }
-
-    /// Marks the permit as recorded (its probe slot stays taken).
-    #[inline]
-    pub(crate) fn spend(&mut self) {
-        self.0 |= 3;
-    }
 }
 
 impl fmt::Debug for Permit {
@@ -233,6 +234,18 @@ impl fmt::Debug for Permit {
             .field("kind", &self.kind())
             .finish()
     }
+}
+
+/// What [`Core::record_fast`] did with an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    /// Recorded (or ignored as stale): nothing left to do.
+    Done,
+    /// Recorded: the count window must be evaluated
+    /// ([`Core::evaluate_count`]), if the state is still `ctrl`.
+    Evaluate(u64),
+    /// Not recorded: use [`Core::record_slow`].
+    Not,
 }
 
 /// Counts of the current window.
@@ -551,10 +564,8 @@ impl Core {
     /// closed (not ramping), metrics-only or disabled.
     #[inline]
     pub(crate) fn admits_all(&self) -> bool {
-        matches!(
-            self.ctrl.load(Ordering::Acquire) & 0xff,
-            CLOSED | METRICS_ONLY | DISABLED
-        )
+        // CLOSED | METRICS_ONLY | DISABLED, not ramping
+        self.ctrl.load(Ordering::Acquire) & 0xff <= DISABLED
     }
 
     /// The refusal a call would get now without changing any state, if
@@ -601,20 +612,30 @@ impl Core {
     #[inline(always)]
     pub(crate) fn acquire_closed(&self, clock: &impl Fn() -> Instant) -> Option<Permit> {
         let ctrl = self.ctrl.load(Ordering::Acquire);
-        match ctrl & 0xff {
-            CLOSED | METRICS_ONLY => {
-                Some(self.permit(ctrl >> EPOCH_SHIFT, PermitKind::Window, clock))
-            }
-            _ => None,
+        // CLOSED | METRICS_ONLY, not ramping
+        if ctrl & 0xff > METRICS_ONLY {
+            return None;
         }
+        let epoch = ctrl >> EPOCH_SHIFT;
+        if self.params.slow_call.is_some() {
+            return Some(self.timed_permit(epoch, PermitKind::Window, clock));
+        }
+        Some(Permit::new(epoch, PermitKind::Window, 0))
     }
 
     #[inline(always)]
     fn permit(&self, epoch: u64, kind: PermitKind, clock: &impl Fn() -> Instant) -> Permit {
-        let start = match self.params.slow_call {
-            Some(_) => self.micros(clock()).wrapping_add(1).max(1),
-            None => 0,
-        };
+        match self.params.slow_call {
+            Some(_) => self.timed_permit(epoch, kind, clock),
+            None => Permit::new(epoch, kind, 0),
+        }
+    }
+
+    /// A permit that remembers when the call started (slow calls are
+    /// detected).
+    #[inline(never)]
+    fn timed_permit(&self, epoch: u64, kind: PermitKind, clock: &impl Fn() -> Instant) -> Permit {
+        let start = self.micros(clock()).wrapping_add(1).max(1);
         Permit::new(epoch, kind, start)
     }
 
@@ -769,9 +790,13 @@ impl Core {
     /// Whether a call that started at `permit.start` and ends now was slow.
     #[inline]
     pub(crate) fn is_slow(&self, permit: &Permit, clock: &impl Fn() -> Instant) -> bool {
-        match (permit.start(), self.params.slow_call) {
-            (0, _) | (_, None) => false,
-            (start, Some(limit)) => {
+        let start = permit.start();
+        if start == 0 {
+            return false; // not measured
+        }
+        match self.params.slow_call {
+            None => false,
+            Some(limit) => {
                 let now = self.micros(clock()).wrapping_add(1).max(1);
                 u128::from(now.wrapping_sub(start)) >= limit.as_micros()
             }
@@ -779,8 +804,68 @@ impl Core {
     }
 
     /// Records the outcome of a call admitted with `permit`.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn record(
+        &self,
+        permit: &Permit,
+        failure: bool,
+        slow: bool,
+        clock: &impl Fn() -> Instant,
+    ) -> Option<Transition> {
+        match self.record_fast(*permit, failure | slow) {
+            Recorded::Done => None,
+            Recorded::Evaluate(ctrl) => self.evaluate_count(ctrl, clock),
+            Recorded::Not => self.record_slow(permit, failure, slow, clock),
+        }
+    }
+
+    /// The common case of recording, inlined: a success (not timed) into a
+    /// count window, which costs one load of the control word, the window's
+    /// `fetch_add` and a load of the slot. A success only lowers the rates
+    /// of a window that did not call for opening before: it is only
+    /// evaluated when it completes the minimum of calls.
+    #[inline(always)]
+    pub(crate) fn record_fast(&self, permit: Permit, bad: bool) -> Recorded {
+        let Window::Count(w) = &self.window else {
+            return Recorded::Not;
+        };
+        if bad {
+            return Recorded::Not;
+        }
+        let ctrl = self.ctrl.load(Ordering::Acquire);
+        // One comparison: a window permit, not timed, of the current epoch.
+        // Anything else (a probe, a timed call, a late outcome of an old
+        // state) takes the slow path, which sorts them out.
+        if permit != Permit::new(ctrl >> EPOCH_SHIFT, PermitKind::Window, 0) {
+            return Recorded::Not;
+        }
+        if w.record(0) != self.params.minimum_calls {
+            return Recorded::Done;
+        }
+        Recorded::Evaluate(ctrl)
+    }
+
+    /// Evaluates the count window after a success completed the minimum
+    /// of calls ([`Recorded::Evaluate`]), if the circuit is closed
+    /// (metrics-only never trips).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn evaluate_count(
+        &self,
+        ctrl: u64,
+        clock: &impl Fn() -> Instant,
+    ) -> Option<Transition> {
+        match &self.window {
+            Window::Count(w) if ctrl & STATE_MASK == CLOSED => {
+                self.evaluate(ctrl, w.stats(), clock)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Core::record`] for everything but a success into a count window.
+    #[inline(never)]
+    pub(crate) fn record_slow(
         &self,
         permit: &Permit,
         failure: bool,
@@ -837,6 +922,19 @@ impl Core {
                 return self.trip(ctrl, clock(), "consecutive failures");
             }
         };
+        self.evaluate(ctrl, stats, clock)
+    }
+
+    /// Opens the circuit (still in `ctrl`) if the window's `stats` call
+    /// for it.
+    #[cold]
+    #[inline(never)]
+    fn evaluate(
+        &self,
+        ctrl: u64,
+        stats: Stats,
+        clock: &impl Fn() -> Instant,
+    ) -> Option<Transition> {
         let reason = self.exceeded(stats)?;
         self.trip(ctrl, clock(), reason)
     }
