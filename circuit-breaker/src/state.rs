@@ -270,7 +270,8 @@ pub(crate) const fn bad_bits(failure: bool, slow: bool) -> u8 {
 ///
 /// Each call takes the next index with one `fetch_add`; a slot is only
 /// written when its value changes, and then with a `swap`, so the counts
-/// always equal the sum of the slots.
+/// always equal the sum of the slots. A success into a full window of
+/// successes takes no index ([`CountWindow::record_success`]).
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
     /// `u64::MAX / len + 1`, for a division-free `i mod len` (Lemire's
@@ -291,6 +292,36 @@ impl CountWindow {
             failures: AtomicU32::new(0),
             slow: AtomicU32::new(0),
         }
+    }
+
+    /// Whether a success would change nothing: the window is full and
+    /// every slot already holds a success. Which slot it would overwrite
+    /// does not matter then (they are all alike), nor does the number of
+    /// calls (the window holds its size): [`CountWindow::record_success`]
+    /// skips the write, so a healthy breaker's closed path writes no shared
+    /// state but the response future's reference count.
+    #[inline]
+    fn all_successes(&self) -> bool {
+        self.failures.load(Ordering::Acquire) == 0
+            && self.slow.load(Ordering::Acquire) == 0
+            && self.head.load(Ordering::Acquire) >= self.slots.len() as u64
+    }
+
+    /// Records a success; returns how many calls were recorded so far (this
+    /// one included), or `None` when it changed nothing (see
+    /// [`CountWindow::all_successes`]: the window is full, past any
+    /// minimum of calls that fits in it).
+    ///
+    /// A skipped success is ordered before any outcome it races with: the
+    /// counts it read were the window's then, and it leaves them as they
+    /// were. A failure recorded later still leaves the window after exactly
+    /// `len` more calls.
+    #[inline]
+    pub(crate) fn record_success(&self) -> Option<u64> {
+        if self.all_successes() {
+            return None;
+        }
+        Some(self.record(0))
     }
 
     /// Records one outcome; returns how many calls were recorded so far
@@ -839,10 +870,10 @@ impl Core {
         if permit != Permit::new(ctrl >> EPOCH_SHIFT, PermitKind::Window, 0) {
             return Recorded::Not;
         }
-        if w.record(0) != self.params.minimum_calls {
-            return Recorded::Done;
+        match w.record_success() {
+            Some(recorded) if recorded == self.params.minimum_calls => Recorded::Evaluate(ctrl),
+            _ => Recorded::Done,
         }
-        Recorded::Evaluate(ctrl)
     }
 
     /// Evaluates the count window after a success completed the minimum
@@ -1286,6 +1317,33 @@ mod tests {
         assert_eq!(w.stats(), Stats::default());
     }
 
+    /// A success into a full window of successes writes nothing; a failure
+    /// that follows still leaves the window after exactly `len` more calls.
+    #[test]
+    fn successes_into_a_full_healthy_window_are_skipped_and_it_still_slides() {
+        let w = CountWindow::new(3);
+        assert_eq!(w.record_success(), Some(1));
+        assert_eq!(w.record_success(), Some(2));
+        assert_eq!(w.record_success(), Some(3), "counted until full");
+        assert_eq!(w.record_success(), None, "full of successes: skipped");
+        assert_eq!(w.head.load(Ordering::Relaxed), 3);
+        assert_eq!(w.stats().calls, 3);
+
+        w.record(BAD_FAILURE);
+        for i in 0..2 {
+            assert!(w.record_success().is_some(), "{i}: not skipped");
+            assert_eq!(w.stats().failures, 1, "{i}: the failure is in the last 3");
+        }
+        assert!(w.record_success().is_some());
+        assert_eq!(w.stats().failures, 0, "3 calls later, it has left");
+        assert_eq!(w.record_success(), None);
+
+        w.record(BAD_SLOW);
+        assert_eq!(w.record_success().map(|_| w.stats().slow), Some(1));
+        w.reset();
+        assert_eq!(w.record_success(), Some(1), "empty again: counted");
+    }
+
     #[test]
     fn time_window_expires_buckets() {
         let w = TimeWindow::new(Duration::from_secs(10), 10);
@@ -1522,7 +1580,13 @@ mod tests {
             let w = CountWindow::new(size);
             let mut m = Model::default();
             for (bits, _) in seq {
-                w.record(bits);
+                // successes as the closed path records them (skipped into a
+                // full window of successes)
+                if bits == 0 {
+                    w.record_success();
+                } else {
+                    w.record(bits);
+                }
                 m.events.push((0, bits));
                 prop_assert_eq!(w.stats(), m.count(size as usize));
             }
@@ -1608,6 +1672,29 @@ mod loom_tests {
             .jitter(0.0)
             .build()
             .unwrap()
+    }
+
+    /// A success skipped into a full window of successes races with a
+    /// failure: the failure is counted, and leaves after exactly the
+    /// window's size of calls more.
+    #[test]
+    fn a_skipped_success_races_with_a_failure() {
+        loom::model(|| {
+            let w = Arc::new(CountWindow::new(2));
+            w.record(0);
+            w.record(0);
+            let w2 = w.clone();
+            let th = loom::thread::spawn(move || {
+                w2.record_success();
+            });
+            w.record(BAD_FAILURE);
+            th.join().unwrap();
+            let s = w.stats();
+            assert_eq!((s.calls, s.failures), (2, 1));
+            w.record_success();
+            w.record_success();
+            assert_eq!(w.stats().failures, 0, "2 calls later, it has left");
+        });
     }
 
     /// Two callers race for one probe slot: exactly one wins; when the
