@@ -145,7 +145,7 @@ impl Shared {
         }
     }
 
-    #[inline(never)]
+    #[inline]
     fn record_slow(&self, permit: Permit, outcome: Outcome) {
         let slow = self.core.is_slow(&permit, &Instant::now);
         if let Some(t) = self

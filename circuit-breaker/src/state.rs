@@ -279,9 +279,14 @@ pub(crate) struct CountWindow {
     /// order jumps once; the counts stay exact.
     fastmod: u64,
     head: CachePadded<AtomicU64>,
-    failures: AtomicU32,
-    slow: AtomicU32,
+    /// The failures (low 32 bits) and slow calls (high 32 bits) in the
+    /// slots, each a two's-complement half: one load tells whether the
+    /// window holds only successes. See [`CountWindow::counts`].
+    bad: AtomicU64,
 }
+
+/// One slow call in [`CountWindow::bad`].
+const SLOW_ONE: u64 = 1 << 32;
 
 impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
@@ -289,8 +294,7 @@ impl CountWindow {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
             fastmod: (u64::MAX / u64::from(size.max(1))).wrapping_add(1),
             head: CachePadded(AtomicU64::new(0)),
-            failures: AtomicU32::new(0),
-            slow: AtomicU32::new(0),
+            bad: AtomicU64::new(0),
         }
     }
 
@@ -302,8 +306,7 @@ impl CountWindow {
     /// state but the response future's reference count.
     #[inline]
     fn all_successes(&self) -> bool {
-        self.failures.load(Ordering::Acquire) == 0
-            && self.slow.load(Ordering::Acquire) == 0
+        self.bad.load(Ordering::Acquire) == 0
             && self.head.load(Ordering::Acquire) >= self.slots.len() as u64
     }
 
@@ -343,20 +346,35 @@ impl CountWindow {
     #[inline]
     fn adjust(&self, old: u8, new: u8) {
         let changed = old ^ new;
+        let mut delta = 0u64;
         if changed & BAD_FAILURE != 0 {
-            if new & BAD_FAILURE != 0 {
-                self.failures.fetch_add(1, Ordering::AcqRel);
+            delta = if new & BAD_FAILURE != 0 {
+                1
             } else {
-                self.failures.fetch_sub(1, Ordering::AcqRel);
-            }
+                1u64.wrapping_neg()
+            };
         }
         if changed & BAD_SLOW != 0 {
-            if new & BAD_SLOW != 0 {
-                self.slow.fetch_add(1, Ordering::AcqRel);
+            let slow = if new & BAD_SLOW != 0 {
+                SLOW_ONE
             } else {
-                self.slow.fetch_sub(1, Ordering::AcqRel);
-            }
+                SLOW_ONE.wrapping_neg()
+            };
+            delta = delta.wrapping_add(slow);
         }
+        if delta != 0 {
+            self.bad.fetch_add(delta, Ordering::AcqRel);
+        }
+    }
+
+    /// The failures and slow calls in `bad`. Either may be transiently
+    /// below zero while a racing swap has not adjusted it yet: the low half
+    /// is read as signed, so a negative failure count does not borrow from
+    /// the slow calls.
+    fn counts(bad: u64) -> (i32, i32) {
+        let failures = bad as u32 as i32;
+        let slow = (bad.wrapping_sub(i64::from(failures) as u64) >> 32) as u32 as i32;
+        (failures, slow)
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -366,11 +384,12 @@ impl CountWindow {
             .min(self.slots.len() as u64);
         // A count may be transiently below zero while a racing swap has not
         // adjusted it yet: clamp.
-        let clamp = |v: u32| (v as i32).clamp(0, calls as i32) as u64;
+        let clamp = |v: i32| v.clamp(0, calls as i32) as u64;
+        let (failures, slow) = Self::counts(self.bad.load(Ordering::Acquire));
         Stats {
             calls,
-            failures: clamp(self.failures.load(Ordering::Acquire)),
-            slow: clamp(self.slow.load(Ordering::Acquire)),
+            failures: clamp(failures),
+            slow: clamp(slow),
         }
     }
 
@@ -1315,6 +1334,16 @@ mod tests {
         );
         w.reset();
         assert_eq!(w.stats(), Stats::default());
+    }
+
+    #[test]
+    fn packed_counts_decode_transient_negatives() {
+        let at = |f: i64, s: i64| (s as u64).wrapping_mul(SLOW_ONE).wrapping_add(f as u64);
+        assert_eq!(CountWindow::counts(at(3, 2)), (3, 2));
+        assert_eq!(CountWindow::counts(at(-1, 2)), (-1, 2));
+        assert_eq!(CountWindow::counts(at(2, -1)), (2, -1));
+        assert_eq!(CountWindow::counts(at(-1, -1)), (-1, -1));
+        assert_eq!(CountWindow::counts(at(0, 0)), (0, 0));
     }
 
     /// A success into a full window of successes writes nothing; a failure
