@@ -22,6 +22,15 @@ pin_project! {
         #[pin]
         kind: Kind<F, C>,
     }
+
+    impl<F, C> PinnedDrop for ResponseFuture<F, C> {
+        fn drop(this: Pin<&mut Self>) {
+            // Cancelled before it completed: a probe gives its slot back.
+            if let KindProj::Called { recorder: Some(recorder), .. } = this.project().kind.project() {
+                recorder.cancel();
+            }
+        }
+    }
 }
 
 pin_project! {
@@ -38,7 +47,9 @@ pin_project! {
     }
 }
 
-/// Records an admitted call's outcome, or releases its probe slot on drop.
+/// Records an admitted call's outcome ([`Recorder::complete`]), or gives
+/// back its probe slot ([`Recorder::cancel`], when the future is dropped
+/// before completing).
 pub(crate) struct Recorder<C> {
     breaker: Arc<Breaker<C>>,
     permit: Permit,
@@ -53,18 +64,17 @@ impl<C> Recorder<C> {
     }
 
     #[inline]
-    fn complete<T>(mut self, result: Result<&T, &BoxError>)
+    fn complete<T>(&self, result: Result<&T, &BoxError>)
     where
         C: ClassifyOutcome<T>,
     {
         let outcome = self.breaker.classify.classify(result);
-        self.breaker.shared.record(&self.permit, outcome);
-        self.permit.spend();
+        self.breaker.shared.record(self.permit, outcome);
     }
-}
 
-impl<C> Drop for Recorder<C> {
-    fn drop(&mut self) {
+    /// The call was cancelled: a probe gives its slot back.
+    #[inline]
+    fn cancel(&self) {
         if self.permit.is_probe() {
             self.breaker.shared.release(&self.permit);
         }
@@ -111,8 +121,12 @@ where
         match self.project().kind.project() {
             KindProj::Called { inner, recorder } => {
                 let result = ready!(inner.poll(cx)).map_err(Into::into);
-                if let Some(recorder) = recorder.take() {
-                    recorder.complete(result.as_ref());
+                if let Some(r) = recorder {
+                    // Recorded while still held: if the classifier or a
+                    // metrics recorder panics, the drop gives a probe's
+                    // slot back.
+                    r.complete(result.as_ref());
+                    *recorder = None;
                 }
                 Poll::Ready(result)
             }

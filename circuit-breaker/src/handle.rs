@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::config::CircuitBreakerConfig;
 use crate::metrics::Metrics;
-use crate::state::{CircuitState, Core, Permit, Refusal, Transition};
+use crate::state::{CircuitState, Core, Permit, Recorded, Refusal, Transition};
 
 /// Capacity of the transition event channel.
 const EVENTS_CAPACITY: usize = 64;
@@ -129,14 +129,28 @@ impl Shared {
         self.rejected(refusal)
     }
 
-    /// Records the outcome of a tracked call.
-    #[inline]
-    pub(crate) fn record(&self, permit: &Permit, outcome: Outcome) {
+    /// Records the outcome of a tracked call. The common case (a success
+    /// into a count window) is inlined and reports nothing.
+    #[inline(always)]
+    pub(crate) fn record(&self, permit: Permit, outcome: Outcome) {
         self.metrics.call(outcome);
-        let slow = self.core.is_slow(permit, &Instant::now);
+        match self.core.record_fast(permit, outcome.is_failure()) {
+            Recorded::Done => {}
+            Recorded::Evaluate(ctrl) => {
+                if let Some(t) = self.core.evaluate_count(ctrl, &Instant::now) {
+                    self.emit(t);
+                }
+            }
+            Recorded::Not => self.record_slow(permit, outcome),
+        }
+    }
+
+    #[inline]
+    fn record_slow(&self, permit: Permit, outcome: Outcome) {
+        let slow = self.core.is_slow(&permit, &Instant::now);
         if let Some(t) = self
             .core
-            .record(permit, outcome.is_failure(), slow, &Instant::now)
+            .record_slow(&permit, outcome.is_failure(), slow, &Instant::now)
         {
             self.emit(t);
         }

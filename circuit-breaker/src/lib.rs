@@ -98,8 +98,9 @@
 //!
 //! The closed path takes no lock and makes no allocation: one load of the
 //! state word, one `fetch_add` for the count window's index (a slot is only
-//! written when its outcome changes), and the reference count of the
-//! response future's handle on the shared state. A count-based window does
+//! written when its outcome changes; a success into a full window of
+//! successes, which would change nothing, writes nothing), and the
+//! reference count of the response future's handle on the shared state. A count-based window does
 //! not read the clock (unless slow calls are detected); a time-based window
 //! reads it once per call and costs O(buckets) only when a failure is
 //! recorded (or a success is the first of a new bucket, or the window is

@@ -2,12 +2,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use resilience_core::{BoxError, ClassifyOutcome};
+use resilience_core::{BoxError, ClassifyOutcome, Rejected};
 use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::future::{Recorder, ResponseFuture};
 use crate::handle::{Breaker, CircuitBreakerHandle};
+use crate::state::Permit;
 
 /// Fails fast while its dependency is failing. See the [crate docs](crate).
 ///
@@ -103,26 +104,36 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        let permit = match self.admit() {
+            Ok(permit) => permit,
+            Err(rejected) => return ResponseFuture::rejected(rejected),
+        };
+        // One call site, reached only once admitted: the request goes to
+        // the inner service in place.
+        let inner = self.inner.call(req);
+        let recorder = permit.map(|p| Recorder::new(self.breaker.clone(), p));
+        ResponseFuture::new(inner, recorder)
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    /// Decides whether a call may go through: `Ok(Some(permit))` for a
+    /// tracked call, `Ok(None)` when the breaker is disabled.
+    #[inline(always)]
+    fn admit(&mut self) -> Result<Option<Permit>, Rejected> {
         if !std::mem::replace(&mut self.inner_ready, false) {
             // `poll_ready` saw the circuit failing fast and did not poll the
             // inner service: it may not be called now, whatever the state.
-            return ResponseFuture::rejected(self.breaker.shared.not_polled(Instant::now()));
+            return Err(self.breaker.shared.not_polled(Instant::now()));
         }
         // Closed: the permit, without a clock read (unless slow calls are
         // detected) or a lock.
         if let Some(permit) = self.breaker.shared.core.acquire_closed(&Instant::now) {
-            let recorder = Recorder::new(self.breaker.clone(), permit);
-            return ResponseFuture::new(self.inner.call(req), Some(recorder));
+            return Ok(Some(permit));
         }
         // Anything else (a probe, a ramp share, open since `poll_ready`):
         // decide now; a refusal does not call the inner service.
-        match self.breaker.shared.acquire() {
-            Ok(permit) => {
-                let recorder = permit.map(|p| Recorder::new(self.breaker.clone(), p));
-                ResponseFuture::new(self.inner.call(req), recorder)
-            }
-            Err(rejected) => ResponseFuture::rejected(rejected),
-        }
+        self.breaker.shared.acquire()
     }
 }
 

@@ -49,12 +49,15 @@ pub struct Transition {
 
 // === impl CircuitState ===
 
+// The states that admit every call come first, so the closed path's tests
+// are one comparison: `<= METRICS_ONLY` (a window permit), `<= DISABLED`
+// (no reservation).
 const CLOSED: u64 = 0;
-const OPEN: u64 = 1;
-const HALF_OPEN: u64 = 2;
-const FORCED_OPEN: u64 = 3;
-const DISABLED: u64 = 4;
-const METRICS_ONLY: u64 = 5;
+const METRICS_ONLY: u64 = 1;
+const DISABLED: u64 = 2;
+const OPEN: u64 = 3;
+const HALF_OPEN: u64 = 4;
+const FORCED_OPEN: u64 = 5;
 /// Flag on `CLOSED`: the recovery ramp is running.
 const RAMP: u64 = 0x80;
 const STATE_MASK: u64 = 0x7f;
@@ -83,9 +86,16 @@ impl CircuitState {
         }
     }
 
-    /// A dense index, `0..6`.
+    /// A dense index, `0..6`, in the order of [`CircuitState::ALL`].
     pub const fn index(self) -> usize {
-        self.code() as usize
+        match self {
+            CircuitState::Closed => 0,
+            CircuitState::Open => 1,
+            CircuitState::HalfOpen => 2,
+            CircuitState::ForcedOpen => 3,
+            CircuitState::Disabled => 4,
+            CircuitState::MetricsOnly => 5,
+        }
     }
 
     /// Whether calls currently fail fast (open or forced open).
@@ -174,10 +184,8 @@ enum PermitKind {
     Window = 0,
     /// A half-open probe: holds a slot.
     Probe = 1,
-    /// Disabled: record nothing.
+    /// Disabled: record nothing (the value 3 is not issued).
     Untracked = 2,
-    /// Already recorded: nothing left to do.
-    Spent = 3,
 }
 
 /// The low bits of the epoch kept in permits and probe words.
@@ -204,8 +212,7 @@ impl Permit {
         match self.0 & 3 {
             0 => PermitKind::Window,
             1 => PermitKind::Probe,
-            2 => PermitKind::Untracked,
-            _ => PermitKind::Spent,
+            _ => PermitKind::Untracked,
         }
     }
 
@@ -218,12 +225,6 @@ impl Permit {
     pub(crate) fn is_probe(&self) -> bool {
         self.0 & 3 == PermitKind::Probe as u64
     }
-
-    /// Marks the permit as recorded (its probe slot stays taken).
-    #[inline]
-    pub(crate) fn spend(&mut self) {
-        self.0 |= 3;
-    }
 }
 
 impl fmt::Debug for Permit {
@@ -233,6 +234,18 @@ impl fmt::Debug for Permit {
             .field("kind", &self.kind())
             .finish()
     }
+}
+
+/// What [`Core::record_fast`] did with an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    /// Recorded (or ignored as stale): nothing left to do.
+    Done,
+    /// Recorded: the count window must be evaluated
+    /// ([`Core::evaluate_count`]), if the state is still `ctrl`.
+    Evaluate(u64),
+    /// Not recorded: use [`Core::record_slow`].
+    Not,
 }
 
 /// Counts of the current window.
@@ -257,7 +270,8 @@ pub(crate) const fn bad_bits(failure: bool, slow: bool) -> u8 {
 ///
 /// Each call takes the next index with one `fetch_add`; a slot is only
 /// written when its value changes, and then with a `swap`, so the counts
-/// always equal the sum of the slots.
+/// always equal the sum of the slots. A success into a full window of
+/// successes takes no index ([`CountWindow::record_success`]).
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
     /// `u64::MAX / len + 1`, for a division-free `i mod len` (Lemire's
@@ -265,9 +279,14 @@ pub(crate) struct CountWindow {
     /// order jumps once; the counts stay exact.
     fastmod: u64,
     head: CachePadded<AtomicU64>,
-    failures: AtomicU32,
-    slow: AtomicU32,
+    /// The failures (low 32 bits) and slow calls (high 32 bits) in the
+    /// slots, each a two's-complement half: one load tells whether the
+    /// window holds only successes. See [`CountWindow::counts`].
+    bad: AtomicU64,
 }
+
+/// One slow call in [`CountWindow::bad`].
+const SLOW_ONE: u64 = 1 << 32;
 
 impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
@@ -275,9 +294,37 @@ impl CountWindow {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
             fastmod: (u64::MAX / u64::from(size.max(1))).wrapping_add(1),
             head: CachePadded(AtomicU64::new(0)),
-            failures: AtomicU32::new(0),
-            slow: AtomicU32::new(0),
+            bad: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a success would change nothing: the window is full and
+    /// every slot already holds a success. Which slot it would overwrite
+    /// does not matter then (they are all alike), nor does the number of
+    /// calls (the window holds its size): [`CountWindow::record_success`]
+    /// skips the write, so a healthy breaker's closed path writes no shared
+    /// state but the response future's reference count.
+    #[inline]
+    fn all_successes(&self) -> bool {
+        self.bad.load(Ordering::Acquire) == 0
+            && self.head.load(Ordering::Acquire) >= self.slots.len() as u64
+    }
+
+    /// Records a success; returns how many calls were recorded so far (this
+    /// one included), or `None` when it changed nothing (see
+    /// [`CountWindow::all_successes`]: the window is full, past any
+    /// minimum of calls that fits in it).
+    ///
+    /// A skipped success is ordered before any outcome it races with: the
+    /// counts it read were the window's then, and it leaves them as they
+    /// were. A failure recorded later still leaves the window after exactly
+    /// `len` more calls.
+    #[inline]
+    pub(crate) fn record_success(&self) -> Option<u64> {
+        if self.all_successes() {
+            return None;
+        }
+        Some(self.record(0))
     }
 
     /// Records one outcome; returns how many calls were recorded so far
@@ -299,20 +346,35 @@ impl CountWindow {
     #[inline]
     fn adjust(&self, old: u8, new: u8) {
         let changed = old ^ new;
+        let mut delta = 0u64;
         if changed & BAD_FAILURE != 0 {
-            if new & BAD_FAILURE != 0 {
-                self.failures.fetch_add(1, Ordering::AcqRel);
+            delta = if new & BAD_FAILURE != 0 {
+                1
             } else {
-                self.failures.fetch_sub(1, Ordering::AcqRel);
-            }
+                1u64.wrapping_neg()
+            };
         }
         if changed & BAD_SLOW != 0 {
-            if new & BAD_SLOW != 0 {
-                self.slow.fetch_add(1, Ordering::AcqRel);
+            let slow = if new & BAD_SLOW != 0 {
+                SLOW_ONE
             } else {
-                self.slow.fetch_sub(1, Ordering::AcqRel);
-            }
+                SLOW_ONE.wrapping_neg()
+            };
+            delta = delta.wrapping_add(slow);
         }
+        if delta != 0 {
+            self.bad.fetch_add(delta, Ordering::AcqRel);
+        }
+    }
+
+    /// The failures and slow calls in `bad`. Either may be transiently
+    /// below zero while a racing swap has not adjusted it yet: the low half
+    /// is read as signed, so a negative failure count does not borrow from
+    /// the slow calls.
+    fn counts(bad: u64) -> (i32, i32) {
+        let failures = bad as u32 as i32;
+        let slow = (bad.wrapping_sub(i64::from(failures) as u64) >> 32) as u32 as i32;
+        (failures, slow)
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -322,11 +384,12 @@ impl CountWindow {
             .min(self.slots.len() as u64);
         // A count may be transiently below zero while a racing swap has not
         // adjusted it yet: clamp.
-        let clamp = |v: u32| (v as i32).clamp(0, calls as i32) as u64;
+        let clamp = |v: i32| v.clamp(0, calls as i32) as u64;
+        let (failures, slow) = Self::counts(self.bad.load(Ordering::Acquire));
         Stats {
             calls,
-            failures: clamp(self.failures.load(Ordering::Acquire)),
-            slow: clamp(self.slow.load(Ordering::Acquire)),
+            failures: clamp(failures),
+            slow: clamp(slow),
         }
     }
 
@@ -551,10 +614,8 @@ impl Core {
     /// closed (not ramping), metrics-only or disabled.
     #[inline]
     pub(crate) fn admits_all(&self) -> bool {
-        matches!(
-            self.ctrl.load(Ordering::Acquire) & 0xff,
-            CLOSED | METRICS_ONLY | DISABLED
-        )
+        // CLOSED | METRICS_ONLY | DISABLED, not ramping
+        self.ctrl.load(Ordering::Acquire) & 0xff <= DISABLED
     }
 
     /// The refusal a call would get now without changing any state, if
@@ -601,20 +662,30 @@ impl Core {
     #[inline(always)]
     pub(crate) fn acquire_closed(&self, clock: &impl Fn() -> Instant) -> Option<Permit> {
         let ctrl = self.ctrl.load(Ordering::Acquire);
-        match ctrl & 0xff {
-            CLOSED | METRICS_ONLY => {
-                Some(self.permit(ctrl >> EPOCH_SHIFT, PermitKind::Window, clock))
-            }
-            _ => None,
+        // CLOSED | METRICS_ONLY, not ramping
+        if ctrl & 0xff > METRICS_ONLY {
+            return None;
         }
+        let epoch = ctrl >> EPOCH_SHIFT;
+        if self.params.slow_call.is_some() {
+            return Some(self.timed_permit(epoch, PermitKind::Window, clock));
+        }
+        Some(Permit::new(epoch, PermitKind::Window, 0))
     }
 
     #[inline(always)]
     fn permit(&self, epoch: u64, kind: PermitKind, clock: &impl Fn() -> Instant) -> Permit {
-        let start = match self.params.slow_call {
-            Some(_) => self.micros(clock()).wrapping_add(1).max(1),
-            None => 0,
-        };
+        match self.params.slow_call {
+            Some(_) => self.timed_permit(epoch, kind, clock),
+            None => Permit::new(epoch, kind, 0),
+        }
+    }
+
+    /// A permit that remembers when the call started (slow calls are
+    /// detected).
+    #[inline(never)]
+    fn timed_permit(&self, epoch: u64, kind: PermitKind, clock: &impl Fn() -> Instant) -> Permit {
+        let start = self.micros(clock()).wrapping_add(1).max(1);
         Permit::new(epoch, kind, start)
     }
 
@@ -769,9 +840,13 @@ impl Core {
     /// Whether a call that started at `permit.start` and ends now was slow.
     #[inline]
     pub(crate) fn is_slow(&self, permit: &Permit, clock: &impl Fn() -> Instant) -> bool {
-        match (permit.start(), self.params.slow_call) {
-            (0, _) | (_, None) => false,
-            (start, Some(limit)) => {
+        let start = permit.start();
+        if start == 0 {
+            return false; // not measured
+        }
+        match self.params.slow_call {
+            None => false,
+            Some(limit) => {
                 let now = self.micros(clock()).wrapping_add(1).max(1);
                 u128::from(now.wrapping_sub(start)) >= limit.as_micros()
             }
@@ -779,8 +854,68 @@ impl Core {
     }
 
     /// Records the outcome of a call admitted with `permit`.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn record(
+        &self,
+        permit: &Permit,
+        failure: bool,
+        slow: bool,
+        clock: &impl Fn() -> Instant,
+    ) -> Option<Transition> {
+        match self.record_fast(*permit, failure | slow) {
+            Recorded::Done => None,
+            Recorded::Evaluate(ctrl) => self.evaluate_count(ctrl, clock),
+            Recorded::Not => self.record_slow(permit, failure, slow, clock),
+        }
+    }
+
+    /// The common case of recording, inlined: a success (not timed) into a
+    /// count window, which costs one load of the control word, the window's
+    /// `fetch_add` and a load of the slot. A success only lowers the rates
+    /// of a window that did not call for opening before: it is only
+    /// evaluated when it completes the minimum of calls.
+    #[inline(always)]
+    pub(crate) fn record_fast(&self, permit: Permit, bad: bool) -> Recorded {
+        let Window::Count(w) = &self.window else {
+            return Recorded::Not;
+        };
+        if bad {
+            return Recorded::Not;
+        }
+        let ctrl = self.ctrl.load(Ordering::Acquire);
+        // One comparison: a window permit, not timed, of the current epoch.
+        // Anything else (a probe, a timed call, a late outcome of an old
+        // state) takes the slow path, which sorts them out.
+        if permit != Permit::new(ctrl >> EPOCH_SHIFT, PermitKind::Window, 0) {
+            return Recorded::Not;
+        }
+        match w.record_success() {
+            Some(recorded) if recorded == self.params.minimum_calls => Recorded::Evaluate(ctrl),
+            _ => Recorded::Done,
+        }
+    }
+
+    /// Evaluates the count window after a success completed the minimum
+    /// of calls ([`Recorded::Evaluate`]), if the circuit is closed
+    /// (metrics-only never trips).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn evaluate_count(
+        &self,
+        ctrl: u64,
+        clock: &impl Fn() -> Instant,
+    ) -> Option<Transition> {
+        match &self.window {
+            Window::Count(w) if ctrl & STATE_MASK == CLOSED => {
+                self.evaluate(ctrl, w.stats(), clock)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Core::record`] for everything but a success into a count window.
+    #[inline(never)]
+    pub(crate) fn record_slow(
         &self,
         permit: &Permit,
         failure: bool,
@@ -837,6 +972,19 @@ impl Core {
                 return self.trip(ctrl, clock(), "consecutive failures");
             }
         };
+        self.evaluate(ctrl, stats, clock)
+    }
+
+    /// Opens the circuit (still in `ctrl`) if the window's `stats` call
+    /// for it.
+    #[cold]
+    #[inline(never)]
+    fn evaluate(
+        &self,
+        ctrl: u64,
+        stats: Stats,
+        clock: &impl Fn() -> Instant,
+    ) -> Option<Transition> {
         let reason = self.exceeded(stats)?;
         self.trip(ctrl, clock(), reason)
     }
@@ -1189,6 +1337,43 @@ mod tests {
     }
 
     #[test]
+    fn packed_counts_decode_transient_negatives() {
+        let at = |f: i64, s: i64| (s as u64).wrapping_mul(SLOW_ONE).wrapping_add(f as u64);
+        assert_eq!(CountWindow::counts(at(3, 2)), (3, 2));
+        assert_eq!(CountWindow::counts(at(-1, 2)), (-1, 2));
+        assert_eq!(CountWindow::counts(at(2, -1)), (2, -1));
+        assert_eq!(CountWindow::counts(at(-1, -1)), (-1, -1));
+        assert_eq!(CountWindow::counts(at(0, 0)), (0, 0));
+    }
+
+    /// A success into a full window of successes writes nothing; a failure
+    /// that follows still leaves the window after exactly `len` more calls.
+    #[test]
+    fn successes_into_a_full_healthy_window_are_skipped_and_it_still_slides() {
+        let w = CountWindow::new(3);
+        assert_eq!(w.record_success(), Some(1));
+        assert_eq!(w.record_success(), Some(2));
+        assert_eq!(w.record_success(), Some(3), "counted until full");
+        assert_eq!(w.record_success(), None, "full of successes: skipped");
+        assert_eq!(w.head.load(Ordering::Relaxed), 3);
+        assert_eq!(w.stats().calls, 3);
+
+        w.record(BAD_FAILURE);
+        for i in 0..2 {
+            assert!(w.record_success().is_some(), "{i}: not skipped");
+            assert_eq!(w.stats().failures, 1, "{i}: the failure is in the last 3");
+        }
+        assert!(w.record_success().is_some());
+        assert_eq!(w.stats().failures, 0, "3 calls later, it has left");
+        assert_eq!(w.record_success(), None);
+
+        w.record(BAD_SLOW);
+        assert_eq!(w.record_success().map(|_| w.stats().slow), Some(1));
+        w.reset();
+        assert_eq!(w.record_success(), Some(1), "empty again: counted");
+    }
+
+    #[test]
     fn time_window_expires_buckets() {
         let w = TimeWindow::new(Duration::from_secs(10), 10);
         let s = 1_000_000_000u64;
@@ -1424,7 +1609,13 @@ mod tests {
             let w = CountWindow::new(size);
             let mut m = Model::default();
             for (bits, _) in seq {
-                w.record(bits);
+                // successes as the closed path records them (skipped into a
+                // full window of successes)
+                if bits == 0 {
+                    w.record_success();
+                } else {
+                    w.record(bits);
+                }
                 m.events.push((0, bits));
                 prop_assert_eq!(w.stats(), m.count(size as usize));
             }
@@ -1510,6 +1701,29 @@ mod loom_tests {
             .jitter(0.0)
             .build()
             .unwrap()
+    }
+
+    /// A success skipped into a full window of successes races with a
+    /// failure: the failure is counted, and leaves after exactly the
+    /// window's size of calls more.
+    #[test]
+    fn a_skipped_success_races_with_a_failure() {
+        loom::model(|| {
+            let w = Arc::new(CountWindow::new(2));
+            w.record(0);
+            w.record(0);
+            let w2 = w.clone();
+            let th = loom::thread::spawn(move || {
+                w2.record_success();
+            });
+            w.record(BAD_FAILURE);
+            th.join().unwrap();
+            let s = w.stats();
+            assert_eq!((s.calls, s.failures), (2, 1));
+            w.record_success();
+            w.record_success();
+            assert_eq!(w.stats().failures, 0, "2 calls later, it has left");
+        });
     }
 
     /// Two callers race for one probe slot: exactly one wins; when the
