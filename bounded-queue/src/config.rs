@@ -50,6 +50,7 @@ pub struct BoundedQueueConfig {
     pub(crate) lifo: bool,
     pub(crate) retry_after: Duration,
     pub(crate) reserved: ReservedShares,
+    pub(crate) yield_margin: f64,
     pub(crate) adaptive: Option<AdaptiveLimit>,
 }
 
@@ -85,6 +86,7 @@ pub struct BoundedQueueConfigBuilder {
     )]
     retry_after: Duration,
     reserved: ReservedShares,
+    yield_margin: f64,
     #[cfg_attr(feature = "serde", serde(skip))]
     adaptive: Option<AdaptiveLimit>,
 }
@@ -141,11 +143,19 @@ impl BoundedQueueConfig {
     pub const DEFAULT_CODEL_INTERVAL: Duration = Duration::from_millis(100);
     /// Whether the queue turns LIFO while a standing queue exists: `true`.
     pub const DEFAULT_LIFO: bool = true;
+    /// Higher priorities never yield a slot to an older waiter: `0.0`
+    /// (strict priority order; see
+    /// [`yield_margin`](BoundedQueueConfigBuilder::yield_margin)).
+    pub const DEFAULT_YIELD_MARGIN: f64 = 0.0;
     /// The retry-after hint on rejections: `1s`.
     pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
     /// The longest retry-after hint: `1 day` (it becomes a `Retry-After`
     /// header and gRPC pushback metadata).
     pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+    /// The largest yield margin: `1000.0` (beyond it a higher priority
+    /// would practically never yield).
+    pub const MAX_YIELD_MARGIN: f64 = 1000.0;
 
     /// A builder with the defaults.
     pub fn builder() -> BoundedQueueConfigBuilder {
@@ -195,6 +205,12 @@ impl BoundedQueueConfig {
     /// The reserved shares.
     pub fn reserved(&self) -> ReservedShares {
         self.reserved
+    }
+
+    /// The yield margin, if yielding is on (see
+    /// [`yield_margin`](BoundedQueueConfigBuilder::yield_margin)).
+    pub fn yield_margin(&self) -> Option<f64> {
+        (self.yield_margin > 0.0).then_some(self.yield_margin)
     }
 
     /// The adaptive limit algorithm, if any.
@@ -291,6 +307,56 @@ impl BoundedQueueConfigBuilder {
         self
     }
 
+    /// Lets an older waiter of a critical priority go ahead of higher
+    /// priorities that can spare the time (default
+    /// [`BoundedQueueConfig::DEFAULT_YIELD_MARGIN`]: off, strict priority
+    /// order).
+    ///
+    /// Strict priority order makes a lower priority lose its wait to a
+    /// higher one that could have waited: when the critical priorities
+    /// together fill the service, serving [`Priority::CriticalPlus`] first
+    /// times out [`Priority::Critical`] requests a FIFO order would have
+    /// served in time, and fewer requests succeed overall. With a margin
+    /// `m`, a released slot goes to the oldest waiter of
+    /// [`Priority::Critical`] or above instead of the highest priority
+    /// waiting, provided every waiter of a higher priority keeps `m`
+    /// expected hand-offs of slack per place in the line: the `i`-th oldest
+    /// of them could still start within its allowed wait if slots kept
+    /// freeing every `m` x (smoothed service time / limit). Otherwise the
+    /// highest priority is served, as without a margin. Priority still
+    /// decides who is shed and who waits when it matters; it no longer
+    /// decides the order when the order costs nobody their wait.
+    ///
+    /// Sheddable priorities ([`Priority::Sheddable`],
+    /// [`Priority::SheddablePlus`]) never go ahead of a higher priority, a
+    /// priority below its [reserved share](ReservedShares) is served first
+    /// as always, and nothing changes while the queue serves newest first
+    /// (adaptive LIFO) or before any service time has been measured.
+    /// A larger margin yields less often and protects the higher priority
+    /// more (against bursts, and service times that vary).
+    ///
+    /// A priority yields only while it can spare the slot: never for ten
+    /// CoDel intervals after one of its requests ran out of queue time (or
+    /// was refused because it would have), so a priority that alone fills
+    /// the service keeps strict order. In the workspace's overload harness
+    /// (`benches/benches/overload.rs`), a margin of `3.0` serves a point
+    /// more of critical and default requests together at twice the
+    /// capacity, and leaves critical-plus success at five times the
+    /// capacity as strict order has it.
+    ///
+    /// ```
+    /// use resilience_bounded_queue::BoundedQueueConfig;
+    ///
+    /// let config = BoundedQueueConfig::builder().yield_margin(4.0).build()?;
+    /// assert_eq!(config.yield_margin(), Some(4.0));
+    /// assert!(BoundedQueueConfig::builder().yield_margin(0.5).build().is_err());
+    /// # Ok::<_, resilience_core::ConfigError>(())
+    /// ```
+    pub fn yield_margin(mut self, margin: f64) -> Self {
+        self.yield_margin = margin;
+        self
+    }
+
     /// Takes the limit from a latency-driven algorithm instead of the
     /// constant [`concurrency`](Self::concurrency), which is then ignored.
     pub fn adaptive(mut self, limit: impl Into<AdaptiveLimit>) -> Self {
@@ -309,6 +375,8 @@ impl BoundedQueueConfigBuilder {
     /// - `retry_after` is zero or longer than
     ///   [`BoundedQueueConfig::MAX_RETRY_AFTER`]
     /// - a reserved share is not within `0.0..=1.0`, or they sum above `1.0`
+    /// - `yield_margin` is neither `0.0` (off) nor a finite number from `1.0`
+    ///   to [`BoundedQueueConfig::MAX_YIELD_MARGIN`]
     pub fn build(self) -> Result<BoundedQueueConfig, ConfigError> {
         validate_name("name", &self.name)?;
         if self.concurrency == 0 {
@@ -351,6 +419,13 @@ impl BoundedQueueConfigBuilder {
         if r.iter().sum::<f64>() > 1.0 + f64::EPSILON {
             return Err(ConfigError::new("reserved", "shares must sum to at most 1"));
         }
+        let m = self.yield_margin;
+        if m != 0.0 && !(1.0..=BoundedQueueConfig::MAX_YIELD_MARGIN).contains(&m) {
+            return Err(ConfigError::new(
+                "yield_margin",
+                "must be 0 (off) or within 1..=1000",
+            ));
+        }
         Ok(BoundedQueueConfig {
             name: self.name,
             concurrency: self.concurrency,
@@ -362,6 +437,7 @@ impl BoundedQueueConfigBuilder {
             lifo: self.lifo,
             retry_after: self.retry_after,
             reserved: self.reserved,
+            yield_margin: self.yield_margin,
             adaptive: self.adaptive,
         })
     }
@@ -380,6 +456,7 @@ impl Default for BoundedQueueConfigBuilder {
             lifo: BoundedQueueConfig::DEFAULT_LIFO,
             retry_after: BoundedQueueConfig::DEFAULT_RETRY_AFTER,
             reserved: ReservedShares::default(),
+            yield_margin: BoundedQueueConfig::DEFAULT_YIELD_MARGIN,
             adaptive: None,
         }
     }
@@ -423,6 +500,19 @@ mod tests {
         assert_eq!(c.concurrency(), BoundedQueueConfig::DEFAULT_CONCURRENCY);
         assert_eq!(c.codel_target(), Some(Duration::from_millis(5)));
         assert!(c.reserved().is_empty());
+        assert_eq!(c.yield_margin(), None);
+    }
+
+    #[test]
+    fn yield_margin_is_off_or_at_least_one() {
+        let build = |m: f64| BoundedQueueConfig::builder().yield_margin(m).build();
+        assert_eq!(build(0.0).unwrap().yield_margin(), None);
+        assert_eq!(build(1.0).unwrap().yield_margin(), Some(1.0));
+        assert_eq!(build(1000.0).unwrap().yield_margin(), Some(1000.0));
+        for bad in [0.5, -1.0, 1000.5, f64::NAN, f64::INFINITY] {
+            let e = build(bad).unwrap_err();
+            assert_eq!(e.field(), "yield_margin", "{bad}: {e}");
+        }
     }
 
     proptest! {

@@ -53,7 +53,10 @@
 //!   handed straight to the best waiter: the highest priority (or one below
 //!   its [reserved share](ReservedShares), which also keeps its place when
 //!   lower priorities are shed), FIFO normally and LIFO while a standing
-//!   queue exists (adaptive LIFO).
+//!   queue exists (adaptive LIFO). With a
+//!   [yield margin](BoundedQueueConfigBuilder::yield_margin), an older
+//!   critical waiter goes ahead of higher priorities that can spare the
+//!   slot.
 //! - **Rejected at once** when the queue is full (unless the arrival
 //!   displaces a queued request of lower priority, which is then shed), or
 //!   when its expected wait (an EWMA of recent service times x its queue

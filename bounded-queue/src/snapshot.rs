@@ -9,7 +9,7 @@
 //!   "queued_by_priority": { "sheddable": 0, "sheddable_plus": 0,
 //!                           "critical": 1, "critical_plus": 0 },
 //!   "limit": 1, "capacity": 2, "overloaded": false,
-//!   "admission_level": "sheddable", "service_time_ms": 0.0,
+//!   "admission_level": "sheddable", "service_time_ms": 0.0, "yielded": 0,
 //!   "rejected": { "full": 1, "wait_timeout": 0, "shed": 0, "deadline": 0 } }
 //! ```
 //!
@@ -87,10 +87,10 @@ impl LayerSnapshot for BoundedQueueHandle {
 
 /// Serialized with `queued_by_priority` keyed by priority (`sheddable`,
 /// `sheddable_plus`, `critical`, `critical_plus`), the `admission_level` in
-/// the same spelling, and `service_time_ms`.
+/// the same spelling, `service_time_ms` and `yielded`.
 impl Serialize for BoundedQueueSnapshot {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("BoundedQueueSnapshot", 9)?;
+        let mut s = serializer.serialize_struct("BoundedQueueSnapshot", 10)?;
         s.serialize_field("in_service", &self.in_service)?;
         s.serialize_field("queued", &self.queued)?;
         s.serialize_field("queued_by_priority", &PerPriority(self.queued_by_priority))?;
@@ -99,6 +99,7 @@ impl Serialize for BoundedQueueSnapshot {
         s.serialize_field("overloaded", &self.overloaded)?;
         s.serialize_field("admission_level", priority_key(self.admission_level))?;
         s.serialize_field("service_time_ms", &millis(self.service_time))?;
+        s.serialize_field("yielded", &self.yielded)?;
         s.serialize_field("rejected", &self.rejected)?;
         s.end()
     }
@@ -173,6 +174,7 @@ mod tests {
         assert_eq!(state["capacity"], 1);
         assert_eq!(state["overloaded"], false);
         assert_eq!(state["service_time_ms"], 0.0);
+        assert_eq!(state["yielded"], 0);
         assert_eq!(state["rejected"]["full"], 1);
         assert_eq!(state["rejected"]["wait_timeout"], 0);
         assert_eq!(state["rejected"]["shed"], 0);

@@ -48,6 +48,10 @@ pub(crate) struct Shared {
     codel: Option<Duration>,
     interval: Duration,
     lifo: bool,
+    /// [`BoundedQueueConfig::yield_margin`]; `0.0` when off.
+    yield_margin: f64,
+    /// Hand-offs that went to an older waiter ahead of a higher priority.
+    yielded: AtomicU64,
     retry_after: Duration,
     adaptive: Option<Mutex<LimitState>>,
     queue: Mutex<Queue>,
@@ -66,6 +70,9 @@ struct Queue {
     /// While overloaded, priorities below this index are shed on arrival.
     level: usize,
     level_at: Instant,
+    /// When a request of each priority last ran out of queue time (or was
+    /// refused because it would have).
+    timed_out_at: [Option<Instant>; 4],
 }
 
 enum Slot {
@@ -101,6 +108,10 @@ pub(crate) struct Permit {
     shared: Arc<Shared>,
     meta: u64,
 }
+
+/// A priority that lost a request to queue time stops yielding for this
+/// many CoDel intervals (see [`Shared::yields_to`]).
+const YIELD_HOLD: u32 = 10;
 
 /// [`Permit::meta`]: the call's service time is sampled.
 const SAMPLED: u64 = 0b100;
@@ -150,6 +161,9 @@ pub struct BoundedQueueSnapshot {
     pub admission_level: Priority,
     /// The smoothed service time of recent requests (zero before any).
     pub service_time: Duration,
+    /// Slots handed to an older waiter ahead of a higher priority (see
+    /// [`yield_margin`](crate::BoundedQueueConfigBuilder::yield_margin)).
+    pub yielded: u64,
     /// Requests refused, by reason.
     pub rejected: RejectedCounts,
 }
@@ -225,6 +239,8 @@ impl Shared {
             codel: config.codel_target(),
             interval: config.codel_interval,
             lifo: config.lifo,
+            yield_margin: config.yield_margin,
+            yielded: AtomicU64::new(0),
             retry_after: config.retry_after,
             adaptive,
             queue: Mutex::new(Queue {
@@ -237,6 +253,7 @@ impl Shared {
                 overloaded: false,
                 level: 0,
                 level_at: Instant::now(),
+                timed_out_at: [None; 4],
             }),
             name: Arc::from(config.name.as_str()),
             metrics,
@@ -355,6 +372,7 @@ impl Shared {
             _ => self.max_wait,
         };
         if expected > allowed {
+            q.timed_out_at[priority.index()] = Some(now);
             drop(q);
             log_transition(&self.name, transition);
             return Err(self.reject(Reason::WaitTimeout, priority));
@@ -470,7 +488,7 @@ impl Shared {
 
     /// Gives an already-taken slot to the next waiter (`q.len > 0`).
     fn grant_next(&self, q: &mut Queue, now: Instant) {
-        let p = self.pick_lane(q);
+        let p = self.pick_lane(q, now);
         let lane = &mut q.lanes[p];
         let (_, idx) = if self.lifo && q.overloaded {
             lane.pop_back()
@@ -501,8 +519,9 @@ impl Shared {
     }
 
     /// The next waiter's lane: the highest priority below its reserved
-    /// share, else the highest priority.
-    fn pick_lane(&self, q: &Queue) -> usize {
+    /// share, else the highest priority, unless it yields to an older
+    /// waiter (see [`Shared::yields_to`]).
+    fn pick_lane(&self, q: &Queue, now: Instant) -> usize {
         if self.track {
             if let Some(p) = (0..4)
                 .rev()
@@ -511,10 +530,73 @@ impl Shared {
                 return p;
             }
         }
-        (0..4)
+        let top = (0..4)
             .rev()
             .find(|&p| !q.lanes[p].is_empty())
-            .expect("the queue is not empty")
+            .expect("the queue is not empty");
+        if self.yield_margin > 0.0 && !(self.lifo && q.overloaded) {
+            if let Some(p) = self.yields_to(q, top, now) {
+                self.yielded.fetch_add(1, Ordering::Relaxed);
+                return p;
+            }
+        }
+        top
+    }
+
+    /// The yield margin (FIFO only): the lane of the oldest waiter of
+    /// [`Priority::Critical`] or above, below `top`, if it is older than
+    /// `top`'s oldest and every priority above it can spare the slot: none
+    /// of its requests ran out of queue time (or was refused because it
+    /// would have) within the last [`YIELD_HOLD`] CoDel intervals,
+    /// and the `i`-th oldest waiter above could still start within its
+    /// allowed wait if slots kept freeing every margin x (service time /
+    /// limit).
+    fn yields_to(&self, q: &Queue, top: usize, now: Instant) -> Option<usize> {
+        let floor = Priority::Critical.index();
+        let front = |p: usize| q.enqueued(*q.lanes[p].front()?);
+        let (lane, oldest) = (floor..top)
+            .filter_map(|p| Some((p, front(p)?)))
+            .min_by_key(|&(_, at)| at)?;
+        if oldest >= front(top)? {
+            return None;
+        }
+        // A priority losing requests to queue timeouts needs every slot.
+        let recent = |at: &Option<Instant>| {
+            at.is_some_and(|at| now.saturating_duration_since(at) < self.interval * YIELD_HOLD)
+        };
+        if q.timed_out_at[lane + 1..].iter().any(recent) {
+            return None;
+        }
+        let ewma = self.ewma_nanos.load(Ordering::Relaxed);
+        if ewma == 0 {
+            return None;
+        }
+        let limit = self.limit.load(Ordering::Relaxed).max(1) as f64;
+        let gap = Duration::from_secs_f64(self.yield_margin * ewma as f64 * 1e-9 / limit);
+        let allowed = match self.codel {
+            Some(target) if q.overloaded => target.min(self.max_wait),
+            _ => self.max_wait,
+        };
+        // Merge the lanes above by age: each lane is oldest first.
+        let mut next = [0usize; 4];
+        let mut slack = Duration::ZERO;
+        loop {
+            let Some((p, at)) = (lane + 1..4)
+                .filter_map(|p| Some((p, q.enqueued(*q.lanes[p].get(next[p])?)?)))
+                .min_by_key(|&(_, at)| at)
+            else {
+                return Some(lane);
+            };
+            next[p] += 1;
+            slack += gap;
+            // A wait too long to represent never runs out.
+            if at
+                .checked_add(allowed)
+                .is_some_and(|until| until < now + slack)
+            {
+                return None;
+            }
+        }
     }
 
     /// Whether priority `p` holds fewer slots than its reserved share of the
@@ -689,6 +771,7 @@ impl Shared {
         if let (Slot::Waiting { .. }, Some(now)) = (&q.slots[idx as usize], now) {
             q.remove_waiting(idx, now);
             if let (Step::Rejected(Reason::WaitTimeout), Some(p)) = (&step, timed_out) {
+                q.timed_out_at[p.index()] = Some(now);
                 self.raise_level(&mut q, p, now);
             }
             self.waiting.store(q.len, Ordering::SeqCst);
@@ -796,6 +879,7 @@ impl Shared {
             overloaded,
             admission_level,
             service_time: Duration::from_nanos(self.ewma_nanos.load(Ordering::Relaxed)),
+            yielded: self.yielded.load(Ordering::Relaxed),
             rejected: RejectedCounts {
                 full: r(Reason::Full),
                 wait_timeout: r(Reason::WaitTimeout),
@@ -863,6 +947,14 @@ impl Queue {
         self.lanes[priority.index()].push_back((seq, idx));
         self.len += 1;
         idx
+    }
+
+    /// When the waiter of a lane entry was queued.
+    fn enqueued(&self, (_, idx): (u64, u32)) -> Option<Instant> {
+        match self.slots[idx as usize] {
+            Slot::Waiting { enqueued, .. } => Some(enqueued),
+            _ => None,
+        }
     }
 
     fn free_slot(&mut self, idx: u32) {
@@ -1112,6 +1204,9 @@ mod tests {
                     .codel_interval(Duration::from_millis(50));
                 if shares {
                     b = b.reserve(Priority::Sheddable, 0.3).reserve(Priority::CriticalPlus, 0.3);
+                }
+                if capacity % 2 == 1 {
+                    b = b.yield_margin(1.0);
                 }
                 let shared = Arc::new(Shared::new(&b.build().unwrap()));
                 let mut permits: Vec<Permit> = Vec::new();

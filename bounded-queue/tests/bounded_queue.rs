@@ -1040,3 +1040,86 @@ async fn in_service_gauge_is_published_off_the_uncontended_path() {
     assert_ready_ok!(e.poll());
     assert_eq!(gauges.get(IN_SERVICE).1, 0.0);
 }
+
+/// With a yield margin, an older `Critical` waiter goes ahead of a
+/// `CriticalPlus` one that can spare the slot, and not when it cannot.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn yield_margin_serves_an_older_waiter_while_the_higher_one_can_wait() {
+    let layer = layer(
+        cfg()
+            .concurrency(1)
+            .capacity(10)
+            .max_wait(Duration::from_millis(25))
+            .codel(false)
+            .yield_margin(1.0),
+    );
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    let mut call = |r: Req| {
+        assert_ready_ok!(svc.poll_ready());
+        let mut f = task::spawn(svc.call(r));
+        let _ = f.poll();
+        f
+    };
+    // Teach the EWMA a 10 ms service time (one slot: 10 ms per hand-off).
+    let mut a = call(req_p(1, Priority::CriticalPlus));
+    let (_, send) = next(&mut handle).await;
+    advance(Duration::from_millis(10)).await;
+    send.send_response("a");
+    assert_ready_ok!(a.poll());
+    assert_eq!(h.snapshot().service_time, Duration::from_millis(10));
+
+    // The higher priority has 25 ms to wait, more than one hand-off (10 ms):
+    // the older default goes first.
+    let mut b = call(req_p(2, Priority::CriticalPlus));
+    let (_, send_b) = next(&mut handle).await;
+    let mut d = call(req_p(3, Priority::Critical));
+    advance(Duration::from_millis(1)).await;
+    let mut c = call(req_p(4, Priority::CriticalPlus));
+    advance(Duration::from_millis(1)).await;
+    send_b.send_response("b");
+    assert_ready_ok!(b.poll());
+    assert_pending!(d.poll());
+    let (id, send_d) = next(&mut handle).await;
+    assert_eq!(id, 3, "the older default went ahead");
+    assert_eq!(h.snapshot().yielded, 1);
+
+    // Now another older default, but the critical-plus waiter has waited
+    // 17 ms of its 25: less than one hand-off left, so it is served first.
+    let mut e = call(req_p(5, Priority::Critical));
+    advance(Duration::from_millis(15)).await;
+    send_d.send_response("d");
+    assert_ready_ok!(d.poll());
+    assert_pending!(c.poll());
+    let (id, _send) = next(&mut handle).await;
+    assert_eq!(id, 4, "the higher priority could not spare the slot");
+    assert_eq!(h.snapshot().yielded, 1);
+    assert_pending!(e.poll());
+}
+
+/// Without a yield margin (the default) the highest priority always goes
+/// first, however old the lower one.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn without_a_yield_margin_priority_order_is_strict() {
+    let layer = layer(cfg().concurrency(1).capacity(10).codel(false));
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    let mut call = |r: Req| {
+        assert_ready_ok!(svc.poll_ready());
+        let mut f = task::spawn(svc.call(r));
+        let _ = f.poll();
+        f
+    };
+    let mut a = call(req_p(1, Priority::CriticalPlus));
+    let (_, send) = next(&mut handle).await;
+    advance(Duration::from_millis(10)).await;
+    let _d = call(req_p(2, Priority::Critical));
+    advance(Duration::from_millis(1)).await;
+    let mut c = call(req_p(3, Priority::CriticalPlus));
+    send.send_response("a");
+    assert_ready_ok!(a.poll());
+    assert_pending!(c.poll());
+    let (id, _send) = next(&mut handle).await;
+    assert_eq!(id, 3);
+    assert_eq!(h.snapshot().yielded, 0);
+}
