@@ -180,10 +180,7 @@ pub(crate) const CATEGORIES: &[(&str, &[&str])] = &[
         "request extensions (a boxed type map)",
         &["http::extensions", "hashbrown::", "<hashbrown::"],
     ),
-    (
-        "moving futures and requests (memcpy)",
-        &["./string/"],
-    ),
+    ("moving futures and requests (memcpy)", &["./string/"]),
     (
         "ids and trace context: parse, generate, format",
         &[
