@@ -473,6 +473,12 @@ fn knob(name: &str, default: u64) -> u64 {
 /// (strict order caps it), at the cost of 6 points of sheddable success at
 /// 1x.
 fn ours_config() -> BoundedQueueConfig {
+    ours_config_with_yield(knob("yield", 3) as f64)
+}
+
+/// [`ours_config`] with another yield margin (`0.0`: strict priority
+/// order, the `ours(no yield)` row).
+fn ours_config_with_yield(margin: f64) -> BoundedQueueConfig {
     let ms = |name, default| dilate(Duration::from_millis(knob(name, default)));
     BoundedQueueConfig::builder()
         .name("overload")
@@ -482,7 +488,7 @@ fn ours_config() -> BoundedQueueConfig {
         .codel_target(ms("target", 15))
         .codel_interval(ms("interval", 100))
         .lifo(knob("lifo", 0) != 0)
-        .yield_margin(knob("yield", 3) as f64)
+        .yield_margin(margin)
         .retry_after(Duration::from_secs(1))
         .build()
         .expect("valid")
@@ -495,6 +501,12 @@ async fn scenario(name: &str, load: f64, seed: u64, span: Duration) -> Row {
         "ours" => {
             let svc = ServiceBuilder::new()
                 .layer(BoundedQueueLayer::new(ours_config()))
+                .service(svc);
+            run(svc, stats, load, seed, span).await
+        }
+        "ours(no yield)" => {
+            let svc = ServiceBuilder::new()
+                .layer(BoundedQueueLayer::new(ours_config_with_yield(0.0)))
                 .service(svc);
             run(svc, stats, load, seed, span).await
         }
@@ -560,6 +572,7 @@ async fn scenario(name: &str, load: f64, seed: u64, span: Duration) -> Row {
 fn main() {
     let configs = [
         "ours",
+        "ours(no yield)",
         "ours(5ms,LIFO)",
         "ConcurrencyLimit",
         "Buffer(100)+CL",

@@ -1789,7 +1789,11 @@ fn overload_chart(r: &Results) -> Result<String, Error> {
         dashed: bool,
         width: u32,
     }
-    const OURS: [RGBColor; 2] = [RGBColor(0, 83, 214), RGBColor(0, 170, 200)];
+    const OURS: [RGBColor; 3] = [
+        RGBColor(0, 83, 214),
+        RGBColor(20, 30, 90),
+        RGBColor(0, 170, 200),
+    ];
     const PEERS: [RGBColor; 6] = [
         RGBColor(230, 110, 0),
         RGBColor(200, 30, 45),
