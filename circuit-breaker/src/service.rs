@@ -109,10 +109,31 @@ where
             Err(rejected) => return ResponseFuture::rejected(rejected),
         };
         // One call site, reached only once admitted: the request goes to
-        // the inner service in place.
+        // the inner service in place. If that `call` panics (and something
+        // above catches it and keeps the service), a probe's slot goes back.
+        let unwind = ReleaseOnUnwind {
+            breaker: &self.breaker,
+            permit,
+        };
         let inner = self.inner.call(req);
+        std::mem::forget(unwind);
         let recorder = permit.map(|p| Recorder::new(self.breaker.clone(), p));
         ResponseFuture::new(inner, recorder)
+    }
+}
+
+/// Gives a probe's slot back when dropped: only on a panic in the inner
+/// service's `call` (it is forgotten otherwise).
+struct ReleaseOnUnwind<'a, C> {
+    breaker: &'a Breaker<C>,
+    permit: Option<Permit>,
+}
+
+impl<C> Drop for ReleaseOnUnwind<'_, C> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.filter(Permit::is_probe) {
+            self.breaker.shared.release(&permit);
+        }
     }
 }
 

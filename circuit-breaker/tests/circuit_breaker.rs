@@ -310,6 +310,47 @@ async fn a_cancelled_probe_frees_its_slot() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_probe_whose_inner_call_panics_frees_its_slot() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tower::{Layer, Service, ServiceExt};
+
+    // An inner service whose `call` panics while `boom` is set.
+    let boom = Arc::new(AtomicBool::new(false));
+    let flag = boom.clone();
+    let layer = CircuitBreakerLayer::new(base().half_open_probes(1).build().unwrap());
+    let cb = layer.handle();
+    let mut svc = layer.layer(tower::service_fn(move |_: Req| {
+        assert!(!flag.load(Ordering::SeqCst), "inner call panicked");
+        async { Ok::<_, BoxError>(rsp(500)) }
+    }));
+    for _ in 0..4 {
+        let _ = svc.ready().await.unwrap().call(Request::new(())).await;
+    }
+    assert_eq!(cb.state(), CircuitState::Open);
+    advance(Duration::from_secs(1)).await;
+
+    // The probe's inner call panics; a caller above catches it.
+    boom.store(true, Ordering::SeqCst);
+    svc.ready().await.unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = svc.call(Request::new(()));
+    }));
+    assert!(caught.is_err());
+    assert_eq!(cb.snapshot().probes_in_use(), 0, "the slot went back");
+
+    // The next probe goes through.
+    boom.store(false, Ordering::SeqCst);
+    let rsp = svc.ready().await.unwrap().call(Request::new(())).await;
+    assert_eq!(rsp.unwrap().status(), 500);
+    assert_eq!(
+        cb.state(),
+        CircuitState::Open,
+        "the probe failed: open again"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn readiness_without_a_call_holds_no_probe() {
     let (mut svc, mut handle, cb) = spawn(base().half_open_probes(2).build().unwrap());
     open_it(&mut svc, &mut handle).await;
