@@ -334,7 +334,7 @@ async fn a_probe_whose_inner_call_panics_frees_its_slot() {
     boom.store(true, Ordering::SeqCst);
     svc.ready().await.unwrap();
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = svc.call(Request::new(()));
+        let _never_made = svc.call(Request::new(()));
     }));
     assert!(caught.is_err());
     assert_eq!(cb.snapshot().probes_in_use(), 0, "the slot went back");
