@@ -238,17 +238,8 @@ fn bench(c: &mut Criterion) {
     g.bench_function("client/ours", |b| {
         b.iter(|| black_box(in_scope(&ctx, &mut client_ours)))
     });
-    let (mut whole_baseline, mut whole_ours, mut whole_tower) =
-        (whole_baseline(), whole_ours(), whole_tower());
-    g.bench_function("whole/baseline", |b| {
-        b.iter(|| black_box(call(&mut whole_baseline, inbound("x-correlation-id"))))
-    });
-    g.bench_function("whole/ours", |b| {
-        b.iter(|| black_box(call(&mut whole_ours, inbound("x-correlation-id"))))
-    });
-    g.bench_function("whole/tower", |b| {
-        b.iter(|| black_box(call(&mut whole_tower, inbound("x-request-id"))))
-    });
+    let mut whole = (whole_baseline(), whole_ours(), whole_tower());
+    bench_whole(&mut g, &mut whole);
     g.finish();
 
     for (name, allocs) in [
@@ -278,28 +269,61 @@ fn bench(c: &mut Criterion) {
             "client/ours",
             allocations_per_call(10_000, || assert!(in_scope(&ctx, &mut client_ours))),
         ),
-        (
-            "whole/baseline",
-            allocations_per_call(10_000, || {
-                assert!(call(&mut whole_baseline, inbound("x-correlation-id")))
-            }),
-        ),
-        (
-            "whole/ours",
-            allocations_per_call(10_000, || {
-                assert!(call(&mut whole_ours, inbound("x-correlation-id")))
-            }),
-        ),
-        (
-            "whole/tower",
-            allocations_per_call(10_000, || {
-                assert!(call(&mut whole_tower, inbound("x-request-id")))
-            }),
-        ),
     ] {
         println!("stack/{name}: {allocs:.2} allocations per call");
     }
+    whole_allocations("stack", &mut whole);
     with_recorder(c);
+}
+
+/// The three whole stacks (no layers, ours, tower's) as criterion cases
+/// of `g`.
+fn bench_whole<A, B, C>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    (baseline, ours, tower): &mut (A, B, C),
+) where
+    A: Service<Request<()>>,
+    B: Service<Request<()>>,
+    C: Service<Request<()>>,
+{
+    g.bench_function("whole/baseline", |b| {
+        b.iter(|| black_box(call(baseline, inbound("x-correlation-id"))))
+    });
+    g.bench_function("whole/ours", |b| {
+        b.iter(|| black_box(call(ours, inbound("x-correlation-id"))))
+    });
+    g.bench_function("whole/tower", |b| {
+        b.iter(|| black_box(call(tower, inbound("x-request-id"))))
+    });
+}
+
+/// Prints the allocations per call of the three whole stacks, as
+/// `{group}/whole/...` lines.
+fn whole_allocations<A, B, C>(group: &str, (baseline, ours, tower): &mut (A, B, C))
+where
+    A: Service<Request<()>>,
+    B: Service<Request<()>>,
+    C: Service<Request<()>>,
+{
+    let counts = [
+        (
+            "baseline",
+            allocations_per_call(10_000, || {
+                assert!(call(baseline, inbound("x-correlation-id")))
+            }),
+        ),
+        (
+            "ours",
+            allocations_per_call(10_000, || assert!(call(ours, inbound("x-correlation-id")))),
+        ),
+        (
+            "tower",
+            allocations_per_call(10_000, || assert!(call(tower, inbound("x-request-id")))),
+        ),
+    ];
+    for (name, allocs) in counts {
+        println!("{group}/whole/{name}: {allocs:.2} allocations per call");
+    }
 }
 
 /// The whole stack again with a Prometheus recorder installed, as in a
@@ -311,41 +335,11 @@ fn with_recorder(c: &mut Criterion) {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).expect("no recorder installed before");
-    let (mut whole_baseline, mut whole_ours, mut whole_tower) =
-        (whole_baseline(), whole_ours(), whole_tower());
+    let mut whole = (whole_baseline(), whole_ours(), whole_tower());
     let mut g = c.benchmark_group("stack_with_recorder");
-    g.bench_function("whole/baseline", |b| {
-        b.iter(|| black_box(call(&mut whole_baseline, inbound("x-correlation-id"))))
-    });
-    g.bench_function("whole/ours", |b| {
-        b.iter(|| black_box(call(&mut whole_ours, inbound("x-correlation-id"))))
-    });
-    g.bench_function("whole/tower", |b| {
-        b.iter(|| black_box(call(&mut whole_tower, inbound("x-request-id"))))
-    });
+    bench_whole(&mut g, &mut whole);
     g.finish();
-    for (name, allocs) in [
-        (
-            "whole/baseline",
-            allocations_per_call(10_000, || {
-                assert!(call(&mut whole_baseline, inbound("x-correlation-id")))
-            }),
-        ),
-        (
-            "whole/ours",
-            allocations_per_call(10_000, || {
-                assert!(call(&mut whole_ours, inbound("x-correlation-id")))
-            }),
-        ),
-        (
-            "whole/tower",
-            allocations_per_call(10_000, || {
-                assert!(call(&mut whole_tower, inbound("x-request-id")))
-            }),
-        ),
-    ] {
-        println!("stack_with_recorder/{name}: {allocs:.2} allocations per call");
-    }
+    whole_allocations("stack_with_recorder", &mut whole);
     // The layers did register with the recorder.
     assert!(
         handle.render().contains("resilience_"),
