@@ -287,11 +287,35 @@ static UNHEX: [u8; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Lowercase hex of `bytes` into `out` (twice as long): four bytes at a
+/// time in a `u64` (SWAR), the rest by table.
 fn hex_into(out: &mut [u8], bytes: &[u8]) {
-    for (i, b) in bytes.iter().enumerate() {
+    let mut four = bytes.chunks_exact(4);
+    let mut eight = out.chunks_exact_mut(8);
+    for (b, o) in (&mut four).zip(&mut eight) {
+        o.copy_from_slice(&hex4(b.try_into().expect("4 bytes")));
+    }
+    let rest = four.remainder();
+    let out = &mut out[(bytes.len() - rest.len()) * 2..];
+    for (i, b) in rest.iter().enumerate() {
         out[2 * i] = HEX[usize::from(b >> 4)];
         out[2 * i + 1] = HEX[usize::from(b & 0xf)];
     }
+}
+
+/// Four bytes to eight lowercase hex digits.
+#[inline]
+fn hex4(b: [u8; 4]) -> [u8; 8] {
+    const NIBBLES: u64 = 0x0f0f_0f0f_0f0f_0f0f;
+    let x = u64::from(u32::from_le_bytes(b));
+    // Byte i to byte 2i.
+    let x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    let x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    // Its high nibble stays in byte 2i, its low one goes to byte 2i + 1.
+    let n = ((x >> 4) & NIBBLES) | ((x & NIBBLES) << 8);
+    // '0' + n, and 'a' - '0' - 10 more where n > 9 (no byte carries).
+    let letters = ((n + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (n + 0x3030_3030_3030_3030 + letters * 39).to_le_bytes()
 }
 
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
@@ -370,6 +394,28 @@ mod tests {
                 assert_eq!(ok, valid(b) && !zeroed, "byte {b:#x} at {pos}");
             }
         }
+    }
+
+    #[test]
+    fn hex_matches_the_formatter() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..1000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let bytes = state.to_le_bytes();
+            for len in 0..=8 {
+                let mut out = [0u8; 16];
+                hex_into(&mut out[..2 * len], &bytes[..len]);
+                let expected: String = bytes[..len].iter().map(|b| format!("{b:02x}")).collect();
+                assert_eq!(&out[..2 * len], expected.as_bytes());
+            }
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        let mut out = vec![0u8; 512];
+        hex_into(&mut out, &all);
+        let expected: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(out, expected.as_bytes());
     }
 
     #[test]
