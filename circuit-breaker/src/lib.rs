@@ -100,12 +100,13 @@
 //! state word, one `fetch_add` for the count window's index (a slot is only
 //! written when its outcome changes; a success into a full window of
 //! successes, which would change nothing, writes nothing), and the
-//! reference count of the response future's handle on the shared state. A count-based window does
-//! not read the clock (unless slow calls are detected); a time-based window
-//! reads it once per call and costs O(buckets) only when a failure is
-//! recorded (or a success is the first of a new bucket, or the window is
-//! still below the minimum of calls). Hot atomics sit on their own cache lines. Transitions take a
-//! mutex, and report (metrics, tracing, events) after releasing it.
+//! reference count of the response future's handle on the shared state. A
+//! count-based window does not read the clock (unless slow calls are
+//! detected); a time-based window reads it once per call and costs
+//! O(buckets) only when a failure is recorded (or a success is the first
+//! of a new bucket, or the window is still below the minimum of calls). Hot
+//! atomics sit on their own cache lines. Transitions take a mutex, and
+//! report (metrics, tracing, events) after releasing it.
 //!
 //! Use [`ErrorsAsFailures`] for responses that are not `http::Response`s
 //! (only errors count as failures), [`GrpcOutcome`](resilience_core::GrpcOutcome)
