@@ -1182,7 +1182,7 @@ fn write_missed(w: &mut String, r: &Results, missed: &[&Target]) {
     }
 }
 
-const BREAKER_WHY: &str = "The closed path was reworked for this issue (a success into a count window is recorded inline with one compare of the permit and the epoch; a success into a window that holds only successes writes nothing shared; failures and slow calls live in one word): from 584 instructions per call in the previous report to the figure above, within about 1% of recloser. What is left is mostly a copy of the request (224 bytes for an `http::Request<()>`, about 35 instructions): our breaker decides in `call`, before the inner service is called, because an open circuit must never call it (a documented rule: nothing reaches a failing dependency), so the compiler moves the request through that branch instead of passing it straight on; recloser as a `Service` calls the inner service first and decides in its future. With a small request (`circuit_breaker/closed_small`) ours is well below recloser. The rest is the per-call `calls_total` counter (a documented metric) and the drop of a future that can also be a rejection and gives a cancelled probe back. Deciding after calling would break the rule, so we keep it and report the few nanoseconds.";
+const BREAKER_WHY: &str = "The closed path was reworked for this issue (a success into a count window is recorded inline with one compare of the permit and the epoch; a success into a window that holds only successes writes nothing shared; failures and slow calls live in one word): from 584 instructions per call in the previous report to the figure above, within about 1% of recloser. What is left is mostly a copy of the request (224 bytes for an `http::Request<()>`, about 35 instructions): our breaker decides in `call`, before the inner service is called, because an open circuit must never call it (a documented rule: nothing reaches a failing dependency), so the compiler moves the request through that branch instead of passing it straight on; recloser as a `Service` calls the inner service first and decides in its future. With a small request (`circuit_breaker/closed_small`) ours is well below recloser. The rest is the per-call `calls_total` counter (a documented metric) and the drop of a future that can also be a rejection and gives a cancelled probe back. Deciding after calling would break the rule, so we keep it. In wall time the gap has moved between 1.04x and 1.19x over the full runs made while working on it, with the instruction counts about 1.5% apart: at this size the figure is as much the machine's noise between two cases measured seconds apart as the layers' difference (the 2-thread case, where the breakers' shared state is contended, is the one their designs decide).";
 
 const CORRELATION_WHY: &str = "What ours does beyond the pair's id copy: it validates the inbound id, parses and validates the `traceparent` (W3C rules) and draws this hop's span id, keeps one shared `RequestContext` (one allocation; every clone after it is a reference count: the extensions, the task scope around the handler, each outgoing call), runs the handler's future inside that scope, and opens the `request` span while a subscriber enables `INFO` (none does here). Since the last report: the outgoing `traceparent` and generated ids are carved from a per-thread buffer (no allocation each), the `traceparent` is decoded eight digits at a time, and the span is not built for tracing's `log` fallback. The remaining gap is the extension insert both layers make plus the context work tower-http's pair does not do. Reaching 0.80x would mean not putting the context in the request's extensions, which is how axum extractors, the flags layer and any layer below read it (the task scope only covers the handler's future, not the layers' `call`): a feature the pair does not offer either, so we keep it and report the gap.";
 
@@ -1190,7 +1190,7 @@ const WHOLE_WHY: &str = "The 250 ns goal is far (Polly v8's 766 ns for five stra
 
 const WHOLE_ALLOCS_WHY: &str = "What allocates, per request, beyond the no-op baseline: the request's extensions (three allocations: the map, its table and the boxed `RequestContext`, on a request without extensions; one, the boxed value, where the map exists already, as behind axum's `Router`, which inserts `MatchedPath` first, or tonic's server, which inserts the connection's info) and the shared `RequestContext` itself (one). Header values the stack makes are carved from a per-thread 4 KiB buffer (an allocation per 70-odd values, shown as the fraction). The client side allocates nothing over its baseline. Getting to one would mean dropping the context from the request's extensions (see the correlation target).";
 
-const OVERLOAD_WHY: &str = "At 2x, critical and default requests together are exactly the service's capacity, so how the queue orders its waiters decides how many of them start within 15 ms. The bound is the most any policy could serve with every wait at most 15 ms; the policy that reaches it (first come, first served, every sheddable request refused) fails the goodput target at 2x and the critical target at 5x. Strict priority order caps critical + default below the bound even when it refuses every sheddable request (the harness prints that cap on its `bound` lines): serving critical first times out defaults that could have gone while critical requests waited a little. `yield_margin` (an option of the bounded queue, set to 3 in the harness's `ours`) lets an older default go first while every critical waiter keeps slack; what it reaches on this run's arrivals is in the row above.";
+const OVERLOAD_WHY: &str = "At 2x, critical and default requests together are exactly the service's capacity, so the order in which the queue serves its waiters decides how many of them start within 15 ms. The bound is the most any policy could serve of them with every wait at most 15 ms; the policy that reaches it (first come, first served, every sheddable request refused) fails the goodput target at 2x and the critical target at 5x. Strict priority order stays below the bound even when it refuses every sheddable request (the harness prints that cap on its `bound` lines: 96.2% on seed 42): serving critical requests first times out defaults that could have gone while critical requests waited a little. For this issue the bounded queue gained `yield_margin`, which lets an older default go first while every critical waiter keeps slack (set to 3 in the harness's `ours`; `ours(no yield)` is the same queue in strict order): on every seed it serves more critical + default requests than strict order (figures above), and within a point of the bound on the seeds listed as such, but not on all of them. Closing the rest online would take knowing arrivals to come; we report the per-seed gap instead of tuning the margin to one seed.";
 
 fn write_e2e(w: &mut String, r: &Results) {
     if r.e2e.is_empty() {
@@ -1344,39 +1344,61 @@ fn overload_targets(r: &Results) -> Vec<Target> {
             },
         }
     });
-    let what = "Overload 2x: critical + default success (ours)".to_owned();
-    let goal = "within 1 point of the harness bound (every wait <= 15 ms)".to_owned();
-    t.push(
-        match (
-            overload_row(r, "ours", 2.0, MAIN_SEED),
-            overload_bound(r, 2.0, MAIN_SEED),
-        ) {
-            (Some(row), Some(bound)) => {
-                let ours = num(row, "critical_default");
-                let b = num(bound, "critical_default");
-                let ok = ours >= b - 1.0;
-                Target {
-                    what,
-                    goal,
-                    figure: format!(
-                        "{ours:.1}% vs bound {b:.1}% ({:.1}% with 1% of successes waiting longer)",
-                        num(bound, "critical_default_slack")
-                    ),
-                    met: Some(ok),
-                    gap: if ok {
-                        String::new()
-                    } else {
-                        format!(
-                            "{:.1} points below the bound (the most any policy serves with every wait <= 15 ms, reached only by refusing every sheddable request and serving critical no sooner than default, which the goodput and 5x critical targets rule out); strict priority order with 15 ms waits reaches {:.1}% on the same arrivals",
-                            b - ours,
-                            num(bound, "strict_critical_default")
-                        )
-                    },
-                }
-            }
-            _ => not_measured(what, goal),
-        },
-    );
+    // Critical + default at 2x against each seed's own bound, on every
+    // seed the run used (seed 42 first: the main table's).
+    let what = "Overload 2x: critical + default success (ours), every seed".to_owned();
+    let goal = "within 1 point of the seed's harness bound (every wait <= 15 ms)".to_owned();
+    let mut seeds: Vec<(u64, f64, f64, f64)> = r
+        .overload_rows
+        .iter()
+        .filter(|v| v["config"] == "ours" && v["load"].as_f64() == Some(2.0))
+        .filter_map(|v| {
+            let seed = v["seed"].as_u64()?;
+            let bound = overload_bound(r, 2.0, seed)?;
+            Some((
+                seed,
+                num(v, "critical_default"),
+                num(bound, "critical_default"),
+                num(bound, "strict_critical_default"),
+            ))
+        })
+        .collect();
+    seeds.sort_by_key(|(s, ..)| (*s != MAIN_SEED, *s));
+    seeds.dedup_by_key(|(s, ..)| *s);
+    t.push(if seeds.is_empty() {
+        not_measured(what, goal)
+    } else {
+        let within = seeds.iter().filter(|(_, o, b, _)| *o >= b - 1.0).count();
+        let (ws, wo, wb, _) = seeds
+            .iter()
+            .copied()
+            .max_by(|a, b| (a.2 - a.1).total_cmp(&(b.2 - b.1)))
+            .expect("not empty");
+        let (_, mo, mb, _) = seeds[0];
+        let strict: Vec<String> = seeds
+            .iter()
+            .map(|(s, o, b, st)| format!("seed {s}: {o:.1}% vs {b:.1}% (strict order {st:.1}%)"))
+            .collect();
+        Target {
+            what,
+            goal,
+            figure: format!(
+                "seed {}: {mo:.1}% vs bound {mb:.1}%; within 1 point on {within} of {} seeds",
+                seeds[0].0,
+                seeds.len()
+            ),
+            met: Some(within == seeds.len()),
+            gap: if within == seeds.len() {
+                String::new()
+            } else {
+                format!(
+                    "worst: seed {ws}, {wo:.1}% vs {wb:.1}% ({:.1} points below); {}",
+                    wb - wo,
+                    strict.join(", ")
+                )
+            },
+        }
+    });
     t
 }
 
