@@ -24,6 +24,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
 /// A configuration was rejected when it was built or deserialized.
 ///
@@ -83,6 +84,60 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<(), ConfigError>
         return Err(ConfigError::new(field, "may only contain [A-Za-z0-9_.-]"));
     }
     Ok(())
+}
+
+/// The longest duration any configuration of the family accepts: 365 days.
+///
+/// Layers add configured durations to the current instant on the request
+/// path (a deadline, a lease's expiry, a store's timeout); a bound checked at
+/// build time keeps that arithmetic from ever overflowing, and no sensible
+/// setting comes near it.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Validates a configured duration: at most [`MAX_DURATION`].
+///
+/// Every builder of the family checks every duration it takes with this
+/// function or [`validate_positive_duration`], so one rule holds everywhere.
+///
+/// # Errors
+/// - `value` is longer than [`MAX_DURATION`]
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience_core::config::{MAX_DURATION, validate_duration};
+///
+/// assert!(validate_duration("wait", Duration::ZERO).is_ok());
+/// let err = validate_duration("wait", MAX_DURATION + Duration::from_secs(1)).unwrap_err();
+/// assert_eq!(err.to_string(), "invalid configuration: wait: must be at most 365 days");
+/// ```
+pub fn validate_duration(field: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value > MAX_DURATION {
+        return Err(ConfigError::new(field, "must be at most 365 days"));
+    }
+    Ok(())
+}
+
+/// Validates a configured duration that must be greater than zero and at
+/// most [`MAX_DURATION`].
+///
+/// # Errors
+/// - `value` is zero
+/// - `value` is longer than [`MAX_DURATION`]
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience_core::config::validate_positive_duration;
+///
+/// assert!(validate_positive_duration("timeout", Duration::from_millis(5)).is_ok());
+/// let err = validate_positive_duration("timeout", Duration::ZERO).unwrap_err();
+/// assert_eq!(err.reason(), "must be greater than zero");
+/// assert!(validate_positive_duration("timeout", Duration::MAX).is_err());
+/// ```
+pub fn validate_positive_duration(field: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::new(field, "must be greater than zero"));
+    }
+    validate_duration(field, value)
 }
 
 pub mod duration {
@@ -193,5 +248,23 @@ mod tests {
         assert!(validate_name("name", &"a".repeat(65)).is_err());
         assert!(validate_name("name", "a b").is_err());
         assert!(validate_name("name", "é").is_err());
+    }
+
+    #[test]
+    fn validates_durations() {
+        assert!(validate_duration("d", MAX_DURATION).is_ok());
+        assert_eq!(
+            validate_duration("d", MAX_DURATION + Duration::from_nanos(1))
+                .unwrap_err()
+                .field(),
+            "d"
+        );
+        assert!(validate_duration("d", Duration::MAX).is_err());
+        assert!(validate_positive_duration("d", Duration::from_nanos(1)).is_ok());
+        assert!(validate_positive_duration("d", Duration::ZERO).is_err());
+        assert!(validate_positive_duration("d", Duration::MAX).is_err());
+        // The bound is safe to add to any instant on the request path.
+        let now = tokio::time::Instant::now();
+        assert!(now.checked_add(MAX_DURATION).is_some());
     }
 }
