@@ -84,10 +84,23 @@
 //! endpoints are healthy, traffic spreads over all of them, unhealthy
 //! included, rather than crushing the few (Envoy's panic mode).
 //!
+//! A pick lasts until the `call` it is for. A balancer that polls ready
+//! long before it calls (behind `Buffer`, a tonic client used through
+//! `&mut`) has its kept pick checked again at each `poll_ready`, as
+//! tower's balancer polls its chosen service again: an endpoint that left,
+//! turned unhealthy or was ejected meanwhile, or whose service is no longer
+//! ready, is dropped for a new pick; an earlier "no healthy endpoint" is
+//! not kept either.
+//!
 //! A new endpoint gets traffic as soon as it appears (with active checks:
 //! after its first passing check). A removed endpoint gets no new requests;
 //! its in-flight requests finish, as each response future holds its own
-//! endpoint service.
+//! endpoint service. Then the balancer lets go of that service, so it is
+//! dropped with whatever state it carries (a breaker per endpoint, a
+//! connection pool). One exception: a clone of the balancer that has
+//! polled before the removal and sits idle since keeps the endpoint set it
+//! last saw until its next `poll_ready` (or until it is dropped); a clone
+//! that never polled holds no endpoint service at all.
 //!
 //! Passive ejection: after `consecutive_failures` responses classified
 //! [`Outcome::Failure`](resilience_core::Outcome::Failure) in a row, an
