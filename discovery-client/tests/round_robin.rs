@@ -955,3 +955,51 @@ fn an_endpoint_removed_before_its_checks_start_is_dropped() {
     assert!(!is_alive(&alive, 1), "kept for its health checks");
     assert!(is_alive(&alive, 2));
 }
+
+/// A plain function is a maker, no boxing: by value as it is; by
+/// reference with `use<>`, as its `impl Service` would otherwise borrow
+/// the endpoint (edition 2024).
+fn answer_with_port(
+    ep: Endpoint,
+) -> impl Service<Request<()>, Response = Response<String>, Error = BoxError> + Clone {
+    let port = ep.addr().port();
+    service_fn(move |_: Request<()>| async move { Ok(Response::new(port.to_string())) })
+}
+
+fn answer_with_port_by_ref(
+    ep: &Endpoint,
+) -> impl Service<Request<()>, Response = Response<String>, Error = BoxError> + Clone + use<> {
+    answer_with_port(ep.clone())
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_plain_function_is_a_maker() {
+    async fn answers<S>(rr: S) -> Vec<String>
+    where
+        S: Service<Request<()>, Response = Response<String>, Error = BoxError> + Clone,
+    {
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let rsp = rr.clone().oneshot(Request::new(())).await.unwrap();
+            seen.push(rsp.into_body());
+        }
+        seen.sort();
+        seen
+    }
+    let by_value = RoundRobin::new(endpoints(2), answer_with_port);
+    assert_eq!(answers(by_value).await, ["1", "1", "2", "2"]);
+    let by_ref = RoundRobinBuilder::new()
+        .classify(HttpOutcome::new())
+        .build_with_source(StaticSource::new(endpoints(2)), answer_with_port_by_ref);
+    tokio::task::yield_now().await;
+    assert_eq!(answers(by_ref).await, ["1", "1", "2", "2"]);
+    // And for tower's balancers.
+    let d =
+        resilience_discovery::source::discover(StaticSource::new(endpoints(2)), answer_with_port);
+    let mut p2c = tower::balance::p2c::Balance::new(tower::load::PendingRequestsDiscover::new(
+        d,
+        tower::load::CompleteOnResponse::default(),
+    ));
+    let rsp = p2c.ready().await.unwrap().call(Request::new(())).await;
+    assert!(["1", "2"].contains(&rsp.unwrap().into_body().as_str()));
+}

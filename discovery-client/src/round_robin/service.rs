@@ -16,7 +16,7 @@ use super::pool::{
     EJECTED, EndpointStats, PENDING, Pool, REMOVED, STRIPES, Shared, Snapshot, Stripe, UNHEALTHY,
 };
 use super::{EndpointState, EndpointStatus, RoundRobinSnapshot};
-use crate::endpoint::{Change, Endpoint};
+use crate::endpoint::{Change, Endpoint, MakeEndpoint};
 use crate::health::{CheckHealth, HealthCheckConfig, HealthChecker};
 
 /// The rejection reason when no endpoint can take a request.
@@ -109,9 +109,9 @@ where
 {
     /// A balancer over a fixed list of endpoints with the default
     /// configuration and no active health checks.
-    pub fn new<M>(endpoints: impl IntoIterator<Item = Endpoint>, maker: M) -> Self
+    pub fn new<M, Args>(endpoints: impl IntoIterator<Item = Endpoint>, maker: M) -> Self
     where
-        M: Fn(&Endpoint) -> S + Send + Sync + 'static,
+        M: MakeEndpoint<Args, Service = S> + Send + Sync + 'static,
     {
         RoundRobinBuilder::new().build_with_endpoints(endpoints, maker)
     }
@@ -400,24 +400,25 @@ impl<C> RoundRobinBuilder<C> {
 
     /// A balancer with no endpoints yet; add them through
     /// [`RoundRobin::handle`].
-    pub fn build<S, M>(self, maker: M) -> RoundRobin<S, C>
+    pub fn build<S, M, Args>(self, maker: M) -> RoundRobin<S, C>
     where
         S: Clone + Send + Sync + 'static,
-        M: Fn(&Endpoint) -> S + Send + Sync + 'static,
+        M: MakeEndpoint<Args, Service = S> + Send + Sync + 'static,
     {
-        let shared = Arc::new(Shared::new(self.config, Box::new(maker), self.health));
+        let maker = Box::new(move |ep: &Endpoint| maker.make_endpoint(ep));
+        let shared = Arc::new(Shared::new(self.config, maker, self.health));
         RoundRobin::from_shared(shared, self.classify)
     }
 
     /// A balancer over a fixed list of endpoints.
-    pub fn build_with_endpoints<S, M>(
+    pub fn build_with_endpoints<S, M, Args>(
         self,
         endpoints: impl IntoIterator<Item = Endpoint>,
         maker: M,
     ) -> RoundRobin<S, C>
     where
         S: Clone + Send + Sync + 'static,
-        M: Fn(&Endpoint) -> S + Send + Sync + 'static,
+        M: MakeEndpoint<Args, Service = S> + Send + Sync + 'static,
     {
         let rr = self.build(maker);
         rr.shared.apply(endpoints.into_iter().map(Change::Insert));
@@ -432,10 +433,10 @@ impl<C> RoundRobinBuilder<C> {
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn build_with_source<S, M, St>(self, source: St, maker: M) -> RoundRobin<S, C>
+    pub fn build_with_source<S, M, Args, St>(self, source: St, maker: M) -> RoundRobin<S, C>
     where
         S: Clone + Send + Sync + 'static,
-        M: Fn(&Endpoint) -> S + Send + Sync + 'static,
+        M: MakeEndpoint<Args, Service = S> + Send + Sync + 'static,
         St: Stream<Item = Change> + Send + 'static,
     {
         let rr = self.build(maker);

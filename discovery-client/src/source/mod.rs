@@ -49,7 +49,7 @@ pub use self::etcd::{EtcdConfig, EtcdConfigBuilder, EtcdSource, Registration};
 pub use self::file::{FileSource, FileSourceConfig, FileSourceConfigBuilder};
 pub use self::status::SourceStatus;
 
-use crate::endpoint::{Change, Endpoint, diff};
+use crate::endpoint::{Change, Endpoint, MakeEndpoint, diff};
 
 /// A fixed list of endpoints, as a source: yields one insert per endpoint,
 /// then ends.
@@ -74,15 +74,15 @@ pub struct Discovered<St, S> {
 }
 
 /// Turns a source into a [`tower::discover::Discover`] of services made by
-/// `maker`.
-pub fn discover<St, S, M>(source: St, maker: M) -> Discovered<St, S>
+/// `maker` (see [`MakeEndpoint`]).
+pub fn discover<St, S, M, Args>(source: St, maker: M) -> Discovered<St, S>
 where
     St: Stream<Item = Change> + Unpin,
-    M: Fn(&Endpoint) -> S + Send + Sync + 'static,
+    M: MakeEndpoint<Args, Service = S> + Send + Sync + 'static,
 {
     Discovered {
         source,
-        maker: Arc::new(maker),
+        maker: Arc::new(move |ep: &Endpoint| maker.make_endpoint(ep)),
     }
 }
 
