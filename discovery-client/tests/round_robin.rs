@@ -655,24 +655,35 @@ async fn call_without_poll_ready_is_rejected_not_a_panic() {
     assert_eq!(count(&counts, 1) + count(&counts, 2), 5);
 }
 
-/// Ejection times too long to represent mean "ejected for good", not an
-/// `Instant` overflow in the response future.
+/// The longest ejection time accepted (a year) ends on time, with no
+/// `Instant` overflow on the way; a longer one is refused at `build()`.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn an_endless_ejection_time_ejects_for_good() {
+async fn the_longest_ejection_time_ends_on_time() {
+    use resilience_core::config::MAX_DURATION;
     let counts = Counts::default();
     let config = RoundRobinConfig::builder()
         .consecutive_failures(1)
-        .base_ejection_time(Duration::MAX)
-        .max_ejection_time(Duration::MAX)
+        .base_ejection_time(MAX_DURATION)
+        .max_ejection_time(MAX_DURATION)
         .max_ejection_percent(100)
         .build()
         .unwrap();
     let mut rr = first_answers_500(&counts, 2, config);
     assert_eq!(send(&mut rr, 10).await, 1);
-    tokio::time::sleep(Duration::from_secs(86_400 * 365)).await;
+    tokio::time::sleep(MAX_DURATION - Duration::from_secs(1)).await;
     reset(&counts);
     assert_eq!(send(&mut rr, 10).await, 0);
-    assert_eq!(count(&counts, 1), 0);
+    assert_eq!(count(&counts, 1), 0, "still ejected");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    reset(&counts);
+    assert_eq!(send(&mut rr, 2).await, 1, "back, and fails once");
+    assert_eq!(count(&counts, 1), 1);
+
+    let err = RoundRobinConfig::builder()
+        .max_ejection_time(MAX_DURATION + Duration::from_nanos(1))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_ejection_time");
 }
 
 /// Endpoints added where no tokio runtime runs (a balancer built in `main`
