@@ -15,6 +15,49 @@ pub struct Endpoint {
     metadata: BTreeMap<String, String>,
 }
 
+/// Makes the service that calls one endpoint: what a
+/// [`RoundRobin`](crate::RoundRobin) (or [`discover`](crate::source::discover))
+/// runs when an endpoint appears.
+///
+/// Implemented for every closure and function that takes the endpoint by
+/// reference, `Fn(&Endpoint) -> S`, or by value, `Fn(Endpoint) -> S`.
+/// `Args` (`fn(&Endpoint)` or `fn(Endpoint)`) tells the two apart; it is
+/// inferred, you never name it. A closure names its parameter's type:
+/// `|ep: &Endpoint| ...`.
+///
+/// A plain function returning `impl Service` is a maker as it is when it
+/// takes the endpoint by value:
+///
+/// ```
+/// use resilience_core::BoxError;
+/// use resilience_discovery::{Endpoint, RoundRobin};
+/// use tower::{Service, service_fn};
+///
+/// fn greeter(ep: Endpoint) -> impl Service<(), Response = String, Error = BoxError> + Clone {
+///     let addr = ep.addr();
+///     service_fn(move |()| async move { Ok::<_, BoxError>(format!("hello from {addr}")) })
+/// }
+///
+/// let balancer = RoundRobin::new([Endpoint::new("10.0.0.1:80".parse().unwrap())], greeter);
+/// # let _ = balancer;
+/// ```
+///
+/// Taking `&Endpoint` instead, such a function's `impl Service` borrows the
+/// endpoint as far as the compiler knows (in edition 2024 an `impl Trait`
+/// return type captures every lifetime in scope), so it cannot outlive the
+/// call and is refused as a maker; say that it borrows nothing with
+/// `+ use<>`: `fn greeter(ep: &Endpoint) -> impl Service<..> + Clone + use<>`.
+///
+/// For a maker of your own type, implement the trait with any `Args`
+/// (`()` will do).
+pub trait MakeEndpoint<Args> {
+    /// The endpoint's service.
+    type Service;
+
+    /// Makes the service of `endpoint`.
+    fn make_endpoint(&self, endpoint: &Endpoint) -> Self::Service;
+}
+
 /// A change to the set of endpoints, as emitted by a source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -78,6 +121,30 @@ impl From<SocketAddr> for Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.addr.fmt(f)
+    }
+}
+
+// === impl MakeEndpoint ===
+
+impl<F, S> MakeEndpoint<fn(&Endpoint)> for F
+where
+    F: Fn(&Endpoint) -> S,
+{
+    type Service = S;
+
+    fn make_endpoint(&self, endpoint: &Endpoint) -> S {
+        self(endpoint)
+    }
+}
+
+impl<F, S> MakeEndpoint<fn(Endpoint)> for F
+where
+    F: Fn(Endpoint) -> S,
+{
+    type Service = S;
+
+    fn make_endpoint(&self, endpoint: &Endpoint) -> S {
+        self(endpoint.clone())
     }
 }
 

@@ -3,8 +3,9 @@
 //!
 //! A [`RoundRobin`] is a `tower::Service` that sends each request to the
 //! next healthy, ready endpoint in turn. Endpoint services are built by a
-//! maker you supply (`Fn(&Endpoint) -> S`: a hyper client per address, a
-//! tonic `Channel` per endpoint). The endpoint set comes from a
+//! maker you supply (a [`MakeEndpoint`]: a closure or a plain function of
+//! the endpoint, such as a hyper client per address or a tonic `Channel`
+//! per endpoint). The endpoint set comes from a
 //! [source](mod@source) (a fixed list, a file, DNS, etcd), and health from
 //! passive ejection (real traffic, judged by resilience-core's
 //! classifier) and optional active checks ([`health`]).
@@ -15,19 +16,25 @@
 //! use std::time::Duration;
 //! use resilience_core::{BoxError, HttpOutcome, TimeoutLayer};
 //! use resilience_discovery::{Endpoint, RoundRobinBuilder, RoundRobinConfig};
-//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! type Request = http::Request<()>;
+//! type Response = http::Response<String>;
+//!
+//! /// The maker: one service per endpoint; here it answers with its address.
+//! fn answer_with_address(
+//!     ep: Endpoint,
+//! ) -> impl Service<Request, Response = Response, Error = BoxError> + Clone {
+//!     let addr = ep.addr();
+//!     service_fn(move |_req: Request| async move {
+//!         Ok::<_, BoxError>(Response::new(addr.to_string()))
+//!     })
+//! }
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), BoxError> {
 //! let endpoints = ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]
 //!     .map(|a| Endpoint::new(a.parse().unwrap()));
-//! // One service per endpoint; here it answers with its address.
-//! let maker = |ep: &Endpoint| {
-//!     let addr = ep.addr();
-//!     service_fn(move |_req: http::Request<()>| async move {
-//!         Ok::<_, BoxError>(http::Response::new(addr.to_string()))
-//!     })
-//! };
 //! let config = RoundRobinConfig::builder()
 //!     .name("inventory")
 //!     .consecutive_failures(5) // 5 x 5xx in a row: ejected
@@ -35,14 +42,14 @@
 //! let balancer = RoundRobinBuilder::new()
 //!     .config(config)
 //!     .classify(HttpOutcome::new()) // 5xx and errors count, 4xx never
-//!     .build_with_endpoints(endpoints, maker);
+//!     .build_with_endpoints(endpoints, answer_with_address);
 //! let svc = ServiceBuilder::new()
 //!     .layer(TimeoutLayer::new(Duration::from_secs(2)))
 //!     .service(balancer);
 //!
 //! let mut seen = Vec::new();
 //! for _ in 0..3 {
-//!     let rsp = svc.clone().oneshot(http::Request::new(())).await?;
+//!     let rsp = svc.clone().oneshot(Request::new(())).await?;
 //!     seen.push(rsp.into_body());
 //! }
 //! seen.sort(); // each endpoint once, in turn
@@ -84,10 +91,23 @@
 //! endpoints are healthy, traffic spreads over all of them, unhealthy
 //! included, rather than crushing the few (Envoy's panic mode).
 //!
+//! A pick lasts until the `call` it is for. A balancer that polls ready
+//! long before it calls (behind `Buffer`, a tonic client used through
+//! `&mut`) has its kept pick checked again at each `poll_ready`, as
+//! tower's balancer polls its chosen service again: an endpoint that left,
+//! turned unhealthy or was ejected meanwhile, or whose service is no longer
+//! ready, is dropped for a new pick; an earlier "no healthy endpoint" is
+//! not kept either.
+//!
 //! A new endpoint gets traffic as soon as it appears (with active checks:
 //! after its first passing check). A removed endpoint gets no new requests;
 //! its in-flight requests finish, as each response future holds its own
-//! endpoint service.
+//! endpoint service. Then the balancer lets go of that service, so it is
+//! dropped with whatever state it carries (a breaker per endpoint, a
+//! connection pool). One exception: a clone of the balancer that has
+//! polled before the removal and sits idle since keeps the endpoint set it
+//! last saw until its next `poll_ready` (or until it is dropped); a clone
+//! that never polled holds no endpoint service at all.
 //!
 //! Passive ejection: after `consecutive_failures` responses classified
 //! [`Outcome::Failure`](resilience_core::Outcome::Failure) in a row, an
@@ -98,10 +118,37 @@
 //! fail before it is ejected (with sequential traffic; concurrent requests
 //! already in flight to it fail too).
 //!
-//! Each endpoint service may carry its own layers: a maker such as
-//! `|ep| ServiceBuilder::new().layer(breaker.clone()).service(client_for(ep))`
-//! puts a circuit breaker or a timeout per endpoint, and the balancer itself
-//! works as the inner service of a timeout or a breaker (as above).
+//! # Layers per endpoint
+//!
+//! Each endpoint service may carry its own layers, put on by the maker: a
+//! timeout per attempt, a circuit breaker per endpoint. Mind what a layer's
+//! clones share: every clone of one `CircuitBreakerLayer` is the same
+//! breaker, so a maker
+//! `|ep: &Endpoint| ServiceBuilder::new().layer(breaker.clone()).service(client_for(ep))`
+//! puts one breaker in front of all the endpoints (one bad instance opens
+//! it for every one), not one per endpoint. For a breaker per endpoint,
+//! take each endpoint's layer from `resilience_circuit_breaker`'s
+//! `EndpointBreakers`: its own state per endpoint, metrics and snapshot
+//! labelled by endpoint, and that state dropped when the endpoint leaves
+//! (the balancer lets go of a removed endpoint's service once its
+//! in-flight calls end, see above):
+//!
+//! ```ignore
+//! use resilience_circuit_breaker::{CircuitBreakerConfig, EndpointBreakers};
+//!
+//! let breakers = EndpointBreakers::new(CircuitBreakerConfig::builder().name("inventory").build()?);
+//! let balancer = RoundRobinBuilder::new()
+//!     .classify(HttpOutcome::new())
+//!     .build_with_endpoints(endpoints, move |ep: &Endpoint| {
+//!         ServiceBuilder::new()
+//!             .layer(breakers.layer_for(ep.to_string())) // this endpoint's own breaker
+//!             .layer(TimeoutLayer::new(Duration::from_secs(1)))
+//!             .service(client_for(ep))
+//!     });
+//! ```
+//!
+//! The balancer itself works as the inner service of a timeout or a
+//! breaker for the whole dependency (as in the first example).
 //!
 //! # Clone semantics
 //!
@@ -251,7 +298,7 @@ pub mod round_robin;
 mod snapshot;
 pub mod source;
 
-pub use crate::endpoint::{Change, Endpoint};
+pub use crate::endpoint::{Change, Endpoint, MakeEndpoint};
 pub use crate::round_robin::{
     EndpointState, EndpointStatus, ErrorsAreFailures, RoundRobin, RoundRobinBuilder,
     RoundRobinConfig, RoundRobinConfigBuilder, RoundRobinHandle, RoundRobinSnapshot,

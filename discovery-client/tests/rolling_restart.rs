@@ -346,3 +346,28 @@ async fn a_rolling_restart_of_all_three_fails_no_request() {
     let expected: std::collections::BTreeSet<u16> = servers.iter().map(|s| s.addr.port()).collect();
     assert_eq!(ports, expected);
 }
+
+/// A drain or re-registration wait too long to represent waits without a
+/// deadline rather than panicking on `Instant` overflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_wait_is_no_panic() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let config = etcd_config(&etcd);
+    let _other = register(&config, 1, addr(9301)).await;
+    let own = register(&config, 0, addr(9300)).await;
+    let permit = lock(&config, 1, Duration::from_secs(5))
+        .acquire("instance-0", &key(0))
+        .await
+        .unwrap();
+    permit
+        .drain(|| 0, Duration::ZERO, Duration::MAX)
+        .await
+        .unwrap();
+    permit
+        .release_when_registered(&key(0), Duration::MAX)
+        .await
+        .unwrap();
+    drop(own);
+}

@@ -655,24 +655,35 @@ async fn call_without_poll_ready_is_rejected_not_a_panic() {
     assert_eq!(count(&counts, 1) + count(&counts, 2), 5);
 }
 
-/// Ejection times too long to represent mean "ejected for good", not an
-/// `Instant` overflow in the response future.
+/// The longest ejection time accepted (a year) ends on time, with no
+/// `Instant` overflow on the way; a longer one is refused at `build()`.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn an_endless_ejection_time_ejects_for_good() {
+async fn the_longest_ejection_time_ends_on_time() {
+    use resilience_core::config::MAX_DURATION;
     let counts = Counts::default();
     let config = RoundRobinConfig::builder()
         .consecutive_failures(1)
-        .base_ejection_time(Duration::MAX)
-        .max_ejection_time(Duration::MAX)
+        .base_ejection_time(MAX_DURATION)
+        .max_ejection_time(MAX_DURATION)
         .max_ejection_percent(100)
         .build()
         .unwrap();
     let mut rr = first_answers_500(&counts, 2, config);
     assert_eq!(send(&mut rr, 10).await, 1);
-    tokio::time::sleep(Duration::from_secs(86_400 * 365)).await;
+    tokio::time::sleep(MAX_DURATION - Duration::from_secs(1)).await;
     reset(&counts);
     assert_eq!(send(&mut rr, 10).await, 0);
-    assert_eq!(count(&counts, 1), 0);
+    assert_eq!(count(&counts, 1), 0, "still ejected");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    reset(&counts);
+    assert_eq!(send(&mut rr, 2).await, 1, "back, and fails once");
+    assert_eq!(count(&counts, 1), 1);
+
+    let err = RoundRobinConfig::builder()
+        .max_ejection_time(MAX_DURATION + Duration::from_nanos(1))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_ejection_time");
 }
 
 /// Endpoints added where no tokio runtime runs (a balancer built in `main`
@@ -741,4 +752,265 @@ async fn a_panicking_maker_does_not_break_the_balancer() {
     for port in 1..=3 {
         assert_eq!(count(&counts, port), 10);
     }
+}
+
+/// The request a mock endpoint received, if any, without waiting forever.
+async fn next_request<T, U>(
+    handle: &mut tower_test::mock::Handle<T, U>,
+) -> Option<(T, tower_test::mock::SendResponse<U>)> {
+    tokio::time::timeout(Duration::from_secs(1), handle.next_request())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// A long-lived balancer (behind `Buffer`, a tonic client used through
+/// `&mut`) polls ready long before it calls: the endpoint it picked then
+/// may have left meanwhile. The next `poll_ready` picks again.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_stored_pick_of_a_removed_endpoint_is_made_again() {
+    let (a, mut ha) = tower_test::mock::pair::<&'static str, &'static str>();
+    let (b, mut hb) = tower_test::mock::pair::<&'static str, &'static str>();
+    let mocks = HashMap::from([(addr(1), a), (addr(2), b)]);
+    let rr = RoundRobin::new(endpoints(2), move |ep: &Endpoint| mocks[&ep.addr()].clone());
+    let handle = rr.handle();
+    let mut rr = tower_test::mock::Spawn::new(rr);
+    assert_ready_ok!(rr.poll_ready()); // the first turn: endpoint 1
+    handle.remove(addr(1));
+    assert_ready_ok!(rr.poll_ready());
+    let fut = rr.call("hi");
+    assert!(
+        next_request(&mut ha).await.is_none(),
+        "sent to a removed endpoint"
+    );
+    let (_, send) = next_request(&mut hb).await.expect("endpoint 2 gets it");
+    send.send_response("b");
+    assert_eq!(fut.await.unwrap(), "b");
+}
+
+/// As above, for an endpoint ejected (by another clone's traffic) between
+/// the pick and the call.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_stored_pick_of_an_ejected_endpoint_is_made_again() {
+    let counts = Counts::default();
+    let config = RoundRobinConfig::builder()
+        .consecutive_failures(1)
+        .max_ejection_percent(100)
+        .panic_threshold_percent(0)
+        .build()
+        .unwrap();
+    let rr = first_answers_500(&counts, 2, config);
+    let (mut long_lived, mut other) = (rr.clone(), rr.clone());
+    long_lived.ready().await.unwrap(); // the first turn: endpoint 1
+    // The other clone's turns: endpoint 2, then endpoint 1, which fails
+    // once and is ejected.
+    assert_eq!(send(&mut other, 2).await, 1);
+    assert_eq!(rr.handle().snapshot().count(EndpointState::Ejected), 1);
+    let rsp = long_lived
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(count(&counts, 1), 1, "no request to the ejected endpoint");
+    assert_eq!(count(&counts, 2), 2);
+}
+
+/// A stored pick whose service stopped being ready (here: it fails its
+/// readiness) is dropped for another endpoint.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_stored_pick_that_is_no_longer_ready_is_made_again() {
+    let (a, mut ha) = tower_test::mock::pair::<&'static str, &'static str>();
+    let (b, mut hb) = tower_test::mock::pair::<&'static str, &'static str>();
+    let mocks = HashMap::from([(addr(1), a), (addr(2), b)]);
+    let mut rr =
+        tower_test::mock::Spawn::new(RoundRobin::new(endpoints(2), move |ep: &Endpoint| {
+            mocks[&ep.addr()].clone()
+        }));
+    assert_ready_ok!(rr.poll_ready()); // endpoint 1
+    ha.send_error("connection lost");
+    assert_ready_ok!(rr.poll_ready());
+    let fut = rr.call("hi");
+    assert!(next_request(&mut ha).await.is_none());
+    let (_, send) = next_request(&mut hb).await.expect("endpoint 2 gets it");
+    send.send_response("b");
+    assert_eq!(fut.await.unwrap(), "b");
+}
+
+/// "No healthy endpoint" found by one `poll_ready` is not kept: once an
+/// endpoint appears, the next `poll_ready` finds it.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_stored_no_healthy_endpoint_is_checked_again() {
+    let counts = Counts::default();
+    let mut rr = RoundRobin::new(Vec::new(), counting(&counts, |_| 200));
+    rr.ready().await.unwrap(); // nothing to pick: the call would be refused
+    rr.handle().insert(Endpoint::new(addr(1)));
+    let rsp = rr.ready().await.unwrap().call(Request::new(())).await;
+    assert_eq!(rsp.expect("endpoint 1 answers").status(), 200);
+    assert_eq!(count(&counts, 1), 1);
+}
+
+/// An endpoint service that reports whether it (or a clone, or a response
+/// future of it) is still alive.
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    alive: Arc<()>,
+}
+
+impl<S, Req> Service<Req> for Tracked<S>
+where
+    S: Service<Req>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let (fut, alive) = (self.inner.call(req), self.alive.clone());
+        Box::pin(async move {
+            let rsp = fut.await;
+            drop(alive);
+            rsp
+        })
+    }
+}
+
+/// Which endpoint services (with their clones and response futures) are
+/// still alive, by address.
+type Alive = Arc<Mutex<HashMap<SocketAddr, std::sync::Weak<()>>>>;
+
+/// Wraps the services `make` makes in [`Tracked`], noted in `alive`.
+fn tracked<S>(
+    alive: &Alive,
+    make: impl Fn(&Endpoint) -> S + Send + Sync + 'static,
+) -> impl Fn(&Endpoint) -> Tracked<S> + Send + Sync + 'static {
+    let alive = alive.clone();
+    move |ep: &Endpoint| {
+        let token = Arc::new(());
+        alive
+            .lock()
+            .unwrap()
+            .insert(ep.addr(), Arc::downgrade(&token));
+        Tracked {
+            inner: make(ep),
+            alive: token,
+        }
+    }
+}
+
+fn is_alive(alive: &Alive, port: u16) -> bool {
+    alive.lock().unwrap()[&addr(port)].strong_count() > 0
+}
+
+/// State kept per endpoint service (a breaker per endpoint) relies on the
+/// balancer letting go of a service whose endpoint left: once its in-flight
+/// calls end, nothing holds it, not even clones that never made a call.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_removed_endpoints_service_is_dropped_after_its_in_flight_calls() {
+    let (a, mut ha) = tower_test::mock::pair::<&'static str, &'static str>();
+    let (b, mut hb) = tower_test::mock::pair::<&'static str, &'static str>();
+    let mocks = HashMap::from([(addr(1), a), (addr(2), b)]);
+    let alive = Alive::default();
+    let mut rr = RoundRobin::new(
+        endpoints(2),
+        tracked(&alive, move |ep: &Endpoint| mocks[&ep.addr()].clone()),
+    );
+    let is_alive = |port| is_alive(&alive, port);
+    // Clones that exist but never call, as a framework's router or state
+    // keeps one to clone per request.
+    let idle = rr.clone();
+    let idle_clone = idle.clone();
+    let handle = rr.handle();
+
+    let in_flight = rr.ready().await.unwrap().call("first"); // endpoint 1
+    let (_, send_a) = next_request(&mut ha).await.unwrap();
+    handle.remove(addr(1));
+    let fut = rr.ready().await.unwrap().call("next");
+    let (_, send_b) = next_request(&mut hb).await.unwrap();
+    send_b.send_response("b");
+    assert_eq!(fut.await.unwrap(), "b");
+    assert!(is_alive(1), "its in-flight call holds it");
+
+    send_a.send_response("a");
+    assert_eq!(in_flight.await.unwrap(), "a");
+    assert!(!is_alive(1), "the removed endpoint's service is still held");
+    assert!(is_alive(2));
+    drop((idle, idle_clone));
+}
+
+/// An endpoint added where no runtime runs waits for its health checks to
+/// start; removed meanwhile, its service is not kept for them.
+#[test]
+fn an_endpoint_removed_before_its_checks_start_is_dropped() {
+    let alive = Alive::default();
+    let counts = Counts::default();
+    let rr = RoundRobinBuilder::new()
+        .health_check(
+            health_config(),
+            check_fn(|_: &Endpoint| async { Ok::<_, BoxError>(()) }),
+        )
+        .build_with_endpoints(endpoints(2), tracked(&alive, counting(&counts, |_| 200)));
+    rr.handle().remove(addr(1));
+    assert!(!is_alive(&alive, 1), "kept for its health checks");
+    assert!(is_alive(&alive, 2));
+}
+
+/// A plain function is a maker, no boxing: by value as it is; by
+/// reference with `use<>`, as its `impl Service` would otherwise borrow
+/// the endpoint (edition 2024).
+fn answer_with_port(
+    ep: Endpoint,
+) -> impl Service<Request<()>, Response = Response<String>, Error = BoxError> + Clone {
+    let port = ep.addr().port();
+    service_fn(move |_: Request<()>| async move { Ok(Response::new(port.to_string())) })
+}
+
+fn answer_with_port_by_ref(
+    ep: &Endpoint,
+) -> impl Service<Request<()>, Response = Response<String>, Error = BoxError> + Clone + use<> {
+    answer_with_port(ep.clone())
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_plain_function_is_a_maker() {
+    async fn answers<S>(rr: S) -> Vec<String>
+    where
+        S: Service<Request<()>, Response = Response<String>, Error = BoxError> + Clone,
+    {
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let rsp = rr.clone().oneshot(Request::new(())).await.unwrap();
+            seen.push(rsp.into_body());
+        }
+        seen.sort();
+        seen
+    }
+    let by_value = RoundRobin::new(endpoints(2), answer_with_port);
+    assert_eq!(answers(by_value).await, ["1", "1", "2", "2"]);
+    let by_ref = RoundRobinBuilder::new()
+        .classify(HttpOutcome::new())
+        .build_with_source(StaticSource::new(endpoints(2)), answer_with_port_by_ref);
+    tokio::task::yield_now().await;
+    assert_eq!(answers(by_ref).await, ["1", "1", "2", "2"]);
+    // And for tower's balancers.
+    let d =
+        resilience_discovery::source::discover(StaticSource::new(endpoints(2)), answer_with_port);
+    let mut p2c = tower::balance::p2c::Balance::new(tower::load::PendingRequestsDiscover::new(
+        d,
+        tower::load::CompleteOnResponse::default(),
+    ));
+    let rsp = p2c.ready().await.unwrap().call(Request::new(())).await;
+    assert!(["1", "2"].contains(&rsp.unwrap().into_body().as_str()));
 }

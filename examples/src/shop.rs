@@ -753,7 +753,7 @@ impl Shop {
             .health_check(
                 health,
                 GrpcHealthCheck::new(crate::grpc::SERVICE_NAME)
-                    .connect_timeout(settings.health_timeout),
+                    .connect_timeout(settings.health_timeout)?,
             );
         let balancer = match instances {
             Instances::Static(endpoints) => builder.build_with_endpoints(endpoints, instance),

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use resilience_core::ConfigError;
+use resilience_core::config::validate_positive_duration;
 
 /// Validated configuration of active health checks.
 ///
@@ -221,7 +222,8 @@ impl HealthCheckConfigBuilder {
     ///
     /// # Errors
     /// - `path` does not start with `/`
-    /// - `interval` or `timeout` is zero
+    /// - `interval` or `timeout` is zero or longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days)
     /// - `jitter_percent` is above 100
     /// - `unhealthy_threshold` or `healthy_threshold` is zero
     pub fn build(self) -> Result<HealthCheckConfig, ConfigError> {
@@ -229,12 +231,8 @@ impl HealthCheckConfigBuilder {
         if !c.path.starts_with('/') {
             return Err(ConfigError::new("path", "must start with /"));
         }
-        if c.interval.is_zero() {
-            return Err(ConfigError::new("interval", "must be greater than zero"));
-        }
-        if c.timeout.is_zero() {
-            return Err(ConfigError::new("timeout", "must be greater than zero"));
-        }
+        validate_positive_duration("interval", c.interval)?;
+        validate_positive_duration("timeout", c.timeout)?;
         if c.jitter_percent > 100 {
             return Err(ConfigError::new("jitter_percent", "must be at most 100"));
         }
@@ -271,6 +269,9 @@ mod tests {
         assert_eq!(field(b().path("health")), "path");
         assert_eq!(field(b().interval(Duration::ZERO)), "interval");
         assert_eq!(field(b().timeout(Duration::ZERO)), "timeout");
+        let too_long = resilience_core::config::MAX_DURATION + Duration::from_nanos(1);
+        assert_eq!(field(b().interval(too_long)), "interval");
+        assert_eq!(field(b().timeout(too_long)), "timeout");
         assert_eq!(field(b().jitter_percent(101)), "jitter_percent");
         assert_eq!(field(b().unhealthy_threshold(0)), "unhealthy_threshold");
         assert_eq!(field(b().healthy_threshold(0)), "healthy_threshold");
@@ -297,17 +298,15 @@ mod tests {
         assert_eq!(none.next_interval(&mut rng), Duration::from_secs(10));
     }
 
-    /// An interval too long to represent once jittered (a "never" value)
-    /// is used as it is.
+    /// The longest interval accepted is jittered like any other.
     #[test]
-    fn an_endless_interval_is_not_jittered() {
-        let c = HealthCheckConfig::builder()
-            .interval(Duration::MAX)
-            .build()
-            .unwrap();
+    fn the_longest_interval_is_jittered_within_bounds() {
+        let max = resilience_core::config::MAX_DURATION;
+        let c = HealthCheckConfig::builder().interval(max).build().unwrap();
         let mut rng = rand::rng();
         for _ in 0..100 {
-            assert!(c.next_interval(&mut rng) >= Duration::from_secs(u64::MAX / 2));
+            let d = c.next_interval(&mut rng);
+            assert!(d >= max.mul_f64(0.9) && d <= max.mul_f64(1.1), "{d:?}");
         }
     }
 }

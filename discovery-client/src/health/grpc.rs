@@ -1,6 +1,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use resilience_core::ConfigError;
+use resilience_core::config::validate_positive_duration;
+
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -34,11 +37,28 @@ impl GrpcHealthCheck {
         }
     }
 
-    /// Sets the connection timeout.
-    #[must_use]
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
+    /// Sets the connection timeout (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilience_discovery::health::GrpcHealthCheck;
+    ///
+    /// let check = GrpcHealthCheck::new("inventory.v1.Inventory")
+    ///     .connect_timeout(Duration::from_secs(1))?;
+    /// assert!(GrpcHealthCheck::new("").connect_timeout(Duration::ZERO).is_err());
+    /// let too_long = resilience_core::config::MAX_DURATION + Duration::from_secs(1);
+    /// assert!(GrpcHealthCheck::new("").connect_timeout(too_long).is_err());
+    /// # Ok::<_, resilience_core::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// - `d` is zero or longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days)
+    pub fn connect_timeout(mut self, d: Duration) -> Result<Self, ConfigError> {
+        validate_positive_duration("connect_timeout", d)?;
         self.connect_timeout = d;
-        self
+        Ok(self)
     }
 }
 

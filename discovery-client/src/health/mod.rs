@@ -174,6 +174,7 @@ pub(crate) fn jittered(
     }
     let spread = base.as_secs_f64() * f64::from(percent) / 100.0;
     let offset = rng.random_range(-spread..=spread);
-    // An interval too long to represent (a "never" value) is not jittered.
+    // Configured intervals are at most `MAX_DURATION`, so this always
+    // converts; were it not to, the interval goes unjittered.
     std::time::Duration::try_from_secs_f64((base.as_secs_f64() + offset).max(0.0)).unwrap_or(base)
 }

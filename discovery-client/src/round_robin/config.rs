@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use resilience_core::ConfigError;
-use resilience_core::config::validate_name;
+use resilience_core::config::{validate_duration, validate_name};
 
 /// Validated configuration of a [`RoundRobin`](super::RoundRobin): passive
 /// ejection and the panic threshold.
@@ -228,12 +228,16 @@ impl RoundRobinConfigBuilder {
     ///
     /// # Errors
     /// - `name` is not 1 to 64 characters of `[A-Za-z0-9_.-]`
+    /// - `base_ejection_time` or `max_ejection_time` is longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days)
     /// - `base_ejection_time` is zero while passive ejection is on
     /// - `max_ejection_time` is shorter than `base_ejection_time`
     /// - `max_ejection_percent` or `panic_threshold_percent` is above 100
     pub fn build(self) -> Result<RoundRobinConfig, ConfigError> {
         let c = self.config;
         validate_name("name", &c.name)?;
+        validate_duration("base_ejection_time", c.base_ejection_time)?;
+        validate_duration("max_ejection_time", c.max_ejection_time)?;
         if c.consecutive_failures > 0 && c.base_ejection_time.is_zero() {
             return Err(ConfigError::new(
                 "base_ejection_time",
@@ -289,6 +293,26 @@ mod tests {
             field(RoundRobinConfig::builder().max_ejection_time(Duration::from_secs(1))),
             "max_ejection_time"
         );
+        let too_long = resilience_core::config::MAX_DURATION + Duration::from_nanos(1);
+        assert_eq!(
+            field(
+                RoundRobinConfig::builder()
+                    .base_ejection_time(too_long)
+                    .max_ejection_time(too_long)
+            ),
+            "base_ejection_time"
+        );
+        assert_eq!(
+            field(RoundRobinConfig::builder().max_ejection_time(too_long)),
+            "max_ejection_time"
+        );
+        assert!(
+            RoundRobinConfig::builder()
+                .base_ejection_time(resilience_core::config::MAX_DURATION)
+                .max_ejection_time(resilience_core::config::MAX_DURATION)
+                .build()
+                .is_ok()
+        );
         assert_eq!(
             field(RoundRobinConfig::builder().max_ejection_percent(101)),
             "max_ejection_percent"
@@ -320,6 +344,7 @@ mod tests {
             r#"{"base_ejection_time": "ten"}"#,
             r#"{"name": "a b"}"#,
             r#"{"max_ejection_time": "1s"}"#,
+            r#"{"max_ejection_time": "8761h"}"#,
         ] {
             assert!(
                 serde_json::from_str::<RoundRobinConfig>(bad).is_err(),

@@ -387,7 +387,7 @@ impl<S: Clone + Send + Sync + 'static> Shared<S> {
                         }
                         let slot = self.make_slot(w, endpoint);
                         if let Some(old) = w.slots.insert(addr, slot) {
-                            old.retire();
+                            w.retire(&old);
                         } else {
                             self.pool.total.fetch_add(1, Ordering::AcqRel);
                         }
@@ -396,7 +396,7 @@ impl<S: Clone + Send + Sync + 'static> Shared<S> {
                     }
                     Change::Remove(addr) => {
                         if let Some(old) = w.slots.remove(&addr) {
-                            old.retire();
+                            w.retire(&old);
                             self.pool.total.fetch_sub(1, Ordering::AcqRel);
                             log.push((addr, false));
                             changed = true;
@@ -472,6 +472,20 @@ impl<S: Clone + Send + Sync + 'static> Shared<S> {
             .values()
             .map(|s| (s.endpoint.clone(), s.stats.flags()))
             .collect()
+    }
+}
+
+// === impl Writer ===
+
+impl<S> Writer<S> {
+    /// Takes `slot` out of service: no new requests, no health checks, and
+    /// no reference to it kept here, so that its endpoint service is dropped
+    /// once the snapshots and in-flight calls that hold it are gone.
+    fn retire(&mut self, slot: &Arc<Slot<S>>) {
+        slot.retire();
+        if !self.deferred.is_empty() {
+            self.deferred.retain(|s| !Arc::ptr_eq(s, slot));
+        }
     }
 }
 

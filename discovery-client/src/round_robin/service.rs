@@ -12,9 +12,11 @@ use tower_service::Service;
 
 use super::config::RoundRobinConfig;
 use super::future::ResponseFuture;
-use super::pool::{EJECTED, PENDING, REMOVED, STRIPES, Shared, Snapshot, Stripe, UNHEALTHY};
+use super::pool::{
+    EJECTED, EndpointStats, PENDING, Pool, REMOVED, STRIPES, Shared, Snapshot, Stripe, UNHEALTHY,
+};
 use super::{EndpointState, EndpointStatus, RoundRobinSnapshot};
-use crate::endpoint::{Change, Endpoint};
+use crate::endpoint::{Change, Endpoint, MakeEndpoint};
 use crate::health::{CheckHealth, HealthCheckConfig, HealthChecker};
 
 /// The rejection reason when no endpoint can take a request.
@@ -30,7 +32,8 @@ const NOT_POLLED: &str = "no endpoint picked: call without poll_ready";
 pub struct RoundRobin<S, C = ErrorsAreFailures> {
     shared: Arc<Shared<S>>,
     classify: C,
-    ready: Option<(Option<Arc<Stripe>>, S)>,
+    /// The endpoint picked by `poll_ready` for the next `call`.
+    ready: Option<Picked<S>>,
     /// Endpoint services that were not ready at the last poll, kept so that
     /// their wakers stay registered (dropping a not-ready clone may forget
     /// the waker, as tower's `Buffer` does).
@@ -40,8 +43,10 @@ pub struct RoundRobin<S, C = ErrorsAreFailures> {
     /// then goes round on its own, so busy clones on different threads do
     /// not contend. `NOT_STARTED` until the first pick.
     cursor: usize,
-    /// The endpoint snapshot, reloaded when the generation moves.
-    snapshot: Arc<Snapshot<S>>,
+    /// The endpoint snapshot, loaded at the first `poll_ready` and reloaded
+    /// when the generation moves (a clone that never polls holds none, so
+    /// it keeps no endpoint service alive).
+    snapshot: Option<Arc<Snapshot<S>>>,
     generation: u64,
     /// Which of an endpoint's stat handles this clone's futures hold.
     stripe: usize,
@@ -74,6 +79,22 @@ pub struct RoundRobinHandle {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ErrorsAreFailures;
 
+/// A pick kept from `poll_ready` for the next `call`.
+struct Picked<S> {
+    /// Its place in the ring of the balancer's snapshot.
+    idx: usize,
+    stripe: Option<Arc<Stripe>>,
+    service: S,
+}
+
+/// Whether a pick may take an endpoint; reads the clock and the panic
+/// state at most once per pick, and only when an endpoint's flags need it.
+struct Eligible<'a> {
+    pool: &'a Pool,
+    now: Option<Instant>,
+    panic: Option<bool>,
+}
+
 trait Control: Send + Sync {
     fn name(&self) -> &str;
     fn apply(&self, changes: Vec<Change>);
@@ -88,9 +109,9 @@ where
 {
     /// A balancer over a fixed list of endpoints with the default
     /// configuration and no active health checks.
-    pub fn new<M>(endpoints: impl IntoIterator<Item = Endpoint>, maker: M) -> Self
+    pub fn new<M, Args>(endpoints: impl IntoIterator<Item = Endpoint>, maker: M) -> Self
     where
-        M: Fn(&Endpoint) -> S + Send + Sync + 'static,
+        M: MakeEndpoint<Args, Service = S> + Send + Sync + 'static,
     {
         RoundRobinBuilder::new().build_with_endpoints(endpoints, maker)
     }
@@ -118,8 +139,6 @@ impl<S, C> RoundRobin<S, C> {
     const NOT_STARTED: usize = usize::MAX;
 
     fn from_shared(shared: Arc<Shared<S>>, classify: C) -> Self {
-        let generation = shared.generation.load(Ordering::Acquire);
-        let snapshot = shared.snapshot.load_full();
         Self {
             shared,
             classify,
@@ -127,8 +146,8 @@ impl<S, C> RoundRobin<S, C> {
             parked: Vec::new(),
             rejected: false,
             cursor: Self::NOT_STARTED,
-            snapshot,
-            generation,
+            snapshot: None,
+            generation: 0,
             stripe: 0,
         }
     }
@@ -148,15 +167,27 @@ where
         if self.shared.checks_deferred.load(Ordering::Relaxed) {
             self.shared.start_deferred_checks();
         }
-        if self.ready.is_some() || self.rejected {
-            return Poll::Ready(Ok(()));
+        // A pick kept from an earlier `poll_ready` (a long-lived balancer
+        // polls ready long before it calls) is checked again, as tower's
+        // balancer polls its chosen service again: the endpoint may have
+        // left, been ejected or turned unhealthy, or its service may no
+        // longer be ready. A kept "no endpoint" is not trusted either.
+        if let Some(picked) = &mut self.ready {
+            if still_good::<S, Req>(self.snapshot.as_deref(), &self.shared.pool, picked, cx) {
+                return Poll::Ready(Ok(()));
+            }
+            self.ready = None;
         }
+        self.rejected = false;
         let generation = self.shared.generation.load(Ordering::Acquire);
-        if generation != self.generation {
-            self.snapshot = self.shared.snapshot.load_full();
-            self.generation = generation;
-        }
-        let ring = &self.snapshot.ring;
+        let snapshot = match &mut self.snapshot {
+            Some(snapshot) if generation == self.generation => &**snapshot,
+            stale => {
+                self.generation = generation;
+                &**stale.insert(self.shared.snapshot.load_full())
+            }
+        };
+        let ring = &snapshot.ring;
         let len = ring.len();
         if len == 0 {
             self.rejected = true;
@@ -173,8 +204,7 @@ where
             self.cursor %= len;
         }
         let start = self.cursor;
-        let mut panic = None;
-        let mut now = None;
+        let mut eligible = Eligible::new(&self.shared.pool);
         let mut parked = Vec::new();
         for i in 0..len {
             let mut idx = start + i;
@@ -182,20 +212,8 @@ where
                 idx -= len;
             }
             let slot = &ring[idx];
-            let flags = slot.stats.flags();
-            if flags != 0 {
-                if flags & (PENDING | REMOVED) != 0 {
-                    continue;
-                }
-                let ejected = flags & EJECTED != 0
-                    && slot
-                        .stats
-                        .still_ejected(*now.get_or_insert_with(Instant::now));
-                if (ejected || flags & UNHEALTHY != 0)
-                    && !*panic.get_or_insert_with(|| self.shared.pool.in_panic())
-                {
-                    continue;
-                }
+            if !eligible.check(&slot.stats) {
+                continue;
             }
             let mut svc = slot.service.clone();
             match svc.poll_ready(cx) {
@@ -203,22 +221,22 @@ where
                     // Skipped endpoints do not shift the turn onto the one
                     // after them.
                     self.cursor = idx + 1;
-                    tracing::trace!(peer.addr = %slot.stats.addr, ?panic, "picked endpoint");
+                    tracing::trace!(peer.addr = %slot.stats.addr, panic = ?eligible.panic, "picked endpoint");
                     // Passive ejection off: no handle to the endpoint's stats, no
                     // reference count to bump.
                     let stripe = (self.shared.pool.config.consecutive_failures > 0)
                         .then(|| slot.stripes[self.stripe].clone());
-                    self.ready = Some((stripe, svc));
+                    self.ready = Some(Picked {
+                        idx,
+                        stripe,
+                        service: svc,
+                    });
                     if !self.parked.is_empty() {
                         self.parked.clear();
                     }
                     return Poll::Ready(Ok(()));
                 }
-                Poll::Ready(Err(err)) => {
-                    let err: BoxError = err.into();
-                    tracing::debug!(peer.addr = %slot.stats.addr, error = %err, "endpoint failed to become ready");
-                    slot.stats.record(classify_error(&err).is_failure());
-                }
+                Poll::Ready(Err(err)) => not_ready(&slot.stats, err.into()),
                 Poll::Pending => parked.push(svc),
             }
         }
@@ -233,8 +251,13 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        if let Some((stripe, mut svc)) = self.ready.take() {
-            return ResponseFuture::called(svc.call(req), stripe, self.classify.clone());
+        if let Some(Picked {
+            stripe,
+            mut service,
+            ..
+        }) = self.ready.take()
+        {
+            return ResponseFuture::called(service.call(req), stripe, self.classify.clone());
         }
         if !std::mem::replace(&mut self.rejected, false) {
             // No endpoint was picked for this call: `poll_ready` was not
@@ -254,6 +277,72 @@ impl<S, C> fmt::Debug for RoundRobin<S, C> {
         f.debug_struct("RoundRobin")
             .field("pool", &self.shared.pool)
             .finish_non_exhaustive()
+    }
+}
+
+/// Checks a kept pick again: its endpoint still in the set and eligible,
+/// its service still ready.
+fn still_good<S, Req>(
+    snapshot: Option<&Snapshot<S>>,
+    pool: &Pool,
+    picked: &mut Picked<S>,
+    cx: &mut Context<'_>,
+) -> bool
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    let Some(entry) = snapshot.and_then(|s| s.ring.get(picked.idx)) else {
+        return false;
+    };
+    if !Eligible::new(pool).check(&entry.stats) {
+        tracing::trace!(peer.addr = %entry.stats.addr, "kept pick no longer eligible");
+        return false;
+    }
+    match picked.service.poll_ready(cx) {
+        Poll::Ready(Ok(())) => true,
+        Poll::Ready(Err(err)) => {
+            not_ready(&entry.stats, err.into());
+            false
+        }
+        // Picked again below; a fresh clone of it keeps the waker.
+        Poll::Pending => false,
+    }
+}
+
+/// An endpoint's service failed to become ready: that counts against it.
+fn not_ready(stats: &EndpointStats, err: BoxError) {
+    tracing::debug!(peer.addr = %stats.addr, error = %err, "endpoint failed to become ready");
+    stats.record(classify_error(&err).is_failure());
+}
+
+// === impl Eligible ===
+
+impl<'a> Eligible<'a> {
+    fn new(pool: &'a Pool) -> Self {
+        Self {
+            pool,
+            now: None,
+            panic: None,
+        }
+    }
+
+    /// Whether the endpoint of `stats` may be picked: in the set, past its
+    /// first health check, and neither unhealthy nor ejected (unless in
+    /// panic, when traffic spreads over all of them).
+    #[inline]
+    fn check(&mut self, stats: &EndpointStats) -> bool {
+        let flags = stats.flags();
+        if flags == 0 {
+            return true;
+        }
+        if flags & (PENDING | REMOVED) != 0 {
+            return false;
+        }
+        let ejected =
+            flags & EJECTED != 0 && stats.still_ejected(*self.now.get_or_insert_with(Instant::now));
+        !((ejected || flags & UNHEALTHY != 0)
+            && !*self.panic.get_or_insert_with(|| self.pool.in_panic()))
     }
 }
 
@@ -311,24 +400,25 @@ impl<C> RoundRobinBuilder<C> {
 
     /// A balancer with no endpoints yet; add them through
     /// [`RoundRobin::handle`].
-    pub fn build<S, M>(self, maker: M) -> RoundRobin<S, C>
+    pub fn build<S, M, Args>(self, maker: M) -> RoundRobin<S, C>
     where
         S: Clone + Send + Sync + 'static,
-        M: Fn(&Endpoint) -> S + Send + Sync + 'static,
+        M: MakeEndpoint<Args, Service = S> + Send + Sync + 'static,
     {
-        let shared = Arc::new(Shared::new(self.config, Box::new(maker), self.health));
+        let maker = Box::new(move |ep: &Endpoint| maker.make_endpoint(ep));
+        let shared = Arc::new(Shared::new(self.config, maker, self.health));
         RoundRobin::from_shared(shared, self.classify)
     }
 
     /// A balancer over a fixed list of endpoints.
-    pub fn build_with_endpoints<S, M>(
+    pub fn build_with_endpoints<S, M, Args>(
         self,
         endpoints: impl IntoIterator<Item = Endpoint>,
         maker: M,
     ) -> RoundRobin<S, C>
     where
         S: Clone + Send + Sync + 'static,
-        M: Fn(&Endpoint) -> S + Send + Sync + 'static,
+        M: MakeEndpoint<Args, Service = S> + Send + Sync + 'static,
     {
         let rr = self.build(maker);
         rr.shared.apply(endpoints.into_iter().map(Change::Insert));
@@ -343,10 +433,10 @@ impl<C> RoundRobinBuilder<C> {
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn build_with_source<S, M, St>(self, source: St, maker: M) -> RoundRobin<S, C>
+    pub fn build_with_source<S, M, Args, St>(self, source: St, maker: M) -> RoundRobin<S, C>
     where
         S: Clone + Send + Sync + 'static,
-        M: Fn(&Endpoint) -> S + Send + Sync + 'static,
+        M: MakeEndpoint<Args, Service = S> + Send + Sync + 'static,
         St: Stream<Item = Change> + Send + 'static,
     {
         let rr = self.build(maker);

@@ -4,7 +4,7 @@ use std::time::Duration;
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::{Resolver, TokioResolver};
-use resilience_core::config::validate_name;
+use resilience_core::config::{validate_duration, validate_name, validate_positive_duration};
 use resilience_core::{BoxError, ConfigError};
 
 use super::{Backoff, FetchSet, SourceStatus, SourceStream, spawn_polling};
@@ -173,21 +173,20 @@ impl DnsSourceConfigBuilder {
     /// - `name` is not 1 to 64 characters of `[A-Za-z0-9_.-]`
     /// - `min_ttl` is zero, or `max_ttl` is below it
     /// - `timeout` is zero
+    /// - a duration is longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days)
     pub fn build(self) -> Result<DnsSourceConfig, ConfigError> {
         let c = self.config;
         if let Err(why) = &c.query {
             return Err(ConfigError::new("query", *why));
         }
         validate_name("name", &c.name)?;
-        if c.min_ttl.is_zero() {
-            return Err(ConfigError::new("min_ttl", "must be greater than zero"));
-        }
+        validate_positive_duration("min_ttl", c.min_ttl)?;
+        validate_duration("max_ttl", c.max_ttl)?;
         if c.max_ttl < c.min_ttl {
             return Err(ConfigError::new("max_ttl", "must be at least min_ttl"));
         }
-        if c.timeout.is_zero() {
-            return Err(ConfigError::new("timeout", "must be greater than zero"));
-        }
+        validate_positive_duration("timeout", c.timeout)?;
         Ok(c)
     }
 }
@@ -323,6 +322,12 @@ mod tests {
             field(DnsSourceConfig::srv("_a._tcp.x").max_ttl(Duration::from_millis(1))),
             "max_ttl"
         );
+        let too_long = resilience_core::config::MAX_DURATION + Duration::from_nanos(1);
+        let srv = || DnsSourceConfig::srv("_a._tcp.x");
+        assert_eq!(field(srv().min_ttl(too_long).max_ttl(too_long)), "min_ttl");
+        assert_eq!(field(srv().max_ttl(too_long)), "max_ttl");
+        assert_eq!(field(srv().timeout(too_long)), "timeout");
+        assert_eq!(field(srv().timeout(Duration::ZERO)), "timeout");
         let c = DnsSourceConfig::host("[::1]:80").build().unwrap();
         assert_eq!(c.query, Ok(Query::Host("::1".into(), 80)));
     }

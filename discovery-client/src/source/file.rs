@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use resilience_core::config::validate_name;
+use resilience_core::config::{validate_name, validate_positive_duration};
 use resilience_core::{BoxError, ConfigError};
 
 use super::{Backoff, FetchSet, SourceStatus, SourceStream, parse_entry, spawn_polling};
@@ -107,15 +107,11 @@ impl FileSourceConfigBuilder {
     ///
     /// # Errors
     /// - `name` is not 1 to 64 characters of `[A-Za-z0-9_.-]`
-    /// - `poll_interval` is zero
+    /// - `poll_interval` is zero or longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days)
     pub fn build(self) -> Result<FileSourceConfig, ConfigError> {
         validate_name("name", &self.config.name)?;
-        if self.config.poll_interval.is_zero() {
-            return Err(ConfigError::new(
-                "poll_interval",
-                "must be greater than zero",
-            ));
-        }
+        validate_positive_duration("poll_interval", self.config.poll_interval)?;
         Ok(self.config)
     }
 }
@@ -233,6 +229,11 @@ mod tests {
     fn config_rejects_zero_interval() {
         let err = FileSourceConfig::builder("x.toml")
             .poll_interval(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "poll_interval");
+        let err = FileSourceConfig::builder("x.toml")
+            .poll_interval(resilience_core::config::MAX_DURATION + Duration::from_nanos(1))
             .build()
             .unwrap_err();
         assert_eq!(err.field(), "poll_interval");

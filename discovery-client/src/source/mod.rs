@@ -49,7 +49,7 @@ pub use self::etcd::{EtcdConfig, EtcdConfigBuilder, EtcdSource, Registration};
 pub use self::file::{FileSource, FileSourceConfig, FileSourceConfigBuilder};
 pub use self::status::SourceStatus;
 
-use crate::endpoint::{Change, Endpoint, diff};
+use crate::endpoint::{Change, Endpoint, MakeEndpoint, diff};
 
 /// A fixed list of endpoints, as a source: yields one insert per endpoint,
 /// then ends.
@@ -74,15 +74,15 @@ pub struct Discovered<St, S> {
 }
 
 /// Turns a source into a [`tower::discover::Discover`] of services made by
-/// `maker`.
-pub fn discover<St, S, M>(source: St, maker: M) -> Discovered<St, S>
+/// `maker` (see [`MakeEndpoint`]).
+pub fn discover<St, S, M, Args>(source: St, maker: M) -> Discovered<St, S>
 where
     St: Stream<Item = Change> + Unpin,
-    M: Fn(&Endpoint) -> S + Send + Sync + 'static,
+    M: MakeEndpoint<Args, Service = S> + Send + Sync + 'static,
 {
     Discovered {
         source,
-        maker: Arc::new(maker),
+        maker: Arc::new(move |ep: &Endpoint| maker.make_endpoint(ep)),
     }
 }
 
@@ -189,6 +189,8 @@ impl Backoff {
     ///
     /// # Errors
     /// - `initial` is zero or `max` is shorter than `initial`
+    /// - `max` is longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days)
     pub fn new(initial: Duration, max: Duration) -> Result<Self, resilience_core::ConfigError> {
         if initial.is_zero() {
             return Err(resilience_core::ConfigError::new(
@@ -202,6 +204,7 @@ impl Backoff {
                 "max delay must be at least the initial delay",
             ));
         }
+        resilience_core::config::validate_duration("backoff", max)?;
         Ok(Self { initial, max })
     }
 
@@ -339,6 +342,28 @@ pub(crate) fn parse_entry(value: &serde_json::Value) -> Result<Endpoint, String>
         Some(_) => return Err("\"metadata\" is not an object".into()),
     }
     Ok(ep)
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn backoff_validates_its_delays() {
+        let s = Duration::from_secs;
+        assert!(Backoff::new(s(1), s(30)).is_ok());
+        assert!(Backoff::new(Duration::ZERO, s(30)).is_err());
+        assert!(Backoff::new(s(2), s(1)).is_err());
+        let max = resilience_core::config::MAX_DURATION;
+        assert!(Backoff::new(s(1), max).is_ok());
+        let err = Backoff::new(
+            s(1),
+            resilience_core::config::MAX_DURATION + Duration::from_nanos(1),
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), "backoff");
+        assert!(Backoff::new(Duration::MAX, Duration::MAX).is_err());
+    }
 }
 
 #[cfg(all(test, any(feature = "file", feature = "etcd")))]

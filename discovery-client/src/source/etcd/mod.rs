@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use resilience_core::ConfigError;
-use resilience_core::config::validate_name;
+use resilience_core::config::{validate_name, validate_positive_duration};
 use resilience_core::etcd::{EtcdClient, Event, WatchMessage};
 use tokio::sync::mpsc;
 
@@ -167,7 +167,8 @@ impl EtcdConfigBuilder {
     /// # Errors
     /// - an endpoint is not an `http://` URL with a host
     /// - `name` is not 1 to 64 characters of `[A-Za-z0-9_.-]`
-    /// - `request_timeout` is zero
+    /// - `request_timeout` is zero or longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days)
     pub fn build(mut self) -> Result<EtcdConfig, ConfigError> {
         if self.config.endpoints.is_empty() {
             self.config
@@ -186,12 +187,7 @@ impl EtcdConfigBuilder {
             }
         }
         validate_name("name", &self.config.name)?;
-        if self.config.request_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "request_timeout",
-                "must be greater than zero",
-            ));
-        }
+        validate_positive_duration("request_timeout", self.config.request_timeout)?;
         Ok(self.config)
     }
 }
@@ -351,6 +347,11 @@ mod tests {
         }
         let err = EtcdConfig::builder()
             .request_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "request_timeout");
+        let err = EtcdConfig::builder()
+            .request_timeout(resilience_core::config::MAX_DURATION + Duration::from_nanos(1))
             .build()
             .unwrap_err();
         assert_eq!(err.field(), "request_timeout");

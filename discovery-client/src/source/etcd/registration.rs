@@ -33,13 +33,16 @@ impl Registration {
     ///
     /// # Errors
     ///
-    /// When etcd cannot grant the lease or store the key.
+    /// A [`ConfigError`](resilience_core::ConfigError) when `ttl` is longer
+    /// than [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365
+    /// days); when etcd cannot grant the lease or store the key.
     pub async fn register(
         config: &EtcdConfig,
         key: impl Into<String>,
         endpoint: &Endpoint,
         ttl: Duration,
     ) -> Result<Self, BoxError> {
+        resilience_core::config::validate_duration("ttl", ttl)?;
         let client = config.client();
         let key = key.into();
         let ttl = ttl.max(Duration::from_secs(1));
@@ -153,4 +156,24 @@ async fn refresh(
     lease.store(id, Ordering::Release);
     tracing::info!(%key, lease = id, "lease lost; registered again in etcd");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An over-long TTL is refused before etcd is asked anything (none
+    /// runs here).
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn an_over_long_ttl_is_a_config_error() {
+        let endpoint = Endpoint::new(([127, 0, 0, 1], 8080).into());
+        let ttl = resilience_core::config::MAX_DURATION + Duration::from_secs(1);
+        let err = Registration::register(&EtcdConfig::default(), "/services/a/1", &endpoint, ttl)
+            .await
+            .unwrap_err();
+        let err = err
+            .downcast_ref::<resilience_core::ConfigError>()
+            .expect("a ConfigError");
+        assert_eq!(err.field(), "ttl");
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use resilience_core::ConfigError;
+use resilience_core::config::{validate_duration, validate_positive_duration};
 use resilience_core::etcd::{EtcdClient, Value};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -227,6 +228,8 @@ impl RestartLockConfigBuilder {
     /// - `lock_key` is under `registry_prefix`
     /// - `lease_ttl` is below one second (etcd's granularity)
     /// - `wait_timeout` or `poll` is zero
+    /// - a duration is longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days)
     pub fn build(self) -> Result<RestartLockConfig, ConfigError> {
         let c = RestartLockConfig {
             registry_prefix: self.registry_prefix,
@@ -251,12 +254,9 @@ impl RestartLockConfigBuilder {
         if c.lease_ttl < Duration::from_secs(1) {
             return Err(ConfigError::new("lease_ttl", "must be at least 1s"));
         }
-        if c.wait_timeout.is_zero() {
-            return Err(ConfigError::new("wait_timeout", "must be non-zero"));
-        }
-        if c.poll.is_zero() {
-            return Err(ConfigError::new("poll", "must be non-zero"));
-        }
+        validate_duration("lease_ttl", c.lease_ttl)?;
+        validate_positive_duration("wait_timeout", c.wait_timeout)?;
+        validate_positive_duration("poll", c.poll)?;
         Ok(c)
     }
 }
@@ -443,7 +443,8 @@ impl RestartPermit {
     }
 
     /// Waits `grace` (for clients to see the instance leave the registry),
-    /// then until `in_flight()` is zero, at most `timeout` in all.
+    /// then until `in_flight()` is zero, at most `timeout` in all (a
+    /// timeout too long to represent never runs out).
     ///
     /// `in_flight` counts the requests still in service, e.g.
     /// `|| handle.snapshot().in_service` of a bounded queue.
@@ -458,14 +459,14 @@ impl RestartPermit {
         grace: Duration,
         timeout: Duration,
     ) -> Result<(), RestartError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         tokio::time::sleep(grace.min(timeout)).await;
         loop {
             let n = in_flight();
             if n == 0 {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(RestartError::new(
                     RestartErrorKind::DrainTimeout,
                     format!("{n} requests still in flight after {timeout:?}"),
@@ -476,6 +477,8 @@ impl RestartPermit {
     }
 
     /// Waits until `own_key` is registered again, then releases the lock.
+    /// Waits at most `timeout` (a timeout too long to represent never runs
+    /// out).
     ///
     /// # Errors
     ///
@@ -487,7 +490,7 @@ impl RestartPermit {
         own_key: &str,
         timeout: Duration,
     ) -> Result<(), RestartError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             let (_, kvs) = self
                 .client
@@ -497,7 +500,7 @@ impl RestartPermit {
             if kvs.iter().any(|kv| kv.key == own_key.as_bytes()) {
                 return self.release().await;
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 let _ = self.release().await;
                 return Err(RestartError::new(
                     RestartErrorKind::NotRegistered,
@@ -608,6 +611,10 @@ mod tests {
         );
         assert_eq!(field(b().wait_timeout(Duration::ZERO)), "wait_timeout");
         assert_eq!(field(b().poll(Duration::ZERO)), "poll");
+        let too_long = resilience_core::config::MAX_DURATION + Duration::from_nanos(1);
+        assert_eq!(field(b().lease_ttl(too_long)), "lease_ttl");
+        assert_eq!(field(b().wait_timeout(too_long)), "wait_timeout");
+        assert_eq!(field(b().poll(too_long)), "poll");
     }
 
     #[cfg(feature = "serde")]
