@@ -13,7 +13,8 @@
 //!   look for them.
 //! - [`PropagateContextLayer`] (client side) stamps every outgoing call with
 //!   the current context: the same id, a `traceparent` with the same trace id
-//!   and this hop's span as parent, the priority, and the time left.
+//!   and this hop's span as parent, the priority, and the time left (the
+//!   smaller of the request's and any the caller set on the call itself).
 //!
 //! # Example
 //!
