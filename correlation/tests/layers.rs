@@ -95,6 +95,28 @@ fn invalid_header_names_fail_when_built() {
     assert_eq!(err.field(), "accept_header");
 }
 
+#[test]
+fn the_deadline_policys_maximum_follows_the_duration_rule() {
+    use resilience_core::DeadlinePolicy;
+    use resilience_core::config::MAX_DURATION;
+    let with_max = |max| {
+        CorrelationConfig::builder()
+            .deadline_policy(DeadlinePolicy::new().max(max))
+            .build()
+    };
+    for bad in [
+        Duration::ZERO,
+        MAX_DURATION + Duration::from_nanos(1),
+        Duration::from_secs(400 * 24 * 3600),
+        Duration::MAX,
+    ] {
+        let err = with_max(bad).unwrap_err();
+        assert_eq!(err.field(), "deadline_policy.max", "{bad:?}");
+    }
+    assert!(with_max(MAX_DURATION).is_ok());
+    assert!(with_max(Duration::from_nanos(1)).is_ok());
+}
+
 /// What the recording client's inner service saw of the outgoing request.
 type Seen = Arc<Mutex<Option<http::request::Parts>>>;
 
