@@ -23,11 +23,27 @@ thread_local! {
 pin_project! {
     /// A future run with a [`RequestContext`] as the current one; see
     /// [`RequestContext::scope`].
+    ///
+    /// The context is current while the future is polled and while it is
+    /// dropped (as with tokio's `task_local!`), so code in the `Drop` of a
+    /// cancelled handler's state still sees it.
     #[derive(Debug)]
     pub struct Scoped<F> {
         ctx: Option<RequestContext>,
+        // `Some` until dropped in place, inside the scope, by `drop`.
         #[pin]
-        fut: F,
+        fut: Option<F>,
+    }
+
+    impl<F> PinnedDrop for Scoped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // Without a context (taken back after completion), the future
+            // drops as it would anyway.
+            if this.ctx.is_some() {
+                enter(this.ctx, || this.fut.set(None));
+            }
+        }
     }
 }
 
@@ -174,11 +190,12 @@ impl RequestContext {
     }
 
     /// Runs `fut` with `self` as the current context: while `fut` is being
-    /// polled, [`RequestContext::current`] returns it.
+    /// polled, and while it is dropped, [`RequestContext::current`] returns
+    /// it.
     pub fn scope<F: Future>(self, fut: F) -> Scoped<F> {
         Scoped {
             ctx: Some(self),
-            fut,
+            fut: Some(fut),
         }
     }
 }
@@ -196,30 +213,37 @@ impl<F: Future> Future for Scoped<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        /// Puts the previous context back, even if the poll panics.
-        struct Restore<'a> {
-            slot: &'a mut Option<RequestContext>,
-            prev: Option<RequestContext>,
-        }
-        impl Drop for Restore<'_> {
-            fn drop(&mut self) {
-                let prev = self.prev.take();
-                if let Ok(ours) = CURRENT.try_with(|c| c.replace(prev)) {
-                    *self.slot = ours;
-                }
+        let this = self.project();
+        let fut = this
+            .fut
+            .as_pin_mut()
+            .expect("the future is only taken by drop");
+        enter(this.ctx, || fut.poll(cx))
+    }
+}
+
+/// Runs `f` with the context in `slot` as the current one, then puts it
+/// back in `slot` and the previous one back in place, even if `f` panics.
+fn enter<R>(slot: &mut Option<RequestContext>, f: impl FnOnce() -> R) -> R {
+    /// Puts the previous context back, even if `f` panics.
+    struct Restore<'a> {
+        slot: &'a mut Option<RequestContext>,
+        prev: Option<RequestContext>,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let prev = self.prev.take();
+            if let Ok(ours) = CURRENT.try_with(|c| c.replace(prev)) {
+                *self.slot = ours;
             }
         }
-        let this = self.project();
-        let Ok(prev) = CURRENT.try_with(|c| c.replace(this.ctx.take())) else {
-            // Thread-local storage is being torn down: poll without a scope.
-            return this.fut.poll(cx);
-        };
-        let _restore = Restore {
-            slot: this.ctx,
-            prev,
-        };
-        this.fut.poll(cx)
     }
+    let Ok(prev) = CURRENT.try_with(|c| c.replace(slot.take())) else {
+        // Thread-local storage is being torn down: run without a scope.
+        return f();
+    };
+    let _restore = Restore { slot, prev };
+    f()
 }
 
 #[cfg(test)]
