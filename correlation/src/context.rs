@@ -58,12 +58,20 @@ pin_project! {
 /// stamp outgoing calls.
 ///
 /// Cloning is cheap: one reference-count increment.
+///
+/// A context made by the server layer holds values of the request path,
+/// which share larger buffers: its id is a slice of the buffer the request's
+/// headers were read into or of a per-thread 4 KiB buffer, and so is the
+/// `traceparent` it sends. A context kept after its request (in a spawned
+/// task, say) keeps those buffers while it lives; to keep the id, keep a
+/// clone of the [`CorrelationId`], which owns just its bytes (see
+/// [its costs](CorrelationId#what-a-clone-and-a-kept-id-cost)).
 #[derive(Clone, Debug)]
 pub struct RequestContext {
     inner: Arc<Inner>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Inner {
     id: CorrelationId,
     trace: TraceContext,
@@ -73,6 +81,23 @@ struct Inner {
     /// The outgoing `traceparent` (this hop's span as parent), formatted at
     /// the first outgoing call and shared by the others.
     traceparent: OnceLock<HeaderValue>,
+}
+
+// === impl Inner ===
+
+impl Clone for Inner {
+    /// Copy-on-write of a shared context: the values keep sharing the
+    /// request's buffers, as the original does.
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id.share(),
+            trace: self.trace.clone(),
+            priority: self.priority,
+            deadline: self.deadline,
+            forward: self.forward.clone(),
+            traceparent: self.traceparent.clone(),
+        }
+    }
 }
 
 // === impl RequestContext ===
@@ -158,7 +183,7 @@ impl RequestContext {
     pub(crate) fn outgoing_traceparent(&self) -> HeaderValue {
         self.inner
             .traceparent
-            .get_or_init(|| self.inner.trace.to_traceparent())
+            .get_or_init(|| self.inner.trace.to_traceparent_shared())
             .clone()
     }
 

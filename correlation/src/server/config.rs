@@ -148,7 +148,7 @@ impl CorrelationConfig {
                     .map_err(|_| invalid("correlation_id"))
                     .ok()
             })
-            .unwrap_or_else(CorrelationId::generate);
+            .unwrap_or_else(CorrelationId::generate_shared);
         let trace = match inbound.traceparent {
             Some(v) => match TraceContext::child_of(v.as_bytes()) {
                 Ok(t) if inbound.tracestate.is_some() => t.with_tracestate(inbound.tracestate),
