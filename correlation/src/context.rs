@@ -249,7 +249,7 @@ impl<F: Future> Future for Scoped<F> {
 
 /// Runs `f` with the context in `slot` as the current one, then puts it
 /// back in `slot` and the previous one back in place, even if `f` panics.
-fn enter<R>(slot: &mut Option<RequestContext>, f: impl FnOnce() -> R) -> R {
+pub(crate) fn enter<R>(slot: &mut Option<RequestContext>, f: impl FnOnce() -> R) -> R {
     /// Puts the previous context back, even if `f` panics.
     struct Restore<'a> {
         slot: &'a mut Option<RequestContext>,

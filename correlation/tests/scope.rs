@@ -115,3 +115,19 @@ async fn a_future_dropped_inside_another_scope_restores_it() {
         [Some("inner".to_owned()), Some("outer".to_owned())]
     );
 }
+
+#[tokio::test]
+async fn the_inner_services_call_runs_in_the_scope_too() {
+    // What a layer below logs in its `call` (tower-http's `TraceLayer`
+    // logs the request's start there) sees the context.
+    let svc = CorrelationLayer::new().layer(service_fn(|_: Request<()>| {
+        let id = RequestContext::current().map(|c| c.correlation_id().to_string());
+        async move { Ok::<_, Infallible>(Response::new(id)) }
+    }));
+    let mut req = Request::new(());
+    req.headers_mut()
+        .insert("x-correlation-id", "in-call-1".parse().unwrap());
+    let rsp = svc.oneshot(req).await.unwrap();
+    assert_eq!(rsp.body().as_deref(), Some("in-call-1"));
+    assert!(RequestContext::current().is_none());
+}
