@@ -216,3 +216,35 @@ async fn formatting_a_line_allocates_nothing() {
         "allocations for 100 lines"
     );
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_line_logged_while_a_cancelled_handler_drops_carries_the_id() {
+    struct LogsOnDrop;
+    impl Drop for LogsOnDrop {
+        fn drop(&mut self) {
+            tracing::warn!("cancelled");
+        }
+    }
+    for level in [tracing::Level::INFO, tracing::Level::WARN] {
+        let out = Captured::default();
+        let _guard = tracing::subscriber::set_default(subscriber(
+            &out,
+            level,
+            false,
+            CorrelationFormat::new("svc").with_time(false),
+        ));
+        let svc = CorrelationLayer::new().layer(service_fn(|_: Request<String>| async {
+            let _logs = LogsOnDrop;
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+        let call = svc.oneshot(request());
+        let timeout = tokio::time::timeout(std::time::Duration::from_secs(1), call);
+        assert!(timeout.await.is_err());
+        assert_eq!(
+            out.lines(),
+            [format!("[svc] WARN [{ID}] cancelled")],
+            "{level}"
+        );
+    }
+}
