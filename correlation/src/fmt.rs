@@ -13,10 +13,9 @@
 //! not taken for it. Where that span is not built (a subscriber below
 //! `INFO`, or spans switched off in the
 //! [config](crate::server::CorrelationConfigBuilder::span)), the id comes
-//! from the [`RequestContext`](crate::RequestContext) in scope. Lines
-//! outside a request show `[-]`. Finding the id copies nothing: a line costs
-//! no allocation of this format's. Installing the subscriber is the
-//! application's job:
+//! from the [`RequestContext`] in scope. Lines outside a request show `[-]`.
+//! Finding the id copies nothing: this format adds no allocation to a line.
+//! Installing the subscriber is the application's job:
 //!
 //! ```no_run
 //! use resilience_correlation::fmt::CorrelationFormat;
@@ -33,7 +32,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::context::RequestContext;
+use crate::RequestContext;
 
 /// Formats events as `HH:MM:SS [service] LEVEL [correlation id] message`.
 #[derive(Debug, Clone)]

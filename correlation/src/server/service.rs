@@ -90,7 +90,7 @@ where
 
 /// The span around every request: one callsite, so that a formatter can
 /// tell it from any other span named `request` by its metadata's identity
-/// (see [`request_span_metadata`]).
+/// (see `request_span_metadata`).
 fn request_span(ctx: &RequestContext) -> tracing::Span {
     let span = tracing::info_span!(
         "request",
