@@ -23,11 +23,27 @@ thread_local! {
 pin_project! {
     /// A future run with a [`RequestContext`] as the current one; see
     /// [`RequestContext::scope`].
+    ///
+    /// The context is current while the future is polled and while it is
+    /// dropped (as with tokio's `task_local!`), so code in the `Drop` of a
+    /// cancelled handler's state still sees it.
     #[derive(Debug)]
     pub struct Scoped<F> {
         ctx: Option<RequestContext>,
+        // `Some` until dropped in place, inside the scope, by `drop`.
         #[pin]
-        fut: F,
+        fut: Option<F>,
+    }
+
+    impl<F> PinnedDrop for Scoped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // Without a context (taken back after completion), the future
+            // drops as it would anyway.
+            if this.ctx.is_some() {
+                enter(this.ctx, || this.fut.set(None));
+            }
+        }
     }
 }
 
@@ -42,12 +58,20 @@ pin_project! {
 /// stamp outgoing calls.
 ///
 /// Cloning is cheap: one reference-count increment.
+///
+/// A context made by the server layer holds values of the request path,
+/// which share larger buffers: its id is a slice of the buffer the request's
+/// headers were read into or of a per-thread 4 KiB buffer, and so is the
+/// `traceparent` it sends. A context kept after its request (in a spawned
+/// task, say) keeps those buffers while it lives; to keep the id, keep a
+/// clone of the [`CorrelationId`], which owns just its bytes (see
+/// [its costs](CorrelationId#what-a-clone-and-a-kept-id-cost)).
 #[derive(Clone, Debug)]
 pub struct RequestContext {
     inner: Arc<Inner>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Inner {
     id: CorrelationId,
     trace: TraceContext,
@@ -57,6 +81,23 @@ struct Inner {
     /// The outgoing `traceparent` (this hop's span as parent), formatted at
     /// the first outgoing call and shared by the others.
     traceparent: OnceLock<HeaderValue>,
+}
+
+// === impl Inner ===
+
+impl Clone for Inner {
+    /// Copy-on-write of a shared context: the values keep sharing the
+    /// request's buffers, as the original does.
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id.share(),
+            trace: self.trace.clone(),
+            priority: self.priority,
+            deadline: self.deadline,
+            forward: self.forward.clone(),
+            traceparent: self.traceparent.clone(),
+        }
+    }
 }
 
 // === impl RequestContext ===
@@ -142,7 +183,7 @@ impl RequestContext {
     pub(crate) fn outgoing_traceparent(&self) -> HeaderValue {
         self.inner
             .traceparent
-            .get_or_init(|| self.inner.trace.to_traceparent())
+            .get_or_init(|| self.inner.trace.to_traceparent_shared())
             .clone()
     }
 
@@ -174,11 +215,12 @@ impl RequestContext {
     }
 
     /// Runs `fut` with `self` as the current context: while `fut` is being
-    /// polled, [`RequestContext::current`] returns it.
+    /// polled, and while it is dropped, [`RequestContext::current`] returns
+    /// it.
     pub fn scope<F: Future>(self, fut: F) -> Scoped<F> {
         Scoped {
             ctx: Some(self),
-            fut,
+            fut: Some(fut),
         }
     }
 }
@@ -196,30 +238,37 @@ impl<F: Future> Future for Scoped<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        /// Puts the previous context back, even if the poll panics.
-        struct Restore<'a> {
-            slot: &'a mut Option<RequestContext>,
-            prev: Option<RequestContext>,
-        }
-        impl Drop for Restore<'_> {
-            fn drop(&mut self) {
-                let prev = self.prev.take();
-                if let Ok(ours) = CURRENT.try_with(|c| c.replace(prev)) {
-                    *self.slot = ours;
-                }
+        let this = self.project();
+        let fut = this
+            .fut
+            .as_pin_mut()
+            .expect("the future is only taken by drop");
+        enter(this.ctx, || fut.poll(cx))
+    }
+}
+
+/// Runs `f` with the context in `slot` as the current one, then puts it
+/// back in `slot` and the previous one back in place, even if `f` panics.
+pub(crate) fn enter<R>(slot: &mut Option<RequestContext>, f: impl FnOnce() -> R) -> R {
+    /// Puts the previous context back, even if `f` panics.
+    struct Restore<'a> {
+        slot: &'a mut Option<RequestContext>,
+        prev: Option<RequestContext>,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let prev = self.prev.take();
+            if let Ok(ours) = CURRENT.try_with(|c| c.replace(prev)) {
+                *self.slot = ours;
             }
         }
-        let this = self.project();
-        let Ok(prev) = CURRENT.try_with(|c| c.replace(this.ctx.take())) else {
-            // Thread-local storage is being torn down: poll without a scope.
-            return this.fut.poll(cx);
-        };
-        let _restore = Restore {
-            slot: this.ctx,
-            prev,
-        };
-        this.fut.poll(cx)
     }
+    let Ok(prev) = CURRENT.try_with(|c| c.replace(slot.take())) else {
+        // Thread-local storage is being torn down: run without a scope.
+        return f();
+    };
+    let _restore = Restore { slot, prev };
+    f()
 }
 
 #[cfg(test)]

@@ -6,9 +6,16 @@
 //! 12:00:01 [warehouse] ERROR [123-gda] Invalid country code
 //! ```
 //!
-//! The id comes from the `correlation_id` field of the `request` span that
-//! [`CorrelationLayer`](crate::CorrelationLayer) opens; lines outside a
-//! request show `[-]`. Installing the subscriber is the application's job:
+//! The id comes from the `correlation_id` field of the span that
+//! [`CorrelationLayer`](crate::CorrelationLayer) opens, recognised by its
+//! callsite, not by its name: other spans named `request` (tower-http's
+//! `TraceLayer` has one, inside ours in the recommended layer order) are
+//! not taken for it. Where that span is not built (a subscriber below
+//! `INFO`, or spans switched off in the
+//! [config](crate::server::CorrelationConfigBuilder::span)), the id comes
+//! from the [`RequestContext`] in scope. Lines outside a request show `[-]`.
+//! Finding the id copies nothing: this format adds no allocation to a line.
+//! Installing the subscriber is the application's job:
 //!
 //! ```no_run
 //! use resilience_correlation::fmt::CorrelationFormat;
@@ -24,6 +31,8 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::RequestContext;
 
 /// Formats events as `HH:MM:SS [service] LEVEL [correlation id] message`.
 #[derive(Debug, Clone)]
@@ -52,9 +61,9 @@ impl CorrelationFormat {
 }
 
 impl CorrelationFormat {
-    /// Names the line after the innermost span other than `request`, when
-    /// there is one (several services in one process, as in tests and
-    /// demos); default `false`.
+    /// Names the line after the innermost span not named `request` (ours,
+    /// tower-http's `TraceLayer`'s), when there is one (several services in
+    /// one process, as in tests and demos); default `false`.
     #[must_use]
     pub fn with_span_names(mut self, yes: bool) -> Self {
         self.span_names = yes;
@@ -73,17 +82,21 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut id = None;
+        let ours = crate::server::request_span_metadata().map(|meta| meta.callsite());
+        // Leaf to root: the innermost span of ours (a request served inside
+        // another one's handler names its own id), and the innermost other
+        // one for the line's name.
+        let mut request = None;
         let mut service = None;
         if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                if span.name() == "request" {
-                    let ext = span.extensions();
-                    if let Some(fields) = ext.get::<FormattedFields<N>>() {
-                        id = field_value(fields, "correlation_id");
-                    }
-                } else if self.span_names {
-                    service = Some(span.name());
+            for span in scope {
+                if Some(span.metadata().callsite()) == ours {
+                    request.get_or_insert(span);
+                } else if self.span_names && span.name() != "request" {
+                    service.get_or_insert(span.name());
+                }
+                if request.is_some() && (service.is_some() || !self.span_names) {
+                    break;
                 }
             }
         }
@@ -102,42 +115,56 @@ where
         }
         write!(
             writer,
-            "[{}] {} [{}] ",
+            "[{}] {} [",
             service.unwrap_or(&self.service),
             event.metadata().level(),
-            id.as_deref().unwrap_or("-")
         )?;
+        match request {
+            Some(span) => {
+                let ext = span.extensions();
+                let id = ext
+                    .get::<FormattedFields<N>>()
+                    .and_then(|fields| field_value(fields, "correlation_id"));
+                writer.write_str(id.unwrap_or("-"))?;
+            }
+            // No span of ours (not built while INFO is off, or switched
+            // off): the context in scope on this thread, if any.
+            None => match RequestContext::current() {
+                Some(ctx) => writer.write_str(ctx.correlation_id().as_str())?,
+                None => writer.write_str("-")?,
+            },
+        }
+        writer.write_str("] ")?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
 }
 
 /// Finds `name=value` in formatted span fields, with or without ANSI
-/// colours.
-fn field_value(fields: &str, name: &str) -> Option<String> {
+/// colours around the name and the `=`, without copying: the value runs to
+/// the next space or escape.
+fn field_value<'a>(fields: &'a str, name: &str) -> Option<&'a str> {
     fields.split(' ').find_map(|kv| {
-        let plain = strip_ansi(kv);
-        let (k, v) = plain.split_once('=')?;
-        (k == name).then(|| v.to_owned())
+        let mut rest = kv;
+        for &b in name.as_bytes() {
+            rest = skip_ansi(rest).strip_prefix(char::from(b))?;
+        }
+        let value = skip_ansi(skip_ansi(rest).strip_prefix('=')?);
+        let end = value.find('\x1b').unwrap_or(value.len());
+        Some(&value[..end])
     })
 }
 
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // Skip to the end of the escape sequence (a letter).
-            for e in chars.by_ref() {
-                if e.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
+/// `s` without the ANSI escape sequences at its start (each runs from ESC
+/// to a letter).
+fn skip_ansi(mut s: &str) -> &str {
+    while let Some(escape) = s.strip_prefix('\x1b') {
+        match escape.find(|c: char| c.is_ascii_alphabetic()) {
+            Some(end) => s = &escape[end + 1..],
+            None => return "",
         }
     }
-    out
+    s
 }
 
 #[cfg(test)]
@@ -147,14 +174,15 @@ mod tests {
     #[test]
     fn finds_fields() {
         let f = "correlation_id=123-gda trace_id=abc";
-        assert_eq!(field_value(f, "correlation_id").as_deref(), Some("123-gda"));
-        assert_eq!(field_value(f, "trace_id").as_deref(), Some("abc"));
-        let coloured = "\x1b[3mcorrelation_id\x1b[0m\x1b[2m=\x1b[0m123-gda";
-        assert_eq!(
-            field_value(coloured, "correlation_id").as_deref(),
-            Some("123-gda")
-        );
+        assert_eq!(field_value(f, "correlation_id"), Some("123-gda"));
+        assert_eq!(field_value(f, "trace_id"), Some("abc"));
+        let coloured = "\x1b[3mcorrelation_id\x1b[0m\x1b[2m=\x1b[0m123-gda \x1b[3mtrace_id\x1b[0m\x1b[2m=\x1b[0mabc";
+        assert_eq!(field_value(coloured, "correlation_id"), Some("123-gda"));
+        assert_eq!(field_value(coloured, "trace_id"), Some("abc"));
         assert_eq!(field_value(f, "other"), None);
+        assert_eq!(field_value(f, "correlation"), None);
+        assert_eq!(field_value("my_correlation_id=x", "correlation_id"), None);
         assert_eq!(field_value("", "correlation_id"), None);
+        assert_eq!(field_value("\x1b[3m", "correlation_id"), None);
     }
 }

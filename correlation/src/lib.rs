@@ -13,7 +13,8 @@
 //!   look for them.
 //! - [`PropagateContextLayer`] (client side) stamps every outgoing call with
 //!   the current context: the same id, a `traceparent` with the same trace id
-//!   and this hop's span as parent, the priority, and the time left.
+//!   and this hop's span as parent, the priority, and the time left (the
+//!   smaller of the request's and any the caller set on the call itself).
 //!
 //! # Example
 //!
@@ -75,10 +76,13 @@
 //!
 //! Put [`CorrelationLayer`] outermost (before axum's or tower-http's
 //! `TraceLayer`, rate limits and queues), so that every layer and every log
-//! line below it sees the context. The span it opens is named `request` and
-//! has the fields `correlation_id` and `trace_id`: to show `[id]` on every
-//! log line, format events with [`fmt::CorrelationFormat`] (feature `fmt`) or
-//! any formatter that prints span fields. The span is only built while a
+//! line below it sees the context: the inner service's `call`, its future's
+//! polls and its future's drop all run inside the context's scope and the
+//! span. The span it opens is named `request` and has the fields
+//! `correlation_id` and `trace_id`: to show `[id]` on every log line, format
+//! events with [`fmt::CorrelationFormat`] (feature `fmt`), which tells our
+//! span from others named `request` (tower-http's `TraceLayer` opens one),
+//! or any formatter that prints span fields. The span is only built while a
 //! tracing subscriber enables `INFO` (so the `log` fallback of tracing's
 //! `log` feature does not see it).
 //!

@@ -171,8 +171,20 @@ impl TraceContext {
     }
 
     /// The `traceparent` to send downstream: this trace, this hop's span as
-    /// the parent.
+    /// the parent. It owns exactly its 55 bytes (one allocation), so it can
+    /// be kept; the client layer sends a cheaper one of its own.
     pub fn to_traceparent(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.traceparent_bytes()).expect("hex and dashes")
+    }
+
+    /// [`to_traceparent`](Self::to_traceparent) for the request path: cut
+    /// from a shared per-thread buffer, so clones only count references and
+    /// most values allocate nothing, but a value kept alive keeps the buffer.
+    pub(crate) fn to_traceparent_shared(&self) -> HeaderValue {
+        crate::value::carve(&self.traceparent_bytes())
+    }
+
+    fn traceparent_bytes(&self) -> [u8; 55] {
         let mut buf = [0u8; 55];
         buf[..3].copy_from_slice(b"00-");
         hex_into(&mut buf[3..35], &self.trace_id.0);
@@ -180,9 +192,7 @@ impl TraceContext {
         hex_into(&mut buf[36..52], &self.span_id.0);
         buf[52] = b'-';
         hex_into(&mut buf[53..55], &[self.flags]);
-        // A slice of a shared per-thread buffer: clones only count
-        // references, and most values allocate nothing.
-        crate::value::carve(&buf)
+        buf
     }
 }
 

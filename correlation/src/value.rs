@@ -1,13 +1,17 @@
-//! Header values this crate makes (generated ids, outgoing `traceparent`s),
-//! carved from a per-thread buffer.
+//! Header values the request path makes (generated ids, outgoing
+//! `traceparent`s), carved from a per-thread buffer.
 //!
 //! A `HeaderValue` owns its bytes through `Bytes`, so a fresh one is an
 //! allocation, and a value copied from a slice allocates again on its first
 //! clone. Carving values out of one 4 KiB buffer, as hyper carves inbound
 //! headers out of its read buffer, makes that one allocation per 70-odd
 //! values: every value is a reference-counted slice, and the buffer is
-//! freed with the last value cut from it (a value kept for a long time
-//! keeps its 4 KiB alive).
+//! freed with the last value cut from it. So a value kept for a long time
+//! keeps its 4 KiB alive: only values that live as long as their request
+//! come from here. What a caller may keep (a cloned or generated
+//! [`CorrelationId`](crate::CorrelationId), a `traceparent` from
+//! [`TraceContext::to_traceparent`](crate::TraceContext::to_traceparent))
+//! owns exactly its bytes instead.
 
 use std::cell::RefCell;
 

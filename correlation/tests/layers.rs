@@ -95,6 +95,28 @@ fn invalid_header_names_fail_when_built() {
     assert_eq!(err.field(), "accept_header");
 }
 
+#[test]
+fn the_deadline_policys_maximum_follows_the_duration_rule() {
+    use resilience_core::DeadlinePolicy;
+    use resilience_core::config::MAX_DURATION;
+    let with_max = |max| {
+        CorrelationConfig::builder()
+            .deadline_policy(DeadlinePolicy::new().max(max))
+            .build()
+    };
+    for bad in [
+        Duration::ZERO,
+        MAX_DURATION + Duration::from_nanos(1),
+        Duration::from_secs(400 * 24 * 3600),
+        Duration::MAX,
+    ] {
+        let err = with_max(bad).unwrap_err();
+        assert_eq!(err.field(), "deadline_policy.max", "{bad:?}");
+    }
+    assert!(with_max(MAX_DURATION).is_ok());
+    assert!(with_max(Duration::from_nanos(1)).is_ok());
+}
+
 /// What the recording client's inner service saw of the outgoing request.
 type Seen = Arc<Mutex<Option<http::request::Parts>>>;
 
@@ -196,4 +218,174 @@ async fn every_call_of_a_request_carries_this_hops_span_as_parent() {
     }
     let expected = format!("00-{}-{}-01", ctx.trace().trace_id(), ctx.trace().span_id());
     assert!(sent.iter().all(|v| v == expected.as_str()), "{sent:?}");
+}
+
+/// The deadline headers and extension an outgoing request left with, when
+/// sent from a request with `inbound` left through a recording client.
+async fn sent_deadline(inbound: Option<Duration>, req: Request<()>) -> http::request::Parts {
+    let (client, seen) = recording_client();
+    RequestContext::new_root()
+        .with_deadline(inbound.map(Deadline::after))
+        .scope(client.oneshot(req))
+        .await
+        .unwrap();
+    seen.lock().unwrap().take().unwrap()
+}
+
+fn left(parts: &http::request::Parts) -> Duration {
+    Deadline::from_extensions(&parts.extensions)
+        .expect("the deadline is in the extensions")
+        .remaining()
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_callers_own_deadline_header_below_the_inbound_one_is_kept() {
+    let req = Request::builder()
+        .header("x-deadline-ms", "100")
+        .body(())
+        .unwrap();
+    let parts = sent_deadline(Some(Duration::from_secs(1)), req).await;
+    assert_eq!(parts.headers["x-deadline-ms"], "100");
+    assert!(parts.headers.get("grpc-timeout").is_none());
+    assert_eq!(left(&parts), Duration::from_millis(100));
+
+    // The reverse: the inbound deadline is the smaller one.
+    let req = Request::builder()
+        .header("x-deadline-ms", "5000")
+        .body(())
+        .unwrap();
+    let parts = sent_deadline(Some(Duration::from_secs(1)), req).await;
+    assert_eq!(parts.headers["x-deadline-ms"], "1000");
+    assert_eq!(left(&parts), Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_grpc_timeout_on_a_plain_request_is_tightened_too() {
+    // Downstream servers read `grpc-timeout` before `x-deadline-ms`: left
+    // as it was, a larger one would loosen the deadline.
+    let req = Request::builder()
+        .header("grpc-timeout", "5S")
+        .body(())
+        .unwrap();
+    let parts = sent_deadline(Some(Duration::from_secs(1)), req).await;
+    assert_eq!(parts.headers["grpc-timeout"], "1000000u");
+    assert_eq!(parts.headers["x-deadline-ms"], "1000");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_smallest_of_context_extension_and_headers_wins() {
+    for (ext, header, expected) in [(300, "200", 200), (200, "300", 200), (2000, "3000", 1000)] {
+        let mut req = Request::builder()
+            .header("x-deadline-ms", header)
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(Deadline::after(Duration::from_millis(ext)));
+        let parts = sent_deadline(Some(Duration::from_secs(1)), req).await;
+        assert_eq!(
+            parts.headers["x-deadline-ms"],
+            expected.to_string().as_str()
+        );
+        assert_eq!(left(&parts), Duration::from_millis(expected));
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_malformed_deadline_header_is_never_trusted() {
+    for bad in ["-5", "soon", "1.5", ""] {
+        let req = Request::builder()
+            .header("x-deadline-ms", bad)
+            .header("grpc-timeout", bad)
+            .body(())
+            .unwrap();
+        let parts = sent_deadline(Some(Duration::from_secs(1)), req).await;
+        assert_eq!(parts.headers["x-deadline-ms"], "1000", "{bad:?}");
+        assert_eq!(parts.headers["grpc-timeout"], "1000000u", "{bad:?}");
+        assert_eq!(left(&parts), Duration::from_secs(1));
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn without_an_inbound_deadline_the_callers_own_travels() {
+    // Only the caller's header: it is the smallest, left as it is.
+    let req = Request::builder()
+        .header("x-deadline-ms", "250")
+        .body(())
+        .unwrap();
+    let parts = sent_deadline(None, req).await;
+    assert_eq!(parts.headers["x-deadline-ms"], "250");
+
+    // An extension and a header: the smaller goes on the wire.
+    for (ext, header, expected) in [(400, "250", "250"), (200, "250", "200")] {
+        let mut req = Request::builder()
+            .header("x-deadline-ms", header)
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(Deadline::after(Duration::from_millis(ext)));
+        let parts = sent_deadline(None, req).await;
+        assert_eq!(parts.headers["x-deadline-ms"], expected);
+    }
+
+    // Nothing at all: no deadline is made up.
+    let parts = sent_deadline(None, Request::new(())).await;
+    assert!(parts.headers.get("x-deadline-ms").is_none());
+    assert!(Deadline::from_extensions(&parts.extensions).is_none());
+}
+
+mod tonic_client {
+    //! A real tonic client over a recording transport: the deadline a
+    //! `tonic::Request::set_timeout` sets is what tonic's own `Channel`
+    //! enforces and what the server reads.
+
+    use super::*;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    /// Sends one health check with `timeout` set by the caller, inside a
+    /// request with `inbound` left; returns what reached the transport.
+    async fn grpc_sent(inbound: Duration, timeout: Duration) -> http::request::Parts {
+        let seen = Arc::new(Mutex::new(None));
+        let sink = seen.clone();
+        let transport = service_fn(move |req: Request<tonic::body::Body>| {
+            *sink.lock().unwrap() = Some(req.into_parts().0);
+            async {
+                Err::<Response<tonic::body::Body>, resilience_core::BoxError>("recorded".into())
+            }
+        });
+        let mut client = HealthClient::new(PropagateContextLayer::new().layer(transport));
+        RequestContext::new_root()
+            .with_deadline(Some(Deadline::after(inbound)))
+            .scope(async {
+                let mut req = tonic::Request::new(HealthCheckRequest::default());
+                req.set_timeout(timeout);
+                client.check(req).await.unwrap_err();
+            })
+            .await;
+        seen.lock()
+            .unwrap()
+            .take()
+            .expect("the call reached the transport")
+    }
+
+    fn grpc_timeout(parts: &http::request::Parts) -> Duration {
+        resilience_core::deadline::parse_grpc_timeout(parts.headers["grpc-timeout"].as_bytes())
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn set_timeout_below_the_inbound_deadline_is_kept() {
+        let parts = grpc_sent(Duration::from_secs(1), Duration::from_millis(100)).await;
+        assert_eq!(grpc_timeout(&parts), Duration::from_millis(100));
+        assert_eq!(parts.headers["x-deadline-ms"], "100");
+        assert_eq!(left(&parts), Duration::from_millis(100));
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn an_inbound_deadline_below_set_timeout_wins() {
+        let parts = grpc_sent(Duration::from_secs(1), Duration::from_secs(5)).await;
+        assert_eq!(grpc_timeout(&parts), Duration::from_secs(1));
+        assert_eq!(parts.headers["x-deadline-ms"], "1000");
+        assert_eq!(left(&parts), Duration::from_secs(1));
+    }
 }

@@ -2,6 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use resilience_core::config::validate_positive_duration;
 use resilience_core::{ConfigError, Deadline, DeadlinePolicy, Priority, PriorityPolicy};
 use tokio::time::Instant;
 
@@ -147,7 +148,7 @@ impl CorrelationConfig {
                     .map_err(|_| invalid("correlation_id"))
                     .ok()
             })
-            .unwrap_or_else(CorrelationId::generate);
+            .unwrap_or_else(CorrelationId::generate_shared);
         let trace = match inbound.traceparent {
             Some(v) => match TraceContext::child_of(v.as_bytes()) {
                 Ok(t) if inbound.tracestate.is_some() => t.with_tracestate(inbound.tracestate),
@@ -306,7 +307,9 @@ impl CorrelationConfigBuilder {
         self
     }
 
-    /// How inbound deadlines are read (the largest accepted).
+    /// How inbound deadlines are read (the largest accepted; its maximum
+    /// must be greater than zero and at most 365 days, checked by
+    /// [`build`](Self::build)).
     pub fn deadline_policy(mut self, policy: DeadlinePolicy) -> Self {
         self.deadline = policy;
         self
@@ -326,7 +329,8 @@ impl CorrelationConfigBuilder {
     ///
     /// # Errors
     /// - `id_header` or an `accept_header` is not a valid header name
-    /// - the deadline policy's maximum is zero
+    /// - the deadline policy's maximum is zero or longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days)
     pub fn build(self) -> Result<CorrelationConfig, ConfigError> {
         // Well-known names are static: cloning them never touches a
         // reference count.
@@ -344,12 +348,7 @@ impl CorrelationConfigBuilder {
             .map(|s| header("accept_header", s))
             .filter(|h| h.as_ref().map_or(true, |h| *h != id_header))
             .collect::<Result<Vec<_>, _>>()?;
-        if self.deadline.max_value().is_zero() {
-            return Err(ConfigError::new(
-                "deadline_policy",
-                "maximum must be greater than zero",
-            ));
-        }
+        validate_positive_duration("deadline_policy.max", self.deadline.max_value())?;
         Ok(CorrelationConfig {
             id_header,
             accept_headers,

@@ -8,3 +8,5 @@ mod service;
 pub use self::config::{CorrelationConfig, CorrelationConfigBuilder, RequestHead};
 pub use self::layer::CorrelationLayer;
 pub use self::service::Correlation;
+#[cfg(feature = "fmt")]
+pub(crate) use self::service::request_span_metadata;

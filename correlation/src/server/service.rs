@@ -7,6 +7,7 @@ use tracing::Instrument;
 
 use super::config::CorrelationConfig;
 use super::future::ResponseFuture;
+use crate::context::RequestContext;
 
 /// Builds the [`RequestContext`](crate::RequestContext) of each inbound
 /// request and runs the inner service inside it. See the [crate docs](crate).
@@ -59,11 +60,7 @@ where
         // tracing's `log` feature (axum's default) formats the fields for
         // the `log` fallback on every request even when nothing listens.
         let span = if config.span && tracing::level_enabled!(tracing::Level::INFO) {
-            tracing::info_span!(
-                "request",
-                correlation_id = %ctx.correlation_id(),
-                trace_id = %ctx.trace().trace_id(),
-            )
+            request_span(&ctx)
         } else {
             tracing::Span::none()
         };
@@ -78,7 +75,45 @@ where
             ext.insert(deadline);
         }
         ext.insert(ctx.clone());
-        let fut = self.inner.call(req).instrument(span);
-        ResponseFuture::new(ctx.scope(fut), echo)
+        // The inner service's `call` runs in the span and the scope too: a
+        // layer below that logs there (tower-http's `TraceLayer` logs the
+        // request's start) sees the id.
+        let mut slot = Some(ctx);
+        let fut = {
+            let _entered = span.enter();
+            crate::context::enter(&mut slot, || self.inner.call(req))
+        };
+        let ctx = slot.expect("enter puts the context back");
+        ResponseFuture::new(ctx.scope(fut.instrument(span)), echo)
     }
+}
+
+/// The span around every request: one callsite, so that a formatter can
+/// tell it from any other span named `request` by its metadata's identity
+/// (see `request_span_metadata`).
+fn request_span(ctx: &RequestContext) -> tracing::Span {
+    let span = tracing::info_span!(
+        "request",
+        correlation_id = %ctx.correlation_id(),
+        trace_id = %ctx.trace().trace_id(),
+    );
+    #[cfg(feature = "fmt")]
+    if let Some(meta) = span.metadata() {
+        // One load once set.
+        REQUEST_SPAN.get_or_init(|| meta);
+    }
+    span
+}
+
+/// The metadata of the spans [`request_span`] makes (one `'static` value
+/// for all of them), recorded by the first one.
+#[cfg(feature = "fmt")]
+static REQUEST_SPAN: std::sync::OnceLock<&'static tracing::Metadata<'static>> =
+    std::sync::OnceLock::new();
+
+/// The metadata of the request spans, once one was built (before, there is
+/// no such span to find).
+#[cfg(feature = "fmt")]
+pub(crate) fn request_span_metadata() -> Option<&'static tracing::Metadata<'static>> {
+    REQUEST_SPAN.get().copied()
 }

@@ -1,0 +1,250 @@
+//! `CorrelationFormat` finds the id on our own span, whatever other spans
+//! are called, and without allocating per line.
+#![cfg(feature = "fmt")]
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response};
+use resilience_correlation::fmt::CorrelationFormat;
+use resilience_correlation::{CorrelationConfig, CorrelationLayer};
+use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
+use tower_http::trace::TraceLayer;
+use tracing_subscriber::fmt::MakeWriter;
+
+const ID: &str = "fmt-test-id-1";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn subscriber(
+    out: &Captured,
+    level: tracing::Level,
+    ansi: bool,
+    format: CorrelationFormat,
+) -> impl tracing::Subscriber + Send + Sync + 'static {
+    tracing_subscriber::fmt()
+        .with_writer(out.clone())
+        .with_max_level(level)
+        .with_ansi(ansi)
+        .event_format(format)
+        .finish()
+}
+
+fn request() -> Request<String> {
+    let mut req = Request::new(String::new());
+    req.headers_mut()
+        .insert("x-correlation-id", ID.parse().unwrap());
+    req
+}
+
+/// The layer order the crate docs recommend: ours outermost, tower-http's
+/// `TraceLayer` (whose span is named `request` too) inside it.
+#[tokio::test]
+async fn lines_under_tower_https_request_span_carry_the_id() {
+    for ansi in [false, true] {
+        let out = Captured::default();
+        let _guard = tracing::subscriber::set_default(subscriber(
+            &out,
+            tracing::Level::DEBUG,
+            ansi,
+            CorrelationFormat::new("svc").with_time(false),
+        ));
+        let svc = ServiceBuilder::new()
+            .layer(CorrelationLayer::new())
+            .layer(TraceLayer::new_for_http())
+            .service(service_fn(|_: Request<String>| async {
+                tracing::warn!("handling");
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }));
+        svc.oneshot(request()).await.unwrap();
+        let lines = out.lines();
+        let handling: Vec<_> = lines.iter().filter(|l| l.contains("handling")).collect();
+        assert_eq!(handling.len(), 1, "{lines:#?}");
+        assert!(
+            handling[0].contains(&format!("[{ID}]")),
+            "ansi {ansi}: {lines:#?}"
+        );
+        // tower-http's own lines, in its span inside ours, too.
+        assert!(
+            lines
+                .iter()
+                .filter(|l| l.contains("DEBUG"))
+                .all(|l| l.contains(&format!("[{ID}]"))),
+            "ansi {ansi}: {lines:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_span_of_someone_else_named_request_is_not_ours() {
+    let out = Captured::default();
+    let _guard = tracing::subscriber::set_default(subscriber(
+        &out,
+        tracing::Level::INFO,
+        false,
+        CorrelationFormat::new("svc").with_time(false),
+    ));
+    tracing::info_span!("request", correlation_id = "forged").in_scope(|| {
+        tracing::warn!("outside any request");
+    });
+    assert_eq!(
+        out.lines(),
+        ["[svc] WARN [-] outside any request"],
+        "the id comes from our span only"
+    );
+}
+
+#[tokio::test]
+async fn without_the_span_the_id_comes_from_the_context() {
+    // A subscriber at WARN: the span (INFO) is not built.
+    let out = Captured::default();
+    let _guard = tracing::subscriber::set_default(subscriber(
+        &out,
+        tracing::Level::WARN,
+        false,
+        CorrelationFormat::new("svc").with_time(false),
+    ));
+    let svc = CorrelationLayer::with_config(CorrelationConfig::default()).layer(service_fn(
+        |_: Request<String>| async {
+            tracing::warn!("handling");
+            Ok::<_, Infallible>(Response::new(String::new()))
+        },
+    ));
+    svc.oneshot(request()).await.unwrap();
+    tracing::warn!("after");
+    assert_eq!(
+        out.lines(),
+        [
+            format!("[svc] WARN [{ID}] handling"),
+            "[svc] WARN [-] after".to_owned()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn span_names_skip_request_spans() {
+    let out = Captured::default();
+    let _guard = tracing::subscriber::set_default(subscriber(
+        &out,
+        tracing::Level::DEBUG,
+        false,
+        CorrelationFormat::new("svc")
+            .with_time(false)
+            .with_span_names(true),
+    ));
+    let svc = ServiceBuilder::new()
+        .layer(CorrelationLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .service(service_fn(|_: Request<String>| async {
+            tracing::warn!("handling");
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+    tracing::Instrument::instrument(svc.oneshot(request()), tracing::info_span!("invoice"))
+        .await
+        .unwrap();
+    let lines = out.lines();
+    assert!(
+        lines.contains(&format!("[invoice] WARN [{ID}] handling")),
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test]
+async fn formatting_a_line_allocates_nothing() {
+    let out = Captured::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .with_max_level(tracing::Level::DEBUG)
+            .event_format(CorrelationFormat::new("svc"))
+            .finish(),
+    );
+    let counted = Arc::new(Mutex::new(None));
+    let sink = counted.clone();
+    let svc = ServiceBuilder::new()
+        .layer(CorrelationLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .service(service_fn(move |_: Request<String>| {
+            let sink = sink.clone();
+            async move {
+                // The subscriber's line buffer grows to the longest line.
+                tracing::warn!(n = 1000, "handling");
+                let info = allocation_counter::measure(|| {
+                    for n in 0..100 {
+                        tracing::warn!(n, "handling");
+                    }
+                });
+                *sink.lock().unwrap() = Some(info.count_total);
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }
+        }));
+    svc.oneshot(request()).await.unwrap();
+    drop(out);
+    assert_eq!(
+        *counted.lock().unwrap(),
+        Some(0),
+        "allocations for 100 lines"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_line_logged_while_a_cancelled_handler_drops_carries_the_id() {
+    struct LogsOnDrop;
+    impl Drop for LogsOnDrop {
+        fn drop(&mut self) {
+            tracing::warn!("cancelled");
+        }
+    }
+    for level in [tracing::Level::INFO, tracing::Level::WARN] {
+        let out = Captured::default();
+        let _guard = tracing::subscriber::set_default(subscriber(
+            &out,
+            level,
+            false,
+            CorrelationFormat::new("svc").with_time(false),
+        ));
+        let svc = CorrelationLayer::new().layer(service_fn(|_: Request<String>| async {
+            let _logs = LogsOnDrop;
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+        let call = svc.oneshot(request());
+        let timeout = tokio::time::timeout(std::time::Duration::from_secs(1), call);
+        assert!(timeout.await.is_err());
+        assert_eq!(
+            out.lines(),
+            [format!("[svc] WARN [{ID}] cancelled")],
+            "{level}"
+        );
+    }
+}
