@@ -158,14 +158,21 @@ pub fn classify_error(err: &BoxError) -> Outcome {
 
 /// How errors (as opposed to responses) are classified.
 ///
-/// - transport errors, [`Elapsed`](crate::Elapsed) and errors the family
-///   does not own: [`Outcome::Failure`];
-/// - a [`Rejected`](crate::Rejected) for an unavailable dependency (circuit
-///   open, no healthy endpoint): [`Outcome::Failure`];
-/// - a [`Rejected`](crate::Rejected) by one of *our own* limiters on the
-///   caller's side (throttled, overloaded) or by a flag:
-///   [`Outcome::CallerError`], since the callee never saw the request. Set
-///   [`ClassifyErrors::local_rejections_are_failures`] to count them.
+/// The first error of the chain that [`error::find`](crate::error::find)
+/// knows decides, by its [`ErrorClass`]: a [`Rejected`](crate::Rejected),
+/// an [`Elapsed`](crate::Elapsed), a `ChaosError`, or your own error boxed
+/// into a [`Classified`](crate::error::Classified).
+///
+/// - transport errors and errors the family does not know:
+///   [`Outcome::Failure`];
+/// - class `Timeout` ([`Elapsed`](crate::Elapsed)) and `Unavailable`
+///   (circuit open, no healthy endpoint, an injected `ChaosError`):
+///   [`Outcome::Failure`];
+/// - class `Overloaded`: refused by one of *our own* limiters on the
+///   caller's side (throttled, overloaded): [`Outcome::CallerError`], since
+///   the callee never saw the request. Set
+///   [`ClassifyErrors::local_rejections_are_failures`] to count them;
+/// - class `Client` (a flag refused it): [`Outcome::CallerError`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClassifyErrors {
     local_rejections_are_failures: bool,
@@ -534,6 +541,67 @@ mod tests {
                 "{kind:?}"
             );
         }
+    }
+
+    /// A user's own error.
+    #[derive(Debug)]
+    struct Mine(ErrorClass);
+    impl fmt::Display for Mine {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("mine")
+        }
+    }
+    impl std::error::Error for Mine {}
+    impl crate::Classify for Mine {
+        fn error_class(&self) -> ErrorClass {
+            self.0
+        }
+    }
+
+    #[test]
+    fn users_errors_classify_by_class() {
+        use crate::error::Classified;
+        let table = [
+            (
+                ErrorClass::Client,
+                Outcome::CallerError,
+                Outcome::CallerError,
+            ),
+            (
+                ErrorClass::Overloaded,
+                Outcome::CallerError,
+                Outcome::Failure,
+            ),
+            (ErrorClass::Unavailable, Outcome::Failure, Outcome::Failure),
+            (ErrorClass::Timeout, Outcome::Failure, Outcome::Failure),
+        ];
+        let strict = ClassifyErrors::new().local_rejections_are_failures(true);
+        for (class, want, want_strict) in table {
+            let err = Classified::boxed(Mine(class));
+            assert_eq!(classify_error(&err), want, "{class:?}");
+            assert_eq!(strict.classify_error(&err), want_strict, "{class:?}");
+            assert_eq!(
+                ClassifyOutcome::<Response<()>>::classify(&HttpOutcome::new(), Err(&err)),
+                want,
+                "{class:?}"
+            );
+            assert_eq!(
+                ClassifyOutcome::<Response<()>>::classify(
+                    &HttpOutcome::new().errors(strict),
+                    Err(&err)
+                ),
+                want_strict,
+                "{class:?}"
+            );
+            assert_eq!(
+                ClassifyOutcome::<Response<()>>::classify(&GrpcOutcome::new(), Err(&err)),
+                want,
+                "{class:?}"
+            );
+        }
+        // boxed bare, it is an error the family does not know: a failure
+        let bare: BoxError = Box::new(Mine(ErrorClass::Client));
+        assert_eq!(classify_error(&bare), Outcome::Failure);
     }
 
     #[test]
