@@ -95,6 +95,17 @@
 //! [`BoundedQueueLayer::with_deadline`] with a closure,
 //! [`FixedPriority`] or [`NoDeadline`](resilience_core::timeout::NoDeadline).
 //!
+//! # Streaming bodies
+//!
+//! A slot is held until the response's *headers* are ready, not until its
+//! body has been sent: a streaming response (server-sent events, a gRPC
+//! server stream, a large download) no longer counts against the
+//! concurrency limit while its body streams, and its service time (for the
+//! expected wait and the adaptive limits) is the time to its headers. Bound
+//! long streams elsewhere (a connection or stream limit of the server). See
+//! [`resilience_core::classify`] for what each layer of the family covers
+//! for streaming bodies.
+//!
 //! # Tuning for a known service time
 //!
 //! The defaults (1 s wait, 5 ms CoDel target, adaptive LIFO) suit a service

@@ -7,15 +7,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use resilience_core::{BoxError, ClassifyOutcome, Rejected};
+use resilience_core::classify::OnOutcome;
+use resilience_core::{BoxError, ClassifyOutcome, Outcome, Rejected};
+use tokio::time::Instant;
 
-use crate::handle::Breaker;
+use crate::handle::{Breaker, Shared};
 use crate::state::Permit;
 
 pin_project! {
     /// Response future of [`CircuitBreaker`](crate::CircuitBreaker).
     ///
-    /// Records the call's outcome when it completes; if it is dropped before
+    /// Records the call's outcome when it completes (or, when the classifier
+    /// defers it to the end of the response body, a gRPC status in
+    /// trailers, the body records it then); if it is dropped before
     /// (cancelled), nothing is recorded and a half-open probe slot it held
     /// is given back.
     pub struct ResponseFuture<F, C> {
@@ -55,6 +59,15 @@ pub(crate) struct Recorder<C> {
     permit: Permit,
 }
 
+/// The outcome of a call whose response did not tell it (a gRPC status in
+/// trailers): recorded when the body reports it, with the slow-call verdict
+/// taken when the response came.
+struct LateOutcome {
+    shared: Arc<Shared>,
+    permit: Permit,
+    slow: bool,
+}
+
 // === impl Recorder ===
 
 impl<C> Recorder<C> {
@@ -63,13 +76,36 @@ impl<C> Recorder<C> {
         Self { breaker, permit }
     }
 
+    /// Records the outcome of `result`, or, when the classifier defers it
+    /// to the end of the response body, hands the permit to the body.
     #[inline]
-    fn complete<T>(&self, result: Result<&T, &BoxError>)
+    fn complete<T>(&self, result: &mut Result<T, BoxError>)
     where
         C: ClassifyOutcome<T>,
     {
-        let outcome = self.breaker.classify.classify(result);
-        self.breaker.shared.record(self.permit, outcome);
+        let outcome = match result {
+            Ok(rsp) => self
+                .breaker
+                .classify
+                .classify_or_defer(rsp, &mut || self.late()),
+            Err(e) => Some(self.breaker.classify.classify(Err(e))),
+        };
+        if let Some(outcome) = outcome {
+            self.breaker.shared.record(self.permit, outcome);
+        }
+    }
+
+    /// The callback that records a deferred outcome.
+    #[cold]
+    fn late(&self) -> OnOutcome {
+        let shared = self.breaker.shared.clone();
+        let slow = shared.core.is_slow(&self.permit, &Instant::now);
+        let late = LateOutcome {
+            shared,
+            permit: self.permit,
+            slow,
+        };
+        Box::new(move |outcome| late.record(outcome))
     }
 
     /// The call was cancelled: a probe gives its slot back.
@@ -78,6 +114,14 @@ impl<C> Recorder<C> {
         if self.permit.is_probe() {
             self.breaker.shared.release(&self.permit);
         }
+    }
+}
+
+// === impl LateOutcome ===
+
+impl LateOutcome {
+    fn record(self, outcome: Outcome) {
+        self.shared.record_late(self.permit, outcome, self.slow);
     }
 }
 
@@ -120,12 +164,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called { inner, recorder } => {
-                let result = ready!(inner.poll(cx)).map_err(Into::into);
+                let mut result = ready!(inner.poll(cx)).map_err(Into::into);
                 if let Some(r) = recorder {
                     // Recorded while still held: if the classifier or a
                     // metrics recorder panics, the drop gives a probe's
-                    // slot back.
-                    r.complete(result.as_ref());
+                    // slot back. A deferred outcome is the body's to
+                    // record.
+                    r.complete(&mut result);
                     *recorder = None;
                 }
                 Poll::Ready(result)

@@ -156,6 +156,22 @@ impl Shared {
         }
     }
 
+    /// Records the outcome of a tracked call that was known only after its
+    /// response (a status in trailers): `slow` was measured when the
+    /// response came.
+    pub(crate) fn record_late(&self, permit: Permit, outcome: Outcome, slow: bool) {
+        self.metrics.call(outcome);
+        let failure = outcome.is_failure();
+        let transition = match self.core.record_fast(permit, failure) {
+            Recorded::Done => None,
+            Recorded::Evaluate(ctrl) => self.core.evaluate_count(ctrl, &Instant::now),
+            Recorded::Not => self.core.record_slow(&permit, failure, slow, &Instant::now),
+        };
+        if let Some(t) = transition {
+            self.emit(t);
+        }
+    }
+
     /// Gives back a cancelled call's probe slot.
     pub(crate) fn release(&self, permit: &Permit) {
         self.core.release(permit);

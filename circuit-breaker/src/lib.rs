@@ -146,6 +146,29 @@
 //! // errors: map with resilience_core::grpc::into_status
 //! ```
 //!
+//! # Streaming responses
+//!
+//! A call's outcome is recorded when its response's headers arrive, unless
+//! the classifier defers it to the end of the body:
+//! [`GrpcOutcome`](resilience_core::GrpcOutcome) does for a gRPC response
+//! whose status is not in the headers but in the trailers (a tonic
+//! `Channel`'s responses; see its docs for the bodies it can watch). Then:
+//!
+//! - the outcome is recorded when the body ends, from the status in its
+//!   trailers; a body that ends without a status counts as `INTERNAL` (a
+//!   failure), one the caller drops before its end as a caller error (not
+//!   the callee's failure);
+//! - a half-open probe resolves then: its slot stays taken until the body
+//!   ends (a body nobody reads holds it until the half-open period is over,
+//!   as a hung probe does);
+//! - the slow-call duration is still measured to the headers: a long stream
+//!   is not a slow call.
+//!
+//! Deferring costs two allocations per such call (the callback and the
+//! wrapping body); calls classified at their headers cost none. See
+//! [`resilience_core::classify`] for what each layer of the family covers
+//! for streaming bodies.
+//!
 //! # Throttles
 //!
 //! [`throttle::ThrottleLayer`] refuses a share of calls on the client side:

@@ -118,6 +118,15 @@
 //! fail before it is ejected (with sequential traffic; concurrent requests
 //! already in flight to it fail too).
 //!
+//! A response's outcome is counted when its headers arrive, unless the
+//! classifier defers it to the end of the body:
+//! [`GrpcOutcome`](resilience_core::GrpcOutcome) does for a gRPC status in
+//! trailers (a tonic `Channel`'s responses), so a streamed `UNAVAILABLE`
+//! counts when the stream ends, a stream the caller drops early does not
+//! count against the endpoint, and one that ends without a status counts as
+//! `INTERNAL` (a failure). See [`resilience_core::classify`] for what each
+//! layer covers for streaming bodies.
+//!
 //! # Layers per endpoint
 //!
 //! Each endpoint service may carry its own layers, put on by the maker: a

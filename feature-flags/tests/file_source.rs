@@ -132,4 +132,20 @@ fn load_reports_errors() {
         "interval"
     );
     assert_eq!(FileSource::builder("").build().unwrap_err().field(), "path");
+    // At most the family's longest duration, 365 days.
+    let long = resilience_core::config::MAX_DURATION + Duration::from_secs(1);
+    let err = FileSource::builder(&path)
+        .interval(long)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (err.field(), err.reason()),
+        ("interval", "must be at most 365 days")
+    );
+    assert!(
+        FileSource::builder(&path)
+            .interval(resilience_core::config::MAX_DURATION)
+            .build()
+            .is_ok()
+    );
 }

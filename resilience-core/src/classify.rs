@@ -4,7 +4,8 @@
 //! Every layer that counts failures (circuit breaker, adaptive throttle,
 //! passive ejection) asks a [`ClassifyOutcome`] and nothing else, so that a
 //! storm of `404`s never opens a breaker or ejects an endpoint, while `5xx`,
-//! timeouts and transport errors do.
+//! timeouts, transport errors and failing gRPC statuses (in the headers or
+//! in the trailers) do.
 //!
 //! | input | default [`Outcome`] |
 //! |---|---|
@@ -15,6 +16,26 @@
 //! | other gRPC codes | `CallerError` (`OK`: `Success`) |
 //! | an error (transport, timeout, circuit open, no endpoint) | `Failure` |
 //! | our own layers refused it (throttled, overloaded, flag off) | `CallerError` (configurable: [`ClassifyErrors`]) |
+//!
+//! # Streaming bodies
+//!
+//! A layer's response future ends when the response's *headers* arrive; the
+//! body streams after that. Most outcomes are known then (the HTTP status, a
+//! trailers-only gRPC error), but a gRPC status sent after the messages, in
+//! trailers, is known only at the end of the body. So the layers that count
+//! outcomes ask [`ClassifyOutcome::classify_or_defer`], and [`GrpcOutcome`]
+//! answers at the end of the stream when the status is in trailers (the
+//! body types it can watch, and how a body that fails or is dropped early
+//! counts, are in its docs). What each layer covers:
+//!
+//! | layer | counts the outcome | holds its resource until |
+//! |---|---|---|
+//! | circuit breaker | at the end of the stream when the status is in trailers, else at the headers; a half-open probe resolves then too | the outcome (a probe's slot) |
+//! | circuit breaker, slow calls | the duration is measured to the headers | |
+//! | adaptive throttle | as the breaker | |
+//! | round robin, passive ejection | as the breaker | |
+//! | bounded queue | (does not classify) | the headers: a streaming body no longer holds its concurrency slot |
+//! | [`TimeoutLayer`](crate::TimeoutLayer) | (does not classify) | the headers: it bounds the time to the first answer, not a slow body (bound the body with a timeout of its own, e.g. the gRPC client's deadline) |
 //!
 //! # Example
 //!
@@ -39,11 +60,18 @@
 //! assert_eq!(slow_is_bad.classify(Ok(&250)), Outcome::Failure);
 //! ```
 
+use std::error::Error;
 use std::fmt;
 
 use http::{HeaderMap, Response};
 
 use crate::error::{BoxError, ErrorClass};
+
+#[cfg(any(feature = "grpc", feature = "axum"))]
+mod trailers;
+
+/// The header (or trailer) that carries a gRPC status.
+const GRPC_STATUS: &str = "grpc-status";
 
 /// The outcome of one call, as far as the callee's health is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,13 +85,50 @@ pub enum Outcome {
     CallerError,
 }
 
+/// Reports an outcome that was known only after the response: what a layer
+/// hands to [`ClassifyOutcome::classify_or_defer`]. Called exactly once.
+pub type OnOutcome = Box<dyn FnOnce(Outcome) + Send + 'static>;
+
 /// Decides the [`Outcome`] of a call from its result.
 ///
 /// Implementations are cheap and shared (`&self`): layers call them on every
 /// response. Use [`classify_fn`] to plug in a closure.
+///
+/// A layer that counts outcomes asks [`classify_or_defer`](Self::classify_or_defer)
+/// for a response (so that an outcome only known at the end of the body, a
+/// gRPC status in trailers, is counted then) and [`classify`](Self::classify)
+/// for an error. A classifier that wraps another forwards both.
 pub trait ClassifyOutcome<Res> {
     /// Classifies a response or an error.
     fn classify(&self, result: Result<&Res, &BoxError>) -> Outcome;
+
+    /// Classifies a response now, or arranges for its outcome to be
+    /// reported when it is known.
+    ///
+    /// Returns `Some(outcome)` when the response tells it now. Returns
+    /// `None` when the outcome comes later (with the body): the classifier
+    /// has then called `later` once, for the callback to report it with, and
+    /// calls that callback exactly once, however the body ends (see
+    /// [`GrpcOutcome`]). `later` is called only when deferring, so that a
+    /// response classified at once costs nothing more.
+    ///
+    /// The default classifies now, with [`classify`](Self::classify).
+    ///
+    /// ```
+    /// use resilience_core::classify::{ClassifyOutcome, HttpOutcome, OnOutcome, Outcome};
+    ///
+    /// let mut rsp = http::Response::builder().status(503).body(()).unwrap();
+    /// let mut later = || -> OnOutcome { unreachable!("an HTTP status is known at once") };
+    /// assert_eq!(HttpOutcome::new().classify_or_defer(&mut rsp, &mut later), Some(Outcome::Failure));
+    /// ```
+    fn classify_or_defer(
+        &self,
+        rsp: &mut Res,
+        later: &mut dyn FnMut() -> OnOutcome,
+    ) -> Option<Outcome> {
+        let _ = later;
+        Some(self.classify(Ok(rsp)))
+    }
 }
 
 /// A [`ClassifyOutcome`] made from a closure; see [`classify_fn`].
@@ -93,9 +158,37 @@ pub struct HttpOutcome {
 
 /// The default classifier for gRPC.
 ///
-/// Reads `grpc-status` from response headers (a trailers-only response, which
-/// is how gRPC servers report an error without a body); a response without it
-/// is a success. The set of failure codes is configurable.
+/// Reads `grpc-status` from the response headers (a trailers-only response,
+/// which is how gRPC servers report an error without a body) or, when it is
+/// not there, from the trailers at the end of the body (every response that
+/// sends headers first: streaming responses, and unary ones from most
+/// servers). The set of failure codes is configurable.
+///
+/// # Status in trailers
+///
+/// [`classify_or_defer`](ClassifyOutcome::classify_or_defer) on a `200`
+/// response without `grpc-status` wraps the body in place, when it is a
+/// body it can replace: a `tonic::body::Body` (feature `grpc`: what a tonic
+/// `Channel` returns, and what a tonic server's inner service returns) or an
+/// `axum::body::Body` (feature `axum`). The wrapper reports, once:
+///
+/// | the body | [`Outcome`] |
+/// |---|---|
+/// | ends with trailers holding `grpc-status` | that code's, as in the table below |
+/// | ends without `grpc-status` (no trailers, or trailers without it) | as `INTERNAL` (a failure by default): what gRPC clients report for a stream the server closed without a status (grpc-go: "server closed the stream without sending trailers") |
+/// | fails (a reset stream, a broken connection) | the code of the `tonic::Status` in the error's chain (tonic maps a reset `CANCEL` to `CANCELLED`, `REFUSED_STREAM` to `UNAVAILABLE`, most others to `INTERNAL`), else as any error: see [`ClassifyErrors`] |
+/// | is dropped before its end by the caller | `CallerError`: the caller gave up, the callee is not to blame |
+///
+/// Other body types cannot be replaced in place: such a response is
+/// classified at its headers, a success unless `grpc-status` is there (as
+/// [`classify`](ClassifyOutcome::classify) always does; it never sees the
+/// body). To have trailers seen, turn the body into a `tonic::body::Body`
+/// below the layers (`map_response(|r| r.map(tonic::body::Body::new))`).
+///
+/// Deferring costs two allocations (the callback, and the boxed wrapping
+/// body); a response classified at its headers costs none.
+///
+/// # Codes
 ///
 /// | status | default [`Outcome`] | why |
 /// |---|---|---|
@@ -158,14 +251,21 @@ pub fn classify_error(err: &BoxError) -> Outcome {
 
 /// How errors (as opposed to responses) are classified.
 ///
-/// - transport errors, [`Elapsed`](crate::Elapsed) and errors the family
-///   does not own: [`Outcome::Failure`];
-/// - a [`Rejected`](crate::Rejected) for an unavailable dependency (circuit
-///   open, no healthy endpoint): [`Outcome::Failure`];
-/// - a [`Rejected`](crate::Rejected) by one of *our own* limiters on the
-///   caller's side (throttled, overloaded) or by a flag:
-///   [`Outcome::CallerError`], since the callee never saw the request. Set
-///   [`ClassifyErrors::local_rejections_are_failures`] to count them.
+/// The first error of the chain that [`error::find`](crate::error::find)
+/// knows decides, by its [`ErrorClass`]: a [`Rejected`](crate::Rejected),
+/// an [`Elapsed`](crate::Elapsed), a `ChaosError`, or your own error boxed
+/// into a [`Classified`](crate::error::Classified).
+///
+/// - transport errors and errors the family does not know:
+///   [`Outcome::Failure`];
+/// - class `Timeout` ([`Elapsed`](crate::Elapsed)) and `Unavailable`
+///   (circuit open, no healthy endpoint, an injected `ChaosError`):
+///   [`Outcome::Failure`];
+/// - class `Overloaded`: refused by one of *our own* limiters on the
+///   caller's side (throttled, overloaded): [`Outcome::CallerError`], since
+///   the callee never saw the request. Set
+///   [`ClassifyErrors::local_rejections_are_failures`] to count them;
+/// - class `Client` (a flag refused it): [`Outcome::CallerError`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClassifyErrors {
     local_rejections_are_failures: bool,
@@ -189,7 +289,11 @@ impl ClassifyErrors {
 
     /// Classifies an error.
     pub fn classify_error(&self, err: &BoxError) -> Outcome {
-        match crate::error::find(&**err).map(|c| c.error_class()) {
+        self.classify_dyn(&**err)
+    }
+
+    fn classify_dyn(&self, err: &(dyn Error + 'static)) -> Outcome {
+        match crate::error::find(err).map(|c| c.error_class()) {
             Some(ErrorClass::Client) => Outcome::CallerError,
             Some(ErrorClass::Overloaded) if !self.local_rejections_are_failures => {
                 Outcome::CallerError
@@ -336,9 +440,27 @@ impl GrpcOutcome {
     /// Classifies from response headers (or trailers): `grpc-status`, if
     /// present and valid. An unparsable `grpc-status` is `UNKNOWN`.
     pub fn classify_headers(&self, headers: &HeaderMap) -> Option<Outcome> {
-        let value = headers.get("grpc-status")?;
+        let value = headers.get(GRPC_STATUS)?;
         let code = GrpcCode::from_bytes(value.as_bytes()).unwrap_or(GrpcCode::Unknown);
         Some(self.classify_code(code))
+    }
+
+    /// A response body that ended without `grpc-status`: `INTERNAL`, as
+    /// gRPC clients report it.
+    #[cfg(any(feature = "grpc", feature = "axum"))]
+    const fn missing_status(&self) -> Outcome {
+        self.classify_code(GrpcCode::Internal)
+    }
+
+    /// A response body that failed: the code of a `tonic::Status` in the
+    /// error's chain, else as any error.
+    #[cfg(any(feature = "grpc", feature = "axum"))]
+    fn classify_body_error(&self, err: &(dyn Error + 'static)) -> Outcome {
+        #[cfg(feature = "grpc")]
+        if let Some(status) = crate::error::find_in_chain::<tonic::Status>(err) {
+            return self.classify_code(status.code().into());
+        }
+        self.errors.classify_dyn(err)
     }
 }
 
@@ -361,7 +483,27 @@ impl fmt::Debug for GrpcOutcome {
     }
 }
 
-impl<B> ClassifyOutcome<Response<B>> for GrpcOutcome {
+impl<B: 'static> ClassifyOutcome<Response<B>> for GrpcOutcome {
+    fn classify_or_defer(
+        &self,
+        rsp: &mut Response<B>,
+        later: &mut dyn FnMut() -> OnOutcome,
+    ) -> Option<Outcome> {
+        if rsp.status() != http::StatusCode::OK || rsp.headers().contains_key(GRPC_STATUS) {
+            return Some(self.classify(Ok(rsp)));
+        }
+        // The status comes in trailers.
+        #[cfg(any(feature = "grpc", feature = "axum"))]
+        match trailers::watch(rsp.body_mut(), *self, later) {
+            trailers::Watch::Watching => return None,
+            trailers::Watch::Ended => return Some(self.missing_status()),
+            trailers::Watch::Unknown => {}
+        }
+        #[cfg(not(any(feature = "grpc", feature = "axum")))]
+        let _ = later;
+        Some(Outcome::Success)
+    }
+
     fn classify(&self, result: Result<&Response<B>, &BoxError>) -> Outcome {
         match result {
             Ok(rsp) if !rsp.status().is_success() => {
@@ -536,6 +678,67 @@ mod tests {
         }
     }
 
+    /// A user's own error.
+    #[derive(Debug)]
+    struct Mine(ErrorClass);
+    impl fmt::Display for Mine {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("mine")
+        }
+    }
+    impl std::error::Error for Mine {}
+    impl crate::Classify for Mine {
+        fn error_class(&self) -> ErrorClass {
+            self.0
+        }
+    }
+
+    #[test]
+    fn users_errors_classify_by_class() {
+        use crate::error::Classified;
+        let table = [
+            (
+                ErrorClass::Client,
+                Outcome::CallerError,
+                Outcome::CallerError,
+            ),
+            (
+                ErrorClass::Overloaded,
+                Outcome::CallerError,
+                Outcome::Failure,
+            ),
+            (ErrorClass::Unavailable, Outcome::Failure, Outcome::Failure),
+            (ErrorClass::Timeout, Outcome::Failure, Outcome::Failure),
+        ];
+        let strict = ClassifyErrors::new().local_rejections_are_failures(true);
+        for (class, want, want_strict) in table {
+            let err = Classified::boxed(Mine(class));
+            assert_eq!(classify_error(&err), want, "{class:?}");
+            assert_eq!(strict.classify_error(&err), want_strict, "{class:?}");
+            assert_eq!(
+                ClassifyOutcome::<Response<()>>::classify(&HttpOutcome::new(), Err(&err)),
+                want,
+                "{class:?}"
+            );
+            assert_eq!(
+                ClassifyOutcome::<Response<()>>::classify(
+                    &HttpOutcome::new().errors(strict),
+                    Err(&err)
+                ),
+                want_strict,
+                "{class:?}"
+            );
+            assert_eq!(
+                ClassifyOutcome::<Response<()>>::classify(&GrpcOutcome::new(), Err(&err)),
+                want,
+                "{class:?}"
+            );
+        }
+        // boxed bare, it is an error the family does not know: a failure
+        let bare: BoxError = Box::new(Mine(ErrorClass::Client));
+        assert_eq!(classify_error(&bare), Outcome::Failure);
+    }
+
     #[test]
     fn grpc_default_table() {
         use GrpcCode::*;
@@ -593,7 +796,8 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(GrpcOutcome::new().classify(Ok(&r)), Outcome::Failure);
-        // no grpc-status header: success (status is in the trailers)
+        // no grpc-status header: `classify` sees no trailers, a success
+        // (`classify_or_defer` reads them: tests/grpc_trailers.rs)
         assert_eq!(GrpcOutcome::new().classify(Ok(&rsp(200))), Outcome::Success);
         // a non-200 HTTP status on a gRPC call is classified as HTTP
         assert_eq!(GrpcOutcome::new().classify(Ok(&rsp(503))), Outcome::Failure);

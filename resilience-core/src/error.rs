@@ -9,7 +9,16 @@
 //! Services return `BoxError`; inner errors pass through unchanged, so a
 //! caller tests `err.is::<Rejected>()` or walks the chain with [`find`]. The
 //! [`http`](crate::http) and [`grpc`](crate::grpc) adapters turn these into
-//! responses.
+//! responses, and [`ClassifyErrors`](crate::ClassifyErrors) counts them for
+//! breakers and ejection.
+//!
+//! # Your own errors
+//!
+//! An error of yours can say what it means too: implement [`Classify`] for
+//! it and box it into a [`Classified`]. [`find`], the mapping helpers and the
+//! classifiers then treat it as one of the family's own (a trait cannot be
+//! found through a `dyn Error` by downcasting, so [`find`] recognises the
+//! family's types and this one wrapper).
 //!
 //! # Example
 //!
@@ -26,6 +35,7 @@
 //! assert_eq!(err.to_string(), "circuit open: failure rate above threshold");
 //! ```
 
+use std::any::Any;
 use std::error::Error;
 use std::fmt;
 use std::time::Duration;
@@ -59,9 +69,42 @@ pub enum ErrorClass {
 
 /// An error whose meaning the family knows.
 ///
-/// Implemented by [`Rejected`] and [`Elapsed`]. Modelled on Polly's
-/// `ExecutionRejectedException`: a class, and an optional hint of when to
-/// retry.
+/// Implemented by [`Rejected`], [`Elapsed`], `ChaosError` (feature `chaos`)
+/// and [`Classified`]. Modelled on Polly's `ExecutionRejectedException`: a
+/// class, and an optional hint of when to retry.
+///
+/// Implement it for your own error type and return the error boxed into a
+/// [`Classified`]: [`find`] finds it, [`ClassifyErrors`](crate::ClassifyErrors)
+/// counts it by its class, and the [`http`](crate::http) and
+/// [`grpc`](crate::grpc) adapters answer with its class's status and its
+/// retry-after.
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience_core::{BoxError, Classify, ErrorClass, Outcome};
+/// use resilience_core::error::Classified;
+///
+/// #[derive(Debug)]
+/// struct QuotaExceeded;
+/// impl std::fmt::Display for QuotaExceeded {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("quota exceeded")
+///     }
+/// }
+/// impl std::error::Error for QuotaExceeded {}
+/// impl Classify for QuotaExceeded {
+///     fn error_class(&self) -> ErrorClass { ErrorClass::Overloaded }
+///     fn retry_after(&self) -> Option<Duration> { Some(Duration::from_secs(3)) }
+/// }
+///
+/// let err: BoxError = Classified::boxed(QuotaExceeded);
+/// assert_eq!(resilience_core::error::find(&*err).unwrap().error_class(), ErrorClass::Overloaded);
+/// // Refused on the caller's side: not the callee's failure.
+/// assert_eq!(resilience_core::classify::classify_error(&err), Outcome::CallerError);
+/// let rsp = resilience_core::http::error_response(&*err);
+/// assert_eq!(rsp.status(), 503);
+/// assert_eq!(rsp.headers()["retry-after"], "3");
+/// ```
 pub trait Classify: Error {
     /// What kind of failure this is.
     fn error_class(&self) -> ErrorClass;
@@ -110,6 +153,17 @@ impl ErrorClass {
             ErrorClass::Overloaded => "overloaded",
             ErrorClass::Unavailable => "unavailable",
             ErrorClass::Timeout => "timeout",
+        }
+    }
+
+    /// A fixed text for the class, sent in place of a message that may not
+    /// be shown to a peer.
+    pub(crate) const fn text(self) -> &'static str {
+        match self {
+            ErrorClass::Client => "request refused",
+            ErrorClass::Overloaded => "service overloaded",
+            ErrorClass::Unavailable => "service unavailable",
+            ErrorClass::Timeout => "request timed out",
         }
     }
 }
@@ -208,35 +262,185 @@ impl Classify for Rejected {
     }
 }
 
-/// Finds the first error of the family in `err`'s chain (itself, then its
-/// sources), as a [`Classify`].
+/// Your own error, made known to the family: a type-erased box around any
+/// error that implements [`Classify`].
 ///
-/// Returns `None` for errors the family does not own.
+/// [`find`] recognises it (as it does [`Rejected`], [`Elapsed`] and
+/// `ChaosError`), so the error counts by its class in
+/// [`ClassifyErrors`](crate::ClassifyErrors) and maps to its class's status
+/// in the [`http`](crate::http) and [`grpc`](crate::grpc) adapters. It is
+/// transparent: it displays as the error it holds, its
+/// [`source`](Error::source) is that error's source, and [`find_in_chain`]
+/// sees the error inside (or use [`Classified::downcast_ref`]).
+///
+/// The adapters never send your error's message to the peer (it may hold
+/// request data): the answer's text is fixed by the class.
+///
+/// See [`Classify`] for an example.
+pub struct Classified {
+    inner: Box<dyn ErasedClassify>,
+}
+
+/// What [`Classified`] keeps of an error: the error and its class, as trait
+/// objects (no trait upcasting needed).
+trait ErasedClassify: Classify + Send + Sync + 'static {
+    fn as_error(&self) -> &(dyn Error + Send + Sync + 'static);
+    fn as_any(&self) -> &dyn Any;
+    fn into_error(self: Box<Self>) -> BoxError;
+}
+
+impl<E: Classify + Send + Sync + 'static> ErasedClassify for E {
+    fn as_error(&self) -> &(dyn Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> BoxError {
+        self
+    }
+}
+
+// === impl Classified ===
+
+impl Classified {
+    /// Wraps `err`.
+    pub fn new<E: Classify + Send + Sync + 'static>(err: E) -> Self {
+        Self {
+            inner: Box::new(err),
+        }
+    }
+
+    /// Wraps `err` and boxes the wrapper: what a service returns
+    /// (`.map_err(Classified::boxed)`).
+    pub fn boxed<E: Classify + Send + Sync + 'static>(err: E) -> BoxError {
+        Box::new(Self::new(err))
+    }
+
+    /// The error inside.
+    pub fn get_ref(&self) -> &(dyn Error + Send + Sync + 'static) {
+        self.inner.as_error()
+    }
+
+    /// The error inside, if it is a `T`.
+    pub fn downcast_ref<T: Error + 'static>(&self) -> Option<&T> {
+        self.inner.as_any().downcast_ref::<T>()
+    }
+
+    /// Unwraps the error inside.
+    pub fn into_inner(self) -> BoxError {
+        self.inner.into_error()
+    }
+}
+
+impl fmt::Debug for Classified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Classified").field(&self.inner).finish()
+    }
+}
+
+impl fmt::Display for Classified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.inner, f)
+    }
+}
+
+impl Error for Classified {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+impl Classify for Classified {
+    fn error_class(&self) -> ErrorClass {
+        self.inner.error_class()
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.inner.retry_after()
+    }
+}
+
+/// Finds the first error of the family in `err`'s chain (itself, then its
+/// sources), as a [`Classify`]: a [`Rejected`], an [`Elapsed`], a
+/// `ChaosError` (feature `chaos`), or your own error in a [`Classified`].
+///
+/// Returns `None` for errors the family does not know.
 pub fn find<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a (dyn Classify + 'static)> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(r) = e.downcast_ref::<Rejected>() {
-            return Some(r);
+    find_classified(err).map(|found| found.class)
+}
+
+/// What [`find`] found: the error of the chain, and the same as a
+/// [`Classify`].
+#[derive(Clone, Copy)]
+pub(crate) struct Found<'a> {
+    pub(crate) error: &'a (dyn Error + 'static),
+    pub(crate) class: &'a (dyn Classify + 'static),
+}
+
+/// [`find`], keeping the error itself (to tell a [`Rejected`]'s kind).
+pub(crate) fn find_classified<'a>(err: &'a (dyn Error + 'static)) -> Option<Found<'a>> {
+    chain(err).find_map(|error| classify_of(error).map(|class| Found { error, class }))
+}
+
+impl Found<'_> {
+    /// The text the adapters send to the peer: the family's own errors
+    /// carry static texts; a user's error (in a [`Classified`]) may hold
+    /// request data, so it is replaced by one fixed by its class.
+    pub(crate) fn public_message(&self) -> String {
+        if self.error.is::<Classified>() {
+            return self.class.error_class().text().to_owned();
         }
-        if let Some(t) = e.downcast_ref::<Elapsed>() {
-            return Some(t);
-        }
-        cur = e.source();
+        self.error.to_string()
+    }
+}
+
+/// `err` as a [`Classify`], if it is one of the types [`find`] knows.
+pub(crate) fn classify_of<'a>(
+    err: &'a (dyn Error + 'static),
+) -> Option<&'a (dyn Classify + 'static)> {
+    if let Some(r) = err.downcast_ref::<Rejected>() {
+        return Some(r);
+    }
+    if let Some(t) = err.downcast_ref::<Elapsed>() {
+        return Some(t);
+    }
+    if let Some(c) = err.downcast_ref::<Classified>() {
+        return Some(c);
+    }
+    #[cfg(feature = "chaos")]
+    if let Some(c) = err.downcast_ref::<crate::chaos::ChaosError>() {
+        return Some(c);
     }
     None
 }
 
 /// Finds the first error of type `T` in `err`'s chain (itself, then its
-/// sources).
+/// sources), looking inside a [`Classified`] too.
 pub fn find_in_chain<'a, T: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a T> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(t) = e.downcast_ref::<T>() {
-            return Some(t);
+    chain(err).find_map(|e| e.downcast_ref::<T>())
+}
+
+/// `err`, then its sources; the error inside a [`Classified`] comes right
+/// after the wrapper.
+pub(crate) fn chain<'a>(
+    err: &'a (dyn Error + 'static),
+) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    let mut next = Some(err);
+    let mut inside = None;
+    std::iter::from_fn(move || {
+        if let Some(e) = inside.take() {
+            return Some(e);
         }
-        cur = e.source();
-    }
-    None
+        let e = next?;
+        next = e.source();
+        if let Some(c) = e.downcast_ref::<Classified>() {
+            inside = Some(c.get_ref() as &(dyn Error + 'static));
+        }
+        Some(e)
+    })
 }
 
 #[cfg(test)]
@@ -291,6 +495,84 @@ mod tests {
         assert!(find(&foreign).is_none());
         let wrapped_foreign = Wrapper(Box::new(std::io::Error::other("boom")));
         assert!(find(&wrapped_foreign).is_none());
+    }
+
+    /// A user's own error, classified.
+    #[derive(Debug)]
+    struct Quota(u32);
+    impl fmt::Display for Quota {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "quota {} exceeded", self.0)
+        }
+    }
+    impl Error for Quota {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&Cause)
+        }
+    }
+    impl Classify for Quota {
+        fn error_class(&self) -> ErrorClass {
+            ErrorClass::Overloaded
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            Some(Duration::from_secs(3))
+        }
+    }
+    #[derive(Debug)]
+    struct Cause;
+    impl fmt::Display for Cause {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("cause")
+        }
+    }
+    impl Error for Cause {}
+
+    #[test]
+    fn find_sees_users_errors_through_classified() {
+        let err = Classified::boxed(Quota(7));
+        let found = find(&*err).expect("a classified error");
+        assert_eq!(found.error_class(), ErrorClass::Overloaded);
+        assert_eq!(found.retry_after(), Some(Duration::from_secs(3)));
+        // transparent: the message, the source, the error inside
+        assert_eq!(err.to_string(), "quota 7 exceeded");
+        assert!(err.source().unwrap().is::<Cause>());
+        assert_eq!(find_in_chain::<Quota>(&*err).unwrap().0, 7);
+        assert!(find_in_chain::<Cause>(&*err).is_some());
+        let classified = err.downcast_ref::<Classified>().unwrap();
+        assert_eq!(classified.downcast_ref::<Quota>().unwrap().0, 7);
+        assert!(classified.downcast_ref::<Cause>().is_none());
+        assert!(classified.get_ref().is::<Quota>());
+        assert_eq!(format!("{classified:?}"), "Classified(Quota(7))");
+        // deeper in a chain
+        let wrapped = Wrapper(Classified::boxed(Quota(8)));
+        assert_eq!(
+            find(&wrapped).unwrap().error_class(),
+            ErrorClass::Overloaded
+        );
+        assert_eq!(find_in_chain::<Quota>(&wrapped).unwrap().0, 8);
+        // unwrapped again
+        let inner = err
+            .downcast::<Classified>()
+            .unwrap()
+            .into_inner()
+            .downcast::<Quota>()
+            .unwrap();
+        assert_eq!(inner.0, 7);
+        // Boxed directly, a user's type is not seen (there is no way to find
+        // a trait through `dyn Error`): that is what `Classified` is for.
+        let bare: BoxError = Box::new(Quota(1));
+        assert!(find(&*bare).is_none());
+    }
+
+    #[cfg(feature = "chaos")]
+    #[test]
+    fn find_sees_chaos_errors() {
+        let err: BoxError = crate::chaos::ChaosError::new().into();
+        assert_eq!(
+            find(&*err).map(|c| c.error_class()),
+            Some(ErrorClass::Unavailable)
+        );
+        assert!(find(&Wrapper(err)).is_some());
     }
 
     #[test]

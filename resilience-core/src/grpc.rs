@@ -6,10 +6,14 @@
 //! | [`Rejected`]: circuit open, no healthy endpoint | `UNAVAILABLE` |
 //! | [`Rejected`]: disabled by flag | `NOT_FOUND` |
 //! | [`Elapsed`] | `DEADLINE_EXCEEDED` |
+//! | any other [`Classify`](crate::Classify) error [`find`](crate::error::find) knows (`ChaosError`, your own in a [`Classified`](crate::error::Classified)), by its [`ErrorClass`] | `Client`: `NOT_FOUND`; `Overloaded`: `RESOURCE_EXHAUSTED`; `Unavailable`: `UNAVAILABLE`; `Timeout`: `DEADLINE_EXCEEDED` |
 //! | a `tonic::Status`, anything else | unchanged (`tonic::Status::from_error`) |
 //!
-//! A retry-after travels as `grpc-retry-pushback-ms` metadata, the key gRPC's
-//! retry design uses for server pushback.
+//! The first error of the chain that [`find`](crate::error::find) knows
+//! decides. A retry-after travels as `grpc-retry-pushback-ms` metadata, the
+//! key gRPC's retry design uses for server pushback. The message is the
+//! family's own static text; for your own errors it is fixed by the class
+//! (your error's message may hold request data and is never sent).
 //!
 //! Which statuses count against the callee (for a breaker, a throttle,
 //! ejection) is the other direction, answered by
@@ -40,7 +44,10 @@ use std::error::Error;
 
 use tonic::{Code, Status};
 
-use crate::error::{BoxError, ErrorClass, Rejected, RejectionKind, find_in_chain};
+#[cfg(doc)]
+use crate::error::Rejected;
+use crate::error::{BoxError, ErrorClass, find_classified};
+#[cfg(doc)]
 use crate::timeout::error::Elapsed;
 
 /// The metadata key carrying a retry-after, in milliseconds.
@@ -55,29 +62,29 @@ pub fn into_status(err: BoxError) -> Status {
     }
 }
 
-/// The `Status` for an error of the family, or `None` for any other error.
+/// The `Status` for an error of the family (or yours, in a
+/// [`Classified`](crate::error::Classified)), or `None` for any other error.
 pub fn try_status(err: &(dyn Error + 'static)) -> Option<Status> {
-    if let Some(r) = find_in_chain::<Rejected>(err) {
-        let code = match r.kind() {
-            RejectionKind::Disabled => Code::NotFound,
-            k => match k.error_class() {
-                ErrorClass::Overloaded => Code::ResourceExhausted,
-                _ => Code::Unavailable,
-            },
-        };
-        let mut status = Status::new(code, r.to_string());
-        if let Some(after) = crate::Classify::retry_after(r) {
-            let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
-            status.metadata_mut().insert(RETRY_PUSHBACK_KEY, ms.into());
-        }
-        return Some(status);
+    let found = find_classified(err)?;
+    let code = match found.class.error_class() {
+        ErrorClass::Client => Code::NotFound,
+        ErrorClass::Overloaded => Code::ResourceExhausted,
+        ErrorClass::Unavailable => Code::Unavailable,
+        ErrorClass::Timeout => Code::DeadlineExceeded,
+    };
+    let mut status = Status::new(code, found.public_message());
+    if let Some(after) = found.class.retry_after() {
+        let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        status.metadata_mut().insert(RETRY_PUSHBACK_KEY, ms.into());
     }
-    find_in_chain::<Elapsed>(err).map(|e| Status::new(Code::DeadlineExceeded, e.to_string()))
+    Some(status)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{Rejected, RejectionKind};
+    use crate::timeout::error::Elapsed;
     use std::time::Duration;
 
     #[test]
@@ -119,5 +126,47 @@ mod tests {
         );
         assert_eq!(s.metadata().get(RETRY_PUSHBACK_KEY).unwrap(), "1500");
         assert!(try_status(&std::io::Error::other("x")).is_none());
+    }
+
+    /// A user's own error.
+    #[derive(Debug)]
+    struct Mine(ErrorClass, Option<Duration>);
+    impl std::fmt::Display for Mine {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("secret user data")
+        }
+    }
+    impl Error for Mine {}
+    impl crate::Classify for Mine {
+        fn error_class(&self) -> ErrorClass {
+            self.0
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            self.1
+        }
+    }
+
+    #[test]
+    fn users_errors_map_by_class() {
+        use crate::error::Classified;
+        let cases = [
+            (ErrorClass::Client, Code::NotFound),
+            (ErrorClass::Overloaded, Code::ResourceExhausted),
+            (ErrorClass::Unavailable, Code::Unavailable),
+            (ErrorClass::Timeout, Code::DeadlineExceeded),
+        ];
+        for (class, code) in cases {
+            let s = into_status(Classified::boxed(Mine(class, None)));
+            assert_eq!(s.code(), code, "{class:?}");
+            assert!(!s.message().contains("secret"), "{class:?}");
+            assert!(s.metadata().get(RETRY_PUSHBACK_KEY).is_none());
+        }
+        let s = into_status(Classified::boxed(Mine(
+            ErrorClass::Overloaded,
+            Some(Duration::from_millis(250)),
+        )));
+        assert_eq!(s.metadata().get(RETRY_PUSHBACK_KEY).unwrap(), "250");
+        // boxed bare, it is an error the family does not know
+        assert!(try_status(&Mine(ErrorClass::Overloaded, None)).is_none());
     }
 }

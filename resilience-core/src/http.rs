@@ -8,10 +8,13 @@
 //! | [`Rejected`]: throttled | `429` + `Retry-After` |
 //! | [`Rejected`]: disabled by flag | `404` |
 //! | [`Elapsed`] | `504` (`408` with [`ErrorResponder::serving`]) |
+//! | any other [`Classify`](crate::Classify) error [`find`](crate::error::find) knows (`ChaosError`, your own in a [`Classified`](crate::error::Classified)), by its [`ErrorClass`] | `Client`: `404`; `Overloaded`, `Unavailable`: `503`; `Timeout`: as [`Elapsed`]; `Retry-After` if it has one |
 //! | anything else | `500`, without its message |
 //!
-//! `Retry-After` is in whole seconds, rounded up, at least 1. Bodies are
-//! short, fixed texts: nothing from the request is ever echoed.
+//! The first error of the chain that [`find`](crate::error::find) knows decides. `Retry-After`
+//! is in whole seconds, rounded up, at least 1. Bodies are short, fixed
+//! texts: nothing from the request is ever echoed (the family's own errors
+//! carry static texts; for your own errors the text is fixed by the class).
 //!
 //! # Example
 //!
@@ -42,7 +45,8 @@ use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::error::{BoxError, ErrorClass, Rejected, RejectionKind, find_in_chain};
+use crate::error::{BoxError, ErrorClass, Rejected, RejectionKind, find_classified};
+#[cfg(doc)]
 use crate::timeout::error::Elapsed;
 
 /// Maps errors to responses; the statuses are configurable.
@@ -115,28 +119,26 @@ impl ErrorResponder {
         self
     }
 
-    /// The response for an error of the family, or `None` for any other
+    /// The response for an error of the family (or yours, in a
+    /// [`Classified`](crate::error::Classified)), or `None` for any other
     /// error (so you can handle it yourself).
     pub fn try_respond(&self, err: &(dyn Error + 'static)) -> Option<Response<String>> {
-        if let Some(r) = find_in_chain::<Rejected>(err) {
-            let status = match r.kind() {
-                RejectionKind::Throttled => self.throttled,
-                RejectionKind::Disabled => self.client,
-                k => match k.error_class() {
-                    ErrorClass::Overloaded => self.overloaded,
-                    _ => self.unavailable,
-                },
-            };
-            return Some(build(
-                status,
-                &r.to_string(),
-                crate::Classify::retry_after(r),
-            ));
-        }
-        if let Some(e) = find_in_chain::<Elapsed>(err) {
-            return Some(build(self.timeout, &e.to_string(), None));
-        }
-        None
+        let found = find_classified(err)?;
+        let class = found.class.error_class();
+        let status = match found.error.downcast_ref::<Rejected>().map(Rejected::kind) {
+            Some(RejectionKind::Throttled) => self.throttled,
+            _ => match class {
+                ErrorClass::Client => self.client,
+                ErrorClass::Overloaded => self.overloaded,
+                ErrorClass::Unavailable => self.unavailable,
+                ErrorClass::Timeout => self.timeout,
+            },
+        };
+        Some(build(
+            status,
+            &found.public_message(),
+            found.class.retry_after(),
+        ))
     }
 
     /// The response for any error: [`Self::try_respond`], else the unknown
@@ -180,6 +182,7 @@ fn build(status: StatusCode, msg: &str, retry_after: Option<Duration>) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timeout::error::Elapsed;
 
     #[test]
     fn retry_after_rounds_up_and_saturates() {
@@ -258,6 +261,80 @@ mod tests {
                 .status(),
             502
         );
+    }
+
+    /// A user's own error: its class, a retry-after, and a message that
+    /// must not reach the peer.
+    #[derive(Debug)]
+    struct Mine(ErrorClass, Option<Duration>);
+    impl std::fmt::Display for Mine {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("secret user data")
+        }
+    }
+    impl Error for Mine {}
+    impl crate::Classify for Mine {
+        fn error_class(&self) -> ErrorClass {
+            self.0
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            self.1
+        }
+    }
+
+    #[test]
+    fn users_errors_map_by_class() {
+        use crate::error::Classified;
+        let secs = |s| Some(Duration::from_secs(s));
+        let cases = [
+            (
+                Mine(ErrorClass::Client, None),
+                404,
+                None,
+                "request refused\n",
+            ),
+            (
+                Mine(ErrorClass::Overloaded, secs(2)),
+                503,
+                Some("2"),
+                "service overloaded\n",
+            ),
+            (
+                Mine(ErrorClass::Unavailable, secs(7)),
+                503,
+                Some("7"),
+                "service unavailable\n",
+            ),
+            (
+                Mine(ErrorClass::Timeout, None),
+                504,
+                None,
+                "request timed out\n",
+            ),
+        ];
+        for (mine, status, retry, body) in cases {
+            let class = mine.0;
+            let err = Classified::boxed(mine);
+            let rsp = error_response(&*err);
+            assert_eq!(rsp.status(), status, "{class:?}");
+            assert_eq!(
+                rsp.headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap()),
+                retry,
+                "{class:?}"
+            );
+            assert_eq!(rsp.body(), body, "{class:?}");
+        }
+        // the responder's settings apply to them too
+        let err = Classified::boxed(Mine(ErrorClass::Timeout, None));
+        assert_eq!(ErrorResponder::new().serving().respond(&*err).status(), 408);
+        let err = Classified::boxed(Mine(ErrorClass::Client, None));
+        let r = ErrorResponder::new().disabled_status(StatusCode::FORBIDDEN);
+        assert_eq!(r.respond(&*err).status(), 403);
+        // boxed bare, it is an error the family does not know
+        let bare: BoxError = Box::new(Mine(ErrorClass::Overloaded, None));
+        assert!(ErrorResponder::new().try_respond(&*bare).is_none());
     }
 
     #[tokio::test]

@@ -11,7 +11,8 @@
 //! - [`timeout`]: the [`TimeoutLayer`], which honours the smaller of its own
 //!   timeout and the request's deadline.
 //! - [`error`]: the rejection vocabulary ([`Rejected`], [`Elapsed`],
-//!   [`ErrorClass`]) and, in [`http`] and [`grpc`], its mapping to responses.
+//!   [`ErrorClass`]; your own errors through [`Classify`] and
+//!   [`Classified`]) and, in [`http`] and [`grpc`], its mapping to responses.
 //! - [`names`]: metric and span names; [`config`]: the configuration pattern.
 //!
 //! # Example
@@ -102,7 +103,7 @@ pub use crate::classify::{
 };
 pub use crate::config::ConfigError;
 pub use crate::deadline::{Deadline, DeadlinePolicy};
-pub use crate::error::{BoxError, Classify, ErrorClass, Rejected, RejectionKind};
+pub use crate::error::{BoxError, Classified, Classify, ErrorClass, Rejected, RejectionKind};
 pub use crate::priority::{
     FixedPriority, Priority, PriorityFromExtensions, PriorityPolicy, ReadPriority,
 };

@@ -202,11 +202,19 @@ async fn errors_never_call_the_inner_service() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn error_maps_to_500_over_http() {
+async fn error_maps_by_its_class() {
     let err: BoxError = ChaosError::new().into();
+    let found = resilience_core::error::find(&*err).expect("the family knows it");
+    assert_eq!(found.error_class(), ErrorClass::Unavailable);
     let rsp = resilience_core::http::error_response(&*err);
-    assert_eq!(rsp.status(), 500);
+    assert_eq!(rsp.status(), 503);
+    assert_eq!(rsp.body(), "injected fault\n");
     assert!(rsp.headers().get("retry-after").is_none());
+    #[cfg(feature = "grpc")]
+    assert_eq!(
+        resilience_core::grpc::into_status(ChaosError::new().into()).code(),
+        tonic::Code::Unavailable
+    );
     assert!(
         resilience_core::ClassifyErrors::new()
             .classify_error(&err)

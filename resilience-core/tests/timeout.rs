@@ -183,6 +183,23 @@ fn config_validation() {
             .field(),
         "name"
     );
+    // Over the family's longest duration (365 days).
+    let long = resilience_core::config::MAX_DURATION + Duration::from_secs(1);
+    let err = TimeoutConfig::builder().timeout(long).build().unwrap_err();
+    assert_eq!(err.field(), "timeout");
+    assert_eq!(err.reason(), "must be at most 365 days");
+    assert!(
+        TimeoutConfig::builder()
+            .timeout(Duration::MAX)
+            .build()
+            .is_err()
+    );
+    assert!(
+        TimeoutConfig::builder()
+            .timeout(resilience_core::config::MAX_DURATION)
+            .build()
+            .is_ok()
+    );
     let ok = TimeoutConfig::builder().name("inventory").build().unwrap();
     assert_eq!(ok.timeout(), TimeoutConfig::DEFAULT_TIMEOUT);
     assert_eq!(ok.name(), Some("inventory"));
@@ -198,6 +215,7 @@ fn config_deserializes_with_the_same_validation() {
     assert_eq!(c.timeout(), Duration::from_millis(1500));
     for bad in [
         r#"{"timeout": "0s"}"#,
+        r#"{"timeout": "8761h"}"#,
         r#"{"timeout": -1}"#,
         r#"{"timeout": "5 parsecs"}"#,
         r#"{"name": "a b"}"#,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
+use resilience_core::classify::OnOutcome;
 use resilience_core::{BoxError, ClassifyOutcome, Outcome, Rejected};
 
 use super::layer::ThrottleShared;
@@ -18,7 +19,8 @@ pin_project! {
     /// Response future of [`Throttle`](super::Throttle).
     ///
     /// In adaptive mode, counts the call as accepted when the backend did
-    /// not fail it. A call waiting for a paired breaker to close holds only
+    /// not fail it (at the end of the response body when the classifier
+    /// defers to it: a gRPC status in trailers). A call waiting for a paired breaker to close holds only
     /// its place among the waiting calls: dropping it gives that back and
     /// stops the wait.
     pub struct ResponseFuture<F, C, T> {
@@ -72,9 +74,15 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Some(inner) = this.inner.as_pin_mut() {
-            let result = ready!(inner.poll(cx)).map_err(Into::into);
+            let mut result = ready!(inner.poll(cx)).map_err(Into::into);
             if let Some((shared, classify, bucket)) = this.accept.take() {
-                if classify.classify(result.as_ref()) != Outcome::Failure {
+                let outcome = match &mut result {
+                    // A status in trailers: accepted (or not) at the end of
+                    // the body.
+                    Ok(rsp) => classify.classify_or_defer(rsp, &mut || late(&shared, bucket)),
+                    Err(e) => Some(classify.classify(Err(e))),
+                };
+                if outcome.is_some_and(|o| o != Outcome::Failure) {
                     shared.state.window.accept(bucket);
                 }
             }
@@ -86,6 +94,17 @@ where
         let rejected = this.rejected.take().expect("polled after completion");
         Poll::Ready(Err(rejected.into()))
     }
+}
+
+/// Counts the accept of a call whose outcome came with its body.
+#[cold]
+fn late(shared: &Arc<ThrottleShared>, bucket: Bucket) -> OnOutcome {
+    let shared = shared.clone();
+    Box::new(move |outcome| {
+        if outcome != Outcome::Failure {
+            shared.state.window.accept(bucket);
+        }
+    })
 }
 
 impl<F, C, T> fmt::Debug for ResponseFuture<F, C, T> {

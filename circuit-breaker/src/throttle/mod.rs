@@ -8,7 +8,10 @@
 //!   (requests - K * accepts) / (requests + 1))`, capped at a maximum
 //!   probability. Requests are counted above the throttle (refused ones
 //!   included); accepts are calls the backend did not fail, per the
-//!   classifier (a 4xx is an accept).
+//!   classifier (a 4xx is an accept). A gRPC status in trailers is read at
+//!   the end of the response body, as by the breaker (see the
+//!   [crate docs](crate#streaming-responses)): the accept is counted then,
+//!   and a body the caller drops early is an accept.
 //! - **Per priority**: each [`Priority`](resilience_core::Priority) has a
 //!   weight multiplying the rejection probability; by default the
 //!   sheddable levels take the full throttle and critical, critical-plus

@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use resilience_core::classify::ClassifyOutcome;
+use resilience_core::classify::{ClassifyOutcome, OnOutcome};
 use resilience_core::{BoxError, Rejected, RejectionKind};
 
 use super::pool::Stripe;
 
 pin_project! {
     /// The response of the endpoint a request went to; on completion its
-    /// outcome feeds that endpoint's passive health.
+    /// outcome feeds that endpoint's passive health (at the end of the
+    /// response body when the classifier defers to it: a gRPC status in
+    /// trailers).
     pub struct ResponseFuture<F, C> {
         #[pin]
         kind: Kind<F, C>,
@@ -70,10 +72,17 @@ where
                 stripe,
                 classify,
             } => {
-                let res = ready!(fut.poll(cx)).map_err(Into::into);
-                if let Some(stripe) = stripe {
-                    let outcome = classify.classify(res.as_ref());
-                    stripe.stats.record(outcome.is_failure());
+                let mut res = ready!(fut.poll(cx)).map_err(Into::into);
+                if let Some(held) = stripe.take() {
+                    // A status in trailers: the body records it when it ends.
+                    let mut held = Some(held);
+                    let outcome = match &mut res {
+                        Ok(rsp) => classify.classify_or_defer(rsp, &mut || late(&mut held)),
+                        Err(e) => Some(classify.classify(Err(e))),
+                    };
+                    if let (Some(outcome), Some(stripe)) = (outcome, held) {
+                        stripe.stats.record(outcome.is_failure());
+                    }
                 }
                 Poll::Ready(res)
             }
@@ -84,6 +93,18 @@ where
             }
         }
     }
+}
+
+/// Records the outcome of a call that came with its body, in the stats of
+/// the endpoint it went to.
+#[cold]
+fn late(held: &mut Option<Arc<Stripe>>) -> OnOutcome {
+    let stripe = held.take();
+    Box::new(move |outcome| {
+        if let Some(stripe) = stripe {
+            stripe.stats.record(outcome.is_failure());
+        }
+    })
 }
 
 impl<F, C> fmt::Debug for ResponseFuture<F, C> {

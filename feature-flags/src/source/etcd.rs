@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use http::Uri;
 use resilience_core::ConfigError;
+use resilience_core::config::validate_positive_duration;
 use resilience_core::etcd::{EtcdClient, Event, WatchMessage};
 use tracing::Instrument;
 
@@ -240,7 +241,8 @@ impl EtcdSourceBuilder {
     /// # Errors
     /// - `endpoint` is not an `http://host[:port]` URL (TLS is not supported)
     /// - `prefix` is empty
-    /// - `retry_interval` or `request_timeout` is zero
+    /// - `retry_interval` or `request_timeout` is zero or longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days)
     pub fn build(self) -> Result<EtcdSource, ConfigError> {
         let endpoint: Uri = self
             .endpoint
@@ -255,18 +257,8 @@ impl EtcdSourceBuilder {
         if self.prefix.is_empty() {
             return Err(ConfigError::new("prefix", "must not be empty"));
         }
-        if self.retry.is_zero() {
-            return Err(ConfigError::new(
-                "retry_interval",
-                "must be greater than zero",
-            ));
-        }
-        if self.timeout.is_zero() {
-            return Err(ConfigError::new(
-                "request_timeout",
-                "must be greater than zero",
-            ));
-        }
+        validate_positive_duration("retry_interval", self.retry)?;
+        validate_positive_duration("request_timeout", self.timeout)?;
         Ok(EtcdSource {
             endpoint,
             prefix: self.prefix,
@@ -297,6 +289,28 @@ mod tests {
             .retry_interval(Duration::ZERO)
             .build();
         assert_eq!(zero.unwrap_err().field(), "retry_interval");
+        let zero = EtcdSource::builder("http://h:1", "/f/")
+            .request_timeout(Duration::ZERO)
+            .build();
+        assert_eq!(zero.unwrap_err().field(), "request_timeout");
+    }
+
+    #[test]
+    fn durations_are_at_most_365_days() {
+        let long = resilience_core::config::MAX_DURATION + Duration::from_secs(1);
+        let b = || EtcdSource::builder("http://h:1", "/f/");
+        let err = b().retry_interval(long).build().unwrap_err();
+        assert_eq!(
+            (err.field(), err.reason()),
+            ("retry_interval", "must be at most 365 days")
+        );
+        let err = b().request_timeout(Duration::MAX).build().unwrap_err();
+        assert_eq!(
+            (err.field(), err.reason()),
+            ("request_timeout", "must be at most 365 days")
+        );
+        let max = resilience_core::config::MAX_DURATION;
+        assert!(b().retry_interval(max).request_timeout(max).build().is_ok());
     }
 
     #[test]

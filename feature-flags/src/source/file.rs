@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use resilience_core::ConfigError;
+use resilience_core::config::validate_positive_duration;
 use tracing::Instrument;
 
 use super::{SourceHandle, Status};
@@ -177,12 +178,11 @@ impl FileSourceBuilder {
     /// Validates the source.
     ///
     /// # Errors
-    /// - `interval` is zero
+    /// - `interval` is zero or longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days)
     /// - `path` is empty
     pub fn build(self) -> Result<FileSource, ConfigError> {
-        if self.interval.is_zero() {
-            return Err(ConfigError::new("interval", "must be greater than zero"));
-        }
+        validate_positive_duration("interval", self.interval)?;
         if self.path.as_os_str().is_empty() {
             return Err(ConfigError::new("path", "must not be empty"));
         }

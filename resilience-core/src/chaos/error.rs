@@ -14,10 +14,10 @@ use crate::error::{Classify, ErrorClass};
 ///   [`ClassifyErrors`](crate::ClassifyErrors) counts it as a
 ///   [`Failure`](crate::Outcome::Failure): a circuit breaker above the chaos
 ///   layer opens on injected errors as it would on real ones;
-/// - over HTTP, [`error_response`](crate::http::error_response) answers
-///   `500` with a generic body, as for any internal error of the callee
-///   (it is not a rejection, so there is no `503` and no `Retry-After`);
-///   over gRPC, `grpc::into_status` gives `UNKNOWN`.
+/// - [`error::find`](crate::error::find) knows it, so it maps by its class:
+///   over HTTP, [`error_response`](crate::http::error_response) answers
+///   `503` (no `Retry-After`: it carries none) with the body
+///   `injected fault`; over gRPC, `grpc::into_status` gives `UNAVAILABLE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChaosError {
     _priv: (),

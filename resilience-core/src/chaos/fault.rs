@@ -1,7 +1,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, MAX_DURATION, validate_duration};
 use crate::priority::Priority;
 
 /// What the [chaos layer](super) does to the requests it affects: added
@@ -30,7 +30,9 @@ use crate::priority::Priority;
 ///
 /// The infallible constructors never panic: [`Fault::errors`] and
 /// [`Fault::fraction`] clamp to `0.0..=1.0` and read NaN as `0.0`;
-/// [`Fault::latency_between`] swaps bounds given in the wrong order. The
+/// [`Fault::latency_between`] swaps bounds given in the wrong order; a
+/// latency longer than [`MAX_DURATION`](crate::config::MAX_DURATION) (365
+/// days, the family's longest configured duration) is cut to it. The
 /// `try_*` versions reject such input with a [`ConfigError`] instead, for
 /// values that come from an operator.
 ///
@@ -50,6 +52,7 @@ use crate::priority::Priority;
 /// assert_eq!(Fault::errors(f64::NAN).error_rate(), 0.0);
 /// assert!(Fault::try_errors(1.7).is_err());
 /// assert!(Fault::try_latency_between(Duration::from_secs(2), Duration::from_secs(1)).is_err());
+/// assert!(Fault::try_latency(Duration::from_secs(400 * 24 * 3600)).is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fault {
@@ -63,9 +66,19 @@ pub struct Fault {
 // === impl Fault ===
 
 impl Fault {
-    /// Adds a fixed `delay` to every affected request.
+    /// Adds a fixed `delay` to every affected request (at most
+    /// [`MAX_DURATION`]; see [`Fault::try_latency`]).
     pub const fn latency(delay: Duration) -> Self {
         Self::none().and_latency(delay)
+    }
+
+    /// [`Fault::latency`], rejecting a delay longer than [`MAX_DURATION`].
+    ///
+    /// # Errors
+    /// - `delay` is longer than [`MAX_DURATION`] (365 days)
+    pub fn try_latency(delay: Duration) -> Result<Self, ConfigError> {
+        validate_duration("latency", delay)?;
+        Ok(Self::latency(delay))
     }
 
     /// Adds a delay drawn uniformly from `min..max` to every affected
@@ -75,10 +88,12 @@ impl Fault {
         Self::none().and_latency_between(min, max)
     }
 
-    /// [`Fault::latency_between`], rejecting bounds in the wrong order.
+    /// [`Fault::latency_between`], rejecting bounds in the wrong order or
+    /// too long.
     ///
     /// # Errors
     /// - `min` is greater than `max`
+    /// - `max` is longer than [`MAX_DURATION`] (365 days)
     pub fn try_latency_between(min: Duration, max: Duration) -> Result<Self, ConfigError> {
         check_latency(min, max)?;
         Ok(Self::latency_between(min, max))
@@ -144,17 +159,20 @@ impl Fault {
         self
     }
 
-    /// Adds (or replaces) a fixed latency.
+    /// Adds (or replaces) a fixed latency, cut to [`MAX_DURATION`].
     #[must_use]
     pub const fn and_latency(mut self, delay: Duration) -> Self {
+        let delay = at_most_max(delay);
         self.latency = Some((delay, delay));
         self
     }
 
     /// Adds (or replaces) a latency drawn uniformly from `min..max`; bounds
-    /// in the wrong order are swapped.
+    /// in the wrong order are swapped, bounds over [`MAX_DURATION`] cut to
+    /// it.
     #[must_use]
     pub fn and_latency_between(mut self, min: Duration, max: Duration) -> Self {
+        let (min, max) = (at_most_max(min), at_most_max(max));
         self.latency = Some(if min <= max { (min, max) } else { (max, min) });
         self
     }
@@ -244,13 +262,21 @@ fn check_unit(field: &'static str, x: f64) -> Result<(), ConfigError> {
 }
 
 fn check_latency(min: Duration, max: Duration) -> Result<(), ConfigError> {
-    if min <= max {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
+    if min > max {
+        return Err(ConfigError::new(
             "latency",
             "the minimum must not exceed the maximum",
-        ))
+        ));
+    }
+    validate_duration("latency", max)
+}
+
+/// `d`, or [`MAX_DURATION`] if it is longer.
+const fn at_most_max(d: Duration) -> Duration {
+    if d.as_nanos() > MAX_DURATION.as_nanos() {
+        MAX_DURATION
+    } else {
+        d
     }
 }
 
@@ -291,6 +317,34 @@ mod tests {
             Some((MS, 2 * MS))
         );
         assert!(Fault::try_latency_between(MS, MS).is_ok());
+    }
+
+    #[test]
+    fn latency_is_at_most_the_familys_longest_duration() {
+        let long = MAX_DURATION + MS;
+        let err = Fault::try_latency(long).unwrap_err();
+        assert_eq!(
+            (err.field(), err.reason()),
+            ("latency", "must be at most 365 days")
+        );
+        assert!(Fault::try_latency(MAX_DURATION).is_ok());
+        let err = Fault::try_latency_between(MS, long).unwrap_err();
+        assert_eq!(err.field(), "latency");
+        assert!(Fault::try_latency_between(MS, Duration::MAX).is_err());
+        assert!(Fault::try_latency_between(MS, MAX_DURATION).is_ok());
+        // The infallible ones cut it.
+        assert_eq!(
+            Fault::latency(Duration::MAX).latency_range(),
+            Some((MAX_DURATION, MAX_DURATION))
+        );
+        assert_eq!(
+            Fault::latency_between(long, MS).latency_range(),
+            Some((MS, MAX_DURATION))
+        );
+        assert_eq!(
+            Fault::errors(1.0).and_latency(long).latency_range(),
+            Some((MAX_DURATION, MAX_DURATION))
+        );
     }
 
     #[test]

@@ -101,8 +101,8 @@
 //!
 //! [`ChaosError`], class [`Unavailable`](crate::ErrorClass::Unavailable): it
 //! counts against the callee; [`http::error_response`](crate::http::error_response)
-//! answers `500`, as for any internal failure of the callee. Inner errors
-//! pass through unchanged as `BoxError`. An aborted request never
+//! answers `503` (without `Retry-After`), `grpc::into_status` gives
+//! `UNAVAILABLE`. Inner errors pass through unchanged as `BoxError`. An aborted request never
 //! completes: put a [`TimeoutLayer`](crate::TimeoutLayer) above.
 //!
 //! # Metrics

@@ -67,6 +67,7 @@ pub use serde_json::Value;
 use serde_json::json;
 
 use crate::BoxError;
+use crate::config::{ConfigError, validate_positive_duration};
 
 #[cfg(feature = "etcd-server")]
 mod server;
@@ -148,7 +149,9 @@ impl EtcdClient {
     /// Connections use TCP keepalive (30s), so a watch on a peer that
     /// vanished without closing the connection eventually fails.
     ///
-    /// With no endpoint, every call fails.
+    /// With no endpoint, every call fails. The timeout is taken as given
+    /// (a zero timeout fails every call); [`EtcdClient::try_new`] checks a
+    /// timeout that comes from configuration.
     pub fn new(bases: Vec<String>, timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -159,6 +162,30 @@ impl EtcdClient {
             timeout,
             http: Client::builder(TokioExecutor::new()).build(connector),
         }
+    }
+
+    /// [`EtcdClient::new`], with the timeout checked by the family's rule
+    /// for configured durations.
+    ///
+    /// # Errors
+    /// - `timeout` is zero or longer than
+    ///   [`MAX_DURATION`](crate::config::MAX_DURATION) (365 days)
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilience_core::etcd::EtcdClient;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let bases = vec!["http://127.0.0.1:2379".to_owned()];
+    /// assert!(EtcdClient::try_new(bases.clone(), Duration::from_secs(5)).is_ok());
+    /// let err = EtcdClient::try_new(bases, Duration::ZERO).unwrap_err();
+    /// assert_eq!(err.field(), "timeout");
+    /// # }
+    /// ```
+    pub fn try_new(bases: Vec<String>, timeout: Duration) -> Result<Self, ConfigError> {
+        validate_positive_duration("timeout", timeout)?;
+        Ok(Self::new(bases, timeout))
     }
 
     /// The endpoints this client calls.

@@ -196,6 +196,21 @@ async fn lease_calls_check_their_answers() {
 }
 
 #[tokio::test]
+async fn try_new_checks_the_timeout() {
+    let bases = || vec!["http://127.0.0.1:1".to_owned()];
+    assert!(EtcdClient::try_new(bases(), Duration::from_secs(2)).is_ok());
+    assert!(EtcdClient::try_new(bases(), crate::config::MAX_DURATION).is_ok());
+    let err = EtcdClient::try_new(bases(), Duration::ZERO).unwrap_err();
+    assert_eq!(err.field(), "timeout");
+    let long = crate::config::MAX_DURATION + Duration::from_secs(1);
+    let err = EtcdClient::try_new(bases(), long).unwrap_err();
+    assert_eq!(
+        (err.field(), err.reason()),
+        ("timeout", "must be at most 365 days")
+    );
+}
+
+#[tokio::test]
 async fn no_endpoint_is_an_error() {
     let c = EtcdClient::new(Vec::new(), Duration::from_secs(1));
     assert!(c.range_prefix("/p/").await.is_err());

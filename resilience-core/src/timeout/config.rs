@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use crate::config::{ConfigError, validate_name};
+use crate::config::{ConfigError, validate_name, validate_positive_duration};
 
 /// Validated configuration of a [`TimeoutLayer`](super::TimeoutLayer).
 ///
@@ -114,12 +114,11 @@ impl TimeoutConfigBuilder {
     /// Validates the configuration.
     ///
     /// # Errors
-    /// - `timeout` is zero
+    /// - `timeout` is zero or longer than
+    ///   [`MAX_DURATION`](crate::config::MAX_DURATION) (365 days)
     /// - `name` is not 1 to 64 characters of `[A-Za-z0-9_.-]`
     pub fn build(self) -> Result<TimeoutConfig, ConfigError> {
-        if self.timeout.is_zero() {
-            return Err(ConfigError::new("timeout", "must be greater than zero"));
-        }
+        validate_positive_duration("timeout", self.timeout)?;
         if let Some(name) = &self.name {
             validate_name("name", name)?;
         }

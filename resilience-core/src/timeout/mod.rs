@@ -48,6 +48,14 @@
 //! `tower::timeout`. A request whose deadline has already passed fails in
 //! `call`, without reaching the inner service.
 //!
+//! # Streaming bodies
+//!
+//! The timeout covers the call up to its response's headers: once they have
+//! arrived the response future is done, and a body that streams (or stalls)
+//! after that is not timed out by this layer. Bound a streaming body on its
+//! own (a gRPC client's deadline, a body timeout). See
+//! [`classify`](crate::classify#streaming-bodies) for what each layer covers.
+//!
 //! # Clone semantics
 //!
 //! The layer and the service are plain values: cloning copies the timeout.
