@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use resilience_core::{BoxError, ClassifyOutcome, Rejected};
+use resilience_core::{BoxError, ClassifyOutcome};
 
 use crate::handle::Breaker;
 use crate::state::Permit;
@@ -42,8 +42,8 @@ pin_project! {
             inner: F,
             recorder: Option<Recorder<C>>,
         },
-        /// Refused.
-        Rejected { rejected: Option<Rejected> },
+        /// Refused (or called without `poll_ready`).
+        Rejected { rejected: Option<BoxError> },
     }
 }
 
@@ -99,7 +99,7 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
-    pub(crate) fn rejected(rejected: Rejected) -> Self {
+    pub(crate) fn rejected(rejected: BoxError) -> Self {
         Self {
             kind: Kind::Rejected {
                 rejected: Some(rejected),
@@ -132,7 +132,7 @@ where
             }
             KindProj::Rejected { rejected } => {
                 let rejected = rejected.take().expect("polled after completion");
-                Poll::Ready(Err(rejected.into()))
+                Poll::Ready(Err(rejected))
             }
         }
     }

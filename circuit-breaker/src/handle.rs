@@ -110,21 +110,18 @@ impl Shared {
     fn rejected(&self, refusal: Refusal) -> Rejected {
         self.metrics.rejected();
         tracing::debug!(name = %self.name, reason = refusal.reason, "circuit breaker rejected a call");
-        let r = Rejected::new(RejectionKind::CircuitOpen, refusal.reason);
-        match refusal.retry_after {
-            Some(after) => r.with_retry_after(after),
-            None => r,
-        }
+        Rejected::new(RejectionKind::CircuitOpen, refusal.reason)
+            .with_retry_after(refusal.retry_after)
     }
 
     /// The rejection of a call whose `poll_ready` did not poll the inner
     /// service (the circuit was failing fast then).
     #[cold]
-    pub(crate) fn not_polled(&self, now: Instant) -> Rejected {
+    pub(crate) fn refused_when_polled(&self, now: Instant) -> Rejected {
         let refusal = self.core.fails_fast(now).unwrap_or(Refusal {
             // It stopped failing fast since: ask again.
             reason: "circuit open when polled",
-            retry_after: Some(Duration::ZERO),
+            retry_after: Duration::ZERO,
         });
         self.rejected(refusal)
     }
@@ -159,6 +156,11 @@ impl Shared {
     /// Gives back a cancelled call's probe slot.
     pub(crate) fn release(&self, permit: &Permit) {
         self.core.release(permit);
+    }
+
+    /// The breaker's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     #[cold]
@@ -285,7 +287,9 @@ impl CircuitBreakerHandle {
     }
 
     /// Holds the circuit open until [`reset`](Self::reset) or another switch:
-    /// every call fails fast.
+    /// every call fails fast, with the configured first open period
+    /// ([`open_for`](crate::CircuitBreakerConfigBuilder::open_for)) as its
+    /// `retry_after` (an HTTP 503 carries it as `Retry-After`).
     pub fn force_open(&self) {
         self.shared.set_state(CircuitState::ForcedOpen);
     }

@@ -89,10 +89,13 @@
 //!   that gets readiness and does not call holds none.
 //! - Optionally, after closing, a **recovery ramp** admits a share of
 //!   traffic rising from a start share to 100%.
-//! - An operator can **force open**, **disable** (pass everything, record
-//!   nothing) or switch to **metrics-only** (record, never open) at run
-//!   time through a [`CircuitBreakerHandle`], which also gives a
-//!   [`Snapshot`] and transition events.
+//! - An operator can **force open** (every call fails fast, with the
+//!   first open period,
+//!   [`open_for`](CircuitBreakerConfigBuilder::open_for), as `retry_after`),
+//!   **disable** (pass everything, record nothing) or switch to
+//!   **metrics-only** (record, never open) at run time through a
+//!   [`CircuitBreakerHandle`], which also gives a [`Snapshot`] and
+//!   transition events.
 //!
 //! # Performance
 //!
@@ -161,7 +164,7 @@
 //! # Errors
 //!
 //! Rejections are [`resilience_core::Rejected`] (kind `CircuitOpen` for the
-//! breaker, `Throttled` for the throttle) with a `retry_after` where known;
+//! breaker, `Throttled` for the throttle), always with a `retry_after`;
 //! services return `BoxError` and pass inner errors through unchanged. Map
 //! them with [`resilience_core::http::handle_error`] or
 //! `resilience_core::grpc::into_status`.
@@ -195,6 +198,7 @@
 
 mod buckets;
 mod config;
+pub mod error;
 pub mod future;
 mod handle;
 mod layer;

@@ -162,11 +162,12 @@ impl Transition {
     }
 }
 
-/// Why a call was refused, and when trying again makes sense.
+/// Why a call was refused, and when trying again makes sense: every
+/// refusal carries a hint (an HTTP 503 gets its `Retry-After`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refusal {
     pub(crate) reason: &'static str,
-    pub(crate) retry_after: Option<Duration>,
+    pub(crate) retry_after: Duration,
 }
 
 /// What an admitted call must do when it completes, packed in one word:
@@ -623,19 +624,27 @@ impl Core {
     /// half-open).
     pub(crate) fn fails_fast(&self, now: Instant) -> Option<Refusal> {
         match self.ctrl.load(Ordering::Acquire) & 0xff {
-            FORCED_OPEN => Some(Refusal {
-                reason: "forced open",
-                retry_after: None,
-            }),
+            FORCED_OPEN => Some(self.forced_open()),
             OPEN => {
                 let until = self.open_until.load(Ordering::Acquire);
                 let now_ns = self.nanos(now);
                 (now_ns < until).then(|| Refusal {
                     reason: "failure threshold exceeded",
-                    retry_after: Some(Duration::from_nanos(until - now_ns)),
+                    retry_after: Duration::from_nanos(until - now_ns),
                 })
             }
             _ => None,
+        }
+    }
+
+    /// The refusal of a call while forced open. The operator's switch has
+    /// no end the breaker knows of: the hint is the first open period
+    /// ([`CircuitBreakerConfigBuilder::open_for`](crate::CircuitBreakerConfigBuilder::open_for)),
+    /// what a tripped breaker would ask of its callers.
+    fn forced_open(&self) -> Refusal {
+        Refusal {
+            reason: "forced open",
+            retry_after: self.params.open_for,
         }
     }
 
@@ -714,19 +723,13 @@ impl Core {
                     let p = Permit::new(epoch, PermitKind::Untracked, 0);
                     return (Ok(p), transition);
                 }
-                FORCED_OPEN => {
-                    let r = Refusal {
-                        reason: "forced open",
-                        retry_after: None,
-                    };
-                    return (Err(r), transition);
-                }
+                FORCED_OPEN => return (Err(self.forced_open()), transition),
                 OPEN => {
                     let until = self.open_until.load(Ordering::Acquire);
                     if now_ns < until {
                         let r = Refusal {
                             reason: "failure threshold exceeded",
-                            retry_after: Some(Duration::from_nanos(until - now_ns)),
+                            retry_after: Duration::from_nanos(until - now_ns),
                         };
                         return (Err(r), transition);
                     }
@@ -749,9 +752,10 @@ impl Core {
             }
             ctrl = self.ctrl.load(Ordering::Acquire);
         }
+        // The state kept changing under this call: ask again at once.
         let r = Refusal {
             reason: "state changing",
-            retry_after: None,
+            retry_after: Duration::ZERO,
         };
         (Err(r), transition)
     }
@@ -771,7 +775,7 @@ impl Core {
                 let until = self.half_open_until.load(Ordering::Acquire);
                 return Err(Refusal {
                     reason: "half-open, probes in flight",
-                    retry_after: Some(Duration::from_nanos(until.saturating_sub(now_ns))),
+                    retry_after: Duration::from_nanos(until.saturating_sub(now_ns)),
                 });
             }
             match self.probes_admitted.compare_exchange_weak(
@@ -812,7 +816,7 @@ impl Core {
         } else {
             Err(Refusal {
                 reason: "recovering",
-                retry_after: Some(Duration::from_nanos(ramp - elapsed).min(Duration::from_secs(1))),
+                retry_after: Duration::from_nanos(ramp - elapsed).min(Duration::from_secs(1)),
             })
         }
     }
@@ -1420,7 +1424,7 @@ mod tests {
         }
         assert_eq!(c.state(), CircuitState::Open);
         let (r, _) = c.acquire(&clock);
-        assert_eq!(r.unwrap_err().retry_after, Some(Duration::from_secs(1)));
+        assert_eq!(r.unwrap_err().retry_after, Duration::from_secs(1));
 
         let later = || t0 + Duration::from_secs(1);
         let (p1, t) = c.acquire(&later);
