@@ -1175,8 +1175,8 @@ impl Core {
             secs *= 1.0 + p.jitter * (2.0 * u - 1.0);
             secs = secs.min(max);
         }
-        // Huge configured durations (up to `Duration::MAX`) saturate rather
-        // than panic.
+        // Huge open periods (a configured 365 days times a large multiplier)
+        // saturate at the cap rather than panic.
         Duration::try_from_secs_f64(secs.max(1e-6))
             .unwrap_or(p.max_open_for)
             .min(p.max_open_for)
@@ -1523,14 +1523,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn huge_durations_saturate() {
+        use resilience_core::config::MAX_DURATION;
         let t0 = Instant::now();
         let c = core(
             CircuitBreakerConfig::builder()
                 .consecutive_failures(1)
                 .half_open_probes(1)
-                .open_for(Duration::MAX)
-                .max_open_for(Duration::MAX)
-                .recovery_ramp(Duration::MAX),
+                .open_for(MAX_DURATION)
+                .max_open_for(MAX_DURATION)
+                .recovery_ramp(MAX_DURATION),
             t0,
         );
         let clock = || t0;
@@ -1538,7 +1539,7 @@ mod tests {
             let p = c.acquire(&clock).0.unwrap();
             c.record(&p, true, false, &clock).unwrap();
             let left = c.time_until_half_open(t0).unwrap();
-            assert!(left > Duration::from_secs(100 * 365 * 86400), "{left:?}");
+            assert!(left > MAX_DURATION - Duration::from_secs(1), "{left:?}");
             assert!(c.acquire(&clock).0.is_err());
             // the ramp saturates too: half-open, close, ramp
             c.set_state(CircuitState::HalfOpen, t0);
@@ -1548,7 +1549,7 @@ mod tests {
                 CircuitState::Closed
             );
             assert!(c.is_ramping());
-            let _ = c.acquire(&|| t0 + Duration::from_secs(3600));
+            let _ = c.acquire(&|| t0 + MAX_DURATION / 2);
             assert!(c.is_ramping());
             c.set_state(CircuitState::Closed, t0);
         }
@@ -1556,8 +1557,8 @@ mod tests {
         let c = Core::new(
             &CircuitBreakerConfig::builder()
                 .consecutive_failures(1)
-                .open_for(Duration::from_secs(u64::MAX / 2))
-                .max_open_for(Duration::MAX)
+                .open_for(MAX_DURATION / 2)
+                .max_open_for(MAX_DURATION)
                 .backoff_multiplier(1e300)
                 .jitter(0.5)
                 .build()

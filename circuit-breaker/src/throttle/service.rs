@@ -131,8 +131,9 @@ impl<S, C, P, D> Throttle<S, C, P, D> {
             );
         };
         let now = Instant::now();
-        // A huge `max_wait` (up to `Duration::MAX`) saturates: no limit but
-        // the deadline.
+        // `max_wait` is at most 365 days (validated), which any instant can
+        // take; should the sum still overflow, there is no limit but the
+        // deadline.
         let mut limit = now.checked_add(max_wait);
         if let Some(d) = self.read_deadline.read_deadline(&req) {
             limit = Some(limit.map_or(d.instant(), |l| l.min(d.instant())));
