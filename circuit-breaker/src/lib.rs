@@ -149,6 +149,16 @@
 //! // errors: map with resilience_core::grpc::into_status
 //! ```
 //!
+//! # One breaker per endpoint
+//!
+//! A [`CircuitBreakerLayer`] is one breaker, however often it is cloned:
+//! in front of a balancer, it protects the caller from the dependency as a
+//! whole. To protect each instance separately (one bad instance opens only
+//! its own circuit), make each endpoint's service with
+//! [`EndpointBreakers::layer_for`], which keeps one state per endpoint,
+//! drops it when the endpoint's service is gone, and lists them all
+//! ([`EndpointBreakersHandle`]).
+//!
 //! # Throttles
 //!
 //! [`throttle::ThrottleLayer`] refuses a share of calls on the client side:
@@ -160,6 +170,8 @@
 //! A [`CircuitBreakerLayer`] owns one breaker state (behind an `Arc`).
 //! Cloning the layer, or the services it makes, shares that state; so do
 //! [`CircuitBreakerHandle`]s. A service clone holds no admission of its own.
+//! [`EndpointBreakers`] keeps one state per endpoint key; its clones share
+//! the registry of those states.
 //!
 //! # Errors
 //!
@@ -181,6 +193,10 @@
 //! | `resilience_circuit_breaker_calls_total` | counter | `name`, `outcome` = `success`\|`failure`\|`rejected` |
 //! | `resilience_throttle_rejected_total` | counter | `name`, `priority` |
 //!
+//! The breakers of an [`EndpointBreakers`] add an `endpoint` label (the
+//! endpoint's key) to the breaker metrics; when an endpoint's state is
+//! dropped, its state gauges are set to 0.
+//!
 //! Every transition is also logged with `tracing::info!`; rejections with
 //! `debug!`.
 //!
@@ -189,7 +205,8 @@
 //! - `metrics` (default): emit metrics through the `metrics` facade.
 //! - `serde`: deserialize configurations, through the builders' validation.
 //! - `snapshot`: `resilience_core::snapshot::LayerSnapshot` for
-//!   [`CircuitBreakerHandle`] (kind `circuit_breaker`) and
+//!   [`CircuitBreakerHandle`] (kind `circuit_breaker`),
+//!   [`EndpointBreakersHandle`] (kind `endpoint_breakers`) and
 //!   [`ThrottleHandle`](throttle::ThrottleHandle) (kind `throttle`), and
 //!   `serde::Serialize` for their snapshots, so a `SnapshotRegistry` serves
 //!   them in its `/resilience` document.
@@ -198,6 +215,7 @@
 
 mod buckets;
 mod config;
+mod endpoints;
 pub mod error;
 pub mod future;
 mod handle;
@@ -215,6 +233,7 @@ use resilience_core::{BoxError, ClassifyOutcome, Outcome, classify::classify_err
 pub use crate::config::{
     CircuitBreakerConfig, CircuitBreakerConfigBuilder, SlidingWindow, WindowType,
 };
+pub use crate::endpoints::{EndpointBreakers, EndpointBreakersHandle, EndpointBreakersSnapshot};
 pub use crate::handle::{CircuitBreakerHandle, Snapshot};
 pub use crate::layer::CircuitBreakerLayer;
 pub use crate::service::CircuitBreaker;
