@@ -597,3 +597,88 @@ async fn axum_router_maps_throttled_to_429() {
 }
 
 use tower::Layer;
+
+/// A service that is neither `Clone` nor `Send`, whose futures and requests
+/// are not `Send` either (a connection kept in an `Rc`, say).
+struct Local {
+    calls: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+type LocalReq = Request<std::rc::Rc<()>>;
+
+impl Service<LocalReq> for Local {
+    type Response = Rsp;
+    type Error = resilience_core::BoxError;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Rsp, Self::Error>>>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: LocalReq) -> Self::Future {
+        let calls = self.calls.clone();
+        Box::pin(async move {
+            let _body: std::rc::Rc<()> = req.into_body();
+            tokio::task::yield_now().await;
+            calls.set(calls.get() + 1);
+            Ok(Response::new(()))
+        })
+    }
+}
+
+/// A throttle that never waits asks nothing of its inner service but being
+/// a `Service`: here one that is not `Clone`, with `!Send` futures and
+/// requests, in fixed and adaptive mode.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_throttle_without_wait_for_works_over_any_service() {
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let local_req = |p: Priority| {
+        let mut r = Request::new(std::rc::Rc::new(()));
+        r.extensions_mut().insert(p);
+        r
+    };
+
+    let fixed = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .allow_percent(0.0)
+            .build()
+            .unwrap(),
+    );
+    let mut svc = fixed.layer(Local {
+        calls: calls.clone(),
+    });
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(local_req(Priority::Sheddable))
+        .await
+        .unwrap_err();
+    assert!(err.is::<Rejected>());
+    svc.ready()
+        .await
+        .unwrap()
+        .call(local_req(Priority::Critical))
+        .await
+        .unwrap();
+    assert_eq!(calls.get(), 1);
+
+    let adaptive = ThrottleLayer::new(ThrottleConfig::builder().adaptive().build().unwrap());
+    let handle = adaptive.handle();
+    let mut svc = adaptive.layer(Local {
+        calls: calls.clone(),
+    });
+    for _ in 0..3 {
+        svc.ready()
+            .await
+            .unwrap()
+            .call(local_req(Priority::Sheddable))
+            .await
+            .unwrap();
+    }
+    assert_eq!(calls.get(), 4);
+    assert_eq!(handle.counts(), (3, 3));
+}

@@ -24,7 +24,12 @@
 //!   through again they go through the normal admission (and are counted
 //!   in the adaptive window then), so they are not all released at once.
 //!   At most [`max_waiters`](ThrottleConfigBuilder::max_waiters) calls wait;
-//!   more are refused at once.
+//!   more are refused at once. A waiting call runs in a boxed future on a
+//!   clone of the inner service, so only a layer paired this way
+//!   ([`WaitFor`]) needs an inner service that is `Clone + Send + 'static`
+//!   (with `Send + 'static` futures, responses and requests); without
+//!   `wait_for` ([`NoWait`], the default) the throttle works over any
+//!   service.
 //!
 //! # Requests without a priority are not throttled
 //!
@@ -154,6 +159,6 @@ mod service;
 mod state;
 
 pub use self::config::{ThrottleConfig, ThrottleConfigBuilder, ThrottleMode};
-pub use self::layer::{ThrottleHandle, ThrottleLayer, ThrottleSnapshot};
+pub use self::layer::{NoWait, ThrottleHandle, ThrottleLayer, ThrottleSnapshot, WaitFor};
 pub use self::service::Throttle;
 pub use resilience_core::priority::{FixedPriority, PriorityFromExtensions, ReadPriority};
