@@ -228,6 +228,29 @@ async fn adaptive_follows_the_sre_formula() {
     assert!((h.reject_probability(Priority::Sheddable) - want).abs() < 1e-9);
 }
 
+/// Against a backend that answers only 503, a burst of sheddable calls in
+/// one instant (no time passes, nobody reads the handle) is throttled as
+/// the handle reports: the decision follows the window call by call.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_burst_against_a_failing_backend_is_throttled_at_once() {
+    let layer = ThrottleLayer::new(ThrottleConfig::builder().adaptive().build().unwrap())
+        .with_priority(FixedPriority(Priority::Sheddable));
+    let h = layer.handle();
+    let mut failing = layer.layer(status_service(503));
+    let mut passed = 0;
+    for _ in 0..2000 {
+        let req = Request::new(());
+        if failing.ready().await.unwrap().call(req).await.is_ok() {
+            passed += 1;
+        }
+    }
+    // the first calls pass while the window fills (p = n / (n + 1) reaches
+    // the 0.9 cap after 9), then about 1 in 10
+    assert!((100..=350).contains(&passed), "about 10% pass: {passed}");
+    assert_eq!(h.counts(), (2000, 0));
+    assert_eq!(h.reject_probability(Priority::Sheddable), 0.9);
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn waits_for_the_paired_breaker_to_close() {
     let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default());

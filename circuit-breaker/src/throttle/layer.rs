@@ -316,7 +316,8 @@ impl ThrottleHandle {
         self.shared.state.allow_percent()
     }
 
-    /// The probability that a call of `priority` is refused now.
+    /// The probability that a call of `priority` is refused now: the one
+    /// the next call's admission uses.
     pub fn reject_probability(&self, priority: Priority) -> f64 {
         self.shared
             .state

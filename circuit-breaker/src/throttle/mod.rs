@@ -8,7 +8,12 @@
 //!   (requests - K * accepts) / (requests + 1))`, capped at a maximum
 //!   probability. Requests are counted above the throttle (refused ones
 //!   included); accepts are calls the backend did not fail, per the
-//!   classifier (a 4xx is an accept).
+//!   classifier (a 4xx is an accept). Each call decides on the window as it
+//!   is then, every request and accept counted before it included, and
+//!   [`ThrottleHandle::reject_probability`] reports the probability the
+//!   next call gets: a change in the accept ratio acts on the next call.
+//!   The decision costs a clock read and a few loads; the buckets are
+//!   summed only once per bucket of time.
 //! - **Per priority**: each [`Priority`](resilience_core::Priority) has a
 //!   weight multiplying the rejection probability; by default the
 //!   sheddable levels take the full throttle and critical, critical-plus
