@@ -179,7 +179,9 @@
 //! breaker, `Throttled` for the throttle), always with a `retry_after`;
 //! services return `BoxError` and pass inner errors through unchanged. Map
 //! them with [`resilience_core::http::handle_error`] or
-//! `resilience_core::grpc::into_status`.
+//! `resilience_core::grpc::into_status`. A breaker called without a ready
+//! `poll_ready` first (a bug in the caller) fails with
+//! [`error::NotPolled`], which it does not count.
 //!
 //! # Metrics
 //!
