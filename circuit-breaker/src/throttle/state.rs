@@ -27,9 +27,14 @@ use crate::sync::{AtomicU64, Ordering};
 /// An accept is counted in its request's bucket. When a call completes in a
 /// later tick than it started (a *late* accept), its bucket is one of the
 /// earlier buckets: the accept is added to the kept sum as well, so it also
-/// counts at once. (A late accept that races with the sums being taken for
-/// a new tick may be counted twice or not at all until the next tick's
-/// sums: a bounded, passing error of one accept.)
+/// counts at once.
+///
+/// Single-threaded, the totals equal a full recount (a property test checks
+/// it). Across threads, an event counted in the previous bucket while
+/// another call takes the sums for the new tick (a request decided just
+/// before the tick changed, a late accept) may be missed, or an accept
+/// counted twice, until the next tick's sums: a passing error bounded by
+/// the calls that race the tick change.
 pub(crate) struct AdaptiveWindow {
     base: Instant,
     ring: Ring,
