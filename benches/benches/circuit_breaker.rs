@@ -332,7 +332,8 @@ fn bench(c: &mut Criterion) {
 
 /// `CB_PROFILE=<variant> CB_CALLS=<n>`: only loop over one variant, for
 /// `perf stat` or `valgrind --tool=callgrind` (instructions per call);
-/// `CB_PROFILE=2:<variant>` runs it on 2 threads sharing one breaker.
+/// `CB_PROFILE=2:<variant>` runs it on 2 threads sharing one breaker;
+/// `ours_open` is the rejection path of a tripped breaker.
 fn profile(variant: &str) {
     let rt = resilience_benches::runtime();
     let _guard = rt.enter();
@@ -346,6 +347,15 @@ fn profile(variant: &str) {
         recloser: rec.clone(),
         inner: noop(),
     };
+    let open_layer = CircuitBreakerLayer::new(
+        CircuitBreakerConfig::builder()
+            .open_for(Duration::from_secs(3600))
+            .max_open_for(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    );
+    open_layer.handle().trip();
+    let mut ours_open = open_layer.layer(noop());
     if let Some(variant) = variant.strip_prefix("2:") {
         // 2 threads sharing one breaker, each with its own clone
         let took = match variant {
@@ -383,6 +393,7 @@ fn profile(variant: &str) {
             "baseline" => call(&mut baseline),
             "ours" => call(&mut ours_count),
             "ours_time" => call(&mut ours_time),
+            "ours_open" => call(&mut ours_open),
             "recloser" => recloser_call(&rec, &mut inner),
             "recloser_as_service" => call(&mut rec_svc),
             other => panic!("unknown variant {other}"),

@@ -28,6 +28,17 @@ fn noop() -> Noop {
     service_fn(answer as fn(_) -> _)
 }
 
+/// A backend that answers every call with a 503 (the adaptive throttle's
+/// window fills with requests and no accepts).
+fn unavailable() -> Noop {
+    fn answer(_: Request<()>) -> std::future::Ready<Result<Response<()>, BoxError>> {
+        let mut rsp = Response::new(());
+        *rsp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        std::future::ready(Ok(rsp))
+    }
+    service_fn(answer as fn(_) -> _)
+}
+
 fn request(priority: Option<Priority>) -> Request<()> {
     let mut req = Request::new(());
     if let Some(p) = priority {
@@ -66,6 +77,8 @@ fn bench(c: &mut Criterion) {
             .unwrap(),
     )
     .layer(noop());
+    let mut failing = ThrottleLayer::new(ThrottleConfig::builder().adaptive().build().unwrap())
+        .layer(unavailable());
     let sheddable = Some(Priority::Sheddable);
 
     let mut g = c.benchmark_group("throttle/pass_through");
@@ -93,6 +106,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("fixed_0pct", |b| {
         b.iter(|| black_box(call(&mut rejecting, sheddable)))
     });
+    // The backend fails every call: the adaptive probability is at its
+    // maximum (0.9), so most calls are refused and the rest reach a 503.
+    g.bench_function("adaptive_failing", |b| {
+        b.iter(|| black_box(call(&mut failing, sheddable)))
+    });
     g.finish();
 
     for (name, n) in [
@@ -114,7 +132,8 @@ fn bench(c: &mut Criterion) {
 }
 
 /// `THROTTLE_PROFILE=<variant> THROTTLE_CALLS=<n>`: only loop over one
-/// variant (`baseline_with_priority`, `fixed`, `adaptive`), for `perf stat`
+/// variant (`baseline_with_priority`, `fixed`, `adaptive`,
+/// `adaptive_failing`), for `perf stat`
 /// or `valgrind --tool=callgrind` (instructions per call).
 fn profile(variant: &str) {
     let rt = resilience_benches::runtime();
@@ -133,6 +152,11 @@ fn profile(variant: &str) {
         "adaptive" => {
             let mut s = ThrottleLayer::new(ThrottleConfig::builder().adaptive().build().unwrap())
                 .layer(noop());
+            Box::new(move || call(&mut s, sheddable))
+        }
+        "adaptive_failing" => {
+            let mut s = ThrottleLayer::new(ThrottleConfig::builder().adaptive().build().unwrap())
+                .layer(unavailable());
             Box::new(move || call(&mut s, sheddable))
         }
         other => panic!("unknown variant {other}"),

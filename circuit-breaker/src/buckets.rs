@@ -47,12 +47,6 @@ impl Ring {
         }
     }
 
-    /// How long a bucket lasts, in nanoseconds.
-    #[inline]
-    pub(crate) fn bucket_ns(&self) -> u64 {
-        self.per_bucket.d
-    }
-
     /// The tick and bucket of `ns` (nanoseconds since the window's base).
     #[inline]
     pub(crate) fn locate(&self, ns: u64) -> Tick {
@@ -79,25 +73,27 @@ impl Stamped {
         Self(AtomicU64::new(0))
     }
 
-    /// Counts one event of tick `stamp`, saturating.
+    /// Counts one event of tick `stamp`, saturating; returns whether it
+    /// was counted.
     ///
     /// A counter already holding a newer tick (its bucket was reused since
     /// the event's tick, e.g. by the time a slow call that started then
     /// completes) is left alone: the event is older than the window it
     /// would land in.
     #[inline]
-    pub(crate) fn bump(&self, stamp: u64) {
+    pub(crate) fn bump(&self, stamp: u64) -> bool {
         let mut cur = self.0.load(Ordering::Relaxed);
         loop {
             let s = cur >> COUNT_BITS;
             if s == stamp {
-                if cur & COUNT_MASK != COUNT_MASK {
-                    self.0.fetch_add(1, Ordering::AcqRel);
+                if cur & COUNT_MASK == COUNT_MASK {
+                    return false;
                 }
-                return;
+                self.0.fetch_add(1, Ordering::AcqRel);
+                return true;
             }
             if s != 0 && is_newer(s, stamp) {
-                return;
+                return false;
             }
             match self.0.compare_exchange_weak(
                 cur,
@@ -105,7 +101,7 @@ impl Stamped {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return,
+                Ok(_) => return true,
                 Err(actual) => cur = actual,
             }
         }
@@ -150,6 +146,18 @@ impl Stamped {
         }
     }
 
+    /// The count of tick `stamp` exactly (`0` if the counter holds another
+    /// tick): the current bucket's count, without the window arithmetic.
+    #[inline]
+    pub(crate) fn read_tick(&self, stamp: u64) -> u64 {
+        let w = self.0.load(Ordering::Acquire);
+        if w >> COUNT_BITS == stamp {
+            w & COUNT_MASK
+        } else {
+            0
+        }
+    }
+
     /// Forgets every count.
     pub(crate) fn reset(&self) {
         self.0.store(0, Ordering::Release);
@@ -158,7 +166,7 @@ impl Stamped {
 
 /// Whether stamp `a` is later than stamp `b`, in wrapping stamp arithmetic.
 #[inline]
-fn is_newer(a: u64, b: u64) -> bool {
+pub(crate) fn is_newer(a: u64, b: u64) -> bool {
     let d = a.wrapping_sub(b) & STAMP_MASK;
     d != 0 && d < STAMP_MASK / 2
 }
@@ -281,8 +289,8 @@ mod tests {
         let ring = Ring::new(Duration::from_secs(2), 2);
         let c = Stamped::new();
         let at = |s: u64| ring.locate(s * 1_000_000_000).stamp;
-        c.bump(at(3));
-        c.bump(at(1));
+        assert!(c.bump(at(3)));
+        assert!(!c.bump(at(1)), "not counted");
         c.update(at(1), |n| n + 5);
         assert_eq!(c.read(&ring, at(3)), 1);
         c.update(at(3), |n| n + 5);
@@ -308,7 +316,7 @@ mod tests {
         let c = Stamped::new();
         let stamp = ring.locate(0).stamp;
         c.update(stamp, |_| COUNT_MASK);
-        c.bump(stamp);
+        assert!(!c.bump(stamp), "saturated: not counted");
         assert_eq!(c.read(&ring, stamp), COUNT_MASK);
         assert_eq!(ring.locate(0).stamp, stamp, "the stamp is intact");
     }

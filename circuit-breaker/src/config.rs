@@ -1,6 +1,8 @@
 use std::time::Duration;
 
-use resilience_core::config::{ConfigError, validate_name};
+use resilience_core::config::{
+    ConfigError, validate_duration, validate_name, validate_positive_duration,
+};
 
 /// How the breaker remembers recent calls.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -390,20 +392,24 @@ impl CircuitBreakerConfigBuilder {
     /// # Errors
     /// - `name` is not 1 to 64 characters of `[A-Za-z0-9_.-]`
     /// - `window_size` is not 1 to 1,000,000
-    /// - `window_duration` is zero, or shorter than 1 ms per bucket
+    /// - `window_duration` is zero, shorter than 1 ms per bucket, or longer
+    ///   than [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365
+    ///   days), as is every duration below
     /// - `window_buckets` is not 1 to 1,000
     /// - `consecutive_failures` is zero
     /// - `failure_rate_threshold`, `slow_call_rate_threshold` or
     ///   `recovery_start_percent` is not in `(0, 100]`
-    /// - `slow_call_duration` or `recovery_ramp` is zero
+    /// - `slow_call_duration` or `recovery_ramp` is zero or longer than 365
+    ///   days
     /// - `slow_call_duration` is above
     ///   [`CircuitBreakerConfig::MAX_SLOW_CALL_DURATION`]
     /// - `minimum_calls` is zero, or larger than a count window
-    /// - `open_for` is zero, or `max_open_for` is smaller than `open_for`
+    /// - `open_for` is zero or longer than 365 days, or `max_open_for` is
+    ///   smaller than `open_for` or longer than 365 days
     /// - `backoff_multiplier` is below 1 or not finite
     /// - `jitter` is not in `[0, 1)`
     /// - `half_open_probes` is not 1 to 1,000
-    /// - `half_open_max_duration` is zero
+    /// - `half_open_max_duration` is zero or longer than 365 days
     pub fn build(self) -> Result<CircuitBreakerConfig, ConfigError> {
         validate_name("name", &self.name)?;
         let window = match self.window {
@@ -422,6 +428,7 @@ impl CircuitBreakerConfigBuilder {
                 }
             }
             WindowType::Time => {
+                validate_positive_duration("window_duration", self.window_duration)?;
                 if !(1..=1000).contains(&self.window_buckets) {
                     return Err(ConfigError::new("window_buckets", "must be 1 to 1000"));
                 }
@@ -451,11 +458,8 @@ impl CircuitBreakerConfigBuilder {
         percent("failure_rate_threshold", self.failure_rate_threshold)?;
         percent("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
         percent("recovery_start_percent", self.recovery_start_percent)?;
-        if self.slow_call_duration.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new(
-                "slow_call_duration",
-                "must be greater than zero",
-            ));
+        if let Some(d) = self.slow_call_duration {
+            validate_positive_duration("slow_call_duration", d)?;
         }
         if self
             .slow_call_duration
@@ -466,18 +470,14 @@ impl CircuitBreakerConfigBuilder {
                 "must be at most 4294s (about 71 minutes)",
             ));
         }
-        if self.recovery_ramp.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new(
-                "recovery_ramp",
-                "must be greater than zero",
-            ));
+        if let Some(d) = self.recovery_ramp {
+            validate_positive_duration("recovery_ramp", d)?;
         }
         if self.minimum_calls == 0 {
             return Err(ConfigError::new("minimum_calls", "must be at least 1"));
         }
-        if self.open_for.is_zero() {
-            return Err(ConfigError::new("open_for", "must be greater than zero"));
-        }
+        validate_positive_duration("open_for", self.open_for)?;
+        validate_duration("max_open_for", self.max_open_for)?;
         if self.max_open_for < self.open_for {
             return Err(ConfigError::new(
                 "max_open_for",
@@ -493,12 +493,7 @@ impl CircuitBreakerConfigBuilder {
         if !(1..=1000).contains(&self.half_open_probes) {
             return Err(ConfigError::new("half_open_probes", "must be 1 to 1000"));
         }
-        if self.half_open_max_duration.is_zero() {
-            return Err(ConfigError::new(
-                "half_open_max_duration",
-                "must be greater than zero",
-            ));
-        }
+        validate_positive_duration("half_open_max_duration", self.half_open_max_duration)?;
         Ok(CircuitBreakerConfig {
             name: self.name,
             window,
@@ -626,6 +621,28 @@ mod tests {
                 b().half_open_max_duration(Duration::ZERO),
                 "half_open_max_duration",
             ),
+        ];
+        for (builder, field) in cases {
+            let err = builder.build().expect_err(field);
+            assert_eq!(err.field(), field);
+        }
+    }
+
+    /// Every configured duration is at most 365 days.
+    #[test]
+    fn rejects_over_long_durations() {
+        use resilience_core::config::MAX_DURATION;
+        let b = CircuitBreakerConfig::builder;
+        let long = MAX_DURATION + Duration::from_secs(1);
+        let cases: Vec<(CircuitBreakerConfigBuilder, &str)> = vec![
+            (b().time_window(long), "window_duration"),
+            (b().time_window(Duration::MAX), "window_duration"),
+            (b().slow_call_duration(long), "slow_call_duration"),
+            (b().recovery_ramp(long), "recovery_ramp"),
+            (b().open_for(long).max_open_for(long), "open_for"),
+            (b().max_open_for(long), "max_open_for"),
+            (b().max_open_for(Duration::MAX), "max_open_for"),
+            (b().half_open_max_duration(long), "half_open_max_duration"),
         ];
         for (builder, field) in cases {
             let err = builder.build().expect_err(field);

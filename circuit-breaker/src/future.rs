@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use resilience_core::classify::OnOutcome;
-use resilience_core::{BoxError, ClassifyOutcome, Outcome, Rejected};
+use resilience_core::{BoxError, ClassifyOutcome, Outcome};
 use tokio::time::Instant;
 
 use crate::handle::{Breaker, Shared};
@@ -46,8 +46,8 @@ pin_project! {
             inner: F,
             recorder: Option<Recorder<C>>,
         },
-        /// Refused.
-        Rejected { rejected: Option<Rejected> },
+        /// Refused (or called without `poll_ready`).
+        Rejected { rejected: Option<BoxError> },
     }
 }
 
@@ -143,7 +143,7 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
-    pub(crate) fn rejected(rejected: Rejected) -> Self {
+    pub(crate) fn rejected(rejected: BoxError) -> Self {
         Self {
             kind: Kind::Rejected {
                 rejected: Some(rejected),
@@ -177,7 +177,7 @@ where
             }
             KindProj::Rejected { rejected } => {
                 let rejected = rejected.take().expect("polled after completion");
-                Poll::Ready(Err(rejected.into()))
+                Poll::Ready(Err(rejected))
             }
         }
     }

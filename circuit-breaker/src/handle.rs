@@ -8,6 +8,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use crate::config::CircuitBreakerConfig;
+use crate::endpoints::Registry;
 use crate::metrics::Metrics;
 use crate::state::{CircuitState, Core, Permit, Recorded, Refusal, Transition};
 
@@ -24,6 +25,15 @@ pub(crate) struct Shared {
     /// state gauge (only written under the watch's lock).
     published_epoch: AtomicU64,
     events: broadcast::Sender<Transition>,
+    /// Set for a breaker kept per endpoint: its key, and the registry that
+    /// forgets it when this state is dropped.
+    endpoint: Option<Endpoint>,
+}
+
+/// The endpoint a breaker's state is kept for.
+pub(crate) struct Endpoint {
+    pub(crate) key: Arc<str>,
+    pub(crate) registry: Arc<Registry>,
 }
 
 /// A breaker's shared state with the classifier its services use (one per
@@ -78,17 +88,25 @@ pub struct Snapshot {
 // === impl Shared ===
 
 impl Shared {
-    pub(crate) fn new(config: &CircuitBreakerConfig) -> Self {
+    /// A breaker's state; `endpoint` when it is kept per endpoint.
+    pub(crate) fn new(config: &CircuitBreakerConfig, endpoint: Option<Endpoint>) -> Self {
         let (state_tx, _) = watch::channel(CircuitState::Closed);
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
+        let key = endpoint.as_ref().map(|e| &*e.key);
         Self {
             core: Core::new(config, Instant::now()),
             name: Arc::from(config.name()),
-            metrics: Metrics::new(config.name(), CircuitState::Closed),
+            metrics: Metrics::new(config.name(), key, CircuitState::Closed),
             state_tx,
             published_epoch: AtomicU64::new(0),
             events,
+            endpoint,
         }
+    }
+
+    /// The endpoint of a breaker kept per endpoint.
+    pub(crate) fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_ref().map(|e| &*e.key)
     }
 
     /// Asks to make a call; `Ok(Some(permit))` for a tracked call, `Ok(None)`
@@ -109,22 +127,19 @@ impl Shared {
     #[cold]
     fn rejected(&self, refusal: Refusal) -> Rejected {
         self.metrics.rejected();
-        tracing::debug!(name = %self.name, reason = refusal.reason, "circuit breaker rejected a call");
-        let r = Rejected::new(RejectionKind::CircuitOpen, refusal.reason);
-        match refusal.retry_after {
-            Some(after) => r.with_retry_after(after),
-            None => r,
-        }
+        tracing::debug!(name = %self.name, endpoint = self.endpoint(), reason = refusal.reason, "circuit breaker rejected a call");
+        Rejected::new(RejectionKind::CircuitOpen, refusal.reason)
+            .with_retry_after(refusal.retry_after)
     }
 
     /// The rejection of a call whose `poll_ready` did not poll the inner
     /// service (the circuit was failing fast then).
     #[cold]
-    pub(crate) fn not_polled(&self, now: Instant) -> Rejected {
+    pub(crate) fn refused_when_polled(&self, now: Instant) -> Rejected {
         let refusal = self.core.fails_fast(now).unwrap_or(Refusal {
             // It stopped failing fast since: ask again.
             reason: "circuit open when polled",
-            retry_after: Some(Duration::ZERO),
+            retry_after: Duration::ZERO,
         });
         self.rejected(refusal)
     }
@@ -177,10 +192,16 @@ impl Shared {
         self.core.release(permit);
     }
 
+    /// The breaker's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     #[cold]
     pub(crate) fn emit(&self, t: Transition) {
         tracing::info!(
             name = %self.name,
+            endpoint = self.endpoint(),
             from = t.from().as_str(),
             to = t.to().as_str(),
             reason = t.reason(),
@@ -212,10 +233,21 @@ impl Shared {
     }
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // An endpoint's breaker: its registry forgets it (unless the key has
+        // a new state already) and its state gauges go to 0.
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.registry.forget(&endpoint.key, &self.metrics);
+        }
+    }
+}
+
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shared")
             .field("name", &self.name)
+            .field("endpoint", &self.endpoint())
             .field("state", &self.core.state())
             .finish_non_exhaustive()
     }
@@ -227,6 +259,13 @@ impl CircuitBreakerHandle {
     /// The breaker's name (its `name` metric label).
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// The endpoint of a breaker kept per endpoint by
+    /// [`EndpointBreakers`](crate::EndpointBreakers) (its `endpoint` metric
+    /// label); `None` for a [`CircuitBreakerLayer`](crate::CircuitBreakerLayer)'s own.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.shared.endpoint()
     }
 
     /// The current state.
@@ -301,7 +340,9 @@ impl CircuitBreakerHandle {
     }
 
     /// Holds the circuit open until [`reset`](Self::reset) or another switch:
-    /// every call fails fast.
+    /// every call fails fast, with the configured first open period
+    /// ([`open_for`](crate::CircuitBreakerConfigBuilder::open_for)) as its
+    /// `retry_after` (an HTTP 503 carries it as `Retry-After`).
     pub fn force_open(&self) {
         self.shared.set_state(CircuitState::ForcedOpen);
     }
@@ -333,6 +374,7 @@ impl fmt::Debug for CircuitBreakerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerHandle")
             .field("name", &self.shared.name)
+            .field("endpoint", &self.endpoint())
             .field("state", &self.state())
             .finish()
     }
@@ -397,18 +439,22 @@ mod tests {
     use super::*;
     use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
-    fn gauge(snapshotter: &Snapshotter, state: &str) -> Option<DebugValue> {
-        snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .find(|(k, _, _, _)| {
-                k.key().name() == "resilience_circuit_breaker_state"
+    /// The state gauges' values, from one snapshot (taking one resets what
+    /// it read).
+    fn gauges(snapshotter: &Snapshotter) -> impl Fn(&str) -> Option<f64> {
+        let snapshot = snapshotter.snapshot().into_vec();
+        move |state| {
+            snapshot.iter().find_map(|(k, _, _, v)| {
+                let found = k.key().name() == "resilience_circuit_breaker_state"
                     && k.key()
                         .labels()
-                        .any(|l| l.key() == "state" && l.value() == state)
+                        .any(|l| l.key() == "state" && l.value() == state);
+                match v {
+                    DebugValue::Gauge(g) if found => Some(g.into_inner()),
+                    _ => None,
+                }
             })
-            .map(|(_, _, _, v)| v)
+        }
     }
 
     /// A probe's close races with `force_open`: the force-open is published
@@ -424,7 +470,7 @@ mod tests {
             .half_open_probes(1)
             .build()
             .unwrap();
-        let shared = Shared::new(&config);
+        let shared = Shared::new(&config, None);
         let now = Instant::now();
         shared.emit(shared.core.set_state(CircuitState::HalfOpen, now).unwrap());
         // the probe closes the circuit (its report is delayed)...
@@ -442,10 +488,9 @@ mod tests {
         assert_eq!(shared.core.state(), CircuitState::ForcedOpen);
         assert_eq!(*shared.state_tx.borrow(), CircuitState::ForcedOpen);
         if cfg!(feature = "metrics") {
-            let on = Some(DebugValue::Gauge(1.0.into()));
-            let off = Some(DebugValue::Gauge(0.0.into()));
-            assert_eq!(gauge(&snapshotter, "forced_open"), on);
-            assert_eq!(gauge(&snapshotter, "closed"), off);
+            let gauge = gauges(&snapshotter);
+            assert_eq!(gauge("forced_open"), Some(1.0));
+            assert_eq!(gauge("closed"), Some(0.0));
         }
     }
 }

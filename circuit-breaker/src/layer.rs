@@ -11,7 +11,10 @@ use crate::service::CircuitBreaker;
 ///
 /// Cloning this layer will not create a new breaker: the layer, every
 /// service it makes and every clone of those share one state, as do the
-/// [`CircuitBreakerHandle`]s it hands out. Build one layer per dependency.
+/// [`CircuitBreakerHandle`]s it hands out. Build one layer per dependency;
+/// for one breaker per endpoint of a dependency (each instance's failures
+/// opening only its own circuit), use
+/// [`EndpointBreakers::layer_for`](crate::EndpointBreakers::layer_for).
 pub struct CircuitBreakerLayer<C = HttpOutcome> {
     breaker: Arc<Breaker<C>>,
 }
@@ -25,27 +28,24 @@ impl CircuitBreakerLayer {
     /// With the `metrics` feature, install the metrics recorder before
     /// calling this: the breaker's metric handles are registered here.
     pub fn new(config: CircuitBreakerConfig) -> Self {
-        Self {
-            breaker: Arc::new(Breaker {
-                shared: Arc::new(Shared::new(&config)),
-                classify: HttpOutcome::new(),
-            }),
-        }
+        Self::with_shared(Arc::new(Shared::new(&config, None)), HttpOutcome::new())
     }
 }
 
 impl<C> CircuitBreakerLayer<C> {
+    /// A layer over an existing breaker state.
+    pub(crate) fn with_shared(shared: Arc<Shared>, classify: C) -> Self {
+        Self {
+            breaker: Arc::new(Breaker { shared, classify }),
+        }
+    }
+
     /// Classifies outcomes with `classify` instead, e.g.
     /// [`GrpcOutcome`](resilience_core::GrpcOutcome),
     /// [`ErrorsAsFailures`](crate::ErrorsAsFailures) for any response type,
     /// or [`classify_fn`](resilience_core::classify::classify_fn).
     pub fn with_classifier<C2>(self, classify: C2) -> CircuitBreakerLayer<C2> {
-        CircuitBreakerLayer {
-            breaker: Arc::new(Breaker {
-                shared: self.breaker.shared.clone(),
-                classify,
-            }),
-        }
+        CircuitBreakerLayer::with_shared(self.breaker.shared.clone(), classify)
     }
 
     /// A handle on the shared state.

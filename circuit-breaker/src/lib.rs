@@ -89,10 +89,13 @@
 //!   that gets readiness and does not call holds none.
 //! - Optionally, after closing, a **recovery ramp** admits a share of
 //!   traffic rising from a start share to 100%.
-//! - An operator can **force open**, **disable** (pass everything, record
-//!   nothing) or switch to **metrics-only** (record, never open) at run
-//!   time through a [`CircuitBreakerHandle`], which also gives a
-//!   [`Snapshot`] and transition events.
+//! - An operator can **force open** (every call fails fast, with the
+//!   first open period,
+//!   [`open_for`](CircuitBreakerConfigBuilder::open_for), as `retry_after`),
+//!   **disable** (pass everything, record nothing) or switch to
+//!   **metrics-only** (record, never open) at run time through a
+//!   [`CircuitBreakerHandle`], which also gives a [`Snapshot`] and
+//!   transition events.
 //!
 //! # Performance
 //!
@@ -169,6 +172,16 @@
 //! [`resilience_core::classify`] for what each layer of the family covers
 //! for streaming bodies.
 //!
+//! # One breaker per endpoint
+//!
+//! A [`CircuitBreakerLayer`] is one breaker, however often it is cloned:
+//! in front of a balancer, it protects the caller from the dependency as a
+//! whole. To protect each instance separately (one bad instance opens only
+//! its own circuit), make each endpoint's service with
+//! [`EndpointBreakers::layer_for`], which keeps one state per endpoint,
+//! drops it when the endpoint's service is gone, and lists them all
+//! ([`EndpointBreakersHandle`]).
+//!
 //! # Throttles
 //!
 //! [`throttle::ThrottleLayer`] refuses a share of calls on the client side:
@@ -180,14 +193,18 @@
 //! A [`CircuitBreakerLayer`] owns one breaker state (behind an `Arc`).
 //! Cloning the layer, or the services it makes, shares that state; so do
 //! [`CircuitBreakerHandle`]s. A service clone holds no admission of its own.
+//! [`EndpointBreakers`] keeps one state per endpoint key; its clones share
+//! the registry of those states.
 //!
 //! # Errors
 //!
 //! Rejections are [`resilience_core::Rejected`] (kind `CircuitOpen` for the
-//! breaker, `Throttled` for the throttle) with a `retry_after` where known;
+//! breaker, `Throttled` for the throttle), always with a `retry_after`;
 //! services return `BoxError` and pass inner errors through unchanged. Map
 //! them with [`resilience_core::http::handle_error`] or
-//! `resilience_core::grpc::into_status`.
+//! `resilience_core::grpc::into_status`. A breaker called without a ready
+//! `poll_ready` first (a bug in the caller) fails with
+//! [`error::NotPolled`], which it does not count.
 //!
 //! # Metrics
 //!
@@ -201,6 +218,10 @@
 //! | `resilience_circuit_breaker_calls_total` | counter | `name`, `outcome` = `success`\|`failure`\|`rejected` |
 //! | `resilience_throttle_rejected_total` | counter | `name`, `priority` |
 //!
+//! The breakers of an [`EndpointBreakers`] add an `endpoint` label (the
+//! endpoint's key) to the breaker metrics; when an endpoint's state is
+//! dropped, its state gauges are set to 0.
+//!
 //! Every transition is also logged with `tracing::info!`; rejections with
 //! `debug!`.
 //!
@@ -209,7 +230,8 @@
 //! - `metrics` (default): emit metrics through the `metrics` facade.
 //! - `serde`: deserialize configurations, through the builders' validation.
 //! - `snapshot`: `resilience_core::snapshot::LayerSnapshot` for
-//!   [`CircuitBreakerHandle`] (kind `circuit_breaker`) and
+//!   [`CircuitBreakerHandle`] (kind `circuit_breaker`),
+//!   [`EndpointBreakersHandle`] (kind `endpoint_breakers`) and
 //!   [`ThrottleHandle`](throttle::ThrottleHandle) (kind `throttle`), and
 //!   `serde::Serialize` for their snapshots, so a `SnapshotRegistry` serves
 //!   them in its `/resilience` document.
@@ -218,6 +240,8 @@
 
 mod buckets;
 mod config;
+mod endpoints;
+pub mod error;
 pub mod future;
 mod handle;
 mod layer;
@@ -234,6 +258,7 @@ use resilience_core::{BoxError, ClassifyOutcome, Outcome, classify::classify_err
 pub use crate::config::{
     CircuitBreakerConfig, CircuitBreakerConfigBuilder, SlidingWindow, WindowType,
 };
+pub use crate::endpoints::{EndpointBreakers, EndpointBreakersHandle, EndpointBreakersSnapshot};
 pub use crate::handle::{CircuitBreakerHandle, Snapshot};
 pub use crate::layer::CircuitBreakerLayer;
 pub use crate::service::CircuitBreaker;

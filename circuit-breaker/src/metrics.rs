@@ -10,6 +10,11 @@ use resilience_core::names::{
     LABEL_NAME, LABEL_OUTCOME, LABEL_STATE, LABEL_TO,
 };
 
+/// Label: the endpoint of a breaker kept per endpoint
+/// ([`EndpointBreakers`](crate::EndpointBreakers)), beside `name`.
+#[cfg(feature = "metrics")]
+pub(crate) const LABEL_ENDPOINT: &str = "endpoint";
+
 /// The breaker's metric handles (no-ops without the `metrics` feature).
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -26,8 +31,10 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
+    /// The handles of the breaker `name`, labelled with its `endpoint` too
+    /// when it is kept per endpoint.
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn new(name: &str, initial: CircuitState) -> Self {
+    pub(crate) fn new(name: &str, endpoint: Option<&str>, initial: CircuitState) -> Self {
         #[cfg(feature = "metrics")]
         {
             metrics::describe_gauge!(
@@ -45,17 +52,30 @@ impl Metrics {
                 metrics::Unit::Count,
                 "Calls through a circuit breaker, by outcome (success, failure, rejected)."
             );
-            let name = name.to_owned();
-            let calls = |outcome: &'static str| metrics::counter!(CIRCUIT_BREAKER_CALLS_TOTAL, LABEL_NAME => name.clone(), LABEL_OUTCOME => outcome);
+            let mut base = vec![metrics::Label::new(LABEL_NAME, name.to_owned())];
+            if let Some(endpoint) = endpoint {
+                base.push(metrics::Label::new(LABEL_ENDPOINT, endpoint.to_owned()));
+            }
+            let labels = |key: &'static str, value: &'static str| {
+                let mut labels = base.clone();
+                labels.push(metrics::Label::new(key, value));
+                labels
+            };
+            let calls = |outcome| {
+                metrics::counter!(CIRCUIT_BREAKER_CALLS_TOTAL, labels(LABEL_OUTCOME, outcome))
+            };
             let m = Self {
                 success: calls("success"),
                 failure: calls("failure"),
                 rejected: calls("rejected"),
                 states: CircuitState::ALL.map(|s| {
-                    metrics::gauge!(CIRCUIT_BREAKER_STATE, LABEL_NAME => name.clone(), LABEL_STATE => s.as_str())
+                    metrics::gauge!(CIRCUIT_BREAKER_STATE, labels(LABEL_STATE, s.as_str()))
                 }),
                 transitions: CircuitState::ALL.map(|s| {
-                    metrics::counter!(CIRCUIT_BREAKER_TRANSITIONS_TOTAL, LABEL_NAME => name.clone(), LABEL_TO => s.as_str())
+                    metrics::counter!(
+                        CIRCUIT_BREAKER_TRANSITIONS_TOTAL,
+                        labels(LABEL_TO, s.as_str())
+                    )
                 }),
             };
             m.set_state(initial);
@@ -89,6 +109,15 @@ impl Metrics {
     pub(crate) fn transition(&self, to: CircuitState) {
         #[cfg(feature = "metrics")]
         self.transitions[to.index()].increment(1);
+    }
+
+    /// Sets every state gauge to 0: the breaker is gone (an endpoint's,
+    /// after the endpoint left).
+    pub(crate) fn clear_state(&self) {
+        #[cfg(feature = "metrics")]
+        for gauge in &self.states {
+            gauge.set(0.0);
+        }
     }
 
     /// Sets the one-hot state gauge.

@@ -2,10 +2,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use resilience_core::{BoxError, ClassifyOutcome, Rejected};
+use resilience_core::{BoxError, ClassifyOutcome};
 use tokio::time::Instant;
 use tower_service::Service;
 
+use crate::error::NotPolled;
 use crate::future::{Recorder, ResponseFuture};
 use crate::handle::{Breaker, CircuitBreakerHandle};
 use crate::state::Permit;
@@ -19,12 +20,28 @@ use crate::state::Permit;
 /// rejection at once when it is refused. A caller that gets readiness and
 /// never calls (a throttle's refusal, a queue's rejection, tower's
 /// `ReadyCache`) therefore holds no probe slot.
+///
+/// A `call` without a `poll_ready` that returned ready just before (a
+/// broken `Service` contract) fails with [`NotPolled`], which the breaker
+/// does not count.
 pub struct CircuitBreaker<S, C> {
     inner: S,
     breaker: Arc<Breaker<C>>,
-    /// Whether the last `poll_ready` polled the inner service ready (spent
-    /// by `call`).
-    inner_ready: bool,
+    /// What the last `poll_ready` found (spent by `call`).
+    ready: Ready,
+}
+
+/// What the last `poll_ready` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ready {
+    /// Not polled ready (never polled, or `Pending`, or an error): a call
+    /// breaks the contract.
+    No,
+    /// The inner service is ready.
+    Inner,
+    /// The circuit failed fast: ready without polling the inner service,
+    /// the call is refused.
+    FailingFast,
 }
 
 // === impl CircuitBreaker ===
@@ -34,7 +51,7 @@ impl<S, C> CircuitBreaker<S, C> {
         Self {
             inner,
             breaker,
-            inner_ready: false,
+            ready: Ready::No,
         }
     }
 
@@ -83,20 +100,20 @@ where
                 .fails_fast(Instant::now())
                 .is_some()
         {
-            self.inner_ready = false;
+            self.ready = Ready::FailingFast;
             return Poll::Ready(Ok(()));
         }
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => {
-                self.inner_ready = true;
+                self.ready = Ready::Inner;
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => {
-                self.inner_ready = false;
+                self.ready = Ready::No;
                 Poll::Ready(Err(e.into()))
             }
             Poll::Pending => {
-                self.inner_ready = false;
+                self.ready = Ready::No;
                 Poll::Pending
             }
         }
@@ -106,7 +123,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let permit = match self.admit() {
             Ok(permit) => permit,
-            Err(rejected) => return ResponseFuture::rejected(rejected),
+            Err(refused) => return ResponseFuture::rejected(refused),
         };
         // One call site, reached only once admitted: the request goes to
         // the inner service in place. If that `call` panics (and something
@@ -141,11 +158,19 @@ impl<S, C> CircuitBreaker<S, C> {
     /// Decides whether a call may go through: `Ok(Some(permit))` for a
     /// tracked call, `Ok(None)` when the breaker is disabled.
     #[inline(always)]
-    fn admit(&mut self) -> Result<Option<Permit>, Rejected> {
-        if !std::mem::replace(&mut self.inner_ready, false) {
+    fn admit(&mut self) -> Result<Option<Permit>, BoxError> {
+        match std::mem::replace(&mut self.ready, Ready::No) {
+            Ready::Inner => {}
             // `poll_ready` saw the circuit failing fast and did not poll the
             // inner service: it may not be called now, whatever the state.
-            return Err(self.breaker.shared.not_polled(Instant::now()));
+            Ready::FailingFast => {
+                return Err(self
+                    .breaker
+                    .shared
+                    .refused_when_polled(Instant::now())
+                    .into());
+            }
+            Ready::No => return Err(self.not_polled()),
         }
         // Closed: the permit, without a clock read (unless slow calls are
         // detected) or a lock.
@@ -154,7 +179,18 @@ impl<S, C> CircuitBreaker<S, C> {
         }
         // Anything else (a probe, a ramp share, open since `poll_ready`):
         // decide now; a refusal does not call the inner service.
-        self.breaker.shared.acquire()
+        self.breaker.shared.acquire().map_err(Into::into)
+    }
+
+    /// The error of a call without `poll_ready` first: not the breaker's
+    /// refusal, and not counted.
+    #[cold]
+    fn not_polled(&self) -> BoxError {
+        tracing::debug!(
+            name = self.breaker.shared.name(),
+            "circuit breaker called without poll_ready"
+        );
+        NotPolled::new().into()
     }
 }
 
@@ -164,7 +200,7 @@ impl<S: Clone, C> Clone for CircuitBreaker<S, C> {
         Self {
             inner: self.inner.clone(),
             breaker: self.breaker.clone(),
-            inner_ready: false,
+            ready: Ready::No,
         }
     }
 }

@@ -12,6 +12,15 @@
 //!   "probes_in_use": 0, "ramping": false }
 //! ```
 //!
+//! An [`EndpointBreakers`](crate::EndpointBreakers)' handle (kind
+//! `endpoint_breakers`): each live endpoint's breaker as above, keyed by
+//! endpoint, in key order:
+//!
+//! ```json
+//! { "endpoints": { "10.0.0.1:8080": { "state": "open", ... },
+//!                  "10.0.0.2:8080": { "state": "closed", ... } } }
+//! ```
+//!
 //! A throttle's (kind `throttle`):
 //!
 //! ```json
@@ -23,13 +32,16 @@
 //! ```
 
 use resilience_core::snapshot::{LayerSnapshot, PerPriority, millis};
-use serde::ser::{Serialize, SerializeStruct, Serializer};
+use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
 
+use crate::endpoints::{EndpointBreakersHandle, EndpointBreakersSnapshot};
 use crate::handle::{CircuitBreakerHandle, Snapshot};
 use crate::throttle::{ThrottleHandle, ThrottleMode, ThrottleSnapshot};
 
 /// The kind of a breaker in the snapshot document.
 pub(crate) const CIRCUIT_BREAKER: &str = "circuit_breaker";
+/// The kind of a set of breakers per endpoint in the snapshot document.
+pub(crate) const ENDPOINT_BREAKERS: &str = "endpoint_breakers";
 /// The kind of a throttle in the snapshot document.
 pub(crate) const THROTTLE: &str = "throttle";
 
@@ -71,6 +83,44 @@ impl Serialize for Snapshot {
         s.serialize_field("consecutive_opens", &self.consecutive_opens())?;
         s.serialize_field("probes_in_use", &self.probes_in_use())?;
         s.serialize_field("ramping", &self.is_ramping())?;
+        s.end()
+    }
+}
+
+// === impl EndpointBreakersHandle ===
+
+impl LayerSnapshot for EndpointBreakersHandle {
+    type Snapshot = EndpointBreakersSnapshot;
+
+    fn kind(&self) -> &'static str {
+        ENDPOINT_BREAKERS
+    }
+
+    fn name(&self) -> &str {
+        EndpointBreakersHandle::name(self)
+    }
+
+    fn snapshot(&self) -> EndpointBreakersSnapshot {
+        EndpointBreakersHandle::snapshot(self)
+    }
+}
+
+/// Serialized as `{"endpoints": {key: breaker snapshot, ...}}`, in key
+/// order.
+impl Serialize for EndpointBreakersSnapshot {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Endpoints<'a>(&'a EndpointBreakersSnapshot);
+        impl Serialize for Endpoints<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(self.0.len()))?;
+                for (key, snapshot) in self.0.iter() {
+                    map.serialize_entry(key, snapshot)?;
+                }
+                map.end()
+            }
+        }
+        let mut s = serializer.serialize_struct("EndpointBreakersSnapshot", 1)?;
+        s.serialize_field("endpoints", &Endpoints(self))?;
         s.end()
     }
 }
@@ -175,6 +225,47 @@ mod tests {
         handle.force_open();
         let doc = registry.to_json();
         assert_eq!(doc["layers"][0]["state"]["state"], "forced_open");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn breakers_per_endpoint_keyed_by_endpoint() {
+        let config = CircuitBreakerConfig::builder()
+            .name("inventory")
+            .count_window(2)
+            .minimum_calls(2)
+            .build()
+            .unwrap();
+        let breakers = crate::EndpointBreakers::new(config);
+        let registry = SnapshotRegistry::new("shop");
+        registry.register(breakers.handle());
+        let make = |addr: &str, status: u16| {
+            ServiceBuilder::new()
+                .layer(breakers.layer_for(addr))
+                .service(service_fn(move |_: http::Request<()>| async move {
+                    Ok::<_, BoxError>(http::Response::builder().status(status).body(()).unwrap())
+                }))
+        };
+        let mut bad = make("10.0.0.1:8080", 503);
+        let good = make("10.0.0.2:8080", 200);
+        for _ in 0..2 {
+            let req = http::Request::new(());
+            bad.ready().await.unwrap().call(req).await.unwrap();
+        }
+        let doc = registry.to_json();
+        assert_eq!(doc["layers"][0]["kind"], "endpoint_breakers");
+        assert_eq!(doc["layers"][0]["name"], "inventory");
+        let endpoints = &doc["layers"][0]["state"]["endpoints"];
+        assert_eq!(endpoints["10.0.0.1:8080"]["state"], "open");
+        assert_eq!(endpoints["10.0.0.1:8080"]["failures"], 2);
+        assert_eq!(endpoints["10.0.0.2:8080"]["state"], "closed");
+        let keys: Vec<_> = endpoints.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["10.0.0.1:8080", "10.0.0.2:8080"]);
+
+        drop(bad);
+        let doc = registry.to_json();
+        let endpoints = doc["layers"][0]["state"]["endpoints"].as_object().unwrap();
+        assert_eq!(endpoints.len(), 1, "the first endpoint's state is gone");
+        drop(good);
     }
 
     #[tokio::test(start_paused = true)]

@@ -162,11 +162,12 @@ impl Transition {
     }
 }
 
-/// Why a call was refused, and when trying again makes sense.
+/// Why a call was refused, and when trying again makes sense: every
+/// refusal carries a hint (an HTTP 503 gets its `Retry-After`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refusal {
     pub(crate) reason: &'static str,
-    pub(crate) retry_after: Option<Duration>,
+    pub(crate) retry_after: Duration,
 }
 
 /// What an admitted call must do when it completes, packed in one word:
@@ -623,19 +624,27 @@ impl Core {
     /// half-open).
     pub(crate) fn fails_fast(&self, now: Instant) -> Option<Refusal> {
         match self.ctrl.load(Ordering::Acquire) & 0xff {
-            FORCED_OPEN => Some(Refusal {
-                reason: "forced open",
-                retry_after: None,
-            }),
+            FORCED_OPEN => Some(self.forced_open()),
             OPEN => {
                 let until = self.open_until.load(Ordering::Acquire);
                 let now_ns = self.nanos(now);
                 (now_ns < until).then(|| Refusal {
                     reason: "failure threshold exceeded",
-                    retry_after: Some(Duration::from_nanos(until - now_ns)),
+                    retry_after: Duration::from_nanos(until - now_ns),
                 })
             }
             _ => None,
+        }
+    }
+
+    /// The refusal of a call while forced open. The operator's switch has
+    /// no end the breaker knows of: the hint is the first open period
+    /// ([`CircuitBreakerConfigBuilder::open_for`](crate::CircuitBreakerConfigBuilder::open_for)),
+    /// what a tripped breaker would ask of its callers.
+    fn forced_open(&self) -> Refusal {
+        Refusal {
+            reason: "forced open",
+            retry_after: self.params.open_for,
         }
     }
 
@@ -714,19 +723,13 @@ impl Core {
                     let p = Permit::new(epoch, PermitKind::Untracked, 0);
                     return (Ok(p), transition);
                 }
-                FORCED_OPEN => {
-                    let r = Refusal {
-                        reason: "forced open",
-                        retry_after: None,
-                    };
-                    return (Err(r), transition);
-                }
+                FORCED_OPEN => return (Err(self.forced_open()), transition),
                 OPEN => {
                     let until = self.open_until.load(Ordering::Acquire);
                     if now_ns < until {
                         let r = Refusal {
                             reason: "failure threshold exceeded",
-                            retry_after: Some(Duration::from_nanos(until - now_ns)),
+                            retry_after: Duration::from_nanos(until - now_ns),
                         };
                         return (Err(r), transition);
                     }
@@ -749,9 +752,10 @@ impl Core {
             }
             ctrl = self.ctrl.load(Ordering::Acquire);
         }
+        // The state kept changing under this call: ask again at once.
         let r = Refusal {
             reason: "state changing",
-            retry_after: None,
+            retry_after: Duration::ZERO,
         };
         (Err(r), transition)
     }
@@ -771,7 +775,7 @@ impl Core {
                 let until = self.half_open_until.load(Ordering::Acquire);
                 return Err(Refusal {
                     reason: "half-open, probes in flight",
-                    retry_after: Some(Duration::from_nanos(until.saturating_sub(now_ns))),
+                    retry_after: Duration::from_nanos(until.saturating_sub(now_ns)),
                 });
             }
             match self.probes_admitted.compare_exchange_weak(
@@ -812,7 +816,7 @@ impl Core {
         } else {
             Err(Refusal {
                 reason: "recovering",
-                retry_after: Some(Duration::from_nanos(ramp - elapsed).min(Duration::from_secs(1))),
+                retry_after: Duration::from_nanos(ramp - elapsed).min(Duration::from_secs(1)),
             })
         }
     }
@@ -1171,8 +1175,8 @@ impl Core {
             secs *= 1.0 + p.jitter * (2.0 * u - 1.0);
             secs = secs.min(max);
         }
-        // Huge configured durations (up to `Duration::MAX`) saturate rather
-        // than panic.
+        // Huge open periods (a configured 365 days times a large multiplier)
+        // saturate at the cap rather than panic.
         Duration::try_from_secs_f64(secs.max(1e-6))
             .unwrap_or(p.max_open_for)
             .min(p.max_open_for)
@@ -1420,7 +1424,7 @@ mod tests {
         }
         assert_eq!(c.state(), CircuitState::Open);
         let (r, _) = c.acquire(&clock);
-        assert_eq!(r.unwrap_err().retry_after, Some(Duration::from_secs(1)));
+        assert_eq!(r.unwrap_err().retry_after, Duration::from_secs(1));
 
         let later = || t0 + Duration::from_secs(1);
         let (p1, t) = c.acquire(&later);
@@ -1519,14 +1523,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn huge_durations_saturate() {
+        use resilience_core::config::MAX_DURATION;
         let t0 = Instant::now();
         let c = core(
             CircuitBreakerConfig::builder()
                 .consecutive_failures(1)
                 .half_open_probes(1)
-                .open_for(Duration::MAX)
-                .max_open_for(Duration::MAX)
-                .recovery_ramp(Duration::MAX),
+                .open_for(MAX_DURATION)
+                .max_open_for(MAX_DURATION)
+                .recovery_ramp(MAX_DURATION),
             t0,
         );
         let clock = || t0;
@@ -1534,7 +1539,7 @@ mod tests {
             let p = c.acquire(&clock).0.unwrap();
             c.record(&p, true, false, &clock).unwrap();
             let left = c.time_until_half_open(t0).unwrap();
-            assert!(left > Duration::from_secs(100 * 365 * 86400), "{left:?}");
+            assert!(left > MAX_DURATION - Duration::from_secs(1), "{left:?}");
             assert!(c.acquire(&clock).0.is_err());
             // the ramp saturates too: half-open, close, ramp
             c.set_state(CircuitState::HalfOpen, t0);
@@ -1544,7 +1549,7 @@ mod tests {
                 CircuitState::Closed
             );
             assert!(c.is_ramping());
-            let _ = c.acquire(&|| t0 + Duration::from_secs(3600));
+            let _ = c.acquire(&|| t0 + MAX_DURATION / 2);
             assert!(c.is_ramping());
             c.set_state(CircuitState::Closed, t0);
         }
@@ -1552,8 +1557,8 @@ mod tests {
         let c = Core::new(
             &CircuitBreakerConfig::builder()
                 .consecutive_failures(1)
-                .open_for(Duration::from_secs(u64::MAX / 2))
-                .max_open_for(Duration::MAX)
+                .open_for(MAX_DURATION / 2)
+                .max_open_for(MAX_DURATION)
                 .backoff_multiplier(1e300)
                 .jitter(0.5)
                 .build()

@@ -431,6 +431,80 @@ async fn ready_while_open_then_called_after_half_open_is_rejected() {
     assert_eq!(cb.state(), CircuitState::Closed);
 }
 
+/// A call without a ready `poll_ready` first (never polled, a fresh clone,
+/// polled `Pending`) is the caller's bug: its own error, not the breaker's
+/// rejection, not recorded, and the inner service is not called.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_call_without_poll_ready_is_not_a_rejection() {
+    use resilience_circuit_breaker::error::NotPolled;
+    let (mut svc, mut handle, cb) = spawn(base().build().unwrap());
+    let err = svc.call(Request::new(())).await.unwrap_err();
+    assert!(err.is::<NotPolled>(), "{err}");
+    assert!(
+        resilience_core::error::find(&*err).is_none(),
+        "not a rejection"
+    );
+    assert_pending!(handle.poll_request(), "the inner service was not called");
+
+    // a fresh clone holds no readiness of its own
+    assert_ready_ok!(svc.poll_ready());
+    let mut clone = Spawn::new(svc.get_ref().clone());
+    let err = clone.call(Request::new(())).await.unwrap_err();
+    assert!(err.is::<NotPolled>(), "{err}");
+
+    // polled, but the inner service was not ready
+    handle.allow(0);
+    let mut other = Spawn::new(svc.get_ref().clone());
+    assert_pending!(other.poll_ready());
+    let err = other.call(Request::new(())).await.unwrap_err();
+    assert!(err.is::<NotPolled>(), "{err}");
+    assert_pending!(handle.poll_request(), "the inner service was not called");
+
+    handle.allow(1);
+    call(&mut svc, &mut handle, Reply::Status(200))
+        .await
+        .unwrap();
+    let snap = cb.snapshot();
+    assert_eq!((snap.state(), snap.calls()), (CircuitState::Closed, 1));
+}
+
+/// ... and it does not count as a rejection in the metrics.
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_call_without_poll_ready_is_not_counted() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+
+    let (mut svc, mut handle, cb) = spawn(base().name("misused").build().unwrap());
+    for _ in 0..3 {
+        assert!(svc.call(Request::new(())).await.is_err());
+    }
+    cb.force_open();
+    rejected(&mut svc, &mut handle).await;
+    let calls = |outcome: &str| {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find(|(k, _, _, _)| {
+                k.key().name() == "resilience_circuit_breaker_calls_total"
+                    && k.key()
+                        .labels()
+                        .any(|l| l.key() == "outcome" && l.value() == outcome)
+            })
+            .map(|(_, _, _, v)| v)
+    };
+    assert_eq!(
+        calls("rejected"),
+        Some(DebugValue::Counter(1)),
+        "the forced-open call only"
+    );
+    assert_eq!(calls("success"), Some(DebugValue::Counter(0)));
+    assert_eq!(calls("failure"), Some(DebugValue::Counter(0)));
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn reopens_with_growing_capped_backoff_and_closes() {
     let config = base()
@@ -782,6 +856,21 @@ async fn axum_router_maps_open_to_503_with_retry_after() {
     }
     assert_eq!(cb.state(), CircuitState::Open);
     let rsp = app.oneshot(Request::new(Body::empty())).await.unwrap();
+    assert_eq!(rsp.status(), 503);
+    assert_eq!(rsp.headers()["retry-after"], "7");
+}
+
+/// Forced open through the handle, a call gets the same answer as from a
+/// tripped breaker: 503 with a `Retry-After` (the first open period).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn forced_open_maps_to_503_with_retry_after() {
+    let config = base().open_for(Duration::from_secs(7)).build().unwrap();
+    let (mut svc, mut handle, cb) = spawn(config);
+    cb.force_open();
+    let r = rejected(&mut svc, &mut handle).await;
+    assert_eq!(r.kind(), RejectionKind::CircuitOpen);
+    assert_eq!(r.retry_after(), Some(Duration::from_secs(7)));
+    let rsp = resilience_core::http::error_response(&r);
     assert_eq!(rsp.status(), 503);
     assert_eq!(rsp.headers()["retry-after"], "7");
 }

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use resilience_core::Priority;
-use resilience_core::config::{ConfigError, validate_name};
+use resilience_core::config::{ConfigError, validate_name, validate_positive_duration};
 
 /// How a throttle decides what share of calls to refuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -262,10 +262,12 @@ impl ThrottleConfigBuilder {
     /// - `name` is not 1 to 64 characters of `[A-Za-z0-9_.-]`
     /// - `allow_percent` is not in `[0, 100]`
     /// - `k` is below 1 or not finite
-    /// - `window` is shorter than 1 ms per bucket; `buckets` is not 1 to 1,000
+    /// - `window` is shorter than 1 ms per bucket or longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days);
+    ///   `buckets` is not 1 to 1,000
     /// - `max_reject_probability` is not in `(0, 1]`
     /// - a `weights` entry is negative or not finite
-    /// - `max_wait` is zero
+    /// - `max_wait` is zero or longer than 365 days
     /// - `max_waiters` is zero
     /// - `retry_after` is zero or longer than
     ///   [`ThrottleConfig::MAX_RETRY_AFTER`]
@@ -277,6 +279,7 @@ impl ThrottleConfigBuilder {
         if !(self.k.is_finite() && self.k >= 1.0) {
             return Err(ConfigError::new("k", "must be at least 1"));
         }
+        validate_positive_duration("window", self.window)?;
         if !(1..=1000).contains(&self.buckets) {
             return Err(ConfigError::new("buckets", "must be 1 to 1000"));
         }
@@ -298,15 +301,13 @@ impl ThrottleConfigBuilder {
                 "must be finite and not negative",
             ));
         }
-        if self.max_wait.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new("max_wait", "must be greater than zero"));
+        if let Some(d) = self.max_wait {
+            validate_positive_duration("max_wait", d)?;
         }
         if self.max_waiters == 0 {
             return Err(ConfigError::new("max_waiters", "must be at least 1"));
         }
-        if self.retry_after.is_zero() {
-            return Err(ConfigError::new("retry_after", "must be greater than zero"));
-        }
+        validate_positive_duration("retry_after", self.retry_after)?;
         if self.retry_after > ThrottleConfig::MAX_RETRY_AFTER {
             return Err(ConfigError::new("retry_after", "must be at most 1 day"));
         }
@@ -376,6 +377,30 @@ mod tests {
             assert_eq!(builder.build().expect_err(field).field(), field);
         }
         assert!(b().allow_percent(0.0).build().is_ok());
+    }
+
+    /// Every configured duration is at most 365 days.
+    #[test]
+    fn rejects_over_long_durations() {
+        use resilience_core::config::MAX_DURATION;
+        let b = ThrottleConfig::builder;
+        let long = MAX_DURATION + Duration::from_secs(1);
+        let cases: Vec<(ThrottleConfigBuilder, &str)> = vec![
+            (b().window(long), "window"),
+            (b().window(Duration::MAX), "window"),
+            (b().max_wait(long), "max_wait"),
+            (b().max_wait(Duration::MAX), "max_wait"),
+            (b().retry_after(long), "retry_after"),
+        ];
+        for (builder, field) in cases {
+            assert_eq!(builder.build().expect_err(field).field(), field);
+        }
+        let ok = b()
+            .window(MAX_DURATION)
+            .max_wait(MAX_DURATION)
+            .build()
+            .unwrap();
+        assert_eq!(ok.max_wait(), Some(MAX_DURATION));
     }
 
     #[cfg(feature = "serde")]

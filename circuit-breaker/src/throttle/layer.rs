@@ -115,14 +115,37 @@ impl Drop for WaiterGuard {
 ///
 /// Cloning this layer will not create a new throttle: the layer, its
 /// services, their clones and the [`ThrottleHandle`]s share one state.
+///
+/// `W` says whether refused calls may wait for a paired breaker:
+/// [`NoWait`] (the default) or [`WaitFor`] (after
+/// [`wait_for`](Self::wait_for)); see [`Throttle`] for what each asks of the
+/// inner service.
 #[derive(Clone)]
-pub struct ThrottleLayer<C = HttpOutcome, P = PriorityFromExtensions, D = FromExtensions> {
+pub struct ThrottleLayer<
+    C = HttpOutcome,
+    P = PriorityFromExtensions,
+    D = FromExtensions,
+    W = NoWait,
+> {
     shared: Arc<ThrottleShared>,
     classify: C,
     read: P,
     read_deadline: D,
-    breaker: Option<CircuitBreakerHandle>,
+    wait: W,
 }
+
+/// A throttle that never waits (the default of [`ThrottleLayer`] and
+/// [`Throttle`]): a refused call fails at once. Its services ask nothing of
+/// the inner service beyond being a `Service`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoWait;
+
+/// A throttle paired with a breaker by [`ThrottleLayer::wait_for`]: with
+/// [`max_wait`](super::ThrottleConfigBuilder::max_wait) set, throttled
+/// priorities wait for the breaker to close. Its services need an inner
+/// service that is `Clone + Send + 'static` (see [`Throttle`]).
+#[derive(Debug, Clone)]
+pub struct WaitFor(pub(crate) CircuitBreakerHandle);
 
 /// Reads and steers a throttle: the fixed share, the current rejection
 /// probabilities, the adaptive window's counts.
@@ -165,21 +188,21 @@ impl ThrottleLayer {
             classify: HttpOutcome::new(),
             read: PriorityFromExtensions,
             read_deadline: FromExtensions::new(),
-            breaker: None,
+            wait: NoWait,
         }
     }
 }
 
-impl<C, P, D> ThrottleLayer<C, P, D> {
+impl<C, P, D, W> ThrottleLayer<C, P, D, W> {
     /// Counts accepts (adaptive mode) with `classify` instead: a call is
     /// accepted unless it is an [`Outcome::Failure`](resilience_core::Outcome::Failure).
-    pub fn with_classifier<C2>(self, classify: C2) -> ThrottleLayer<C2, P, D> {
+    pub fn with_classifier<C2>(self, classify: C2) -> ThrottleLayer<C2, P, D, W> {
         ThrottleLayer {
             shared: self.shared,
             classify,
             read: self.read,
             read_deadline: self.read_deadline,
-            breaker: self.breaker,
+            wait: self.wait,
         }
     }
 
@@ -192,13 +215,13 @@ impl<C, P, D> ThrottleLayer<C, P, D> {
     /// For requests that are not `http::Request`s, also set a deadline
     /// reader ([`with_deadline`](Self::with_deadline)), e.g.
     /// [`NoDeadline`](resilience_core::timeout::NoDeadline).
-    pub fn with_priority<P2>(self, read: P2) -> ThrottleLayer<C, P2, D> {
+    pub fn with_priority<P2>(self, read: P2) -> ThrottleLayer<C, P2, D, W> {
         ThrottleLayer {
             shared: self.shared,
             classify: self.classify,
             read,
             read_deadline: self.read_deadline,
-            breaker: self.breaker,
+            wait: self.wait,
         }
     }
 
@@ -208,22 +231,32 @@ impl<C, P, D> ThrottleLayer<C, P, D> {
     /// [`NoDeadline`](resilience_core::timeout::NoDeadline), a closure
     /// `Fn(&Req) -> Option<Deadline>`, or any
     /// [`ReadDeadline`](resilience_core::timeout::ReadDeadline).
-    pub fn with_deadline<D2>(self, read: D2) -> ThrottleLayer<C, P, D2> {
+    pub fn with_deadline<D2>(self, read: D2) -> ThrottleLayer<C, P, D2, W> {
         ThrottleLayer {
             shared: self.shared,
             classify: self.classify,
             read: self.read,
             read_deadline: read,
-            breaker: self.breaker,
+            wait: self.wait,
         }
     }
 
     /// Pairs the throttle with a breaker: with
     /// [`max_wait`](super::ThrottleConfigBuilder::max_wait) set, throttled
     /// priorities wait for it to close instead of failing at once.
-    pub fn wait_for(mut self, breaker: CircuitBreakerHandle) -> Self {
-        self.breaker = Some(breaker);
-        self
+    ///
+    /// A waiting call polls a clone of the inner service from a boxed
+    /// future: the services of this layer need an inner service that is
+    /// `Clone + Send + 'static`, with `Send + 'static` futures, responses
+    /// and requests (a layer without `wait_for` asks none of this).
+    pub fn wait_for(self, breaker: CircuitBreakerHandle) -> ThrottleLayer<C, P, D, WaitFor> {
+        ThrottleLayer {
+            shared: self.shared,
+            classify: self.classify,
+            read: self.read,
+            read_deadline: self.read_deadline,
+            wait: WaitFor(breaker),
+        }
     }
 
     /// A handle on the shared state.
@@ -234,8 +267,8 @@ impl<C, P, D> ThrottleLayer<C, P, D> {
     }
 }
 
-impl<S, C: Clone, P: Clone, D: Clone> Layer<S> for ThrottleLayer<C, P, D> {
-    type Service = Throttle<S, C, P, D>;
+impl<S, C: Clone, P: Clone, D: Clone, W: Clone> Layer<S> for ThrottleLayer<C, P, D, W> {
+    type Service = Throttle<S, C, P, D, W>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Throttle::with_parts(
@@ -244,17 +277,17 @@ impl<S, C: Clone, P: Clone, D: Clone> Layer<S> for ThrottleLayer<C, P, D> {
             self.classify.clone(),
             self.read.clone(),
             self.read_deadline.clone(),
-            self.breaker.clone(),
+            self.wait.clone(),
         )
     }
 }
 
-impl<C, P, D> fmt::Debug for ThrottleLayer<C, P, D> {
+impl<C, P, D, W: fmt::Debug> fmt::Debug for ThrottleLayer<C, P, D, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ThrottleLayer")
             .field("name", &self.shared.name)
             .field("mode", &self.shared.state.mode)
-            .field("breaker", &self.breaker)
+            .field("wait", &self.wait)
             .finish_non_exhaustive()
     }
 }
@@ -283,7 +316,8 @@ impl ThrottleHandle {
         self.shared.state.allow_percent()
     }
 
-    /// The probability that a call of `priority` is refused now.
+    /// The probability that a call of `priority` is refused now: the one
+    /// the next call's admission uses.
     pub fn reject_probability(&self, priority: Priority) -> f64 {
         self.shared
             .state

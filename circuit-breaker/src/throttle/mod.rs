@@ -12,6 +12,12 @@
 //!   the end of the response body, as by the breaker (see the
 //!   [crate docs](crate#streaming-responses)): the accept is counted then,
 //!   and a body the caller drops early is an accept.
+//!   Each call decides on the window as it
+//!   is then, every request and accept counted before it included, and
+//!   [`ThrottleHandle::reject_probability`] reports the probability the
+//!   next call gets: a change in the accept ratio acts on the next call.
+//!   The decision costs a clock read and a few loads; the buckets are
+//!   summed only once per bucket of time.
 //! - **Per priority**: each [`Priority`](resilience_core::Priority) has a
 //!   weight multiplying the rejection probability; by default the
 //!   sheddable levels take the full throttle and critical, critical-plus
@@ -27,7 +33,12 @@
 //!   through again they go through the normal admission (and are counted
 //!   in the adaptive window then), so they are not all released at once.
 //!   At most [`max_waiters`](ThrottleConfigBuilder::max_waiters) calls wait;
-//!   more are refused at once.
+//!   more are refused at once. A waiting call runs in a boxed future on a
+//!   clone of the inner service, so only a layer paired this way
+//!   ([`WaitFor`]) needs an inner service that is `Clone + Send + 'static`
+//!   (with `Send + 'static` futures, responses and requests); without
+//!   `wait_for` ([`NoWait`], the default) the throttle works over any
+//!   service.
 //!
 //! # Requests without a priority are not throttled
 //!
@@ -157,6 +168,6 @@ mod service;
 mod state;
 
 pub use self::config::{ThrottleConfig, ThrottleConfigBuilder, ThrottleMode};
-pub use self::layer::{ThrottleHandle, ThrottleLayer, ThrottleSnapshot};
+pub use self::layer::{NoWait, ThrottleHandle, ThrottleLayer, ThrottleSnapshot, WaitFor};
 pub use self::service::Throttle;
 pub use resilience_core::priority::{FixedPriority, PriorityFromExtensions, ReadPriority};

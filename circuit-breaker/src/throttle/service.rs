@@ -10,32 +10,40 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::layer::ThrottleShared;
+use super::layer::{NoWait, ThrottleShared, WaitFor};
 use crate::CircuitBreakerHandle;
 
 /// Refuses a share of calls on the client side. See the [module docs](super).
 ///
 /// Admission depends on the request (its priority), so the service reports
 /// the inner service's readiness and decides in `call`.
-pub struct Throttle<S, C, P, D> {
+///
+/// `W` is [`NoWait`] (the default: a refused call fails at once) or
+/// [`WaitFor`] (paired with a breaker by
+/// [`ThrottleLayer::wait_for`](super::ThrottleLayer::wait_for)). Only the
+/// latter asks the inner service to be `Clone + Send + 'static` (a waiting
+/// call polls a clone of it from a boxed, `Send` future), its future and
+/// response to be `Send + 'static`, and the request to be `Send + 'static`;
+/// a throttle that never waits works over any service.
+pub struct Throttle<S, C, P, D, W = NoWait> {
     inner: S,
     shared: Arc<ThrottleShared>,
     classify: C,
     read: P,
     read_deadline: D,
-    breaker: Option<CircuitBreakerHandle>,
+    wait: W,
 }
 
 // === impl Throttle ===
 
-impl<S, C, P, D> Throttle<S, C, P, D> {
+impl<S, C, P, D, W> Throttle<S, C, P, D, W> {
     pub(crate) fn with_parts(
         inner: S,
         shared: Arc<ThrottleShared>,
         classify: C,
         read: P,
         read_deadline: D,
-        breaker: Option<CircuitBreakerHandle>,
+        wait: W,
     ) -> Self {
         Self {
             inner,
@@ -43,7 +51,7 @@ impl<S, C, P, D> Throttle<S, C, P, D> {
             classify,
             read,
             read_deadline,
-            breaker,
+            wait,
         }
     }
 
@@ -61,9 +69,55 @@ impl<S, C, P, D> Throttle<S, C, P, D> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    /// The throttle's admission of a call of `priority` now: the inner
+    /// call, or the refusal.
+    #[inline]
+    fn admit<Req>(
+        &mut self,
+        req: Req,
+        priority: Priority,
+    ) -> ResponseFuture<S::Future, C, S::Response>
+    where
+        S: Service<Req>,
+        C: Clone,
+    {
+        match self.shared.admit(priority) {
+            // An accept is counted in the bucket of its request.
+            Ok(bucket) => {
+                let accept =
+                    bucket.map(|bucket| (self.shared.clone(), self.classify.clone(), bucket));
+                ResponseFuture::new(self.inner.call(req), accept)
+            }
+            Err(rejected) => ResponseFuture::rejected(rejected),
+        }
+    }
 }
 
-impl<S, C, P, D, Req> Service<Req> for Throttle<S, C, P, D>
+impl<S, C, P, D, Req> Service<Req> for Throttle<S, C, P, D, NoWait>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: ClassifyOutcome<S::Response> + Clone,
+    P: ReadPriority<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C, S::Response>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        let priority = self.read.read_priority(&req);
+        self.admit(req, priority)
+    }
+}
+
+impl<S, C, P, D, Req> Service<Req> for Throttle<S, C, P, D, WaitFor>
 where
     S: Service<Req> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -85,26 +139,18 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let priority = self.read.read_priority(&req);
-
-        if let (Some(max_wait), Some(breaker)) = (self.shared.max_wait, &self.breaker) {
+        if let Some(max_wait) = self.shared.max_wait {
+            let breaker = &self.wait.0;
             if self.shared.state.is_throttled(priority) && !breaker.lets_every_call_through() {
-                return self.wait(req, priority, max_wait, breaker.clone());
+                let breaker = breaker.clone();
+                return self.wait(req, priority, max_wait, breaker);
             }
         }
-
-        match self.shared.admit(priority) {
-            // An accept is counted in the bucket of its request.
-            Ok(bucket) => {
-                let accept =
-                    bucket.map(|bucket| (self.shared.clone(), self.classify.clone(), bucket));
-                ResponseFuture::new(self.inner.call(req), accept)
-            }
-            Err(rejected) => ResponseFuture::rejected(rejected),
-        }
+        self.admit(req, priority)
     }
 }
 
-impl<S, C, P, D> Throttle<S, C, P, D> {
+impl<S, C, P, D> Throttle<S, C, P, D, WaitFor> {
     #[cold]
     fn wait<Req>(
         &mut self,
@@ -131,8 +177,9 @@ impl<S, C, P, D> Throttle<S, C, P, D> {
             );
         };
         let now = Instant::now();
-        // A huge `max_wait` (up to `Duration::MAX`) saturates: no limit but
-        // the deadline.
+        // `max_wait` is at most 365 days (validated), which any instant can
+        // take; should the sum still overflow, there is no limit but the
+        // deadline.
         let mut limit = now.checked_add(max_wait);
         if let Some(d) = self.read_deadline.read_deadline(&req) {
             limit = Some(limit.map_or(d.instant(), |l| l.min(d.instant())));
@@ -175,7 +222,7 @@ impl<S, C, P, D> Throttle<S, C, P, D> {
     }
 }
 
-impl<S: Clone, C: Clone, P: Clone, D: Clone> Clone for Throttle<S, C, P, D> {
+impl<S: Clone, C: Clone, P: Clone, D: Clone, W: Clone> Clone for Throttle<S, C, P, D, W> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -183,12 +230,12 @@ impl<S: Clone, C: Clone, P: Clone, D: Clone> Clone for Throttle<S, C, P, D> {
             classify: self.classify.clone(),
             read: self.read.clone(),
             read_deadline: self.read_deadline.clone(),
-            breaker: self.breaker.clone(),
+            wait: self.wait.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, C, P, D> fmt::Debug for Throttle<S, C, P, D> {
+impl<S: fmt::Debug, C, P, D, W> fmt::Debug for Throttle<S, C, P, D, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Throttle")
             .field("inner", &self.inner)

@@ -9,18 +9,42 @@ use resilience_core::Priority;
 use tokio::time::Instant;
 
 use super::config::{ThrottleConfig, ThrottleMode};
-use crate::buckets::{Divider, Ring, Stamped, Tick};
+use crate::buckets::{COUNT_BITS, COUNT_MASK, Ring, Stamped, Tick, is_newer};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Requests and accepts over a trailing window, in [stamped
 /// buckets](crate::buckets).
+///
+/// The decision needs the window's totals on every call, and summing the
+/// buckets is O(buckets). Only the current tick's bucket changes within a
+/// tick (but for late accepts, below), so the sums of the other buckets are
+/// taken once per tick, when a call first finds the tick changed, and kept
+/// with the tick's stamp ([`AdaptiveWindow::earlier_requests`],
+/// [`AdaptiveWindow::earlier_accepts`]); a call adds the current bucket's
+/// counts, read live: two more loads, no lock, no write. So the totals a
+/// call sees include every request and accept counted before it.
+///
+/// An accept is counted in its request's bucket. When a call completes in a
+/// later tick than it started (a *late* accept), its bucket is one of the
+/// earlier buckets: the accept is added to the kept sum as well, so it also
+/// counts at once.
+///
+/// Single-threaded, the totals equal a full recount (a property test checks
+/// it). Across threads, an event counted in the previous bucket while
+/// another call takes the sums for the new tick (a request decided just
+/// before the tick changed, a late accept) may be missed, or an accept
+/// counted twice, until the next tick's sums: a passing error bounded by
+/// the calls that race the tick change.
 pub(crate) struct AdaptiveWindow {
     base: Instant,
     ring: Ring,
-    /// Division by `bucket_ns / SUBTICKS` (at least 1).
-    per_subtick: Divider,
     requests: Box<[Stamped]>,
     accepts: Box<[Stamped]>,
+    /// The requests of the buckets other than the current one, as of the
+    /// tick stamped in the high bits: `stamp << COUNT_BITS | count`.
+    earlier_requests: AtomicU64,
+    /// The same for accepts (late accepts added as they come).
+    earlier_accepts: AtomicU64,
 }
 
 /// The bucket a request was counted in, where its accept is counted too.
@@ -28,13 +52,13 @@ pub(crate) type Bucket = Tick;
 
 impl AdaptiveWindow {
     pub(crate) fn new(base: Instant, window: Duration, buckets: u32) -> Self {
-        let ring = Ring::new(window, buckets);
         Self {
             base,
-            per_subtick: Divider::new(ring.bucket_ns() / SUBTICKS),
-            ring,
+            ring: Ring::new(window, buckets),
             requests: (0..buckets).map(|_| Stamped::new()).collect(),
             accepts: (0..buckets).map(|_| Stamped::new()).collect(),
+            earlier_requests: AtomicU64::new(0),
+            earlier_accepts: AtomicU64::new(0),
         }
     }
 
@@ -45,28 +69,108 @@ impl AdaptiveWindow {
         u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// The tick and bucket of `ns`.
+    #[inline]
+    pub(crate) fn locate(&self, ns: u64) -> Tick {
+        self.ring.locate(ns)
+    }
+
     /// Counts a request (every request seen by the throttle); returns its
     /// bucket, for its accept.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn request(&self, ns: u64) -> Bucket {
         let bucket = self.ring.locate(ns);
-        self.requests[bucket.index].bump(bucket.stamp);
+        self.count_request(bucket);
         bucket
+    }
+
+    /// Counts a request in `bucket`, its tick's.
+    #[inline]
+    pub(crate) fn count_request(&self, bucket: Bucket) {
+        self.requests[bucket.index].bump(bucket.stamp);
     }
 
     /// Counts a request the backend accepted, in its request's bucket.
     #[inline]
     pub(crate) fn accept(&self, bucket: Bucket) {
-        self.accepts[bucket.index].bump(bucket.stamp);
+        if !self.accepts[bucket.index].bump(bucket.stamp) {
+            return; // its bucket was reused since: out of the window
+        }
+        let kept = self.earlier_accepts.load(Ordering::Acquire);
+        if kept >> COUNT_BITS != bucket.stamp {
+            self.late_accept(kept, bucket.stamp);
+        }
     }
 
-    /// A time slot of 1/16 bucket, for caching.
+    /// An accept counted in a bucket that may be among the earlier ones of
+    /// the kept sums: add it there too.
+    #[cold]
+    fn late_accept(&self, mut kept: u64, stamp: u64) {
+        loop {
+            let tick = kept >> COUNT_BITS;
+            // Kept for a later tick that still holds the request's bucket.
+            if !(is_newer(tick, stamp) && self.ring.is_fresh(tick, stamp)) {
+                return;
+            }
+            let next = (tick << COUNT_BITS) | ((kept & COUNT_MASK) + 1).min(COUNT_MASK);
+            match self.earlier_accepts.compare_exchange_weak(
+                kept,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(actual) => kept = actual,
+            }
+        }
+    }
+
+    /// `(requests, accepts)` in the window at `ns`, as the decision sees
+    /// them: the kept sums of the earlier buckets (taken again when the
+    /// tick changed) plus the current bucket's counts.
+    #[cfg(test)]
+    pub(crate) fn totals(&self, ns: u64) -> (u64, u64) {
+        self.totals_at(self.ring.locate(ns))
+    }
+
+    /// [`AdaptiveWindow::totals`] at a tick located already.
     #[inline]
-    fn subtick(&self, ns: u64) -> u64 {
-        self.per_subtick.div(ns)
+    pub(crate) fn totals_at(&self, Tick { stamp, index }: Tick) -> (u64, u64) {
+        let requests = self.earlier_requests.load(Ordering::Acquire);
+        let accepts = self.earlier_accepts.load(Ordering::Acquire);
+        let (requests, accepts) =
+            if requests >> COUNT_BITS == stamp && accepts >> COUNT_BITS == stamp {
+                (requests & COUNT_MASK, accepts & COUNT_MASK)
+            } else {
+                self.sum_earlier(stamp, index)
+            };
+        (
+            requests + self.requests[index].read_tick(stamp),
+            accepts + self.accepts[index].read_tick(stamp),
+        )
     }
 
-    /// `(requests, accepts)` in the window.
+    /// Sums the buckets of the window ending in the tick `stamp`, but the
+    /// current one (`index`), and keeps the sums for the tick.
+    #[cold]
+    #[inline(never)]
+    fn sum_earlier(&self, stamp: u64, index: usize) -> (u64, u64) {
+        let sum = |counters: &[Stamped]| {
+            let total: u64 = counters
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != index)
+                .map(|(_, c)| c.read(&self.ring, stamp))
+                .sum();
+            total.min(COUNT_MASK)
+        };
+        (
+            keep(&self.earlier_requests, stamp, sum(&self.requests)),
+            keep(&self.earlier_accepts, stamp, sum(&self.accepts)),
+        )
+    }
+
+    /// `(requests, accepts)` in the window, summed over every bucket.
     pub(crate) fn counts(&self, ns: u64) -> (u64, u64) {
         let now = self.ring.locate(ns).stamp;
         let sum = |v: &[Stamped]| v.iter().map(|c| c.read(&self.ring, now)).sum::<u64>();
@@ -74,13 +178,36 @@ impl AdaptiveWindow {
     }
 }
 
-/// Recomputed probabilities are reused for 1/16 of a bucket.
-const SUBTICKS: u64 = 16;
+/// Keeps `count` in `word` for the tick `stamp`, unless the word already
+/// holds this tick's (or a later tick's) sum; returns the count kept for
+/// `stamp` (`count` if a later tick's is there).
+fn keep(word: &AtomicU64, stamp: u64, count: u64) -> u64 {
+    let next = (stamp << COUNT_BITS) | count;
+    let mut cur = word.load(Ordering::Acquire);
+    loop {
+        let tick = cur >> COUNT_BITS;
+        if tick == stamp {
+            return cur & COUNT_MASK;
+        }
+        if is_newer(tick, stamp) {
+            return count;
+        }
+        match word.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return count,
+            Err(actual) => cur = actual,
+        }
+    }
+}
 
 /// The SRE client-side throttling probability.
+#[inline]
 pub(crate) fn sre_probability(requests: u64, accepts: u64, k: f64) -> f64 {
     let r = requests as f64;
-    ((r - k * accepts as f64) / (r + 1.0)).max(0.0)
+    let excess = r - k * accepts as f64;
+    if excess <= 0.0 {
+        return 0.0; // the common, healthy case: no division
+    }
+    excess / (r + 1.0)
 }
 
 /// The throttle's state, shared by its layer, services and handles.
@@ -93,9 +220,6 @@ pub(crate) struct ThrottleState {
     weights: [f64; 4],
     pub(crate) retry_after: Duration,
     pub(crate) window: AdaptiveWindow,
-    /// The adaptive probability, cached per subtick:
-    /// `(subtick + 1) << 32 | f32 bits`.
-    cached: AtomicU64,
 }
 
 impl ThrottleState {
@@ -108,7 +232,6 @@ impl ThrottleState {
             weights: config.weights,
             retry_after: config.retry_after,
             window: AdaptiveWindow::new(now, config.window, config.buckets),
-            cached: AtomicU64::new(0),
         }
     }
 
@@ -137,45 +260,25 @@ impl ThrottleState {
     fn base_probability(&self, now: &impl Fn() -> Instant) -> f64 {
         match self.mode {
             ThrottleMode::Fixed => 1.0 - f64::from_bits(self.allow.load(Ordering::Relaxed)),
-            ThrottleMode::Adaptive => self.adaptive_probability(self.window.nanos(now())),
-        }
-    }
-
-    /// The SRE probability over the window, recomputed at most once per
-    /// 1/16 of a bucket (summing the buckets is O(buckets)).
-    #[inline]
-    fn adaptive_probability(&self, ns: u64) -> f64 {
-        let tag = (self.window.subtick(ns) + 1) & 0xffff_ffff;
-        let cached = self.cached.load(Ordering::Relaxed);
-        if cached >> 32 == tag {
-            return f64::from(f32::from_bits(cached as u32));
-        }
-        self.adaptive_probability_now(ns, tag)
-    }
-
-    #[cold]
-    fn adaptive_probability_now(&self, ns: u64, tag: u64) -> f64 {
-        let (requests, accepts) = self.window.counts(ns);
-        let p = sre_probability(requests, accepts, self.k).min(self.max_reject);
-        self.cached.store(
-            (tag << 32) | u64::from((p as f32).to_bits()),
-            Ordering::Relaxed,
-        );
-        p
-    }
-
-    /// The current rejection probability of `priority`, from the window as
-    /// it is now (no cache).
-    pub(crate) fn current_reject_probability(&self, priority: Priority, now: Instant) -> f64 {
-        let base = match self.mode {
-            ThrottleMode::Fixed => return self.reject_probability(priority, &|| now),
             ThrottleMode::Adaptive => {
-                let ns = self.window.nanos(now);
-                let tag = (self.window.subtick(ns) + 1) & 0xffff_ffff;
-                self.adaptive_probability_now(ns, tag)
+                self.adaptive_probability(self.window.locate(self.window.nanos(now())))
             }
-        };
-        self.weighted(priority, base)
+        }
+    }
+
+    /// The SRE probability over the window as it is at `ns`: every request
+    /// and accept counted so far included, in O(1) (see
+    /// [`AdaptiveWindow::totals`]).
+    #[inline]
+    fn adaptive_probability(&self, tick: Tick) -> f64 {
+        let (requests, accepts) = self.window.totals_at(tick);
+        sre_probability(requests, accepts, self.k).min(self.max_reject)
+    }
+
+    /// The current rejection probability of `priority`: what the admission
+    /// of a call now uses.
+    pub(crate) fn current_reject_probability(&self, priority: Priority, now: Instant) -> f64 {
+        self.reject_probability(priority, &|| now)
     }
 
     fn weighted(&self, priority: Priority, base: f64) -> f64 {
@@ -214,7 +317,7 @@ impl ThrottleState {
     /// Decides an adaptive call at `now` on the window as it was, then
     /// counts its request (refused or not: a cold window never throttles
     /// its first call). Returns the decision and the request's bucket.
-    /// The clock reading is turned into nanoseconds once for all three.
+    /// The clock reading is turned into a tick once for all three.
     #[inline]
     pub(crate) fn admit_adaptive(
         &self,
@@ -222,12 +325,13 @@ impl ThrottleState {
         now: Instant,
         random: impl FnOnce() -> f64,
     ) -> (bool, Bucket) {
-        let ns = self.window.nanos(now);
+        let tick = self.window.locate(self.window.nanos(now));
         let admitted = self.weights[priority.index()] == 0.0 || {
-            let p = self.weighted(priority, self.adaptive_probability(ns));
+            let p = self.weighted(priority, self.adaptive_probability(tick));
             p <= 0.0 || random() >= p
         };
-        (admitted, self.window.request(ns))
+        self.window.count_request(tick);
+        (admitted, tick)
     }
 }
 
@@ -312,6 +416,88 @@ mod tests {
         assert_eq!(w.counts_at(now), (5, 5));
     }
 
+    fn adaptive(window: Duration, buckets: u32) -> ThrottleState {
+        let config = ThrottleConfig::builder()
+            .adaptive()
+            .window(window)
+            .buckets(buckets)
+            .build()
+            .unwrap();
+        ThrottleState::new(&config, Instant::now())
+    }
+
+    /// Call by call, within one tick, the admission uses exactly the
+    /// probability the handle reports, computed from every request and
+    /// accept counted before: `random() >= p` admits.
+    #[tokio::test(start_paused = true)]
+    async fn admission_and_the_reported_probability_agree_on_every_call() {
+        let s = adaptive(Duration::from_secs(120), 12);
+        let now = Instant::now();
+        let (mut refused, mut admitted) = (0, 0);
+        for i in 0..200u32 {
+            let p = s.current_reject_probability(Priority::Sheddable, now);
+            let (requests, accepts) = s.window.counts(s.window.nanos(now));
+            assert_eq!(
+                p,
+                sre_probability(requests, accepts, 2.0).min(0.9),
+                "call {i}"
+            );
+            let bucket = if i % 2 == 0 && p > 0.0 {
+                // just below p: refused
+                let (ok, bucket) = s.admit_adaptive(Priority::Sheddable, now, || p - f64::EPSILON);
+                assert!(!ok, "call {i}: p = {p}");
+                refused += 1;
+                bucket
+            } else {
+                // at p: admitted
+                let (ok, bucket) = s.admit_adaptive(Priority::Sheddable, now, || p);
+                assert!(ok, "call {i}: p = {p}");
+                admitted += 1;
+                bucket
+            };
+            // one call in three is accepted
+            if i % 3 == 0 {
+                s.window.accept(bucket);
+            }
+        }
+        assert!(
+            refused > 50 && admitted > 50,
+            "{refused} refused, {admitted} admitted"
+        );
+    }
+
+    /// A change of the accept ratio acts on the very next call: a window of
+    /// failures refuses at the cap; once enough accepts come in (late ones,
+    /// of calls that started in an earlier tick), the next call passes even
+    /// with the smallest random draw.
+    #[tokio::test(start_paused = true)]
+    async fn a_change_of_the_accept_ratio_acts_on_the_next_call() {
+        let s = adaptive(Duration::from_secs(120), 12);
+        let t0 = Instant::now();
+        let buckets: Vec<_> = (0..100)
+            .map(|_| s.admit_adaptive(Priority::Sheddable, t0, || 0.99).1)
+            .collect();
+        let later = t0 + Duration::from_secs(15); // two ticks later
+        assert!(!s.admit_adaptive(Priority::Sheddable, later, || 0.0).0);
+        assert_eq!(
+            s.current_reject_probability(Priority::Sheddable, later),
+            0.9
+        );
+        // the calls of t0 complete now, accepted
+        for bucket in &buckets[..51] {
+            s.window.accept(*bucket);
+        }
+        // the next call decides on them (before anything reads the state)
+        assert!(s.admit_adaptive(Priority::Sheddable, later, || 0.0).0);
+        assert_eq!(
+            s.current_reject_probability(Priority::Sheddable, later),
+            0.0
+        );
+        let (requests, accepts) = s.window.counts(s.window.nanos(later));
+        assert_eq!((requests, accepts), (102, 51));
+        assert_eq!(s.window.totals(s.window.nanos(later)), (102, 51));
+    }
+
     #[test]
     fn random_is_in_range() {
         let mut sum = 0.0;
@@ -324,6 +510,31 @@ mod tests {
     }
 
     proptest! {
+        /// The totals the decision uses (kept sums of the earlier buckets
+        /// plus the current one) equal a full recount after every event:
+        /// requests, accepts of any earlier request (late ones included,
+        /// and ones whose bucket has expired), time moving on.
+        #[test]
+        fn totals_match_the_recount(
+            buckets in 1u32..8,
+            seq in proptest::collection::vec((0u8..3, 0u64..300, any::<prop::sample::Index>()), 0..200),
+        ) {
+            let t0 = Instant::now();
+            let w = AdaptiveWindow::new(t0, Duration::from_secs(1), buckets);
+            let mut now_ms = 0u64;
+            let mut requests = vec![];
+            for (op, dt, pick) in seq {
+                match op {
+                    0 => now_ms += dt,
+                    1 => requests.push(w.request(w.nanos(t0 + Duration::from_millis(now_ms)))),
+                    _ if !requests.is_empty() => w.accept(*pick.get(&requests)),
+                    _ => {}
+                }
+                let ns = w.nanos(t0 + Duration::from_millis(now_ms));
+                prop_assert_eq!(w.totals(ns), w.counts(ns));
+            }
+        }
+
         /// The window agrees with a naive recount of the events of the
         /// current and previous `buckets - 1` buckets.
         #[test]
