@@ -4,7 +4,10 @@
 //! `_total`, durations in `_seconds`. Label values are the user-chosen layer
 //! `name` (validated by [`validate_name`](crate::config::validate_name)) and
 //! bounded enums (`state`, `to`, `outcome`, `reason`, `priority`, `change`,
-//! `header`); never ids, paths or peer addresses.
+//! `header`); never ids or paths. The one exception is `endpoint` on the
+//! breakers of `resilience_circuit_breaker::EndpointBreakers`: one value per
+//! endpoint of the user's discovered set (bounded by that set), cleared when
+//! the endpoint leaves.
 //!
 //! Metrics go through the `metrics` facade: install a recorder *before*
 //! building the layers (a handle stays bound to the recorder present when it
@@ -17,9 +20,9 @@
 //!
 //! | metric | kind | labels = values | meaning |
 //! |---|---|---|---|
-//! | [`resilience_circuit_breaker_state`](CIRCUIT_BREAKER_STATE) | gauge, one-hot | `name`, `state` = `closed`\|`open`\|`half_open`\|`forced_open`\|`disabled`\|`metrics_only` | 1 for the breaker's current state, 0 for the others |
-//! | [`resilience_circuit_breaker_transitions_total`](CIRCUIT_BREAKER_TRANSITIONS_TOTAL) | counter | `name`, `to` = the `state` values | state transitions, by the state entered |
-//! | [`resilience_circuit_breaker_calls_total`](CIRCUIT_BREAKER_CALLS_TOTAL) | counter | `name`, `outcome` = `success`\|`failure`\|`rejected` | calls through a breaker: `rejected` = refused by it; a caller error counts as `success` |
+//! | [`resilience_circuit_breaker_state`](CIRCUIT_BREAKER_STATE) | gauge, one-hot | `name` (`endpoint` for a breaker per endpoint), `state` = `closed`\|`open`\|`half_open`\|`forced_open`\|`disabled`\|`metrics_only` | 1 for the breaker's current state, 0 for the others |
+//! | [`resilience_circuit_breaker_transitions_total`](CIRCUIT_BREAKER_TRANSITIONS_TOTAL) | counter | `name` (`endpoint` for a breaker per endpoint), `to` = the `state` values | state transitions, by the state entered |
+//! | [`resilience_circuit_breaker_calls_total`](CIRCUIT_BREAKER_CALLS_TOTAL) | counter | `name` (`endpoint` for a breaker per endpoint), `outcome` = `success`\|`failure`\|`rejected` | calls through a breaker: `rejected` = refused by it; a caller error counts as `success` |
 //! | [`resilience_throttle_rejected_total`](THROTTLE_REJECTED_TOTAL) | counter | `name`, `priority` | calls refused by a client-side throttle |
 //! | [`resilience_bounded_queue_depth`](BOUNDED_QUEUE_DEPTH) | gauge | `name` | requests waiting in a queue (published when it is contended) |
 //! | [`resilience_bounded_queue_in_service`](BOUNDED_QUEUE_IN_SERVICE) | gauge | `name` | requests in service, as of the last contended event or snapshot; 0 once idle |
