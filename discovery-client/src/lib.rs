@@ -99,6 +99,28 @@
 //! ready, is dropped for a new pick; an earlier "no healthy endpoint" is
 //! not kept either.
 //!
+//! A retry goes to another instance (Envoy's "previous hosts" rule) when
+//! the balancer reads attempts
+//! ([`RoundRobinBuilder::avoid_tried`] with
+//! [`AttemptFromExtensions`](resilience_core::AttemptFromExtensions) for
+//! `http::Request`s) and the request carries a
+//! [`resilience_core::Attempt`] (a retry layer puts one on every try; the
+//! tries of one request share its record of the endpoints they went to).
+//! The pick is made in `poll_ready`, before the request is seen, so `call`
+//! checks it: if the request already tried the picked endpoint, `call`
+//! takes the next endpoint in the ring that it has not tried, is eligible
+//! (as above) and whose service is ready at once (polled once, without
+//! waiting); the turn then goes on after it. If every eligible endpoint
+//! was tried, or the untried ones are busy, the pick stands: an attempt
+//! never makes a call fail or wait. Either way the endpoint the request
+//! goes to is recorded in its `Attempt`, for the next try (or a concurrent
+//! hedge) to avoid. Costs: nothing without `avoid_tried` (the default, for
+//! requests of any type); with it, a request without an `Attempt` costs
+//! one extension lookup, one with an `Attempt` one short uncontended lock
+//! to check and record its endpoint, and only a pick already tried walks
+//! the ring again (a second lock to copy the tried set, a `poll_ready` per
+//! candidate).
+//!
 //! A new endpoint gets traffic as soon as it appears (with active checks:
 //! after its first passing check). A removed endpoint gets no new requests;
 //! its in-flight requests finish, as each response future holds its own

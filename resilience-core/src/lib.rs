@@ -10,6 +10,10 @@
 //!   on the wire (`grpc-timeout`, `x-deadline-ms`).
 //! - [`timeout`]: the [`TimeoutLayer`], which honours the smaller of its own
 //!   timeout and the request's deadline.
+//! - [`attempt`]: which try of a request this is and the endpoints earlier
+//!   tries went to ([`Attempt`], in request extensions; `x-attempt` and
+//!   `grpc-previous-rpc-attempts` on the wire), written by a retry layer and
+//!   read by a balancer so that a retry goes to another instance.
 //! - [`error`]: the rejection vocabulary ([`Rejected`], [`Elapsed`],
 //!   [`ErrorClass`]; your own errors through [`Classify`] and
 //!   [`Classified`]) and, in [`http`] and [`grpc`], its mapping to responses.
@@ -72,6 +76,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod attempt;
 #[cfg(feature = "chaos")]
 #[cfg_attr(docsrs, doc(cfg(feature = "chaos")))]
 pub mod chaos;
@@ -98,6 +103,7 @@ mod servers;
 pub mod snapshot;
 pub mod timeout;
 
+pub use crate::attempt::{Attempt, AttemptFromExtensions, IgnoreAttempt, ReadAttempt};
 pub use crate::classify::{
     ClassifyErrors, ClassifyOutcome, GrpcCode, GrpcOutcome, HttpOutcome, Outcome,
 };

@@ -48,7 +48,8 @@
 //! Tracing: per-request decisions are `debug!` events, state changes
 //! `info!`; a rejection we produced on purpose is never an `error!`.
 //! The correlation layer opens one span, [`SPAN_REQUEST`], with the fields
-//! [`FIELD_CORRELATION_ID`] and [`FIELD_TRACE_ID`].
+//! [`FIELD_CORRELATION_ID`] and [`FIELD_TRACE_ID`]; a request's attempt
+//! number, where a layer records it, is the field [`FIELD_ATTEMPT`].
 
 /// Label: the user-chosen name of a layer instance.
 pub const LABEL_NAME: &str = "name";
@@ -139,6 +140,9 @@ pub const SPAN_REQUEST: &str = "request";
 pub const FIELD_CORRELATION_ID: &str = "correlation_id";
 /// Span field: the W3C trace id.
 pub const FIELD_TRACE_ID: &str = "trace_id";
+/// Span and event field: the attempt number of a request
+/// ([`Attempt::number`](crate::Attempt::number), `1` for the first try).
+pub const FIELD_ATTEMPT: &str = "attempt";
 
 #[cfg(feature = "metrics")]
 pub(crate) fn describe_timeout_metrics() {

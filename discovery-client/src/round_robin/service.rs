@@ -1,11 +1,12 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use futures_core::Stream;
 use futures_util::{FutureExt, StreamExt};
 use resilience_core::BoxError;
+use resilience_core::attempt::{Attempt, IgnoreAttempt, ReadAttempt};
 use resilience_core::classify::{ClassifyOutcome, Outcome, classify_error};
 use tokio::time::Instant;
 use tower_service::Service;
@@ -28,10 +29,13 @@ const NOT_POLLED: &str = "no endpoint picked: call without poll_ready";
 /// endpoint in turn.
 ///
 /// See the [crate documentation](crate) for an example, the clone semantics,
-/// errors and metrics.
-pub struct RoundRobin<S, C = ErrorsAreFailures> {
+/// errors and metrics, and how an endpoint is picked. `A` reads the
+/// [`Attempt`] a retry layer puts on a request (see
+/// [`RoundRobinBuilder::avoid_tried`]); by default none is read.
+pub struct RoundRobin<S, C = ErrorsAreFailures, A = IgnoreAttempt> {
     shared: Arc<Shared<S>>,
     classify: C,
+    attempts: A,
     /// The endpoint picked by `poll_ready` for the next `call`.
     ready: Option<Picked<S>>,
     /// Endpoint services that were not ready at the last poll, kept so that
@@ -55,9 +59,10 @@ pub struct RoundRobin<S, C = ErrorsAreFailures> {
 /// Builds a [`RoundRobin`] with a configuration, a classifier and active
 /// health checks.
 #[must_use]
-pub struct RoundRobinBuilder<C = ErrorsAreFailures> {
+pub struct RoundRobinBuilder<C = ErrorsAreFailures, A = IgnoreAttempt> {
     config: RoundRobinConfig,
     classify: C,
+    attempts: A,
     health: Option<HealthChecker>,
 }
 
@@ -117,7 +122,7 @@ where
     }
 }
 
-impl<S, C> RoundRobin<S, C> {
+impl<S, C, A> RoundRobin<S, C, A> {
     /// A handle to read the endpoint set and health, or to change the set.
     pub fn handle(&self) -> RoundRobinHandle
     where
@@ -129,19 +134,24 @@ impl<S, C> RoundRobin<S, C> {
     }
 }
 
-impl<S, C: Clone> Clone for RoundRobin<S, C> {
+impl<S, C: Clone, A: Clone> Clone for RoundRobin<S, C, A> {
     fn clone(&self) -> Self {
-        Self::from_shared(self.shared.clone(), self.classify.clone())
+        Self::from_shared(
+            self.shared.clone(),
+            self.classify.clone(),
+            self.attempts.clone(),
+        )
     }
 }
 
-impl<S, C> RoundRobin<S, C> {
+impl<S, C, A> RoundRobin<S, C, A> {
     const NOT_STARTED: usize = usize::MAX;
 
-    fn from_shared(shared: Arc<Shared<S>>, classify: C) -> Self {
+    fn from_shared(shared: Arc<Shared<S>>, classify: C, attempts: A) -> Self {
         Self {
             shared,
             classify,
+            attempts,
             ready: None,
             parked: Vec::new(),
             rejected: false,
@@ -153,11 +163,12 @@ impl<S, C> RoundRobin<S, C> {
     }
 }
 
-impl<S, C, Req> Service<Req> for RoundRobin<S, C>
+impl<S, C, A, Req> Service<Req> for RoundRobin<S, C, A>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     C: ClassifyOutcome<S::Response> + Clone,
+    A: ReadAttempt<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -251,12 +262,15 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        if let Some(Picked {
-            stripe,
-            mut service,
-            ..
-        }) = self.ready.take()
-        {
+        if let Some(mut picked) = self.ready.take() {
+            if let Some(attempt) = self.attempts.read_attempt(&req) {
+                self.honour_attempt(attempt, &mut picked);
+            }
+            let Picked {
+                stripe,
+                mut service,
+                ..
+            } = picked;
             return ResponseFuture::called(service.call(req), stripe, self.classify.clone());
         }
         if !std::mem::replace(&mut self.rejected, false) {
@@ -272,7 +286,76 @@ where
     }
 }
 
-impl<S, C> fmt::Debug for RoundRobin<S, C> {
+impl<S, C, A> RoundRobin<S, C, A> {
+    /// Applies a request's [`Attempt`] to the pick made in `poll_ready`:
+    /// if the request already tried the picked endpoint, takes the next
+    /// eligible endpoint it has not tried whose service is ready now, if
+    /// any (else keeps the pick); records the endpoint the request goes to.
+    fn honour_attempt<Req>(&mut self, attempt: &Attempt, picked: &mut Picked<S>)
+    where
+        S: Service<Req> + Clone,
+        S::Error: Into<BoxError>,
+    {
+        let Some(ring) = self.snapshot.as_deref().map(|s| &s.ring) else {
+            return;
+        };
+        let Some(entry) = ring.get(picked.idx) else {
+            return;
+        };
+        if attempt.record_if_new(entry.stats.addr) {
+            return;
+        }
+        let tried = attempt.tried();
+        // Another endpoint must be ready now: `call` cannot wait for one
+        // (and must not fail because of the attempt). Its service is polled
+        // once with a waker that does nothing; one that is not ready is let
+        // go at once, as `poll_ready` lets go of a pick it drops.
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut eligible = Eligible::new(&self.shared.pool);
+        let len = ring.len();
+        for i in 1..len {
+            let mut idx = picked.idx + i;
+            if idx >= len {
+                idx -= len;
+            }
+            let other = &ring[idx];
+            if tried.contains(other.stats.addr) || !eligible.check(&other.stats) {
+                continue;
+            }
+            let mut service = other.service.clone();
+            match service.poll_ready(&mut cx) {
+                Poll::Ready(Ok(())) => {
+                    tracing::debug!(
+                        name = %self.shared.pool.config.name,
+                        peer.addr = %other.stats.addr,
+                        tried = %entry.stats.addr,
+                        attempt = attempt.number(),
+                        "endpoint already tried by this request: picked another"
+                    );
+                    let stripe = (self.shared.pool.config.consecutive_failures > 0)
+                        .then(|| other.stripes[self.stripe].clone());
+                    attempt.record(other.stats.addr);
+                    *picked = Picked {
+                        idx,
+                        stripe,
+                        service,
+                    };
+                    // As if `poll_ready` had skipped the tried endpoint: the
+                    // turn goes on after the one taken.
+                    self.cursor = idx + 1;
+                    return;
+                }
+                Poll::Ready(Err(err)) => not_ready(&other.stats, err.into()),
+                Poll::Pending => {}
+            }
+        }
+        // Every other eligible endpoint was tried or is busy: the pick
+        // stands, and becomes the record's most recent.
+        attempt.record(entry.stats.addr);
+    }
+}
+
+impl<S, C, A> fmt::Debug for RoundRobin<S, C, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RoundRobin")
             .field("pool", &self.shared.pool)
@@ -355,6 +438,7 @@ impl RoundRobinBuilder<ErrorsAreFailures> {
         Self {
             config: RoundRobinConfig::default(),
             classify: ErrorsAreFailures,
+            attempts: IgnoreAttempt,
             health: None,
         }
     }
@@ -366,7 +450,7 @@ impl Default for RoundRobinBuilder<ErrorsAreFailures> {
     }
 }
 
-impl<C> RoundRobinBuilder<C> {
+impl<C, A> RoundRobinBuilder<C, A> {
     /// Sets the configuration (passive ejection, panic threshold, name).
     pub fn config(mut self, config: RoundRobinConfig) -> Self {
         self.config = config;
@@ -375,10 +459,60 @@ impl<C> RoundRobinBuilder<C> {
 
     /// Sets the classifier that decides which responses count against an
     /// endpoint, e.g. [`HttpOutcome`](resilience_core::HttpOutcome).
-    pub fn classify<C2>(self, classify: C2) -> RoundRobinBuilder<C2> {
+    pub fn classify<C2>(self, classify: C2) -> RoundRobinBuilder<C2, A> {
         RoundRobinBuilder {
             config: self.config,
             classify,
+            attempts: self.attempts,
+            health: self.health,
+        }
+    }
+
+    /// Sends a retry to an endpoint its request has not tried yet, when
+    /// there is one (Envoy's "previous hosts" rule), reading the request's
+    /// [`Attempt`] with `attempts`: for `http::Request`s (hyper, axum, a
+    /// tonic `Channel`),
+    /// [`AttemptFromExtensions`](resilience_core::AttemptFromExtensions).
+    ///
+    /// For a request that carries an [`Attempt`], the balancer records the
+    /// endpoint it goes to, and skips the endpoints already tried if
+    /// another eligible endpoint is ready; when every one was tried (or
+    /// the others are busy), it picks as usual, never fails or waits
+    /// because of the attempt. A request without one costs one extension
+    /// lookup. Without this setting ([`IgnoreAttempt`], the default, for
+    /// requests of any type) attempts are neither read nor recorded.
+    ///
+    /// ```
+    /// use resilience_core::{Attempt, AttemptFromExtensions, BoxError};
+    /// use resilience_discovery::{Endpoint, RoundRobinBuilder};
+    /// use tower::{ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let endpoints = ["10.0.0.1:80", "10.0.0.2:80"].map(|a| Endpoint::new(a.parse().unwrap()));
+    /// let balancer = RoundRobinBuilder::new()
+    ///     .avoid_tried(AttemptFromExtensions)
+    ///     .build_with_endpoints(endpoints, |ep: &Endpoint| {
+    ///         let addr = ep.addr();
+    ///         service_fn(move |_: http::Request<()>| async move { Ok::<_, BoxError>(addr) })
+    ///     });
+    ///
+    /// // The first try went to 10.0.0.1 and failed; the retry avoids it.
+    /// let first = Attempt::first();
+    /// first.record("10.0.0.1:80".parse()?);
+    /// let mut retry = http::Request::new(());
+    /// retry.extensions_mut().insert(first.next());
+    /// let went_to = balancer.oneshot(retry).await?;
+    /// assert_eq!(went_to, "10.0.0.2:80".parse()?);
+    /// assert_eq!(first.tried().last(), Some(went_to)); // recorded
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn avoid_tried<A2>(self, attempts: A2) -> RoundRobinBuilder<C, A2> {
+        RoundRobinBuilder {
+            config: self.config,
+            classify: self.classify,
+            attempts,
             health: self.health,
         }
     }
@@ -400,14 +534,14 @@ impl<C> RoundRobinBuilder<C> {
 
     /// A balancer with no endpoints yet; add them through
     /// [`RoundRobin::handle`].
-    pub fn build<S, M, Args>(self, maker: M) -> RoundRobin<S, C>
+    pub fn build<S, M, Args>(self, maker: M) -> RoundRobin<S, C, A>
     where
         S: Clone + Send + Sync + 'static,
         M: MakeEndpoint<Args, Service = S> + Send + Sync + 'static,
     {
         let maker = Box::new(move |ep: &Endpoint| maker.make_endpoint(ep));
         let shared = Arc::new(Shared::new(self.config, maker, self.health));
-        RoundRobin::from_shared(shared, self.classify)
+        RoundRobin::from_shared(shared, self.classify, self.attempts)
     }
 
     /// A balancer over a fixed list of endpoints.
@@ -415,7 +549,7 @@ impl<C> RoundRobinBuilder<C> {
         self,
         endpoints: impl IntoIterator<Item = Endpoint>,
         maker: M,
-    ) -> RoundRobin<S, C>
+    ) -> RoundRobin<S, C, A>
     where
         S: Clone + Send + Sync + 'static,
         M: MakeEndpoint<Args, Service = S> + Send + Sync + 'static,
@@ -433,7 +567,7 @@ impl<C> RoundRobinBuilder<C> {
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn build_with_source<S, M, Args, St>(self, source: St, maker: M) -> RoundRobin<S, C>
+    pub fn build_with_source<S, M, Args, St>(self, source: St, maker: M) -> RoundRobin<S, C, A>
     where
         S: Clone + Send + Sync + 'static,
         M: MakeEndpoint<Args, Service = S> + Send + Sync + 'static,
@@ -459,11 +593,12 @@ impl<C> RoundRobinBuilder<C> {
     }
 }
 
-impl<C: fmt::Debug> fmt::Debug for RoundRobinBuilder<C> {
+impl<C: fmt::Debug, A: fmt::Debug> fmt::Debug for RoundRobinBuilder<C, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RoundRobinBuilder")
             .field("config", &self.config)
             .field("classify", &self.classify)
+            .field("attempts", &self.attempts)
             .field("health_check", &self.health.is_some())
             .finish()
     }
