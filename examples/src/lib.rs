@@ -23,6 +23,9 @@
 //! - [`demo`]: the reference deployment, every service above at once under
 //!   mixed-priority traffic through a chaos scenario, with a live
 //!   dashboard, a summary table and a chart.
+//! - [`soak`]: the server and client stacks over loopback for minutes at
+//!   five times the fleet's capacity, an instance dying and coming back,
+//!   checking that memory, file descriptors, tasks and queues do not grow.
 //!
 //! - [`serve`] binds an axum app on loopback and runs it in the background;
 //!   [`serve_killable`] does the same with a kill switch (a crash: no more
@@ -40,6 +43,7 @@ pub mod ingest;
 pub mod profile;
 pub mod quickstart;
 pub mod shop;
+pub mod soak;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
