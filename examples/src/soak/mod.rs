@@ -153,9 +153,9 @@ use self::report::{loadavg, unix_now};
 use crate::{Body, HttpClient, KillableServer, forward_to, serve_killable};
 
 /// After the load stops, live tasks and open file descriptors must come
-/// back to at most this many above their level before it started (the
-/// client's connection pool keeps an idle-reaper task, and a sample reads
-/// the descriptor directory through a descriptor of its own).
+/// back to at most this many above their level before it started: room
+/// for what a component keeps once it has been used (the connection pool's
+/// idle reaper, say), not for anything per request.
 pub const DRAIN_SLACK: usize = 4;
 
 /// How long the load may take to drain: its last requests end at their
