@@ -163,7 +163,9 @@ impl SoakReport {
             self.idle.rss_kib as f64 / 1024.0,
             if self.drained_ok() { "ok" } else { "NOT BACK" }
         );
-        out.push_str(&self.totals_text());
+        for line in self.totals() {
+            let _ = writeln!(out, "  {line}");
+        }
         match self.failures().as_slice() {
             [] => out.push_str("PASS: nothing grew after the warm-up\n"),
             failures => {
@@ -176,28 +178,27 @@ impl SoakReport {
         out
     }
 
-    fn totals_text(&self) -> String {
-        let mut out = String::new();
+    /// The totals: requests, deaths and skipped arrivals, then one line
+    /// per priority.
+    fn totals(&self) -> Vec<String> {
         let sent: u64 = self.totals.iter().flatten().sum();
-        let _ = writeln!(
-            out,
-            "  requests: {sent} sent ({:.0}/s), {} deaths, {} arrivals skipped by a stalled generator",
+        let mut out = vec![format!(
+            "requests: {sent} sent ({:.0}/s), {} deaths, {} arrivals skipped by a stalled generator",
             sent as f64 / self.settings.duration.as_secs_f64(),
             self.deaths,
             self.skipped
-        );
+        )];
         for (c, row) in self.totals.iter().enumerate() {
             let n: u64 = row.iter().sum();
             let pct = |v: u64| 100.0 * v as f64 / n.max(1) as f64;
-            let _ = writeln!(
-                out,
-                "  {:<14} {n:>7} sent: {:>5.1}% served, {:>5.1}% refused, {:>5.1}% dropped at the deadline, {:>5.1}% failed",
+            out.push(format!(
+                "{}: {n} sent, {:.1}% served, {:.1}% refused, {:.1}% dropped at the deadline, {:.1}% failed",
                 CLASSES[c].as_str(),
                 pct(row[0]),
                 pct(row[1]),
                 pct(row[2]),
                 pct(row[3])
-            );
+            ));
         }
         out
     }
@@ -215,8 +216,12 @@ impl SoakReport {
             self.loadavg.0,
             self.loadavg.1
         );
-        out.push_str(&self.describe().replace('\n', "\n\n"));
-        out.push('\n');
+        for line in self.describe().lines() {
+            let _ = writeln!(out, "- {line}");
+        }
+        out.push_str(
+            "\nEach row is one sample: resident memory, open file descriptors and live tokio tasks of the process (servers and client together); requests queued and in service in each instance; each instance's state in the client's balancer (`h`ealthy, `u`nhealthy, `e`jected, `p`ending; `!` while it is dead); and the requests of the interval that ended with the sample, per priority (`c`ritical / `s+` sheddable-plus / `s`heddable): served, refused (by an instance or the client's own layers), dropped by the client at their deadline, failed (all priorities).\n\n",
+        );
         out.push_str(
             "| t (s) | RSS (MiB) | open fds | live tasks | queued | in service | instances | served c/s+/s | refused c/s+/s | dropped c/s+/s | failed |\n",
         );
@@ -285,8 +290,8 @@ impl SoakReport {
                 "**not back**"
             }
         );
-        for line in self.totals_text().lines() {
-            let _ = writeln!(out, "- {}", line.trim());
+        for line in self.totals() {
+            let _ = writeln!(out, "- {line}");
         }
         match self.failures().as_slice() {
             [] => out.push_str("\n**PASS**: nothing grew after the warm-up.\n"),
