@@ -23,10 +23,16 @@
 //! - [`demo`]: the reference deployment, every service above at once under
 //!   mixed-priority traffic through a chaos scenario, with a live
 //!   dashboard, a summary table and a chart.
+//! - [`soak`]: the server and client stacks over loopback for minutes at
+//!   five times the fleet's capacity, an instance dying and coming back,
+//!   checking that memory, file descriptors, tasks and queues do not grow.
 //!
-//! - [`serve`] binds an axum app on loopback and runs it in the background.
+//! - [`serve`] binds an axum app on loopback and runs it in the background;
+//!   [`serve_killable`] does the same with a kill switch (a crash: no more
+//!   connections accepted, every open one closed).
 //! - [`http_client`] is the outgoing-call stack every service uses:
-//!   context propagation over a timeout over a hyper client.
+//!   context propagation over a timeout over a hyper client;
+//!   [`forward_to`] is the service a balancer makes for one endpoint.
 //! - [`init_logging`] installs the log format that shows the correlation id
 //!   on every line (binaries only: libraries never install a subscriber).
 
@@ -37,19 +43,25 @@ pub mod ingest;
 pub mod profile;
 pub mod quickstart;
 pub mod shop;
+pub mod soak;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
 use resilience_core::{BoxError, TimeoutLayer};
 use resilience_correlation::PropagateContextLayer;
+use tokio::task::{JoinHandle, JoinSet};
 use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
 /// The request body of outgoing calls.
 pub type Body = Full<Bytes>;
@@ -80,6 +92,109 @@ pub async fn serve_on(app: Router, port: u16) -> std::io::Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+/// An app served on loopback by [`serve_killable`]: its address and its
+/// kill switch. Dropping it kills the server too.
+#[derive(Debug)]
+pub struct KillableServer {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+/// Binds `app` on loopback port `port` (any free one when `0`) and serves
+/// it over HTTP/1.1 in the background, like [`serve_on`], but killable:
+/// [`KillableServer::kill`] stops it the way a crash would. The socket is
+/// bound with `SO_REUSEADDR`, so a killed server's port can be bound again
+/// at once (the instance "comes back" where its clients expect it).
+///
+/// # Errors
+/// - the port cannot be bound
+pub async fn serve_killable(app: Router, port: u16) -> std::io::Result<KillableServer> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    let listener = socket.listen(1024)?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        // The connections live in this set: when the accept loop is
+        // aborted, the set is dropped with it, which aborts every
+        // connection's task and so closes its socket.
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        let service = TowerToHyperService::new(app.clone());
+                        connections.spawn(async move {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                    Err(error) => {
+                        // Out of file descriptors, say: back off a little
+                        // instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                // Reap finished connections, so the set holds only open ones.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+    });
+    Ok(KillableServer { addr, task })
+}
+
+impl KillableServer {
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Kills the server as a crash would: it accepts no connection any
+    /// more, and every open connection is closed at once (requests in
+    /// flight get no answer; their handlers' futures are dropped). Returns
+    /// once the listening socket is closed, so the port can be bound again.
+    pub async fn kill(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for KillableServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The service a balancer makes for one endpoint: sends each request to
+/// `addr` through `hyper`, whatever authority its URI names (its path and
+/// query are kept), so callers can write `http://inventory/reserve/cd`.
+pub fn forward_to(
+    hyper: Client<HttpConnector, Body>,
+    addr: SocketAddr,
+) -> impl Service<
+    http::Request<Body>,
+    Response = http::Response<Incoming>,
+    Error = BoxError,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
+    let authority: Arc<str> = Arc::from(addr.to_string());
+    service_fn(move |mut req: http::Request<Body>| {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let uri = format!("http://{authority}{path}").parse::<http::Uri>();
+        let hyper = hyper.clone();
+        async move {
+            *req.uri_mut() = uri?;
+            Ok::<_, BoxError>(hyper.request(req).await?)
+        }
+    })
 }
 
 /// The client stack: the current request's context is propagated, and every

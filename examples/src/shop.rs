@@ -124,14 +124,14 @@ use resilience_discovery::{
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower::{ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
 use crate::grpc::{
     BoxGrpcService, GrpcInstance, GrpcServerSettings, GrpcTransport, InventoryClient,
     ReserveRequest,
 };
-use crate::{Body, HttpClient, http_client, serve};
+use crate::{Body, HttpClient, forward_to, http_client, serve};
 
 /// The header naming the inventory instance that served a call, on the
 /// instance's answers and on the shop's.
@@ -649,20 +649,10 @@ impl Shop {
                 .build()?,
         );
         let instance = move |ep: &Endpoint| -> HttpClient {
-            let (hyper, authority) = (hyper.clone(), ep.addr().to_string());
-            let forward = service_fn(move |mut req: http::Request<Body>| {
-                let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-                let uri = format!("http://{authority}{path}").parse::<http::Uri>();
-                let hyper = hyper.clone();
-                async move {
-                    *req.uri_mut() = uri?;
-                    Ok::<_, BoxError>(hyper.request(req).await?)
-                }
-            });
             BoxCloneSyncService::new(
                 ServiceBuilder::new()
                     .layer(timeout.clone())
-                    .service(forward),
+                    .service(forward_to(hyper.clone(), ep.addr())),
             )
         };
         let health = settings.health_config()?;
