@@ -274,6 +274,8 @@ async fn higher_priority_displaces_the_lowest_queued() {
     let mut c = call(req_p(4, Priority::Critical));
     assert_pending!(c.poll());
     assert!(s1.is_woken());
+    // Counted when it is displaced, not when its future is polled again.
+    assert_eq!(h.snapshot().rejected.shed, 1);
     let err = assert_ready!(s1.poll()).unwrap_err();
     assert_eq!(reason(&err), "shed for higher priority");
     assert_eq!(h.snapshot().queued_by_priority, [0, 1, 1, 0]);
@@ -328,6 +330,29 @@ async fn reserved_share_serves_a_lower_priority_under_saturation() {
     assert_pending!(c.poll());
     let (id, _send) = next(&mut handle).await;
     assert_eq!(id, 3, "sheddable is below its reserved share: served first");
+}
+
+/// A displaced waiter is counted as shed at once, also when its future is
+/// dropped without being polled again, and only once.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_displaced_waiter_is_counted_once_when_displaced() {
+    let layer = layer(cfg().concurrency(1).capacity(1));
+    let h = layer.handle();
+    let (mut svc, _handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    let mut call = |r: Req| {
+        assert_ready_ok!(svc.poll_ready());
+        task::spawn(svc.call(r))
+    };
+    let mut a = call(req_p(1, Priority::Critical));
+    let mut s = call(req_p(2, Priority::Sheddable));
+    assert_pending!(a.poll());
+    assert_pending!(s.poll());
+    let mut c = call(req_p(3, Priority::Critical));
+    assert_pending!(c.poll());
+    assert_eq!(h.snapshot().rejected.shed, 1);
+    drop(s);
+    let snap = h.snapshot();
+    assert_eq!((snap.rejected.shed, snap.queued), (1, 1));
 }
 
 /// A priority below its reserved share keeps it while the admission level
@@ -826,10 +851,12 @@ async fn a_starving_priority_sheds_the_ones_below_it_until_quiet() {
         "queue time exceeded"
     );
     assert!(s.is_woken());
+    assert_eq!(h.snapshot().rejected.shed, 1, "counted when shed");
     assert_eq!(
         reason(&assert_ready!(s.poll()).unwrap_err()),
         "shed for higher priority"
     );
+    assert_eq!(h.snapshot().rejected.shed, 1, "and only once");
     assert_eq!(h.snapshot().admission_level, Priority::Critical);
     // While saturated, arrivals below critical are refused on arrival...
     let mut s2 = call(req_p(4, Priority::SheddablePlus));
