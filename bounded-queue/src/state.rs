@@ -602,12 +602,11 @@ impl Shared {
                 return Some(lane);
             };
             next[p] += 1;
-            slack += gap;
-            // A wait too long to represent never runs out.
-            if at
-                .checked_add(allowed)
-                .is_some_and(|until| until < now + slack)
-            {
+            slack = slack.saturating_add(gap);
+            // A wait too long to represent never runs out; a slack too long
+            // to represent (an absurd service time) never yields.
+            let by = now.checked_add(slack)?;
+            if at.checked_add(allowed).is_some_and(|until| until < by) {
                 return None;
             }
         }

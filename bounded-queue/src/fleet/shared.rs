@@ -178,8 +178,9 @@ impl Shared {
         let per_ns = config.per.as_nanos();
         let per_us = config.per.as_micros();
         let num = u128::from(config.num);
-        let interval_us = (per_us / num).max(1) as u64;
-        let local_interval = (per_ns * u128::from(config.instances) / num).max(1) as u64;
+        let to_u64 = |v: u128| v.min(u128::from(u64::MAX)) as u64;
+        let interval_us = to_u64(per_us / num).max(1);
+        let local_interval = to_u64(per_ns * u128::from(config.instances) / num).max(1);
         let local_burst = (config.burst / config.instances).max(1);
         let local_reserve = config.reserve / config.instances;
         let local_tolerance = local_interval.saturating_mul(local_burst);
@@ -292,7 +293,9 @@ impl Shared {
     /// Waits for the lease in flight, at most `redis_timeout`; then (or if
     /// Redis fails) decides by the fallback policy.
     pub(crate) async fn wait(self: Arc<Self>, st: Arc<KeyState>, p: Priority) -> Acquire {
-        let deadline = Instant::now() + self.config.redis_timeout;
+        // At most 365 days (checked at build): never overflows; and if it
+        // did, no deadline rather than a panic.
+        let deadline = Instant::now().checked_add(self.config.redis_timeout);
         loop {
             let notified = st.notify.notified();
             tokio::pin!(notified);
@@ -319,7 +322,14 @@ impl Shared {
                     _ => return self.fallback(&st, p),
                 }
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let timed_out = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, notified).await.is_err(),
+                None => {
+                    notified.await;
+                    false
+                }
+            };
+            if timed_out {
                 tracing::debug!(name = %self.config.name, "redis slower than the bound");
                 return self.fallback(&st, p);
             }
