@@ -549,6 +549,46 @@ async fn the_snapshot_is_served_as_fleet_rate_limit() {
     assert!(layer["state"]["redis_commands"].as_u64().unwrap() >= 5);
 }
 
+/// The limit asks nothing of the inner service but `Clone`: one that is
+/// neither `Send` nor `'static` (it borrows a local and holds an `Rc`)
+/// works, on a request admitted at once and on one that waits for a lease.
+#[tokio::test(flavor = "current_thread")]
+async fn the_inner_service_need_not_be_send_or_static() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let cfg = config("local-svc")
+        .rate(5, Duration::from_secs(3600))
+        .batch(1)
+        .burst(5)
+        .build()
+        .unwrap();
+    let calls = std::cell::Cell::new(0u32);
+    let not_send = std::rc::Rc::new("ok");
+    let inner = service_fn(|_: Request<()>| {
+        calls.set(calls.get() + 1);
+        let body = *not_send;
+        async move { Ok::<_, BoxError>(body) }
+    });
+    let layer = FleetRateLimitLayer::new(cfg, redis::Client::open(redis.url()).unwrap());
+    let mut svc = tower::Layer::layer(&layer, inner);
+    let mut admitted = 0;
+    for _ in 0..8 {
+        if let Ok(body) = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(req(b"t", Priority::Critical))
+            .await
+        {
+            assert_eq!(body, "ok");
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
+    assert_eq!(calls.get(), 5, "refused requests never reach the service");
+}
+
 /// A server that speaks RESP but answers `+OK` to every command, the
 /// lease script included: garbage, never tokens.
 async fn garbage_redis() -> u16 {

@@ -106,7 +106,8 @@
 //! service builds its own layer (and connection); instances share the limit
 //! through Redis by using the same `name` and `prefix`. The inner service
 //! must be `Clone`: a request that waits for a lease takes the ready
-//! service with it.
+//! service with it. Nothing else is asked of it: what waits on Redis never
+//! holds the service, so it need not be `Send` or `'static`.
 //!
 //! # Errors
 //!

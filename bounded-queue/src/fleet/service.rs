@@ -200,7 +200,10 @@ impl<S, K, P> fmt::Debug for FleetRateLimit<S, K, P> {
 
 impl<S, K, P, Req> Service<Req> for FleetRateLimit<S, K, P>
 where
-    S: Service<Req> + Clone + Send + 'static,
+    // `Clone` only: a request that waits for a lease takes the ready service
+    // with it; what waits on Redis (a spawned task, a boxed future) never
+    // holds the service, so it need not be `Send` or `'static`.
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     K: MakeKey<Req>,
     P: ReadPriority<Req>,
