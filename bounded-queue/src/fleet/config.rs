@@ -13,7 +13,8 @@ use resilience_core::config::{ConfigError, validate_name, validate_positive_dura
 pub enum WhenRedisFails {
     /// Admit against a local bucket per key holding this instance's share of
     /// the limit (`limit / instances`), so the fleet together stays near the
-    /// limit. The default.
+    /// limit; what it admits so is charged to Redis when Redis answers
+    /// again (the last period of it). The default.
     #[default]
     LocalShare,
     /// Refuse every request that the tokens already leased do not cover.
@@ -145,10 +146,13 @@ impl FleetRateLimitConfig {
         self.reserve
     }
 
-    /// The most the fleet can admit beyond the Redis limit in any window:
-    /// tokens leased but not yet spent, at most `batch` per instance for
-    /// general traffic plus `batch` for the critical reserve, so
-    /// `instances x 2 x batch` (`instances x batch` without a reserve).
+    /// The most the fleet can admit beyond what Redis grants in any window
+    /// while every instance reaches Redis: tokens leased but not yet spent,
+    /// at most `batch` per instance for general traffic plus `batch` for
+    /// the critical reserve, so `instances x 2 x batch` (`instances x batch`
+    /// without a reserve). While some instances are cut off from Redis,
+    /// each may admit its local share on top; see the
+    /// [module docs](super#how-much-the-fleet-admits-in-every-mode).
     pub fn over_admission_bound(&self) -> u64 {
         let per_instance = if self.reserve > 0 {
             2 * self.batch
