@@ -603,6 +603,7 @@ async fn mode_changes_are_metrics() {
         seen["resilience_fleet_rate_limit_mode_changes_total{shared}"],
         DebugValue::Counter(1)
     );
+    assert_eq!(handle.snapshot().mode_changes, 2, "to local and back");
     assert_eq!(
         seen["resilience_fleet_rate_limit_mode{shared}"],
         DebugValue::Gauge(1.0.into())
@@ -634,6 +635,7 @@ async fn the_snapshot_is_served_as_fleet_rate_limit() {
     assert_eq!(layer["state"]["keys"], 1);
     assert_eq!(layer["state"]["tokens_leased"], 10);
     assert_eq!(layer["state"]["rejected"], 2);
+    assert_eq!(layer["state"]["mode_changes"], 0);
     assert!(layer["state"]["redis_commands"].as_u64().unwrap() >= 5);
 }
 

@@ -31,9 +31,9 @@
 //!   the instance's next full lease will fit (its share refilled, or spare
 //!   tokens left over); until then, a request the held tokens do not cover
 //!   is refused at once with that retry-after. A saturated instance sends
-//!   about two lease commands (one `EVALSHA` each) per `batch` requests it
-//!   admits (210 per 1,000 admitted with a batch of 10 in the fleet test,
-//!   70 per 1,000 offered at three times the limit).
+//!   about one lease command (one `EVALSHA`) per `batch` requests it admits:
+//!   115 per 1,000 admitted with a batch of 10 in the fleet test, 40 per
+//!   1,000 offered at three times the limit.
 //! - **A reserve for critical requests.** The last `reserve` tokens of the
 //!   burst are leased only to requests of [`Priority::Critical`] and above
 //!   (read from `http::Request` extensions like the bounded queue, or with
@@ -153,7 +153,8 @@
 //! `_mode_changes_total{name, mode}`, `_rejected_total{name, priority}` and
 //! `_redis_calls_total{name, outcome}` (counters). Install the recorder
 //! before building the layer. [`FleetRateLimitHandle::snapshot`] gives the
-//! mode, the keys tracked and the Redis commands sent.
+//! mode, the keys tracked, the Redis commands sent, the tokens leased, the
+//! requests refused and the changes of mode.
 
 mod config;
 mod key;

@@ -56,6 +56,8 @@ pub struct FleetRateLimitSnapshot {
     pub tokens_leased: u64,
     /// Requests refused.
     pub rejected: u64,
+    /// Changes of mode since the layer was built (Redis lost, Redis back).
+    pub mode_changes: u64,
 }
 
 type Waiting = Pin<Box<dyn Future<Output = Acquire> + Send>>;
@@ -305,6 +307,7 @@ impl FleetRateLimitHandle {
             redis_commands: self.shared.redis_commands(),
             tokens_leased: self.shared.tokens_leased(),
             rejected: self.shared.rejected(),
+            mode_changes: self.shared.mode_changes(),
         }
     }
 }

@@ -114,7 +114,7 @@ if g > 0 then next_g = tonumber(ARGV[12]) end
 if next_g > 0 then
   local w = math.min(next_g, cap)
   local own = math.max(mine + w * share - tau_i, tat + w * interval - (tau - reserve))
-  local spare = tat + (next_g + promised) * interval - (tau - reserve)
+  local spare = tat + (next_g + (n - 1) * cap) * interval - (tau - reserve)
   retry_g = math.floor(math.min(own, spare) - now)
   if retry_g > max_retry then retry_g = max_retry end
   if retry_g < 0 then retry_g = 0 end
@@ -165,6 +165,7 @@ pub(crate) struct Shared {
     redis_commands: AtomicU64,
     tokens_leased: AtomicU64,
     rejected: AtomicU64,
+    mode_changes: AtomicU64,
     /// Redis GCRA parameters, microseconds.
     interval_us: u64,
     tau_us: u64,
@@ -299,6 +300,7 @@ impl Shared {
             redis_commands: AtomicU64::new(0),
             tokens_leased: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            mode_changes: AtomicU64::new(0),
             #[cfg(feature = "metrics")]
             metrics,
             config,
@@ -329,6 +331,10 @@ impl Shared {
 
     pub(crate) fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mode_changes(&self) -> u64 {
+        self.mode_changes.load(Ordering::Relaxed)
     }
 
     /// Admits with a leased token, or says what to do instead. No Redis
@@ -688,6 +694,7 @@ impl Shared {
         if old == mode {
             return;
         }
+        self.mode_changes.fetch_add(1, Ordering::Relaxed);
         match err {
             Some(err) => tracing::info!(
                 name = %self.config.name, from = %old, to = %mode, error = %err,
