@@ -207,7 +207,10 @@ impl FleetRateLimitConfigBuilder {
 
     /// Tokens the fleet may take at once (the GCRA's burst tolerance in
     /// Redis). Default: `instances x batch + reserve`, the least that lets
-    /// every instance hold a full lease.
+    /// every instance hold a full lease. Each of the `n` instances asking
+    /// for a key has a fair share holding at most `(burst - reserve) / n`
+    /// of it: below `batch`, a saturated instance leases less at a time (and
+    /// asks Redis more often).
     pub fn burst(mut self, burst: u64) -> Self {
         self.burst = Some(burst);
         self

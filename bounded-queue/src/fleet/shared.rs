@@ -1043,6 +1043,34 @@ mod tests {
         assert!(retry > 0);
     }
 
+    /// What an instance admitted alone is charged over the span it was
+    /// admitted in, its last period only, at most the local share's burst
+    /// and one period of its rate.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_charge_covers_the_last_period_and_is_capped() {
+        let config = FleetRateLimitConfig::builder()
+            .rate(300, Duration::from_secs(1))
+            .batch(10)
+            .instances(3)
+            .build()
+            .unwrap();
+        // No connection is made: only the charge is computed.
+        let shared = Shared::new(config, redis::Client::open("redis://127.0.0.1:1/").unwrap());
+        let st = key(&shared);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        let now = shared.nanos(Instant::now());
+        let half = Duration::from_millis(500).as_nanos() as u64;
+        st.debt_since.store(now - half, Ordering::Release);
+        assert_eq!(shared.charge(&st, 40, 40), (40, 500_000, 40));
+        // Admitted over ten seconds: the last second's tenth is charged...
+        st.debt_since.store(now - 20 * half, Ordering::Release);
+        assert_eq!(shared.charge(&st, 1_000, 1_200), (100, 1_000_000, 1_200));
+        // ...at most the local burst (30 / 3) and a period of the local
+        // share (100).
+        assert_eq!(shared.charge(&st, 5_000, 5_000), (110, 1_000_000, 5_000));
+        assert_eq!(shared.charge(&st, 0, 7), (0, 0, 7));
+    }
+
     #[test]
     fn shards_spread_keys() {
         let used: std::collections::HashSet<_> =
