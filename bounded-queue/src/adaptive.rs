@@ -31,6 +31,7 @@
 use std::time::Duration;
 
 use resilience_core::ConfigError;
+use resilience_core::config::validate_positive_duration;
 
 /// Which adaptive algorithm sets the limit.
 #[derive(Debug, Clone, PartialEq)]
@@ -230,7 +231,7 @@ impl AimdConfigBuilder {
     }
 
     /// A call slower than this counts as a drop (default
-    /// [`AimdConfig::DEFAULT_TIMEOUT`]).
+    /// [`AimdConfig::DEFAULT_TIMEOUT`], at most 365 days).
     pub fn timeout(mut self, d: Duration) -> Self {
         self.config.timeout = d;
         self
@@ -241,16 +242,15 @@ impl AimdConfigBuilder {
     /// # Errors
     /// - `min` is zero, `max` is below `min`, `initial` is outside them
     /// - `backoff_ratio` is not within `0.5..1.0`
-    /// - `timeout` is zero
+    /// - `timeout` is zero or longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days)
     pub fn build(self) -> Result<AimdConfig, ConfigError> {
         let c = self.config;
         check_bounds(c.initial, c.min, c.max)?;
         if !(0.5..1.0).contains(&c.backoff_ratio) {
             return Err(ConfigError::new("backoff_ratio", "must be within 0.5..1.0"));
         }
-        if c.timeout.is_zero() {
-            return Err(ConfigError::new("timeout", "must be greater than zero"));
-        }
+        validate_positive_duration("timeout", c.timeout)?;
         Ok(c)
     }
 }
@@ -479,6 +479,23 @@ mod tests {
             l.update(ms, 1, true);
         }
         assert_eq!(l.limit(), 2, "bounded by min");
+    }
+
+    #[test]
+    fn aimd_timeout_is_positive_and_at_most_365_days() {
+        use resilience_core::config::MAX_DURATION;
+        let field = |d: Duration| {
+            AimdConfig::builder()
+                .timeout(d)
+                .build()
+                .unwrap_err()
+                .field()
+        };
+        assert_eq!(field(Duration::ZERO), "timeout");
+        assert_eq!(field(MAX_DURATION + Duration::from_nanos(1)), "timeout");
+        assert_eq!(field(Duration::MAX), "timeout");
+        let c = AimdConfig::builder().timeout(MAX_DURATION).build().unwrap();
+        assert_eq!(AimdLimit::new(c).update(Duration::MAX, 1, false), 20);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 use std::time::Duration;
 
 use resilience_core::Priority;
-use resilience_core::config::{ConfigError, validate_name};
+use resilience_core::config::{
+    ConfigError, validate_duration, validate_name, validate_positive_duration,
+};
 
 use crate::adaptive::AdaptiveLimit;
 
@@ -252,10 +254,11 @@ impl BoundedQueueConfigBuilder {
     }
 
     /// The longest a request waits while there is no standing queue (default
-    /// [`BoundedQueueConfig::DEFAULT_MAX_WAIT`]). `Duration::MAX` (or any
-    /// wait too long to represent as an instant) means no queue timeout: a
-    /// waiter is then bounded only by its deadline, the CoDel target under a
-    /// standing queue, and displacement by higher priorities.
+    /// [`BoundedQueueConfig::DEFAULT_MAX_WAIT`]), at most
+    /// [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days).
+    /// A wait that long is in effect no queue timeout: a waiter is then
+    /// bounded only by its deadline, the CoDel target under a standing
+    /// queue, and displacement by higher priorities.
     pub fn max_wait(mut self, d: Duration) -> Self {
         self.max_wait = d;
         self
@@ -268,14 +271,14 @@ impl BoundedQueueConfigBuilder {
     }
 
     /// The longest a request waits while a standing queue exists (default
-    /// [`BoundedQueueConfig::DEFAULT_CODEL_TARGET`]).
+    /// [`BoundedQueueConfig::DEFAULT_CODEL_TARGET`], at most 365 days).
     pub fn codel_target(mut self, d: Duration) -> Self {
         self.codel_target = d;
         self
     }
 
     /// How long the queue must stay non-empty to count as standing (default
-    /// [`BoundedQueueConfig::DEFAULT_CODEL_INTERVAL`]).
+    /// [`BoundedQueueConfig::DEFAULT_CODEL_INTERVAL`], at most 365 days).
     pub fn codel_interval(mut self, d: Duration) -> Self {
         self.codel_interval = d;
         self
@@ -372,6 +375,9 @@ impl BoundedQueueConfigBuilder {
     /// - `max_wait` is zero while `capacity` is not
     /// - `codel_target` or `codel_interval` is zero, or the target is longer
     ///   than the interval
+    /// - `max_wait`, `codel_target` or `codel_interval` is longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days),
+    ///   the one rule for every configured duration
     /// - `retry_after` is zero or longer than
     ///   [`BoundedQueueConfig::MAX_RETRY_AFTER`]
     /// - a reserved share is not within `0.0..=1.0`, or they sum above `1.0`
@@ -382,30 +388,20 @@ impl BoundedQueueConfigBuilder {
         if self.concurrency == 0 {
             return Err(ConfigError::new("concurrency", "must be at least 1"));
         }
-        if self.capacity > 0 && self.max_wait.is_zero() {
-            return Err(ConfigError::new("max_wait", "must be greater than zero"));
+        if self.capacity > 0 {
+            validate_positive_duration("max_wait", self.max_wait)?;
+        } else {
+            validate_duration("max_wait", self.max_wait)?;
         }
-        if self.codel_target.is_zero() {
-            return Err(ConfigError::new(
-                "codel_target",
-                "must be greater than zero",
-            ));
-        }
-        if self.codel_interval.is_zero() {
-            return Err(ConfigError::new(
-                "codel_interval",
-                "must be greater than zero",
-            ));
-        }
+        validate_positive_duration("codel_target", self.codel_target)?;
+        validate_positive_duration("codel_interval", self.codel_interval)?;
         if self.codel_target > self.codel_interval {
             return Err(ConfigError::new(
                 "codel_target",
                 "must not be longer than codel_interval",
             ));
         }
-        if self.retry_after.is_zero() {
-            return Err(ConfigError::new("retry_after", "must be greater than zero"));
-        }
+        validate_positive_duration("retry_after", self.retry_after)?;
         if self.retry_after > BoundedQueueConfig::MAX_RETRY_AFTER {
             return Err(ConfigError::new("retry_after", "must be at most 1 day"));
         }
@@ -513,6 +509,29 @@ mod tests {
             let e = build(bad).unwrap_err();
             assert_eq!(e.field(), "yield_margin", "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn every_duration_is_at_most_365_days() {
+        use resilience_core::config::MAX_DURATION;
+        let over = MAX_DURATION + Duration::from_nanos(1);
+        let b = BoundedQueueConfig::builder;
+        let field = |b: BoundedQueueConfigBuilder| b.build().unwrap_err().field();
+        assert_eq!(field(b().max_wait(over)), "max_wait");
+        assert_eq!(field(b().capacity(0).max_wait(Duration::MAX)), "max_wait");
+        assert_eq!(
+            field(b().codel_target(over).codel_interval(over)),
+            "codel_target"
+        );
+        assert_eq!(field(b().codel_interval(over)), "codel_interval");
+        assert_eq!(field(b().retry_after(over)), "retry_after");
+        let c = b()
+            .max_wait(MAX_DURATION)
+            .codel_target(MAX_DURATION)
+            .codel_interval(MAX_DURATION)
+            .build()
+            .unwrap();
+        assert_eq!(c.max_wait(), MAX_DURATION);
     }
 
     proptest! {

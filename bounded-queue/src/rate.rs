@@ -44,7 +44,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use resilience_core::config::{ConfigError, validate_name};
+use resilience_core::config::{
+    ConfigError, MAX_DURATION, validate_name, validate_positive_duration,
+};
 use resilience_core::{BoxError, Rejected, RejectionKind};
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -162,9 +164,10 @@ impl RateLimitConfig {
     pub const DEFAULT_PER: Duration = Duration::from_secs(1);
     /// Requests that may arrive at once: `1`.
     pub const DEFAULT_BURST: u64 = 1;
-    /// The longest period, and the longest a burst may span: `365 days`.
-    /// Longer ones would overflow the bucket's clock arithmetic.
-    pub const MAX_PER: Duration = Duration::from_secs(365 * 86_400);
+    /// The longest period, and the longest a burst may span: `365 days`
+    /// ([`MAX_DURATION`], the longest duration any configuration of the
+    /// family accepts).
+    pub const MAX_PER: Duration = MAX_DURATION;
 
     /// A builder with the defaults.
     pub fn builder() -> RateLimitConfigBuilder {
@@ -230,14 +233,12 @@ impl RateLimitConfigBuilder {
         if self.burst == 0 {
             return Err(ConfigError::new("burst", "must be at least 1"));
         }
-        if self.per.is_zero() || self.per.as_nanos() < u128::from(self.num) {
+        validate_positive_duration("per", self.per)?;
+        if self.per.as_nanos() < u128::from(self.num) {
             return Err(ConfigError::new(
                 "per",
                 "must be at least a nanosecond per request",
             ));
-        }
-        if self.per > RateLimitConfig::MAX_PER {
-            return Err(ConfigError::new("per", "must be at most 365 days"));
         }
         let span = self.per.as_nanos() / u128::from(self.num) * u128::from(self.burst);
         if span > RateLimitConfig::MAX_PER.as_nanos() {
@@ -479,6 +480,8 @@ mod tests {
         );
         assert_eq!(e(RateLimitConfig::builder().burst(0)), "burst");
         assert_eq!(e(RateLimitConfig::builder().rate(1, Duration::MAX)), "per");
+        let over = RateLimitConfig::MAX_PER + Duration::from_nanos(1);
+        assert_eq!(e(RateLimitConfig::builder().rate(1, over)), "per");
         assert_eq!(
             e(RateLimitConfig::builder()
                 .rate(1, RateLimitConfig::MAX_PER)

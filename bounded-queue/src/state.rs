@@ -133,6 +133,8 @@ enum Step {
     /// Granted: when enqueued, and when the slot was handed over.
     Granted(Instant, Instant),
     Rejected(Reason),
+    /// Refused while queued (shed), already counted when it happened.
+    Refused(Reason),
     /// Wait to be woken, or until the instant (`None`: no timer, as with
     /// `max_wait(Duration::MAX)` and no deadline).
     Wait(Option<Instant>),
@@ -169,6 +171,10 @@ pub struct BoundedQueueSnapshot {
 }
 
 /// Requests refused since the queue was built, by reason.
+///
+/// Each refusal is counted when it is decided: a waiter shed from the queue
+/// (displaced, or below a raised admission level) counts at once, before
+/// its future learns it (and also when the future is dropped unpolled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct RejectedCounts {
@@ -176,7 +182,9 @@ pub struct RejectedCounts {
     pub full: u64,
     /// The request waited longer than allowed.
     pub wait_timeout: u64,
-    /// Displaced by a request of higher priority.
+    /// Shed for a request of higher priority: displaced from a full queue,
+    /// shed from the queue when a higher priority starved, or refused on
+    /// arrival below the admission level.
     pub shed: u64,
     /// Its deadline could not be met.
     pub deadline: u64,
@@ -383,11 +391,7 @@ impl Shared {
                 Some(p) => {
                     let (_, idx) = q.lanes[p].pop_front().expect("lane is not empty");
                     q.len -= 1;
-                    if let Slot::Waiting { waker: Some(w), .. } =
-                        std::mem::replace(&mut q.slots[idx as usize], Slot::Rejected(Reason::Shed))
-                    {
-                        w.wake();
-                    }
+                    self.shed_waiting(&mut q.slots[idx as usize]);
                 }
                 None => {
                     drop(q);
@@ -459,14 +463,24 @@ impl Shared {
         for p in (0..level).filter(|&p| !self.under_share(p)) {
             while let Some((_, idx)) = q.lanes[p].pop_front() {
                 q.len -= 1;
-                if let Slot::Waiting { waker: Some(w), .. } =
-                    std::mem::replace(&mut q.slots[idx as usize], Slot::Rejected(Reason::Shed))
-                {
-                    w.wake();
-                }
+                self.shed_waiting(&mut q.slots[idx as usize]);
             }
         }
         tracing::debug!(name = %self.name, level, "admission level raised");
+    }
+
+    /// Sheds a waiter taken off its lane: counted now (its future may be
+    /// polled much later, or only dropped), then woken to learn it.
+    fn shed_waiting(&self, slot: &mut Slot) {
+        if let Slot::Waiting {
+            priority, waker, ..
+        } = std::mem::replace(slot, Slot::Rejected(Reason::Shed))
+        {
+            self.count_rejection(Reason::Shed, priority);
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
     }
 
     fn expected_wait(&self, position: usize) -> Duration {
@@ -588,12 +602,11 @@ impl Shared {
                 return Some(lane);
             };
             next[p] += 1;
-            slack += gap;
-            // A wait too long to represent never runs out.
-            if at
-                .checked_add(allowed)
-                .is_some_and(|until| until < now + slack)
-            {
+            slack = slack.saturating_add(gap);
+            // A wait too long to represent never runs out; a slack too long
+            // to represent (an absurd service time) never yields.
+            let by = now.checked_add(slack)?;
+            if at.checked_add(allowed).is_some_and(|until| until < by) {
                 return None;
             }
         }
@@ -731,7 +744,7 @@ impl Shared {
         let mut now = None;
         let step = match &mut q.slots[idx as usize] {
             Slot::Granted { enqueued, at } => Step::Granted(*enqueued, *at),
-            Slot::Rejected(r) => Step::Rejected(*r),
+            Slot::Rejected(r) => Step::Refused(*r),
             Slot::Vacant => Step::Rejected(Reason::WaitTimeout),
             Slot::Waiting {
                 enqueued,
@@ -848,6 +861,13 @@ impl Shared {
 
     /// Counts and builds a rejection.
     pub(crate) fn reject(&self, reason: Reason, priority: Priority) -> Rejected {
+        self.count_rejection(reason, priority);
+        self.rejection(reason)
+    }
+
+    /// Counts a rejection in the snapshot and the metrics, when it happens.
+    /// Lock-free: also called under the queue's lock.
+    fn count_rejection(&self, reason: Reason, priority: Priority) {
         self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
         self.metrics.rejected(reason, priority);
         self.publish_in_service();
@@ -857,6 +877,10 @@ impl Shared {
             priority = priority.as_str(),
             "rejected"
         );
+    }
+
+    /// The error for a rejection already counted.
+    fn rejection(&self, reason: Reason) -> Rejected {
         Rejected::new(RejectionKind::Overloaded, reason.message())
             .with_retry_after(self.retry_after)
     }
@@ -1069,6 +1093,10 @@ impl Waiter {
                 Step::Rejected(reason) => {
                     self.done = true;
                     return Poll::Ready(Err(self.shared.reject(reason, self.priority)));
+                }
+                Step::Refused(reason) => {
+                    self.done = true;
+                    return Poll::Ready(Err(self.shared.rejection(reason)));
                 }
                 Step::Wait(None) => {
                     // Woken by a grant, a rejection or an overload change.

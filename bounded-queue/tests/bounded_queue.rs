@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
+use resilience_core::config::MAX_DURATION;
 use resilience_core::http::{ErrorResponder, error_response};
 use resilience_core::{BoxError, Classify, Deadline, ErrorClass, Priority, RejectionKind};
 use support::{Req, layer, reason, rejection, req, req_d, req_p};
@@ -203,19 +204,20 @@ async fn max_wait_without_codel() {
     assert_eq!(start.elapsed(), Duration::from_millis(300));
 }
 
-/// `max_wait(Duration::MAX)`: no queue timeout, a waiter is bounded only by
-/// its deadline (no overflow computing when its wait ends).
+/// The longest `max_wait` (365 days): in effect no queue timeout, a waiter
+/// is bounded only by its deadline (no overflow computing when its wait
+/// ends).
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn max_wait_duration_max_is_bounded_only_by_the_deadline() {
+async fn the_longest_max_wait_is_bounded_only_by_the_deadline() {
     for codel in [false, true] {
         let layer = layer(
             cfg()
                 .concurrency(1)
                 .capacity(2)
                 .codel(codel)
-                .codel_target(Duration::MAX)
-                .codel_interval(Duration::MAX)
-                .max_wait(Duration::MAX),
+                .codel_target(MAX_DURATION)
+                .codel_interval(MAX_DURATION)
+                .max_wait(MAX_DURATION),
         );
         let h = layer.handle();
         let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
@@ -239,7 +241,7 @@ async fn max_wait_duration_max_is_bounded_only_by_the_deadline() {
         assert_eq!(reason(&err), "deadline cannot be met");
 
         advance(Duration::from_secs(86_400)).await;
-        assert!(!patient.is_woken(), "no timer without a deadline");
+        assert!(!patient.is_woken(), "no queue timeout for a year");
         assert_pending!(patient.poll());
         assert_eq!(h.snapshot().queued, 1);
         send_a.send_response("a");
@@ -274,6 +276,8 @@ async fn higher_priority_displaces_the_lowest_queued() {
     let mut c = call(req_p(4, Priority::Critical));
     assert_pending!(c.poll());
     assert!(s1.is_woken());
+    // Counted when it is displaced, not when its future is polled again.
+    assert_eq!(h.snapshot().rejected.shed, 1);
     let err = assert_ready!(s1.poll()).unwrap_err();
     assert_eq!(reason(&err), "shed for higher priority");
     assert_eq!(h.snapshot().queued_by_priority, [0, 1, 1, 0]);
@@ -328,6 +332,29 @@ async fn reserved_share_serves_a_lower_priority_under_saturation() {
     assert_pending!(c.poll());
     let (id, _send) = next(&mut handle).await;
     assert_eq!(id, 3, "sheddable is below its reserved share: served first");
+}
+
+/// A displaced waiter is counted as shed at once, also when its future is
+/// dropped without being polled again, and only once.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_displaced_waiter_is_counted_once_when_displaced() {
+    let layer = layer(cfg().concurrency(1).capacity(1));
+    let h = layer.handle();
+    let (mut svc, _handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    let mut call = |r: Req| {
+        assert_ready_ok!(svc.poll_ready());
+        task::spawn(svc.call(r))
+    };
+    let mut a = call(req_p(1, Priority::Critical));
+    let mut s = call(req_p(2, Priority::Sheddable));
+    assert_pending!(a.poll());
+    assert_pending!(s.poll());
+    let mut c = call(req_p(3, Priority::Critical));
+    assert_pending!(c.poll());
+    assert_eq!(h.snapshot().rejected.shed, 1);
+    drop(s);
+    let snap = h.snapshot();
+    assert_eq!((snap.rejected.shed, snap.queued), (1, 1));
 }
 
 /// A priority below its reserved share keeps it while the admission level
@@ -664,11 +691,20 @@ fn config_validation_names_the_field() {
     );
     assert!(
         cfg()
-            .max_wait(Duration::MAX)
-            .codel_target(Duration::MAX)
-            .codel_interval(Duration::MAX)
+            .max_wait(MAX_DURATION)
+            .codel_target(MAX_DURATION)
+            .codel_interval(MAX_DURATION)
             .build()
             .is_ok()
+    );
+    // One rule for every configured duration: at most 365 days.
+    let over = MAX_DURATION + Duration::from_secs(1);
+    assert_eq!(field(cfg().max_wait(over)), "max_wait");
+    assert_eq!(field(cfg().max_wait(Duration::MAX)), "max_wait");
+    assert_eq!(field(cfg().codel_interval(over)), "codel_interval");
+    assert_eq!(
+        field(cfg().codel_target(over).codel_interval(over)),
+        "codel_target"
     );
     assert_eq!(field(cfg().reserve(Priority::Critical, 1.5)), "reserved");
     assert_eq!(
@@ -701,32 +737,43 @@ fn config_deserializes_with_the_same_validation() {
     assert!(serde_json::from_str::<BoundedQueueConfig>(r#"{"bogus":1}"#).is_err());
 }
 
-/// Huge durations in a config file: accepted where they mean "no bound",
-/// refused with the field's name where they cannot work, never a panic.
+/// Huge durations in a config file: refused with the field's name (one
+/// rule: at most 365 days), never a panic; the longest allowed works.
 #[cfg(feature = "serde")]
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn huge_serde_durations_build_or_fail_cleanly() {
     let c: BoundedQueueConfig = serde_json::from_str(
-        r#"{"concurrency":1,"capacity":1,"max_wait":"18446744073709551615s",
-            "codel_target":18446744073709551615,"codel_interval":"18446744073709551615s"}"#,
+        r#"{"concurrency":1,"capacity":1,"max_wait":"8760h",
+            "codel_target":31536000000,"codel_interval":"31536000s"}"#,
     )
     .unwrap();
-    assert_eq!(c.max_wait(), Duration::from_secs(u64::MAX));
+    assert_eq!(c.max_wait(), MAX_DURATION);
     let for_huge = |json: &str| {
         serde_json::from_str::<BoundedQueueConfig>(json)
             .unwrap_err()
             .to_string()
     };
-    assert!(
-        for_huge(r#"{"retry_after":"18446744073709551615s"}"#).contains("retry_after"),
-        "{}",
-        for_huge(r#"{"retry_after":"18446744073709551615s"}"#)
-    );
+    for (json, field) in [
+        (r#"{"retry_after":"18446744073709551615s"}"#, "retry_after"),
+        (r#"{"max_wait":"18446744073709551615s"}"#, "max_wait"),
+        (r#"{"max_wait":"8761h"}"#, "max_wait"),
+        (
+            r#"{"codel_target":"8761h","codel_interval":"8761h"}"#,
+            "codel_target",
+        ),
+        (
+            r#"{"codel_interval":18446744073709551615}"#,
+            "codel_interval",
+        ),
+    ] {
+        let err = for_huge(json);
+        assert!(err.contains(field), "{json}: {err}");
+    }
     assert!(for_huge(r#"{"max_wait":"18446744073709551615h"}"#).contains("too large"));
     assert!(for_huge(r#"{"max_wait":"99999999999999999999999s"}"#).contains("too large"));
 
-    // The huge configuration works: a waiter without a deadline waits, one
-    // with a deadline is bounded by it.
+    // The longest configuration works: a waiter without a deadline waits,
+    // one with a deadline is bounded by it.
     let layer = BoundedQueueLayer::new(c)
         .with_priority((|r: &Req| r.priority) as support::ReadP)
         .with_deadline((|r: &Req| r.deadline) as support::ReadD);
@@ -826,10 +873,12 @@ async fn a_starving_priority_sheds_the_ones_below_it_until_quiet() {
         "queue time exceeded"
     );
     assert!(s.is_woken());
+    assert_eq!(h.snapshot().rejected.shed, 1, "counted when shed");
     assert_eq!(
         reason(&assert_ready!(s.poll()).unwrap_err()),
         "shed for higher priority"
     );
+    assert_eq!(h.snapshot().rejected.shed, 1, "and only once");
     assert_eq!(h.snapshot().admission_level, Priority::Critical);
     // While saturated, arrivals below critical are refused on arrival...
     let mut s2 = call(req_p(4, Priority::SheddablePlus));

@@ -40,9 +40,16 @@ fn instance(url: &str, config: FleetRateLimitConfig, key: KeyBy) -> (Svc, FleetR
     (BoxCloneSyncService::new(svc), handle)
 }
 
+/// A builder whose Redis timeout a busy machine does not reach: only the
+/// tests about a slow or missing Redis set a short one.
 fn config(name: &str) -> FleetRateLimitConfigBuilder {
-    FleetRateLimitConfig::builder().name(name)
+    FleetRateLimitConfig::builder()
+        .name(name)
+        .redis_timeout(PATIENT)
 }
+
+/// Longer than any Redis round trip on a loaded machine.
+const PATIENT: Duration = Duration::from_secs(5);
 
 fn req(tenant_key: &[u8], priority: Priority) -> Request<()> {
     let mut req = Request::get("/")
@@ -114,6 +121,45 @@ async fn drive(mut svc: Svc, rate: u64, from: Instant, until: Instant, counts: A
     }
 }
 
+/// Runs one instance per rate in `rates` (requests/s offered to each, as a
+/// load balancer would spread them) against `cfg` for `secs` seconds; the
+/// counts and the handles. Admissions are counted in the window after the
+/// first second (the first burst).
+async fn fleet(
+    redis: &RedisServer,
+    cfg: &FleetRateLimitConfig,
+    rates: &[u64],
+    secs: u64,
+) -> (Vec<Arc<Counts>>, Vec<FleetRateLimitHandle>) {
+    let start = Instant::now();
+    let from = start + Duration::from_secs(1);
+    let until = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    let mut handles = Vec::new();
+    let mut counts = Vec::new();
+    for &rate in rates {
+        let (svc, handle) = instance(redis.url(), cfg.clone(), KeyBy::Header(tenant()));
+        let c = Arc::new(Counts::default());
+        tasks.push(tokio::spawn(drive(svc, rate, from, until, c.clone())));
+        handles.push(handle);
+        counts.push(c);
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (counts, handles)
+}
+
+fn sum(counts: &[Arc<Counts>], field: impl Fn(&Counts) -> &AtomicU64) -> u64 {
+    counts
+        .iter()
+        .map(|c| field(c).load(Ordering::Relaxed))
+        .sum()
+}
+
+/// Three instances behind a load balancer that spreads the load evenly,
+/// each offered the whole limit (3x together): the fleet admits the limit,
+/// and each instance its share, within 20% of limit / 3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_at_three_times_the_limit_admit_the_limit() {
     let _timed = TIMED.lock().await;
@@ -128,62 +174,46 @@ async fn three_instances_at_three_times_the_limit_admit_the_limit() {
         .build()
         .unwrap();
     assert_eq!(cfg.over_admission_bound(), 30);
-    let start = Instant::now();
-    let from = start + Duration::from_secs(1); // after the first burst
-    let until = start + Duration::from_secs(5);
-    let mut tasks = Vec::new();
-    let mut handles = Vec::new();
-    let mut counts = Vec::new();
-    for _ in 0..3 {
-        let (svc, handle) = instance(redis.url(), cfg.clone(), KeyBy::Header(tenant()));
-        let c = Arc::new(Counts::default());
-        // Each instance alone offers the whole limit: 3x together.
-        tasks.push(tokio::spawn(drive(svc, LIMIT, from, until, c.clone())));
-        handles.push(handle);
-        counts.push(c);
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let admitted: u64 = counts
-        .iter()
-        .map(|c| c.in_window.load(Ordering::Relaxed))
-        .sum();
-    let offered: u64 = counts
-        .iter()
-        .map(|c| c.offered.load(Ordering::Relaxed))
-        .sum();
-    let total: u64 = counts
-        .iter()
-        .map(|c| c.admitted.load(Ordering::Relaxed))
-        .sum();
+    let (counts, handles) = fleet(&redis, &cfg, &[LIMIT; 3], 5).await;
+    let admitted = sum(&counts, |c| &c.in_window);
+    let offered = sum(&counts, |c| &c.offered);
+    let total = sum(&counts, |c| &c.admitted);
     let commands: u64 = handles.iter().map(|h| h.snapshot().redis_commands).sum();
     let expected = LIMIT * 4; // the 4 s window
+    let share = expected / 3;
     let per_instance: Vec<u64> = counts
         .iter()
         .map(|c| c.in_window.load(Ordering::Relaxed))
         .collect();
     println!(
         "limit {LIMIT}/s; offered {offered} in 5 s; admitted {admitted} in the 4 s window \
-         (expected {expected}, {:+.2}%; per instance {per_instance:?}); \
+         (expected {expected}, {:+.2}%); per instance {per_instance:?} (share {share}); \
          redis commands per 1,000 requests offered: {:.1}, per 1,000 admitted: {:.1}",
         (admitted as f64 - expected as f64) * 100.0 / expected as f64,
         commands as f64 * 1000.0 / offered as f64,
         commands as f64 * 1000.0 / total as f64,
     );
     assert!(
-        offered as f64 >= 2.7 * LIMIT as f64 * 5.0,
+        offered as f64 >= 2.5 * LIMIT as f64 * 5.0,
         "the load was offered: {offered}"
     );
-    let error = (admitted as f64 - expected as f64).abs() / expected as f64;
+    // Redis grants at most the limit over the window plus the burst, and
+    // what was leased before it is at most a batch per instance: the bound
+    // holds however slow the machine. Below it, the machine must only keep
+    // up with the leases.
     assert!(
-        error <= 0.05,
-        "admitted {admitted}, expected {expected} within 5%"
+        admitted <= expected + cfg.burst() + cfg.over_admission_bound(),
+        "admitted {admitted}, at most {expected} + burst + unspent"
     );
-    for c in &counts {
+    assert!(
+        admitted as f64 >= expected as f64 * 0.9,
+        "admitted {admitted}, expected {expected}"
+    );
+    // Saturated and evenly loaded: each instance admits its share.
+    for (i, n) in per_instance.iter().enumerate() {
         assert!(
-            c.in_window.load(Ordering::Relaxed) > 0,
-            "every instance admits some"
+            n.abs_diff(share) * 5 <= share,
+            "instance {i} admitted {n}, not within 20% of its share {share}: {per_instance:?}"
         );
     }
     // No round trip per request: a lease serves several requests, and
@@ -213,6 +243,57 @@ async fn three_instances_at_three_times_the_limit_admit_the_limit() {
         cfg.over_admission_bound()
     );
     assert!(unspent <= cfg.over_admission_bound());
+}
+
+/// An instance offered less than its share leaves the rest to the others:
+/// it admits (nearly) all it is offered, the two saturated instances split
+/// the remainder evenly, and the fleet still admits the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_with_less_demand_leaves_its_share_to_the_others() {
+    let _timed = TIMED.lock().await;
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    const LIMIT: u64 = 300;
+    let cfg = config("uneven")
+        .rate(LIMIT, Duration::from_secs(1))
+        .batch(10)
+        .instances(3)
+        .build()
+        .unwrap();
+    // A and B offered the whole limit each; C a tenth of it (its share is
+    // a third).
+    let (counts, _) = fleet(&redis, &cfg, &[LIMIT, LIMIT, LIMIT / 10], 4).await;
+    let expected = LIMIT * 3; // the 3 s window
+    let admitted = sum(&counts, |c| &c.in_window);
+    let per_instance: Vec<u64> = counts
+        .iter()
+        .map(|c| c.in_window.load(Ordering::Relaxed))
+        .collect();
+    let (c_offered, c_admitted) = (
+        counts[2].offered.load(Ordering::Relaxed),
+        counts[2].admitted.load(Ordering::Relaxed),
+    );
+    println!(
+        "limit {LIMIT}/s; admitted {admitted} in the 3 s window (expected {expected}); \
+         per instance {per_instance:?}; the light one admitted {c_admitted} of {c_offered}"
+    );
+    assert!(
+        c_admitted * 10 >= c_offered * 9,
+        "the light instance gets what it asks for: {c_admitted} of {c_offered}"
+    );
+    assert!(
+        admitted as f64 >= expected as f64 * 0.9,
+        "its unused share goes to the others: {admitted} of {expected}"
+    );
+    assert!(admitted <= expected + cfg.burst() + cfg.over_admission_bound());
+    let rest = (admitted - per_instance[2]) / 2;
+    for n in &per_instance[..2] {
+        assert!(
+            n.abs_diff(rest) * 5 <= rest,
+            "the saturated instances split the rest evenly: {per_instance:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -291,7 +372,7 @@ async fn redis_stopped_mid_run_falls_back_and_recovers() {
         return;
     };
     const LIMIT: u64 = 300;
-    let bound = Duration::from_millis(50);
+    let bound = Duration::from_millis(250);
     let cfg = config("outage")
         .rate(LIMIT, Duration::from_secs(1))
         .batch(10)
@@ -301,13 +382,15 @@ async fn redis_stopped_mid_run_falls_back_and_recovers() {
         .build()
         .unwrap();
     let (svc, handle) = instance(redis.url(), cfg, KeyBy::Header(tenant()));
+    // Twice the limit offered: the limit is reached even when the machine
+    // lags behind the pace.
     let phase = |secs: f64| {
         let svc = svc.clone();
         async move {
             let c = Arc::new(Counts::default());
             let start = Instant::now();
             let end = start + Duration::from_secs_f64(secs);
-            drive(svc, LIMIT, start, end, c.clone()).await;
+            drive(svc, 2 * LIMIT, start, end, c.clone()).await;
             c
         }
     };
@@ -327,18 +410,21 @@ async fn redis_stopped_mid_run_falls_back_and_recovers() {
     println!(
         "redis down: admitted {admitted} in 2 s (local share 100/s); longest call {max_wait:?}"
     );
-    // The local share (limit / 3 = 100/s) plus the tokens held: ~200.
+    // The local share (limit / 3 = 100/s, a burst of 10) plus the tokens
+    // held (at most a batch): at most 220, whatever the machine's pace.
     assert!(
-        (150..=250).contains(&admitted),
+        (100..=220).contains(&admitted),
         "the fallback holds the local share: {admitted}"
     );
+    // Without the bound a request would wait on the dead Redis for the
+    // whole phase; the margin is for a loaded machine.
     assert!(
-        max_wait <= bound + Duration::from_millis(75),
+        max_wait < bound + Duration::from_secs(1),
         "no request waits on redis past the bound: {max_wait:?}"
     );
 
     redis.restart().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while handle.mode() != FleetMode::Shared {
         assert!(Instant::now() < deadline, "the shared limit returns");
         let _ = phase(0.1).await;
@@ -359,6 +445,7 @@ async fn fail_closed_refuses_once_held_tokens_are_spent() {
     let cfg = config("closed")
         .rate(100, Duration::from_secs(1))
         .batch(5)
+        .burst(100)
         .when_redis_fails(WhenRedisFails::FailClosed)
         .build()
         .unwrap();
@@ -368,7 +455,8 @@ async fn fail_closed_refuses_once_held_tokens_are_spent() {
     let start = Instant::now();
     let admitted = burst(&mut svc, b"t", Priority::Critical, 50).await;
     assert!(admitted <= 5, "only the tokens held: {admitted}");
-    assert!(start.elapsed() < Duration::from_secs(2));
+    // Refused at once, not after waiting out the Redis timeout each.
+    assert!(start.elapsed() < PATIENT, "{:?}", start.elapsed());
     assert_eq!(handle.mode(), FleetMode::Closed);
 }
 
@@ -515,6 +603,7 @@ async fn mode_changes_are_metrics() {
         seen["resilience_fleet_rate_limit_mode_changes_total{shared}"],
         DebugValue::Counter(1)
     );
+    assert_eq!(handle.snapshot().mode_changes, 2, "to local and back");
     assert_eq!(
         seen["resilience_fleet_rate_limit_mode{shared}"],
         DebugValue::Gauge(1.0.into())
@@ -546,7 +635,177 @@ async fn the_snapshot_is_served_as_fleet_rate_limit() {
     assert_eq!(layer["state"]["keys"], 1);
     assert_eq!(layer["state"]["tokens_leased"], 10);
     assert_eq!(layer["state"]["rejected"], 2);
+    assert_eq!(layer["state"]["mode_changes"], 0);
     assert!(layer["state"]["redis_commands"].as_u64().unwrap() >= 5);
+}
+
+/// The limit asks nothing of the inner service but `Clone`: one that is
+/// neither `Send` nor `'static` (it borrows a local and holds an `Rc`)
+/// works, on a request admitted at once and on one that waits for a lease.
+#[tokio::test(flavor = "current_thread")]
+async fn the_inner_service_need_not_be_send_or_static() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let cfg = config("local-svc")
+        .rate(5, Duration::from_secs(3600))
+        .batch(1)
+        .burst(5)
+        .build()
+        .unwrap();
+    let calls = std::cell::Cell::new(0u32);
+    let not_send = std::rc::Rc::new("ok");
+    let inner = service_fn(|_: Request<()>| {
+        calls.set(calls.get() + 1);
+        let body = *not_send;
+        async move { Ok::<_, BoxError>(body) }
+    });
+    let layer = FleetRateLimitLayer::new(cfg, redis::Client::open(redis.url()).unwrap());
+    let mut svc = tower::Layer::layer(&layer, inner);
+    let mut admitted = 0;
+    for _ in 0..8 {
+        if let Ok(body) = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(req(b"t", Priority::Critical))
+            .await
+        {
+            assert_eq!(body, "ok");
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
+    assert_eq!(calls.get(), 5, "refused requests never reach the service");
+}
+
+/// A TCP proxy in front of Redis for one instance: [`hang`](Self::hang)
+/// stops it passing bytes either way (connections stay open, as when Redis
+/// is slow or unreachable for this instance only), [`resume`](Self::resume)
+/// passes them again, in order.
+struct Proxy {
+    port: u16,
+    hung: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hung = Arc::new(tokio::sync::watch::Sender::new(false));
+        let watch = hung.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(Self::pipe(cr, sw, watch.subscribe()));
+                tokio::spawn(Self::pipe(sr, cw, watch.subscribe()));
+            }
+        });
+        Self { port, hung }
+    }
+
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut hung: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if hung.wait_for(|h| !*h).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn hang(&self) {
+        self.hung.send_replace(true);
+    }
+
+    fn resume(&self) {
+        self.hung.send_replace(false);
+    }
+}
+
+/// One instance cut off from Redis while the others reach it: it falls
+/// back to its local share, and the others could take the whole limit in
+/// Redis meanwhile. When it reaches Redis again it is charged for what it
+/// admitted on its own, so the fleet still admits its limit. A period of an
+/// hour: nothing refills during the test, every count is exact however
+/// slow the machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_from_redis_is_charged_for_what_it_admitted_alone() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    const LIMIT: u64 = 30;
+    let proxy = Proxy::start(redis.port()).await;
+    let cfg = |timeout: Duration| {
+        config("split")
+            .rate(LIMIT, Duration::from_secs(3600))
+            .batch(3)
+            .burst(LIMIT)
+            .instances(3)
+            .redis_timeout(timeout)
+            .probe_every(Duration::from_millis(20))
+            .build()
+            .unwrap()
+    };
+    // A and B never give up on Redis: only C's lease times out.
+    let (mut a, _) = instance(redis.url(), cfg(PATIENT), KeyBy::Header(tenant()));
+    let (mut b, _) = instance(redis.url(), cfg(PATIENT), KeyBy::Header(tenant()));
+    let (mut c, hc) = instance(
+        &proxy.url(),
+        cfg(Duration::from_millis(200)),
+        KeyBy::Header(tenant()),
+    );
+    let mut c_admitted = burst(&mut c, b"t", Priority::Critical, 1).await;
+    assert_eq!(c_admitted, 1);
+
+    // Cut off: C spends the tokens it holds, then its local share (a burst
+    // of 30 / 3 = 10; its rate is 10 an hour).
+    proxy.hang();
+    let alone = burst(&mut c, b"t", Priority::Critical, 30).await;
+    assert_eq!(hc.mode(), FleetMode::Local);
+    assert_eq!(alone, 2 + 10, "the two tokens held, then the local share");
+    c_admitted += alone;
+
+    // C reaches Redis again (a probe every 20 ms); its local share is
+    // spent, so it admits nothing more until it is back on shared tokens.
+    proxy.resume();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hc.mode() != FleetMode::Shared {
+        assert!(Instant::now() < deadline, "C reaches Redis again");
+        c_admitted += burst(&mut c, b"t", Priority::Critical, 1).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // A and B take what is left of the limit in Redis.
+    let others = burst(&mut a, b"t", Priority::Critical, 40).await
+        + burst(&mut b, b"t", Priority::Critical, 40).await;
+    let fleet = c_admitted + others;
+    println!(
+        "C admitted {c_admitted} (10 alone; leased {}), A and B {others}: the fleet {fleet} of {LIMIT}",
+        hc.snapshot().tokens_leased
+    );
+    assert!(
+        fleet <= LIMIT as usize,
+        "the fleet admits its limit, what C admitted alone included: {fleet}"
+    );
+    assert!(others >= 10, "A and B get what is left, not less: {others}");
 }
 
 /// A server that speaks RESP but answers `+OK` to every command, the
@@ -585,13 +844,12 @@ async fn garbage_redis() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_answering_garbage_is_a_failing_redis() {
     let port = garbage_redis().await;
-    let bound = Duration::from_millis(50);
+    // An hour's period: the local share does not refill during the test.
     let cfg = config("garbage")
-        .rate(30, Duration::from_secs(1))
+        .rate(30, Duration::from_secs(3600))
         .batch(3)
         .burst(30)
         .instances(3)
-        .redis_timeout(bound)
         .build()
         .unwrap();
     let (mut svc, handle) = instance(
@@ -601,12 +859,9 @@ async fn a_redis_answering_garbage_is_a_failing_redis() {
     );
     let start = Instant::now();
     let admitted = burst(&mut svc, b"t", Priority::Critical, 30).await;
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        start.elapsed()
-    );
-    let deadline = Instant::now() + Duration::from_secs(2);
+    // A garbage answer fails at once: nobody waits out the Redis timeout.
+    assert!(start.elapsed() < PATIENT, "{:?}", start.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(30);
     while handle.mode() != FleetMode::Local {
         assert!(
             Instant::now() < deadline,
@@ -615,7 +870,7 @@ async fn a_redis_answering_garbage_is_a_failing_redis() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Only the local share (burst 30 / 3 = 10), never tokens from garbage.
-    assert!((9..=11).contains(&admitted), "{admitted}");
+    assert_eq!(admitted, 10);
     assert_eq!(handle.snapshot().tokens_leased, 0);
 }
 
@@ -629,7 +884,7 @@ async fn a_hung_redis_never_holds_a_request_past_the_bound() {
         return;
     };
     const LIMIT: u64 = 300;
-    let bound = Duration::from_millis(50);
+    let bound = Duration::from_millis(250);
     let cfg = config("hung")
         .rate(LIMIT, Duration::from_secs(1))
         .batch(10)
@@ -646,7 +901,7 @@ async fn a_hung_redis_never_holds_a_request_past_the_bound() {
             let start = Instant::now();
             drive(
                 svc,
-                LIMIT,
+                2 * LIMIT,
                 start,
                 start + Duration::from_secs_f64(secs),
                 c.clone(),
@@ -667,16 +922,19 @@ async fn a_hung_redis_never_holds_a_request_past_the_bound() {
         max_wait >= bound / 2,
         "some request did wait for the hung lease"
     );
+    // Without the bound a request would wait for the whole hang; the
+    // margin is for a loaded machine.
     assert!(
-        max_wait <= bound + Duration::from_millis(75),
+        max_wait < bound + Duration::from_secs(1),
         "no request waits on redis past the bound: {max_wait:?}"
     );
+    // The local share (100/s, a burst of 10) and the tokens held.
     assert!(
-        (150..=250).contains(&admitted),
+        (100..=220).contains(&admitted),
         "the local share: {admitted}"
     );
     redis.resume();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while handle.mode() != FleetMode::Shared {
         assert!(Instant::now() < deadline, "the shared limit returns");
         let _ = phase(0.1).await;

@@ -7,7 +7,9 @@
 //! the registry while every instance in turn takes the restart lock,
 //! deregisters, drains, restarts (a new server, a new layer), registers
 //! again and releases the lock. [`run`] reports what each instance
-//! admitted and who held the lock when.
+//! admitted against its fair share of the limit (`limit / 3`: the load is
+//! spread evenly and saturates every instance, so each should admit close
+//! to it), the Redis commands it sent, and who held the lock when.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,7 +25,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use resilience_bounded_queue::fleet::{FleetRateLimitConfig, FleetRateLimitLayer};
+use resilience_bounded_queue::fleet::{
+    FleetRateLimitConfig, FleetRateLimitHandle, FleetRateLimitLayer,
+};
 use resilience_core::BoxError;
 use resilience_discovery::source::etcd::{RestartLock, RestartLockConfig};
 use resilience_discovery::source::{EtcdConfig, EtcdSource, Registration};
@@ -51,8 +55,8 @@ pub struct FleetSettings {
 /// What happened.
 #[derive(Debug, Clone, Default)]
 pub struct FleetReport {
-    /// Per instance (`instance-0` ...): admitted and refused (429).
-    pub per_instance: BTreeMap<String, (u64, u64)>,
+    /// Per instance (`instance-0` ...), its restarts included.
+    pub per_instance: BTreeMap<String, InstanceReport>,
     /// Requests offered.
     pub offered: u64,
     /// Requests that failed otherwise (not 200, not 429).
@@ -65,10 +69,27 @@ pub struct FleetReport {
     pub limit: u64,
 }
 
+/// What one instance did, over its restarts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstanceReport {
+    /// Requests admitted.
+    pub admitted: u64,
+    /// Requests refused by the fleet rate limit (429).
+    pub refused: u64,
+    /// Lease commands its rate limit sent to Redis.
+    pub redis_commands: u64,
+    /// Tokens its rate limit leased from Redis.
+    pub tokens_leased: u64,
+    /// Changes of its rate limit's mode (Redis slow or unreachable: its
+    /// local share then; Redis back).
+    pub mode_changes: u64,
+}
+
 struct Instance {
     addr: SocketAddr,
     in_flight: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+    limit: FleetRateLimitHandle,
 }
 
 // === impl FleetReport ===
@@ -76,7 +97,35 @@ struct Instance {
 impl FleetReport {
     /// Requests admitted, all instances together.
     pub fn admitted(&self) -> u64 {
-        self.per_instance.values().map(|(a, _)| a).sum()
+        self.per_instance.values().map(|r| r.admitted).sum()
+    }
+
+    /// Each instance's fair share of the limit, requests per second: the
+    /// limit over the instances.
+    pub fn fair_share(&self) -> f64 {
+        self.limit as f64 / self.per_instance.len().max(1) as f64
+    }
+
+    /// Per instance, what it admitted per second against its
+    /// [fair share](Self::fair_share): `0.05` is 5% above, `-0.2` 20% below.
+    pub fn split(&self) -> BTreeMap<String, f64> {
+        let secs = self.elapsed.as_secs_f64();
+        let fair = self.fair_share();
+        self.per_instance
+            .iter()
+            .map(|(name, r)| (name.clone(), r.admitted as f64 / secs / fair - 1.0))
+            .collect()
+    }
+}
+
+// === impl InstanceReport ===
+
+impl InstanceReport {
+    fn add_limit(&mut self, limit: &FleetRateLimitHandle) {
+        let snap = limit.snapshot();
+        self.redis_commands += snap.redis_commands;
+        self.tokens_leased += snap.tokens_leased;
+        self.mode_changes += snap.mode_changes;
     }
 }
 
@@ -90,8 +139,21 @@ impl std::fmt::Display for FleetReport {
             self.offered as f64 / secs,
             self.limit
         )?;
-        for (name, (ok, refused)) in &self.per_instance {
-            writeln!(f, "  {name}: admitted {ok:>5}, refused (429) {refused:>5}")?;
+        let split = self.split();
+        for (name, r) in &self.per_instance {
+            writeln!(
+                f,
+                "  {name}: admitted {:>5} ({:>5.1}/s, {:+4.0}% of its fair share {:.1}/s), \
+                 refused (429) {:>5}; {} redis commands, {} tokens leased, {} changes of mode",
+                r.admitted,
+                r.admitted as f64 / secs,
+                split[name] * 100.0,
+                self.fair_share(),
+                r.refused,
+                r.redis_commands,
+                r.tokens_leased,
+                r.mode_changes,
+            )?;
         }
         writeln!(
             f,
@@ -136,7 +198,7 @@ pub async fn run(settings: FleetSettings) -> Result<FleetReport, BoxError> {
         .batch((settings.limit / 20).max(1))
         .instances(3)
         .build()?;
-    let counts: Arc<Mutex<BTreeMap<String, (u64, u64)>>> = Arc::default();
+    let counts: Arc<Mutex<BTreeMap<String, InstanceReport>>> = Arc::default();
     let mut instances = Vec::new();
     let mut regs = Vec::new();
     for i in 0..3 {
@@ -201,8 +263,8 @@ pub async fn run(settings: FleetSettings) -> Result<FleetReport, BoxError> {
                                 .unwrap_or_else(std::sync::PoisonError::into_inner);
                             let entry = counts.entry(name).or_default();
                             match status {
-                                200 => entry.0 += 1,
-                                429 => entry.1 += 1,
+                                200 => entry.admitted += 1,
+                                429 => entry.refused += 1,
                                 _ => {
                                     failed.fetch_add(1, Ordering::Relaxed);
                                 }
@@ -250,6 +312,12 @@ pub async fn run(settings: FleetSettings) -> Result<FleetReport, BoxError> {
             )
             .await?;
         instances[i].task.abort();
+        counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name.clone())
+            .or_default()
+            .add_limit(&instances[i].limit);
         let inst = start_instance(&settings.redis, config.clone()).await?;
         names
             .lock()
@@ -270,13 +338,17 @@ pub async fn run(settings: FleetSettings) -> Result<FleetReport, BoxError> {
     for reg in regs.into_iter().flatten() {
         let _ = reg.deregister().await;
     }
-    for inst in instances {
-        inst.task.abort();
-    }
-    let per_instance = counts
+    let mut per_instance = counts
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
+    for (i, inst) in instances.into_iter().enumerate() {
+        inst.task.abort();
+        per_instance
+            .entry(format!("instance-{i}"))
+            .or_default()
+            .add_limit(&inst.limit);
+    }
     Ok(FleetReport {
         per_instance,
         offered: offered.load(Ordering::Relaxed),
@@ -299,6 +371,7 @@ async fn register(etcd: &EtcdConfig, i: usize, addr: SocketAddr) -> Result<Regis
 /// counting its requests in flight.
 async fn start_instance(redis: &str, config: FleetRateLimitConfig) -> Result<Instance, BoxError> {
     let limit = FleetRateLimitLayer::new(config, redis::Client::open(redis)?);
+    let handle = limit.handle();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let n = in_flight.clone();
     let app = Router::new()
@@ -330,6 +403,7 @@ async fn start_instance(redis: &str, config: FleetRateLimitConfig) -> Result<Ins
         addr,
         in_flight,
         task,
+        limit: handle,
     })
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use resilience_core::config::{ConfigError, validate_name};
+use resilience_core::config::{ConfigError, validate_name, validate_positive_duration};
 
 /// What a fleet rate limit does while Redis is slow, down or answering
 /// garbage.
@@ -13,7 +13,8 @@ use resilience_core::config::{ConfigError, validate_name};
 pub enum WhenRedisFails {
     /// Admit against a local bucket per key holding this instance's share of
     /// the limit (`limit / instances`), so the fleet together stays near the
-    /// limit. The default.
+    /// limit; what it admits so is charged to Redis when Redis answers
+    /// again (the last period of it). The default.
     #[default]
     LocalShare,
     /// Refuse every request that the tokens already leased do not cover.
@@ -145,10 +146,13 @@ impl FleetRateLimitConfig {
         self.reserve
     }
 
-    /// The most the fleet can admit beyond the Redis limit in any window:
-    /// tokens leased but not yet spent, at most `batch` per instance for
-    /// general traffic plus `batch` for the critical reserve, so
-    /// `instances x 2 x batch` (`instances x batch` without a reserve).
+    /// The most the fleet can admit beyond what Redis grants in any window
+    /// while every instance reaches Redis: tokens leased but not yet spent,
+    /// at most `batch` per instance for general traffic plus `batch` for
+    /// the critical reserve, so `instances x 2 x batch` (`instances x batch`
+    /// without a reserve). While some instances are cut off from Redis,
+    /// each may admit its local share on top; see the
+    /// [module docs](super#how-much-the-fleet-admits-in-every-mode).
     pub fn over_admission_bound(&self) -> u64 {
         let per_instance = if self.reserve > 0 {
             2 * self.batch
@@ -203,7 +207,10 @@ impl FleetRateLimitConfigBuilder {
 
     /// Tokens the fleet may take at once (the GCRA's burst tolerance in
     /// Redis). Default: `instances x batch + reserve`, the least that lets
-    /// every instance hold a full lease.
+    /// every instance hold a full lease. Each of the `n` instances asking
+    /// for a key has a fair share holding at most `(burst - reserve) / n`
+    /// of it: below `batch`, a saturated instance leases less at a time (and
+    /// asks Redis more often).
     pub fn burst(mut self, burst: u64) -> Self {
         self.burst = Some(burst);
         self
@@ -233,13 +240,14 @@ impl FleetRateLimitConfigBuilder {
     }
 
     /// The longest a request waits on Redis and the timeout of every Redis
-    /// command (default 50 ms).
+    /// command (default 50 ms, at most 365 days).
     pub fn redis_timeout(mut self, timeout: Duration) -> Self {
         self.redis_timeout = timeout;
         self
     }
 
-    /// How often Redis is tried again while failing (default 1 s).
+    /// How often Redis is tried again while failing (default 1 s, at most
+    /// 365 days).
     pub fn probe_every(mut self, every: Duration) -> Self {
         self.probe_every = every;
         self
@@ -272,7 +280,9 @@ impl FleetRateLimitConfigBuilder {
     /// - `burst` is smaller than `batch + reserve`, or larger than `num`
     ///   (when `num` is at least `batch + reserve`)
     /// - `instances` is zero
-    /// - `redis_timeout` or `probe_every` is zero
+    /// - `redis_timeout` or `probe_every` is zero or longer than
+    ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days),
+    ///   the one rule for every configured duration
     /// - `max_keys` is zero
     pub fn build(self) -> Result<FleetRateLimitConfig, ConfigError> {
         let mut c = FleetRateLimitConfig {
@@ -296,7 +306,8 @@ impl FleetRateLimitConfigBuilder {
         if c.num == 0 {
             return Err(ConfigError::new("num", "must be at least 1"));
         }
-        if c.per.is_zero() || c.per > Duration::from_secs(86_400) {
+        validate_positive_duration("per", c.per)?;
+        if c.per > Duration::from_secs(86_400) {
             return Err(ConfigError::new("per", "must be between 1us and a day"));
         }
         if c.per.as_micros() < u128::from(c.num) {
@@ -330,12 +341,8 @@ impl FleetRateLimitConfigBuilder {
         if c.burst > c.num.max(least) {
             return Err(ConfigError::new("burst", "must not exceed the limit"));
         }
-        if c.redis_timeout.is_zero() {
-            return Err(ConfigError::new("redis_timeout", "must be non-zero"));
-        }
-        if c.probe_every.is_zero() {
-            return Err(ConfigError::new("probe_every", "must be non-zero"));
-        }
+        validate_positive_duration("redis_timeout", c.redis_timeout)?;
+        validate_positive_duration("probe_every", c.probe_every)?;
         if c.max_keys == 0 {
             return Err(ConfigError::new("max_keys", "must be at least 1"));
         }
@@ -377,6 +384,14 @@ mod tests {
         );
         assert_eq!(field(b().redis_timeout(Duration::ZERO)), "redis_timeout");
         assert_eq!(field(b().probe_every(Duration::ZERO)), "probe_every");
+        // One rule for every duration: at most 365 days, checked here rather
+        // than overflowing an instant on the request path.
+        let over = resilience_core::config::MAX_DURATION + Duration::from_nanos(1);
+        assert_eq!(field(b().redis_timeout(over)), "redis_timeout");
+        assert_eq!(field(b().redis_timeout(Duration::MAX)), "redis_timeout");
+        assert_eq!(field(b().probe_every(over)), "probe_every");
+        assert_eq!(field(b().probe_every(Duration::MAX)), "probe_every");
+        assert_eq!(field(b().rate(1, Duration::MAX)), "per");
         assert_eq!(field(b().max_keys(0)), "max_keys");
     }
 

@@ -56,6 +56,8 @@ pub struct FleetRateLimitSnapshot {
     pub tokens_leased: u64,
     /// Requests refused.
     pub rejected: u64,
+    /// Changes of mode since the layer was built (Redis lost, Redis back).
+    pub mode_changes: u64,
 }
 
 type Waiting = Pin<Box<dyn Future<Output = Acquire> + Send>>;
@@ -200,7 +202,10 @@ impl<S, K, P> fmt::Debug for FleetRateLimit<S, K, P> {
 
 impl<S, K, P, Req> Service<Req> for FleetRateLimit<S, K, P>
 where
-    S: Service<Req> + Clone + Send + 'static,
+    // `Clone` only: a request that waits for a lease takes the ready service
+    // with it; what waits on Redis (a spawned task, a boxed future) never
+    // holds the service, so it need not be `Send` or `'static`.
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     K: MakeKey<Req>,
     P: ReadPriority<Req>,
@@ -302,6 +307,7 @@ impl FleetRateLimitHandle {
             redis_commands: self.shared.redis_commands(),
             tokens_leased: self.shared.tokens_leased(),
             rejected: self.shared.rejected(),
+            mode_changes: self.shared.mode_changes(),
         }
     }
 }

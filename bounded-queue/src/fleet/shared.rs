@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -16,17 +16,34 @@ use super::config::{FleetRateLimitConfig, WhenRedisFails};
 
 /// The lease script: a GCRA kept in Redis, in microseconds of Redis's own
 /// clock (so instances' clocks do not matter), granting up to the wanted
-/// tokens at once. General tokens may not use the last `reserve` of the
-/// burst; critical ones may.
+/// tokens at once, shared fairly between the instances asking. General
+/// tokens may not use the last `reserve` of the burst; critical ones may.
 ///
-/// KEYS[1]: the key's theoretical arrival time. ARGV: interval (us), burst
+/// KEYS[1]: the key's theoretical arrival time (TAT). KEYS[2]: the
+/// instances that asked within `window` (a hash: instance id to `"<TAT of
+/// its fair share> <when it last asked> <local admissions charged>"`).
+/// ARGV: interval (us), burst
 /// tolerance (us), reserve (us), general tokens wanted, critical tokens
 /// wanted, the fewest general tokens worth a grant (half a batch: under
-/// overload a lease still carries several tokens). A denied instance is told
-/// to come back when all it wanted fits after the grants already made, so
-/// instances of a saturated key take turns instead of polling. Returns `{general
-/// granted, critical granted, general retry after (us), critical retry
-/// after (us)}`; a retry-after is 0 unless that kind was denied.
+/// overload a lease still carries several tokens), this instance's id, the
+/// liveness window (us), tokens this instance admitted on its own while it
+/// could not reach Redis and the span (us) they were admitted over, the
+/// longest retry-after (us), the tokens of a full lease (for the
+/// retry-after that follows a grant), and how many tokens this instance
+/// has admitted on its own in all (so a lease that Redis runs after the
+/// instance gave up on it, and one sent again, charge nothing twice).
+///
+/// Each of the `n` live instances has a fair share: a GCRA at `n x
+/// interval` holding at most `(burst - reserve) / n` tokens. A lease takes
+/// the instance's share, or more when the key holds more than the other
+/// instances' shares have accrued (spare: what an instance with less
+/// demand leaves). Tokens admitted locally are charged first, as if leased
+/// at an even pace over their span (so they cost nothing when the key was
+/// idle then). Returns `{general granted, critical granted, general retry
+/// after (us), critical retry after (us)}`: the general retry-after is when
+/// this instance's next full lease fits (its share refilled, or spare left
+/// over), 0 when it fits now; the critical one is 0 unless critical tokens
+/// were denied.
 const LEASE_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -36,28 +53,82 @@ local reserve = tonumber(ARGV[3])
 local want_g = tonumber(ARGV[4])
 local want_c = tonumber(ARGV[5])
 local min_g = tonumber(ARGV[6])
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if tat == nil or tat < now then tat = now end
-local g = math.floor((now + tau - reserve - tat) / interval)
-if g < 0 then g = 0 end
+local id = ARGV[7]
+local window = tonumber(ARGV[8])
+local debt = tonumber(ARGV[9])
+local span = tonumber(ARGV[10])
+local max_retry = tonumber(ARGV[11])
+local local_total = tonumber(ARGV[13])
+local mine = nil
+local charged = 0
+local others = {}
+local fields = redis.call('HGETALL', KEYS[2])
+for i = 1, #fields, 2 do
+  local a, b, d = string.match(fields[i + 1], '^(%d+) (%d+) (%d+)$')
+  if fields[i] == id and a then
+    mine = tonumber(a)
+    charged = tonumber(d)
+  elseif b == nil or tonumber(b) + window < now then
+    redis.call('HDEL', KEYS[2], fields[i])
+  else
+    others[#others + 1] = tonumber(a)
+  end
+end
+local n = #others + 1
+local share = interval * n
+local cap = math.floor((tau - reserve) / share)
+if cap < 1 then cap = 1 end
+local tau_i = cap * share
+local tat = tonumber(redis.call('GET', KEYS[1])) or 0
+if mine == nil then mine = 0 end
+if debt > local_total - charged then debt = local_total - charged end
+if debt > 0 then
+  tat = math.max(tat, now - span) + debt * interval
+  mine = math.max(mine, now - span) + debt * share
+end
+if tat < now then tat = now end
+if mine < now then mine = now end
+local avail = math.floor((now + tau - reserve - tat) / interval)
+if avail < 0 then avail = 0 end
+local fair = math.floor((now + tau_i - mine) / share)
+if fair < 0 then fair = 0 end
+local promised = 0
+for _, o in ipairs(others) do
+  if o < now then o = now end
+  local f = math.floor((now + tau_i - o) / share)
+  if f > 0 then promised = promised + f end
+end
+local g = math.max(fair, avail - promised)
+if g > avail then g = avail end
 if g > want_g then g = want_g end
-if g < min_g then g = 0 end
+if g < math.min(min_g, cap) then g = 0 end
 tat = tat + g * interval
+mine = math.max(mine, math.min(mine + g * share, now + tau_i))
 local c = math.floor((now + tau - tat) / interval)
 if c < 0 then c = 0 end
 if c > want_c then c = want_c end
 tat = tat + c * interval
 local retry_g = 0
-if g == 0 and want_g > 0 then
-  retry_g = tat + want_g * interval - (tau - reserve) - now
-  if retry_g < 1 then retry_g = 1 end
+local next_g = want_g
+if g > 0 then next_g = tonumber(ARGV[12]) end
+if next_g > 0 then
+  local w = math.min(next_g, cap)
+  local own = math.max(mine + w * share - tau_i, tat + w * interval - (tau - reserve))
+  local spare = tat + (next_g + (n - 1) * cap) * interval - (tau - reserve)
+  retry_g = math.floor(math.min(own, spare) - now)
+  if retry_g > max_retry then retry_g = max_retry end
+  if retry_g < 0 then retry_g = 0 end
+  if g == 0 and retry_g < 1 then retry_g = 1 end
 end
 local retry_c = 0
 if c == 0 and want_c > 0 then
-  retry_c = tat + interval - tau - now
+  retry_c = math.floor(tat + interval - tau - now)
+  if retry_c > max_retry then retry_c = max_retry end
   if retry_c < 1 then retry_c = 1 end
 end
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+redis.call('HSET', KEYS[2], id, string.format('%.0f %.0f %.0f', mine, now, math.max(charged, local_total)))
+redis.call('PEXPIRE', KEYS[2], math.floor(window / 1000) + 1000)
 return {g, c, retry_g, retry_c}
 ";
 
@@ -94,6 +165,7 @@ pub(crate) struct Shared {
     redis_commands: AtomicU64,
     tokens_leased: AtomicU64,
     rejected: AtomicU64,
+    mode_changes: AtomicU64,
     /// Redis GCRA parameters, microseconds.
     interval_us: u64,
     tau_us: u64,
@@ -103,25 +175,40 @@ pub(crate) struct Shared {
     local_tolerance: u64,
     local_tolerance_general: u64,
     low_water: i64,
+    /// This layer's id among the instances sharing a key in Redis.
+    id: String,
+    /// How long an instance that stopped asking still counts as live, us.
+    window_us: u64,
+    /// The most locally admitted tokens charged to Redis at once: the local
+    /// share's burst and one period of its rate.
+    debt_cap: u64,
     #[cfg(feature = "metrics")]
     metrics: Metrics,
 }
 
 pub(crate) struct KeyState {
     redis_key: Box<[u8]>,
+    /// The hash of the instances sharing this key (their fair shares).
+    instances_key: Box<[u8]>,
     tokens: AtomicI64,
     reserve: AtomicI64,
     refilling: AtomicBool,
     critical_wanted: AtomicBool,
     /// 0 none yet, 1 granted, 2 denied, 3 failed.
     outcome: AtomicU8,
-    /// Until when (ns since `origin`) Redis refused general tokens, and
+    /// Until when (ns since `origin`) Redis refuses general tokens (or this
+    /// instance's next full lease would not fit its fair share), and
     /// critical ones: misses before then are refused without asking again.
     denied_until: AtomicU64,
     critical_denied_until: AtomicU64,
-    denials: AtomicU32,
     notify: Notify,
     local_tat: AtomicU64,
+    /// Tokens admitted by the local share, in all and as far as Redis has
+    /// confirmed charging them; since when (ns since `origin`) the ones not
+    /// confirmed were admitted.
+    local_admitted: AtomicU64,
+    local_charged: AtomicU64,
+    debt_since: AtomicU64,
     last_used: AtomicU64,
 }
 
@@ -178,9 +265,11 @@ impl Shared {
         let per_ns = config.per.as_nanos();
         let per_us = config.per.as_micros();
         let num = u128::from(config.num);
-        let interval_us = (per_us / num).max(1) as u64;
-        let local_interval = (per_ns * u128::from(config.instances) / num).max(1) as u64;
+        let to_u64 = |v: u128| v.min(u128::from(u64::MAX)) as u64;
+        let interval_us = to_u64(per_us / num).max(1);
+        let local_interval = to_u64(per_ns * u128::from(config.instances) / num).max(1);
         let local_burst = (config.burst / config.instances).max(1);
+        let debt_cap = local_burst.saturating_add(config.num / config.instances);
         let local_reserve = config.reserve / config.instances;
         let local_tolerance = local_interval.saturating_mul(local_burst);
         let local_tolerance_general = local_tolerance
@@ -197,6 +286,9 @@ impl Shared {
             local_tolerance,
             local_tolerance_general,
             low_water: (config.batch / 2) as i64,
+            id: instance_id(),
+            window_us: to_u64(per_us * 2),
+            debt_cap,
             client,
             conn: OnceCell::new(),
             script: redis::Script::new(LEASE_SCRIPT),
@@ -208,6 +300,7 @@ impl Shared {
             redis_commands: AtomicU64::new(0),
             tokens_leased: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            mode_changes: AtomicU64::new(0),
             #[cfg(feature = "metrics")]
             metrics,
             config,
@@ -238,6 +331,10 @@ impl Shared {
 
     pub(crate) fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mode_changes(&self) -> u64 {
+        self.mode_changes.load(Ordering::Relaxed)
     }
 
     /// Admits with a leased token, or says what to do instead. No Redis
@@ -292,7 +389,9 @@ impl Shared {
     /// Waits for the lease in flight, at most `redis_timeout`; then (or if
     /// Redis fails) decides by the fallback policy.
     pub(crate) async fn wait(self: Arc<Self>, st: Arc<KeyState>, p: Priority) -> Acquire {
-        let deadline = Instant::now() + self.config.redis_timeout;
+        // At most 365 days (checked at build): never overflows; and if it
+        // did, no deadline rather than a panic.
+        let deadline = Instant::now().checked_add(self.config.redis_timeout);
         loop {
             let notified = st.notify.notified();
             tokio::pin!(notified);
@@ -302,9 +401,9 @@ impl Shared {
             }
             if !st.refilling.load(Ordering::Acquire) {
                 match st.outcome.load(Ordering::Acquire) {
-                    // Others took the tokens first: lease again.
-                    GRANTED => self.refill(&st),
-                    DENIED => {
+                    // Denied, or others took the tokens first: lease again
+                    // unless Redis said when to come back.
+                    GRANTED | DENIED => {
                         let now = self.nanos(Instant::now());
                         match self.denied_for(&st, p, now) {
                             Some(retry) => return Acquire::Rejected(self.reject(p, retry)),
@@ -319,7 +418,14 @@ impl Shared {
                     _ => return self.fallback(&st, p),
                 }
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let timed_out = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, notified).await.is_err(),
+                None => {
+                    notified.await;
+                    false
+                }
+            };
+            if timed_out {
                 tracing::debug!(name = %self.config.name, "redis slower than the bound");
                 return self.fallback(&st, p);
             }
@@ -370,7 +476,14 @@ impl Shared {
                     self.local_tolerance_general
                 };
                 match gcra(&st.local_tat, now, self.local_interval, tolerance) {
-                    Ok(()) => Acquire::Admitted,
+                    Ok(()) => {
+                        // Charged to Redis when it answers again.
+                        let before = st.local_admitted.fetch_add(1, Ordering::AcqRel);
+                        if before == st.local_charged.load(Ordering::Acquire) {
+                            st.debt_since.store(now, Ordering::Release);
+                        }
+                        Acquire::Admitted
+                    }
                     Err(wait) => Acquire::Rejected(self.reject(p, wait)),
                 }
             }
@@ -445,28 +558,33 @@ impl Shared {
         } else {
             0
         };
-        if want_g + want_c > 0 {
+        let local_total = st.local_admitted.load(Ordering::Acquire);
+        let debt = local_total.saturating_sub(st.local_charged.load(Ordering::Acquire));
+        if want_g + want_c > 0 || debt > 0 {
+            let charge = self.charge(&st, debt, local_total);
             self.redis_commands.fetch_add(1, Ordering::Relaxed);
-            let result =
-                tokio::time::timeout(self.config.redis_timeout, self.lease(&st, want_g, want_c))
-                    .await
-                    .map_err(|_| BoxError::from("redis command timed out"))
-                    .and_then(|r| r);
+            let result = tokio::time::timeout(
+                self.config.redis_timeout,
+                self.lease(&st, want_g, want_c, charge),
+            )
+            .await
+            .map_err(|_| BoxError::from("redis command timed out"))
+            .and_then(|r| r);
             match result {
                 Ok((g, c, retry_g, retry_c)) => {
                     st.tokens.fetch_add(g, Ordering::AcqRel);
                     st.reserve.fetch_add(c, Ordering::AcqRel);
+                    // Charged (what exceeded the cap is forgiven).
+                    st.local_charged.fetch_max(local_total, Ordering::AcqRel);
                     let now = self.nanos(Instant::now());
-                    if retry_g > 0 {
-                        // Consecutive denials back off (x1, x2, x4): instances
-                        // of a saturated key poll Redis less.
-                        let denials = st.denials.fetch_add(1, Ordering::Relaxed).min(2);
-                        let hold = (retry_g * 1000) << denials;
-                        st.denied_until
-                            .store(now.saturating_add(hold), Ordering::Release);
-                    } else if g > 0 {
-                        st.denials.store(0, Ordering::Relaxed);
-                    }
+                    // When this instance's next lease fits: until then a miss
+                    // is refused without asking (0: it fits now).
+                    let until = if retry_g > 0 {
+                        now.saturating_add(retry_g.saturating_mul(1000))
+                    } else {
+                        0
+                    };
+                    st.denied_until.store(until, Ordering::Release);
                     if retry_c > 0 {
                         st.critical_denied_until
                             .store(now.saturating_add(retry_c * 1000), Ordering::Release);
@@ -507,12 +625,35 @@ impl Shared {
         st.notify.notify_waiters();
     }
 
+    /// What to charge Redis for `debt` tokens admitted by the local share
+    /// and not yet charged: the tokens, the span (us) they were admitted
+    /// over, and the local admissions in all. Only the last period counts
+    /// (older ones in proportion are forgiven), at most the local share's
+    /// burst plus one period of its rate.
+    fn charge(&self, st: &KeyState, debt: u64, local_total: u64) -> (u64, u64, u64) {
+        if debt == 0 {
+            return (0, 0, local_total);
+        }
+        let now = self.nanos(Instant::now());
+        let since = st.debt_since.load(Ordering::Acquire);
+        let span = now.saturating_sub(since).max(1);
+        let per = self.config.per.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let (tokens, span) = if span > per {
+            let recent = u128::from(debt) * u128::from(per) / u128::from(span);
+            (recent.min(u128::from(u64::MAX)) as u64, per)
+        } else {
+            (debt, span)
+        };
+        (tokens.min(self.debt_cap), (span / 1000).max(1), local_total)
+    }
+
     /// One `EVALSHA` of the lease script; connects first if needed.
     async fn lease(
         &self,
         st: &KeyState,
         want_g: i64,
         want_c: i64,
+        (debt, span_us, local_total): (u64, u64, u64),
     ) -> Result<(i64, i64, u64, u64), BoxError> {
         let min_g = want_g.min(self.config.batch.div_ceil(2) as i64);
         let mut conn = self
@@ -529,12 +670,20 @@ impl Shared {
         let value: redis::Value = self
             .script
             .key(&*st.redis_key)
+            .key(&*st.instances_key)
             .arg(self.interval_us)
             .arg(self.tau_us)
             .arg(self.reserve_us)
             .arg(want_g)
             .arg(want_c)
             .arg(min_g)
+            .arg(&self.id)
+            .arg(self.window_us)
+            .arg(debt)
+            .arg(span_us)
+            .arg(self.config.per.as_micros().min(u128::from(u64::MAX)) as u64)
+            .arg(self.config.batch)
+            .arg(local_total)
             .invoke_async(&mut conn)
             .await?;
         parse_lease(&value, want_g, want_c, self.config.per)
@@ -545,6 +694,7 @@ impl Shared {
         if old == mode {
             return;
         }
+        self.mode_changes.fetch_add(1, Ordering::Relaxed);
         match err {
             Some(err) => tracing::info!(
                 name = %self.config.name, from = %old, to = %mode, error = %err,
@@ -581,14 +731,21 @@ impl Shared {
                 map.remove(&k);
             }
         }
-        let mut redis_key =
-            Vec::with_capacity(self.config.prefix.len() + self.config.name.len() + 1 + key.len());
-        redis_key.extend_from_slice(self.config.prefix.as_bytes());
-        redis_key.extend_from_slice(self.config.name.as_bytes());
-        redis_key.push(b':');
-        redis_key.extend_from_slice(key);
+        // `<prefix><name>:<key>` and `<prefix><name>#i:<key>`: a name has no
+        // `#` or `:`, so no request's key can name another's state.
+        let redis_key = |tag: &[u8]| {
+            let mut k = Vec::with_capacity(
+                self.config.prefix.len() + self.config.name.len() + tag.len() + key.len(),
+            );
+            k.extend_from_slice(self.config.prefix.as_bytes());
+            k.extend_from_slice(self.config.name.as_bytes());
+            k.extend_from_slice(tag);
+            k.extend_from_slice(key);
+            k.into_boxed_slice()
+        };
         let st = Arc::new(KeyState {
-            redis_key: redis_key.into(),
+            redis_key: redis_key(b":"),
+            instances_key: redis_key(b"#i:"),
             tokens: AtomicI64::new(0),
             reserve: AtomicI64::new(0),
             refilling: AtomicBool::new(false),
@@ -596,9 +753,11 @@ impl Shared {
             outcome: AtomicU8::new(0),
             denied_until: AtomicU64::new(0),
             critical_denied_until: AtomicU64::new(0),
-            denials: AtomicU32::new(0),
             notify: Notify::new(),
             local_tat: AtomicU64::new(0),
+            local_admitted: AtomicU64::new(0),
+            local_charged: AtomicU64::new(0),
+            debt_since: AtomicU64::new(0),
             last_used: AtomicU64::new(self.redis_commands.load(Ordering::Relaxed)),
         });
         map.insert(key.into(), st.clone());
@@ -694,6 +853,19 @@ fn take_one(tokens: &AtomicI64) -> bool {
         }
     }
     false
+}
+
+/// A random id for this layer among the instances sharing a key: 16 hex
+/// digits from std's randomly keyed hasher, the process id and the time.
+fn instance_id() -> String {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    std::process::id().hash(&mut h);
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 fn shard_of(key: &[u8]) -> usize {
@@ -806,6 +978,97 @@ mod tests {
         }
         assert_eq!(gcra(&tat, t0, 10, 30), Err(Duration::from_nanos(10)));
         assert!(gcra(&tat, t0 + 10, 10, 30).is_ok());
+    }
+
+    fn shared(redis: &resilience_core::redis::RedisServer, name: &str) -> Arc<Shared> {
+        // Ten tokens an hour: nothing refills during a test.
+        let config = FleetRateLimitConfig::builder()
+            .name(name)
+            .rate(10, Duration::from_secs(3600))
+            .batch(10)
+            .burst(10)
+            .instances(2)
+            .redis_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        Arc::new(Shared::new(
+            config,
+            redis::Client::open(redis.url()).unwrap(),
+        ))
+    }
+
+    fn key(shared: &Shared) -> Arc<KeyState> {
+        shared.insert(&shared.shards[shard_of(b"k")], b"k")
+    }
+
+    /// What an instance admitted on its own is charged once, even when the
+    /// report reaches Redis twice (a lease Redis runs after the instance
+    /// gave up on it, then the next lease).
+    #[tokio::test(flavor = "current_thread")]
+    async fn local_admissions_are_charged_once() {
+        let Some(redis) = resilience_core::redis::RedisServer::start().await else {
+            return;
+        };
+        let a = shared(&redis, "charge");
+        let st = key(&a);
+        for _ in 0..2 {
+            let (g, ..) = a.lease(&st, 0, 0, (4, 1_000, 4)).await.unwrap();
+            assert_eq!(g, 0);
+        }
+        let (g, ..) = a.lease(&st, 10, 0, (0, 0, 4)).await.unwrap();
+        assert_eq!(g, 6, "10 less the 4 admitted alone, charged once");
+    }
+
+    /// An instance's fair share holds what it has accrued: another may take
+    /// its own share and what is spare, not that.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_share_is_kept_for_an_instance_that_asked() {
+        let Some(redis) = resilience_core::redis::RedisServer::start().await else {
+            return;
+        };
+        let (a, b) = (shared(&redis, "fair"), shared(&redis, "fair"));
+        let (sa, sb) = (key(&a), key(&b));
+        // Alone, A could take all ten; it takes two.
+        assert_eq!(a.lease(&sa, 2, 0, (0, 0, 0)).await.unwrap().0, 2);
+        // Two live instances: a share of five each. A has four of its share
+        // left, so B gets its five, not the eight left in Redis...
+        assert_eq!(b.lease(&sb, 10, 0, (0, 0, 0)).await.unwrap().0, 5);
+        // ...and A the three that remain (its share would hold four).
+        let (g, _, retry, _) = a.lease(&sa, 3, 0, (0, 0, 0)).await.unwrap();
+        assert_eq!(g, 3);
+        assert!(retry > 0, "told when its next lease fits");
+        // Nothing left: B is refused and told to come back later.
+        let (g, _, retry, _) = b.lease(&sb, 10, 0, (0, 0, 0)).await.unwrap();
+        assert_eq!(g, 0);
+        assert!(retry > 0);
+    }
+
+    /// What an instance admitted alone is charged over the span it was
+    /// admitted in, its last period only, at most the local share's burst
+    /// and one period of its rate.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_charge_covers_the_last_period_and_is_capped() {
+        let config = FleetRateLimitConfig::builder()
+            .rate(300, Duration::from_secs(1))
+            .batch(10)
+            .instances(3)
+            .build()
+            .unwrap();
+        // No connection is made: only the charge is computed.
+        let shared = Shared::new(config, redis::Client::open("redis://127.0.0.1:1/").unwrap());
+        let st = key(&shared);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        let now = shared.nanos(Instant::now());
+        let half = Duration::from_millis(500).as_nanos() as u64;
+        st.debt_since.store(now - half, Ordering::Release);
+        assert_eq!(shared.charge(&st, 40, 40), (40, 500_000, 40));
+        // Admitted over ten seconds: the last second's tenth is charged...
+        st.debt_since.store(now - 20 * half, Ordering::Release);
+        assert_eq!(shared.charge(&st, 1_000, 1_200), (100, 1_000_000, 1_200));
+        // ...at most the local burst (30 / 3) and a period of the local
+        // share (100).
+        assert_eq!(shared.charge(&st, 5_000, 5_000), (110, 1_000_000, 5_000));
+        assert_eq!(shared.charge(&st, 0, 7), (0, 0, 7));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Three instances sharing one Redis-backed rate limit, restarted one at a
-//! time through an etcd lock; prints what each admitted and who held the
-//! lock when.
+//! time through an etcd lock; prints what each admitted against its fair
+//! share of the limit and who held the lock when.
 //!
 //! Run: `cargo run -p resilience-examples --bin fleet -- --redis
 //! redis://127.0.0.1:6379/ --etcd http://127.0.0.1:2379`
