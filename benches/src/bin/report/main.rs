@@ -324,6 +324,13 @@ fn run() -> Result<(), Error> {
         &results,
         chart_drawn.then_some("overload.svg"),
     );
+    // The soak run's figures come from another binary (a 10-minute run):
+    // keep the committed report's section as it is.
+    let committed = std::fs::read_to_string(root.join("benches/REPORT.md")).unwrap_or_default();
+    let md = match soak_section(&committed) {
+        Some(section) => format!("{md}\n{section}\n"),
+        None => md,
+    };
     std::fs::write(&opts.out, &md).map_err(|e| Error::Io(opts.out.clone(), e))?;
     eprintln!("report: wrote {}", opts.out.display());
     // The README quotes the main table of the committed report: refresh it
@@ -1583,6 +1590,17 @@ fn write_report(root: &Path, h: &Header, r: &Results, chart: Option<&str>) -> St
     md
 }
 
+/// The soak run's section of a report, markers included (written by
+/// `cargo run -p resilience-examples --bin soak -- --out FILE` and pasted
+/// between the markers); `None` when the report has none.
+fn soak_section(report: &str) -> Option<&str> {
+    const START: &str = "<!-- soak:start -->";
+    const END: &str = "<!-- soak:end -->";
+    let from = report.find(START)?;
+    let to = report[from..].find(END)? + from + END.len();
+    Some(&report[from..to])
+}
+
 /// `readme` with the targets table of `report` (and the run's date and
 /// mode line) between the README's `report:targets` markers; `None` when
 /// the markers or the table are missing.
@@ -2043,6 +2061,17 @@ mod tests {
             "intro\n<!-- report:targets:start -->\ndate: d1 to d2; machine: 2 CPUs\n\n| target | goal |\n|---|---|\n| a | b |\n<!-- report:targets:end -->\nrest\n"
         );
         assert!(quote_targets("no markers", report).is_none());
+    }
+
+    #[test]
+    fn keeps_the_soak_section() {
+        let report = "# Report\n\n<!-- soak:start -->\n## Soak run\n\nPASS\n<!-- soak:end -->\n";
+        assert_eq!(
+            soak_section(report),
+            Some("<!-- soak:start -->\n## Soak run\n\nPASS\n<!-- soak:end -->")
+        );
+        assert_eq!(soak_section("# Report\n"), None);
+        assert_eq!(soak_section("<!-- soak:start -->\nno end"), None);
     }
 
     #[test]
