@@ -21,7 +21,9 @@
 //!
 //! Run: `cargo run -p resilience-examples --bin soak` (10 minutes), or
 //! `-- --quick` (30 s, what CI runs); `-- --out FILE` writes the samples
-//! and the verdict as markdown (the section of `benches/REPORT.md`).
+//! and the verdict as markdown: the section of `benches/REPORT.md` between
+//! its `soak:start` / `soak:end` markers, which the report binary keeps
+//! when it rewrites the rest of the report.
 
 use std::path::PathBuf;
 use std::time::Duration;
