@@ -47,7 +47,6 @@ pub fn find_binary(name: &str) -> Option<PathBuf> {
         let package = match name {
             "etcd" => "etcd-server",
             "dnsmasq" => "dnsmasq-base",
-            "chromium-headless-shell" | "chromium" => "chromium-headless-shell",
             other => other,
         };
         assert!(
