@@ -20,7 +20,7 @@ use resilience_benches::{CountingAlloc, allocations_per_call};
 use resilience_bounded_queue::fleet::{FleetRateLimitConfig, FleetRateLimitLayer, MakeKey};
 use resilience_bounded_queue::rate::{RateLimitConfig, RateLimitLayer};
 use resilience_core::BoxError;
-use resilience_core::redis::RedisServer;
+use resilience_test_support::RedisServer;
 use tower::{Layer, Service, service_fn};
 
 #[global_allocator]

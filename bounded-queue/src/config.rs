@@ -341,11 +341,10 @@ impl BoundedQueueConfigBuilder {
     /// A priority yields only while it can spare the slot: never for ten
     /// CoDel intervals after one of its requests ran out of queue time (or
     /// was refused because it would have), so a priority that alone fills
-    /// the service keeps strict order. In the workspace's overload harness
-    /// (`benches/benches/overload.rs`), a margin of `3.0` serves a point
-    /// more of critical and default requests together at twice the
-    /// capacity, and leaves critical-plus success at five times the
-    /// capacity as strict order has it.
+    /// the service keeps strict order. The workspace's overload harness
+    /// (`benches/benches/overload.rs`) runs a margin of `3.0` beside strict
+    /// order; its figures are in the
+    /// [benchmark report](https://github.com/resilience-rs/resilience/blob/main/benches/REPORT.md).
     ///
     /// ```
     /// use resilience_bounded_queue::BoundedQueueConfig;

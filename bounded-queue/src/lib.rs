@@ -232,7 +232,9 @@
 //! tower's and tower-resilience's limits side by side, and prints goodput,
 //! latency, rejection latency, peak waiting and success per priority; then,
 //! from the same arrivals, the most any admission policy could serve within
-//! the latency goal and what strict priority order reaches.
+//! the latency goal and what strict priority order reaches. The figures of
+//! the last full run are in the
+//! [benchmark report](https://github.com/resilience-rs/resilience/blob/main/benches/REPORT.md).
 //!
 //! # Feature flags
 //!
@@ -240,7 +242,10 @@
 //! - `serde`: deserialize [`BoundedQueueConfig`] (and, with `redis`, the
 //!   fleet rate limit's config; same validation as the builders).
 //! - `redis`: [`fleet`], a rate limit shared by every instance through
-//!   Redis (the `redis` crate with tokio's `ConnectionManager`).
+//!   Redis (the `redis` crate with tokio's `ConnectionManager`). Public
+//!   dependency: **redis 0.32** (`redis::Client` in
+//!   [`FleetRateLimitLayer::new`](fleet::FleetRateLimitLayer::new);
+//!   [`from_url`](fleet::FleetRateLimitLayer::from_url) needs no redis type).
 //! - `snapshot`: `resilience_core::snapshot::LayerSnapshot` for
 //!   [`BoundedQueueHandle`] (kind `bounded_queue`) and `serde::Serialize`
 //!   for [`BoundedQueueSnapshot`], so a `SnapshotRegistry` serves the queue

@@ -12,8 +12,8 @@ use resilience_bounded_queue::fleet::{
     FleetMode, FleetRateLimitConfig, FleetRateLimitConfigBuilder, FleetRateLimitHandle,
     FleetRateLimitLayer, KeyBy, WhenRedisFails,
 };
-use resilience_core::redis::RedisServer;
 use resilience_core::{BoxError, Priority, Rejected, RejectionKind};
+use resilience_test_support::RedisServer;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};

@@ -109,7 +109,10 @@
 //! O(buckets) only when a failure is recorded (or a success is the first
 //! of a new bucket, or the window is still below the minimum of calls). Hot
 //! atomics sit on their own cache lines. Transitions take a mutex, and
-//! report (metrics, tracing, events) after releasing it.
+//! report (metrics, tracing, events) after releasing it. What that costs
+//! beside other breakers (recloser, failsafe, tower-resilience) is measured
+//! in the
+//! [benchmark report](https://github.com/resilience-rs/resilience/blob/main/benches/REPORT.md).
 //!
 //! Use [`ErrorsAsFailures`] for responses that are not `http::Response`s
 //! (only errors count as failures), [`GrpcOutcome`](resilience_core::GrpcOutcome)

@@ -114,6 +114,7 @@
 //!
 //! - `metrics` (default): the counter above.
 //! - `fmt`: [`fmt::CorrelationFormat`], a `tracing-subscriber` event format.
+//!   Public dependency: **tracing-subscriber 0.3** (its `FormatEvent` trait).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -232,13 +232,14 @@
 //! - `http` (default): [`HttpHealthCheck`](health::HttpHealthCheck),
 //!   `GET /health` through a hyper-util client.
 //! - `grpc`: [`GrpcHealthCheck`](health::GrpcHealthCheck),
-//!   `grpc.health.v1` checks through tonic and tonic-health.
+//!   `grpc.health.v1` checks through tonic and tonic-health (0.14, used
+//!   inside: no tonic type in this crate's API).
 //! - `serde`: deserialize [`RoundRobinConfig`] and
 //!   [`HealthCheckConfig`](health::HealthCheckConfig), through the builders'
 //!   validation.
 //! - `file`: [`FileSource`](source::FileSource), a TOML or JSON file.
 //! - `dns`: [`DnsSource`](source::DnsSource), A/AAAA and SRV through
-//!   `hickory-resolver`.
+//!   `hickory-resolver` (used inside: no hickory type in the API).
 //! - `etcd`: [`EtcdSource`](source::EtcdSource) and
 //!   [`Registration`](source::Registration), through etcd's JSON gateway
 //!   (why not gRPC: see [`source::etcd`]).
@@ -246,6 +247,15 @@
 //!   [`RoundRobinHandle`] (kind `round_robin`) and `serde::Serialize` for
 //!   [`RoundRobinSnapshot`], so a `SnapshotRegistry` serves the balancer's
 //!   endpoints in its `/resilience` document.
+//!
+//! # Public dependencies
+//!
+//! Beside the family's `http` 1, `tower-layer` / `tower-service` 0.3 and
+//! `tokio` 1: sources are `futures_core::Stream`s (**futures-core 0.3**),
+//! and [`Discovered`](source::Discovered) is a `tower::discover::Discover`
+//! for tower's own balancers (**tower 0.5**). hyper, tonic and
+//! hickory-resolver stay inside. A semver-incompatible upgrade of a crate
+//! named here is a breaking release of this one.
 //!
 //! # A tonic channel balancer
 //!

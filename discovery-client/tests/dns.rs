@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use resilience_discovery::RoundRobinBuilder;
 use resilience_discovery::source::{Backoff, DnsSource, DnsSourceConfig};
-use support::{Dnsmasq, Instance, http_maker, spread, wait_until};
+use support::{DnsServer, Instance, http_maker, spread, wait_until};
 
 const SRV: &str = "_http._tcp.users.test";
 
@@ -31,7 +31,7 @@ async fn srv_records_spread_traffic_and_changes_are_picked_up_after_the_ttl() {
     ];
     let port = |i: usize| instances[i].addr.port();
     // Three instances at priority 0; a backup at priority 10 gets nothing.
-    let Some(mut dns) = Dnsmasq::start(
+    let Some(mut dns) = DnsServer::start(
         1,
         &srv_records(&[
             (port(0), 0, 1),
@@ -46,7 +46,7 @@ async fn srv_records_spread_traffic_and_changes_are_picked_up_after_the_ttl() {
     };
     let config = DnsSourceConfig::srv(SRV)
         .name("dns-test")
-        .nameserver(dns.addr)
+        .nameserver(dns.addr())
         .min_ttl(Duration::from_secs(1))
         .max_ttl(Duration::from_secs(5))
         .timeout(Duration::from_millis(500))
@@ -106,7 +106,7 @@ async fn srv_records_spread_traffic_and_changes_are_picked_up_after_the_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_records_resolve_to_endpoints() {
-    let Some(dns) = Dnsmasq::start(
+    let Some(dns) = DnsServer::start(
         1,
         &[
             "--host-record=users.test,127.0.0.1".to_owned(),
@@ -118,7 +118,7 @@ async fn a_records_resolve_to_endpoints() {
         return;
     };
     let config = DnsSourceConfig::host("users.test:8080")
-        .nameserver(dns.addr)
+        .nameserver(dns.addr())
         .build()
         .unwrap();
     let source = DnsSource::new(config).into_stream().unwrap();

@@ -59,8 +59,11 @@ fn run_browser(browser: &PathBuf, url: &str, extra: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_a_dead_instance_and_an_open_breaker() {
     let Some(browser) = browser() else {
-        let required = std::env::var("RESILIENCE_REQUIRE_SERVERS").is_ok_and(|v| v == "1");
-        assert!(!required, "no chromium-headless-shell or chromium on PATH");
+        assert!(
+            !resilience_test_support::servers_required(),
+            "no chromium-headless-shell or chromium on PATH and {}=1",
+            resilience_test_support::REQUIRE_SERVERS
+        );
         eprintln!("skipped: no chromium-headless-shell or chromium on PATH");
         return;
     };

@@ -9,13 +9,13 @@
 
 use std::time::Duration;
 
-use resilience_core::etcd::EtcdServer;
 use resilience_discovery::EndpointState;
 use resilience_examples::demo::{
     DemoSettings, Deployment, ETCD_FLAGS_PREFIX, ETCD_INVENTORY_PREFIX, StartOptions,
 };
 use resilience_examples::profile::NEW_FEATURE_FLAG;
 use resilience_examples::wait_until;
+use resilience_test_support::EtcdServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_register_in_etcd_and_a_dead_one_leaves_with_its_lease() {

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use resilience_core::etcd::EtcdServer;
-use resilience_core::redis::RedisServer;
 use resilience_examples::fleet::{FleetSettings, run};
+use resilience_test_support::EtcdServer;
+use resilience_test_support::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_the_limit_through_a_rolling_restart() {

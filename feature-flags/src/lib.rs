@@ -161,7 +161,8 @@
 //! - `etcd`: [`source::EtcdSource`], through etcd's JSON gateway over plain
 //!   HTTP (hyper), so no gRPC stack is pulled in; off by default to keep the
 //!   default build lean.
-//! - `axum`: [`Flags`] as an axum extractor.
+//! - `axum`: [`Flags`] as an axum extractor. Public dependency: **axum
+//!   0.8** (its `FromRequestParts` and `OptionalFromRequestParts` traits).
 //! - `snapshot`: `resilience_core::snapshot::LayerSnapshot` for
 //!   [`FlagStore`] (kind `flags`; the state is a `FlagStoreSnapshot`: the
 //!   store's version and a summary of each flag), so a `SnapshotRegistry`

@@ -7,9 +7,10 @@
 
 use std::time::Duration;
 
-use resilience_core::etcd::{EtcdClient, EtcdServer};
+use resilience_core::etcd::EtcdClient;
 use resilience_flags::source::EtcdSource;
 use resilience_flags::{ErrorCode, FlagContext, FlagSet, FlagStore};
+use resilience_test_support::EtcdServer;
 
 async fn put(kv: &EtcdClient, key: &str, value: &str) {
     kv.put(key, value.as_bytes(), 0).await.expect("etcd put");

@@ -188,6 +188,16 @@ pub struct HttpOutcome {
 /// Deferring costs two allocations (the callback, and the boxed wrapping
 /// body); a response classified at its headers costs none.
 ///
+/// # tonic and axum versions
+///
+/// A `tonic::Status` error and the `tonic::body::Body` / `axum::body::Body`
+/// whose trailers are watched are recognised by their type: only those of
+/// **tonic 0.14** and **axum 0.8**, the versions this crate is built with.
+/// With another tonic, a status error is classified as any other error
+/// (see [`ClassifyErrors`]) and a body at its headers; the `grpc-status`
+/// header is read whatever the version. See the crate docs'
+/// [public dependencies](crate#public-dependencies).
+///
 /// # Codes
 ///
 /// | status | default [`Outcome`] | why |

@@ -1,5 +1,9 @@
 //! Turns the family's errors into gRPC statuses (`grpc` feature).
 //!
+//! The statuses are tonic 0.14's `tonic::Status`: a tonic server or channel
+//! of another minor version needs its own conversion (see the crate docs'
+//! [public dependencies](crate#public-dependencies)).
+//!
 //! | error | code |
 //! |---|---|
 //! | [`Rejected`]: overloaded, throttled | `RESOURCE_EXHAUSTED` |

@@ -60,19 +60,46 @@
 //! # Feature flags
 //!
 //! - `metrics` (default): emit metrics through the `metrics` facade.
-//! - `grpc`: [`grpc`] mapping to `tonic::Status`, and `tonic::Code`
-//!   conversions.
-//! - `serde`: deserialize configurations, with the builders' validation.
+//! - `grpc`: [`grpc`] mapping to `tonic::Status`, `tonic::Code`
+//!   conversions, and [`GrpcOutcome`] reading the status in the trailers of
+//!   a `tonic::body::Body`. Puts **tonic 0.14** types in the API (see
+//!   below).
+//! - `serde`: deserialize configurations (serde 1), with the builders'
+//!   validation.
 //! - `etcd`: [`etcd`], a client of etcd v3's JSON gateway (range, watch,
-//!   leases, put), shared by the discovery and flag sources.
-//! - `etcd-server`: `etcd::EtcdServer`, a real etcd on loopback ports for
-//!   tests of code that reads or writes etcd.
+//!   leases, put), shared by the discovery and flag sources. Its generic
+//!   [`call`](etcd::EtcdClient::call) takes and returns a
+//!   `serde_json::Value` (**serde_json 1**).
 //! - `snapshot`: [`snapshot`], the trait every layer's handle implements to
-//!   report its state, and the registry that renders them as one JSON
-//!   document.
-//! - `axum`: `SnapshotRegistry::router`, the `/resilience` route.
+//!   report its state (a `serde::Serialize` view, serde 1), and the
+//!   registry that renders them as one JSON document (a `serde_json::Value`,
+//!   **serde_json 1**).
+//! - `axum`: `SnapshotRegistry::router`, the `/resilience` route (an
+//!   `axum::Router`), and [`GrpcOutcome`] reading the status in the trailers
+//!   of an `axum::body::Body`. Puts **axum 0.8** types in the API.
 //! - `chaos`: the chaos layer: latency, errors and abort, switched at run
 //!   time.
+//!
+//! # Public dependencies
+//!
+//! With no feature on, the API shows types of `http` 1, `http-body` 1,
+//! `tower-layer` 0.3, `tower-service` 0.3 and `tokio` 1 (its `Instant`)
+//! only. The features above add the crates they name, at the versions they
+//! name; moving to a semver-incompatible version of any of them is a
+//! breaking release of this crate (the README's version policy).
+//!
+//! tonic and axum types are recognised by their Rust type, which belongs to
+//! one version of the crate: [`GrpcOutcome`] finds a `tonic::Status` (an
+//! error, or in the error chain of a failed body) and replaces a
+//! `tonic::body::Body` or `axum::body::Body` to watch its trailers only
+//! when they come from **tonic 0.14** and **axum 0.8**, the versions this
+//! crate is built with (cargo makes every `0.14.x` one crate). An
+//! application on another tonic (0.13, 0.15) or axum has different types:
+//! its statuses are classified like any other error ([`ClassifyErrors`]: a
+//! failure by default), and its bodies at their headers (a `grpc-status`
+//! header, as in a trailers-only answer, is read whatever the version).
+//! Use the same tonic and axum minor versions as this crate, or box your
+//! errors into a [`Classified`] with the class you mean.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -93,11 +120,6 @@ pub mod grpc;
 pub mod http;
 pub mod names;
 pub mod priority;
-#[cfg(feature = "redis-server")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis-server")))]
-pub mod redis;
-#[cfg(any(feature = "etcd-server", feature = "redis-server"))]
-mod servers;
 #[cfg(feature = "snapshot")]
 #[cfg_attr(docsrs, doc(cfg(feature = "snapshot")))]
 pub mod snapshot;

@@ -31,9 +31,9 @@
 //!   the instance's next full lease will fit (its share refilled, or spare
 //!   tokens left over); until then, a request the held tokens do not cover
 //!   is refused at once with that retry-after. A saturated instance sends
-//!   about one lease command (one `EVALSHA`) per `batch` requests it admits:
-//!   115 per 1,000 admitted with a batch of 10 in the fleet test, 40 per
-//!   1,000 offered at three times the limit.
+//!   about one lease command (one `EVALSHA`) per `batch` requests it admits
+//!   (the commands per 1,000 requests of the last full run are in the
+//!   [benchmark report](https://github.com/resilience-rs/resilience/blob/main/benches/REPORT.md)).
 //! - **A reserve for critical requests.** The last `reserve` tokens of the
 //!   burst are leased only to requests of [`Priority::Critical`] and above
 //!   (read from `http::Request` extensions like the bounded queue, or with
@@ -115,8 +115,7 @@
 //!     .batch(20)
 //!     .instances(3)
 //!     .build()?;
-//! let client = redis::Client::open("redis://127.0.0.1:6379/")?;
-//! let layer = FleetRateLimitLayer::new(config, client)
+//! let layer = FleetRateLimitLayer::from_url(config, "redis://127.0.0.1:6379/")?
 //!     .with_key(KeyBy::Header(HeaderName::from_static("x-tenant")));
 //! let mut svc = ServiceBuilder::new()
 //!     .layer(layer)

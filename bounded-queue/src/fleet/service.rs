@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 use resilience_core::priority::{PriorityFromExtensions, ReadPriority};
-use resilience_core::{BoxError, Priority, Rejected};
+use resilience_core::{BoxError, ConfigError, Priority, Rejected};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -102,6 +102,10 @@ impl FleetRateLimitLayer {
     /// blocks. Requests are keyed by [`KeyBy::default`] (one key, `_`)
     /// until [`with_key`](Self::with_key).
     ///
+    /// `client` is a type of the `redis` crate, version 0.32: to build the
+    /// layer from a URL without naming that crate (and its version), use
+    /// [`from_url`](Self::from_url).
+    ///
     /// Install the metrics recorder before building the layer.
     pub fn new(config: FleetRateLimitConfig, client: redis::Client) -> Self {
         Self {
@@ -109,6 +113,39 @@ impl FleetRateLimitLayer {
             key: Arc::new(KeyBy::default()),
             priority: PriorityFromExtensions,
         }
+    }
+
+    /// [`new`](Self::new) with a client of the Redis at `url`
+    /// (`redis://[user:password@]host:port[/db]`, or
+    /// `redis+unix:///path/to.sock`). Parses the URL only: connects lazily,
+    /// as `new` does.
+    ///
+    /// # Errors
+    /// - `url` is not a Redis URL (field `url`; the message does not repeat
+    ///   the URL, which may hold a password)
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilience_bounded_queue::fleet::{FleetRateLimitConfig, FleetRateLimitLayer};
+    ///
+    /// let config = FleetRateLimitConfig::builder()
+    ///     .name("payments")
+    ///     .rate(1_000, Duration::from_secs(1))
+    ///     .build()?;
+    /// let layer = FleetRateLimitLayer::from_url(config.clone(), "redis://127.0.0.1:6379/")?;
+    /// # drop(layer);
+    /// let err = FleetRateLimitLayer::from_url(config, "http://127.0.0.1:6379/").unwrap_err();
+    /// assert_eq!(err.field(), "url");
+    /// # Ok::<_, resilience_core::ConfigError>(())
+    /// ```
+    pub fn from_url(config: FleetRateLimitConfig, url: &str) -> Result<Self, ConfigError> {
+        let client = redis::Client::open(url).map_err(|_| {
+            ConfigError::new(
+                "url",
+                "not a Redis URL (redis://host:port/db or redis+unix:///path)",
+            )
+        })?;
+        Ok(Self::new(config, client))
     }
 }
 

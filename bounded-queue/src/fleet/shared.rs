@@ -980,7 +980,7 @@ mod tests {
         assert!(gcra(&tat, t0 + 10, 10, 30).is_ok());
     }
 
-    fn shared(redis: &resilience_core::redis::RedisServer, name: &str) -> Arc<Shared> {
+    fn shared(redis: &resilience_test_support::RedisServer, name: &str) -> Arc<Shared> {
         // Ten tokens an hour: nothing refills during a test.
         let config = FleetRateLimitConfig::builder()
             .name(name)
@@ -1006,7 +1006,7 @@ mod tests {
     /// gave up on it, then the next lease).
     #[tokio::test(flavor = "current_thread")]
     async fn local_admissions_are_charged_once() {
-        let Some(redis) = resilience_core::redis::RedisServer::start().await else {
+        let Some(redis) = resilience_test_support::RedisServer::start().await else {
             return;
         };
         let a = shared(&redis, "charge");
@@ -1023,7 +1023,7 @@ mod tests {
     /// its own share and what is spare, not that.
     #[tokio::test(flavor = "current_thread")]
     async fn a_share_is_kept_for_an_instance_that_asked() {
-        let Some(redis) = resilience_core::redis::RedisServer::start().await else {
+        let Some(redis) = resilience_test_support::RedisServer::start().await else {
             return;
         };
         let (a, b) = (shared(&redis, "fair"), shared(&redis, "fair"));

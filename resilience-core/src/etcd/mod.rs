@@ -16,7 +16,7 @@
 //! Two things about the gateway's JSON, both handled here:
 //!
 //! - 64-bit integers (revisions, lease ids, TTLs) are JSON strings
-//!   (`"revision": "42"`); [`int`] reads them (and, leniently, numbers).
+//!   (`"revision": "42"`); the client reads them (and, leniently, numbers).
 //! - Keys and values are base64 (standard alphabet, padded). [`Kv`] and
 //!   [`Event`] hold them decoded; requests are encoded for you.
 //!
@@ -69,14 +69,8 @@ use serde_json::json;
 use crate::BoxError;
 use crate::config::{ConfigError, validate_positive_duration};
 
-#[cfg(feature = "etcd-server")]
-mod server;
 #[cfg(test)]
 mod tests;
-
-#[cfg(feature = "etcd-server")]
-#[cfg_attr(docsrs, doc(cfg(feature = "etcd-server")))]
-pub use server::{EtcdServer, REQUIRE_SERVERS, find_binary, servers_required};
 
 /// The largest answer (a unary answer, or one message of a watch) the
 /// client accepts: 64 MiB. Anything larger is treated as garbage.
@@ -223,6 +217,11 @@ impl EtcdClient {
     ///
     /// Returns the answer's JSON; the answers of streaming endpoints
     /// (`/v3/lease/keepalive`), wrapped in `{"result": …}`, are unwrapped.
+    /// The gateway writes 64-bit integers as JSON strings (`"42"`), and keys
+    /// and values in base64.
+    ///
+    /// [`Value`] is `serde_json::Value` (serde_json 1), re-exported here so
+    /// that a caller needs no dependency of its own on serde_json.
     ///
     /// # Errors
     ///
@@ -510,7 +509,7 @@ fn parse_kv(kv: &Value) -> Option<Kv> {
 /// An int64 from the gateway, which writes them as JSON strings
 /// (`"42"`); accepts a JSON integer too. `None` when absent or not an
 /// int64.
-pub fn int(v: Option<&Value>) -> Option<i64> {
+pub(crate) fn int(v: Option<&Value>) -> Option<i64> {
     match v? {
         Value::String(s) => s.parse().ok(),
         Value::Number(n) => n.as_i64(),

@@ -365,13 +365,14 @@ fn bench_executables(root: &Path) -> Result<Vec<(String, PathBuf)>, String> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if v["reason"] == "compiler-artifact"
+        let is_bench = v["reason"] == "compiler-artifact"
             && v["target"]["kind"]
                 .as_array()
-                .is_some_and(|k| k.iter().any(|x| x == "bench"))
-            && let (Some(name), Some(exe)) =
-                (v["target"]["name"].as_str(), v["executable"].as_str())
-        {
+                .is_some_and(|k| k.iter().any(|x| x == "bench"));
+        if !is_bench {
+            continue;
+        }
+        if let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) {
             out.push((name.to_owned(), PathBuf::from(exe)));
         }
     }

@@ -1,15 +1,23 @@
-//! What the real-server test harnesses share (features `etcd-server`,
-//! `redis-server`): finding a binary, free ports, temporary directories.
+//! What the server harnesses share: finding a binary, free ports, temporary
+//! directories, spawning a process until it serves.
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+#[cfg(any(feature = "etcd", feature = "redis", feature = "dns"))]
+use std::process::Child;
+#[cfg(any(feature = "etcd", feature = "redis"))]
+use std::{
+    future::Future,
+    path::Path,
+    process::{Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, SystemTime},
+};
 
 /// How long a server may take to start before the test fails.
+#[cfg(any(feature = "etcd", feature = "redis"))]
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often a start is tried before a test fails.
+#[cfg(any(feature = "etcd", feature = "redis", feature = "dns"))]
 pub(crate) const START_ATTEMPTS: usize = 5;
 
 /// The environment variable that turns a missing server binary into a test
@@ -50,6 +58,7 @@ pub fn find_binary(name: &str) -> Option<PathBuf> {
     found
 }
 
+#[cfg(any(feature = "etcd", feature = "redis"))]
 /// A free loopback TCP port (free when asked; tests take that chance).
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -58,6 +67,7 @@ pub(crate) fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+#[cfg(any(feature = "etcd", feature = "redis"))]
 /// A fresh directory under the system's temporary directory.
 pub(crate) fn temp_dir(what: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -73,6 +83,7 @@ pub(crate) fn temp_dir(what: &str) -> PathBuf {
     dir
 }
 
+#[cfg(any(feature = "etcd", feature = "redis"))]
 /// Starts `bin` with `args`, its output in `dir/<name>.log`, and polls
 /// `ready` every `every` until it says yes: the child when it does, `None`
 /// when the process exited first (a port was taken; try another). Real
@@ -122,6 +133,7 @@ where
 }
 
 /// Kills and reaps the process, if any.
+#[cfg(any(feature = "etcd", feature = "redis", feature = "dns"))]
 pub(crate) fn stop(child: &mut Option<Child>) {
     if let Some(mut child) = child.take() {
         let _ = child.kill();

@@ -1,12 +1,12 @@
-//! A real etcd for tests (feature `etcd-server`).
+//! A real etcd for tests (feature `etcd`).
 
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::Duration;
 
-use super::EtcdClient;
-pub use crate::servers::{REQUIRE_SERVERS, find_binary, servers_required};
-use crate::servers::{START_ATTEMPTS, free_port, spawn_until_ready, stop, temp_dir};
+use resilience_core::etcd::EtcdClient;
+
+use crate::process::{START_ATTEMPTS, find_binary, free_port, spawn_until_ready, stop, temp_dir};
 
 /// A real etcd server (the `etcd` binary, 3.4 or later) on free loopback
 /// ports with its own temporary data directory, for testing code that reads
@@ -14,7 +14,7 @@ use crate::servers::{START_ATTEMPTS, free_port, spawn_until_ready, stop, temp_di
 ///
 /// ```no_run
 /// # async fn run() {
-/// use resilience_core::etcd::EtcdServer;
+/// use resilience_test_support::EtcdServer;
 ///
 /// // `None` (after saying why) when etcd is not installed.
 /// let Some(etcd) = EtcdServer::start().await else { return };
@@ -36,7 +36,7 @@ impl EtcdServer {
     /// Starts etcd and waits until it serves.
     ///
     /// Returns `None`, after printing why, when no `etcd` binary is found
-    /// on `PATH` (or in `/usr/bin`, `/usr/sbin`), unless [`REQUIRE_SERVERS`]
+    /// on `PATH` (or in `/usr/bin`, `/usr/sbin`), unless [`REQUIRE_SERVERS`](crate::REQUIRE_SERVERS)
     /// is `1`: then a missing binary panics, so that a test against a real
     /// server cannot pass without running.
     ///

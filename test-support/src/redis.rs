@@ -1,6 +1,6 @@
-//! A real Redis for tests and benches (feature `redis-server`).
+//! A real Redis for tests and benches (feature `redis`).
 //!
-//! Like [`EtcdServer`](crate::etcd), [`RedisServer`] runs the real server
+//! Like `EtcdServer`, [`RedisServer`] runs the real server
 //! binary (`redis-server`, Debian's package of the same name) on a free
 //! loopback port, without persistence, and kills it on drop.
 
@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub use crate::servers::{REQUIRE_SERVERS, find_binary, servers_required};
-use crate::servers::{START_ATTEMPTS, free_port, spawn_until_ready, stop, temp_dir};
+use crate::process::{START_ATTEMPTS, find_binary, free_port, spawn_until_ready, stop, temp_dir};
 
 /// A real Redis server (the `redis-server` binary) on a free loopback port,
 /// with persistence off (`--save '' --appendonly no`) and its own temporary
@@ -19,7 +18,7 @@ use crate::servers::{START_ATTEMPTS, free_port, spawn_until_ready, stop, temp_di
 ///
 /// ```no_run
 /// # async fn run() {
-/// use resilience_core::redis::RedisServer;
+/// use resilience_test_support::RedisServer;
 ///
 /// // `None` (after saying why) when redis-server is not installed.
 /// let Some(redis) = RedisServer::start().await else { return };
@@ -40,7 +39,7 @@ impl RedisServer {
     /// Starts Redis and waits until it answers `PING`.
     ///
     /// Returns `None`, after printing why, when no `redis-server` binary is
-    /// found, unless [`REQUIRE_SERVERS`] is `1`: then a missing binary
+    /// found, unless [`REQUIRE_SERVERS`](crate::REQUIRE_SERVERS) is `1`: then a missing binary
     /// panics.
     ///
     /// # Panics
