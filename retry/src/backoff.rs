@@ -37,7 +37,9 @@ impl Random {
     pub(crate) fn seeded(seed: u64) -> Self {
         let state = AtomicU64::new(seed);
         Self(Arc::new(move || {
-            let x = state.fetch_add(GAMMA, Ordering::Relaxed).wrapping_add(GAMMA);
+            let x = state
+                .fetch_add(GAMMA, Ordering::Relaxed)
+                .wrapping_add(GAMMA);
             to_unit(mix(x))
         }))
     }

@@ -109,7 +109,7 @@ impl<B> RetryBody<B> {
     /// A body without data (a retry of a request whose body was empty).
     pub(crate) fn empty() -> Self {
         Self {
-            kind: Kind::Empty {},
+            kind: Kind::Empty,
         }
     }
 
@@ -139,7 +139,7 @@ where
                         .map_err(Into::into)
                 })
             }),
-            KindProj::Empty {} => Poll::Ready(None),
+            KindProj::Empty => Poll::Ready(None),
             KindProj::Replay { replay } => replay.poll_frame(cx),
         }
     }
@@ -147,7 +147,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Plain { body } => body.is_end_stream(),
-            Kind::Empty {} => true,
+            Kind::Empty => true,
             Kind::Replay { replay } => replay.is_end_stream(),
         }
     }
@@ -155,7 +155,7 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Plain { body } => body.size_hint(),
-            Kind::Empty {} => SizeHint::with_exact(0),
+            Kind::Empty => SizeHint::with_exact(0),
             Kind::Replay { replay } => replay.size_hint(),
         }
     }
@@ -165,7 +165,7 @@ impl<B> fmt::Debug for RetryBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Plain { .. } => "plain",
-            Kind::Empty {} => "empty",
+            Kind::Empty => "empty",
             Kind::Replay { .. } => "replay",
         };
         f.debug_struct("RetryBody")
@@ -301,7 +301,9 @@ where
                 match st.rest.take() {
                     Some(rest) => self.rest = Some(rest),
                     None => {
-                        return Poll::Ready(Some(Err(RetryError::new(RetryErrorKind::InUse).into())));
+                        return Poll::Ready(Some(Err(
+                            RetryError::new(RetryErrorKind::InUse).into()
+                        )));
                     }
                 }
             }

@@ -288,8 +288,8 @@ impl BudgetSnapshot {
 
 impl BudgetState {
     fn tick(&self, now: Instant) -> u64 {
-        let ns = u64::try_from(now.saturating_duration_since(self.base).as_nanos())
-            .unwrap_or(u64::MAX);
+        let ns =
+            u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
         ns / self.bucket_ns
     }
 
@@ -454,7 +454,10 @@ mod tests {
                 made += 1;
             }
             let remembered = b.state.window(b.state.tick(probe)).requests as usize;
-            let younger_than_window = times.iter().filter(|&&t| t <= probe && t + window > probe).count();
+            let younger_than_window = times
+                .iter()
+                .filter(|&&t| t <= probe && t + window > probe)
+                .count();
             let within_slack = times
                 .iter()
                 .filter(|&&t| t <= probe && t + window + slack > probe)
@@ -556,7 +559,10 @@ mod tests {
         }
         let slack = window / BUCKETS as u32;
         for &t in retries.iter().step_by(17) {
-            let in_window = retries.iter().filter(|&&r| r <= t && r + window > t).count();
+            let in_window = retries
+                .iter()
+                .filter(|&&r| r <= t && r + window > t)
+                .count();
             let funded = requests
                 .iter()
                 .filter(|&&r| r <= t && r + window + slack > t)
@@ -570,7 +576,10 @@ mod tests {
         }
         // and the budget was used: amplification close to 1 + ratio
         let amplification = (requests.len() + retries.len()) as f64 / requests.len() as f64;
-        assert!(amplification > 1.15 && amplification <= 1.0 + ratio + 0.05, "{amplification}");
+        assert!(
+            amplification > 1.15 && amplification <= 1.0 + ratio + 0.05,
+            "{amplification}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

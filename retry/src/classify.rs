@@ -152,7 +152,12 @@ impl IdempotentRequests {
         }
         matches!(
             parts.method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
         ) || parts.headers.contains_key(IDEMPOTENCY_KEY)
     }
 }
@@ -195,6 +200,7 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
 // === impl Reason ===
 
 impl Reason {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) const ALL: [Reason; 4] = [
         Reason::Status,
         Reason::GrpcStatus,
@@ -211,6 +217,7 @@ impl Reason {
         }
     }
 
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) const fn index(self) -> usize {
         self as usize
     }
@@ -280,9 +287,11 @@ impl ClassifyOutcomes {
         // On a gRPC call, the gRPC hint wins; else `Retry-After`.
         let pushback = match grpc_pushback(headers) {
             hint if grpc && hint != Pushback::None => hint,
-            _ => headers.get(header::RETRY_AFTER).map_or(Pushback::None, |v| {
-                pushback::retry_after(v.as_bytes(), SystemTime::now())
-            }),
+            _ => headers
+                .get(header::RETRY_AFTER)
+                .map_or(Pushback::None, |v| {
+                    pushback::retry_after(v.as_bytes(), SystemTime::now())
+                }),
         };
         Verdict::Retry {
             reason: Reason::Status,
@@ -396,14 +405,23 @@ mod tests {
         )));
         // not gRPC: application/grpc-web is another protocol, plain POST
         assert!(!c.is_retryable(&grpc("/shop.Inventory/GetStock", "application/grpc-web")));
-        assert!(!IdempotentRequests::new().is_retryable(&grpc("/shop.Inventory/GetStock", "application/grpc")));
+        assert!(
+            !IdempotentRequests::new()
+                .is_retryable(&grpc("/shop.Inventory/GetStock", "application/grpc"))
+        );
     }
 
     #[test]
     fn closures_classify_requests() {
         let only_get = |p: &Parts| p.method == Method::GET;
-        assert!(ClassifyRequest::is_retryable(&only_get, &parts(Method::GET, &[], "/")));
-        assert!(!ClassifyRequest::is_retryable(&only_get, &parts(Method::PUT, &[], "/")));
+        assert!(ClassifyRequest::is_retryable(
+            &only_get,
+            &parts(Method::GET, &[], "/")
+        ));
+        assert!(!ClassifyRequest::is_retryable(
+            &only_get,
+            &parts(Method::PUT, &[], "/")
+        ));
     }
 
     #[test]
@@ -411,7 +429,13 @@ mod tests {
         let c = outcomes();
         for s in [502, 503, 504] {
             assert!(
-                matches!(c.classify(false, &rsp(s, &[])), Verdict::Retry { reason: Reason::Status, .. }),
+                matches!(
+                    c.classify(false, &rsp(s, &[])),
+                    Verdict::Retry {
+                        reason: Reason::Status,
+                        ..
+                    }
+                ),
                 "{s}"
             );
         }
@@ -426,44 +450,129 @@ mod tests {
         let unavailable = rsp(200, &[("grpc-status", "14")]);
         assert_eq!(
             c.classify(true, &unavailable),
-            Verdict::Retry { reason: Reason::GrpcStatus, pushback: Pushback::None }
+            Verdict::Retry {
+                reason: Reason::GrpcStatus,
+                pushback: Pushback::None
+            }
         );
         for code in ["0", "2", "3", "4", "5", "8", "13", "zz"] {
-            assert_eq!(c.classify(true, &rsp(200, &[("grpc-status", code)])), Verdict::Return, "{code}");
+            assert_eq!(
+                c.classify(true, &rsp(200, &[("grpc-status", code)])),
+                Verdict::Return,
+                "{code}"
+            );
         }
         // status in trailers (no grpc-status header): committed
         assert_eq!(c.classify(true, &rsp(200, &[])), Verdict::Return);
         // HTTP 503 on a gRPC call is retried as HTTP
-        assert!(matches!(c.classify(true, &rsp(503, &[])), Verdict::Retry { .. }));
+        assert!(matches!(
+            c.classify(true, &rsp(503, &[])),
+            Verdict::Retry { .. }
+        ));
         // not a gRPC call: grpc-status is just a header
-        assert_eq!(c.classify(false, &rsp(200, &[("grpc-status", "14")])), Verdict::Return);
+        assert_eq!(
+            c.classify(false, &rsp(200, &[("grpc-status", "14")])),
+            Verdict::Return
+        );
     }
 
     #[test]
     fn pushback_headers() {
         let c = outcomes();
-        let v = c.classify(true, &rsp(200, &[("grpc-status", "14"), ("grpc-retry-pushback-ms", "250")]));
-        assert_eq!(v, Verdict::Retry { reason: Reason::GrpcStatus, pushback: Pushback::Delay(Duration::from_millis(250)) });
-        let v = c.classify(true, &rsp(200, &[("grpc-status", "14"), ("grpc-retry-pushback-ms", "-1")]));
-        assert_eq!(v, Verdict::Retry { reason: Reason::GrpcStatus, pushback: Pushback::Stop });
+        let v = c.classify(
+            true,
+            &rsp(
+                200,
+                &[("grpc-status", "14"), ("grpc-retry-pushback-ms", "250")],
+            ),
+        );
+        assert_eq!(
+            v,
+            Verdict::Retry {
+                reason: Reason::GrpcStatus,
+                pushback: Pushback::Delay(Duration::from_millis(250))
+            }
+        );
+        let v = c.classify(
+            true,
+            &rsp(
+                200,
+                &[("grpc-status", "14"), ("grpc-retry-pushback-ms", "-1")],
+            ),
+        );
+        assert_eq!(
+            v,
+            Verdict::Retry {
+                reason: Reason::GrpcStatus,
+                pushback: Pushback::Stop
+            }
+        );
         let v = c.classify(false, &rsp(503, &[("retry-after", "2")]));
-        assert_eq!(v, Verdict::Retry { reason: Reason::Status, pushback: Pushback::Delay(Duration::from_secs(2)) });
+        assert_eq!(
+            v,
+            Verdict::Retry {
+                reason: Reason::Status,
+                pushback: Pushback::Delay(Duration::from_secs(2))
+            }
+        );
         let v = c.classify(false, &rsp(503, &[("retry-after", "tomorrow")]));
-        assert_eq!(v, Verdict::Retry { reason: Reason::Status, pushback: Pushback::None });
+        assert_eq!(
+            v,
+            Verdict::Retry {
+                reason: Reason::Status,
+                pushback: Pushback::None
+            }
+        );
         // over HTTP, a gRPC pushback header is not ours to read
-        let v = c.classify(false, &rsp(503, &[("grpc-retry-pushback-ms", "-1"), ("retry-after", "1")]));
-        assert_eq!(v, Verdict::Retry { reason: Reason::Status, pushback: Pushback::Delay(Duration::from_secs(1)) });
+        let v = c.classify(
+            false,
+            &rsp(
+                503,
+                &[("grpc-retry-pushback-ms", "-1"), ("retry-after", "1")],
+            ),
+        );
+        assert_eq!(
+            v,
+            Verdict::Retry {
+                reason: Reason::Status,
+                pushback: Pushback::Delay(Duration::from_secs(1))
+            }
+        );
         // a gRPC call answered 503 with both: the gRPC one wins
-        let v = c.classify(true, &rsp(503, &[("grpc-retry-pushback-ms", "-1"), ("retry-after", "1")]));
-        assert_eq!(v, Verdict::Retry { reason: Reason::Status, pushback: Pushback::Stop });
+        let v = c.classify(
+            true,
+            &rsp(
+                503,
+                &[("grpc-retry-pushback-ms", "-1"), ("retry-after", "1")],
+            ),
+        );
+        assert_eq!(
+            v,
+            Verdict::Retry {
+                reason: Reason::Status,
+                pushback: Pushback::Stop
+            }
+        );
     }
 
     #[test]
     fn errors() {
         let c = outcomes();
         let err = |e: BoxError| c.classify::<()>(false, &Err(e));
-        assert!(matches!(err(std::io::Error::other("reset").into()), Verdict::Retry { reason: Reason::Error, .. }));
-        assert!(matches!(err(Elapsed::new().into()), Verdict::Retry { reason: Reason::Timeout, .. }));
+        assert!(matches!(
+            err(std::io::Error::other("reset").into()),
+            Verdict::Retry {
+                reason: Reason::Error,
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(Elapsed::new().into()),
+            Verdict::Retry {
+                reason: Reason::Timeout,
+                ..
+            }
+        ));
         assert_eq!(err(Elapsed::deadline_exceeded().into()), Verdict::Return);
         for kind in [
             RejectionKind::Throttled,
@@ -472,7 +581,11 @@ mod tests {
             RejectionKind::NoHealthyEndpoint,
             RejectionKind::Disabled,
         ] {
-            assert_eq!(err(Rejected::new(kind, "").into()), Verdict::Return, "{kind:?}");
+            assert_eq!(
+                err(Rejected::new(kind, "").into()),
+                Verdict::Return,
+                "{kind:?}"
+            );
         }
     }
 }

@@ -592,7 +592,9 @@ impl RetryConfigBuilder {
             ));
         }
         for path in &self.grpc_methods {
-            if !path.starts_with('/') || path.len() < 2 || !path.bytes().all(|b| b.is_ascii_graphic())
+            if !path.starts_with('/')
+                || path.len() < 2
+                || !path.bytes().all(|b| b.is_ascii_graphic())
             {
                 return Err(ConfigError::new(
                     "grpc_methods",

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{
+    Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version,
+};
 use pin_project_lite::pin_project;
 use resilience_core::deadline::{DEADLINE_HEADER, GRPC_TIMEOUT_HEADER};
 use resilience_core::{BoxError, Deadline, Elapsed, Priority};
@@ -164,31 +166,31 @@ where
                     };
                     this.timer.armed = false;
                     let Some(retry) = this.retry.as_mut() else {
-                        this.state.set(State::Done {});
+                        this.state.set(State::Done);
                         return Poll::Ready(result);
                     };
                     match retry.decide(&result) {
                         None => {
-                            this.state.set(State::Done {});
+                            this.state.set(State::Done);
                             return Poll::Ready(result);
                         }
                         Some(delay) => {
                             *this.last = Some(result);
                             if delay.is_zero() {
-                                this.state.set(State::Ready {});
+                                this.state.set(State::Ready);
                             } else {
                                 arm(this.sleep.as_mut(), Instant::now() + delay);
-                                this.state.set(State::Backoff {});
+                                this.state.set(State::Backoff);
                             }
                         }
                     }
                 }
-                StateProj::Backoff {} => {
+                StateProj::Backoff => {
                     let sleep = this.sleep.as_mut().as_pin_mut().expect("backoff armed");
                     ready!(sleep.poll(cx));
-                    this.state.set(State::Ready {});
+                    this.state.set(State::Ready);
                 }
-                StateProj::Ready {} => {
+                StateProj::Ready => {
                     let retry = this.retry.as_mut().expect("only retries wait");
                     let ready = match retry.svc.poll_ready(cx) {
                         Poll::Pending => return Poll::Pending,
@@ -210,7 +212,7 @@ where
                         if late {
                             retry.decline(Decline::Deadline);
                         }
-                        this.state.set(State::Done {});
+                        this.state.set(State::Done);
                         return Poll::Ready(this.last.take().expect("kept while waiting"));
                     }
                     let req = retry.next_request();
@@ -218,7 +220,7 @@ where
                     *this.last = None;
                     this.state.set(State::Attempt { fut });
                 }
-                StateProj::Done {} => panic!("ResponseFuture polled after completion"),
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
         }
     }
@@ -231,9 +233,9 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Attempt { .. } => "attempt",
-            State::Backoff {} => "backoff",
-            State::Ready {} => "ready",
-            State::Done {} => "done",
+            State::Backoff => "backoff",
+            State::Ready => "ready",
+            State::Done => "done",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

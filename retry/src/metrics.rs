@@ -39,6 +39,7 @@ pub(crate) struct Metrics {
 // === impl Decline ===
 
 impl Decline {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) const ALL: [Decline; 5] = [
         Decline::Budget,
         Decline::Deadline,

@@ -70,7 +70,12 @@ pub(crate) fn http_date(b: &[u8]) -> Option<SystemTime> {
             let mut parts = date.trim_end().split('-');
             let (d, m, y) = (parts.next()?, parts.next()?, parts.next()?);
             let y = num(y, 2)?;
-            (num(d, 2)?, month(m)?, if y < 70 { 2000 + y } else { 1900 + y }, time)
+            (
+                num(d, 2)?,
+                month(m)?,
+                if y < 70 { 2000 + y } else { 1900 + y },
+                time,
+            )
         } else {
             return None;
         }
@@ -87,7 +92,11 @@ pub(crate) fn http_date(b: &[u8]) -> Option<SystemTime> {
     if t.len() != 8 || t[2] != b':' || t[5] != b':' {
         return None;
     }
-    let (h, mi, se) = (num(&time[0..2], 2)?, num(&time[3..5], 2)?, num(&time[6..8], 2)?);
+    let (h, mi, se) = (
+        num(&time[0..2], 2)?,
+        num(&time[3..5], 2)?,
+        num(&time[6..8], 2)?,
+    );
     if !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 || year < 1970 {
         return None;
     }
@@ -97,7 +106,11 @@ pub(crate) fn http_date(b: &[u8]) -> Option<SystemTime> {
 }
 
 fn num(s: &str, len: usize) -> Option<u64> {
-    if s.len() == len { digits(s.as_bytes()) } else { None }
+    if s.len() == len {
+        digits(s.as_bytes())
+    } else {
+        None
+    }
 }
 
 const MONTHS: [&str; 12] = [
@@ -137,7 +150,16 @@ mod tests {
             grpc(b"99999999999999999999999"),
             Pushback::Delay(Duration::from_millis(u64::MAX))
         );
-        for bad in [&b"-1"[..], b"-0", b"", b"1.5", b"+5", b"abc", b"10ms", b"1 0"] {
+        for bad in [
+            &b"-1"[..],
+            b"-0",
+            b"",
+            b"1.5",
+            b"+5",
+            b"abc",
+            b"10ms",
+            b"1 0",
+        ] {
             assert_eq!(grpc(bad), Pushback::Stop, "{bad:?}");
         }
     }
@@ -145,7 +167,10 @@ mod tests {
     #[test]
     fn retry_after_seconds() {
         let now = at(1_000_000);
-        assert_eq!(retry_after(b"3", now), Pushback::Delay(Duration::from_secs(3)));
+        assert_eq!(
+            retry_after(b"3", now),
+            Pushback::Delay(Duration::from_secs(3))
+        );
         assert_eq!(retry_after(b" 0 ", now), Pushback::Delay(Duration::ZERO));
         for bad in [&b"-3"[..], b"", b"3.5", b"soon", b"3s", b"Sun, 06 Nov"] {
             assert_eq!(retry_after(bad, now), Pushback::None, "{bad:?}");
@@ -189,7 +214,10 @@ mod tests {
     fn retry_after_dates_are_relative_to_now() {
         let date = b"Sun, 06 Nov 1994 08:49:37 GMT";
         let now = at(784_111_777 - 5);
-        assert_eq!(retry_after(date, now), Pushback::Delay(Duration::from_secs(5)));
+        assert_eq!(
+            retry_after(date, now),
+            Pushback::Delay(Duration::from_secs(5))
+        );
         // in the past: retry now
         assert_eq!(
             retry_after(date, at(784_111_777 + 60)),

@@ -87,7 +87,13 @@ mod tests {
         });
         let mut svc = ServiceBuilder::new().layer(layer).service(flaky);
         for _ in 0..4 {
-            let rsp = svc.ready().await.unwrap().call(http::Request::new(String::new())).await.unwrap();
+            let rsp = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(http::Request::new(String::new()))
+                .await
+                .unwrap();
             assert_eq!(rsp.status(), 200);
         }
         let doc = registry.to_json();

@@ -86,11 +86,7 @@ async fn local_refusals_are_never_retried() {
         RejectionKind::Disabled,
     ] {
         let (dep, log) = dependency(move |_| {
-            Answer::Error(
-                Rejected::new(kind, "")
-                    .with_retry_after(ms(10))
-                    .into(),
-            )
+            Answer::Error(Rejected::new(kind, "").with_retry_after(ms(10)).into())
         });
         let mut svc = layer(config()).layer(dep);
         let err = send(&mut svc, get()).await.unwrap_err();
@@ -194,7 +190,10 @@ async fn retry_after_as_an_http_date_delays_the_retry() {
     assert_eq!(send(&mut svc, get()).await.unwrap().status(), 200);
     let wait = log.times()[1];
     // whole seconds on the wire, and the wall clock moves on a little
-    assert!(wait > Duration::from_secs(3) && wait <= Duration::from_secs(5), "{wait:?}");
+    assert!(
+        wait > Duration::from_secs(3) && wait <= Duration::from_secs(5),
+        "{wait:?}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -220,7 +219,8 @@ async fn a_pushback_past_the_deadline_or_the_maximum_means_no_retry() {
     let (dep, log) = dependency(|_| status_with(503, &[("retry-after", "2")]));
     let mut svc = layer(config()).layer(dep.clone());
     let mut req = get();
-    req.extensions_mut().insert(Deadline::after(Duration::from_secs(1)));
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_secs(1)));
     let start = Instant::now();
     assert_eq!(send(&mut svc, req).await.unwrap().status(), 503);
     assert_eq!(start.elapsed(), Duration::ZERO);
@@ -250,11 +250,15 @@ async fn grpc_pushback_delays_the_retry() {
     });
     let mut svc = layer(config().grpc_method("/shop.Inventory/GetStock")).layer(dep);
     let mut req = grpc_request("/shop.Inventory/GetStock");
-    req.extensions_mut().insert(Deadline::after(Duration::from_secs(5)));
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_secs(5)));
     let rsp = send(&mut svc, req).await.unwrap();
     assert_eq!(rsp.headers()["grpc-status"], "0");
     assert_eq!(log.times(), [ms(0), ms(700)]);
-    assert_eq!(log.header(1, "grpc-previous-rpc-attempts").as_deref(), Some("1"));
+    assert_eq!(
+        log.header(1, "grpc-previous-rpc-attempts").as_deref(),
+        Some("1")
+    );
     assert_eq!(log.header(1, "x-attempt").as_deref(), Some("2"));
     // the deadline header says what is left, the body is the same
     assert_eq!(log.header(0, "grpc-timeout").as_deref(), Some("5S"));
@@ -283,7 +287,9 @@ async fn a_negative_or_malformed_grpc_pushback_stops_retries() {
 async fn grpc_methods_are_retried_only_when_opted_in() {
     let (dep, log) = dependency(|_| grpc(14, &[]));
     let mut svc = layer(config().grpc_method("/shop.Inventory/GetStock")).layer(dep);
-    send(&mut svc, grpc_request("/shop.Orders/Place")).await.unwrap();
+    send(&mut svc, grpc_request("/shop.Orders/Place"))
+        .await
+        .unwrap();
     assert_eq!(log.len(), 1);
     send(&mut svc, grpc_request("/shop.Inventory/GetStock"))
         .await
@@ -348,7 +354,10 @@ async fn a_body_over_the_cap_is_sent_once() {
         .unwrap();
     assert_eq!(send(&mut svc, put).await.unwrap().status(), 503);
     assert_eq!(log.len(), 1);
-    assert_eq!(log.all()[0].body.as_ref().unwrap().as_ref(), b"0123456789abcdef");
+    assert_eq!(
+        log.all()[0].body.as_ref().unwrap().as_ref(),
+        b"0123456789abcdef"
+    );
 
     // exactly the cap: replayed
     let put = Request::put("/doc")
@@ -367,7 +376,10 @@ async fn a_streamed_body_that_grows_over_the_cap_is_sent_once() {
     let put = Request::put("/doc").body(body).unwrap();
     assert_eq!(send(&mut svc, put).await.unwrap().status(), 503);
     assert_eq!(log.len(), 1);
-    assert_eq!(log.all()[0].body.as_ref().unwrap().as_ref(), b"0123456789ab");
+    assert_eq!(
+        log.all()[0].body.as_ref().unwrap().as_ref(),
+        b"0123456789ab"
+    );
 
     let (body, _) = Chunks::new(&[b"0123", b"4567"]);
     let put = Request::put("/doc").body(body).unwrap();
@@ -392,7 +404,11 @@ async fn dropping_the_future_mid_backoff_cancels_everything() {
     assert!(fut.poll().is_pending());
     assert_eq!(log.len(), 1);
     assert_eq!(handle.snapshot().retries_total(), 1);
-    assert_eq!(Arc::strong_count(&alive), 2, "a copy of the body is kept for the retry");
+    assert_eq!(
+        Arc::strong_count(&alive),
+        2,
+        "a copy of the body is kept for the retry"
+    );
     drop(fut);
     assert_eq!(Arc::strong_count(&alive), 1, "the copy is freed");
     tokio::time::advance(Duration::from_secs(20)).await;
@@ -427,7 +443,11 @@ async fn dropping_the_future_mid_attempt_cancels_the_attempt() {
     assert!(fut.poll().is_pending());
     assert_eq!(dropped.load(Ordering::SeqCst), 1);
     drop(fut);
-    assert_eq!(dropped.load(Ordering::SeqCst), 2, "the attempt in flight was dropped");
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        2,
+        "the attempt in flight was dropped"
+    );
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -466,13 +486,24 @@ async fn sustained_failure_never_exceeds_the_budget_ratio() {
         tokio::time::advance(ms(10)).await; // 100 requests per second
     }
     let seen = log.all();
-    let firsts: Vec<Duration> = seen.iter().filter(|s| !s.headers.contains_key(ATTEMPT_HEADER)).map(|s| s.at).collect();
-    let retries: Vec<Duration> = seen.iter().filter(|s| s.headers.contains_key(ATTEMPT_HEADER)).map(|s| s.at).collect();
+    let firsts: Vec<Duration> = seen
+        .iter()
+        .filter(|s| !s.headers.contains_key(ATTEMPT_HEADER))
+        .map(|s| s.at)
+        .collect();
+    let retries: Vec<Duration> = seen
+        .iter()
+        .filter(|s| s.headers.contains_key(ATTEMPT_HEADER))
+        .map(|s| s.at)
+        .collect();
     assert_eq!(firsts.len(), requests);
     // In every window, retries <= 20% of the requests of that window and
     // one bucket (1 s) before it, plus the 31 requests a batch may hold.
     for &t in retries.iter().step_by(7) {
-        let in_window = retries.iter().filter(|&&r| r <= t && r + window > t).count();
+        let in_window = retries
+            .iter()
+            .filter(|&&r| r <= t && r + window > t)
+            .count();
         let funded = firsts
             .iter()
             .filter(|&&r| r <= t && r + window + Duration::from_secs(1) > t)
@@ -483,7 +514,10 @@ async fn sustained_failure_never_exceeds_the_budget_ratio() {
         );
     }
     let amplification = seen.len() as f64 / requests as f64;
-    assert!(amplification > 1.15 && amplification <= 1.2, "{amplification}");
+    assert!(
+        amplification > 1.15 && amplification <= 1.2,
+        "{amplification}"
+    );
     let snap = handle.snapshot();
     assert_eq!(snap.requests_total(), requests as u64);
     assert_eq!(snap.retries_total(), retries.len() as u64);
@@ -552,12 +586,18 @@ async fn the_attempt_header_names_every_retry() {
     let (dep, log) = dependency(|_| status(502));
     let mut svc = layer(config().max_attempts(4)).layer(dep);
     send(&mut svc, get()).await.unwrap();
-    let attempts: Vec<Option<String>> = (0..4).map(|i| log.header(i, ATTEMPT_HEADER.as_str())).collect();
+    let attempts: Vec<Option<String>> = (0..4)
+        .map(|i| log.header(i, ATTEMPT_HEADER.as_str()))
+        .collect();
     assert_eq!(
         attempts,
         [None, Some("2".into()), Some("3".into()), Some("4".into())]
     );
-    assert!(log.all().iter().all(|s| !s.headers.contains_key(GRPC_PREVIOUS_ATTEMPTS_HEADER)));
+    assert!(
+        log.all()
+            .iter()
+            .all(|s| !s.headers.contains_key(GRPC_PREVIOUS_ATTEMPTS_HEADER))
+    );
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -571,8 +611,82 @@ async fn the_response_body_of_the_answer_is_untouched() {
         .ready()
         .await
         .unwrap()
-        .call(Request::put("/x").body(Full::new(Bytes::from_static(b"echo"))).unwrap())
+        .call(
+            Request::put("/x")
+                .body(Full::new(Bytes::from_static(b"echo")))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(rsp.into_body(), "echo");
+}
+
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn emits_metrics() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+
+    // 2 retries in the budget (a floor of 1/s over 2 s), 3 attempts each
+    let budget = RetryBudgetConfig::builder()
+        .ratio(0.0)
+        .min_per_second(1)
+        .window(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let (dep, _log) = dependency(|n| match n {
+        0 => status(503),
+        1 => Answer::Error(std::io::Error::other("reset").into()),
+        _ => status(503),
+    });
+    let mut svc = layer(config().name("metered").budget(budget)).layer(dep);
+    send(&mut svc, get()).await.unwrap(); // 503, error, 503: max attempts
+    let mut sheddable = get();
+    sheddable.extensions_mut().insert(Priority::Sheddable);
+    send(&mut svc, sheddable).await.unwrap(); // budget exhausted
+    send(&mut svc, Request::post("/x").body(Full::default()).unwrap())
+        .await
+        .unwrap(); // not retryable: no decline counted
+
+    let mut seen = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        seen.insert(
+            format!("{}{{{}}}", key.key().name(), labels.join(",")),
+            value,
+        );
+    }
+    let get = |k: &str| seen.get(k).unwrap_or_else(|| panic!("{k} in {seen:?}"));
+    assert_eq!(
+        get("resilience_retry_attempts_total{name=metered}"),
+        &DebugValue::Counter(5)
+    );
+    assert_eq!(
+        get("resilience_retry_retries_total{name=metered,reason=status}"),
+        &DebugValue::Counter(1)
+    );
+    assert_eq!(
+        get("resilience_retry_retries_total{name=metered,reason=error}"),
+        &DebugValue::Counter(1)
+    );
+    assert_eq!(
+        get("resilience_retry_declined_total{name=metered,reason=max_attempts,priority=critical}"),
+        &DebugValue::Counter(1)
+    );
+    assert_eq!(
+        get(
+            "resilience_retry_declined_total{name=metered,reason=budget_exhausted,priority=sheddable}"
+        ),
+        &DebugValue::Counter(1)
+    );
+    assert_eq!(
+        get("resilience_retry_declined_total{name=metered,reason=deadline,priority=critical}"),
+        &DebugValue::Counter(0)
+    );
 }

@@ -5,8 +5,8 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -99,8 +99,7 @@ pub type Fut = Pin<Box<dyn Future<Output = Result<Response<()>, BoxError>> + Sen
 pub fn dependency<B, F>(
     script: F,
 ) -> (
-    impl Service<Request<RetryBody<B>>, Response = Response<()>, Error = BoxError, Future = Fut>
-    + Clone,
+    impl Service<Request<RetryBody<B>>, Response = Response<()>, Error = BoxError, Future = Fut> + Clone,
     Log,
 )
 where
