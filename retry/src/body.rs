@@ -32,16 +32,9 @@ pin_project! {
     ///
     /// Services that take any body (hyper-util's `Client`, axum routers) take
     /// it as it is. A service that takes one body type only, such as tonic's
-    /// `Channel` (`tonic::body::Body`), takes it through a `map_request`:
-    ///
-    /// ```ignore
-    /// ServiceBuilder::new()
-    ///     .layer(RetryLayer::new(config))
-    ///     .map_request(|req: http::Request<RetryBody<tonic::body::Body>>| {
-    ///         req.map(tonic::body::Body::new)
-    ///     })
-    ///     .service(channel)
-    /// ```
+    /// `Channel` (`tonic::body::Body`), takes it through a `map_request`
+    /// that wraps it, `req.map(tonic::body::Body::new)`: see
+    /// [the crate docs](crate#with-hyper-axum-and-tonic).
     pub struct RetryBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -108,9 +101,7 @@ impl<B> RetryBody<B> {
 
     /// A body without data (a retry of a request whose body was empty).
     pub(crate) fn empty() -> Self {
-        Self {
-            kind: Kind::Empty,
-        }
+        Self { kind: Kind::Empty }
     }
 
     /// Whether this body is a copy of a replayable body.

@@ -690,3 +690,46 @@ async fn emits_metrics() {
         &DebugValue::Counter(0)
     );
 }
+
+/// A retry waits for the inner service to be ready again, and the deadline
+/// is checked once more before the attempt starts.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_retry_waits_for_readiness_and_not_past_the_deadline() {
+    use tokio_test::{assert_pending, assert_ready};
+    use tower_test::mock;
+
+    let (inner, mut handle) = mock::pair::<Request<RetryBody<Full<Bytes>>>, Response<()>>();
+    handle.allow(1);
+    let mut svc = layer(config()).layer(inner);
+    let mut req = get();
+    req.extensions_mut().insert(Deadline::after(ms(500)));
+    let mut fut = tokio_test::task::spawn(svc.ready().await.unwrap().call(req));
+    assert_pending!(fut.poll());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(Response::builder().status(503).body(()).unwrap());
+    assert_pending!(fut.poll()); // backing off 50 ms
+    tokio::time::advance(ms(60)).await;
+    assert_pending!(fut.poll()); // waiting for the inner service to be ready
+    assert_pending!(handle.poll_request());
+    tokio::time::advance(ms(600)).await; // the deadline passes meanwhile
+    handle.allow(1);
+    let rsp = assert_ready!(fut.poll()).unwrap();
+    assert_eq!(rsp.status(), 503, "the last outcome, no late attempt");
+    assert_pending!(handle.poll_request());
+
+    // Without a deadline, the retry goes once the service is ready.
+    handle.allow(1);
+    let mut fut = tokio_test::task::spawn(svc.ready().await.unwrap().call(get()));
+    assert_pending!(fut.poll());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(Response::builder().status(503).body(()).unwrap());
+    assert_pending!(fut.poll()); // backing off
+    tokio::time::advance(ms(60)).await;
+    assert_pending!(fut.poll()); // waiting for readiness
+    handle.allow(1);
+    assert_pending!(fut.poll());
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req.headers()["x-attempt"], "2");
+    send.send_response(Response::new(()));
+    assert_eq!(assert_ready!(fut.poll()).unwrap().status(), 200);
+}
