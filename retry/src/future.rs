@@ -1,0 +1,439 @@
+//! The response future of [`Retry`](crate::Retry).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::{
+    Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version,
+};
+use pin_project_lite::pin_project;
+use resilience_core::deadline::{DEADLINE_HEADER, GRPC_TIMEOUT_HEADER};
+use resilience_core::{BoxError, Deadline, Elapsed, Priority};
+use tokio::time::{Instant, Sleep, sleep_until};
+use tower_service::Service;
+
+use crate::body::{ReplaySource, RetryBody};
+use crate::classify::Verdict;
+use crate::layer::Policy;
+use crate::metrics::Decline;
+use crate::pushback::Pushback;
+
+/// The header carrying the attempt number on retries: `x-attempt` (`2` on
+/// the first retry). The first attempt does not carry it.
+pub const ATTEMPT_HEADER: HeaderName = HeaderName::from_static("x-attempt");
+/// The gRPC header carrying the number of attempts before this one, on
+/// gRPC retries: `grpc-previous-rpc-attempts` (gRPC A6).
+pub const GRPC_PREVIOUS_ATTEMPTS_HEADER: HeaderName =
+    HeaderName::from_static("grpc-previous-rpc-attempts");
+
+pin_project! {
+    /// The response future of [`Retry`](crate::Retry).
+    ///
+    /// Dropping it at any point (mid-attempt, mid-backoff, mid-replay)
+    /// drops the attempt in flight, the timer, the service clone and the
+    /// buffered body.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<RetryBody<B>>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        // The attempt timer, then the backoff.
+        #[pin]
+        sleep: Option<Sleep>,
+        timer: Timer,
+        retry: Option<Retrying<S, B>>,
+        // The last attempt's outcome, kept while waiting to retry: returned
+        // if the retry cannot start after all.
+        last: Option<Result<S::Response, BoxError>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Attempt { #[pin] fut: F },
+        Backoff,
+        Ready,
+        Done,
+    }
+}
+
+/// The per-attempt timeout.
+#[derive(Debug, Clone, Copy)]
+struct Timer {
+    timeout: Option<Duration>,
+    deadline: Option<Deadline>,
+    armed: bool,
+    at_deadline: bool,
+}
+
+/// What a retryable request keeps to send itself again.
+pub(crate) struct Retrying<S, B> {
+    svc: S,
+    head: Head,
+    template: Template<B>,
+    next: Option<RetryBody<B>>,
+    /// Attempts sent so far.
+    attempts: u32,
+    policy: Arc<Policy>,
+}
+
+/// A copy of the request's head.
+pub(crate) struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    extensions: Extensions,
+    grpc: bool,
+    deadline: Option<Deadline>,
+}
+
+/// Where a retry's body comes from.
+pub(crate) enum Template<B> {
+    /// The request had no body.
+    Empty,
+    /// The body is replayed.
+    Replay(ReplaySource<B>),
+}
+
+// === impl ResponseFuture ===
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<RetryBody<B>>>,
+{
+    /// A request sent once.
+    pub(crate) fn once(
+        fut: S::Future,
+        timeout: Option<Duration>,
+        deadline: Option<Deadline>,
+    ) -> Self {
+        Self {
+            state: State::Attempt { fut },
+            sleep: None,
+            timer: Timer::new(timeout, deadline),
+            retry: None,
+            last: None,
+        }
+    }
+
+    /// A request that may be retried.
+    pub(crate) fn retrying(fut: S::Future, retry: Retrying<S, B>) -> Self {
+        Self {
+            state: State::Attempt { fut },
+            sleep: None,
+            timer: Timer::new(retry.policy.attempt_timeout, retry.head.deadline),
+            retry: Some(retry),
+            last: None,
+        }
+    }
+}
+
+impl<S, B, ResB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Attempt { fut } => {
+                    let result = match fut.poll(cx) {
+                        Poll::Ready(result) => result.map_err(Into::into),
+                        Poll::Pending => {
+                            // The timer starts at the attempt's first
+                            // `Pending`: an attempt that completes at once
+                            // never reads the clock.
+                            if let Some(at) = this.timer.arm() {
+                                arm(this.sleep.as_mut(), at);
+                            }
+                            if !this.timer.armed {
+                                return Poll::Pending;
+                            }
+                            let sleep = this.sleep.as_mut().as_pin_mut().expect("armed");
+                            ready!(sleep.poll(cx));
+                            Err(this.timer.elapsed().into())
+                        }
+                    };
+                    this.timer.armed = false;
+                    let Some(retry) = this.retry.as_mut() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(result);
+                    };
+                    match retry.decide(&result) {
+                        None => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(result);
+                        }
+                        Some(delay) => {
+                            *this.last = Some(result);
+                            if delay.is_zero() {
+                                this.state.set(State::Ready);
+                            } else {
+                                arm(this.sleep.as_mut(), Instant::now() + delay);
+                                this.state.set(State::Backoff);
+                            }
+                        }
+                    }
+                }
+                StateProj::Backoff => {
+                    let sleep = this.sleep.as_mut().as_pin_mut().expect("backoff armed");
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Ready);
+                }
+                StateProj::Ready => {
+                    let retry = this.retry.as_mut().expect("only retries wait");
+                    let ready = match retry.svc.poll_ready(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(ready) => ready,
+                    };
+                    let late = retry
+                        .head
+                        .deadline
+                        .is_some_and(|d| d.is_expired_at(Instant::now()));
+                    let failed = match ready {
+                        Ok(()) => false,
+                        Err(error) => {
+                            let error: BoxError = error.into();
+                            tracing::debug!(name = %retry.policy.name, %error, "inner service failed while waiting to retry");
+                            true
+                        }
+                    };
+                    if failed || late {
+                        if late {
+                            retry.decline(Decline::Deadline);
+                        }
+                        this.state.set(State::Done);
+                        return Poll::Ready(this.last.take().expect("kept while waiting"));
+                    }
+                    let req = retry.next_request();
+                    let fut = retry.svc.call(req);
+                    *this.last = None;
+                    this.state.set(State::Attempt { fut });
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<RetryBody<B>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Attempt { .. } => "attempt",
+            State::Backoff => "backoff",
+            State::Ready => "ready",
+            State::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("attempts", &self.retry.as_ref().map_or(1, |r| r.attempts))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sets the sleep to fire at `at`, reusing the timer entry if there is one.
+fn arm(mut sleep: Pin<&mut Option<Sleep>>, at: Instant) {
+    match sleep.as_mut().as_pin_mut() {
+        Some(s) => s.reset(at),
+        None => sleep.set(Some(sleep_until(at))),
+    }
+}
+
+// === impl Timer ===
+
+impl Timer {
+    fn new(timeout: Option<Duration>, deadline: Option<Deadline>) -> Self {
+        Self {
+            timeout,
+            deadline,
+            armed: false,
+            at_deadline: false,
+        }
+    }
+
+    /// When the attempt's timer should fire, if it is to be armed now.
+    fn arm(&mut self) -> Option<Instant> {
+        let timeout = self.timeout?;
+        if self.armed {
+            return None;
+        }
+        self.armed = true;
+        let mut at = Instant::now() + timeout;
+        self.at_deadline = false;
+        if let Some(d) = self.deadline {
+            if d.instant() <= at {
+                at = d.instant();
+                self.at_deadline = true;
+            }
+        }
+        Some(at)
+    }
+
+    fn elapsed(&self) -> Elapsed {
+        if self.at_deadline {
+            Elapsed::deadline_exceeded()
+        } else {
+            Elapsed::new()
+        }
+    }
+}
+
+// === impl Head ===
+
+impl Head {
+    pub(crate) fn new(parts: &http::request::Parts, grpc: bool) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            extensions: parts.extensions.clone(),
+            grpc,
+            deadline: Deadline::from_extensions(&parts.extensions),
+        }
+    }
+}
+
+// === impl Retrying ===
+
+impl<S, B> Retrying<S, B> {
+    pub(crate) fn new(svc: S, head: Head, template: Template<B>, policy: Arc<Policy>) -> Self {
+        Self {
+            svc,
+            head,
+            template,
+            next: None,
+            attempts: 1,
+            policy,
+        }
+    }
+
+    fn priority(&self) -> Priority {
+        self.head
+            .extensions
+            .get::<Priority>()
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn decline(&self, why: Decline) {
+        let priority = self.priority();
+        tracing::debug!(
+            name = %self.policy.name,
+            attempt = self.attempts,
+            declined = why.as_str(),
+            priority = priority.as_str(),
+            "not retrying request"
+        );
+        self.policy.metrics.declined(why, priority);
+    }
+
+    /// Whether and after how long to retry after `result`. On `Some`, the
+    /// budget has paid for the retry and its body is ready.
+    fn decide<ResB>(&mut self, result: &Result<Response<ResB>, BoxError>) -> Option<Duration> {
+        let policy = self.policy.clone();
+        let Verdict::Retry { reason, pushback } = policy.outcomes.classify(self.head.grpc, result)
+        else {
+            return None;
+        };
+        if self.attempts >= policy.max_attempts {
+            self.decline(Decline::MaxAttempts);
+            return None;
+        }
+        let delay = match pushback {
+            Pushback::Stop => {
+                self.decline(Decline::Pushback);
+                return None;
+            }
+            Pushback::Delay(d) if d > policy.max_pushback => {
+                self.decline(Decline::Pushback);
+                return None;
+            }
+            Pushback::Delay(d) => d,
+            Pushback::None => policy.backoff.delay(self.attempts, &policy.random),
+        };
+        if let Template::Replay(source) = &self.template {
+            if !source.can_replay() {
+                self.decline(Decline::Body);
+                return None;
+            }
+        }
+        if let Some(deadline) = self.head.deadline {
+            let start = Instant::now().checked_add(delay);
+            if start.is_none_or(|s| deadline.is_expired_at(s)) {
+                self.decline(Decline::Deadline);
+                return None;
+            }
+        }
+        if !policy.budget.withdraw(self.priority()) {
+            self.decline(Decline::Budget);
+            return None;
+        }
+        let body = match &self.template {
+            Template::Empty => RetryBody::empty(),
+            Template::Replay(source) => match source.replay() {
+                Some(body) => body,
+                None => {
+                    self.decline(Decline::Body);
+                    return None;
+                }
+            },
+        };
+        self.next = Some(body);
+        self.attempts += 1;
+        policy.metrics.retry(reason);
+        tracing::debug!(
+            name = %policy.name,
+            attempt = self.attempts,
+            reason = reason.as_str(),
+            delay_ms = delay.as_millis() as u64,
+            "retrying request"
+        );
+        Some(delay)
+    }
+
+    /// The request of the next attempt: the head again, with the attempt
+    /// headers and the deadline headers (if any) set to the time left.
+    fn next_request(&mut self) -> Request<RetryBody<B>> {
+        let head = &self.head;
+        let mut req = Request::new(self.next.take().expect("decided to retry"));
+        *req.method_mut() = head.method.clone();
+        *req.uri_mut() = head.uri.clone();
+        *req.version_mut() = head.version;
+        *req.extensions_mut() = head.extensions.clone();
+        let mut headers = head.headers.clone();
+        headers.insert(ATTEMPT_HEADER, HeaderValue::from(self.attempts));
+        if head.grpc {
+            headers.insert(
+                GRPC_PREVIOUS_ATTEMPTS_HEADER,
+                HeaderValue::from(self.attempts - 1),
+            );
+        }
+        if let Some(deadline) = head.deadline {
+            let http = headers.contains_key(DEADLINE_HEADER);
+            let grpc = headers.contains_key(GRPC_TIMEOUT_HEADER);
+            if http || grpc {
+                deadline.write_headers(&mut headers, Instant::now(), grpc);
+                if !http {
+                    headers.remove(DEADLINE_HEADER);
+                }
+            }
+        }
+        *req.headers_mut() = headers;
+        self.policy.metrics.attempt();
+        req
+    }
+}

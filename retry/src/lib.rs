@@ -1,0 +1,284 @@
+//! When and how a failed call is tried again: retries that can never turn
+//! a blip into an outage.
+//!
+//! # Example
+//!
+//! A client of a dependency that answers `503` now and then: the failed
+//! `GET` is tried again after a short jittered backoff, while the budget
+//! allows it; the `POST` is not, since sending it twice might do its work
+//! twice.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use resilience_core::BoxError;
+//! use resilience_retry::{RetryBody, RetryConfig, RetryLayer};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let seen = calls.clone();
+//! // Every other call fails with 503 Service Unavailable.
+//! let dependency = service_fn(move |req: http::Request<RetryBody<String>>| {
+//!     let n = seen.fetch_add(1, Ordering::Relaxed);
+//!     let attempt = req.headers().get("x-attempt").cloned();
+//!     async move {
+//!         let status = if n % 2 == 0 { 503 } else { 200 };
+//!         Ok::<_, BoxError>(http::Response::builder().status(status).body(attempt).unwrap())
+//!     }
+//! });
+//! let retry = RetryLayer::new(RetryConfig::builder().name("inventory").build().unwrap());
+//! let handle = retry.handle();
+//! let mut client = ServiceBuilder::new().layer(retry).service(dependency);
+//!
+//! let get = http::Request::get("/stock/42").body(String::new()).unwrap();
+//! let rsp = client.ready().await.unwrap().call(get).await.unwrap();
+//! assert_eq!(rsp.status(), 200);
+//! assert_eq!(rsp.body().as_ref().unwrap(), "2"); // the second attempt answered
+//! assert_eq!(calls.load(Ordering::Relaxed), 2);
+//!
+//! let post = http::Request::post("/orders").body("{}".to_owned()).unwrap();
+//! let rsp = client.ready().await.unwrap().call(post).await.unwrap();
+//! assert_eq!(rsp.status(), 503); // not idempotent: returned as it is
+//! assert_eq!(calls.load(Ordering::Relaxed), 3);
+//! assert_eq!(handle.snapshot().retries_total(), 1);
+//! # }
+//! ```
+//!
+//! # The rules
+//!
+//! A failed attempt is tried again only if every one of these holds, in
+//! this order:
+//!
+//! 1. **The request may be sent twice**
+//!    ([`IdempotentRequests`], or your [`ClassifyRequest`]): HTTP `GET`,
+//!    `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`, or any request carrying
+//!    an `Idempotency-Key` header; over gRPC (content type
+//!    `application/grpc`) only the methods opted in with
+//!    [`RetryConfigBuilder::grpc_method`]. Decided before the first attempt:
+//!    a request that may not be retried is passed through untouched.
+//! 2. **The outcome says the request was not processed**, as the family
+//!    classifies it ([`resilience_core::ClassifyOutcome`],
+//!    [`resilience_core::error::find`]):
+//!
+//!    | outcome | retried? |
+//!    |---|---|
+//!    | HTTP `502`, `503`, `504` ([`RetryConfigBuilder::retryable_statuses`]) | yes |
+//!    | other 5xx (`500`: the request may have been processed) | no (configurable, 5xx only) |
+//!    | any 1xx-4xx, `429` included | never |
+//!    | gRPC `UNAVAILABLE` in a trailers-only answer ([`RetryConfigBuilder::retryable_grpc_codes`]) | yes |
+//!    | other gRPC codes, or a status sent after the response headers (the call was committed) | no |
+//!    | a transport error, or any error the family does not own | yes |
+//!    | [`Elapsed`](resilience_core::Elapsed): an attempt's timeout | yes |
+//!    | [`Elapsed::deadline_exceeded`](resilience_core::Elapsed::deadline_exceeded): the request's own deadline | never |
+//!    | any [`Rejected`](resilience_core::Rejected): a breaker open, a throttle, a bounded queue, a balancer without endpoints or a flag *below* this layer refused | never: retrying would amplify the overload it reports |
+//! 3. **Attempts are left**: at most [`RetryConfigBuilder::max_attempts`]
+//!    (default 3, the first included).
+//! 4. **The server did not say no**: `grpc-retry-pushback-ms` (gRPC A6)
+//!    negative or malformed means do not retry; a pushback (that header, or
+//!    `Retry-After` in seconds or as an HTTP date) longer than
+//!    [`RetryConfigBuilder::max_pushback`] means do not retry either. A
+//!    valid pushback replaces the backoff; a malformed `Retry-After` is
+//!    ignored (the backoff applies).
+//! 5. **The body can be replayed** (see below).
+//! 6. **The deadline leaves time**: if the request carries a
+//!    [`Deadline`](resilience_core::Deadline) and the next attempt could
+//!    only start at or after it (backoff or pushback included), the last
+//!    outcome is returned at once. The deadline is checked again when the
+//!    attempt is about to start.
+//! 7. **The budget allows it** ([`RetryBudget`]).
+//!
+//! Otherwise the last attempt's outcome is returned as it is.
+//!
+//! # The budget
+//!
+//! One [`RetryBudget`] per destination, shared by every clone of the
+//! layer and its services: over the last 10 s, retries may add at most
+//! 20% of the requests plus 10 per second
+//! ([`RetryBudgetConfig`]). Under sustained failure the load is at most
+//! 1.2 times what it would be without retries (plus the floor), so when a
+//! dependency slows down, retries cannot keep it down. While the budget is
+//! empty nothing is retried; as it runs low, `sheddable` requests stop
+//! retrying first (more than half must be left), then `sheddable-plus`
+//! (more than a quarter), then `critical` and `critical-plus` (any). The
+//! priority is the request's [`Priority`](resilience_core::Priority)
+//! extension (default `critical`).
+//!
+//! # Backoff
+//!
+//! Exponential with full jitter by default: before the `n`-th retry, a
+//! delay uniform in `[0, min(1 s, 50 ms × 2^(n-1)))` ([`Jitter`],
+//! [`RetryConfigBuilder::backoff`]). The randomness is injectable:
+//! [`RetryLayer::with_seed`] and [`RetryLayer::with_random`].
+//!
+//! # Per-attempt timeout
+//!
+//! [`RetryConfigBuilder::attempt_timeout`] fails an attempt that takes
+//! too long with [`Elapsed`](resilience_core::Elapsed), which is retried;
+//! the attempt's timer never runs past the request's deadline (then it
+//! fails with `Elapsed::deadline_exceeded`, which is not). Without it, put
+//! resilience-core's [`TimeoutLayer`](resilience_core::TimeoutLayer)
+//! below this layer for a timeout per attempt, or above it for one over
+//! all attempts.
+//!
+//! # Request bodies
+//!
+//! The inner service receives `http::Request<`[`RetryBody<B>`]`>`. A request
+//! that may be retried and has a body streams it on the first attempt while
+//! a copy of each chunk is kept, up to [`RetryConfigBuilder::max_replay_body`]
+//! (default 64 KiB, as linkerd); nothing is collected before the first
+//! attempt. A body whose size hint is over the cap, or that grows over it,
+//! is sent once and not retried. A retry replays the copy, then reads on
+//! from the original body if the first attempt stopped early. Requests
+//! without a body copy nothing.
+//!
+//! # The attempt on the wire and in the logs
+//!
+//! A retry carries its attempt number in [`ATTEMPT_HEADER`] (`x-attempt:
+//! 2`, `3`, ...; the first attempt carries none), and on gRPC
+//! [`GRPC_PREVIOUS_ATTEMPTS_HEADER`] (`grpc-previous-rpc-attempts: 1`,
+//! ...). A request whose head carries deadline headers (`x-deadline-ms`,
+//! `grpc-timeout`) has them set to the time left. Each retry is logged with
+//! `debug!` ("retrying request", with `name`, `attempt`, `reason` and
+//! `delay_ms`), each retryable failure returned without a retry too ("not
+//! retrying request", with `declined` and `priority`).
+//!
+//! # With hyper, axum and tonic
+//!
+//! A hyper-util client takes [`RetryBody`] as it is:
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use resilience_retry::{RetryBody, RetryConfig, RetryLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # async fn run() -> Result<(), resilience_core::BoxError> {
+//! let http: Client<_, RetryBody<Full<Bytes>>> = Client::builder(TokioExecutor::new()).build_http();
+//! let client = ServiceBuilder::new()
+//!     .layer(RetryLayer::new(RetryConfig::builder().name("inventory").build()?))
+//!     .service(http);
+//! let rsp = client
+//!     .oneshot(http::Request::get("http://127.0.0.1:3000/stock/42").body(Full::default())?)
+//!     .await?;
+//! # drop(rsp); Ok(()) }
+//! ```
+//!
+//! A tonic `Channel` takes `tonic::body::Body` only: convert with
+//! `map_request`, and opt the idempotent methods in:
+//!
+//! ```no_run
+//! use resilience_retry::{RetryBody, RetryConfig, RetryLayer};
+//! use tonic::body::Body;
+//! use tower::ServiceBuilder;
+//!
+//! # async fn run() -> Result<(), resilience_core::BoxError> {
+//! let config = RetryConfig::builder()
+//!     .name("inventory")
+//!     .grpc_method("/grpc.health.v1.Health/Check")
+//!     .build()?;
+//! let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051").connect_lazy();
+//! let channel = ServiceBuilder::new()
+//!     .layer(RetryLayer::new(config))
+//!     .map_request(|req: http::Request<RetryBody<Body>>| req.map(Body::new))
+//!     .service(channel);
+//! let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+//! client.check(tonic_health::pb::HealthCheckRequest::default()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Where it goes in a client stack
+//!
+//! Outermost to innermost: context propagation and the request's deadline,
+//! then **retry**, then a client-side throttle, the balancer, a breaker per
+//! endpoint and the attempt timeout. Below the retry, a refusal of the
+//! throttle or a breaker is a [`Rejected`](resilience_core::Rejected): it is
+//! returned at once, never retried, and each retry goes through the
+//! throttle and the balancer again.
+//!
+//! # Clone semantics
+//!
+//! A [`RetryLayer`] owns one [`RetryBudget`] (behind an `Arc`). Cloning
+//! the layer, or the services it makes, shares that budget; so do the
+//! [`RetryHandle`]s. Each service clone has its own readiness; a request
+//! that may be retried takes the ready inner service with it, and a clone
+//! of it takes its place.
+//!
+//! # Cancellation
+//!
+//! Dropping the response future at any point, mid-attempt, mid-backoff or
+//! mid-replay, drops the attempt in flight, the timer, the inner service's
+//! clone and the copy of the body. A retry the budget paid for is not
+//! refunded.
+//!
+//! # Errors
+//!
+//! The layer adds no error of its own to a request: it returns the last
+//! attempt's response or error, as `BoxError`, inner errors unchanged. An
+//! attempt's timeout fails with [`Elapsed`](resilience_core::Elapsed).
+//! [`error::RetryError`] is the error of a stale copy of a request body.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature (install the recorder *before* building the
+//! layer); the names are in [`names`]:
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `resilience_retry_attempts_total` | counter | `name` |
+//! | `resilience_retry_retries_total` | counter | `name`, `reason` = `status`\|`grpc_status`\|`error`\|`timeout` |
+//! | `resilience_retry_declined_total` | counter | `name`, `reason` = `budget_exhausted`\|`deadline`\|`pushback`\|`body`\|`max_attempts`, `priority` |
+//!
+//! # Performance
+//!
+//! A request's first attempt takes no lock and reads no clock: one atomic
+//! add to the budget's pending count (every 32nd request also reads the
+//! clock and moves the count into the current bucket, without a lock) and
+//! the attempts counter (a no-op without a recorder). A request that may
+//! be retried copies its head (headers and extensions, as tower's `Retry`
+//! clones its request) and clones the inner service; one that may not is
+//! passed through with no copy. A body kept for replay takes an
+//! uncontended lock per chunk. Retries read the clock and take the
+//! budget's withdrawal lock.
+//!
+//! # Feature flags
+//!
+//! - `metrics` (default): emit metrics through the `metrics` facade.
+//! - `serde`: deserialize [`RetryConfig`] and [`RetryBudgetConfig`],
+//!   through the builders' validation.
+//! - `snapshot`: `resilience_core::snapshot::LayerSnapshot` for
+//!   [`RetryHandle`] (kind `retry`) and `serde::Serialize` for
+//!   [`BudgetSnapshot`], so a `SnapshotRegistry` serves them in its
+//!   `/resilience` document.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backoff;
+mod body;
+mod budget;
+mod classify;
+mod config;
+pub mod error;
+pub mod future;
+mod handle;
+mod layer;
+mod metrics;
+pub mod names;
+mod pushback;
+mod service;
+#[cfg(feature = "snapshot")]
+mod snapshot;
+
+pub use crate::body::RetryBody;
+pub use crate::budget::{BudgetSnapshot, RetryBudget};
+pub use crate::classify::{ClassifyRequest, IDEMPOTENCY_KEY, IdempotentRequests};
+pub use crate::config::{
+    Jitter, RetryBudgetConfig, RetryBudgetConfigBuilder, RetryConfig, RetryConfigBuilder,
+};
+pub use crate::future::{ATTEMPT_HEADER, GRPC_PREVIOUS_ATTEMPTS_HEADER};
+pub use crate::handle::RetryHandle;
+pub use crate::layer::RetryLayer;
+pub use crate::service::Retry;

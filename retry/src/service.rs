@@ -1,0 +1,126 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use http_body::Body;
+use resilience_core::{BoxError, Deadline};
+use tower_service::Service;
+
+use crate::body::{ReplaySource, RetryBody};
+use crate::classify::{ClassifyRequest, IdempotentRequests, is_grpc};
+use crate::future::{Head, ResponseFuture, Retrying, Template};
+use crate::layer::Shared;
+
+/// Retries failed requests within a budget, a deadline and the server's
+/// pushback. See the [crate docs](crate).
+///
+/// Cloning the service shares its layer's budget; the clone gets its own
+/// readiness (the inner service's clone).
+pub struct Retry<S, C = IdempotentRequests> {
+    inner: S,
+    shared: Arc<Shared<C>>,
+}
+
+// === impl Retry ===
+
+impl<S, C> Retry<S, C> {
+    pub(crate) fn with_shared(inner: S, shared: Arc<Shared<C>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, B, ResB> Service<Request<B>> for Retry<S, C>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    C: ClassifyRequest,
+    B: Body,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let policy = &self.shared.policy;
+        policy.budget.deposit();
+        policy.metrics.attempt();
+        let timeout = policy.attempt_timeout;
+        let deadline = |ext: &http::Extensions| {
+            if timeout.is_some() {
+                Deadline::from_extensions(ext)
+            } else {
+                None
+            }
+        };
+        if policy.max_attempts <= 1 {
+            let deadline = deadline(req.extensions());
+            let fut = self.inner.call(req.map(RetryBody::plain));
+            return ResponseFuture::once(fut, timeout, deadline);
+        }
+        let (parts, body) = req.into_parts();
+        let once = |inner: &mut S, parts: http::request::Parts, body: B| {
+            let deadline = deadline(&parts.extensions);
+            let fut = inner.call(Request::from_parts(parts, RetryBody::plain(body)));
+            ResponseFuture::once(fut, timeout, deadline)
+        };
+        if !self.shared.classify.is_retryable(&parts) {
+            return once(&mut self.inner, parts, body);
+        }
+        let (first, template) = if body.is_end_stream() {
+            (RetryBody::plain(body), Template::Empty)
+        } else if body.size_hint().lower() > policy.max_replay_body as u64 {
+            tracing::debug!(
+                cap = policy.max_replay_body,
+                "request body over the replay cap: it is sent once, not retried"
+            );
+            return once(&mut self.inner, parts, body);
+        } else {
+            let source = ReplaySource::new(body, policy.max_replay_body);
+            (source.first(), Template::Replay(source))
+        };
+        let head = Head::new(&parts, is_grpc(&parts.headers));
+        // The ready service takes this request; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut svc = std::mem::replace(&mut self.inner, clone);
+        let fut = svc.call(Request::from_parts(parts, first));
+        ResponseFuture::retrying(fut, Retrying::new(svc, head, template, policy.clone()))
+    }
+}
+
+impl<S: Clone, C> Clone for Retry<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for Retry<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("name", &self.shared.policy.name)
+            .finish_non_exhaustive()
+    }
+}
