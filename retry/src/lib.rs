@@ -278,6 +278,7 @@ pub use crate::classify::{ClassifyRequest, IDEMPOTENCY_KEY, IdempotentRequests};
 pub use crate::config::{
     Jitter, RetryBudgetConfig, RetryBudgetConfigBuilder, RetryConfig, RetryConfigBuilder,
 };
+#[allow(deprecated)]
 pub use crate::future::{ATTEMPT_HEADER, GRPC_PREVIOUS_ATTEMPTS_HEADER};
 pub use crate::handle::RetryHandle;
 pub use crate::layer::RetryLayer;
