@@ -29,17 +29,22 @@ async fn a_retry_lands_on_another_endpoint() {
     // Endpoint 1 answers 503; the others 200.
     let balancer = RoundRobinBuilder::new()
         .avoid_tried(AttemptFromExtensions)
-        .build_with_endpoints((1..=3).map(|p| Endpoint::new(addr(p))), move |ep: &Endpoint| {
-            let at = ep.addr();
-            let log = log.clone();
-            service_fn(move |req: Request<RetryBody<String>>| {
-                log.lock()
-                    .unwrap()
-                    .push((at, Attempt::from_extensions(req.extensions()).cloned()));
-                let status = if at == addr(1) { 503 } else { 200 };
-                async move { Ok::<_, BoxError>(Response::builder().status(status).body(at).unwrap()) }
-            })
-        });
+        .build_with_endpoints(
+            (1..=3).map(|p| Endpoint::new(addr(p))),
+            move |ep: &Endpoint| {
+                let at = ep.addr();
+                let log = log.clone();
+                service_fn(move |req: Request<RetryBody<String>>| {
+                    log.lock()
+                        .unwrap()
+                        .push((at, Attempt::from_extensions(req.extensions()).cloned()));
+                    let status = if at == addr(1) { 503 } else { 200 };
+                    async move {
+                        Ok::<_, BoxError>(Response::builder().status(status).body(at).unwrap())
+                    }
+                })
+            },
+        );
     let config = RetryConfig::builder()
         .name("inventory")
         .max_attempts(2)
@@ -59,7 +64,11 @@ async fn a_retry_lands_on_another_endpoint() {
     assert_eq!(seen.len(), 2, "one failed try, one retry: {seen:?}");
     let (first_at, first) = &seen[0];
     let (retry_at, retry) = &seen[1];
-    assert_eq!(*first_at, addr(1), "the first try goes to the first endpoint");
+    assert_eq!(
+        *first_at,
+        addr(1),
+        "the first try goes to the first endpoint"
+    );
     assert_ne!(retry_at, first_at, "the retry goes to another endpoint");
     assert_eq!(*rsp.body(), *retry_at);
 
@@ -129,13 +138,14 @@ where
     let log = seen.clone();
     let balancer = RoundRobinBuilder::new()
         .avoid_tried(avoid)
-        .build_with_endpoints((1..=3).map(|p| Endpoint::new(addr(p))), move |ep: &Endpoint| {
-            Instance {
+        .build_with_endpoints(
+            (1..=3).map(|p| Endpoint::new(addr(p))),
+            move |ep: &Endpoint| Instance {
                 at: ep.addr(),
                 busy_polls: busy_polls.clone(),
                 seen: log.clone(),
-            }
-        });
+            },
+        );
     let config = RetryConfig::builder().max_attempts(2).build().unwrap();
     let client = ServiceBuilder::new()
         .layer(RetryLayer::new(config).with_seed(7))

@@ -10,9 +10,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use resilience_core::attempt::{ATTEMPT_HEADER, GRPC_PREVIOUS_RPC_ATTEMPTS_HEADER};
-use resilience_core::{
-    Attempt, BoxError, Deadline, Elapsed, Priority, Rejected, RejectionKind,
-};
+use resilience_core::{Attempt, BoxError, Deadline, Elapsed, Priority, Rejected, RejectionKind};
 use resilience_retry::{RetryBody, RetryBudgetConfig, RetryConfig, RetryConfigBuilder, RetryLayer};
 use support::{Answer, Chunks, dependency, grpc, ok, status, status_with};
 use tokio::time::Instant;
