@@ -35,6 +35,9 @@
 //! | [`resilience_fleet_rate_limit_rejected_total`](FLEET_RATE_LIMIT_REJECTED_TOTAL) | counter | `name`, `priority` | requests a fleet rate limit refused |
 //! | [`resilience_fleet_rate_limit_redis_calls_total`](FLEET_RATE_LIMIT_REDIS_CALLS_TOTAL) | counter | `name`, `outcome` = `granted`\|`denied`\|`error` | token leases asked of Redis (one command each) |
 //! | [`resilience_timeout_elapsed_total`](TIMEOUT_ELAPSED_TOTAL) | counter | `name` | requests that timed out (layer timeout or request deadline); named timeout layers only |
+//! | [`resilience_retry_attempts_total`](RETRY_ATTEMPTS_TOTAL) | counter | `name` | attempts a retry layer sent: every request's first attempt and every retry |
+//! | [`resilience_retry_retries_total`](RETRY_RETRIES_TOTAL) | counter | `name`, `reason` = `status`\|`grpc_status`\|`error`\|`timeout` | retries scheduled, by what the failed attempt got |
+//! | [`resilience_retry_declined_total`](RETRY_DECLINED_TOTAL) | counter | `name`, `reason` = `budget_exhausted`\|`deadline`\|`pushback`\|`body`\|`max_attempts`, `priority` | retryable failures returned without a retry, by why |
 //! | [`resilience_discovery_endpoints`](DISCOVERY_ENDPOINTS) | gauge | `name`, `state` = `healthy`\|`unhealthy`\|`ejected`\|`pending` | a balancer's endpoints, by health (`pending` = awaiting a first check) |
 //! | [`resilience_discovery_updates_total`](DISCOVERY_UPDATES_TOTAL) | counter | `name`, `change` = `added`\|`removed` | endpoints added to or removed from a balancer |
 //! | [`resilience_discovery_ejections_total`](DISCOVERY_EJECTIONS_TOTAL) | counter | `name` | endpoints a balancer ejected after consecutive failures |
@@ -110,6 +113,14 @@ pub const FLEET_RATE_LIMIT_REDIS_CALLS_TOTAL: &str =
 
 /// Counter of requests that timed out.
 pub const TIMEOUT_ELAPSED_TOTAL: &str = "resilience_timeout_elapsed_total";
+
+/// Counter: attempts a retry layer sent (first attempts and retries).
+pub const RETRY_ATTEMPTS_TOTAL: &str = "resilience_retry_attempts_total";
+/// Counter: retries scheduled, by reason.
+pub const RETRY_RETRIES_TOTAL: &str = "resilience_retry_retries_total";
+/// Counter: retryable failures returned without a retry, by reason and
+/// priority.
+pub const RETRY_DECLINED_TOTAL: &str = "resilience_retry_declined_total";
 
 /// Gauge: endpoints known, by health state.
 pub const DISCOVERY_ENDPOINTS: &str = "resilience_discovery_endpoints";

@@ -7,12 +7,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::{
-    Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version,
-};
+use http::{Extensions, HeaderMap, HeaderName, Method, Request, Response, Uri, Version};
 use pin_project_lite::pin_project;
 use resilience_core::deadline::{DEADLINE_HEADER, GRPC_TIMEOUT_HEADER};
-use resilience_core::{BoxError, Deadline, Elapsed, Priority};
+use resilience_core::{Attempt, BoxError, Deadline, Elapsed, Priority};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
@@ -22,13 +20,16 @@ use crate::layer::Policy;
 use crate::metrics::Decline;
 use crate::pushback::Pushback;
 
-/// The header carrying the attempt number on retries: `x-attempt` (`2` on
-/// the first retry). The first attempt does not carry it.
-pub const ATTEMPT_HEADER: HeaderName = HeaderName::from_static("x-attempt");
-/// The gRPC header carrying the number of attempts before this one, on
-/// gRPC retries: `grpc-previous-rpc-attempts` (gRPC A6).
+/// The header carrying the attempt number: `x-attempt`.
+#[deprecated(note = "use `resilience_core::attempt::ATTEMPT_HEADER`, the same header")]
+pub const ATTEMPT_HEADER: HeaderName = resilience_core::attempt::ATTEMPT_HEADER;
+/// The gRPC header carrying the number of attempts before this one:
+/// `grpc-previous-rpc-attempts` (gRPC A6).
+#[deprecated(
+    note = "use `resilience_core::attempt::GRPC_PREVIOUS_RPC_ATTEMPTS_HEADER`, the same header"
+)]
 pub const GRPC_PREVIOUS_ATTEMPTS_HEADER: HeaderName =
-    HeaderName::from_static("grpc-previous-rpc-attempts");
+    resilience_core::attempt::GRPC_PREVIOUS_RPC_ATTEMPTS_HEADER;
 
 pin_project! {
     /// The response future of [`Retry`](crate::Retry).
@@ -78,8 +79,9 @@ pub(crate) struct Retrying<S, B> {
     head: Head,
     template: Template<B>,
     next: Option<RetryBody<B>>,
-    /// Attempts sent so far.
-    attempts: u32,
+    /// The last attempt sent, or about to be (after `decide`): its number
+    /// is the attempts so far, its record is shared by every try.
+    attempt: Attempt,
     policy: Arc<Policy>,
 }
 
@@ -239,7 +241,10 @@ where
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
-            .field("attempts", &self.retry.as_ref().map_or(1, |r| r.attempts))
+            .field(
+                "attempts",
+                &self.retry.as_ref().map_or(1, |r| r.attempt.number()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -310,13 +315,20 @@ impl Head {
 // === impl Retrying ===
 
 impl<S, B> Retrying<S, B> {
-    pub(crate) fn new(svc: S, head: Head, template: Template<B>, policy: Arc<Policy>) -> Self {
+    /// `attempt` is the first attempt's, already in its request.
+    pub(crate) fn new(
+        svc: S,
+        head: Head,
+        template: Template<B>,
+        attempt: Attempt,
+        policy: Arc<Policy>,
+    ) -> Self {
         Self {
             svc,
             head,
             template,
             next: None,
-            attempts: 1,
+            attempt,
             policy,
         }
     }
@@ -333,7 +345,7 @@ impl<S, B> Retrying<S, B> {
         let priority = self.priority();
         tracing::debug!(
             name = %self.policy.name,
-            attempt = self.attempts,
+            attempt = self.attempt.number(),
             declined = why.as_str(),
             priority = priority.as_str(),
             "not retrying request"
@@ -349,7 +361,7 @@ impl<S, B> Retrying<S, B> {
         else {
             return None;
         };
-        if self.attempts >= policy.max_attempts {
+        if self.attempt.number() >= policy.max_attempts {
             self.decline(Decline::MaxAttempts);
             return None;
         }
@@ -363,7 +375,7 @@ impl<S, B> Retrying<S, B> {
                 return None;
             }
             Pushback::Delay(d) => d,
-            Pushback::None => policy.backoff.delay(self.attempts, &policy.random),
+            Pushback::None => policy.backoff.delay(self.attempt.number(), &policy.random),
         };
         if let Template::Replay(source) = &self.template {
             if !source.can_replay() {
@@ -393,11 +405,11 @@ impl<S, B> Retrying<S, B> {
             },
         };
         self.next = Some(body);
-        self.attempts += 1;
+        self.attempt = self.attempt.next();
         policy.metrics.retry(reason);
         tracing::debug!(
             name = %policy.name,
-            attempt = self.attempts,
+            attempt = self.attempt.number(),
             reason = reason.as_str(),
             delay_ms = delay.as_millis() as u64,
             "retrying request"
@@ -405,8 +417,10 @@ impl<S, B> Retrying<S, B> {
         Some(delay)
     }
 
-    /// The request of the next attempt: the head again, with the attempt
-    /// headers and the deadline headers (if any) set to the time left.
+    /// The request of the next attempt: the head again, with its
+    /// [`Attempt`] (sharing the first one's record of tried endpoints),
+    /// the attempt headers, and the deadline headers (if any) set to the
+    /// time left.
     fn next_request(&mut self) -> Request<RetryBody<B>> {
         let head = &self.head;
         let mut req = Request::new(self.next.take().expect("decided to retry"));
@@ -414,14 +428,9 @@ impl<S, B> Retrying<S, B> {
         *req.uri_mut() = head.uri.clone();
         *req.version_mut() = head.version;
         *req.extensions_mut() = head.extensions.clone();
+        req.extensions_mut().insert(self.attempt.clone());
         let mut headers = head.headers.clone();
-        headers.insert(ATTEMPT_HEADER, HeaderValue::from(self.attempts));
-        if head.grpc {
-            headers.insert(
-                GRPC_PREVIOUS_ATTEMPTS_HEADER,
-                HeaderValue::from(self.attempts - 1),
-            );
-        }
+        self.attempt.write_headers(&mut headers, head.grpc);
         if let Some(deadline) = head.deadline {
             let http = headers.contains_key(DEADLINE_HEADER);
             let grpc = headers.contains_key(GRPC_TIMEOUT_HEADER);

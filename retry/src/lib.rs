@@ -135,14 +135,76 @@
 //!
 //! # The attempt on the wire and in the logs
 //!
-//! A retry carries its attempt number in [`ATTEMPT_HEADER`] (`x-attempt:
-//! 2`, `3`, ...; the first attempt carries none), and on gRPC
-//! [`GRPC_PREVIOUS_ATTEMPTS_HEADER`] (`grpc-previous-rpc-attempts: 1`,
-//! ...). A request whose head carries deadline headers (`x-deadline-ms`,
-//! `grpc-timeout`) has them set to the time left. Each retry is logged with
-//! `debug!` ("retrying request", with `name`, `attempt`, `reason` and
-//! `delay_ms`), each retryable failure returned without a retry too ("not
-//! retrying request", with `declined` and `priority`).
+//! Every try of a request that may be retried carries a
+//! [`resilience_core::Attempt`] in its extensions: [`Attempt::first`] on
+//! the first try, [`Attempt::next`] on each retry, all sharing one record
+//! of the endpoints the tries went to (see "Another instance"). Any
+//! `Attempt` the caller put there is replaced. A request passed through
+//! untouched (rule 1, a body over the cap, `max_attempts(1)`) gets none.
+//!
+//! A retry carries its attempt number in
+//! [`ATTEMPT_HEADER`](resilience_core::attempt::ATTEMPT_HEADER)
+//! (`x-attempt: 2`, `3`, ...; the first attempt carries none), and on
+//! gRPC
+//! [`GRPC_PREVIOUS_RPC_ATTEMPTS_HEADER`](resilience_core::attempt::GRPC_PREVIOUS_RPC_ATTEMPTS_HEADER)
+//! (`grpc-previous-rpc-attempts: 1`, ...), both written by
+//! [`Attempt::write_headers`]. A request whose head carries deadline
+//! headers (`x-deadline-ms`, `grpc-timeout`) has them set to the time
+//! left. Each retry is logged with `debug!` ("retrying request", with
+//! `name`, `attempt`, `reason` and `delay_ms`), each retryable failure
+//! returned without a retry too ("not retrying request", with `declined`
+//! and `priority`).
+//!
+//! # Another instance
+//!
+//! A retry should go to another instance of the dependency than the
+//! tries before it (Envoy's "previous hosts" rule): the one that failed
+//! may well fail again. This layer does not pick endpoints; a balancer
+//! below it does, and reads the request's [`Attempt`]. With
+//! resilience-discovery's round robin, turn it on with
+//! `RoundRobinBuilder::avoid_tried(AttemptFromExtensions)`
+//! ([`AttemptFromExtensions`](resilience_core::AttemptFromExtensions)):
+//! the balancer records the endpoint each try goes to, and sends a retry
+//! to an eligible, ready endpoint the request has not tried yet when
+//! there is one (else it picks as usual; an attempt never makes a call
+//! fail or wait).
+//!
+//! The order matters: **retry above the balancer**, so that each retry
+//! goes through the balancer again and picks anew. Below it, the retry
+//! would resend to the endpoint it was given.
+//!
+//! ```
+//! use resilience_core::{AttemptFromExtensions, BoxError};
+//! use resilience_discovery::{Endpoint, RoundRobinBuilder};
+//! use resilience_retry::{RetryBody, RetryConfig, RetryLayer};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let endpoints = ["10.0.0.1:80", "10.0.0.2:80"].map(|a| Endpoint::new(a.parse().unwrap()));
+//! let balancer = RoundRobinBuilder::new()
+//!     .avoid_tried(AttemptFromExtensions)
+//!     .build_with_endpoints(endpoints, |ep: &Endpoint| {
+//!         let addr = ep.addr();
+//!         // 10.0.0.1 is down.
+//!         let status = if addr.ip().to_string() == "10.0.0.1" { 503 } else { 200 };
+//!         service_fn(move |_: http::Request<RetryBody<String>>| async move {
+//!             Ok::<_, BoxError>(http::Response::builder().status(status).body(addr).unwrap())
+//!         })
+//!     });
+//! let client = ServiceBuilder::new()
+//!     .layer(RetryLayer::new(RetryConfig::builder().name("inventory").build()?))
+//!     .service(balancer); // retry above the balancer: each try picks again
+//!
+//! let rsp = client.oneshot(http::Request::get("/stock/42").body(String::new())?).await?;
+//! assert_eq!(rsp.status(), 200);
+//! assert_eq!(*rsp.body(), "10.0.0.2:80".parse()?);
+//! # Ok(()) }
+//! ```
+//!
+//! Without `avoid_tried` (the round robin's default), a retry simply
+//! takes the balancer's next turn, which may come back to the endpoint
+//! that failed.
 //!
 //! # With hyper, axum and tonic
 //!
@@ -193,8 +255,9 @@
 //! # Where it goes in a client stack
 //!
 //! Outermost to innermost: context propagation and the request's deadline,
-//! then **retry**, then a client-side throttle, the balancer, a breaker per
-//! endpoint and the attempt timeout. Below the retry, a refusal of the
+//! then **retry**, then a client-side throttle, the balancer (with
+//! `avoid_tried`, see "Another instance"), a breaker per endpoint and the
+//! attempt timeout. Below the retry, a refusal of the
 //! throttle or a breaker is a [`Rejected`](resilience_core::Rejected): it is
 //! returned at once, never retried, and each retry goes through the
 //! throttle and the balancer again.
@@ -224,7 +287,8 @@
 //! # Metrics
 //!
 //! With the `metrics` feature (install the recorder *before* building the
-//! layer); the names are in [`names`]:
+//! layer); the names are in [`resilience_core::names`] (re-exported in
+//! [`names`]):
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
@@ -239,8 +303,10 @@
 //! clock and moves the count into the current bucket, without a lock) and
 //! the attempts counter (a no-op without a recorder). A request that may
 //! be retried copies its head (headers and extensions, as tower's `Retry`
-//! clones its request) and clones the inner service; one that may not is
-//! passed through with no copy. A body kept for replay takes an
+//! clones its request), clones the inner service and puts its
+//! [`Attempt`] in its extensions (one allocation for the shared record,
+//! one extension insert); one that may not is passed through with no copy
+//! and no `Attempt`. A body kept for replay takes an
 //! uncontended lock per chunk. Retries read the clock and take the
 //! budget's withdrawal lock.
 //!
@@ -255,6 +321,9 @@
 //!   `/resilience` document.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(doc)]
+use resilience_core::Attempt;
 
 mod backoff;
 mod body;
@@ -278,6 +347,7 @@ pub use crate::classify::{ClassifyRequest, IDEMPOTENCY_KEY, IdempotentRequests};
 pub use crate::config::{
     Jitter, RetryBudgetConfig, RetryBudgetConfigBuilder, RetryConfig, RetryConfigBuilder,
 };
+#[allow(deprecated)]
 pub use crate::future::{ATTEMPT_HEADER, GRPC_PREVIOUS_ATTEMPTS_HEADER};
 pub use crate::handle::RetryHandle;
 pub use crate::layer::RetryLayer;

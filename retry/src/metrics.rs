@@ -5,9 +5,10 @@ use resilience_core::Priority;
 use crate::classify::Reason;
 
 #[cfg(feature = "metrics")]
-use crate::names::{RETRY_ATTEMPTS_TOTAL, RETRY_DECLINED_TOTAL, RETRY_RETRIES_TOTAL};
-#[cfg(feature = "metrics")]
-use resilience_core::names::{LABEL_NAME, LABEL_PRIORITY, LABEL_REASON};
+use resilience_core::names::{
+    LABEL_NAME, LABEL_PRIORITY, LABEL_REASON, RETRY_ATTEMPTS_TOTAL, RETRY_DECLINED_TOTAL,
+    RETRY_RETRIES_TOTAL,
+};
 
 /// Why a retryable failure was returned without a retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
-use resilience_core::{BoxError, Deadline};
+use resilience_core::{Attempt, BoxError, Deadline};
 use tower_service::Service;
 
 use crate::body::{ReplaySource, RetryBody};
@@ -77,7 +77,7 @@ where
             let fut = self.inner.call(req.map(RetryBody::plain));
             return ResponseFuture::once(fut, timeout, deadline);
         }
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let once = |inner: &mut S, parts: http::request::Parts, body: B| {
             let deadline = deadline(&parts.extensions);
             let fut = inner.call(Request::from_parts(parts, RetryBody::plain(body)));
@@ -99,11 +99,18 @@ where
             (source.first(), Template::Replay(source))
         };
         let head = Head::new(&parts, is_grpc(&parts.headers));
+        // Every try carries its attempt, the first included, so that a
+        // balancer below records where each went and sends a retry
+        // elsewhere. Inserted after the head's copy: retries insert their
+        // own (any attempt the caller put there is replaced).
+        let attempt = Attempt::first();
+        parts.extensions.insert(attempt.clone());
         // The ready service takes this request; a clone takes its place.
         let clone = self.inner.clone();
         let mut svc = std::mem::replace(&mut self.inner, clone);
         let fut = svc.call(Request::from_parts(parts, first));
-        ResponseFuture::retrying(fut, Retrying::new(svc, head, template, policy.clone()))
+        let retrying = Retrying::new(svc, head, template, attempt, policy.clone());
+        ResponseFuture::retrying(fut, retrying)
     }
 }
 

@@ -9,11 +9,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use resilience_core::{BoxError, Deadline, Elapsed, Priority, Rejected, RejectionKind};
-use resilience_retry::{
-    ATTEMPT_HEADER, GRPC_PREVIOUS_ATTEMPTS_HEADER, RetryBody, RetryBudgetConfig, RetryConfig,
-    RetryConfigBuilder, RetryLayer,
-};
+use resilience_core::attempt::{ATTEMPT_HEADER, GRPC_PREVIOUS_RPC_ATTEMPTS_HEADER};
+use resilience_core::{Attempt, BoxError, Deadline, Elapsed, Priority, Rejected, RejectionKind};
+use resilience_retry::{RetryBody, RetryBudgetConfig, RetryConfig, RetryConfigBuilder, RetryLayer};
 use support::{Answer, Chunks, dependency, grpc, ok, status, status_with};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -54,6 +52,50 @@ async fn a_503_is_retried_after_a_jittered_backoff() {
     assert_eq!(log.header(1, "x-attempt").as_deref(), Some("2"));
     assert_eq!(log.header(2, "x-attempt").as_deref(), Some("3"));
     assert_eq!(log.header(1, "grpc-previous-rpc-attempts"), None);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn every_try_carries_its_attempt_sharing_one_record() {
+    let (dep, log) = dependency(|n| if n < 2 { status(503) } else { ok() });
+    let mut svc = layer(config()).layer(dep);
+    // An attempt the caller put there is replaced: the layer numbers its
+    // own tries.
+    let mut req = get();
+    let stale = Attempt::first().next().next();
+    req.extensions_mut().insert(stale.clone());
+    assert_eq!(send(&mut svc, req).await.unwrap().status(), 200);
+    let attempts: Vec<Attempt> = log.all().into_iter().map(|s| s.attempt.unwrap()).collect();
+    let numbers: Vec<u32> = attempts.iter().map(Attempt::number).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    assert!(attempts[1].same_request(&attempts[0]));
+    assert!(attempts[2].same_request(&attempts[0]));
+    assert!(!attempts[0].same_request(&stale));
+    // What one try records, the next sees.
+    let a: std::net::SocketAddr = "10.0.0.1:80".parse().unwrap();
+    attempts[0].record(a);
+    assert!(attempts[2].tried().contains(a));
+    // The headers are core's, written by `Attempt::write_headers`.
+    assert_eq!(log.header(0, ATTEMPT_HEADER.as_str()), None);
+    assert_eq!(log.header(2, ATTEMPT_HEADER.as_str()).as_deref(), Some("3"));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_request_passed_through_carries_no_attempt() {
+    // Not idempotent, over the replay cap, or one attempt only: sent once,
+    // untouched.
+    let (dep, log) = dependency(|_| status(503));
+    let mut svc = layer(config().max_replay_body(4)).layer(dep.clone());
+    let post = Request::post("/orders").body(Full::default()).unwrap();
+    assert_eq!(send(&mut svc, post).await.unwrap().status(), 503);
+    let big = Request::put("/blob")
+        .body(Full::new(Bytes::from_static(b"0123456789")))
+        .unwrap();
+    assert_eq!(send(&mut svc, big).await.unwrap().status(), 503);
+    let mut once = layer(config().max_attempts(1)).layer(dep);
+    assert_eq!(send(&mut once, get()).await.unwrap().status(), 503);
+    let seen = log.all();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|s| s.attempt.is_none()), "{seen:?}");
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -596,7 +638,7 @@ async fn the_attempt_header_names_every_retry() {
     assert!(
         log.all()
             .iter()
-            .all(|s| !s.headers.contains_key(GRPC_PREVIOUS_ATTEMPTS_HEADER))
+            .all(|s| !s.headers.contains_key(GRPC_PREVIOUS_RPC_ATTEMPTS_HEADER))
     );
 }
 

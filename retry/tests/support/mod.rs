@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use resilience_core::BoxError;
+use resilience_core::{Attempt, BoxError};
 use resilience_retry::RetryBody;
 use tokio::time::Instant;
 use tower::Service;
@@ -36,6 +36,8 @@ pub struct Seen {
     pub at: Duration,
     pub method: http::Method,
     pub headers: HeaderMap,
+    /// The `Attempt` in the request's extensions, if any.
+    pub attempt: Option<Attempt>,
     pub body: Result<Bytes, String>,
 }
 
@@ -124,6 +126,7 @@ where
                     at,
                     method: parts.method.clone(),
                     headers: parts.headers.clone(),
+                    attempt: Attempt::from_extensions(&parts.extensions).cloned(),
                     body: Err("not read yet".into()),
                 });
                 seen.len() - 1
