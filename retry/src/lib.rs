@@ -333,6 +333,7 @@ mod config;
 pub mod error;
 pub mod future;
 mod handle;
+pub mod hedge;
 mod layer;
 mod metrics;
 pub mod names;
@@ -350,5 +351,6 @@ pub use crate::config::{
 #[allow(deprecated)]
 pub use crate::future::{ATTEMPT_HEADER, GRPC_PREVIOUS_ATTEMPTS_HEADER};
 pub use crate::handle::RetryHandle;
+pub use crate::hedge::{Hedge, HedgeConfig, HedgeConfigBuilder, HedgeHandle, HedgeLayer};
 pub use crate::layer::RetryLayer;
 pub use crate::service::Retry;
