@@ -334,7 +334,11 @@ impl Head {
     /// The request of another try: the head again, with `attempt` (sharing
     /// the first try's record of tried endpoints), the attempt headers,
     /// and the deadline headers (if any) set to the time left.
-    pub(crate) fn request<B>(&self, body: RetryBody<B>, attempt: &Attempt) -> Request<RetryBody<B>> {
+    pub(crate) fn request<B>(
+        &self,
+        body: RetryBody<B>,
+        attempt: &Attempt,
+    ) -> Request<RetryBody<B>> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();

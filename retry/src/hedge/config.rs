@@ -313,9 +313,15 @@ mod tests {
         assert_eq!(field(b().samples(0).build()), "samples");
         assert_eq!(field(b().samples(1025).build()), "samples");
         assert_eq!(field(b().min_samples(0).build()), "min_samples");
-        assert_eq!(field(b().samples(10).min_samples(11).build()), "min_samples");
         assert_eq!(
-            field(b().max_replay_body(RetryConfig::MAX_REPLAY_BODY + 1).build()),
+            field(b().samples(10).min_samples(11).build()),
+            "min_samples"
+        );
+        assert_eq!(
+            field(
+                b().max_replay_body(RetryConfig::MAX_REPLAY_BODY + 1)
+                    .build()
+            ),
             "max_replay_body"
         );
         assert_eq!(field(b().grpc_method("nope").build()), "grpc_methods");
