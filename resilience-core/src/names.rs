@@ -38,6 +38,8 @@
 //! | [`resilience_retry_attempts_total`](RETRY_ATTEMPTS_TOTAL) | counter | `name` | attempts a retry layer sent: every request's first attempt and every retry |
 //! | [`resilience_retry_retries_total`](RETRY_RETRIES_TOTAL) | counter | `name`, `reason` = `status`\|`grpc_status`\|`error`\|`timeout` | retries scheduled, by what the failed attempt got |
 //! | [`resilience_retry_declined_total`](RETRY_DECLINED_TOTAL) | counter | `name`, `reason` = `budget_exhausted`\|`deadline`\|`pushback`\|`body`\|`max_attempts`, `priority` | retryable failures returned without a retry, by why |
+//! | [`resilience_retry_hedges_total`](RETRY_HEDGES_TOTAL) | counter | `name` | hedges a hedge layer sent: extra attempts of a request whose earlier attempts had not answered after the hedge delay |
+//! | [`resilience_retry_hedges_won_total`](RETRY_HEDGES_WON_TOTAL) | counter | `name` | requests whose answer came from a hedge rather than the first attempt |
 //! | [`resilience_discovery_endpoints`](DISCOVERY_ENDPOINTS) | gauge | `name`, `state` = `healthy`\|`unhealthy`\|`ejected`\|`pending` | a balancer's endpoints, by health (`pending` = awaiting a first check) |
 //! | [`resilience_discovery_updates_total`](DISCOVERY_UPDATES_TOTAL) | counter | `name`, `change` = `added`\|`removed` | endpoints added to or removed from a balancer |
 //! | [`resilience_discovery_ejections_total`](DISCOVERY_EJECTIONS_TOTAL) | counter | `name` | endpoints a balancer ejected after consecutive failures |
@@ -121,6 +123,10 @@ pub const RETRY_RETRIES_TOTAL: &str = "resilience_retry_retries_total";
 /// Counter: retryable failures returned without a retry, by reason and
 /// priority.
 pub const RETRY_DECLINED_TOTAL: &str = "resilience_retry_declined_total";
+/// Counter: hedges sent (extra attempts of a slow request).
+pub const RETRY_HEDGES_TOTAL: &str = "resilience_retry_hedges_total";
+/// Counter: requests answered by a hedge rather than the first attempt.
+pub const RETRY_HEDGES_WON_TOTAL: &str = "resilience_retry_hedges_won_total";
 
 /// Gauge: endpoints known, by health state.
 pub const DISCOVERY_ENDPOINTS: &str = "resilience_discovery_endpoints";

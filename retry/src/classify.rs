@@ -125,8 +125,14 @@ impl IdempotentRequests {
 
     /// As [`new`](Self::new), with the gRPC methods opted in by `config`.
     pub fn from_config(config: &RetryConfig) -> Self {
+        Self::from_grpc_methods(&config.grpc_methods)
+    }
+
+    /// As [`new`](Self::new), with the gRPC methods `methods` opted in
+    /// (validated paths, `/package.Service/Method` or `/package.Service/*`).
+    pub(crate) fn from_grpc_methods(methods: &[String]) -> Self {
         let mut grpc = GrpcMethods::default();
-        for path in &config.grpc_methods {
+        for path in methods {
             match path.strip_suffix('*') {
                 Some(service) => grpc.services.insert(service.to_owned()),
                 None => grpc.methods.insert(path.clone()),

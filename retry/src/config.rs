@@ -591,17 +591,7 @@ impl RetryConfigBuilder {
                 "may only hold failures of the callee (UNAVAILABLE, DEADLINE_EXCEEDED, ...)",
             ));
         }
-        for path in &self.grpc_methods {
-            if !path.starts_with('/')
-                || path.len() < 2
-                || !path.bytes().all(|b| b.is_ascii_graphic())
-            {
-                return Err(ConfigError::new(
-                    "grpc_methods",
-                    "must be paths such as /package.Service/Method or /package.Service/*",
-                ));
-            }
-        }
+        validate_grpc_methods(&self.grpc_methods)?;
         let mut retryable_statuses = self.retryable_statuses;
         retryable_statuses.sort_unstable();
         retryable_statuses.dedup();
@@ -733,6 +723,20 @@ mod de {
             .position(|n| n.eq_ignore_ascii_case(name))
             .and_then(|i| GrpcCode::from_u8(i as u8))
     }
+}
+
+/// Checks gRPC method paths: `/package.Service/Method` or
+/// `/package.Service/*`, visible ASCII.
+pub(crate) fn validate_grpc_methods(methods: &[String]) -> Result<(), ConfigError> {
+    for path in methods {
+        if !path.starts_with('/') || path.len() < 2 || !path.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::new(
+                "grpc_methods",
+                "must be paths such as /package.Service/Method or /package.Service/*",
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -312,6 +312,56 @@ impl Head {
     }
 }
 
+impl Head {
+    /// Whether the request is a gRPC call.
+    pub(crate) fn grpc(&self) -> bool {
+        self.grpc
+    }
+
+    /// The request's deadline, if it carries one.
+    pub(crate) fn deadline(&self) -> Option<Deadline> {
+        self.deadline
+    }
+
+    /// The request's priority (default `critical`).
+    pub(crate) fn priority(&self) -> Priority {
+        self.extensions
+            .get::<Priority>()
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The request of another try: the head again, with `attempt` (sharing
+    /// the first try's record of tried endpoints), the attempt headers,
+    /// and the deadline headers (if any) set to the time left.
+    pub(crate) fn request<B>(
+        &self,
+        body: RetryBody<B>,
+        attempt: &Attempt,
+    ) -> Request<RetryBody<B>> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.extensions_mut() = self.extensions.clone();
+        req.extensions_mut().insert(attempt.clone());
+        let mut headers = self.headers.clone();
+        attempt.write_headers(&mut headers, self.grpc);
+        if let Some(deadline) = self.deadline {
+            let http = headers.contains_key(DEADLINE_HEADER);
+            let grpc = headers.contains_key(GRPC_TIMEOUT_HEADER);
+            if http || grpc {
+                deadline.write_headers(&mut headers, Instant::now(), grpc);
+                if !http {
+                    headers.remove(DEADLINE_HEADER);
+                }
+            }
+        }
+        *req.headers_mut() = headers;
+        req
+    }
+}
+
 // === impl Retrying ===
 
 impl<S, B> Retrying<S, B> {
@@ -334,11 +384,7 @@ impl<S, B> Retrying<S, B> {
     }
 
     fn priority(&self) -> Priority {
-        self.head
-            .extensions
-            .get::<Priority>()
-            .copied()
-            .unwrap_or_default()
+        self.head.priority()
     }
 
     fn decline(&self, why: Decline) {
@@ -417,31 +463,10 @@ impl<S, B> Retrying<S, B> {
         Some(delay)
     }
 
-    /// The request of the next attempt: the head again, with its
-    /// [`Attempt`] (sharing the first one's record of tried endpoints),
-    /// the attempt headers, and the deadline headers (if any) set to the
-    /// time left.
+    /// The request of the next attempt (see [`Head::request`]).
     fn next_request(&mut self) -> Request<RetryBody<B>> {
-        let head = &self.head;
-        let mut req = Request::new(self.next.take().expect("decided to retry"));
-        *req.method_mut() = head.method.clone();
-        *req.uri_mut() = head.uri.clone();
-        *req.version_mut() = head.version;
-        *req.extensions_mut() = head.extensions.clone();
-        req.extensions_mut().insert(self.attempt.clone());
-        let mut headers = head.headers.clone();
-        self.attempt.write_headers(&mut headers, head.grpc);
-        if let Some(deadline) = head.deadline {
-            let http = headers.contains_key(DEADLINE_HEADER);
-            let grpc = headers.contains_key(GRPC_TIMEOUT_HEADER);
-            if http || grpc {
-                deadline.write_headers(&mut headers, Instant::now(), grpc);
-                if !http {
-                    headers.remove(DEADLINE_HEADER);
-                }
-            }
-        }
-        *req.headers_mut() = headers;
+        let body = self.next.take().expect("decided to retry");
+        let req = self.head.request(body, &self.attempt);
         self.policy.metrics.attempt();
         req
     }

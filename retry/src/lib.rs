@@ -1,5 +1,6 @@
 //! When and how a failed call is tried again: retries that can never turn
-//! a blip into an outage.
+//! a blip into an outage, and hedged requests that cut the tail latency
+//! of a slow instance.
 //!
 //! # Example
 //!
@@ -284,6 +285,15 @@
 //! attempt's timeout fails with [`Elapsed`](resilience_core::Elapsed).
 //! [`error::RetryError`] is the error of a stale copy of a request body.
 //!
+//! # Hedged requests
+//!
+//! [`HedgeLayer`] sends a request that may be sent twice once more when it
+//! has not been answered after a delay (fixed, or a percentile of recent
+//! latencies), to another instance with `avoid_tried`, and takes the first
+//! good answer, cancelling the others. Hedges draw from a [`RetryBudget`]
+//! (the retry layer's, with [`HedgeLayer::with_budget`]) and replay the
+//! body as retries do. Put it below the retry layer. See [`hedge`].
+//!
 //! # Metrics
 //!
 //! With the `metrics` feature (install the recorder *before* building the
@@ -295,6 +305,8 @@
 //! | `resilience_retry_attempts_total` | counter | `name` |
 //! | `resilience_retry_retries_total` | counter | `name`, `reason` = `status`\|`grpc_status`\|`error`\|`timeout` |
 //! | `resilience_retry_declined_total` | counter | `name`, `reason` = `budget_exhausted`\|`deadline`\|`pushback`\|`body`\|`max_attempts`, `priority` |
+//! | `resilience_retry_hedges_total` | counter | `name` (of the [`HedgeLayer`]) |
+//! | `resilience_retry_hedges_won_total` | counter | `name` (of the [`HedgeLayer`]) |
 //!
 //! # Performance
 //!
@@ -333,6 +345,7 @@ mod config;
 pub mod error;
 pub mod future;
 mod handle;
+pub mod hedge;
 mod layer;
 mod metrics;
 pub mod names;
@@ -350,5 +363,6 @@ pub use crate::config::{
 #[allow(deprecated)]
 pub use crate::future::{ATTEMPT_HEADER, GRPC_PREVIOUS_ATTEMPTS_HEADER};
 pub use crate::handle::RetryHandle;
+pub use crate::hedge::{Hedge, HedgeConfig, HedgeConfigBuilder, HedgeHandle, HedgeLayer};
 pub use crate::layer::RetryLayer;
 pub use crate::service::Retry;

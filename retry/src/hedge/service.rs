@@ -1,0 +1,123 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use http_body::Body;
+use resilience_core::{Attempt, BoxError};
+use tower_service::Service;
+
+use super::future::{Hedging, ResponseFuture};
+use super::layer::Shared;
+use crate::body::{ReplaySource, RetryBody};
+use crate::classify::{ClassifyRequest, IdempotentRequests, is_grpc};
+use crate::future::{Head, Template};
+
+/// Sends a slow idempotent request again, and takes the first good answer.
+/// See [`HedgeLayer`](crate::HedgeLayer).
+///
+/// Cloning the service shares its layer's budget and learned delay; the
+/// clone gets its own readiness (the inner service's clone).
+pub struct Hedge<S, C = IdempotentRequests> {
+    inner: S,
+    shared: Arc<Shared<C>>,
+}
+
+// === impl Hedge ===
+
+impl<S, C> Hedge<S, C> {
+    pub(crate) fn with_shared(inner: S, shared: Arc<Shared<C>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, B, ResB> Service<Request<B>> for Hedge<S, C>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    C: ClassifyRequest,
+    B: Body,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let policy = &self.shared.policy;
+        if policy.deposits {
+            policy.budget.deposit();
+        }
+        let (mut parts, body) = req.into_parts();
+        if !self.shared.classify.is_retryable(&parts) {
+            let fut = self
+                .inner
+                .call(Request::from_parts(parts, RetryBody::plain(body)));
+            return ResponseFuture::once(fut);
+        }
+        let (first, template) = if body.is_end_stream() {
+            (RetryBody::plain(body), Template::Empty)
+        } else if body.size_hint().lower() > policy.config.max_replay_body as u64 {
+            tracing::debug!(
+                cap = policy.config.max_replay_body,
+                "request body over the replay cap: it is sent once, not hedged"
+            );
+            let fut = self
+                .inner
+                .call(Request::from_parts(parts, RetryBody::plain(body)));
+            return ResponseFuture::once(fut);
+        } else {
+            let source = ReplaySource::new(body, policy.config.max_replay_body);
+            (source.first(), Template::Replay(source))
+        };
+        let head = Head::new(&parts, is_grpc(&parts.headers));
+        // Continue the attempts of a retry layer above, if any, so that
+        // every try shares one record of the endpoints tried.
+        let attempt = Attempt::from_extensions(&parts.extensions)
+            .cloned()
+            .unwrap_or_else(Attempt::first);
+        parts.extensions.insert(attempt.clone());
+        // The ready service takes this request; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut svc = std::mem::replace(&mut self.inner, clone);
+        let fut = svc.call(Request::from_parts(parts, first));
+        let hedging = Hedging::new(svc, head, template, attempt, policy.clone());
+        ResponseFuture::hedging(fut, hedging)
+    }
+}
+
+impl<S: Clone, C> Clone for Hedge<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for Hedge<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hedge")
+            .field("inner", &self.inner)
+            .field("name", &self.shared.policy.name)
+            .finish_non_exhaustive()
+    }
+}
