@@ -11,7 +11,7 @@
 //! ```text
 //! package inventory.v1;
 //! service Inventory { rpc Reserve(ReserveRequest) returns (ReserveReply); }
-//! message ReserveRequest { string item = 1; string country = 2; }
+//! message ReserveRequest { string item = 1; string country = 2; string order_id = 3; }
 //! message ReserveReply { string instance = 1; uint32 left = 2; string message = 3; }
 //! ```
 //!
@@ -63,13 +63,23 @@
 //! # Client: the shop
 //!
 //! ```text
-//! PropagateContextLayer     id, priority, traceparent, grpc-timeout (the time left) as metadata
-//!  └ ThrottleLayer          adaptive: backs off sheddable calls while inventory answers RESOURCE_EXHAUSTED
-//!     └ CircuitBreakerLayer one breaker for inventory
-//!        └ RoundRobin       the next healthy instance; grpc.health.v1 checks, passive ejection
-//!           └ TimeoutLayer  per instance: a timeout counts against the slow instance
-//!              └ Channel    one tonic channel per instance (connected lazily)
+//! PropagateContextLayer       id, priority, traceparent, grpc-timeout (the time left) as metadata
+//!  └ RetryLayer               Reserve opted in: UNAVAILABLE, a timeout or a transport error again
+//!     └ ThrottleLayer         adaptive: backs off sheddable calls while inventory answers RESOURCE_EXHAUSTED
+//!        └ CircuitBreakerLayer one breaker for inventory
+//!           └ RoundRobin      the next healthy instance the call has not tried (avoid_tried);
+//!              │              grpc.health.v1 checks, passive ejection
+//!              └ TimeoutLayer per instance and try: a timeout counts against the slow instance
+//!                 └ Channel   one tonic channel per instance (connected lazily)
 //! ```
+//!
+//! A gRPC call is retried only if its method is opted in
+//! ([`RetryConfigBuilder::grpc_method`](resilience_retry::RetryConfigBuilder::grpc_method)):
+//! the shop opts [`RESERVE_PATH`] in, since a [`ReserveRequest`] carries its
+//! order id and inventory's reservations are idempotent per order id (the
+//! same order reserved twice, on one instance or two, answers the same and
+//! reserves nothing more). The retry layer takes the body as its
+//! `RetryBody` and hands the layers below a `tonic::body::Body` again.
 //!
 //! How a call's outcome counts is the shared classification,
 //! [`GrpcOutcome`]: statuses are read from the trailers-only answer
@@ -151,6 +161,11 @@ pub struct ReserveRequest {
     /// The country, e.g. `DE`.
     #[prost(string, tag = "2")]
     pub country: String,
+    /// The order's id (the shop sends its correlation id); empty if the
+    /// caller has none. Reserving is idempotent per order id, so a call
+    /// carrying one may be sent twice (see the [module docs](self)).
+    #[prost(string, tag = "3")]
+    pub order_id: String,
 }
 
 /// The answer of `Reserve`.
@@ -290,8 +305,13 @@ impl Service<http::Request<tonic::body::Body>> for InventoryServer {
             let method = tower::service_fn(move |req: tonic::Request<ReserveRequest>| {
                 let inventory = inventory.clone();
                 async move {
-                    let ReserveRequest { item, country } = req.into_inner();
-                    reserve(inventory, item, country)
+                    let ReserveRequest {
+                        item,
+                        country,
+                        order_id,
+                    } = req.into_inner();
+                    let order_id = (!order_id.is_empty()).then_some(order_id);
+                    reserve(inventory, item, country, order_id)
                         .instrument(tracing::info_span!("warehouse"))
                         .await
                 }
@@ -307,6 +327,7 @@ async fn reserve(
     inventory: Inventory,
     item: String,
     country: String,
+    order_id: Option<String>,
 ) -> Result<tonic::Response<ReserveReply>, Status> {
     let name = inventory.name().to_owned();
     let status = |mut status: Status| {
@@ -315,7 +336,10 @@ async fn reserve(
         }
         status
     };
-    match inventory.take_order(&item, &country, "grpc").await {
+    match inventory
+        .take_order(&item, &country, order_id, "grpc")
+        .await
+    {
         Reservation::Reserved { left } => {
             let message = format!("reserved 1 {item} for {country}, {left} in stock");
             Ok(tonic::Response::new(ReserveReply {

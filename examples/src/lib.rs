@@ -173,20 +173,28 @@ impl Drop for KillableServer {
 /// The service a balancer makes for one endpoint: sends each request to
 /// `addr` through `hyper`, whatever authority its URI names (its path and
 /// query are kept), so callers can write `http://inventory/reserve/cd`.
-pub fn forward_to(
-    hyper: Client<HttpConnector, Body>,
+///
+/// Any request body hyper can send: [`Body`], or a retry layer's
+/// [`RetryBody<Body>`](resilience_retry::RetryBody) under a retry.
+pub fn forward_to<B>(
+    hyper: Client<HttpConnector, B>,
     addr: SocketAddr,
 ) -> impl Service<
-    http::Request<Body>,
+    http::Request<B>,
     Response = http::Response<Incoming>,
     Error = BoxError,
     Future: Send + 'static,
 > + Clone
 + Send
 + Sync
-+ 'static {
++ 'static
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let authority: Arc<str> = Arc::from(addr.to_string());
-    service_fn(move |mut req: http::Request<Body>| {
+    service_fn(move |mut req: http::Request<B>| {
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let uri = format!("http://{authority}{path}").parse::<http::Uri>();
         let hyper = hyper.clone();

@@ -9,12 +9,31 @@
 //!
 //! ```text
 //! PropagateContextLayer     the order's correlation id (and priority, deadline) goes along
-//!  └ CircuitBreakerLayer    one breaker for inventory: 5xx, timeouts and "no instance" count, 4xx do not
-//!     └ RoundRobin          the next healthy instance; GET /health every interval (active checks),
-//!        │                  ejection after consecutive 5xx or timeouts (passive)
-//!        └ TimeoutLayer     per instance, under the balancer: a timeout counts against the slow instance
-//!           └ hyper client  one connection pool shared by the instances
+//!  └ RetryLayer             a failed try (timeout, transport error, 5xx) again, on another instance,
+//!     │                     within the order's deadline and a retry budget
+//!     └ CircuitBreakerLayer one breaker for inventory: 5xx, timeouts and "no instance" count, 4xx do not
+//!        └ RoundRobin       the next healthy instance, one the order has not tried yet (avoid_tried);
+//!           │               GET /health every interval (active checks), ejection after consecutive
+//!           │               5xx or timeouts (passive)
+//!           └ TimeoutLayer  per instance and try, under the balancer: a timeout counts against the
+//!              │            slow instance
+//!              └ hyper client  one connection pool shared by the instances
 //! ```
+//!
+//! **Retries, safely.** A reservation is a `POST`, which a retry layer
+//! never sends twice on its own: the shop marks each one with an
+//! `Idempotency-Key` header, the order's id (its correlation id), and over
+//! gRPC opts `Reserve` in ([`RESERVE_PATH`], whose request carries the
+//! order id). That is safe because inventory's
+//! reservations are idempotent per order id: an instance reserves from the
+//! stock table every instance shares and changes nothing in it, so reserving
+//! an order a second time, on the same instance or another, answers the
+//! same and reserves nothing more. The retry layer sits above the breaker
+//! and the balancer, so each try picks an instance anew, one the order has
+//! not tried ([`RoundRobinBuilder::avoid_tried`]); a refusal of the breaker
+//! is never retried. Each try has [`ShopSettings::timeout`], the call as a
+//! whole [`ShopSettings::attempts`] times that (or less: the order's own
+//! deadline); [`Shop::retry`] counts the retries.
 //!
 //! What it shows:
 //!
@@ -24,11 +43,13 @@
 //!   however many there are.
 //! - **5xx and timeouts count.** An instance that answers `500` is ejected
 //!   after [`ShopSettings::ejection_failures`] failures in a row, and the
-//!   others take its traffic; an instance whose `/health` answers `503`
+//!   others take its traffic (the orders it failed were tried again on
+//!   another instance); an instance whose `/health` answers `503`
 //!   gets no traffic from its next failed checks on, without a failed order.
 //! - **Without a timeout you cannot tell slow from dead.** A hanging
-//!   instance costs an order at most [`ShopSettings::timeout`]; the
-//!   timeout is a failure of that instance, which ejects it like a `500`.
+//!   instance costs an order at most [`ShopSettings::timeout`] before it is
+//!   tried on another instance; the timeout is a failure of that instance,
+//!   which ejects it like a `500`.
 //! - **An outage downstream does not take the shop down.** With every
 //!   instance failing, the breaker opens and the shop answers at once:
 //!   `503` with `Retry-After` and a [`DEGRADED_HEADER`] saying why. Its
@@ -61,7 +82,8 @@
 //! way instead of HTTP: the same story with `UNAVAILABLE` for `500`,
 //! `NOT_FOUND` / `INVALID_ARGUMENT` for `404` / `400`, `grpc.health.v1`
 //! for `GET /health`, and an adaptive throttle in front of the breaker; see
-//! the [`grpc`](crate::grpc) module. HTTP stays the default.
+//! the [`grpc`](crate::grpc) module (retries included). HTTP stays the
+//! default.
 //!
 //! # Example
 //!
@@ -112,8 +134,8 @@ use resilience_core::error::find_in_chain;
 use resilience_core::http::retry_after_value;
 use resilience_core::timeout::TimeoutConfig;
 use resilience_core::{
-    BoxError, Classify, ConfigError, Deadline, Elapsed, GrpcOutcome, HttpOutcome, Priority,
-    Rejected, RejectionKind, TimeoutLayer,
+    AttemptFromExtensions, BoxError, Classify, ConfigError, Deadline, Elapsed, GrpcOutcome,
+    HttpOutcome, Priority, Rejected, RejectionKind, TimeoutLayer,
 };
 use resilience_correlation::{CorrelationLayer, PropagateContextLayer, RequestContext};
 use resilience_discovery::health::{GrpcHealthCheck, HealthCheckConfig, HttpHealthCheck};
@@ -121,6 +143,7 @@ use resilience_discovery::source::SourceStream;
 use resilience_discovery::{
     Endpoint, EndpointState, RoundRobinBuilder, RoundRobinConfig, RoundRobinHandle,
 };
+use resilience_retry::{IDEMPOTENCY_KEY, RetryBody, RetryConfig, RetryHandle, RetryLayer};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
@@ -128,7 +151,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
 use crate::grpc::{
-    BoxGrpcService, GrpcInstance, GrpcServerSettings, GrpcTransport, InventoryClient,
+    BoxGrpcService, GrpcInstance, GrpcServerSettings, GrpcTransport, InventoryClient, RESERVE_PATH,
     ReserveRequest,
 };
 use crate::{Body, HttpClient, forward_to, http_client, serve};
@@ -176,11 +199,16 @@ pub struct Inventory {
     state: Arc<Switch>,
 }
 
-/// The shop's timeouts, breaker, health checks and ejection.
+/// The shop's timeouts, retries, breaker, health checks and ejection.
 #[derive(Debug, Clone)]
 pub struct ShopSettings {
-    /// Timeout of each call to an inventory instance.
+    /// Timeout of each call to an inventory instance (of each try).
     pub timeout: Duration,
+    /// Tries per reservation, the first included (`1`: no retry; at most
+    /// 10); a call as a whole may take `attempts` times
+    /// [`timeout`](Self::timeout), or less when the order's deadline is
+    /// nearer.
+    pub attempts: u32,
     /// Calls the breaker remembers (a count window), and needs before it
     /// decides; it opens when half of them or more failed.
     pub window: u32,
@@ -293,6 +321,9 @@ pub struct SeenOrder {
     pub deadline_left: Option<Duration>,
     /// How it came: `"http"` or `"grpc"`.
     pub over: &'static str,
+    /// The order's id, if it came with one (HTTP `Idempotency-Key`, gRPC
+    /// `order_id`): the same on every try of one order.
+    pub order_id: Option<String>,
 }
 
 /// What an instance made of an order (before HTTP or gRPC says it).
@@ -310,12 +341,22 @@ pub(crate) enum Reservation {
 
 #[derive(Debug)]
 struct ShopInner {
-    timeout: Duration,
+    /// A call's whole time, tries included ([`ShopSettings::call_timeout`]).
+    call_timeout: Duration,
     inventory: InventoryCalls,
+    retry: RetryHandle,
     breaker: CircuitBreakerHandle,
     balancer: RoundRobinHandle,
     throttle: Option<ThrottleHandle>,
 }
+
+/// One inventory instance's client, under the balancer: the request body
+/// is the retry layer's, so a retry can replay it.
+type InstanceClient = BoxCloneSyncService<
+    http::Request<RetryBody<Body>>,
+    http::Response<hyper::body::Incoming>,
+    BoxError,
+>;
 
 /// How the shop calls inventory.
 #[derive(Debug, Clone)]
@@ -437,10 +478,15 @@ impl Inventory {
             State(inventory): State<Inventory>,
             Path(item): Path<String>,
             Query(query): Query<HashMap<String, String>>,
+            headers: http::HeaderMap,
         ) -> Response {
             let country = query.get("country").cloned().unwrap_or_default();
+            let order_id = headers
+                .get(IDEMPOTENCY_KEY)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             inventory
-                .reserve(item, country)
+                .reserve(item, country, order_id)
                 .instrument(tracing::info_span!("warehouse"))
                 .await
         }
@@ -458,8 +504,8 @@ impl Inventory {
     }
 
     /// The `warehouse` step: reserves one `item` for shipping to `country`.
-    async fn reserve(self, item: String, country: String) -> Response {
-        let (status, body) = match self.take_order(&item, &country, "http").await {
+    async fn reserve(self, item: String, country: String, order_id: Option<String>) -> Response {
+        let (status, body) = match self.take_order(&item, &country, order_id, "http").await {
             Reservation::Failing => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error\n".to_owned(),
@@ -482,10 +528,16 @@ impl Inventory {
 
     /// Takes an order that came `over` HTTP or gRPC: counts it, remembers
     /// its context, and decides (never returns when the instance hangs).
+    ///
+    /// Idempotent per order id: reserving reads the stock table the
+    /// instances share and changes nothing in it, so the same order taken
+    /// twice (a retry, here or on another instance) answers the same and
+    /// reserves nothing more.
     pub(crate) async fn take_order(
         &self,
         item: &str,
         country: &str,
+        order_id: Option<String>,
         over: &'static str,
     ) -> Reservation {
         self.state.orders.fetch_add(1, Ordering::Relaxed);
@@ -496,6 +548,7 @@ impl Inventory {
                 priority: ctx.priority(),
                 deadline_left: ctx.deadline().map(|d| d.remaining_at(Instant::now())),
                 over,
+                order_id,
             };
             let mut orders = self.seen_orders();
             if orders.len() == Self::KEEP_IDS {
@@ -549,11 +602,13 @@ impl fmt::Debug for Switch {
 // === impl ShopSettings ===
 
 impl ShopSettings {
-    /// Settings for a demo: a 300 ms timeout, a breaker that decides after 6
-    /// calls and stays open for 1 s, health checks every 100 ms that time
-    /// out after 1 s, ejection after 3 failures in a row for 500 ms.
+    /// Settings for a demo: a 300 ms timeout, 3 tries, a breaker that
+    /// decides after 6 calls and stays open for 1 s, health checks every
+    /// 100 ms that time out after 1 s, ejection after 3 failures in a row
+    /// for 500 ms.
     pub const DEMO: ShopSettings = ShopSettings {
         timeout: Duration::from_millis(300),
+        attempts: 3,
         window: 6,
         open_for: Duration::from_secs(1),
         health_interval: Duration::from_millis(100),
@@ -577,6 +632,28 @@ impl ShopSettings {
             .jitter(0.0) // a demo wants exact times; keep the default ±10% in production
             .half_open_probes(1)
             .build()
+    }
+
+    /// The retries of the inventory calls: `attempts` tries, the
+    /// reservations opted in (they carry an `Idempotency-Key` over HTTP;
+    /// over gRPC, [`RESERVE_PATH`]), and a `500` of an instance retried
+    /// too, since reserving is idempotent per order.
+    ///
+    /// # Errors
+    /// - `attempts` is not 1 to 10
+    pub fn retry_config(&self) -> Result<RetryConfig, ConfigError> {
+        RetryConfig::builder()
+            .name("inventory")
+            .max_attempts(self.attempts)
+            .retryable_status(500)
+            .grpc_method(RESERVE_PATH)
+            .build()
+    }
+
+    /// How long a call to inventory may take as a whole: `attempts` times
+    /// `timeout`.
+    pub fn call_timeout(&self) -> Duration {
+        self.timeout.saturating_mul(self.attempts.max(1))
     }
 
     /// The balancer's passive ejection.
@@ -638,7 +715,9 @@ impl Shop {
     }
 
     fn build(settings: &ShopSettings, instances: Instances) -> Result<Self, ConfigError> {
-        let hyper = Client::builder(TokioExecutor::new()).build_http::<Body>();
+        let retry = RetryLayer::new(settings.retry_config()?);
+        let retry_handle = retry.handle();
+        let hyper = Client::builder(TokioExecutor::new()).build_http::<RetryBody<Body>>();
         // Per instance, under the balancer: the balancer sees the timeout as
         // that instance's failure. A timeout above the balancer would drop
         // the call's future, and the instance would never be blamed.
@@ -648,7 +727,7 @@ impl Shop {
                 .timeout(settings.timeout)
                 .build()?,
         );
-        let instance = move |ep: &Endpoint| -> HttpClient {
+        let instance = move |ep: &Endpoint| -> InstanceClient {
             BoxCloneSyncService::new(
                 ServiceBuilder::new()
                     .layer(timeout.clone())
@@ -659,6 +738,7 @@ impl Shop {
         let builder = RoundRobinBuilder::new()
             .config(settings.balancer_config()?)
             .classify(HttpOutcome::new()) // 5xx and errors count, 4xx never
+            .avoid_tried(AttemptFromExtensions) // a retry goes to another instance
             .health_check(health.clone(), HttpHealthCheck::from_config(&health));
         let balancer = match instances {
             Instances::Static(endpoints) => builder.build_with_endpoints(endpoints, instance),
@@ -667,16 +747,20 @@ impl Shop {
         let balancer_handle = balancer.handle();
         let breaker = CircuitBreakerLayer::new(settings.breaker_config()?);
         let breaker_handle = breaker.handle();
+        // Retry above the breaker and the balancer: each try picks an
+        // instance anew, and a refusal of the breaker is not retried.
         let inventory = BoxCloneSyncService::new(
             ServiceBuilder::new()
                 .layer(PropagateContextLayer::new())
+                .layer(retry)
                 .layer(breaker)
                 .service(balancer),
         );
         Ok(Self {
             inner: Arc::new(ShopInner {
-                timeout: settings.timeout,
+                call_timeout: settings.call_timeout(),
                 inventory: InventoryCalls::Http(inventory),
+                retry: retry_handle,
                 breaker: breaker_handle,
                 balancer: balancer_handle,
                 throttle: None,
@@ -711,6 +795,8 @@ impl Shop {
     }
 
     fn build_grpc(settings: &ShopSettings, instances: Instances) -> Result<Self, ConfigError> {
+        let retry = RetryLayer::new(settings.retry_config()?);
+        let retry_handle = retry.handle();
         let timeout = TimeoutLayer::from_config(
             TimeoutConfig::builder()
                 .name("inventory")
@@ -740,6 +826,7 @@ impl Shop {
         let builder = RoundRobinBuilder::new()
             .config(settings.balancer_config()?)
             .classify(crate::grpc::breaker_outcome())
+            .avoid_tried(AttemptFromExtensions) // a retry goes to another instance
             .health_check(
                 health,
                 GrpcHealthCheck::new(crate::grpc::SERVICE_NAME)
@@ -769,19 +856,30 @@ impl Shop {
                 // keeps the error as its source.
                 .map_err(tonic::Status::from_error)
                 .layer(PropagateContextLayer::new())
+                .layer(retry)
+                .map_request(|req: http::Request<RetryBody<tonic::body::Body>>| {
+                    req.map(tonic::body::Body::new)
+                })
                 .layer(throttle)
                 .layer(breaker)
                 .service(balancer),
         );
         Ok(Self {
             inner: Arc::new(ShopInner {
-                timeout: settings.timeout,
+                call_timeout: settings.call_timeout(),
                 inventory: InventoryCalls::Grpc(InventoryClient::new(transport)),
+                retry: retry_handle,
                 breaker: breaker_handle,
                 balancer: balancer_handle,
                 throttle: Some(throttle_handle),
             }),
         })
+    }
+
+    /// The retries of the inventory calls: their budget and counters
+    /// ([`RetryHandle::snapshot`]: tries, retries).
+    pub fn retry(&self) -> &RetryHandle {
+        &self.inner.retry
     }
 
     /// The breaker of the inventory calls.
@@ -977,15 +1075,21 @@ impl Shop {
         }
     }
 
-    /// POSTs `url` through the HTTP stack. The timeout bounds the wait for
-    /// the answer's head; the body is read within what is left of it.
+    /// POSTs `url` through the HTTP stack, with the order's id as its
+    /// `Idempotency-Key` (so that it may be retried). The call's deadline
+    /// ([`ShopSettings::call_timeout`], or the order's if nearer) bounds the
+    /// tries; the body is read within what is left of it.
     async fn call_http(
         &self,
         client: &HttpClient,
         url: &str,
     ) -> Result<(StatusCode, Option<String>, String), BoxError> {
-        let started = Instant::now();
-        let req = http::Request::post(url).body(Body::default())?;
+        let deadline = Deadline::after(self.inner.call_timeout);
+        let mut req = http::Request::post(url).body(Body::default())?;
+        if let Some(key) = order_id().and_then(|id| HeaderValue::from_str(&id).ok()) {
+            req.headers_mut().insert(IDEMPOTENCY_KEY, key);
+        }
+        req.extensions_mut().insert(deadline);
         let rsp = client.clone().oneshot(req).await?;
         let status = rsp.status();
         let served_by = rsp
@@ -993,7 +1097,7 @@ impl Shop {
             .get(SERVED_BY_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let left = self.inner.timeout.saturating_sub(started.elapsed());
+        let left = deadline.remaining_at(Instant::now());
         let body = tokio::time::timeout(left, rsp.into_body().collect())
             .await
             .map_err(|_| Elapsed::new())??
@@ -1014,12 +1118,18 @@ impl Shop {
         item: String,
         country: String,
     ) -> Result<(StatusCode, Option<String>, String), BoxError> {
-        let mut req = tonic::Request::new(ReserveRequest { item, country });
+        let order_id = order_id().unwrap_or_default();
+        let mut req = tonic::Request::new(ReserveRequest {
+            item,
+            country,
+            order_id,
+        });
         // Sent as `grpc-timeout`; the propagation layer lowers it to what
-        // is left of the order's own deadline.
-        req.set_timeout(self.inner.timeout);
+        // is left of the order's own deadline, and a retry to what is left
+        // when it starts.
+        req.set_timeout(self.inner.call_timeout);
         req.extensions_mut()
-            .insert(Deadline::after(self.inner.timeout));
+            .insert(Deadline::after(self.inner.call_timeout));
         match client.clone().reserve(req).await {
             Ok(rsp) => {
                 let reply = rsp.into_inner();
@@ -1040,6 +1150,12 @@ impl Shop {
             }
         }
     }
+}
+
+/// The id of the order being placed: its correlation id (the order's
+/// context is the shop's handler's scope).
+fn order_id() -> Option<String> {
+    RequestContext::current().map(|ctx| ctx.correlation_id().as_str().to_owned())
 }
 
 // === impl Unavailable ===

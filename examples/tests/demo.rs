@@ -155,6 +155,26 @@ async fn the_quick_scenario_tells_the_story() {
         shop_kill.served() as f64 >= 0.8 * shop_kill.offered as f64,
         "{shop_kill:?}"
     );
+    // An order the dead instance got is tried again on another one: no
+    // critical order fails, and the retries are in the table.
+    assert_eq!(
+        shop_kill.success_rate(Priority::Critical),
+        Some(1.0),
+        "{shop_kill:?}"
+    );
+    let shop_timeouts = shop_kill.rejected.get(&Reason::Timeout).copied();
+    assert!(
+        shop_timeouts.is_none() || kill.retries > 0,
+        "orders timed out without a retry: {shop_kill:?}"
+    );
+    assert!(report.table().lines().next().unwrap().contains("retries"));
+    assert!(
+        report
+            .samples
+            .windows(2)
+            .all(|w| w[0].retries <= w[1].retries),
+        "the retries series is a running count"
+    );
 
     // Latency: the page keeps answering 200, with a fallback for
     // publications, within its timeout.

@@ -8,9 +8,10 @@
 //!   `about-me`, `institution`), each component behind a
 //!   [`ChaosLayer`] (the latency
 //!   monkey's switch);
-//! - the `shop` and three `inventory` instances behind round robin, health
-//!   checks and a breaker, each instance behind a chaos layer (the chaos
-//!   monkey's switch); the shop's orders reach inventory over gRPC (the
+//! - the `shop` and three `inventory` instances behind retries, round
+//!   robin (a retry goes to another instance), health checks and a
+//!   breaker, each instance behind a chaos layer (the chaos monkey's
+//!   switch); the shop's orders reach inventory over gRPC (the
 //!   [gRPC hop](crate::grpc): `grpc.health.v1` checks, an adaptive
 //!   throttle, the context as metadata), on the same port as the
 //!   instance's HTTP routes;
@@ -28,7 +29,7 @@
 //! | phase | what happens | what the layers do |
 //! |---|---|---|
 //! | steady | mixed traffic, nothing wrong | nothing to see |
-//! | kill | `inventory-2` stops answering (a dead host: no answer at all) | its calls time out, it is ejected and fails its health checks; orders go to the others |
+//! | kill | `inventory-2` stops answering (a dead host: no answer at all) | its calls time out and are tried again on another instance; it is ejected and fails its health checks; orders go to the others |
 //! | latency | `publications` answers 500 ms late, past the profile's 300 ms timeout | the page still answers, with a fallback for publications; its breaker opens |
 //! | overload | ingest gets 5x its event capacity and a bulk flood | critical events and searches are served; sheddable work is refused at once with `429` + `Retry-After` |
 //! | recovery | faults off, traffic back to steady | breakers probe and close, the instance passes its checks and is back, the queues drain |
@@ -467,6 +468,7 @@ impl Deployment {
             }
         };
         let registry = SnapshotRegistry::new("shop");
+        registry.register(shop.retry().clone());
         registry.register(shop.breaker().clone());
         registry.register(shop.balancer().clone());
         if let Some(throttle) = shop.throttle() {
@@ -802,6 +804,7 @@ impl<'a> Scenario<'a> {
         let ticks = Arc::new(AtomicU64::new(0));
         for (index, phase) in Phase::ALL.into_iter().enumerate() {
             let from = started.elapsed();
+            let retries_before = d.shop.retry().snapshot().retries_total();
             tracing::info!(phase = phase.as_str(), "phase: {}", phase.describe());
             match phase {
                 Phase::Steady => {}
@@ -836,7 +839,8 @@ impl<'a> Scenario<'a> {
                 });
                 on_tick(phase, started.elapsed(), sent, ok);
             }
-            phases.push((phase, from, started.elapsed()));
+            let retries = d.shop.retry().snapshot().retries_total() - retries_before;
+            phases.push((phase, from, started.elapsed(), retries));
         }
         load.stop();
         // Let the last requests finish (they all have a deadline).

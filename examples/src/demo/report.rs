@@ -41,6 +41,8 @@ pub struct TimeSample {
     pub healthy_instances: usize,
     /// Requests waiting in each ingest queue.
     pub queued: BTreeMap<String, usize>,
+    /// The shop's retries of inventory calls so far (a running count).
+    pub retries: u64,
 }
 
 /// What one service's callers saw during one phase.
@@ -88,6 +90,9 @@ pub struct PhaseStats {
     pub ejections: u64,
     /// Instances back in rotation.
     pub readmissions: u64,
+    /// The shop's retries of inventory calls during the phase (the retry
+    /// layer's counter).
+    pub retries: u64,
 }
 
 /// Everything a run recorded.
@@ -148,6 +153,7 @@ impl TimeSample {
             instances,
             healthy_instances,
             queued,
+            retries: d.shop.retry().snapshot().retries_total(),
         }
     }
 }
@@ -222,8 +228,10 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 // === impl Report ===
 
 impl Report {
+    /// `phases`: each phase, its start and end, and the shop's retries
+    /// during it.
     pub(super) fn new(
-        phases: Vec<(Phase, Duration, Duration)>,
+        phases: Vec<(Phase, Duration, Duration, u64)>,
         records: Vec<Record>,
         samples: Vec<TimeSample>,
         transitions: Vec<Transition>,
@@ -237,7 +245,7 @@ impl Report {
         ];
         let phase_stats = phases
             .iter()
-            .map(|(phase, from, to)| {
+            .map(|(phase, from, to, retries)| {
                 let (from_ms, to_ms) = (from.as_millis() as u64, to.as_millis() as u64);
                 let within = || {
                     records
@@ -277,6 +285,7 @@ impl Report {
                             t.what == "endpoint" && t.to == "healthy" && t.from != "healthy"
                         })
                         .count() as u64,
+                    retries: *retries,
                 }
             })
             .collect();
@@ -302,7 +311,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<9} {:<11} {:>7} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7}  not served (reason: count)",
+            "{:<9} {:<11} {:>7} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7}  not served (reason: count)",
             "phase",
             "service",
             "offered",
@@ -313,12 +322,19 @@ impl Report {
             "degr.",
             "p50",
             "p99",
+            "retries",
         );
         let pct = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
         let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}ms"));
         for p in &self.phases {
             let secs = (p.to_s - p.from_s).max(f64::EPSILON);
             for (i, s) in p.services.iter().chain([&p.all]).enumerate() {
+                // Only the shop retries (its inventory calls).
+                let retries = if matches!(s.service.as_str(), "shop" | "all") {
+                    p.retries.to_string()
+                } else {
+                    "-".to_owned()
+                };
                 let rejected = if s.rejected.is_empty() {
                     "-".to_owned()
                 } else {
@@ -330,7 +346,7 @@ impl Report {
                 };
                 let _ = writeln!(
                     out,
-                    "{:<9} {:<11} {:>7} {:>8.1} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7}  {}",
+                    "{:<9} {:<11} {:>7} {:>8.1} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7}  {}",
                     if i == 0 { p.phase.as_str() } else { "" },
                     s.service,
                     s.offered,
@@ -341,6 +357,7 @@ impl Report {
                     s.degraded,
                     ms(s.p50_ms),
                     ms(s.p99_ms),
+                    retries,
                     rejected
                 );
             }
@@ -358,7 +375,7 @@ impl Report {
         let _ = writeln!(
             out,
             "crit / shed+ / shed: share served of critical, sheddable-plus and sheddable requests; \
-             degr.: served with a fallback part"
+             degr.: served with a fallback part; retries: the shop's inventory calls tried again"
         );
         out
     }
