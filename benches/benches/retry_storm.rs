@@ -1,0 +1,680 @@
+//! The retry-storm scenario: does a short slowdown of a service turn into
+//! an outage once every client retries?
+//!
+//! Run it with
+//!
+//! ```text
+//! cargo bench -p resilience-benches --bench retry_storm
+//! ```
+//!
+//! The model, the overload harness's (`benches/overload.rs`): a service of
+//! capacity C = K workers x service time S (10 x 10 ms = 1000 req/s), an
+//! open-loop Poisson arrival stream at 0.8 C (every request is its own task,
+//! so neither backpressure nor retries slow the generator), on tokio's
+//! paused clock on one thread with a fixed seed. Time is not dilated here:
+//! the retry layers' defaults (budget windows, backoffs) are in real time,
+//! and every time in the model is a whole number of milliseconds, which the
+//! paused clock keeps exactly (arrivals snap to the millisecond).
+//!
+//! - **The trigger**: from [`TRIGGER_START`] for [`TRIGGER`] (2 s) the
+//!   service is 4x slower (a job started then takes 40 ms); then it ends.
+//! - **The server**, the same for every client configuration: our bounded
+//!   queue (K slots, 50 places, FIFO, deadline-aware admission: a waiter
+//!   whose expected wait is past its deadline is refused at once, and none
+//!   waits past it) in front of resilience-core's `TimeoutLayer`, which
+//!   stops work at the request's deadline, as the reference stack has
+//!   them. Two settings of the queue, each a table ([`QUEUES`]): a 15 ms
+//!   wait budget with CoDel (tuned for this service as the overload
+//!   harness's `ours`), and deadline only (the reference deployment's
+//!   shape: no CoDel, a 200 ms `max_wait`); the chart shows the second. It
+//!   runs in its own tasks behind a "wire": a client that gives up on an
+//!   attempt does not stop the server's work on it (what the server does
+//!   with it is the server's business), and the server's refusals reach
+//!   the client as HTTP answers (`resilience_core::http`'s mapping: `503`
+//!   with `Retry-After`).
+//! - **The clients**: each request has a deadline of [`CLIENT_DEADLINE`]
+//!   (300 ms, room for three attempts) which the server sees (the
+//!   `Deadline` a header would carry), a per-attempt timeout of
+//!   [`ATTEMPT_TIMEOUT`] (100 ms) and at most 3 attempts:
+//!   - `no retry`: tower's `Timeout` alone;
+//!   - `tower Retry`: tower's `Retry`, retrying a timeout or a 502/503/504
+//!     at once, no budget;
+//!   - `tower Retry+TpsBudget`: the same with `TpsBudget::default()` (10 s,
+//!     10/s, 20%), used as tower's documentation does (deposit on success,
+//!     withdraw before a retry);
+//!   - `tower-resilience`: tower-resilience 0.13's retry with its defaults
+//!     (3 attempts, exponential backoff from 100 ms, no budget, every
+//!     error retried, answers never), above tower's `Timeout`;
+//!   - `ours`: `resilience_retry::RetryLayer` with its defaults and an
+//!     `attempt_timeout` of 100 ms, the request's `Deadline` in its
+//!     extensions.
+//!
+//! Measured per configuration: goodput (answers `200` within the request's
+//! deadline / requests offered) per 100 ms bin of arrival time; the time
+//! from the trigger's end until goodput is back at or above 95% and stays
+//! there until the end of the run; the amplification (attempts sent per
+//! request offered) during the trigger and after it; and the share of the
+//! server's busy time spent on attempts their client had already given up
+//! on. Each table row is followed by a machine-readable `RETRY_STORM_ROW`
+//! line; `-- --bins` prints each configuration's goodput per bin too, and
+//! `-- --seed N` changes the seed. The chart of goodput over time goes to
+//! `target/retry_storm.svg` (`CARGO_TARGET_DIR` if set).
+//!
+//! What it shows (seed 42): with either queue every configuration is back
+//! within 0.1 s of the trigger's end, since the server drops attempts it
+//! can no longer finish in time; what differs is the amplification during
+//! the trigger. A budget of 20% of the requests over 10 s does not bound
+//! the amplification over a shorter stretch: a 2 s slowdown after 8 quiet
+//! seconds may spend the whole window's allowance (up to about 1700
+//! retries for 1600 requests here), so ours, below its budget, reaches
+//! about 1.3 attempts per request during the trigger on the deadline-only
+//! server, and tower's `TpsBudget` about 1.6.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use plotters::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
+use resilience_core::{BoxError, Deadline, TimeoutLayer};
+use resilience_retry::{RetryConfig, RetryLayer};
+use tokio::time::Instant;
+use tower::retry::budget::{Budget as _, TpsBudget};
+use tower::util::BoxCloneService;
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+
+/// Workers (the concurrency the service can take).
+const K: usize = 10;
+/// Service time.
+const S: Duration = Duration::from_millis(10);
+/// How much slower the service is during the trigger.
+const SLOWDOWN: u32 = 4;
+/// Offered load, times the capacity.
+const LOAD: f64 = 0.8;
+/// When the trigger starts (the budgets have filled by then).
+const TRIGGER_START: Duration = Duration::from_secs(5);
+/// How long the trigger lasts.
+const TRIGGER: Duration = Duration::from_secs(2);
+/// How long arrivals are generated.
+const RUN: Duration = Duration::from_secs(30);
+/// Each request's deadline.
+const CLIENT_DEADLINE: Duration = Duration::from_millis(300);
+/// Each attempt's timeout.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(100);
+/// Attempts per request at most, the first included.
+const ATTEMPTS: usize = 3;
+/// The goodput bins.
+const BIN: Duration = Duration::from_millis(100);
+/// Goodput counts as recovered at or above this share of offered.
+const RECOVERED: f64 = 0.95;
+/// The configurations, in the table's order.
+const CONFIGS: [&str; 5] = [
+    "no retry",
+    "tower Retry",
+    "tower Retry+TpsBudget",
+    "tower-resilience",
+    "ours",
+];
+
+fn bins() -> usize {
+    (RUN.as_millis() / BIN.as_millis()) as usize
+}
+
+fn bin_of(offset: Duration) -> usize {
+    ((offset.as_millis() / BIN.as_millis()) as usize).min(bins() - 1)
+}
+
+/// What one configuration's run counted.
+struct Stats {
+    start: Instant,
+    /// Per bin of arrival time.
+    offered: Vec<u64>,
+    good: Vec<u64>,
+    /// Attempts sent, per bin of the time they were sent.
+    attempts: Vec<u64>,
+    /// Server busy time, and the part of it spent on attempts whose client
+    /// had already given up.
+    busy: Duration,
+    wasted: Duration,
+}
+
+impl Stats {
+    fn new(start: Instant) -> Self {
+        Stats {
+            start,
+            offered: vec![0; bins()],
+            good: vec![0; bins()],
+            attempts: vec![0; bins()],
+            busy: Duration::ZERO,
+            wasted: Duration::ZERO,
+        }
+    }
+}
+
+/// Set when the client stops waiting for an attempt.
+#[derive(Clone)]
+struct Abandoned(Arc<AtomicBool>);
+
+struct AbandonOnDrop(Arc<AtomicBool>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+type Server = BoxCloneService<Request<()>, (), BoxError>;
+
+/// The server's queue settings: both FIFO (earliest deadline first), with
+/// 50 places, deadline-aware (a waiter whose expected wait is past its
+/// deadline is refused at once, and none waits past it).
+struct Queue {
+    label: &'static str,
+    max_wait: Duration,
+    codel: bool,
+}
+
+/// The two servers. `wait budget`: tuned for this service as the overload
+/// harness's `ours` is (a known 10 ms service time: at most 15 ms of
+/// queueing, CoDel with a 15 ms target); the queue's defaults (a 5 ms CoDel
+/// target, adaptive LIFO) suit services of unknown speed and here turn
+/// away about 5% of the requests at 0.8x, trigger or not. `deadline only`:
+/// the reference deployment's shape (`examples/src/soak`: no CoDel, a
+/// 200 ms `max_wait`), so a waiter stays until its deadline (300 ms) or
+/// `max_wait`, well past its attempt's timeout (100 ms).
+const QUEUES: [Queue; 2] = [
+    Queue {
+        label: "wait budget 15ms",
+        max_wait: Duration::from_millis(15),
+        codel: true,
+    },
+    Queue {
+        label: "deadline only",
+        max_wait: Duration::from_millis(200),
+        codel: false,
+    },
+];
+
+/// The server: our bounded queue (deadline-aware admission) in front of a
+/// timeout at the request's deadline, in front of K workers' worth of
+/// service time (4x longer for a job started during the trigger).
+fn server(stats: Arc<Mutex<Stats>>, queue: &Queue) -> Server {
+    let start = stats.lock().unwrap().start;
+    let service = service_fn(move |req: Request<()>| {
+        let stats = stats.clone();
+        async move {
+            let since = start.elapsed();
+            let slow = since >= TRIGGER_START && since < TRIGGER_START + TRIGGER;
+            let took = if slow { S * SLOWDOWN } else { S };
+            tokio::time::sleep(took).await;
+            let mut s = stats.lock().unwrap();
+            s.busy += took;
+            if req
+                .extensions()
+                .get::<Abandoned>()
+                .is_some_and(|a| a.0.load(Ordering::Relaxed))
+            {
+                s.wasted += took;
+            }
+            Ok::<_, Infallible>(())
+        }
+    });
+    let queue = BoundedQueueConfig::builder()
+        .name("retry-storm")
+        .concurrency(K)
+        .capacity(50)
+        .max_wait(queue.max_wait)
+        .codel(queue.codel)
+        .codel_target(Duration::from_millis(15))
+        .lifo(false)
+        .build()
+        .expect("valid");
+    ServiceBuilder::new()
+        .layer(BoundedQueueLayer::new(queue))
+        .layer(TimeoutLayer::new(Duration::from_secs(1)))
+        .service(service)
+        .map_err(Into::into)
+        .boxed_clone()
+}
+
+/// A request of the peers' clients, which need `Clone` requests (tower's
+/// `Retry` and tower-resilience's retry clone each attempt).
+#[derive(Clone)]
+struct Call {
+    deadline: Deadline,
+}
+
+/// What the wire reads from a client's request.
+trait ToWire {
+    fn deadline(&self) -> Deadline;
+}
+
+impl ToWire for Call {
+    fn deadline(&self) -> Deadline {
+        self.deadline
+    }
+}
+
+impl<B> ToWire for Request<B> {
+    fn deadline(&self) -> Deadline {
+        *self.extensions().get::<Deadline>().expect("a deadline")
+    }
+}
+
+/// The client's end of the wire: sends each attempt to the server, which
+/// runs it in its own task (dropping the attempt does not stop it), and
+/// answers the server's refusals as HTTP would.
+#[derive(Clone)]
+struct Wire {
+    server: Server,
+    stats: Arc<Mutex<Stats>>,
+}
+
+impl<R: ToWire> Service<R> for Wire {
+    type Response = Response<String>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Response<String>, BoxError>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        let deadline = req.deadline();
+        {
+            let mut s = self.stats.lock().unwrap();
+            let bin = bin_of(s.start.elapsed());
+            s.attempts[bin] += 1;
+        }
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let guard = AbandonOnDrop(abandoned.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let server = self.server.clone();
+        tokio::spawn(async move {
+            let mut req = Request::new(());
+            req.extensions_mut().insert(deadline);
+            req.extensions_mut().insert(Abandoned(abandoned));
+            let rsp = match server.oneshot(req).await {
+                Ok(()) => Response::new(String::new()),
+                Err(e) => resilience_core::http::error_response(&*e),
+            };
+            let _ = tx.send(rsp);
+        });
+        Box::pin(async move {
+            let _guard = guard;
+            rx.await.map_err(|_| BoxError::from("server task ended"))
+        })
+    }
+}
+
+/// tower's `Retry` policy: a timeout (or any error) or a 502/503/504 is
+/// retried at once while attempts are left and, with a budget, while the
+/// budget allows it (deposit on success, withdraw before a retry, as in
+/// tower's documentation).
+#[derive(Clone)]
+struct TowerPolicy {
+    left: usize,
+    budget: Option<Arc<TpsBudget>>,
+}
+
+impl tower::retry::Policy<Call, Response<String>, BoxError> for TowerPolicy {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _: &mut Call,
+        result: &mut Result<Response<String>, BoxError>,
+    ) -> Option<Self::Future> {
+        let failed = match result {
+            Ok(rsp) => matches!(rsp.status().as_u16(), 502..=504),
+            Err(_) => true,
+        };
+        if !failed {
+            if let Some(b) = &self.budget {
+                b.deposit();
+            }
+            return None;
+        }
+        if self.left == 0 {
+            return None;
+        }
+        if self.budget.as_ref().is_some_and(|b| !b.withdraw()) {
+            return None;
+        }
+        self.left -= 1;
+        Some(std::future::ready(()))
+    }
+
+    fn clone_request(&mut self, req: &Call) -> Option<Call> {
+        Some(req.clone())
+    }
+}
+
+/// Offers the arrivals to `client`, whose requests `make` builds.
+async fn offer<S, R>(client: S, stats: Arc<Mutex<Stats>>, make: fn(Deadline) -> R, seed: u64)
+where
+    S: Service<R, Response = Response<String>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError> + Send,
+    R: Send + 'static,
+{
+    let start = stats.lock().unwrap().start;
+    let mut tasks = Vec::new();
+    for offset in schedule(seed) {
+        tokio::time::sleep_until(start + offset).await;
+        let client = client.clone();
+        let stats = stats.clone();
+        tasks.push(tokio::spawn(async move {
+            let bin = bin_of(offset);
+            stats.lock().unwrap().offered[bin] += 1;
+            let req = make(Deadline::after(CLIENT_DEADLINE));
+            let out = tokio::time::timeout(CLIENT_DEADLINE, client.oneshot(req)).await;
+            if matches!(out, Ok(Ok(ref rsp)) if rsp.status() == StatusCode::OK) {
+                stats.lock().unwrap().good[bin] += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// The open-loop Poisson arrivals at `LOAD` x C over `RUN`.
+fn schedule(seed: u64) -> Vec<Duration> {
+    let rate = K as f64 / S.as_secs_f64() * LOAD;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut next = Duration::ZERO;
+    let mut out = Vec::new();
+    loop {
+        let u: f64 = rng.random::<f64>().max(1e-12);
+        next += Duration::from_secs_f64(-u.ln() / rate);
+        if next >= RUN {
+            return out;
+        }
+        out.push(next);
+    }
+}
+
+fn http_request(deadline: Deadline) -> Request<String> {
+    let mut req = Request::get("/stock/42").body(String::new()).unwrap();
+    req.extensions_mut().insert(deadline);
+    req
+}
+
+fn call(deadline: Deadline) -> Call {
+    Call { deadline }
+}
+
+async fn scenario(name: &str, queue: &Queue, seed: u64) -> Stats {
+    let stats = Arc::new(Mutex::new(Stats::new(Instant::now())));
+    let wire = Wire {
+        server: server(stats.clone(), queue),
+        stats: stats.clone(),
+    };
+    let attempt = ServiceBuilder::new()
+        .timeout(ATTEMPT_TIMEOUT)
+        .service(wire.clone());
+    match name {
+        "no retry" => offer(attempt, stats.clone(), call, seed).await,
+        "tower Retry" => {
+            let policy = TowerPolicy {
+                left: ATTEMPTS - 1,
+                budget: None,
+            };
+            let client = tower::retry::Retry::new(policy, attempt);
+            offer(client, stats.clone(), call, seed).await;
+        }
+        "tower Retry+TpsBudget" => {
+            let policy = TowerPolicy {
+                left: ATTEMPTS - 1,
+                budget: Some(Arc::new(TpsBudget::default())),
+            };
+            let client = tower::retry::Retry::new(policy, attempt);
+            offer(client, stats.clone(), call, seed).await;
+        }
+        "tower-resilience" => {
+            let layer =
+                tower_resilience::retry::RetryLayer::<Call, Response<String>, BoxError>::builder()
+                    .build();
+            let client = ServiceBuilder::new().layer(layer).service(attempt);
+            offer(client, stats.clone(), call, seed).await;
+        }
+        "ours" => {
+            let config = RetryConfig::builder()
+                .name("retry-storm")
+                .attempt_timeout(ATTEMPT_TIMEOUT)
+                .build()
+                .expect("valid");
+            let client = ServiceBuilder::new()
+                .layer(RetryLayer::new(config).with_seed(seed))
+                .service(wire);
+            offer(client, stats.clone(), http_request, seed).await;
+        }
+        other => unreachable!("unknown configuration {other}"),
+    }
+    // Server tasks of abandoned attempts may still hold a clone.
+    let mut s = stats.lock().unwrap();
+    let start = s.start;
+    std::mem::replace(&mut *s, Stats::new(start))
+}
+
+/// One configuration's figures.
+struct Row {
+    name: &'static str,
+    /// Goodput per bin, 0..=1.
+    goodput: Vec<f64>,
+    /// From the trigger's end until goodput is back and stays; `None`:
+    /// never within the run.
+    recovery: Option<Duration>,
+    amp_during: f64,
+    amp_after: f64,
+    /// Goodput over the whole run, 0..=1.
+    total: f64,
+    /// Server busy time spent on abandoned attempts, 0..=1.
+    wasted: f64,
+}
+
+fn row(name: &'static str, s: &Stats) -> Row {
+    let goodput: Vec<f64> = s
+        .offered
+        .iter()
+        .zip(&s.good)
+        .map(|(&o, &g)| if o == 0 { 1.0 } else { g as f64 / o as f64 })
+        .collect();
+    let end = bin_of(TRIGGER_START + TRIGGER);
+    let recovery = (end..goodput.len())
+        .find(|&i| goodput[i..].iter().all(|&g| g >= RECOVERED))
+        .map(|i| BIN * (i - end) as u32);
+    let ratio = |range: std::ops::Range<usize>| {
+        let attempts: u64 = s.attempts[range.clone()].iter().sum();
+        let offered: u64 = s.offered[range].iter().sum();
+        attempts as f64 / offered.max(1) as f64
+    };
+    let total = s.good.iter().sum::<u64>() as f64 / s.offered.iter().sum::<u64>().max(1) as f64;
+    Row {
+        name,
+        goodput,
+        recovery,
+        amp_during: ratio(bin_of(TRIGGER_START)..end),
+        amp_after: ratio(end..bins()),
+        total,
+        wasted: s.wasted.as_secs_f64() / s.busy.as_secs_f64().max(1e-9),
+    }
+}
+
+fn json_num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x}")
+    } else {
+        "null".to_owned()
+    }
+}
+
+/// Goodput over time, one line per configuration.
+fn chart(rows: &[Row], path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let secs = RUN.as_secs_f64();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "retry storm, deadline-only server: goodput per {} ms at {LOAD}x capacity, service {SLOWDOWN}x slower from {} s to {} s",
+                BIN.as_millis(),
+                TRIGGER_START.as_secs(),
+                (TRIGGER_START + TRIGGER).as_secs()
+            ),
+            ("sans-serif", 16),
+        )
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(45)
+        .build_cartesian_2d(0.0..secs, 0.0..105.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("goodput (% of offered)")
+        .draw()?;
+    chart.draw_series(std::iter::once(Rectangle::new(
+        [
+            (TRIGGER_START.as_secs_f64(), 0.0),
+            ((TRIGGER_START + TRIGGER).as_secs_f64(), 105.0),
+        ],
+        RGBColor(230, 230, 230).filled(),
+    )))?;
+    let colors = [
+        RGBColor(120, 120, 120),
+        RGBColor(214, 39, 40),
+        RGBColor(255, 127, 14),
+        RGBColor(148, 103, 189),
+        RGBColor(31, 119, 180),
+    ];
+    for (row, color) in rows.iter().zip(colors) {
+        let width = if row.name == "ours" { 3 } else { 2 };
+        chart
+            .draw_series(LineSeries::new(
+                row.goodput.iter().enumerate().map(|(i, g)| {
+                    (
+                        (i as f64 + 0.5) * BIN.as_secs_f64(),
+                        (g * 100.0).clamp(0.0, 100.0),
+                    )
+                }),
+                color.stroke_width(width),
+            ))?
+            .label(row.name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn main() {
+    let seed = std::env::args()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find(|w| w[0] == "--seed")
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(42u64);
+    let bins_wanted = std::env::args().any(|a| a == "--bins");
+    println!(
+        "retry storm: K={K} x S={}ms (C={} req/s), Poisson arrivals at {LOAD}x for {}s, service {SLOWDOWN}x slower from {}s for {}s, deadline {}ms, attempt timeout {}ms, at most {ATTEMPTS} attempts, seed {seed}",
+        S.as_millis(),
+        K as f64 / S.as_secs_f64(),
+        RUN.as_secs(),
+        TRIGGER_START.as_secs(),
+        TRIGGER.as_secs(),
+        CLIENT_DEADLINE.as_millis(),
+        ATTEMPT_TIMEOUT.as_millis(),
+    );
+    let mut charted = Vec::new();
+    for queue in &QUEUES {
+        println!();
+        println!(
+            "server: bounded queue, {} (FIFO, max_wait {}ms, CoDel {})",
+            queue.label,
+            queue.max_wait.as_millis(),
+            if queue.codel { "15ms" } else { "off" }
+        );
+        println!();
+        println!(
+            "| config | goodput % | recovery after trigger (s) | amplification during | amplification after | server work wasted % |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|");
+        let mut rows = Vec::new();
+        for name in CONFIGS {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let stats = rt.block_on(scenario(name, queue, seed));
+            let r = row(name, &stats);
+            let recovery = r
+                .recovery
+                .map_or("never".to_owned(), |d| format!("{:.1}", d.as_secs_f64()));
+            println!(
+                "| {} | {:.1} | {} | {:.2} | {:.2} | {:.1} |",
+                r.name,
+                r.total * 100.0,
+                recovery,
+                r.amp_during,
+                r.amp_after,
+                r.wasted * 100.0,
+            );
+            rows.push(r);
+        }
+        println!();
+        for r in &rows {
+            if bins_wanted {
+                let line: Vec<String> = r
+                    .goodput
+                    .iter()
+                    .map(|g| format!("{:.0}", g * 100.0))
+                    .collect();
+                println!("{}: {}", r.name, line.join(" "));
+            }
+            // The same row, machine-readable.
+            println!(
+                "RETRY_STORM_ROW {{\"server\":\"{}\",\"config\":\"{}\",\"seed\":{seed},\"goodput\":{},\"recovery_s\":{},\"amplification_during\":{},\"amplification_after\":{},\"wasted\":{}}}",
+                queue.label,
+                r.name,
+                json_num(r.total * 100.0),
+                r.recovery
+                    .map_or("null".to_owned(), |d| json_num(d.as_secs_f64())),
+                json_num(r.amp_during),
+                json_num(r.amp_after),
+                json_num(r.wasted * 100.0),
+            );
+        }
+        charted = rows;
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        },
+        std::path::PathBuf::from,
+    );
+    let path = target.join("retry_storm.svg");
+    match chart(&charted, &path) {
+        Ok(()) => println!("chart: {}", path.display()),
+        Err(e) => println!("chart not written: {e}"),
+    }
+}
