@@ -141,6 +141,10 @@ async fn run(args: Args) -> Result<bool, BoxError> {
             command.push(' ');
             command.push_str(&arg);
         }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
         std::fs::write(path, report.markdown(&command))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!("wrote {}", path.display());
