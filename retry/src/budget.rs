@@ -1,5 +1,6 @@
-//! The retry budget: retries may add at most a ratio of recent requests,
-//! plus a floor per second, over a window and over any shorter burst.
+//! The retry budget: retries may add at most a ratio of recent requests
+//! (or a floor per second, when that is more), over a window and over any
+//! shorter burst.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,22 +34,31 @@ const UNIT: u128 = 1_000_000;
 /// if both rules allow it:
 ///
 /// 1. **The window**: over the last `window` (default 10 s), retries add at
-///    most `ratio × requests + min_per_second × window` (defaults 20% and
-///    10/s). Under sustained failure, retries add at most `ratio` to the
-///    load (plus the floor), so they can never turn a blip into an outage.
+///    most `ratio` of the window's requests (default 20%), or
+///    `min_per_second × window` (default 10/s) when that is more.
 /// 2. **The burst window**: within any `burst_window` (default 1 s),
-///    retries add at most `ratio` of *that interval's* requests plus
-///    `min_per_second × burst_window`. A window's allowance is saved up
-///    in the quiet seconds before a failure; without this rule a burst of
-///    failures could spend it all at once (after 9 quiet seconds at 800
-///    requests per second, about 1,500 retries for the 800 requests of the
-///    tenth), which is how tower's `TpsBudget` and Finagle's budget let a
-///    2 s slowdown draw 1.6 and 1.3 attempts per request. With it, the
-///    attempts of any second of failure are at most `1 + ratio` times its
-///    requests, plus the floor.
+///    retries add at most `ratio` of *that interval's* requests, or
+///    `min_per_second × burst_window` when that is more.
 ///
-/// A request is never retried while either is empty, and when either runs
-/// low lower priorities stop first (see
+/// Under sustained failure, retries add at most `ratio` to the load (or the
+/// floor, for a client too quiet for the ratio to allow a retry), so they
+/// can never turn a blip into an outage. Rule 2 keeps it so over short
+/// stretches too: the window's allowance is saved up in the quiet seconds
+/// before a failure, and without rule 2 a burst of failures could spend it
+/// all at once (after 9 quiet seconds at 800 requests per second, about
+/// 1,500 retries for the 800 requests of the tenth), which is how tower's
+/// `TpsBudget` and Finagle's budget let a 2 s slowdown draw 1.6 and 1.3
+/// attempts per request. With it, any second of failure sees at most
+/// `1 + ratio` attempts per request of that second (at more than
+/// `min_per_second / ratio` requests per second: 50 by default).
+///
+/// The floor is a minimum, not an addition: a client may always retry
+/// `min_per_second` times per second, "even if it would violate the
+/// ratio" (linkerd's words), but at a rate where the ratio allows more,
+/// the ratio alone applies.
+///
+/// A request is never retried while either allowance is spent, and when
+/// either runs low lower priorities stop first (see
 /// [`RetryBudgetConfigBuilder::reserve`](crate::RetryBudgetConfigBuilder::reserve)):
 /// a `sheddable` retry needs more than half of both allowances left.
 /// Setting `burst_window` to `window` or more turns rule 2 off.
@@ -64,8 +74,9 @@ const UNIT: u128 = 1_000_000;
 /// `burst_window` and a whole one, a retry for between a whole one and
 /// eleven tenths, so that at every retry, the retries of the last
 /// `burst_window` (that one included) are at most `ratio` times its
-/// requests plus `min_per_second × burst_window`. Under sustained failure
-/// retries therefore add slightly less than `ratio` (about 95% of it).
+/// requests, or `min_per_second × burst_window` if that is more. Under
+/// sustained failure retries therefore add slightly less than `ratio`
+/// (about 95% of it).
 ///
 /// # Cost
 ///
@@ -315,8 +326,8 @@ impl BudgetSnapshot {
         self.retries
     }
 
-    /// Retries the window allows in all: `ratio × requests + min_per_second
-    /// × window`.
+    /// Retries the window allows in all: `ratio × requests`, or
+    /// `min_per_second × window` if that is more.
     pub fn allowance(&self) -> f64 {
         self.allowance
     }
@@ -329,7 +340,8 @@ impl BudgetSnapshot {
     }
 
     /// Retries the burst window allows now in all: `ratio` times the
-    /// requests it counts, plus `min_per_second × burst_window` (the
+    /// requests it counts, or `min_per_second × burst_window` if that is
+    /// more (the
     /// window's [`allowance`](Self::allowance) when the burst window is
     /// off).
     pub fn burst_allowance(&self) -> f64 {
@@ -415,7 +427,8 @@ impl BudgetState {
     }
 
     fn allowed(&self, floor: u128, w: Window) -> Allowed {
-        let allowance = floor + self.ratio * u128::from(w.requests);
+        // The floor is a minimum, not an addition.
+        let allowance = floor.max(self.ratio * u128::from(w.requests));
         Allowed {
             allowance,
             left: allowance.saturating_sub(u128::from(w.retries) * UNIT),
@@ -619,7 +632,7 @@ mod tests {
     }
 
     /// After a quiet period, a burst of failures gets at most `ratio` times
-    /// the burst's own requests plus the floor's share, not the allowance
+    /// the burst's own requests (or the floor's share), not the allowance
     /// the quiet seconds saved. (Without the burst window it gets about
     /// 1,500 retries here, for 1,600 requests.)
     #[tokio::test(start_paused = true)]
@@ -656,7 +669,7 @@ mod tests {
             }
             now += step;
         }
-        let bound = ratio * requests.len() as f64 + f64::from(floor) * 2.0;
+        let bound = ratio * requests.len() as f64;
         assert!(
             retries.len() as f64 <= bound,
             "{} retries for {} requests, bound {bound}",
@@ -668,11 +681,11 @@ mod tests {
         // what the whole window alone allows
         assert!(old_retries as f64 > 2.0 * bound, "{old_retries}");
         // and at every retry, the last burst window holds at most ratio x
-        // its requests (quiet ones included) + the floor's share
+        // its requests (quiet ones included), or the floor's share
         for &t in &retries {
             let within = |v: &[Instant]| v.iter().filter(|&&r| r <= t && r + burst > t).count();
             let funded = within(&requests) + within(&quiet);
-            let bound = ratio * funded as f64 + f64::from(floor);
+            let bound = (ratio * funded as f64).max(f64::from(floor));
             assert!(within(&retries) as f64 <= bound, "at {:?}", t - start);
         }
     }
@@ -812,8 +825,9 @@ mod tests {
     }
 
     /// Under sustained failure (every request wants every retry it can
-    /// get), the retries of any window never exceed `ratio × requests +
-    /// floor`, counting the requests of the window and one bucket before.
+    /// get), the retries of any window never exceed `ratio × requests` (or
+    /// the floor, if more; so never `ratio × requests + floor`), counting
+    /// the requests of the window and one bucket before.
     #[tokio::test(start_paused = true)]
     async fn sustained_failure_stays_within_ratio_and_floor() {
         let window = Duration::from_secs(10);
@@ -845,7 +859,7 @@ mod tests {
                 .iter()
                 .filter(|&&r| r <= t && r + window + slack > t)
                 .count();
-            let bound = ratio * funded as f64 + f64::from(floor) * window.as_secs_f64();
+            let bound = (ratio * funded as f64).max(f64::from(floor) * window.as_secs_f64());
             assert!(
                 in_window as f64 <= bound,
                 "{in_window} retries in the window ending {:?}, bound {bound}",
@@ -889,7 +903,9 @@ mod tests {
     proptest! {
         /// Whatever the order of requests and retries in time, the
         /// retries granted within any window never exceed what the
-        /// requests of that window (and one bucket before) fund.
+        /// requests of that window (and one bucket before) fund, or the
+        /// floor: never above ratio plus floor. Nor do those of any burst
+        /// window exceed what its own requests fund, or its floor.
         #[test]
         fn never_above_ratio_plus_floor(
             gaps in proptest::collection::vec(0u64..400, 1..300),
@@ -927,13 +943,13 @@ mod tests {
                 for &t in &retries {
                     let in_window = retries.iter().filter(|&&r| r <= t && r + window > t).count();
                     let funded = requests.iter().filter(|&&r| r <= t && r + window + slack > t).count();
-                    let bound = ratio * funded as f64 + f64::from(floor) * window.as_secs_f64();
+                    let bound = (ratio * funded as f64).max(f64::from(floor) * window.as_secs_f64());
                     prop_assert!(in_window as f64 <= bound + 1e-3, "{} > {}", in_window, bound);
                     if burst < window {
                         // the last burst window, exactly: no slack
                         let in_burst = retries.iter().filter(|&&r| r <= t && r + burst > t).count();
                         let funded = requests.iter().filter(|&&r| r <= t && r + burst > t).count();
-                        let bound = ratio * funded as f64 + f64::from(floor) * burst.as_secs_f64();
+                        let bound = (ratio * funded as f64).max(f64::from(floor) * burst.as_secs_f64());
                         prop_assert!(in_burst as f64 <= bound + 1e-3, "burst: {} > {}", in_burst, bound);
                     }
                 }

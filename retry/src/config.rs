@@ -27,11 +27,12 @@ pub enum Jitter {
 /// Validated configuration of a [`RetryBudget`](crate::RetryBudget).
 ///
 /// Retries may add at most `ratio` of the requests of the last `window`,
-/// plus `min_per_second × window` (a floor that lets a quiet client retry
-/// at all); and within any `burst_window`, at most `ratio` of that
-/// interval's requests plus `min_per_second × burst_window`, so that a
-/// burst of failures cannot spend at once what the quiet seconds before it
-/// saved (see [`RetryBudget`](crate::RetryBudget)). A lower priority stops
+/// or `min_per_second × window` when that is more (a floor that lets a
+/// quiet client retry at all); and within any `burst_window`, at most
+/// `ratio` of that interval's requests, or `min_per_second ×
+/// burst_window` when that is more, so that a burst of failures cannot
+/// spend at once what the quiet seconds before it saved (see
+/// [`RetryBudget`](crate::RetryBudget)). A lower priority stops
 /// retrying while more of the budget is left than a higher one (see
 /// [`RetryBudgetConfigBuilder::reserve`]).
 ///
@@ -185,12 +186,14 @@ impl RetryBudgetConfig {
     /// Retries allowed per request of the window: `0.2` (20%, as Finagle's
     /// and tower's `TpsBudget`).
     pub const DEFAULT_RATIO: f64 = 0.2;
-    /// Retries allowed per second of the window whatever the traffic: `10`.
+    /// Retries allowed per second whatever the traffic (a minimum, not an
+    /// addition to the ratio): `10`.
     pub const DEFAULT_MIN_PER_SECOND: u32 = 10;
     /// How far back the budget remembers requests and retries: `10s`.
     pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
     /// The shortest interval the ratio holds over: `1s`. Within any second,
-    /// retries add at most 20% of that second's requests plus 10.
+    /// retries add at most 20% of that second's requests, or 10 if that is
+    /// more.
     pub const DEFAULT_BURST_WINDOW: Duration = Duration::from_secs(1);
     /// The largest `ratio`: `10.0`.
     pub const MAX_RATIO: f64 = 10.0;
@@ -254,8 +257,11 @@ impl RetryBudgetConfigBuilder {
         self
     }
 
-    /// Retries allowed per second of the window whatever the traffic, at
-    /// most 1,000,000 (default [`RetryBudgetConfig::DEFAULT_MIN_PER_SECOND`]).
+    /// Retries allowed per second whatever the traffic, at most 1,000,000
+    /// (default [`RetryBudgetConfig::DEFAULT_MIN_PER_SECOND`]): a minimum,
+    /// not an addition. The window allows `ratio` of its requests or
+    /// `min_per_second × window`, whichever is more; the burst window
+    /// likewise.
     pub fn min_per_second(mut self, per_second: u32) -> Self {
         self.min_per_second = per_second;
         self
@@ -273,8 +279,8 @@ impl RetryBudgetConfigBuilder {
     /// [`RetryBudgetConfig::MIN_WINDOW`] to 365 days (default
     /// [`RetryBudgetConfig::DEFAULT_BURST_WINDOW`]): within any
     /// `burst_window`, retries add at most `ratio` of that interval's
-    /// requests plus `min_per_second × burst_window`, whatever the window
-    /// saved before it. A `burst_window` not shorter than `window` turns
+    /// requests (or `min_per_second × burst_window`, if more), whatever
+    /// the window saved before it. A `burst_window` not shorter than `window` turns
     /// this off: a burst may then spend the whole window's allowance at
     /// once (as tower's `TpsBudget` and Finagle's budget do).
     pub fn burst_window(mut self, burst_window: Duration) -> Self {

@@ -107,10 +107,12 @@ mod tests {
         assert_eq!(state["requests"], 4);
         assert_eq!(state["retries"], 4);
         assert_eq!(state["retry_ratio"], 1.0);
-        assert_eq!(state["available"], 96.8);
-        // 20% of 4 requests plus 10 in the burst window, 4 retries spent
-        assert_eq!(state["burst_allowance"], 10.8);
-        assert_eq!(state["burst_available"], 6.8);
+        // the floor (10/s over 10 s) is more than 20% of 4 requests
+        assert_eq!(state["allowance"], 100.0);
+        assert_eq!(state["available"], 96.0);
+        // within the burst window (1 s), 10; 4 retries spent
+        assert_eq!(state["burst_allowance"], 10.0);
+        assert_eq!(state["burst_available"], 6.0);
         assert_eq!(state["attempts_total"], 8);
     }
 }
