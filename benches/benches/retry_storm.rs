@@ -76,7 +76,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use plotters::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
@@ -169,13 +168,19 @@ impl Drop for AbandonOnDrop {
 
 type Server = BoxCloneService<Request<()>, (), BoxError>;
 
-/// The server's queue settings: both FIFO (earliest deadline first), with
-/// 50 places, deadline-aware (a waiter whose expected wait is past its
-/// deadline is refused at once, and none waits past it).
+/// A server setting: our bounded queue, FIFO with 50 places and
+/// deadline-aware (a waiter whose expected wait is past its deadline is
+/// refused at once, and none waits past it), with a timeout at the
+/// request's deadline; or an unbounded FIFO that works on every attempt it
+/// was sent, abandoned or not.
 struct Queue {
     label: &'static str,
     max_wait: Duration,
     codel: bool,
+    /// An unbounded FIFO in front of the K workers (tower's
+    /// `ConcurrencyLimit`), no deadline, no timeout: `max_wait` and `codel`
+    /// do not apply.
+    fifo: bool,
 }
 
 /// The two servers. `wait budget`: tuned for this service as the overload
@@ -185,17 +190,27 @@ struct Queue {
 /// away about 5% of the requests at 0.8x, trigger or not. `deadline only`:
 /// the reference deployment's shape (`examples/src/soak`: no CoDel, a
 /// 200 ms `max_wait`), so a waiter stays until its deadline (300 ms) or
-/// `max_wait`, well past its attempt's timeout (100 ms).
-const QUEUES: [Queue; 2] = [
+/// `max_wait`, well past its attempt's timeout (100 ms). `unbounded FIFO`:
+/// the server of the "for scale" figures, which keeps working on
+/// attempts their client has abandoned, behind a queue without limit.
+const QUEUES: [Queue; 3] = [
     Queue {
         label: "wait budget 15ms",
         max_wait: Duration::from_millis(15),
         codel: true,
+        fifo: false,
     },
     Queue {
         label: "deadline only",
         max_wait: Duration::from_millis(200),
         codel: false,
+        fifo: false,
+    },
+    Queue {
+        label: "unbounded FIFO",
+        max_wait: Duration::ZERO,
+        codel: false,
+        fifo: true,
     },
 ];
 
@@ -223,6 +238,13 @@ fn server(stats: Arc<Mutex<Stats>>, queue: &Queue) -> Server {
             Ok::<_, Infallible>(())
         }
     });
+    if queue.fifo {
+        return ServiceBuilder::new()
+            .concurrency_limit(K)
+            .service(service)
+            .map_err(Into::into)
+            .boxed_clone();
+    }
     let queue = BoundedQueueConfig::builder()
         .name("retry-storm")
         .concurrency(K)
@@ -519,71 +541,6 @@ fn json_num(x: f64) -> String {
     }
 }
 
-/// Goodput over time, one line per configuration.
-fn chart(rows: &[Row], path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let secs = RUN.as_secs_f64();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!(
-                "retry storm, deadline-only server: goodput per {} ms at {LOAD}x capacity, service {SLOWDOWN}x slower from {} s to {} s",
-                BIN.as_millis(),
-                TRIGGER_START.as_secs(),
-                (TRIGGER_START + TRIGGER).as_secs()
-            ),
-            ("sans-serif", 16),
-        )
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(45)
-        .build_cartesian_2d(0.0..secs, 0.0..105.0)?;
-    chart
-        .configure_mesh()
-        .x_desc("time (s)")
-        .y_desc("goodput (% of offered)")
-        .draw()?;
-    chart.draw_series(std::iter::once(Rectangle::new(
-        [
-            (TRIGGER_START.as_secs_f64(), 0.0),
-            ((TRIGGER_START + TRIGGER).as_secs_f64(), 105.0),
-        ],
-        RGBColor(230, 230, 230).filled(),
-    )))?;
-    let colors = [
-        RGBColor(120, 120, 120),
-        RGBColor(214, 39, 40),
-        RGBColor(255, 127, 14),
-        RGBColor(148, 103, 189),
-        RGBColor(31, 119, 180),
-    ];
-    for (row, color) in rows.iter().zip(colors) {
-        let width = if row.name == "ours" { 3 } else { 2 };
-        chart
-            .draw_series(LineSeries::new(
-                row.goodput.iter().enumerate().map(|(i, g)| {
-                    (
-                        (i as f64 + 0.5) * BIN.as_secs_f64(),
-                        (g * 100.0).clamp(0.0, 100.0),
-                    )
-                }),
-                color.stroke_width(width),
-            ))?
-            .label(row.name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
-}
-
 fn main() {
     let seed = std::env::args()
         .collect::<Vec<_>>()
@@ -602,15 +559,30 @@ fn main() {
         CLIENT_DEADLINE.as_millis(),
         ATTEMPT_TIMEOUT.as_millis(),
     );
-    let mut charted = Vec::new();
+    println!(
+        "RETRY_STORM_SETUP {{\"trigger_start_s\":{},\"trigger_s\":{},\"run_s\":{},\"load\":{LOAD},\"slowdown\":{SLOWDOWN},\"capacity\":{},\"deadline_ms\":{},\"attempt_timeout_ms\":{},\"attempts\":{ATTEMPTS},\"recovered\":{RECOVERED}}}",
+        TRIGGER_START.as_secs_f64(),
+        TRIGGER.as_secs_f64(),
+        RUN.as_secs_f64(),
+        K as f64 / S.as_secs_f64(),
+        CLIENT_DEADLINE.as_millis(),
+        ATTEMPT_TIMEOUT.as_millis(),
+    );
     for queue in &QUEUES {
         println!();
-        println!(
-            "server: bounded queue, {} (FIFO, max_wait {}ms, CoDel {})",
-            queue.label,
-            queue.max_wait.as_millis(),
-            if queue.codel { "15ms" } else { "off" }
-        );
+        if queue.fifo {
+            println!(
+                "server: {} (tower ConcurrencyLimit({K}): no limit on waiters, no deadline, every attempt worked on)",
+                queue.label
+            );
+        } else {
+            println!(
+                "server: bounded queue, {} (FIFO, max_wait {}ms, CoDel {}, deadline-aware)",
+                queue.label,
+                queue.max_wait.as_millis(),
+                if queue.codel { "15ms" } else { "off" }
+            );
+        }
         println!();
         println!(
             "| config | goodput % | recovery after trigger (s) | amplification during | amplification after | server work wasted % |"
@@ -661,20 +633,15 @@ fn main() {
                 json_num(r.amp_after),
                 json_num(r.wasted * 100.0),
             );
+            // Its goodput per bin, for the report's chart.
+            let bins: Vec<String> = r.goodput.iter().map(|&g| json_num(g * 100.0)).collect();
+            println!(
+                "RETRY_STORM_BINS {{\"server\":\"{}\",\"config\":\"{}\",\"seed\":{seed},\"bin_ms\":{},\"goodput\":[{}]}}",
+                queue.label,
+                r.name,
+                BIN.as_millis(),
+                bins.join(","),
+            );
         }
-        charted = rows;
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        },
-        std::path::PathBuf::from,
-    );
-    let path = target.join("retry_storm.svg");
-    match chart(&charted, &path) {
-        Ok(()) => println!("chart: {}", path.display()),
-        Err(e) => println!("chart not written: {e}"),
     }
 }

@@ -399,9 +399,25 @@ impl Report {
         serde_json::to_value(self).unwrap_or_default()
     }
 
-    /// The chart, as an SVG document: served per second by priority, p99
-    /// latency, breaker states and healthy instances, over the run, with
-    /// the phases marked.
+    /// The shop's retries per second (of its inventory calls) between
+    /// consecutive samples: `(time of the later sample, rate)`, one point
+    /// per sample after the first. Samples out of order or at the same
+    /// time are skipped.
+    pub fn retries_per_s(&self) -> Vec<(f64, f64)> {
+        self.samples
+            .windows(2)
+            .filter(|w| w[1].at_s > w[0].at_s)
+            .map(|w| {
+                let retries = w[1].retries.saturating_sub(w[0].retries) as f64;
+                (w[1].at_s, retries / (w[1].at_s - w[0].at_s))
+            })
+            .collect()
+    }
+
+    /// The chart, as an SVG document: served per second by priority and
+    /// the shop's retries per second ("shop retries", see
+    /// [`retries_per_s`](Self::retries_per_s)), p99 latency, breaker
+    /// states and healthy instances, over the run, with the phases marked.
     ///
     /// # Errors
     /// - plotters failed to draw
@@ -429,15 +445,17 @@ impl Report {
                 RGBColor(214, 39, 40),
             ];
 
-            // 1. Served per second, by priority.
+            // 1. Served per second, by priority, and the shop's retries.
+            let retries = self.retries_per_s();
             let max_rate = self
                 .buckets
                 .iter()
                 .map(|b| b.served_per_s.iter().sum::<f64>().max(b.failed_per_s))
+                .chain(retries.iter().map(|r| r.1))
                 .fold(1.0, f64::max);
             let mut chart = ChartBuilder::on(&panels[0])
                 .caption(
-                    "served requests per second, by priority (all front services)",
+                    "served requests per second, by priority (all front services), and the shop's retries per second",
                     ("sans-serif", 16),
                 )
                 .margin(8)
@@ -471,6 +489,13 @@ impl Report {
                 .label("not served")
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], colors[3].stroke_width(1))
+                });
+            let purple = RGBColor(148, 103, 189);
+            chart
+                .draw_series(DashedLineSeries::new(retries, 6, 3, purple.stroke_width(2)))?
+                .label("shop retries")
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], purple.stroke_width(2))
                 });
             legend(&mut chart)?;
 
@@ -725,4 +750,53 @@ fn buckets(records: &[Record], total_s: f64) -> Vec<Bucket> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at_s: f64, retries: u64) -> TimeSample {
+        TimeSample {
+            at_s,
+            phase: Phase::Kill,
+            breakers: BTreeMap::from([("inventory".to_owned(), "closed".to_owned())]),
+            instances: BTreeMap::new(),
+            healthy_instances: 3,
+            queued: BTreeMap::new(),
+            retries,
+        }
+    }
+
+    #[test]
+    fn the_chart_has_a_line_for_the_shops_retries() {
+        let samples = vec![
+            sample(0.0, 0),
+            sample(1.0, 0),
+            sample(2.0, 10),
+            sample(2.0, 12), // same time: skipped
+            sample(2.5, 30),
+        ];
+        let report = Report::new(
+            vec![(Phase::Kill, Duration::ZERO, Duration::from_millis(2500), 30)],
+            Vec::new(),
+            samples,
+            Vec::new(),
+            Vec::new(),
+        );
+        assert_eq!(
+            report.retries_per_s(),
+            [(1.0, 0.0), (2.0, 10.0), (2.5, 36.0)]
+        );
+        let svg = report.svg().unwrap();
+        assert!(svg.contains("shop retries"));
+        assert!(
+            svg.contains("the shop&apos;s retries per second")
+                || svg.contains("the shop's retries per second")
+        );
+        // no samples: no points, still a chart
+        let empty = Report::new(Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        assert!(empty.retries_per_s().is_empty());
+        assert!(empty.svg().unwrap().contains("shop retries"));
+    }
 }
