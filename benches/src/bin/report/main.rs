@@ -1188,6 +1188,8 @@ fn write_missed(w: &mut String, r: &Results, missed: &[&Target]) {
             WHOLE_ALLOCS_WHY.to_owned()
         } else if t.what.starts_with("Overload 2x: critical + default") {
             OVERLOAD_WHY.to_owned()
+        } else if let Some(why) = storm::why_missed(&t.what, r.retry_storm.as_ref()) {
+            why
         } else {
             "No analysis of this target yet.".to_owned()
         };
