@@ -536,7 +536,7 @@ RETRY_STORM_BINS {"server":"deadline only","config":"ours","seed":1,"bin_ms":100
         assert!(w.contains("Ours does no better than no retry here"));
         // the other seed: in its own table, not in the main ones
         assert!(w.contains("| deadline only | 1 | ours | 0.1 | 1.201 | 1.00 | 7.8 |"));
-        assert_eq!(w.matches("| ours |").count(), 2);
+        assert_eq!(w.matches("| ours |").count(), 3);
         let why = why_missed(&t[1].what, Some(&storm)).unwrap();
         assert!(why.contains("On other seeds: 1.201."), "{why}");
         assert!(why_missed("Overload 2x", Some(&storm)).is_none());
