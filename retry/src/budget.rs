@@ -45,17 +45,18 @@ const UNIT: u128 = 1_000_000;
 /// can never turn a blip into an outage. Rule 2 keeps it so over short
 /// stretches too: the window's allowance is saved up in the quiet seconds
 /// before a failure, and without rule 2 a burst of failures could spend it
-/// all at once (after 9 quiet seconds at 800 requests per second, about
-/// 1,500 retries for the 800 requests of the tenth), which is how tower's
-/// `TpsBudget` and Finagle's budget let a 2 s slowdown draw 1.6 and 1.3
-/// attempts per request. With it, any second of failure sees at most
-/// `1 + ratio` attempts per request of that second (at more than
-/// `min_per_second / ratio` requests per second: 50 by default).
+/// all at once (after 9 quiet seconds at 800 requests per second, 1,600
+/// retries for the 800 requests of the tenth): in the retry-storm
+/// benchmark, a 2 s slowdown drew 1.6 attempts per request through tower's
+/// `TpsBudget`, 1.3 through this budget without rule 2, 1.2 with it. With
+/// it, at every retry the attempts of the last second are at most
+/// `1 + ratio` times its requests (at more than `min_per_second / ratio`
+/// requests per second: 50 by default).
 ///
 /// The floor is a minimum, not an addition: a client may always retry
-/// `min_per_second` times per second, "even if it would violate the
-/// ratio" (linkerd's words), but at a rate where the ratio allows more,
-/// the ratio alone applies.
+/// `min_per_second` times per second, even beyond the ratio (as linkerd
+/// describes its `min_retries_per_second`), but at a rate where the ratio
+/// allows more, the ratio alone applies.
 ///
 /// A request is never retried while either allowance is spent, and when
 /// either runs low lower priorities stop first (see
@@ -84,7 +85,8 @@ const UNIT: u128 = 1_000_000;
 /// pending count; every 32nd request reads the clock and moves the pending
 /// count into the current buckets (compare-and-swap, no lock). Requests
 /// pending since the last move are counted in the buckets of the move: at
-/// most 31 requests are remembered later than they happened, never earlier.
+/// most 31 requests are remembered later than they happened, never earlier
+/// (so a burst window may count up to 31 requests that came before it).
 /// [`withdraw`](Self::withdraw), on the retry path only, reads the clock and
 /// takes a mutex that only withdrawals take, so that concurrent retries
 /// never overdraw the budget.
@@ -634,7 +636,7 @@ mod tests {
     /// After a quiet period, a burst of failures gets at most `ratio` times
     /// the burst's own requests (or the floor's share), not the allowance
     /// the quiet seconds saved. (Without the burst window it gets about
-    /// 1,500 retries here, for 1,600 requests.)
+    /// 1,600 retries here, for 1,600 requests.)
     #[tokio::test(start_paused = true)]
     async fn a_burst_after_a_quiet_period_gets_only_its_own_share() {
         let (ratio, floor) = (0.2, 10);
