@@ -296,7 +296,7 @@ async fn the_quick_scenario_tells_the_story() {
     let svg = report.svg().unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("publications"));
     assert!(
-        svg.contains("shop retries"),
+        svg.contains("shop retries per second"),
         "the chart has a line for retries"
     );
     let json = report.to_json();

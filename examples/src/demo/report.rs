@@ -414,10 +414,11 @@ impl Report {
             .collect()
     }
 
-    /// The chart, as an SVG document: served per second by priority and
-    /// the shop's retries per second ("shop retries", see
-    /// [`retries_per_s`](Self::retries_per_s)), p99 latency, breaker
-    /// states and healthy instances, over the run, with the phases marked.
+    /// The chart, as an SVG document: served per second by priority, p99
+    /// latency, breaker states, and healthy instances with ingest's queues
+    /// and the shop's retries per second ("shop retries per second", see
+    /// [`retries_per_s`](Self::retries_per_s)), over the run, with the
+    /// phases marked.
     ///
     /// # Errors
     /// - plotters failed to draw
@@ -445,17 +446,15 @@ impl Report {
                 RGBColor(214, 39, 40),
             ];
 
-            // 1. Served per second, by priority, and the shop's retries.
-            let retries = self.retries_per_s();
+            // 1. Served per second, by priority.
             let max_rate = self
                 .buckets
                 .iter()
                 .map(|b| b.served_per_s.iter().sum::<f64>().max(b.failed_per_s))
-                .chain(retries.iter().map(|r| r.1))
                 .fold(1.0, f64::max);
             let mut chart = ChartBuilder::on(&panels[0])
                 .caption(
-                    "served requests per second, by priority (all front services), and the shop's retries per second",
+                    "served requests per second, by priority (all front services)",
                     ("sans-serif", 16),
                 )
                 .margin(8)
@@ -489,13 +488,6 @@ impl Report {
                 .label("not served")
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], colors[3].stroke_width(1))
-                });
-            let purple = RGBColor(148, 103, 189);
-            chart
-                .draw_series(DashedLineSeries::new(retries, 6, 3, purple.stroke_width(2)))?
-                .label("shop retries")
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], purple.stroke_width(2))
                 });
             legend(&mut chart)?;
 
@@ -575,7 +567,9 @@ impl Report {
             }
             legend(&mut chart)?;
 
-            // 4. Healthy inventory instances, and ingest's queued events.
+            // 4. Healthy inventory instances, ingest's queued events, and
+            // the shop's retries per second (small numbers all three).
+            let retries = self.retries_per_s();
             let max_queued = self
                 .samples
                 .iter()
@@ -583,9 +577,10 @@ impl Report {
                 .max()
                 .unwrap_or(0)
                 .max(3) as f64;
+            let max_queued = retries.iter().map(|r| r.1).fold(max_queued, f64::max);
             let mut chart = ChartBuilder::on(&panels[3])
                 .caption(
-                    "healthy inventory instances, and requests waiting in ingest's queues",
+                    "healthy inventory instances, requests waiting in ingest's queues, and the shop's retries per second",
                     ("sans-serif", 16),
                 )
                 .margin(8)
@@ -623,6 +618,13 @@ impl Report {
                         PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(1))
                     });
             }
+            let purple = RGBColor(148, 103, 189);
+            chart
+                .draw_series(LineSeries::new(retries, purple.stroke_width(2)))?
+                .label("shop retries per second")
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], purple.stroke_width(2))
+                });
             legend(&mut chart)?;
             root.present()?;
         }
@@ -789,7 +791,7 @@ mod tests {
             [(1.0, 0.0), (2.0, 10.0), (2.5, 36.0)]
         );
         let svg = report.svg().unwrap();
-        assert!(svg.contains("shop retries"));
+        assert!(svg.contains("shop retries per second"));
         assert!(
             svg.contains("the shop&apos;s retries per second")
                 || svg.contains("the shop's retries per second")
@@ -797,6 +799,6 @@ mod tests {
         // no samples: no points, still a chart
         let empty = Report::new(Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         assert!(empty.retries_per_s().is_empty());
-        assert!(empty.svg().unwrap().contains("shop retries"));
+        assert!(empty.svg().unwrap().contains("shop retries per second"));
     }
 }
