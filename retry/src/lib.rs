@@ -325,12 +325,12 @@
 //! # Feature flags
 //!
 //! - `metrics` (default): emit metrics through the `metrics` facade.
-//! - `serde`: deserialize [`RetryConfig`] and [`RetryBudgetConfig`],
-//!   through the builders' validation.
+//! - `serde`: deserialize [`RetryConfig`], [`RetryBudgetConfig`] and
+//!   [`HedgeConfig`], through the builders' validation.
 //! - `snapshot`: `resilience_core::snapshot::LayerSnapshot` for
-//!   [`RetryHandle`] (kind `retry`) and `serde::Serialize` for
-//!   [`BudgetSnapshot`], so a `SnapshotRegistry` serves them in its
-//!   `/resilience` document.
+//!   [`RetryHandle`] (kind `retry`) and [`HedgeHandle`] (kind `hedge`),
+//!   and `serde::Serialize` for [`BudgetSnapshot`] and [`HedgeSnapshot`],
+//!   so a `SnapshotRegistry` serves them in its `/resilience` document.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -363,6 +363,8 @@ pub use crate::config::{
 #[allow(deprecated)]
 pub use crate::future::{ATTEMPT_HEADER, GRPC_PREVIOUS_ATTEMPTS_HEADER};
 pub use crate::handle::RetryHandle;
-pub use crate::hedge::{Hedge, HedgeConfig, HedgeConfigBuilder, HedgeHandle, HedgeLayer};
+pub use crate::hedge::{
+    Hedge, HedgeConfig, HedgeConfigBuilder, HedgeHandle, HedgeLayer, HedgeSnapshot,
+};
 pub use crate::layer::RetryLayer;
 pub use crate::service::Retry;

@@ -115,7 +115,10 @@
 //! `resilience_retry_hedges_total` (hedges sent) and
 //! `resilience_retry_hedges_won_total` (requests a hedge answered), both
 //! labelled `name`. [`HedgeHandle`] reads the same counts and the current
-//! delay.
+//! delay; [`HedgeHandle::snapshot`] takes them with the budget's state.
+//! With the `snapshot` feature, a `SnapshotRegistry` serves it in its
+//! `/resilience` document (kind `hedge`; see [`HedgeSnapshot`]'s
+//! `Serialize`).
 //!
 //! # Performance
 //!
@@ -139,6 +142,6 @@ mod metrics;
 mod service;
 
 pub use self::config::{HedgeConfig, HedgeConfigBuilder};
-pub use self::handle::HedgeHandle;
+pub use self::handle::{HedgeHandle, HedgeSnapshot};
 pub use self::layer::HedgeLayer;
 pub use self::service::Hedge;

@@ -61,6 +61,10 @@ const BENCHES: &[(&str, &str)] = &[
     ("flags", "Feature-flag evaluation and the flags layer."),
     ("chaos", "The chaos layer off and on with fraction 0."),
     (
+        "retry",
+        "`RetryLayer` when the first attempt succeeds (a `GET` without a body) beside tower's `Retry` + `TpsBudget` and tower-resilience 0.13's retry, over the same no-op service; ours with a `POST` (not retryable, passed through); a `PUT` with a 1 KiB body read to its end (ours keeps a copy for replay); `HedgeLayer` when the primary wins, answering at once or after one `Pending` (the hedge timer armed).",
+    ),
+    (
         "fleet_rate_limit",
         "The fleet rate limit in Redis (`bounded_queue::fleet`, tokens leased in batches) beside governor, tower's `RateLimit` and the local rate limit; Redis commands per 1,000 requests (starts `redis-server`, skipped without it).",
     ),
@@ -809,6 +813,7 @@ fn targets(r: &Results) -> Vec<Target> {
         ("correlation", "server/tower_http/with_id"),
         0.8,
     ));
+    t.extend(retry_targets(r));
     // The whole stack: what the layers add over the same calls without
     // them (the bench's requests, responses and handler are the baseline's
     // cost, not the stack's).
@@ -871,6 +876,61 @@ fn targets(r: &Results) -> Vec<Target> {
     );
     t.extend(overload_targets(r));
     t.extend(e2e_targets(r));
+    t
+}
+
+/// The retry layer's goals: its pass-through path at or below the faster
+/// of tower's `Retry` + `TpsBudget` and tower-resilience's retry, and no
+/// allocation over the no-op baseline for a request without a body to
+/// buffer (a retryable `GET`, and a `POST` passed through).
+fn retry_targets(r: &Results) -> Vec<Target> {
+    let mut t = Vec::new();
+    let faster = match (
+        r.median("retry", "tower_tps_budget"),
+        r.median("retry", "tower_resilience"),
+    ) {
+        (Some(a), Some(b)) if b < a => "tower_resilience",
+        _ => "tower_tps_budget",
+    };
+    t.push(ratio_target(
+        r,
+        "Retry pass-through (first attempt succeeds)",
+        "<= 1.00x the faster of tower `Retry` + `TpsBudget` and tower-resilience's retry",
+        ("retry", "ours"),
+        ("retry", faster),
+        1.0,
+    ));
+    for (what, case) in [
+        (
+            "Retry pass-through, allocations over the baseline (a `GET`, no body to buffer)",
+            "ours",
+        ),
+        (
+            "Retry pass-through, allocations over the baseline (a `POST`, not retryable)",
+            "ours_not_retryable",
+        ),
+    ] {
+        let goal = "0 allocations per call".to_owned();
+        t.push(
+            match (
+                r.allocs(&format!("retry/{case}")),
+                r.allocs("retry/baseline"),
+            ) {
+                (Some(o), Some(b)) => Target {
+                    what: what.into(),
+                    goal,
+                    figure: format!("{:.2} ({o:.2} with the layer, {b:.2} without)", o - b),
+                    met: Some(o - b <= 0.0),
+                    gap: if o - b <= 0.0 {
+                        String::new()
+                    } else {
+                        format!("{:.2} allocations too many", o - b)
+                    },
+                },
+                _ => not_measured(what.into(), goal),
+            },
+        );
+    }
     t
 }
 
