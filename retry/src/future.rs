@@ -408,7 +408,9 @@ impl<S, B> FirstTry<S, B> {
     ///
     /// A body whose size hint is over `cap` cannot be sent again: the
     /// request's parts and body are handed back, to be sent once.
-    #[allow(clippy::type_complexity)]
+    // The request goes back by value, as it came: boxing it would
+    // allocate on the path of a body over the cap.
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
     pub(crate) fn send(
         inner: &mut S,
         mut parts: http::request::Parts,
@@ -477,11 +479,12 @@ impl<S, B> Retrying<S, B> {
     /// Whether and after how long to retry after `result`. On `Some`, the
     /// budget has paid for the retry and its body is ready.
     fn decide<ResB>(&mut self, result: &Result<Response<ResB>, BoxError>) -> Option<Duration> {
-        let policy = self.policy.clone();
-        let Verdict::Retry { reason, pushback } = policy.outcomes.classify(self.head.grpc, result)
+        let Verdict::Retry { reason, pushback } =
+            self.policy.outcomes.classify(self.head.grpc, result)
         else {
             return None;
         };
+        let policy = self.policy.clone();
         if self.attempt.number() >= policy.max_attempts {
             self.decline(Decline::MaxAttempts);
             return None;

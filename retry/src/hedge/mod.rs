@@ -98,7 +98,11 @@
 //!
 //! # Where it goes
 //!
-//! Below the retry layer (a retry is hedged too) and above the balancer:
+//! Below the retry layer (a retry is hedged too; the inner service then
+//! takes `http::Request<RetryBody<RetryBody<B>>>`: the hedge layer keeps
+//! its own copy of the retry layer's replayable body, and a retry replays
+//! the whole body whatever an attempt below read of it) and above the
+//! balancer:
 //! context and deadline, **retry**, **hedge**, throttle, balancer, a
 //! breaker per endpoint, the attempt timeout. A hedge's refusal by a
 //! throttle or a breaker does not cancel the first attempt.
