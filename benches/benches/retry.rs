@@ -26,7 +26,6 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group};
-use futures::FutureExt;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use resilience_benches::{CountingAlloc, allocations_per_call};
@@ -328,14 +327,26 @@ fn profile(case: &str) {
     let n = resilience_benches::profile_calls("RETRY_CALLS", 1_000_000);
     let mut baseline = noop::<Request<Empty<Bytes>>>();
     let mut ours_get = ours().layer(noop::<Request<RetryBody<Empty<Bytes>>>>());
+    let mut ours_post = ours().layer(noop::<Request<RetryBody<Empty<Bytes>>>>());
     let mut tower = tower::retry::Retry::new(tower_policy(), noop::<Request<Empty<Bytes>>>());
     let mut tr = tower_resilience().layer(noop::<Cloneable<Empty<Bytes>>>());
+    let mut body_baseline = reading::<Full<Bytes>>();
+    let mut body_ours = ours().layer(reading::<RetryBody<Full<Bytes>>>());
+    let mut hedge_baseline = pending_once::<Request<Empty<Bytes>>>();
+    let mut hedge_ready = hedge().layer(noop::<Request<RetryBody<Empty<Bytes>>>>());
+    let mut hedge_pending = hedge().layer(pending_once::<Request<RetryBody<Empty<Bytes>>>>());
     for _ in 0..n {
         black_box(match case {
             "baseline" => call(&mut baseline, get()),
             "ours" => call(&mut ours_get, get()),
+            "ours_not_retryable" => call(&mut ours_post, post()),
             "tower_tps_budget" => call(&mut tower, get()),
             "tower_resilience" => call(&mut tr, Cloneable(get())),
+            "body_1kib/baseline" => call(&mut body_baseline, put_kib()),
+            "body_1kib/ours" => call(&mut body_ours, put_kib()),
+            "hedge/baseline" => call(&mut hedge_baseline, get()),
+            "hedge/ours_answered_at_once" => call(&mut hedge_ready, get()),
+            "hedge/ours_pending_once" => call(&mut hedge_pending, get()),
             other => panic!("unknown case {other}"),
         });
     }

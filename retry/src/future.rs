@@ -122,6 +122,7 @@ where
     S: Service<Request<RetryBody<B>>>,
 {
     /// A request sent once.
+    #[inline]
     pub(crate) fn once(
         fut: S::Future,
         timeout: Option<Duration>,
@@ -137,6 +138,7 @@ where
     }
 
     /// A request that may be retried.
+    #[inline]
     pub(crate) fn retrying(fut: S::Future, retry: Retrying<S, B>) -> Self {
         Self {
             state: State::Attempt { fut },
@@ -312,6 +314,7 @@ impl Timer {
 // === impl Head ===
 
 impl Head {
+    #[inline]
     pub(crate) fn new(parts: &http::request::Parts, grpc: bool) -> Self {
         Self {
             method: parts.method.clone(),
@@ -411,6 +414,7 @@ impl<S, B> FirstTry<S, B> {
     // The request goes back by value, as it came: boxing it would
     // allocate on the path of a body over the cap.
     #[allow(clippy::type_complexity, clippy::result_large_err)]
+    #[inline]
     pub(crate) fn send(
         inner: &mut S,
         mut parts: http::request::Parts,
@@ -449,6 +453,7 @@ impl<S, B> FirstTry<S, B> {
 // === impl Retrying ===
 
 impl<S, B> Retrying<S, B> {
+    #[inline]
     pub(crate) fn new(first: FirstTry<S, B>, policy: Arc<Policy>) -> Self {
         Self {
             svc: first.svc,

@@ -77,6 +77,7 @@ where
     S: Service<Request<RetryBody<B>>>,
 {
     /// A request sent once.
+    #[inline]
     pub(crate) fn once(fut: S::Future) -> Self {
         Self {
             first: Some(fut),
@@ -86,6 +87,7 @@ where
     }
 
     /// A request that may be hedged.
+    #[inline]
     pub(crate) fn hedging(fut: S::Future, hedging: Hedging<S, B>) -> Self {
         Self {
             first: Some(fut),
@@ -231,6 +233,7 @@ impl<S, B> Hedging<S, B>
 where
     S: Service<Request<RetryBody<B>>>,
 {
+    #[inline]
     pub(crate) fn new(first: FirstTry<S, B>, policy: Arc<HedgePolicy>) -> Self {
         Self {
             svc: first.svc,
