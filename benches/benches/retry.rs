@@ -205,151 +205,89 @@ fn tower_resilience<B: Clone + Send + 'static>()
     tower_resilience::retry::RetryLayer::<Cloneable<B>, TrResponse, Infallible>::builder().build()
 }
 
+/// Builds every case's service once and hands `f` each case's id
+/// (`group/name`) with one call of it (`true`: it succeeded), in report
+/// order. Checks afterwards that no hedge was sent: the primary always
+/// won.
+fn with_cases(mut f: impl FnMut(&'static str, &mut dyn FnMut() -> bool)) {
+    // Pass-through: the first attempt succeeds.
+    let mut baseline = noop::<Request<Empty<Bytes>>>();
+    f("retry/baseline", &mut || call(&mut baseline, get()));
+    let mut ours_get = ours().layer(noop::<Request<RetryBody<Empty<Bytes>>>>());
+    f("retry/ours", &mut || call(&mut ours_get, get()));
+    let mut ours_post = ours().layer(noop::<Request<RetryBody<Empty<Bytes>>>>());
+    f("retry/ours_not_retryable", &mut || {
+        call(&mut ours_post, post())
+    });
+    let mut tower = tower::retry::Retry::new(tower_policy(), noop::<Request<Empty<Bytes>>>());
+    f("retry/tower_tps_budget", &mut || call(&mut tower, get()));
+    let mut tr = tower_resilience().layer(noop::<Cloneable<Empty<Bytes>>>());
+    f("retry/tower_resilience", &mut || {
+        call(&mut tr, Cloneable(get()))
+    });
+    // A 1 KiB body, read to its end by the service.
+    let mut body_baseline = reading::<Full<Bytes>>();
+    f("retry/body_1kib/baseline", &mut || {
+        call(&mut body_baseline, put_kib())
+    });
+    let mut body_ours = ours().layer(reading::<RetryBody<Full<Bytes>>>());
+    f("retry/body_1kib/ours", &mut || {
+        call(&mut body_ours, put_kib())
+    });
+    let mut body_tower = tower::retry::Retry::new(tower_policy(), reading::<Full<Bytes>>());
+    f("retry/body_1kib/tower_tps_budget", &mut || {
+        call(&mut body_tower, put_kib())
+    });
+    // Hedging, the primary wins.
+    let mut hedge_baseline = pending_once::<Request<Empty<Bytes>>>();
+    f("retry/hedge/baseline", &mut || {
+        call(&mut hedge_baseline, get())
+    });
+    let mut hedge_ready = hedge().layer(noop::<Request<RetryBody<Empty<Bytes>>>>());
+    f("retry/hedge/ours_answered_at_once", &mut || {
+        call(&mut hedge_ready, get())
+    });
+    let pending_layer = hedge();
+    let handle = pending_layer.handle();
+    let mut hedge_pending = pending_layer.layer(pending_once::<Request<RetryBody<Empty<Bytes>>>>());
+    f("retry/hedge/ours_pending_once", &mut || {
+        call(&mut hedge_pending, get())
+    });
+    assert_eq!(handle.hedges_total(), 0, "the primary won every race");
+}
+
 fn bench(c: &mut Criterion) {
     let rt = resilience_benches::runtime();
     let _guard = rt.enter();
-
-    // Pass-through: the first attempt succeeds.
-    let mut baseline = noop::<Request<Empty<Bytes>>>();
-    let mut ours_get = ours().layer(noop::<Request<RetryBody<Empty<Bytes>>>>());
-    let mut ours_post = ours().layer(noop::<Request<RetryBody<Empty<Bytes>>>>());
-    let mut tower = tower::retry::Retry::new(tower_policy(), noop::<Request<Empty<Bytes>>>());
-    let mut tr = tower_resilience().layer(noop::<Cloneable<Empty<Bytes>>>());
-    // A 1 KiB body, read to its end by the service.
-    let mut body_baseline = reading::<Full<Bytes>>();
-    let mut body_ours = ours().layer(reading::<RetryBody<Full<Bytes>>>());
-    let mut body_tower = tower::retry::Retry::new(tower_policy(), reading::<Full<Bytes>>());
-    // Hedging, the primary wins.
-    let mut hedge_baseline = pending_once::<Request<Empty<Bytes>>>();
-    let mut hedge_ready = hedge().layer(noop::<Request<RetryBody<Empty<Bytes>>>>());
-    let pending_layer = hedge();
-    let hedge_handle = pending_layer.handle();
-    let mut hedge_pending = pending_layer.layer(pending_once::<Request<RetryBody<Empty<Bytes>>>>());
-
-    let mut g = c.benchmark_group("retry");
-    g.bench_function("baseline", |b| {
-        b.iter(|| black_box(call(&mut baseline, get())))
+    with_cases(|id, run| {
+        let (group, name) = id.rsplit_once('/').expect("group/name");
+        c.benchmark_group(group)
+            .bench_function(name, |b| b.iter(|| black_box(run())));
     });
-    g.bench_function("ours", |b| b.iter(|| black_box(call(&mut ours_get, get()))));
-    g.bench_function("ours_not_retryable", |b| {
-        b.iter(|| black_box(call(&mut ours_post, post())))
+    // With services built anew, after the timings.
+    with_cases(|id, run| {
+        let n = allocations_per_call(10_000, || assert!(run()));
+        println!("{id}: {n:.2} allocations per call");
     });
-    g.bench_function("tower_tps_budget", |b| {
-        b.iter(|| black_box(call(&mut tower, get())))
-    });
-    g.bench_function("tower_resilience", |b| {
-        b.iter(|| black_box(call(&mut tr, Cloneable(get()))))
-    });
-    g.finish();
-
-    let mut g = c.benchmark_group("retry/body_1kib");
-    g.bench_function("baseline", |b| {
-        b.iter(|| black_box(call(&mut body_baseline, put_kib())))
-    });
-    g.bench_function("ours", |b| {
-        b.iter(|| black_box(call(&mut body_ours, put_kib())))
-    });
-    g.bench_function("tower_tps_budget", |b| {
-        b.iter(|| black_box(call(&mut body_tower, put_kib())))
-    });
-    g.finish();
-
-    let mut g = c.benchmark_group("retry/hedge");
-    g.bench_function("baseline", |b| {
-        b.iter(|| black_box(call(&mut hedge_baseline, get())))
-    });
-    g.bench_function("ours_answered_at_once", |b| {
-        b.iter(|| black_box(call(&mut hedge_ready, get())))
-    });
-    g.bench_function("ours_pending_once", |b| {
-        b.iter(|| black_box(call(&mut hedge_pending, get())))
-    });
-    g.finish();
-
-    let counts = [
-        (
-            "retry/baseline",
-            allocations_per_call(10_000, || assert!(call(&mut baseline, get()))),
-        ),
-        (
-            "retry/ours",
-            allocations_per_call(10_000, || assert!(call(&mut ours_get, get()))),
-        ),
-        (
-            "retry/ours_not_retryable",
-            allocations_per_call(10_000, || assert!(call(&mut ours_post, post()))),
-        ),
-        (
-            "retry/tower_tps_budget",
-            allocations_per_call(10_000, || assert!(call(&mut tower, get()))),
-        ),
-        (
-            "retry/tower_resilience",
-            allocations_per_call(10_000, || assert!(call(&mut tr, Cloneable(get())))),
-        ),
-        (
-            "retry/body_1kib/baseline",
-            allocations_per_call(10_000, || assert!(call(&mut body_baseline, put_kib()))),
-        ),
-        (
-            "retry/body_1kib/ours",
-            allocations_per_call(10_000, || assert!(call(&mut body_ours, put_kib()))),
-        ),
-        (
-            "retry/body_1kib/tower_tps_budget",
-            allocations_per_call(10_000, || assert!(call(&mut body_tower, put_kib()))),
-        ),
-        (
-            "retry/hedge/baseline",
-            allocations_per_call(10_000, || assert!(call(&mut hedge_baseline, get()))),
-        ),
-        (
-            "retry/hedge/ours_answered_at_once",
-            allocations_per_call(10_000, || assert!(call(&mut hedge_ready, get()))),
-        ),
-        (
-            "retry/hedge/ours_pending_once",
-            allocations_per_call(10_000, || assert!(call(&mut hedge_pending, get()))),
-        ),
-    ];
-    for (name, n) in counts {
-        println!("{name}: {n:.2} allocations per call");
-    }
-    // The primary won every race: no hedge was sent.
-    assert_eq!(hedge_handle.hedges_total(), 0);
 }
 
-/// Loops over one case only (`RETRY_PROFILE=<case> RETRY_CALLS=<n>`, for
-/// `perf stat` or callgrind).
+/// Loops over one case only (`RETRY_PROFILE=<case> RETRY_CALLS=<n>`, the
+/// case's id without `retry/`, e.g. `ours` or `hedge/ours_pending_once`;
+/// for `perf stat` or callgrind).
 fn profile(case: &str) {
     let rt = resilience_benches::runtime();
     let _guard = rt.enter();
     let n = resilience_benches::profile_calls("RETRY_CALLS", 1_000_000);
-    let mut baseline = noop::<Request<Empty<Bytes>>>();
-    let mut ours_get = ours().layer(noop::<Request<RetryBody<Empty<Bytes>>>>());
-    let mut ours_post = ours().layer(noop::<Request<RetryBody<Empty<Bytes>>>>());
-    let mut tower = tower::retry::Retry::new(tower_policy(), noop::<Request<Empty<Bytes>>>());
-    let mut tr = tower_resilience().layer(noop::<Cloneable<Empty<Bytes>>>());
-    let mut body_baseline = reading::<Full<Bytes>>();
-    let mut body_ours = ours().layer(reading::<RetryBody<Full<Bytes>>>());
-    let mut hedge_baseline = pending_once::<Request<Empty<Bytes>>>();
-    let mut hedge_ready = hedge().layer(noop::<Request<RetryBody<Empty<Bytes>>>>());
-    let mut hedge_pending = hedge().layer(pending_once::<Request<RetryBody<Empty<Bytes>>>>());
-    for _ in 0..n {
-        black_box(match case {
-            "baseline" => call(&mut baseline, get()),
-            "ours" => call(&mut ours_get, get()),
-            "ours_not_retryable" => call(&mut ours_post, post()),
-            "tower_tps_budget" => call(&mut tower, get()),
-            "tower_resilience" => call(&mut tr, Cloneable(get())),
-            "body_1kib/baseline" => call(&mut body_baseline, put_kib()),
-            "body_1kib/ours" => call(&mut body_ours, put_kib()),
-            "hedge/baseline" => call(&mut hedge_baseline, get()),
-            "hedge/ours_answered_at_once" => call(&mut hedge_ready, get()),
-            "hedge/ours_pending_once" => call(&mut hedge_pending, get()),
-            other => panic!("unknown case {other}"),
-        });
-    }
+    let mut found = false;
+    with_cases(|id, run| {
+        if id.strip_prefix("retry/") == Some(case) {
+            found = true;
+            for _ in 0..n {
+                black_box(run());
+            }
+        }
+    });
+    assert!(found, "unknown case {case}");
 }
 
 criterion_group!(benches, bench);
