@@ -78,6 +78,13 @@ impl RetryLayer {
     }
 }
 
+impl Default for RetryLayer {
+    /// [`RetryLayer::new`] with [`RetryConfig::default`].
+    fn default() -> Self {
+        Self::new(RetryConfig::default())
+    }
+}
+
 impl<C> RetryLayer<C> {
     /// Decides which requests may be retried with `classify` instead: a
     /// [`ClassifyRequest`](crate::ClassifyRequest), such as a closure

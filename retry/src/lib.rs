@@ -336,8 +336,9 @@
 //!   [`HedgeConfig`], through the builders' validation.
 //! - `snapshot`: `resilience_core::snapshot::LayerSnapshot` for
 //!   [`RetryHandle`] (kind `retry`) and [`HedgeHandle`] (kind `hedge`),
-//!   and `serde::Serialize` for [`BudgetSnapshot`] and [`HedgeSnapshot`],
-//!   so a `SnapshotRegistry` serves them in its `/resilience` document.
+//!   and `serde::Serialize` for [`RetryBudgetSnapshot`] and
+//!   [`HedgeSnapshot`], so a `SnapshotRegistry` serves them in its
+//!   `/resilience` document.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -362,7 +363,12 @@ mod service;
 mod snapshot;
 
 pub use crate::body::RetryBody;
-pub use crate::budget::{BudgetSnapshot, RetryBudget};
+pub use crate::budget::BudgetSnapshot as RetryBudgetSnapshot;
+pub use crate::budget::RetryBudget;
+
+/// The old name of [`RetryBudgetSnapshot`].
+#[deprecated(since = "0.1.0", note = "use `RetryBudgetSnapshot`")]
+pub type BudgetSnapshot = RetryBudgetSnapshot;
 pub use crate::classify::{ClassifyRequest, IDEMPOTENCY_KEY, IdempotentRequests};
 pub use crate::config::{
     Jitter, RetryBudgetConfig, RetryBudgetConfigBuilder, RetryConfig, RetryConfigBuilder,

@@ -70,7 +70,7 @@ impl LayerSnapshot for HedgeHandle {
 
 /// Serialized with `delay_ms` (the delay a hedge waits for now, in
 /// milliseconds), `delay_learned`, `hedges_total`, `hedges_won_total`, and
-/// `budget`, the [`BudgetSnapshot`] of the budget hedges draw from.
+/// `budget`, the [`RetryBudgetSnapshot`](crate::RetryBudgetSnapshot) of the budget hedges draw from.
 impl Serialize for HedgeSnapshot {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut s = serializer.serialize_struct("HedgeSnapshot", 5)?;

@@ -116,8 +116,8 @@ impl HedgeSnapshot {
         self.hedges_won_total
     }
 
-    /// The budget hedges draw from: its [`level`](BudgetSnapshot::level),
-    /// what is [`available`](BudgetSnapshot::available), its window.
+    /// The budget hedges draw from: its [`level`](crate::RetryBudgetSnapshot::level),
+    /// what is [`available`](crate::RetryBudgetSnapshot::available), its window.
     pub fn budget(&self) -> &BudgetSnapshot {
         &self.budget
     }

@@ -59,6 +59,13 @@ impl HedgeLayer {
     }
 }
 
+impl Default for HedgeLayer {
+    /// [`HedgeLayer::new`] with [`HedgeConfig::default`].
+    fn default() -> Self {
+        Self::new(HedgeConfig::default())
+    }
+}
+
 impl<C> HedgeLayer<C> {
     /// Decides which requests may be hedged with `classify` instead: a
     /// [`ClassifyRequest`](crate::ClassifyRequest), such as a closure
