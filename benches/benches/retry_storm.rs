@@ -18,15 +18,18 @@
 //!
 //! - **The trigger**: from [`TRIGGER_START`] for [`TRIGGER`] (2 s) the
 //!   service is 4x slower (a job started then takes 40 ms); then it ends.
-//! - **The server**, the same for every client configuration: our bounded
-//!   queue (K slots, 50 places, FIFO, deadline-aware admission: a waiter
-//!   whose expected wait is past its deadline is refused at once, and none
-//!   waits past it) in front of resilience-core's `TimeoutLayer`, which
-//!   stops work at the request's deadline, as the reference stack has
-//!   them. Two settings of the queue, each a table ([`QUEUES`]): a 15 ms
-//!   wait budget with CoDel (tuned for this service as the overload
+//! - **The server**, the same for every client configuration, in three
+//!   settings, each a table ([`QUEUES`]). Two are our bounded queue (K
+//!   slots, 50 places, FIFO, deadline-aware admission: a waiter whose
+//!   expected wait is past its deadline is refused at once, and none waits
+//!   past it) in front of resilience-core's `TimeoutLayer`, which stops
+//!   work at the request's deadline, as the reference stack has them: a
+//!   15 ms wait budget with CoDel (tuned for this service as the overload
 //!   harness's `ours`), and deadline only (the reference deployment's
-//!   shape: no CoDel, a 200 ms `max_wait`); the chart shows the second. It
+//!   shape: no CoDel, a 200 ms `max_wait`). The third, `unbounded FIFO`,
+//!   is tower's `ConcurrencyLimit` alone: a queue without limit that works
+//!   on every attempt it was sent, whether its client still waits or not
+//!   (the server of the "for scale" figures). The server
 //!   runs in its own tasks behind a "wire": a client that gives up on an
 //!   attempt does not stop the server's work on it (what the server does
 //!   with it is the server's business), and the server's refusals reach
@@ -55,20 +58,32 @@
 //! there until the end of the run; the amplification (attempts sent per
 //! request offered) during the trigger and after it; and the share of the
 //! server's busy time spent on attempts their client had already given up
-//! on. Each table row is followed by a machine-readable `RETRY_STORM_ROW`
-//! line; `-- --bins` prints each configuration's goodput per bin too, and
-//! `-- --seed N` changes the seed. The chart of goodput over time goes to
-//! `target/retry_storm.svg` (`CARGO_TARGET_DIR` if set).
+//! on. A `RETRY_STORM_SETUP` line gives the model's parameters; each table
+//! row is followed by a machine-readable `RETRY_STORM_ROW` line and a
+//! `RETRY_STORM_BINS` line (its goodput per bin); `-- --bins` prints each
+//! configuration's goodput per bin in the text too, and `-- --seed N`
+//! changes the seed. The benchmark report (`--bin report`) runs this
+//! harness, reads those lines, and draws goodput over time per
+//! configuration and server (`benches/retry_storm.svg`).
 //!
-//! What it shows (seed 42): with either queue every configuration is back
-//! within 0.1 s of the trigger's end, since the server drops attempts it
-//! can no longer finish in time; what differs is the amplification during
-//! the trigger. A budget of 20% of the requests over 10 s does not bound
-//! the amplification over a shorter stretch: a 2 s slowdown after 8 quiet
-//! seconds may spend the whole window's allowance (up to about 1700
-//! retries for 1600 requests here), so ours, below its budget, reaches
-//! about 1.3 attempts per request during the trigger on the deadline-only
-//! server, and tower's `TpsBudget` about 1.6.
+//! What it shows (seed 42): on our bounded queue every configuration is
+//! back within 0.1 s of the trigger's end, since the server drops attempts
+//! it can no longer finish in time; what differs is the amplification
+//! during the trigger: tower's `Retry` 2.9 attempts per request on the
+//! deadline-only server, `TpsBudget` 1.6 (a 2 s slowdown after quiet
+//! seconds spends the allowance its 10 s window saved), tower-resilience
+//! 1.3, ours 1.20 (its budget holds within any second too: 20% of that
+//! second's requests; over the trigger's fixed 2 s a few retries are
+//! funded by requests from just before it, 1.203 on this seed, 1.200 to
+//! 1.201 on seeds 1 to 3). On the unbounded FIFO, no retry is back after
+//! 5.5 s (the backlog the trigger left drains at 200 requests/s),
+//! `TpsBudget` after 11 s (deposits on success only: while everything
+//! fails, only its floor is left), and tower's `Retry`, tower-resilience
+//! and ours never within the run: the backlog makes every attempt time
+//! out, and the retries, 1.18 attempts per request for ours, keep the
+//! server at 95% of its capacity, too busy to drain it. A client-side
+//! budget bounds the load retries add; it cannot make a server drop the
+//! work its clients gave up on: that half is the server's.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,7 +91,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use plotters::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
@@ -169,13 +183,19 @@ impl Drop for AbandonOnDrop {
 
 type Server = BoxCloneService<Request<()>, (), BoxError>;
 
-/// The server's queue settings: both FIFO (earliest deadline first), with
-/// 50 places, deadline-aware (a waiter whose expected wait is past its
-/// deadline is refused at once, and none waits past it).
+/// A server setting: our bounded queue, FIFO with 50 places and
+/// deadline-aware (a waiter whose expected wait is past its deadline is
+/// refused at once, and none waits past it), with a timeout at the
+/// request's deadline; or an unbounded FIFO that works on every attempt it
+/// was sent, abandoned or not.
 struct Queue {
     label: &'static str,
     max_wait: Duration,
     codel: bool,
+    /// An unbounded FIFO in front of the K workers (tower's
+    /// `ConcurrencyLimit`), no deadline, no timeout: `max_wait` and `codel`
+    /// do not apply.
+    fifo: bool,
 }
 
 /// The two servers. `wait budget`: tuned for this service as the overload
@@ -185,17 +205,27 @@ struct Queue {
 /// away about 5% of the requests at 0.8x, trigger or not. `deadline only`:
 /// the reference deployment's shape (`examples/src/soak`: no CoDel, a
 /// 200 ms `max_wait`), so a waiter stays until its deadline (300 ms) or
-/// `max_wait`, well past its attempt's timeout (100 ms).
-const QUEUES: [Queue; 2] = [
+/// `max_wait`, well past its attempt's timeout (100 ms). `unbounded FIFO`:
+/// the server of the "for scale" figures, which keeps working on
+/// attempts their client has abandoned, behind a queue without limit.
+const QUEUES: [Queue; 3] = [
     Queue {
         label: "wait budget 15ms",
         max_wait: Duration::from_millis(15),
         codel: true,
+        fifo: false,
     },
     Queue {
         label: "deadline only",
         max_wait: Duration::from_millis(200),
         codel: false,
+        fifo: false,
+    },
+    Queue {
+        label: "unbounded FIFO",
+        max_wait: Duration::ZERO,
+        codel: false,
+        fifo: true,
     },
 ];
 
@@ -223,6 +253,13 @@ fn server(stats: Arc<Mutex<Stats>>, queue: &Queue) -> Server {
             Ok::<_, Infallible>(())
         }
     });
+    if queue.fifo {
+        return ServiceBuilder::new()
+            .concurrency_limit(K)
+            .service(service)
+            .map_err(Into::into)
+            .boxed_clone();
+    }
     let queue = BoundedQueueConfig::builder()
         .name("retry-storm")
         .concurrency(K)
@@ -519,71 +556,6 @@ fn json_num(x: f64) -> String {
     }
 }
 
-/// Goodput over time, one line per configuration.
-fn chart(rows: &[Row], path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let secs = RUN.as_secs_f64();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!(
-                "retry storm, deadline-only server: goodput per {} ms at {LOAD}x capacity, service {SLOWDOWN}x slower from {} s to {} s",
-                BIN.as_millis(),
-                TRIGGER_START.as_secs(),
-                (TRIGGER_START + TRIGGER).as_secs()
-            ),
-            ("sans-serif", 16),
-        )
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(45)
-        .build_cartesian_2d(0.0..secs, 0.0..105.0)?;
-    chart
-        .configure_mesh()
-        .x_desc("time (s)")
-        .y_desc("goodput (% of offered)")
-        .draw()?;
-    chart.draw_series(std::iter::once(Rectangle::new(
-        [
-            (TRIGGER_START.as_secs_f64(), 0.0),
-            ((TRIGGER_START + TRIGGER).as_secs_f64(), 105.0),
-        ],
-        RGBColor(230, 230, 230).filled(),
-    )))?;
-    let colors = [
-        RGBColor(120, 120, 120),
-        RGBColor(214, 39, 40),
-        RGBColor(255, 127, 14),
-        RGBColor(148, 103, 189),
-        RGBColor(31, 119, 180),
-    ];
-    for (row, color) in rows.iter().zip(colors) {
-        let width = if row.name == "ours" { 3 } else { 2 };
-        chart
-            .draw_series(LineSeries::new(
-                row.goodput.iter().enumerate().map(|(i, g)| {
-                    (
-                        (i as f64 + 0.5) * BIN.as_secs_f64(),
-                        (g * 100.0).clamp(0.0, 100.0),
-                    )
-                }),
-                color.stroke_width(width),
-            ))?
-            .label(row.name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
-}
-
 fn main() {
     let seed = std::env::args()
         .collect::<Vec<_>>()
@@ -602,15 +574,30 @@ fn main() {
         CLIENT_DEADLINE.as_millis(),
         ATTEMPT_TIMEOUT.as_millis(),
     );
-    let mut charted = Vec::new();
+    println!(
+        "RETRY_STORM_SETUP {{\"trigger_start_s\":{},\"trigger_s\":{},\"run_s\":{},\"load\":{LOAD},\"slowdown\":{SLOWDOWN},\"capacity\":{},\"deadline_ms\":{},\"attempt_timeout_ms\":{},\"attempts\":{ATTEMPTS},\"recovered\":{RECOVERED}}}",
+        TRIGGER_START.as_secs_f64(),
+        TRIGGER.as_secs_f64(),
+        RUN.as_secs_f64(),
+        K as f64 / S.as_secs_f64(),
+        CLIENT_DEADLINE.as_millis(),
+        ATTEMPT_TIMEOUT.as_millis(),
+    );
     for queue in &QUEUES {
         println!();
-        println!(
-            "server: bounded queue, {} (FIFO, max_wait {}ms, CoDel {})",
-            queue.label,
-            queue.max_wait.as_millis(),
-            if queue.codel { "15ms" } else { "off" }
-        );
+        if queue.fifo {
+            println!(
+                "server: {} (tower ConcurrencyLimit({K}): no limit on waiters, no deadline, every attempt worked on)",
+                queue.label
+            );
+        } else {
+            println!(
+                "server: bounded queue, {} (FIFO, max_wait {}ms, CoDel {}, deadline-aware)",
+                queue.label,
+                queue.max_wait.as_millis(),
+                if queue.codel { "15ms" } else { "off" }
+            );
+        }
         println!();
         println!(
             "| config | goodput % | recovery after trigger (s) | amplification during | amplification after | server work wasted % |"
@@ -661,20 +648,15 @@ fn main() {
                 json_num(r.amp_after),
                 json_num(r.wasted * 100.0),
             );
+            // Its goodput per bin, for the report's chart.
+            let bins: Vec<String> = r.goodput.iter().map(|&g| json_num(g * 100.0)).collect();
+            println!(
+                "RETRY_STORM_BINS {{\"server\":\"{}\",\"config\":\"{}\",\"seed\":{seed},\"bin_ms\":{},\"goodput\":[{}]}}",
+                queue.label,
+                r.name,
+                BIN.as_millis(),
+                bins.join(","),
+            );
         }
-        charted = rows;
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        },
-        std::path::PathBuf::from,
-    );
-    let path = target.join("retry_storm.svg");
-    match chart(&charted, &path) {
-        Ok(()) => println!("chart: {}", path.display()),
-        Err(e) => println!("chart not written: {e}"),
     }
 }

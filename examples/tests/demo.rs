@@ -295,6 +295,10 @@ async fn the_quick_scenario_tells_the_story() {
     // The chart and the time series render.
     let svg = report.svg().unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("publications"));
+    assert!(
+        svg.contains("shop retries per second"),
+        "the chart has a line for retries"
+    );
     let json = report.to_json();
     assert_eq!(json["phases"].as_array().unwrap().len(), 5);
 }

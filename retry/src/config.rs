@@ -27,9 +27,14 @@ pub enum Jitter {
 /// Validated configuration of a [`RetryBudget`](crate::RetryBudget).
 ///
 /// Retries may add at most `ratio` of the requests of the last `window`,
-/// plus `min_per_second × window` (a floor that lets a quiet client retry
-/// at all). A lower priority stops retrying while more of the budget is
-/// left than a higher one (see [`RetryBudgetConfigBuilder::reserve`]).
+/// or `min_per_second × window` when that is more (a floor that lets a
+/// quiet client retry at all); and within any `burst_window`, at most
+/// `ratio` of that interval's requests, or `min_per_second ×
+/// burst_window` when that is more, so that a burst of failures cannot
+/// spend at once what the quiet seconds before it saved (see
+/// [`RetryBudget`](crate::RetryBudget)). A lower priority stops
+/// retrying while more of the budget is left than a higher one (see
+/// [`RetryBudgetConfigBuilder::reserve`]).
 ///
 /// ```
 /// use std::time::Duration;
@@ -39,8 +44,10 @@ pub enum Jitter {
 ///     .ratio(0.1)
 ///     .min_per_second(5)
 ///     .window(Duration::from_secs(30))
+///     .burst_window(Duration::from_secs(2))
 ///     .build()?;
 /// assert_eq!(budget.ratio(), 0.1);
+/// assert_eq!(budget.burst_window(), Duration::from_secs(2));
 ///
 /// let err = RetryBudgetConfig::builder().ratio(-1.0).build().unwrap_err();
 /// assert_eq!(err.field(), "ratio");
@@ -53,6 +60,7 @@ pub struct RetryBudgetConfig {
     pub(crate) ratio: f64,
     pub(crate) min_per_second: u32,
     pub(crate) window: Duration,
+    pub(crate) burst_window: Duration,
     pub(crate) reserve: [f64; 4],
 }
 
@@ -69,6 +77,11 @@ pub struct RetryBudgetConfigBuilder {
         serde(deserialize_with = "resilience_core::config::duration::deserialize")
     )]
     window: Duration,
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
+    burst_window: Duration,
     #[cfg_attr(feature = "serde", serde(deserialize_with = "de::reserve"))]
     reserve: [f64; 4],
 }
@@ -173,10 +186,15 @@ impl RetryBudgetConfig {
     /// Retries allowed per request of the window: `0.2` (20%, as Finagle's
     /// and tower's `TpsBudget`).
     pub const DEFAULT_RATIO: f64 = 0.2;
-    /// Retries allowed per second of the window whatever the traffic: `10`.
+    /// Retries allowed per second whatever the traffic (a minimum, not an
+    /// addition to the ratio): `10`.
     pub const DEFAULT_MIN_PER_SECOND: u32 = 10;
     /// How far back the budget remembers requests and retries: `10s`.
     pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+    /// The shortest interval the ratio holds over: `1s`. Within any second,
+    /// retries add at most 20% of that second's requests, or 10 if that is
+    /// more.
+    pub const DEFAULT_BURST_WINDOW: Duration = Duration::from_secs(1);
     /// The largest `ratio`: `10.0`.
     pub const MAX_RATIO: f64 = 10.0;
     /// The shortest `window`: `10ms`.
@@ -208,6 +226,12 @@ impl RetryBudgetConfig {
         self.window
     }
 
+    /// The shortest interval the ratio holds over (as set; when it is not
+    /// shorter than [`window`](Self::window), only the window applies).
+    pub fn burst_window(&self) -> Duration {
+        self.burst_window
+    }
+
     /// The share of the budget that must be left for `priority` to retry.
     pub fn reserve(&self, priority: Priority) -> f64 {
         self.reserve[priority.index()]
@@ -233,8 +257,11 @@ impl RetryBudgetConfigBuilder {
         self
     }
 
-    /// Retries allowed per second of the window whatever the traffic, at
-    /// most 1,000,000 (default [`RetryBudgetConfig::DEFAULT_MIN_PER_SECOND`]).
+    /// Retries allowed per second whatever the traffic, at most 1,000,000
+    /// (default [`RetryBudgetConfig::DEFAULT_MIN_PER_SECOND`]): a minimum,
+    /// not an addition. The window allows `ratio` of its requests or
+    /// `min_per_second × window`, whichever is more; the burst window
+    /// likewise.
     pub fn min_per_second(mut self, per_second: u32) -> Self {
         self.min_per_second = per_second;
         self
@@ -245,6 +272,19 @@ impl RetryBudgetConfigBuilder {
     /// [`RetryBudgetConfig::DEFAULT_WINDOW`]).
     pub fn window(mut self, window: Duration) -> Self {
         self.window = window;
+        self
+    }
+
+    /// The shortest interval the ratio holds over, from
+    /// [`RetryBudgetConfig::MIN_WINDOW`] to 365 days (default
+    /// [`RetryBudgetConfig::DEFAULT_BURST_WINDOW`]): within any
+    /// `burst_window`, retries add at most `ratio` of that interval's
+    /// requests (or `min_per_second × burst_window`, if more), whatever
+    /// the window saved before it. A `burst_window` not shorter than `window` turns
+    /// this off: a burst may then spend the whole window's allowance at
+    /// once (as tower's `TpsBudget` and Finagle's budget do).
+    pub fn burst_window(mut self, burst_window: Duration) -> Self {
+        self.burst_window = burst_window;
         self
     }
 
@@ -262,7 +302,8 @@ impl RetryBudgetConfigBuilder {
     /// # Errors
     /// - `ratio` is not in `[0, 10]`
     /// - `min_per_second` is above 1,000,000
-    /// - `window` is shorter than 10 ms or longer than 365 days
+    /// - `window` or `burst_window` is shorter than 10 ms or longer than
+    ///   365 days
     /// - a `reserve` share is not in `[0, 1)`
     pub fn build(self) -> Result<RetryBudgetConfig, ConfigError> {
         if !(0.0..=RetryBudgetConfig::MAX_RATIO).contains(&self.ratio) {
@@ -278,6 +319,10 @@ impl RetryBudgetConfigBuilder {
         if self.window < RetryBudgetConfig::MIN_WINDOW {
             return Err(ConfigError::new("window", "must be at least 10ms"));
         }
+        validate_positive_duration("burst_window", self.burst_window)?;
+        if self.burst_window < RetryBudgetConfig::MIN_WINDOW {
+            return Err(ConfigError::new("burst_window", "must be at least 10ms"));
+        }
         if !self.reserve.iter().all(|r| (0.0..1.0).contains(r)) {
             return Err(ConfigError::new("reserve", "must be in [0, 1)"));
         }
@@ -285,6 +330,7 @@ impl RetryBudgetConfigBuilder {
             ratio: self.ratio,
             min_per_second: self.min_per_second,
             window: self.window,
+            burst_window: self.burst_window,
             reserve: self.reserve,
         })
     }
@@ -296,6 +342,7 @@ impl Default for RetryBudgetConfigBuilder {
             ratio: RetryBudgetConfig::DEFAULT_RATIO,
             min_per_second: RetryBudgetConfig::DEFAULT_MIN_PER_SECOND,
             window: RetryBudgetConfig::DEFAULT_WINDOW,
+            burst_window: RetryBudgetConfig::DEFAULT_BURST_WINDOW,
             reserve: RetryBudgetConfig::DEFAULT_RESERVE,
         }
     }
@@ -757,6 +804,7 @@ mod tests {
         assert_eq!(c.budget().ratio(), 0.2);
         assert_eq!(c.budget().min_per_second(), 10);
         assert_eq!(c.budget().window(), Duration::from_secs(10));
+        assert_eq!(c.budget().burst_window(), Duration::from_secs(1));
         assert_eq!(c.budget().reserve(Priority::Sheddable), 0.5);
         assert_eq!(c.budget().reserve(Priority::Critical), 0.0);
     }
@@ -850,12 +898,23 @@ mod tests {
             (b().min_per_second(1_000_001), "min_per_second"),
             (b().window(Duration::ZERO), "window"),
             (b().window(Duration::from_millis(9)), "window"),
+            (b().burst_window(Duration::ZERO), "burst_window"),
+            (b().burst_window(Duration::from_millis(9)), "burst_window"),
+            (b().burst_window(TOO_LONG), "burst_window"),
             (b().reserve(Priority::Sheddable, 1.0), "reserve"),
             (b().reserve(Priority::Critical, -0.1), "reserve"),
         ] {
             assert_eq!(builder.build().unwrap_err().field(), field);
         }
         assert!(b().ratio(0.0).min_per_second(0).build().is_ok());
+        // A burst window longer than the window is valid: only the window
+        // applies then.
+        assert!(
+            b().window(Duration::from_millis(500))
+                .burst_window(Duration::from_secs(1))
+                .build()
+                .is_ok()
+        );
     }
 
     #[cfg(feature = "serde")]
@@ -863,7 +922,7 @@ mod tests {
     fn deserializes_through_the_builder() {
         let c: RetryConfig = serde_json::from_str(
             r#"{"retryable_grpc_codes": ["unavailable", 8], "attempt_timeout": "250ms",
-                "budget": {"min_per_second": 1, "reserve": {"critical": 0.1}}}"#,
+                "budget": {"min_per_second": 1, "burst_window": "2s", "reserve": {"critical": 0.1}}}"#,
         )
         .unwrap();
         assert_eq!(
@@ -873,10 +932,12 @@ mod tests {
         assert_eq!(c.attempt_timeout(), Some(Duration::from_millis(250)));
         assert_eq!(c.budget().reserve(Priority::Critical), 0.1);
         assert_eq!(c.budget().reserve(Priority::Sheddable), 0.5);
+        assert_eq!(c.budget().burst_window(), Duration::from_secs(2));
         for bad in [
             r#"{"retryable_statuses": [404]}"#,
             r#"{"retryable_grpc_codes": ["NOPE"]}"#,
             r#"{"budget": {"window": "0s"}}"#,
+            r#"{"budget": {"burst_window": "1ms"}}"#,
             r#"{"budget": {"reserve": {"urgent": 0.1}}}"#,
             r#"{"unknown": 1}"#,
             r#"{"max_pushback": "9000h"}"#,

@@ -19,6 +19,7 @@ use crate::budget::{BudgetSnapshot, RetryBudget};
 /// assert_eq!(handle.name(), "inventory");
 /// assert_eq!(snap.level(), 1.0); // nothing spent
 /// assert_eq!(snap.available(), 100.0); // the floor: 10/s over 10 s
+/// assert_eq!(snap.burst_available(), 10.0); // 10/s within the burst window (1 s)
 /// assert_eq!(snap.attempts_total(), 0);
 /// # }
 /// ```

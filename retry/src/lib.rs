@@ -96,10 +96,15 @@
 //!
 //! One [`RetryBudget`] per destination, shared by every clone of the
 //! layer and its services: over the last 10 s, retries may add at most
-//! 20% of the requests plus 10 per second
-//! ([`RetryBudgetConfig`]). Under sustained failure the load is at most
-//! 1.2 times what it would be without retries (plus the floor), so when a
-//! dependency slows down, retries cannot keep it down. While the budget is
+//! 20% of the requests; and within any second (the burst window), at most
+//! 20% of *that second's* requests ([`RetryBudgetConfig`]). A floor of 10
+//! retries per second applies instead when it is more (a client of fewer
+//! than 50 requests per second). Under sustained failure the load is at
+//! most 1.2 times what it would be without retries (or the floor), so when
+//! a dependency slows down, retries cannot keep it down; and a short
+//! slowdown after quiet seconds cannot spend at once the allowance those
+//! seconds saved: every second of it sees at most 1.2 attempts per
+//! request. While the budget is
 //! empty nothing is retried; as it runs low, `sheddable` requests stop
 //! retrying first (more than half must be left), then `sheddable-plus`
 //! (more than a quarter), then `critical` and `critical-plus` (any). The

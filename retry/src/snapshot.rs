@@ -7,6 +7,7 @@
 //!
 //! ```json
 //! { "level": 0.93, "available": 112.0, "allowance": 120.0,
+//!   "burst_available": 10.0, "burst_allowance": 12.0,
 //!   "requests": 100, "retries": 8, "retry_ratio": 0.08,
 //!   "requests_total": 5400, "retries_total": 31, "attempts_total": 5431 }
 //! ```
@@ -83,16 +84,20 @@ impl Serialize for HedgeSnapshot {
     }
 }
 
-/// Serialized with the budget's `level` (share left, `0` to `1`),
-/// `available` and `allowance` (retries), the window's `requests`,
+/// Serialized with the budget's `level` (share left of the tighter
+/// allowance, `0` to `1`), `available` and `allowance` (retries, the
+/// window's), `burst_available` and `burst_allowance` (retries, the burst
+/// window's), the window's `requests`,
 /// `retries` and `retry_ratio` (`null` without requests), and the
 /// counters since the budget was made.
 impl Serialize for BudgetSnapshot {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("BudgetSnapshot", 9)?;
+        let mut s = serializer.serialize_struct("BudgetSnapshot", 11)?;
         s.serialize_field("level", &self.level())?;
         s.serialize_field("available", &self.available())?;
         s.serialize_field("allowance", &self.allowance())?;
+        s.serialize_field("burst_available", &self.burst_available())?;
+        s.serialize_field("burst_allowance", &self.burst_allowance())?;
         s.serialize_field("requests", &self.requests())?;
         s.serialize_field("retries", &self.retries())?;
         s.serialize_field("retry_ratio", &self.retry_ratio())?;
@@ -123,6 +128,7 @@ mod tests {
         let state = &doc["layers"][0]["state"];
         assert_eq!(state["level"], 1.0);
         assert_eq!(state["available"], 100.0);
+        assert_eq!(state["burst_available"], 10.0);
         assert!(state["retry_ratio"].is_null());
 
         let mut calls = 0;
@@ -147,7 +153,12 @@ mod tests {
         assert_eq!(state["requests"], 4);
         assert_eq!(state["retries"], 4);
         assert_eq!(state["retry_ratio"], 1.0);
-        assert_eq!(state["available"], 96.8);
+        // the floor (10/s over 10 s) is more than 20% of 4 requests
+        assert_eq!(state["allowance"], 100.0);
+        assert_eq!(state["available"], 96.0);
+        // within the burst window (1 s), 10; 4 retries spent
+        assert_eq!(state["burst_allowance"], 10.0);
+        assert_eq!(state["burst_available"], 6.0);
         assert_eq!(state["attempts_total"], 8);
     }
 

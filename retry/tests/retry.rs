@@ -565,13 +565,62 @@ async fn sustained_failure_never_exceeds_the_budget_ratio() {
     assert_eq!(snap.retries_total(), retries.len() as u64);
 }
 
+/// After quiet seconds, a burst of failures is retried within the budget's
+/// ratio of the burst's own requests (the default burst window, 1 s), not
+/// with all that the quiet seconds saved in the 10 s window.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_burst_of_failures_after_quiet_seconds_keeps_to_the_ratio() {
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fail = failing.clone();
+    let (dep, log) = dependency(move |_| {
+        if fail.load(Ordering::Relaxed) {
+            status(503)
+        } else {
+            ok()
+        }
+    });
+    // the default budget: 20% and 10/s over 10 s, burst window 1 s
+    let layer = layer(config());
+    let handle = layer.handle();
+    let svc = layer.layer(dep);
+    // 200 requests per second: 8 s that succeed, then 2 s that fail
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..2000u32 {
+        tokio::time::sleep_until(start + ms(5) * i).await;
+        if i == 1600 {
+            failing.store(true, Ordering::Relaxed);
+        }
+        let mut svc = svc.clone();
+        tasks.push(tokio::spawn(async move { send(&mut svc, get()).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let retries = handle.snapshot().retries_total();
+    let in_log = log
+        .all()
+        .iter()
+        .filter(|s| s.headers.contains_key(ATTEMPT_HEADER))
+        .count();
+    assert_eq!(retries, in_log as u64);
+    // 400 failed requests over 2 s, the last retries up to 150 ms later:
+    // at most 20% of them and of one burst window of the quiet ones before
+    // (120), with room for the floor's 10 per burst window besides (30).
+    // The 10 s window alone would allow 20% of all 2,000: 400.
+    assert!(retries <= 150, "{retries} retries");
+    assert!(retries >= 60, "the budget is used: {retries} retries");
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn lower_priorities_stop_retrying_first() {
-    // A floor of 10 retries over the window, no ratio.
+    // A floor of 10 retries over the window, no ratio, all available at
+    // once (no burst window).
     let budget = RetryBudgetConfig::builder()
         .ratio(0.0)
         .min_per_second(1)
         .window(Duration::from_secs(10))
+        .burst_window(Duration::from_secs(10))
         .build()
         .unwrap();
     let (dep, log) = dependency(|_| status(503));
@@ -602,6 +651,7 @@ async fn clones_share_one_budget() {
         .ratio(0.0)
         .min_per_second(1)
         .window(Duration::from_secs(2))
+        .burst_window(Duration::from_secs(2))
         .build()
         .unwrap();
     let (dep, log) = dependency(|_| status(503));
@@ -671,11 +721,13 @@ async fn emits_metrics() {
     let snapshotter = recorder.snapshotter();
     let _guard = metrics::set_default_local_recorder(&recorder);
 
-    // 2 retries in the budget (a floor of 1/s over 2 s), 3 attempts each
+    // 2 retries in the budget (a floor of 1/s over 2 s, all available at
+    // once), 3 attempts each
     let budget = RetryBudgetConfig::builder()
         .ratio(0.0)
         .min_per_second(1)
         .window(Duration::from_secs(2))
+        .burst_window(Duration::from_secs(2))
         .build()
         .unwrap();
     let (dep, _log) = dependency(|n| match n {

@@ -399,9 +399,26 @@ impl Report {
         serde_json::to_value(self).unwrap_or_default()
     }
 
+    /// The shop's retries per second (of its inventory calls) between
+    /// consecutive samples: `(time of the later sample, rate)`, one point
+    /// per sample after the first. Samples out of order or at the same
+    /// time are skipped.
+    pub fn retries_per_s(&self) -> Vec<(f64, f64)> {
+        self.samples
+            .windows(2)
+            .filter(|w| w[1].at_s > w[0].at_s)
+            .map(|w| {
+                let retries = w[1].retries.saturating_sub(w[0].retries) as f64;
+                (w[1].at_s, retries / (w[1].at_s - w[0].at_s))
+            })
+            .collect()
+    }
+
     /// The chart, as an SVG document: served per second by priority, p99
-    /// latency, breaker states and healthy instances, over the run, with
-    /// the phases marked.
+    /// latency, breaker states, and healthy instances with ingest's queues
+    /// and the shop's retries per second ("shop retries per second", see
+    /// [`retries_per_s`](Self::retries_per_s)), over the run, with the
+    /// phases marked.
     ///
     /// # Errors
     /// - plotters failed to draw
@@ -550,7 +567,9 @@ impl Report {
             }
             legend(&mut chart)?;
 
-            // 4. Healthy inventory instances, and ingest's queued events.
+            // 4. Healthy inventory instances, ingest's queued events, and
+            // the shop's retries per second (small numbers all three).
+            let retries = self.retries_per_s();
             let max_queued = self
                 .samples
                 .iter()
@@ -558,9 +577,10 @@ impl Report {
                 .max()
                 .unwrap_or(0)
                 .max(3) as f64;
+            let max_queued = retries.iter().map(|r| r.1).fold(max_queued, f64::max);
             let mut chart = ChartBuilder::on(&panels[3])
                 .caption(
-                    "healthy inventory instances, and requests waiting in ingest's queues",
+                    "healthy inventory instances, requests waiting in ingest's queues, and the shop's retries per second",
                     ("sans-serif", 16),
                 )
                 .margin(8)
@@ -598,6 +618,13 @@ impl Report {
                         PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(1))
                     });
             }
+            let purple = RGBColor(148, 103, 189);
+            chart
+                .draw_series(LineSeries::new(retries, purple.stroke_width(2)))?
+                .label("shop retries per second")
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], purple.stroke_width(2))
+                });
             legend(&mut chart)?;
             root.present()?;
         }
@@ -725,4 +752,53 @@ fn buckets(records: &[Record], total_s: f64) -> Vec<Bucket> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at_s: f64, retries: u64) -> TimeSample {
+        TimeSample {
+            at_s,
+            phase: Phase::Kill,
+            breakers: BTreeMap::from([("inventory".to_owned(), "closed".to_owned())]),
+            instances: BTreeMap::new(),
+            healthy_instances: 3,
+            queued: BTreeMap::new(),
+            retries,
+        }
+    }
+
+    #[test]
+    fn the_chart_has_a_line_for_the_shops_retries() {
+        let samples = vec![
+            sample(0.0, 0),
+            sample(1.0, 0),
+            sample(2.0, 10),
+            sample(2.0, 12), // same time: skipped
+            sample(2.5, 30),
+        ];
+        let report = Report::new(
+            vec![(Phase::Kill, Duration::ZERO, Duration::from_millis(2500), 30)],
+            Vec::new(),
+            samples,
+            Vec::new(),
+            Vec::new(),
+        );
+        assert_eq!(
+            report.retries_per_s(),
+            [(1.0, 0.0), (2.0, 10.0), (2.5, 36.0)]
+        );
+        let svg = report.svg().unwrap();
+        assert!(svg.contains("shop retries per second"));
+        assert!(
+            svg.contains("the shop&apos;s retries per second")
+                || svg.contains("the shop's retries per second")
+        );
+        // no samples: no points, still a chart
+        let empty = Report::new(Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        assert!(empty.retries_per_s().is_empty());
+        assert!(empty.svg().unwrap().contains("shop retries per second"));
+    }
 }

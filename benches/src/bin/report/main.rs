@@ -1,5 +1,6 @@
 //! Runs the whole benchmark suite and writes `benches/REPORT.md` (and the
-//! overload chart `benches/overload.svg` beside it).
+//! overload chart `benches/overload.svg` and the retry-storm chart
+//! `benches/retry_storm.svg` beside it).
 //!
 //! ```text
 //! cargo run -p resilience-benches --release --bin report            # full run
@@ -12,12 +13,14 @@
 //! pointed at a fresh `target/report/criterion`, so only this run counts.
 //! The report reads criterion's `benchmark.json` and `estimates.json`
 //! (medians), the "X allocations per call" lines each target prints, and the
-//! overload harness's `OVERLOAD_ROW` / `OVERLOAD_BOUND` JSON lines. Nothing in
+//! overload harness's `OVERLOAD_ROW` / `OVERLOAD_BOUND` JSON lines and the
+//! retry-storm harness's `RETRY_STORM_*` lines (see `storm.rs`). Nothing in
 //! the report is written by hand: the targets' figures and verdicts are
 //! computed from the run.
 
 mod callgrind;
 mod e2e;
+mod storm;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -191,6 +194,8 @@ struct Results {
     overload_bounds: Vec<serde_json::Value>,
     /// The overload harness's human-readable output.
     overload_text: String,
+    /// The retry-storm harness's figures.
+    retry_storm: Option<storm::Storm>,
     /// The end-to-end rounds, in the order they ran.
     e2e: Vec<e2e::Round>,
     /// Instructions per call (full mode only).
@@ -287,6 +292,13 @@ fn run() -> Result<(), Error> {
     if opts
         .only
         .as_ref()
+        .is_none_or(|o| o.iter().any(|x| x == "retry_storm"))
+    {
+        results.retry_storm = Some(storm::run(&root, &criterion_home)?);
+    }
+    if opts
+        .only
+        .as_ref()
         .is_none_or(|o| o.iter().any(|x| x == "e2e"))
     {
         let (rounds, secs) = if opts.quick { (1, 0.5) } else { (6, 3.0) };
@@ -314,6 +326,7 @@ fn run() -> Result<(), Error> {
         std::fs::write(&chart, svg).map_err(|e| Error::Io(chart.clone(), e))?;
         true
     };
+    storm::write_chart(&opts.out, results.retry_storm.as_mut())?;
     let header = Header {
         started,
         finished: now_utc(),
@@ -875,6 +888,7 @@ fn targets(r: &Results) -> Vec<Target> {
         },
     );
     t.extend(overload_targets(r));
+    t.extend(storm::targets(r.retry_storm.as_ref()));
     t.extend(e2e_targets(r));
     t
 }
@@ -1238,6 +1252,8 @@ fn write_missed(w: &mut String, r: &Results, missed: &[&Target]) {
             WHOLE_ALLOCS_WHY.to_owned()
         } else if t.what.starts_with("Overload 2x: critical + default") {
             OVERLOAD_WHY.to_owned()
+        } else if let Some(why) = storm::why_missed(&t.what, r.retry_storm.as_ref()) {
+            why
         } else {
             "No analysis of this target yet.".to_owned()
         };
@@ -1645,6 +1661,7 @@ fn write_report(root: &Path, h: &Header, r: &Results, chart: Option<&str>) -> St
     write_breaker_counts(w, r);
     write_e2e(w, r);
     write_overload(w, r, chart);
+    storm::write_section(w, r.retry_storm.as_ref());
     md
 }
 
