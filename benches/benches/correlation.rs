@@ -294,8 +294,11 @@ fn tower_http_pair() -> impl Service<Request<()>, Response = Response<()>, Error
 fn bench_axum(c: &mut Criterion) {
     let rt = resilience_benches::runtime();
     let _guard = rt.enter();
-    let (mut baseline, mut ours, mut pair) =
-        (noop(), CorrelationLayer::new().layer(noop()), tower_http_pair());
+    let (mut baseline, mut ours, mut pair) = (
+        noop(),
+        CorrelationLayer::new().layer(noop()),
+        tower_http_pair(),
+    );
     let mut g = c.benchmark_group("correlation_axum");
     g.bench_function("baseline", |b| {
         b.iter(|| black_box(call(&mut baseline, axum_request(None))))
@@ -324,11 +327,15 @@ fn bench_axum(c: &mut Criterion) {
     count("baseline_with_context", &mut || {
         call(&mut baseline, axum_request(Some("x-correlation-id")))
     });
-    count("ours/no_context", &mut || call(&mut ours, axum_request(None)));
+    count("ours/no_context", &mut || {
+        call(&mut ours, axum_request(None))
+    });
     count("ours/with_context", &mut || {
         call(&mut ours, axum_request(Some("x-correlation-id")))
     });
-    count("tower_http/no_context", &mut || call(&mut pair, axum_request(None)));
+    count("tower_http/no_context", &mut || {
+        call(&mut pair, axum_request(None))
+    });
     count("tower_http/with_context", &mut || {
         call(&mut pair, axum_request(Some("x-request-id")))
     });
@@ -358,8 +365,7 @@ where
 
 /// What a user writes without us: tower-http's `PropagateRequestIdLayer`
 /// and the id and the time left set by hand from the inbound context.
-fn hand_written_client()
--> impl Service<Request<()>, Response = Response<()>, Error = Infallible> {
+fn hand_written_client() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> {
     ServiceBuilder::new()
         .layer(PropagateRequestIdLayer::x_request_id())
         .map_request(|mut req: Request<()>| {
@@ -368,7 +374,10 @@ fn hand_written_client()
                 headers.insert(X_REQUEST_ID, ctx.correlation_id().to_header_value());
                 if let Some(deadline) = ctx.deadline() {
                     let ms = deadline.remaining().as_millis() as u64;
-                    headers.insert(HeaderName::from_static("x-deadline-ms"), HeaderValue::from(ms));
+                    headers.insert(
+                        HeaderName::from_static("x-deadline-ms"),
+                        HeaderValue::from(ms),
+                    );
                 }
             }
             req
@@ -387,14 +396,27 @@ fn bench_client(c: &mut Criterion) {
         hand_written_client(),
     );
     let mut g = c.benchmark_group("correlation_client");
-    g.bench_function("baseline", |b| b.iter(|| black_box(outgoing(&ctx, &mut baseline))));
+    g.bench_function("baseline", |b| {
+        b.iter(|| black_box(outgoing(&ctx, &mut baseline)))
+    });
     g.bench_function("ours", |b| b.iter(|| black_box(outgoing(&ctx, &mut ours))));
-    g.bench_function("tower_http", |b| b.iter(|| black_box(outgoing(&ctx, &mut peer))));
+    g.bench_function("tower_http", |b| {
+        b.iter(|| black_box(outgoing(&ctx, &mut peer)))
+    });
     g.finish();
     for (name, n) in [
-        ("baseline", allocations_per_call(10_000, || assert!(outgoing(&ctx, &mut baseline)))),
-        ("ours", allocations_per_call(10_000, || assert!(outgoing(&ctx, &mut ours)))),
-        ("tower_http", allocations_per_call(10_000, || assert!(outgoing(&ctx, &mut peer)))),
+        (
+            "baseline",
+            allocations_per_call(10_000, || assert!(outgoing(&ctx, &mut baseline))),
+        ),
+        (
+            "ours",
+            allocations_per_call(10_000, || assert!(outgoing(&ctx, &mut ours))),
+        ),
+        (
+            "tower_http",
+            allocations_per_call(10_000, || assert!(outgoing(&ctx, &mut peer))),
+        ),
     ] {
         println!("correlation_client/{name}: {n:.2} allocations per call");
     }

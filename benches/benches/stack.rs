@@ -67,7 +67,11 @@ type Out = Empty<Bytes>;
 fn inbound(id_header: &'static str) -> Request<()> {
     let (id, traceparent, deadline) = WIRE.with(|wire| {
         let t = ID.len() + TRACEPARENT.len();
-        (wire.slice(..ID.len()), wire.slice(ID.len()..t), wire.slice(t..))
+        (
+            wire.slice(..ID.len()),
+            wire.slice(ID.len()..t),
+            wire.slice(t..),
+        )
     });
     let value = |b| HeaderValue::from_maybe_shared(b).expect("valid header value");
     let mut req = Request::new(());
@@ -195,10 +199,7 @@ where
         let mut client = client.clone();
         async move {
             client.ready().await.map_err(Into::into)?;
-            client
-                .call(outgoing_request())
-                .await
-                .map_err(Into::into)?;
+            client.call(outgoing_request()).await.map_err(Into::into)?;
             Ok::<_, BoxError>(resilience_benches::response())
         }
     })

@@ -131,7 +131,18 @@ fn recording_client() -> (
         .layer(PropagateContextLayer::new())
         .layer(TimeoutLayer::new(Duration::from_secs(5)))
         .service(service_fn(move |req: Request<()>| {
-            *sink.lock().unwrap() = Some(req.into_parts().0);
+            // What the layers below read for this call (while it runs in
+            // the caller's scope), kept as plain extensions of the record.
+            let priority = Priority::from_extensions(req.extensions());
+            let deadline = Deadline::from_extensions(req.extensions());
+            let (mut parts, ()) = req.into_parts();
+            if let Some(p) = priority {
+                parts.extensions.insert(p);
+            }
+            if let Some(d) = deadline {
+                parts.extensions.insert(d);
+            }
+            *sink.lock().unwrap() = Some(parts);
             async { Ok::<_, resilience_core::BoxError>(Response::new(())) }
         }));
     (svc, seen)
@@ -348,7 +359,13 @@ mod tonic_client {
         let seen = Arc::new(Mutex::new(None));
         let sink = seen.clone();
         let transport = service_fn(move |req: Request<tonic::body::Body>| {
-            *sink.lock().unwrap() = Some(req.into_parts().0);
+            // The deadline the transport reads, in the caller's scope.
+            let deadline = Deadline::from_extensions(req.extensions());
+            let (mut parts, _) = req.into_parts();
+            if let Some(d) = deadline {
+                parts.extensions.insert(d);
+            }
+            *sink.lock().unwrap() = Some(parts);
             async {
                 Err::<Response<tonic::body::Body>, resilience_core::BoxError>("recorded".into())
             }

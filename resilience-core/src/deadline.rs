@@ -111,9 +111,15 @@ impl Deadline {
         if other.0 < self.0 { other } else { self }
     }
 
-    /// Reads the deadline from request extensions.
+    /// Reads the request's deadline: the earlier of a [`Deadline`] in its
+    /// extensions and the deadline of its request context (in the
+    /// extensions, else in scope; see [`carried`](crate::carried)).
     pub fn from_extensions(ext: &http::Extensions) -> Option<Deadline> {
-        ext.get::<Deadline>().copied()
+        let own = ext.get::<Deadline>().copied();
+        match (own, crate::carried::find(ext).and_then(|c| c.deadline)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Writes the remaining time at `now` into `headers`: `x-deadline-ms`

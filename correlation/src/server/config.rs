@@ -186,7 +186,9 @@ impl CorrelationConfig {
         } else {
             None
         };
-        let deadline = match (deadline, Deadline::from_extensions(req.extensions())) {
+        // A `Deadline` the request already carries (set by an outer layer);
+        // not a context in scope: this request starts a context of its own.
+        let deadline = match (deadline, req.extensions().get::<Deadline>().copied()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
