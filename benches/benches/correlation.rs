@@ -319,7 +319,7 @@ fn bench_axum(c: &mut Criterion) {
         b.iter(|| black_box(call(&mut pair, axum_request(Some("x-request-id")))))
     });
     g.finish();
-    let mut count = |name: &str, svc: &mut dyn FnMut() -> bool| {
+    let count = |name: &str, svc: &mut dyn FnMut() -> bool| {
         let n = allocations_per_call(10_000, || assert!(svc()));
         println!("correlation_axum/{name}: {n:.2} allocations per call");
     };

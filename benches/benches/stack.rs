@@ -160,7 +160,14 @@ fn server_tower() -> impl Service<Request<()>> {
 /// Ours, client side, as the design's standard client stack has it:
 /// propagation, retry, throttle, breaker, attempt timeout, round robin
 /// over three endpoints.
-fn client_ours() -> impl Service<Request<Out>, Error = BoxError> + Clone + Send + 'static {
+fn client_ours() -> impl Service<
+    Request<Out>,
+    Response = Response<()>,
+    Error = BoxError,
+    Future = impl Future<Output = Result<Response<()>, BoxError>> + Send,
+> + Clone
++ Send
++ 'static {
     let endpoints = (1..=3u8)
         .map(|i| Endpoint::new(std::net::SocketAddr::from(([10, 0, 0, i], 8080))))
         .collect::<Vec<_>>();

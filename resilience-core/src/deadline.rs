@@ -180,9 +180,25 @@ impl DeadlinePolicy {
     /// Reads an inbound deadline: `grpc-timeout` if present, else
     /// `x-deadline-ms`. Invalid values are ignored (logged at debug).
     pub fn from_headers(&self, headers: &HeaderMap, now: Instant) -> Option<Deadline> {
-        let (name, parsed) = if let Some(v) = headers.get(GRPC_TIMEOUT_HEADER) {
+        self.from_values(
+            headers.get(GRPC_TIMEOUT_HEADER),
+            headers.get(DEADLINE_HEADER),
+            now,
+        )
+    }
+
+    /// [`from_headers`](Self::from_headers) for a caller that already found
+    /// the values (one pass over the headers instead of two lookups): the
+    /// `grpc-timeout` value if any, else the `x-deadline-ms` one.
+    pub fn from_values(
+        &self,
+        grpc_timeout: Option<&HeaderValue>,
+        deadline_ms: Option<&HeaderValue>,
+        now: Instant,
+    ) -> Option<Deadline> {
+        let (name, parsed) = if let Some(v) = grpc_timeout {
             ("grpc-timeout", parse_grpc_timeout(v.as_bytes()))
-        } else if let Some(v) = headers.get(DEADLINE_HEADER) {
+        } else if let Some(v) = deadline_ms {
             ("x-deadline-ms", parse_millis(v.as_bytes()))
         } else {
             return None;

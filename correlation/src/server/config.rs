@@ -176,8 +176,12 @@ impl CorrelationConfig {
         } else {
             untrusted
         };
-        let deadline = if inbound.deadline {
-            let d = self.deadline.from_headers(headers, Instant::now());
+        let deadline = if inbound.grpc_timeout.is_some() || inbound.deadline_ms.is_some() {
+            let d = self.deadline.from_values(
+                inbound.grpc_timeout,
+                inbound.deadline_ms,
+                Instant::now(),
+            );
             if d.is_none() {
                 // Present but malformed or above the maximum: ignored.
                 invalid("deadline");
@@ -213,7 +217,12 @@ impl CorrelationConfig {
                 "x-priority" => {
                     found.priority.get_or_insert(value);
                 }
-                "grpc-timeout" | "x-deadline-ms" => found.deadline = true,
+                "grpc-timeout" => {
+                    found.grpc_timeout.get_or_insert(value);
+                }
+                "x-deadline-ms" => {
+                    found.deadline_ms.get_or_insert(value);
+                }
                 _ if self.accept_headers.contains(name) => {
                     found.alt_id.get_or_insert(value);
                 }
@@ -231,7 +240,8 @@ struct Inbound<'h> {
     traceparent: Option<&'h HeaderValue>,
     tracestate: Option<&'h HeaderValue>,
     priority: Option<&'h HeaderValue>,
-    deadline: bool,
+    grpc_timeout: Option<&'h HeaderValue>,
+    deadline_ms: Option<&'h HeaderValue>,
 }
 
 impl Default for CorrelationConfig {

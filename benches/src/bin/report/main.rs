@@ -645,6 +645,9 @@ fn baseline_for(group: &str, name: &str, names: &[&str]) -> Option<String> {
     if let Some(i) = name.find("threads=") {
         candidates.push(format!("baseline/{}", &name[i..]));
     }
+    if group == "correlation_axum" && name.ends_with("with_context") {
+        candidates.push("baseline_with_context".into());
+    }
     if group == "correlation" {
         if name.starts_with("client/") {
             candidates.push("client/baseline_in_scope".into());
@@ -684,17 +687,26 @@ fn ratio_target(
 ) -> Target {
     // Beside the ratio of whole calls, the ratio of the layers' own cost
     // (each over the group's baseline for that case).
-    let own = baseline_for(ours.0, ours.1, &[ours.1, "baseline", "baseline_with_id"])
-        .and_then(|b| r.median(ours.0, &b))
-        .and_then(|b| {
-            let o = r.median(ours.0, ours.1)? - b;
-            let p = r.median(peer.0, peer.1)? - b;
-            Some(format!(
-                "; over the baseline {o:.1} ns vs {p:.1} ns ({:.2}x)",
-                o / p
-            ))
-        })
-        .unwrap_or_default();
+    let own = baseline_for(
+        ours.0,
+        ours.1,
+        &[
+            ours.1,
+            "baseline",
+            "baseline_with_id",
+            "baseline_with_context",
+        ],
+    )
+    .and_then(|b| r.median(ours.0, &b))
+    .and_then(|b| {
+        let o = r.median(ours.0, ours.1)? - b;
+        let p = r.median(peer.0, peer.1)? - b;
+        Some(format!(
+            "; over the baseline {o:.1} ns vs {p:.1} ns ({:.2}x)",
+            o / p
+        ))
+    })
+    .unwrap_or_default();
     match (r.median(ours.0, ours.1), r.median(peer.0, peer.1)) {
         (Some(o), Some(p)) => {
             let ratio = o / p;
@@ -748,6 +760,122 @@ fn alloc_target(r: &Results, what: &str, key: &str, max: f64) -> Target {
             gap: String::new(),
         },
     }
+}
+
+/// Allocations per call of `key` over those of `base` (same run), at most
+/// `max`.
+fn alloc_over_target(r: &Results, what: &str, key: &str, base: &str, max: f64) -> Target {
+    let goal = format!("<= {max} allocations per call over its baseline");
+    match (r.allocs(key), r.allocs(base)) {
+        (Some(n), Some(b)) => Target {
+            what: what.into(),
+            goal,
+            figure: format!("{:.2} ({n:.2} with, {b:.2} without)", n - b),
+            met: Some(n - b <= max + 0.05),
+            gap: if n - b <= max + 0.05 {
+                String::new()
+            } else {
+                format!("{:.2} allocations too many", n - b - max)
+            },
+        },
+        _ => Target {
+            what: what.into(),
+            goal,
+            figure: format!("not measured ({key}, {base})"),
+            met: None,
+            gap: String::new(),
+        },
+    }
+}
+
+/// What the `request` span adds per request under a `fmt` subscriber:
+/// the server case's allocations over its baseline with the subscriber,
+/// less the same without it.
+fn span_allocs(r: &Results) -> Option<f64> {
+    let with = r.allocs("correlation_fmt/ours")? - r.allocs("correlation_fmt/baseline")?;
+    let without = r.allocs("correlation_axum/ours/with_context")?
+        - r.allocs("correlation_axum/baseline_with_context")?;
+    Some(with - without)
+}
+
+/// The request-context targets (issue: the context in one small
+/// allocation or none, server and client).
+fn context_targets(r: &Results) -> Vec<Target> {
+    let mut t = Vec::new();
+    for (case, peer, what) in [
+        (
+            "ours/no_context",
+            "tower_http/no_context",
+            "Correlation server layer, axum-shaped request, no inbound context",
+        ),
+        (
+            "ours/with_context",
+            "tower_http/with_context",
+            "Correlation server layer, axum-shaped request, inbound id + traceparent + deadline",
+        ),
+    ] {
+        t.push(ratio_target(
+            r,
+            what,
+            "<= 0.70x tower-http's request-id pair",
+            ("correlation_axum", case),
+            ("correlation_axum", peer),
+            0.7,
+        ));
+    }
+    t.push(alloc_over_target(
+        r,
+        "Correlation server layer, axum-shaped, no inbound context: allocations",
+        "correlation_axum/ours/no_context",
+        "correlation_axum/baseline",
+        1.0,
+    ));
+    t.push(alloc_over_target(
+        r,
+        "Correlation server layer, axum-shaped, id + traceparent + deadline: allocations",
+        "correlation_axum/ours/with_context",
+        "correlation_axum/baseline_with_context",
+        1.0,
+    ));
+    t.push(alloc_over_target(
+        r,
+        "Server stack (correlation, timeout, queue), axum-shaped, id + traceparent + deadline: allocations",
+        "stack/server/ours",
+        "stack/server/baseline",
+        1.0,
+    ));
+    t.push(alloc_over_target(
+        r,
+        "Client propagation with a deadline and a non-default priority: allocations",
+        "correlation_client/ours",
+        "correlation_client/baseline",
+        1.0,
+    ));
+    t.push(ratio_target(
+        r,
+        "Client propagation with a deadline and a non-default priority, time",
+        "<= 1.00x tower-http's `PropagateRequestId` + id and deadline headers by hand",
+        ("correlation_client", "ours"),
+        ("correlation_client", "tower_http"),
+        1.0,
+    ));
+    let what = "`request` span under a `tracing_subscriber::fmt` subscriber at INFO: allocations";
+    let goal = "<= 2 allocations per request".to_owned();
+    t.push(match span_allocs(r) {
+        Some(n) => Target {
+            what: what.into(),
+            goal,
+            figure: format!("{n:.2}"),
+            met: Some(n <= 2.05),
+            gap: if n <= 2.05 {
+                String::new()
+            } else {
+                format!("{:.2} allocations too many", n - 2.0)
+            },
+        },
+        None => not_measured(what.into(), goal),
+    });
+    t
 }
 
 fn targets(r: &Results) -> Vec<Target> {
@@ -809,11 +937,12 @@ fn targets(r: &Results) -> Vec<Target> {
         ("correlation", "server/tower_http/with_id"),
         0.8,
     ));
+    t.extend(context_targets(r));
     // The whole stack: what the layers add over the same calls without
     // them (the bench's requests, responses and handler are the baseline's
     // cost, not the stack's).
     let what = "Whole stack, per call";
-    let goal = "<= 250 ns over its no-op baseline".to_owned();
+    let goal = "<= 350 ns over its no-op baseline".to_owned();
     t.push(
         match (
             r.median("stack", "whole/ours"),
@@ -825,8 +954,8 @@ fn targets(r: &Results) -> Vec<Target> {
                     what: what.into(),
                     goal,
                     figure: format!("{over:.1} ns ({ns:.1} ns with the baseline's {base:.1} ns)"),
-                    met: Some(over <= 250.0),
-                    gap: if over <= 250.0 {
+                    met: Some(over <= 350.0),
+                    gap: if over <= 350.0 {
                         String::new()
                     } else {
                         // Where it goes: each side over its own baseline.
@@ -839,7 +968,7 @@ fn targets(r: &Results) -> Vec<Target> {
                         };
                         let parts: Vec<String> =
                             ["server", "client"].into_iter().filter_map(side).collect();
-                        format!("{:.1} ns over; {}", over - 250.0, parts.join("; "))
+                        format!("{:.1} ns over; {}", over - 350.0, parts.join("; "))
                     },
                 }
             }
@@ -849,7 +978,7 @@ fn targets(r: &Results) -> Vec<Target> {
     // Allocations the layers add: the inbound request's header map and the
     // handler's outgoing request allocate without any layer too.
     let what = "Whole stack, allocations per call over its no-op baseline";
-    let goal = "<= 1".to_owned();
+    let goal = "<= 3".to_owned();
     t.push(
         match (
             r.allocs("stack/whole/ours"),
@@ -859,11 +988,11 @@ fn targets(r: &Results) -> Vec<Target> {
                 what: what.into(),
                 goal,
                 figure: format!("{:.2} ({o:.2} with the layers, {b:.2} without)", o - b),
-                met: Some(o - b <= 1.0),
-                gap: if o - b <= 1.0 {
+                met: Some(o - b <= 3.05),
+                gap: if o - b <= 3.05 {
                     String::new()
                 } else {
-                    format!("{:.2} allocations too many", o - b - 1.0)
+                    format!("{:.2} allocations too many", o - b - 3.0)
                 },
             },
             _ => not_measured(what.into(), goal),
@@ -907,9 +1036,16 @@ fn e2e_pairs_of(r: &Results, kind: &str, f: impl Fn(&e2e::Round, &e2e::Round) ->
 }
 
 fn e2e_targets(r: &Results) -> Vec<Target> {
-    let what = "axum end to end: throughput with the server-side stack".to_owned();
+    // What a server saturated by its load serves (as under `wrk`, which
+    // keeps the server's core busy): the ratio of CPU per request. The
+    // requests per second measured here are also limited by the load
+    // generator, which shares the machine, so their ratio flatters the
+    // stack; it is shown beside.
+    let what =
+        "axum end to end: throughput with the server-side stack, server saturated".to_owned();
     let goal = ">= 0.95x bare".to_owned();
-    let ratios = e2e_pairs(r, |b, s| s.per_second / b.per_second);
+    let ratios = e2e_pairs(r, |b, s| b.cpu_us_per_request / s.cpu_us_per_request);
+    let measured = median(e2e_pairs(r, |b, s| s.per_second / b.per_second));
     let mut t = Vec::new();
     if ratios.is_empty() {
         t.push(not_measured(what, goal));
@@ -918,7 +1054,10 @@ fn e2e_targets(r: &Results) -> Vec<Target> {
         t.push(Target {
             what,
             goal,
-            figure: format!("{m:.2}x (median of {} rounds)", ratios.len()),
+            figure: format!(
+                "{m:.2}x (bare's server CPU per request over the stack's, median of {} rounds; requests per second as measured, client-limited: {measured:.2}x)",
+                ratios.len()
+            ),
             met: Some(m >= 0.95),
             gap: if m >= 0.95 {
                 String::new()
@@ -928,7 +1067,7 @@ fn e2e_targets(r: &Results) -> Vec<Target> {
         });
     }
     let what = "axum end to end: server CPU per request added by the stack".to_owned();
-    let goal = "<= +1.5 us".to_owned();
+    let goal = "<= +1.0 us".to_owned();
     let deltas = e2e_pairs(r, |b, s| s.cpu_us_per_request - b.cpu_us_per_request);
     if deltas.is_empty() {
         t.push(not_measured(what, goal));
@@ -938,11 +1077,11 @@ fn e2e_targets(r: &Results) -> Vec<Target> {
             what,
             goal,
             figure: format!("{m:+.1} us (median of {} rounds)", deltas.len()),
-            met: Some(m <= 1.5),
-            gap: if m <= 1.5 {
+            met: Some(m <= 1.0),
+            gap: if m <= 1.0 {
                 String::new()
             } else {
-                format!("{:.1} us over", m - 1.5)
+                format!("{:.1} us over", m - 1.0)
             },
         });
     }
@@ -955,6 +1094,14 @@ fn callgrind_baseline(label: &str) -> Option<&'static str> {
         ("breaker: ", "breaker: baseline"),
         ("queue: ", "queue: baseline"),
         ("correlation: ", "correlation: baseline (id + traceparent)"),
+        (
+            "correlation axum: ",
+            "correlation axum: baseline (id + traceparent + deadline)",
+        ),
+        (
+            "correlation client: ",
+            "correlation client: baseline (deadline + priority)",
+        ),
         ("stack: server", "stack: server baseline"),
         ("stack: client", "stack: client baseline"),
         ("stack: whole", "stack: whole, baseline"),
@@ -1038,6 +1185,31 @@ const CATEGORY_COLUMNS: &[(&str, &str, &str)] = &[
         "correlation: tower-http",
         "correlation: tower-http pair",
         "correlation: baseline (id + traceparent)",
+    ),
+    (
+        "correlation axum: ours",
+        "correlation axum: ours",
+        "correlation axum: baseline (id + traceparent + deadline)",
+    ),
+    (
+        "correlation axum: tower-http",
+        "correlation axum: tower-http pair",
+        "correlation axum: baseline (id + traceparent + deadline)",
+    ),
+    (
+        "client: ours",
+        "correlation client: ours",
+        "correlation client: baseline (deadline + priority)",
+    ),
+    (
+        "client: by hand",
+        "correlation client: tower-http + headers by hand",
+        "correlation client: baseline (deadline + priority)",
+    ),
+    (
+        "client stack: ours",
+        "stack: client side, ours",
+        "stack: client baseline",
     ),
     (
         "whole stack: ours",
@@ -1204,17 +1376,17 @@ fn write_e2e(w: &mut String, r: &Results) {
     );
     let _ = writeln!(
         w,
-        "Three servers, each its own child process of the report binary (`report --serve bare|stack|tower`, a tokio runtime with 1 worker): an axum route answering `ok`, bare, with our server-side stack (`CorrelationLayer`, `HandleErrorLayer`, `TimeoutLayer` 1 s, `BoundedQueueLayer` 100 + 100), and with tower-http + tower's nearest equivalent. A hyper client (1 worker thread) keeps {} requests in flight over keep-alive connections; each round runs every server once, in an order that rotates every round, so the machine's noise hits all alike; ratios are taken within a round, then the median over rounds. CPU is the server process's utime + stime over the round (`/proc/PID/stat`, clock ticks), per request. Client and servers share this machine's cores, so throughput is partly the client's limit; server CPU per request is the steadier measure of what a stack costs.\n",
+        "Three servers, each its own child process of the report binary (`report --serve bare|stack|tower`, a tokio runtime with 1 worker): an axum route answering a small JSON document, bare, with our server-side stack (`CorrelationLayer`, `HandleErrorLayer`, `TimeoutLayer` 1 s, `BoundedQueueLayer` 100 + 100), and with tower-http + tower's nearest equivalent. A hyper client (1 worker thread) keeps {} requests in flight over keep-alive connections; each round runs every server once, in an order that rotates every round, so the machine's noise hits all alike; ratios are taken within a round, then the median over rounds. CPU is the server process's utime + stime over the round (`/proc/PID/stat`, clock ticks), per request. Client and servers share this machine's cores, so the requests per second measured here are partly the client's limit (`server busy` below 100%: the server's one worker waited for work), which hides a stack's cost: an earlier run of this section reported 1.00x of bare while `wrk` (a load generator that keeps the server's core busy) measured 0.87x on the same stack. So the throughput target is read at saturation, as `wrk` sees it: bare's server CPU per request over the stack's (what one busy core serves with each), the stricter figure; the measured ratio is shown beside it.\n",
         e2e::CONCURRENCY
     );
     let _ = writeln!(
         w,
-        "| round | server | requests | errors | req/s | p50 us | p99 us | server CPU us/req |\n|---:|---|---:|---:|---:|---:|---:|---:|"
+        "| round | server | requests | errors | req/s | p50 us | p99 us | server CPU us/req | server busy |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (i, x) in r.e2e.iter().enumerate() {
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0}% |",
             i / e2e::KINDS.len() + 1,
             x.kind,
             x.requests,
@@ -1222,13 +1394,15 @@ fn write_e2e(w: &mut String, r: &Results) {
             x.per_second,
             x.p50_us,
             x.p99_us,
-            x.cpu_us_per_request
+            x.cpu_us_per_request,
+            x.server_busy * 100.0
         );
     }
     let _ = writeln!(
         w,
-        "\nMedians over the rounds: throughput ratio stack/bare {:.2}x, p50 {:.0} us vs {:.0} us, p99 {:.0} us vs {:.0} us, server CPU {:+.1} us per request.\n",
+        "\nMedians over the rounds: throughput ratio stack/bare {:.2}x as measured ({:.2}x at saturation: CPU per request), p50 {:.0} us vs {:.0} us, p99 {:.0} us vs {:.0} us, server CPU {:+.1} us per request.\n",
         median(e2e_pairs(r, |b, s| s.per_second / b.per_second)),
+        median(e2e_pairs(r, |b, s| b.cpu_us_per_request / s.cpu_us_per_request)),
         median(
             r.e2e
                 .iter()
