@@ -311,6 +311,13 @@ mod tests {
         RequestContext::current().map(|c| c.correlation_id().to_string())
     }
 
+    #[test]
+    fn a_context_is_a_small_plain_value() {
+        // What the type's docs say: about 170 bytes, no `Arc` of its own.
+        let size = std::mem::size_of::<RequestContext>();
+        assert!((120..=192).contains(&size), "{size}");
+    }
+
     #[tokio::test]
     async fn scopes_nest_and_restore() {
         assert_eq!(current_id(), None);
