@@ -66,7 +66,7 @@ pub struct PropagateContextLayer {
 /// per attempt: each leaves with the time left when it starts, and the
 /// inner service's call runs inside an `attempt` span whose `attempt` field
 /// is the attempt number (`1` for the first try), which
-/// [`CorrelationFormat`](crate::fmt::CorrelationFormat) shows on every log
+/// `fmt::CorrelationFormat` (feature `fmt`) shows on every log
 /// line after the id (`[123-gda attempt=2]`). The span is only built while
 /// a subscriber enables `INFO`, and only for a request carrying an
 /// [`Attempt`].
