@@ -406,3 +406,51 @@ mod tonic_client {
         assert_eq!(left(&parts), Duration::from_secs(1));
     }
 }
+
+/// With `insert_context`, the outgoing request carries the context (with
+/// the call's deadline) for layers that run outside the caller's scope;
+/// without it, nothing is inserted and the layers below read the caller's
+/// scope while they run.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn insert_context_puts_the_context_into_the_outgoing_request() {
+    let seen = Arc::new(Mutex::new(None));
+    let sink = seen.clone();
+    let record = service_fn(move |req: Request<()>| {
+        *sink.lock().unwrap() = Some(req.into_parts().0);
+        async { Ok::<_, Infallible>(Response::new(())) }
+    });
+    let inbound = RequestContext::new_root()
+        .with_priority(Priority::Sheddable)
+        .with_deadline(Some(Deadline::after(Duration::from_secs(1))));
+    for insert in [false, true] {
+        let client = PropagateContextLayer::new()
+            .insert_context(insert)
+            .layer(record.clone());
+        // The caller tightens this call to 100 ms.
+        let req = Request::builder()
+            .header("x-deadline-ms", "100")
+            .body(())
+            .unwrap();
+        inbound.clone().scope(client.oneshot(req)).await.unwrap();
+        let parts = seen.lock().unwrap().take().unwrap();
+        // Out of the scope now: only what the request itself carries.
+        let ctx = parts.extensions.get::<RequestContext>();
+        assert_eq!(ctx.is_some(), insert);
+        assert_eq!(
+            Priority::from_extensions(&parts.extensions),
+            insert.then_some(Priority::Sheddable)
+        );
+        // The tighter deadline is in the extensions either way.
+        assert_eq!(
+            Deadline::from_extensions(&parts.extensions).map(|d| d.remaining()),
+            Some(Duration::from_millis(100))
+        );
+        if let Some(ctx) = ctx {
+            assert_eq!(ctx.correlation_id(), inbound.correlation_id());
+            assert_eq!(
+                ctx.deadline().unwrap().remaining(),
+                Duration::from_millis(100)
+            );
+        }
+    }
+}
