@@ -83,7 +83,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("parts/snapshot_get", |b| {
-        b.iter(|| black_box(store.snapshot().get(black_box("rollout-20")).is_some()))
+        b.iter(|| black_box(store.flag_set().get(black_box("rollout-20")).is_some()))
     });
     g.bench_function("variant/rollout", |b| {
         b.iter(|| black_box(store.evaluate_variant(black_box("color"), black_box(&ctx), "blue")))

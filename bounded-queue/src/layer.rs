@@ -33,6 +33,13 @@ impl BoundedQueueLayer {
     }
 }
 
+impl Default for BoundedQueueLayer {
+    /// [`BoundedQueueLayer::new`] with [`BoundedQueueConfig::default`].
+    fn default() -> Self {
+        Self::new(BoundedQueueConfig::default())
+    }
+}
+
 impl<P, D> BoundedQueueLayer<P, D> {
     /// Reads request priorities with `read` instead:
     /// [`FixedPriority`](crate::FixedPriority) or a closure

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use resilience_core::HttpOutcome;
 
 use crate::config::CircuitBreakerConfig;
-use crate::handle::{CircuitBreakerHandle, Endpoint, Shared, Snapshot};
+use crate::handle::{CircuitBreakerHandle, CircuitBreakerSnapshot, Endpoint, Shared};
 use crate::layer::CircuitBreakerLayer;
 use crate::metrics::Metrics;
 use crate::state::CircuitState;
@@ -111,7 +111,7 @@ pub struct EndpointBreakersHandle {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointBreakersSnapshot {
     name: String,
-    endpoints: Vec<(String, Snapshot)>,
+    endpoints: Vec<(String, CircuitBreakerSnapshot)>,
 }
 
 /// The endpoint states of an [`EndpointBreakers`]: its configuration and a
@@ -138,6 +138,13 @@ impl EndpointBreakers {
             }),
             classify: HttpOutcome::new(),
         }
+    }
+}
+
+impl Default for EndpointBreakers {
+    /// [`EndpointBreakers::new`] with [`CircuitBreakerConfig::default`].
+    fn default() -> Self {
+        Self::new(CircuitBreakerConfig::default())
     }
 }
 
@@ -258,12 +265,12 @@ impl EndpointBreakersSnapshot {
     }
 
     /// Each live endpoint's key and snapshot, ordered by key.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Snapshot)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &CircuitBreakerSnapshot)> {
         self.endpoints.iter().map(|(k, s)| (k.as_str(), s))
     }
 
     /// The snapshot of `key`'s breaker, if it was alive.
-    pub fn get(&self, key: &str) -> Option<&Snapshot> {
+    pub fn get(&self, key: &str) -> Option<&CircuitBreakerSnapshot> {
         self.endpoints
             .binary_search_by(|(k, _)| k.as_str().cmp(key))
             .ok()

@@ -74,7 +74,7 @@ pub struct CircuitBreakerHandle {
 
 /// A point-in-time view of a breaker, for dashboards and health checks.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
+pub struct CircuitBreakerSnapshot {
     state: CircuitState,
     calls: u64,
     failures: u64,
@@ -274,11 +274,11 @@ impl CircuitBreakerHandle {
     }
 
     /// A snapshot of the state and the window's counts.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> CircuitBreakerSnapshot {
         let now = Instant::now();
         let core = &self.shared.core;
         let stats = core.stats(now);
-        Snapshot {
+        CircuitBreakerSnapshot {
             state: core.state(),
             calls: stats.calls,
             failures: stats.failures,
@@ -380,9 +380,9 @@ impl fmt::Debug for CircuitBreakerHandle {
     }
 }
 
-// === impl Snapshot ===
+// === impl CircuitBreakerSnapshot ===
 
-impl Snapshot {
+impl CircuitBreakerSnapshot {
     /// The state.
     pub fn state(&self) -> CircuitState {
         self.state

@@ -32,6 +32,13 @@ impl CircuitBreakerLayer {
     }
 }
 
+impl Default for CircuitBreakerLayer {
+    /// [`CircuitBreakerLayer::new`] with [`CircuitBreakerConfig::default`].
+    fn default() -> Self {
+        Self::new(CircuitBreakerConfig::default())
+    }
+}
+
 impl<C> CircuitBreakerLayer<C> {
     /// A layer over an existing breaker state.
     pub(crate) fn with_shared(shared: Arc<Shared>, classify: C) -> Self {

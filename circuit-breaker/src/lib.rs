@@ -65,7 +65,7 @@
 //!   of resilience-core, a [`Rejected`](resilience_core::Rejected) of kind
 //!   `Throttled` or `Overloaded` produced by one of *our own* layers below
 //!   the breaker (a throttle, a bounded queue) is
-//!   [`Outcome::CallerError`]: the callee never saw the request, so it
+//!   [`Outcome::CallerError`](resilience_core::Outcome::CallerError): the callee never saw the request, so it
 //!   does not count against it (nor for it: a caller error is recorded as
 //!   a success). To count them, classify with
 //!   [`ClassifyErrors::local_rejections_are_failures(true)`](resilience_core::ClassifyErrors::local_rejections_are_failures),
@@ -94,7 +94,7 @@
 //!   [`open_for`](CircuitBreakerConfigBuilder::open_for), as `retry_after`),
 //!   **disable** (pass everything, record nothing) or switch to
 //!   **metrics-only** (record, never open) at run time through a
-//!   [`CircuitBreakerHandle`], which also gives a [`Snapshot`] and
+//!   [`CircuitBreakerHandle`], which also gives a [`CircuitBreakerSnapshot`] and
 //!   transition events.
 //!
 //! # Performance
@@ -256,32 +256,21 @@ mod state;
 mod sync;
 pub mod throttle;
 
-use resilience_core::{BoxError, ClassifyOutcome, Outcome, classify::classify_error};
-
 pub use crate::config::{
     CircuitBreakerConfig, CircuitBreakerConfigBuilder, SlidingWindow, WindowType,
 };
 pub use crate::endpoints::{EndpointBreakers, EndpointBreakersHandle, EndpointBreakersSnapshot};
-pub use crate::handle::{CircuitBreakerHandle, Snapshot};
+pub use crate::handle::{CircuitBreakerHandle, CircuitBreakerSnapshot};
+
+/// The old name of [`CircuitBreakerSnapshot`].
+#[deprecated(since = "0.1.0", note = "use `CircuitBreakerSnapshot`")]
+pub type Snapshot = CircuitBreakerSnapshot;
 pub use crate::layer::CircuitBreakerLayer;
 pub use crate::service::CircuitBreaker;
 pub use crate::state::{CircuitState, Transition};
 
 /// A classifier for any response type: every response is a success, errors
-/// are classified by [`classify_error`] with resilience-core's defaults:
-/// failures, except errors of class
-/// [`Client`](resilience_core::ErrorClass::Client) and our own layers'
-/// throttled / overloaded rejections, which are caller errors (see
-/// [`ClassifyErrors`](resilience_core::ClassifyErrors)).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ErrorsAsFailures;
-
-impl<T> ClassifyOutcome<T> for ErrorsAsFailures {
-    #[inline]
-    fn classify(&self, result: Result<&T, &BoxError>) -> Outcome {
-        match result {
-            Ok(_) => Outcome::Success,
-            Err(e) => classify_error(e),
-        }
-    }
-}
+/// are classified by [`classify_error`](resilience_core::classify::classify_error)
+/// with resilience-core's defaults (the family's one `ErrorsAsFailures`,
+/// re-exported).
+pub use resilience_core::classify::ErrorsAsFailures;

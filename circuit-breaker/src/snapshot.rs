@@ -35,7 +35,7 @@ use resilience_core::snapshot::{LayerSnapshot, PerPriority, millis};
 use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
 
 use crate::endpoints::{EndpointBreakersHandle, EndpointBreakersSnapshot};
-use crate::handle::{CircuitBreakerHandle, Snapshot};
+use crate::handle::{CircuitBreakerHandle, CircuitBreakerSnapshot};
 use crate::throttle::{ThrottleHandle, ThrottleMode, ThrottleSnapshot};
 
 /// The kind of a breaker in the snapshot document.
@@ -48,7 +48,7 @@ pub(crate) const THROTTLE: &str = "throttle";
 // === impl CircuitBreakerHandle ===
 
 impl LayerSnapshot for CircuitBreakerHandle {
-    type Snapshot = Snapshot;
+    type Snapshot = CircuitBreakerSnapshot;
 
     fn kind(&self) -> &'static str {
         CIRCUIT_BREAKER
@@ -58,7 +58,7 @@ impl LayerSnapshot for CircuitBreakerHandle {
         CircuitBreakerHandle::name(self)
     }
 
-    fn snapshot(&self) -> Snapshot {
+    fn snapshot(&self) -> CircuitBreakerSnapshot {
         CircuitBreakerHandle::snapshot(self)
     }
 }
@@ -67,9 +67,9 @@ impl LayerSnapshot for CircuitBreakerHandle {
 /// `half_open`, `forced_open`, `disabled`, `metrics_only`), rates in
 /// percent (`null` while the window is empty) and
 /// `time_until_half_open_ms` (`null` unless open).
-impl Serialize for Snapshot {
+impl Serialize for CircuitBreakerSnapshot {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Snapshot", 10)?;
+        let mut s = serializer.serialize_struct("CircuitBreakerSnapshot", 10)?;
         s.serialize_field("state", self.state().as_str())?;
         s.serialize_field("calls", &self.calls())?;
         s.serialize_field("failures", &self.failures())?;

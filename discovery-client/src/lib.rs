@@ -41,7 +41,7 @@
 //!     .build()?;
 //! let balancer = RoundRobinBuilder::new()
 //!     .config(config)
-//!     .classify(HttpOutcome::new()) // 5xx and errors count, 4xx never
+//!     .with_classifier(HttpOutcome::new()) // 5xx and errors count, 4xx never
 //!     .build_with_endpoints(endpoints, answer_with_address);
 //! let svc = ServiceBuilder::new()
 //!     .layer(TimeoutLayer::new(Duration::from_secs(2)))
@@ -71,7 +71,7 @@
 //!
 //! let etcd = EtcdConfig::builder().endpoint("http://127.0.0.1:2379").build()?;
 //! let source = EtcdSource::new(etcd, "/services/inventory/").into_stream();
-//! let status = source.status(); // staleness, errors
+//! let health = source.health(); // staleness, errors
 //! let checks = HealthCheckConfig::default(); // GET /health every 10 s
 //! let balancer = RoundRobinBuilder::new()
 //!     .health_check(checks.clone(), HttpHealthCheck::from_config(&checks))
@@ -169,7 +169,7 @@
 //!
 //! let breakers = EndpointBreakers::new(CircuitBreakerConfig::builder().name("inventory").build()?);
 //! let balancer = RoundRobinBuilder::new()
-//!     .classify(HttpOutcome::new())
+//!     .with_classifier(HttpOutcome::new())
 //!     .build_with_endpoints(endpoints, move |ep: &Endpoint| {
 //!         ServiceBuilder::new()
 //!             .layer(breakers.layer_for(ep.to_string())) // this endpoint's own breaker
@@ -191,7 +191,7 @@
 //! spread stays even (each clone's share differs by at most one). A clone
 //! does not share the endpoint reserved by a `poll_ready` that was not
 //! followed by a `call`. [`RoundRobinHandle`]s
-//! and [`SourceStatus`](source::SourceStatus)es are clones of shared state
+//! and [`SourceHealth`](source::SourceHealth)s are clones of shared state
 //! too.
 //!
 //! # Errors
@@ -273,7 +273,7 @@
 //!
 //! let dns = DnsSourceConfig::srv("_grpc._tcp.inventory.svc.cluster.local.").build()?;
 //! let balancer = RoundRobinBuilder::new()
-//!     .classify(GrpcOutcome::new())
+//!     .with_classifier(GrpcOutcome::new())
 //!     // grpc.health.v1 checks (feature `grpc`): SERVING or out of rotation
 //!     .health_check(HealthCheckConfig::default(), GrpcHealthCheck::new("inventory.v1.Inventory"))
 //!     .build_with_source(DnsSource::new(dns).into_stream()?, |ep: &Endpoint| {
@@ -302,7 +302,7 @@
 //!
 //! let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
 //! let upstreams: RoundRobin<Upstream, HttpOutcome> = RoundRobinBuilder::new()
-//!     .classify(HttpOutcome::new())
+//!     .with_classifier(HttpOutcome::new())
 //!     .build_with_endpoints(endpoints, move |ep: &Endpoint| {
 //!         let (client, authority) = (client.clone(), ep.addr().to_string());
 //!         BoxCloneSyncService::new(service_fn(move |mut req: Request| {
@@ -340,7 +340,9 @@ mod snapshot;
 pub mod source;
 
 pub use crate::endpoint::{Change, Endpoint, MakeEndpoint};
+#[allow(deprecated)]
+pub use crate::round_robin::ErrorsAreFailures;
 pub use crate::round_robin::{
-    EndpointState, EndpointStatus, ErrorsAreFailures, RoundRobin, RoundRobinBuilder,
+    EndpointState, EndpointStatus, ErrorsAsFailures, RoundRobin, RoundRobinBuilder,
     RoundRobinConfig, RoundRobinConfigBuilder, RoundRobinHandle, RoundRobinSnapshot,
 };

@@ -111,7 +111,7 @@ mod tests {
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
         let mut rr = RoundRobinBuilder::new()
             .config(config)
-            .classify(HttpOutcome::new())
+            .with_classifier(HttpOutcome::new())
             .build_with_endpoints(
                 [Endpoint::new(a), Endpoint::new(b).with_weight(3)],
                 |ep: &Endpoint| {

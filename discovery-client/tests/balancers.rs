@@ -75,7 +75,7 @@ async fn under_an_axum_proxy_handler() {
         Instance::start().await,
     ];
     let upstreams = RoundRobinBuilder::new()
-        .classify(HttpOutcome::new())
+        .with_classifier(HttpOutcome::new())
         .build_with_endpoints(
             instances.iter().map(|i| Endpoint::new(i.addr)),
             upstream_maker(),
@@ -146,7 +146,7 @@ async fn as_a_tonic_channel_balancer() {
         counters.push((calls, reporter));
     }
     let balancer = RoundRobinBuilder::new()
-        .classify(GrpcOutcome::new())
+        .with_classifier(GrpcOutcome::new())
         .build_with_endpoints(addrs.iter().map(|a| Endpoint::new(*a)), |ep: &Endpoint| {
             Channel::from_shared(format!("http://{}", ep.addr()))
                 .expect("valid uri")

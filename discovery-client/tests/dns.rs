@@ -54,7 +54,7 @@ async fn srv_records_spread_traffic_and_changes_are_picked_up_after_the_ttl() {
         .build()
         .unwrap();
     let source = DnsSource::new(config).into_stream().unwrap();
-    let status = source.status();
+    let status = source.health();
     let mut rr = RoundRobinBuilder::new().build_with_source(source, http_maker());
     let handle = rr.handle();
     wait_until("three endpoints", Duration::from_secs(10), async || {

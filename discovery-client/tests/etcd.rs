@@ -72,7 +72,7 @@ async fn etcd_registration_watch_outage_and_resume() {
         .unwrap();
 
     let source = EtcdSource::new(config.clone(), PREFIX).into_stream();
-    let status = source.status();
+    let status = source.health();
     let rr_config = RoundRobinConfig::builder().name("users").build().unwrap();
     let mut rr = RoundRobinBuilder::new()
         .config(rr_config)

@@ -106,7 +106,7 @@ async fn keeps_the_last_good_set_through_garbage_slowness_and_outage() {
         .build()
         .unwrap();
     let source = EtcdSource::new(config, "/svc/").into_stream();
-    let status = source.status();
+    let status = source.health();
     let rr =
         RoundRobinBuilder::new().build_with_source(source, |_: &resilience_discovery::Endpoint| {
             tower::service_fn(|()| async { Ok::<_, resilience_core::BoxError>(()) })
@@ -163,7 +163,7 @@ async fn unreachable_from_the_start_counts_errors_and_has_no_endpoints() {
         .build()
         .unwrap();
     let source = EtcdSource::new(config, "/svc/").into_stream();
-    let status = source.status();
+    let status = source.health();
     let mut rr =
         RoundRobinBuilder::new().build_with_source(source, |_: &resilience_discovery::Endpoint| {
             tower::service_fn(|()| async { Ok::<_, resilience_core::BoxError>(()) })

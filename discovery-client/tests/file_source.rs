@@ -63,7 +63,7 @@ async fn reloads_on_change_and_keeps_the_last_good_set() {
         .build()
         .unwrap();
     let source = FileSource::new(config).into_stream();
-    let status = source.status();
+    let status = source.health();
     let counts = Counts::default();
     let mut rr = RoundRobinBuilder::new().build_with_source(source, maker(&counts));
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -115,5 +115,37 @@ async fn reloads_on_change_and_keeps_the_last_good_set() {
     assert_eq!(spread(&mut rr, &counts, 10).await, HashMap::from([(5, 10)]));
     assert!(status.last_error().is_none());
     assert!(status.staleness() < Duration::from_secs(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+#[allow(deprecated)]
+async fn the_old_status_names_still_give_the_live_health() {
+    use resilience_discovery::source::{SourceHealth, SourceStatus};
+
+    let dir = std::env::temp_dir().join(format!(
+        "resilience-discovery-file-old-names-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("endpoints.toml");
+    std::fs::write(&path, "[[endpoints]\naddress = ").unwrap(); // garbage
+    let config = FileSourceConfig::builder(&path)
+        .name("old-names")
+        .poll_interval(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let source = FileSource::new(config).into_stream();
+    let old: SourceStatus = source.status();
+    let new: SourceHealth = source.health();
+    let counts = Counts::default();
+    let _rr = RoundRobinBuilder::new().build_with_source(source, maker(&counts));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // One source behind both names: the same name, the same live errors.
+    assert_eq!(old.name(), "old-names");
+    assert_eq!(new.name(), old.name());
+    assert!(old.errors() >= 1, "{old:?}");
+    assert_eq!(old.errors(), new.errors());
+    assert_eq!(old.last_error(), new.last_error());
     std::fs::remove_dir_all(&dir).unwrap();
 }

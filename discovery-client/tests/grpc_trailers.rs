@@ -46,7 +46,7 @@ fn balancer() -> RoundRobin<Endpoints, GrpcOutcome> {
         .unwrap();
     RoundRobinBuilder::new()
         .config(config)
-        .classify(GrpcOutcome::new())
+        .with_classifier(GrpcOutcome::new())
         .build_with_endpoints(
             (1..=3).map(|p| Endpoint::new(addr(p))).collect::<Vec<_>>(),
             |ep: &Endpoint| {

@@ -94,7 +94,7 @@ fn first_answers_500(
 ) -> RoundRobin<Endpoints, HttpOutcome> {
     RoundRobinBuilder::new()
         .config(config)
-        .classify(HttpOutcome::new())
+        .with_classifier(HttpOutcome::new())
         .build_with_endpoints(
             endpoints(n),
             counting(counts, |a| if a.port() == 1 { 500 } else { 200 }),
@@ -152,7 +152,7 @@ async fn endpoint_answering_500_is_ejected_404_is_not() {
         .unwrap();
     let mut rr = RoundRobinBuilder::new()
         .config(config)
-        .classify(HttpOutcome::new())
+        .with_classifier(HttpOutcome::new())
         .build_with_endpoints(
             endpoints(3),
             counting(&counts, |a| match a.port() {
@@ -214,7 +214,7 @@ async fn ejection_multiplier_starts_over_after_a_quiet_spell() {
         .unwrap();
     let mut rr = RoundRobinBuilder::new()
         .config(config)
-        .classify(HttpOutcome::new())
+        .with_classifier(HttpOutcome::new())
         .build_with_endpoints(
             endpoints(2),
             counting(&counts, move |a| {
@@ -254,7 +254,7 @@ async fn ejects_at_most_the_configured_share() {
         .unwrap();
     let mut rr = RoundRobinBuilder::new()
         .config(config)
-        .classify(HttpOutcome::new())
+        .with_classifier(HttpOutcome::new())
         .build_with_endpoints(endpoints(3), counting(&counts, |_| 503));
     send(&mut rr, 30).await;
     let snap = rr.handle().snapshot();
@@ -1000,7 +1000,7 @@ async fn a_plain_function_is_a_maker() {
     let by_value = RoundRobin::new(endpoints(2), answer_with_port);
     assert_eq!(answers(by_value).await, ["1", "1", "2", "2"]);
     let by_ref = RoundRobinBuilder::new()
-        .classify(HttpOutcome::new())
+        .with_classifier(HttpOutcome::new())
         .build_with_source(StaticSource::new(endpoints(2)), answer_with_port_by_ref);
     tokio::task::yield_now().await;
     assert_eq!(answers(by_ref).await, ["1", "1", "2", "2"]);
@@ -1013,4 +1013,45 @@ async fn a_plain_function_is_a_maker() {
     ));
     let rsp = p2c.ready().await.unwrap().call(Request::new(())).await;
     assert!(["1", "2"].contains(&rsp.unwrap().into_body().as_str()));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+#[allow(deprecated)]
+async fn the_old_classifier_names_still_work_the_same() {
+    use resilience_discovery::ErrorsAreFailures;
+
+    let config = || {
+        RoundRobinConfig::builder()
+            .consecutive_failures(3)
+            .base_ejection_time(Duration::from_secs(10))
+            .max_ejection_percent(100)
+            .build()
+            .unwrap()
+    };
+    // `classify` forwards to `with_classifier`: 500s eject as before.
+    let counts = Counts::default();
+    let mut rr: RoundRobin<Endpoints, HttpOutcome> = RoundRobinBuilder::new()
+        .config(config())
+        .classify(HttpOutcome::new())
+        .build_with_endpoints(
+            endpoints(3),
+            counting(&counts, |a| if a.port() == 1 { 500 } else { 200 }),
+        );
+    assert_eq!(send(&mut rr, 300).await, 3);
+    assert_eq!(rr.handle().snapshot().count(EndpointState::Ejected), 1);
+
+    // `ErrorsAreFailures` is `ErrorsAsFailures`, as a type and as a value:
+    // a 500 response is a success for it, so nothing is ejected.
+    let counts = Counts::default();
+    let mut rr: RoundRobin<Endpoints, resilience_discovery::ErrorsAsFailures> =
+        RoundRobinBuilder::new()
+            .config(config())
+            .classify(ErrorsAreFailures)
+            .build_with_endpoints(
+                endpoints(3),
+                counting(&counts, |a| if a.port() == 1 { 500 } else { 200 }),
+            );
+    assert_eq!(send(&mut rr, 300).await, 100); // the 500s, all answered
+    assert_eq!(rr.handle().snapshot().count(EndpointState::Ejected), 0);
+    let _default: RoundRobinBuilder<ErrorsAreFailures> = RoundRobinBuilder::new();
 }

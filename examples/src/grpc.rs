@@ -471,7 +471,7 @@ pub fn routes(
 ) -> Result<(Routes, BoundedQueueHandle), ConfigError> {
     let queue = BoundedQueueLayer::new(settings.queue_config(inventory.name())?);
     let queue_handle = queue.handle();
-    let timeout = TimeoutLayer::from_config(
+    let timeout = TimeoutLayer::new(
         TimeoutConfig::builder()
             .name(inventory.name())
             .timeout(settings.timeout)

@@ -450,7 +450,7 @@ impl Profile {
                 ServiceBuilder::new()
                     .layer(PropagateContextLayer::new())
                     .layer(breaker)
-                    .layer(TimeoutLayer::from_config(timeout))
+                    .layer(TimeoutLayer::new(timeout))
                     .service(hyper.clone()),
             );
             deps.push(Dependency {

@@ -721,7 +721,7 @@ impl Shop {
         // Per instance, under the balancer: the balancer sees the timeout as
         // that instance's failure. A timeout above the balancer would drop
         // the call's future, and the instance would never be blamed.
-        let timeout = TimeoutLayer::from_config(
+        let timeout = TimeoutLayer::new(
             TimeoutConfig::builder()
                 .name("inventory")
                 .timeout(settings.timeout)
@@ -737,7 +737,7 @@ impl Shop {
         let health = settings.health_config()?;
         let builder = RoundRobinBuilder::new()
             .config(settings.balancer_config()?)
-            .classify(HttpOutcome::new()) // 5xx and errors count, 4xx never
+            .with_classifier(HttpOutcome::new()) // 5xx and errors count, 4xx never
             .avoid_tried(AttemptFromExtensions) // a retry goes to another instance
             .health_check(health.clone(), HttpHealthCheck::from_config(&health));
         let balancer = match instances {
@@ -797,7 +797,7 @@ impl Shop {
     fn build_grpc(settings: &ShopSettings, instances: Instances) -> Result<Self, ConfigError> {
         let retry = RetryLayer::new(settings.retry_config()?);
         let retry_handle = retry.handle();
-        let timeout = TimeoutLayer::from_config(
+        let timeout = TimeoutLayer::new(
             TimeoutConfig::builder()
                 .name("inventory")
                 .timeout(settings.timeout)
@@ -825,7 +825,7 @@ impl Shop {
         let health = settings.health_config()?;
         let builder = RoundRobinBuilder::new()
             .config(settings.balancer_config()?)
-            .classify(crate::grpc::breaker_outcome())
+            .with_classifier(crate::grpc::breaker_outcome())
             .avoid_tried(AttemptFromExtensions) // a retry goes to another instance
             .health_check(
                 health,

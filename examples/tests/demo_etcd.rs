@@ -57,7 +57,7 @@ async fn instances_register_in_etcd_and_a_dead_one_leaves_with_its_lease() {
         "the flag store read etcd",
         Duration::from_millis(20),
         || async {
-            d.profile.flags().snapshot().get(NEW_FEATURE_FLAG).is_some()
+            d.profile.flags().flag_set().get(NEW_FEATURE_FLAG).is_some()
                 && d.profile.flags().version() > 1
         },
     )

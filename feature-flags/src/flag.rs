@@ -45,7 +45,9 @@ pub enum Condition {
 /// matching rule → its value ([`Reason::TargetingMatch`]); a percentage
 /// rollout → the `on` value for keys whose [bucket](crate::hash) is below
 /// the threshold, else the default ([`Reason::Split`]); otherwise the `on`
-/// value for everyone ([`Reason::Static`]).
+/// value for everyone ([`Reason::Static`]). So an enabled flag with no
+/// rollout, rule or list serves its `on` value to everyone, a variant flag
+/// as a boolean one (see [`Flag::variant`]).
 #[derive(Clone, Debug)]
 pub struct Flag {
     name: Arc<str>,
@@ -138,6 +140,26 @@ impl Flag {
     /// A string-variant flag serving `on` (e.g. `"treatment"`) when on and
     /// `default` (e.g. `"control"`) when off, denied, outside the rollout or
     /// on error.
+    ///
+    /// Like a [boolean](Self::boolean) flag, a variant flag is on for
+    /// everyone until rules say otherwise: **with no rollout, no rule and no
+    /// list, it serves `on` (the second variant) to every request**
+    /// ([`Reason::Static`]), not `default`. To start an experiment with
+    /// everyone on `default`, give it `.rollout(0.0)` and raise the share
+    /// (or switch it off with `.enabled(false)`); a flag file does the same
+    /// with `rollout = 0.0` or `enabled = false`.
+    ///
+    /// ```
+    /// use resilience_flags::{Flag, FlagContext, FlagSet, FlagStore};
+    /// let store = FlagStore::new(FlagSet::builder()
+    ///     .flag(Flag::variant("color", "blue", "green")) // on for everyone
+    ///     .flag(Flag::variant("layout", "old", "new").rollout(0.0)) // nobody yet
+    ///     .build()?);
+    /// let ctx = FlagContext::new().with_key("user-1");
+    /// assert_eq!(&*store.evaluate_variant("color", &ctx, "blue").into_value(), "green");
+    /// assert_eq!(&*store.evaluate_variant("layout", &ctx, "old").into_value(), "old");
+    /// # Ok::<_, resilience_core::ConfigError>(())
+    /// ```
     pub fn variant(name: impl Into<Arc<str>>, default: &str, on: &str) -> FlagBuilder {
         FlagBuilder::new(name.into(), default.into(), on.into())
     }

@@ -75,6 +75,10 @@ impl Flags {
     }
 
     /// Evaluates the boolean flag `name`, serving `default` on error.
+    ///
+    /// [`FlagStore::evaluate_bool(name, ctx, default)`](crate::FlagStore::evaluate_bool)
+    /// with this request's context (and its trusted overrides): the same
+    /// order, `name` first and `default` last, with no `ctx` to pass.
     #[inline]
     pub fn evaluate_bool(&self, name: &str, default: bool) -> FlagEvaluation<bool> {
         let i = &*self.inner;

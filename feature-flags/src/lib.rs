@@ -122,7 +122,7 @@
 //! reloaded when it changes ([`source::FileSource`], feature `file`) or from
 //! an etcd key prefix ([`source::EtcdSource`], feature `etcd`). A source
 //! that breaks or reads garbage keeps the last good set and reports its
-//! staleness ([`source::SourceHandle::status`]).
+//! staleness ([`source::SourceHandle::snapshot`]).
 //!
 //! # Clone semantics
 //!

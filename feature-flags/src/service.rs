@@ -64,7 +64,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let config = &*self.config;
         let (mut parts, body) = req.into_parts();
-        let set = self.store.snapshot();
+        let set = self.store.flag_set();
         let key = config.key(&parts);
         let headers = if set.has_header_rules() {
             parts.headers.clone()

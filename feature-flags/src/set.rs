@@ -29,6 +29,8 @@ use crate::hash::NameBuildHasher;
 /// default = "blue"           # a variant flag: default and on are strings
 /// on = "green"
 /// enabled = false            # switched off: everyone gets "blue"
+///                            # (enabled, with no rollout or rule: everyone
+///                            # gets "green", the `on` value)
 ///
 /// [[flags.checkout-color.rules]]
 /// path_prefix = "/eu/"

@@ -65,7 +65,7 @@ impl LayerSnapshot for FlagStore {
         let version = self.version();
         FlagStoreSnapshot {
             version,
-            flags: FlagStore::snapshot(self),
+            flags: self.flag_set(),
         }
     }
 }

@@ -80,14 +80,24 @@ impl FlagStore {
         &self.shared.name
     }
 
-    /// The current flag set.
-    pub fn snapshot(&self) -> Arc<FlagSet> {
+    /// The current flag set (lock-free).
+    pub fn flag_set(&self) -> Arc<FlagSet> {
         self.shared.set.load_full()
+    }
+
+    /// The current flag set.
+    ///
+    /// Deprecated because every other handle's `snapshot()` returns its
+    /// `*Snapshot` type: with the `snapshot` feature, the store's is a
+    /// `FlagStoreSnapshot`, through `resilience_core::snapshot::LayerSnapshot`.
+    #[deprecated(since = "0.1.0", note = "use `FlagStore::flag_set`")]
+    pub fn snapshot(&self) -> Arc<FlagSet> {
+        self.flag_set()
     }
 
     /// How many flag sets the store has held: `1` for the one it was built
     /// with, plus one per [`replace`](Self::replace). Bumped after the swap,
-    /// so a [`snapshot`](Self::snapshot) taken after reading the version is
+    /// so a [`flag_set`](Self::flag_set) taken after reading the version is
     /// at least that new.
     pub fn version(&self) -> u64 {
         self.shared.version.load(Ordering::Acquire)
@@ -134,6 +144,12 @@ impl FlagStore {
 
     /// Evaluates the boolean flag `name` for `ctx`, serving `default` when it
     /// does not exist or is not boolean. Never fails, never allocates.
+    ///
+    /// The arguments are in the family's one order: what is evaluated
+    /// (`name`), for whom (`ctx`), then the fallback (`default`).
+    /// [`Flags::evaluate_bool(name, default)`](crate::Flags::evaluate_bool)
+    /// is the same call for a request whose context the [`Flags`](crate::Flags)
+    /// already holds, so it has no `ctx`.
     #[inline]
     pub fn evaluate_bool(
         &self,
@@ -168,6 +184,8 @@ impl FlagStore {
     /// Evaluates the variant flag `name` for `ctx`, serving `default` when it
     /// does not exist or is not a variant flag. Never fails; allocates only
     /// to return `default` on error.
+    /// Arguments as in [`evaluate_bool`](Self::evaluate_bool): `name`,
+    /// `ctx`, `default`.
     ///
     /// ```
     /// use resilience_flags::{Flag, FlagContext, FlagSet, FlagStore, Reason};

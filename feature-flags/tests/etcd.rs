@@ -56,39 +56,45 @@ async fn watches_a_prefix_and_keeps_the_last_good_set() {
     put(&kv, "/flags/new-checkout", r#"{"enabled": false}"#).await;
     eventually("update", || !store.is_active("new-checkout", &ctx)).await;
     put(&kv, "/flags/color", r#"{"default": "blue", "on": "green"}"#).await;
-    eventually("new key", || store.snapshot().len() == 2).await;
-    assert_eq!(handle.status().errors, 0);
-    eventually("three updates", || handle.status().updates == 3).await;
+    eventually("new key", || store.flag_set().len() == 2).await;
+    assert_eq!(handle.snapshot().errors, 0);
+    eventually("three updates", || handle.snapshot().updates == 3).await;
 
     // Garbage keeps the last good set.
     put(&kv, "/flags/new-checkout", r#"{"rollout": "lots"}"#).await;
-    eventually("garbage rejected", || handle.status().errors == 1).await;
-    assert_eq!(store.snapshot().len(), 2);
-    assert!(!store.snapshot().get("new-checkout").unwrap().is_enabled());
-    assert!(handle.status().last_error.unwrap().contains("new-checkout"));
+    eventually("garbage rejected", || handle.snapshot().errors == 1).await;
+    assert_eq!(store.flag_set().len(), 2);
+    assert!(!store.flag_set().get("new-checkout").unwrap().is_enabled());
+    assert!(
+        handle
+            .snapshot()
+            .last_error
+            .unwrap()
+            .contains("new-checkout")
+    );
 
     // Fixed, then a delete.
     put(&kv, "/flags/new-checkout", r#"{}"#).await;
     eventually("fixed", || store.is_active("new-checkout", &ctx)).await;
     // The status is updated just after the store (another thread).
     eventually("fresh again", || {
-        handle.status().staleness == Duration::ZERO
+        handle.snapshot().staleness == Duration::ZERO
     })
     .await;
-    assert_eq!(handle.status().last_error, None);
+    assert_eq!(handle.snapshot().last_error, None);
     delete(&kv, "/flags/color").await;
-    eventually("delete", || store.snapshot().get("color").is_none()).await;
+    eventually("delete", || store.flag_set().get("color").is_none()).await;
     let e = store.evaluate_variant("color", &ctx, "blue");
     assert_eq!(e.error_code(), Some(ErrorCode::FlagNotFound));
 
     // etcd goes away: the set stays, the source reports the failure.
     etcd.stop();
-    eventually("outage noticed", || handle.status().last_error.is_some()).await;
+    eventually("outage noticed", || handle.snapshot().last_error.is_some()).await;
     eventually("staleness grows", || {
-        handle.status().staleness >= Duration::from_millis(200)
+        handle.snapshot().staleness >= Duration::from_millis(200)
     })
     .await;
-    assert!(handle.status().errors >= 2);
+    assert!(handle.snapshot().errors >= 2);
     assert!(store.is_active("new-checkout", &ctx));
     handle.stop();
 }

@@ -36,8 +36,8 @@ async fn reloads_on_change_and_keeps_the_last_good_set_on_garbage() {
         .spawn(store.clone());
     let ctx = FlagContext::new().with_key("user-1");
     eventually("first load", || store.is_active("beta", &ctx)).await;
-    assert_eq!(handle.status().updates, 1);
-    assert_eq!(handle.status().staleness, Duration::ZERO);
+    assert_eq!(handle.snapshot().updates, 1);
+    assert_eq!(handle.snapshot().staleness, Duration::ZERO);
 
     // A change is picked up.
     write_atomic(&path, "[flags.beta]\nenabled = false\n[flags.other]\n");
@@ -46,25 +46,25 @@ async fn reloads_on_change_and_keeps_the_last_good_set_on_garbage() {
 
     // Garbage: the last good set stays, the error is reported, staleness grows.
     write_atomic(&path, "[flags.beta\nthis is not toml");
-    eventually("error", || handle.status().errors == 1).await;
-    assert!(handle.status().last_error.is_some());
+    eventually("error", || handle.snapshot().errors == 1).await;
+    assert!(handle.snapshot().last_error.is_some());
     assert!(store.is_active("other", &ctx));
     assert!(!store.is_active("beta", &ctx));
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let status = handle.status();
+    let status = handle.snapshot();
     assert!(status.staleness >= Duration::from_secs(5), "{status:?}");
     assert_eq!(status.errors, 1, "the same error is counted once");
 
     // A valid flag with an invalid value is garbage too.
     write_atomic(&path, "[flags.beta]\nrollout = 250\n");
-    eventually("second error", || handle.status().errors == 2).await;
+    eventually("second error", || handle.snapshot().errors == 2).await;
     assert!(store.is_active("other", &ctx));
 
     // Fixed: recovers.
     write_atomic(&path, "[flags.beta]\n");
     eventually("recovery", || store.is_active("beta", &ctx)).await;
     assert!(!store.is_active("other", &ctx));
-    let status = handle.status();
+    let status = handle.snapshot();
     assert_eq!(
         (status.staleness, status.last_error),
         (Duration::ZERO, None)
@@ -90,7 +90,7 @@ async fn json_files_and_a_missing_file() {
         .build()
         .unwrap()
         .spawn(store.clone());
-    eventually("missing file error", || handle.status().errors == 1).await;
+    eventually("missing file error", || handle.snapshot().errors == 1).await;
     assert!(
         store.is_active("kept", &FlagContext::new()),
         "missing file keeps the set"
@@ -100,7 +100,7 @@ async fn json_files_and_a_missing_file() {
         &path,
         r#"{"flags": {"json-flag": {"default": "a", "on": "b"}}}"#,
     );
-    eventually("json load", || store.snapshot().get("json-flag").is_some()).await;
+    eventually("json load", || store.flag_set().get("json-flag").is_some()).await;
     assert_eq!(
         &**store
             .evaluate_variant("json-flag", &FlagContext::new(), "z")

@@ -124,7 +124,7 @@ async fn a_file_source_counts_failed_reads_on_its_store() {
         .spawn(store.clone());
     let errors = async |n: u64| {
         for _ in 0..50 {
-            if handle.status().errors == n {
+            if handle.snapshot().errors == n {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -254,6 +254,30 @@ pub enum GrpcCode {
     Unauthenticated = 16,
 }
 
+/// A classifier for any response type: every response is a success, and
+/// errors are classified by [`classify_error`] with the defaults: failures,
+/// except errors of class [`Client`](crate::ErrorClass::Client) and our own
+/// layers' throttled / overloaded rejections, which are the caller's (see
+/// [`ClassifyErrors`]).
+///
+/// The default classifier of the breakers and the round robin for responses
+/// that are not `http::Response`s; every crate of the family names it
+/// `ErrorsAsFailures` (re-exported as
+/// `resilience_circuit_breaker::ErrorsAsFailures` and
+/// `resilience_discovery::ErrorsAsFailures`).
+///
+/// ```
+/// use resilience_core::classify::{ClassifyOutcome, ErrorsAsFailures, Outcome};
+/// use resilience_core::BoxError;
+///
+/// let ok: Result<&u16, &BoxError> = Ok(&500);
+/// assert_eq!(ErrorsAsFailures.classify(ok), Outcome::Success); // any response succeeds
+/// let err: BoxError = "connection refused".into();
+/// assert_eq!(ErrorsAsFailures.classify(Err::<&u16, _>(&err)), Outcome::Failure);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ErrorsAsFailures;
+
 /// Classifies an error with the defaults: see [`ClassifyErrors`].
 pub fn classify_error(err: &BoxError) -> Outcome {
     ClassifyErrors::new().classify_error(err)
@@ -309,6 +333,18 @@ impl ClassifyErrors {
                 Outcome::CallerError
             }
             _ => Outcome::Failure,
+        }
+    }
+}
+
+// === impl ErrorsAsFailures ===
+
+impl<T> ClassifyOutcome<T> for ErrorsAsFailures {
+    #[inline]
+    fn classify(&self, result: Result<&T, &BoxError>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Success,
+            Err(e) => classify_error(e),
         }
     }
 }

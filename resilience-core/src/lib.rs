@@ -131,7 +131,7 @@ pub mod timeout;
 
 pub use crate::attempt::{Attempt, AttemptFromExtensions, IgnoreAttempt, ReadAttempt};
 pub use crate::classify::{
-    ClassifyErrors, ClassifyOutcome, GrpcCode, GrpcOutcome, HttpOutcome, Outcome,
+    ClassifyErrors, ClassifyOutcome, ErrorsAsFailures, GrpcCode, GrpcOutcome, HttpOutcome, Outcome,
 };
 pub use crate::config::ConfigError;
 pub use crate::deadline::{Deadline, DeadlinePolicy};

@@ -109,7 +109,7 @@ async fn deadlines_can_be_ignored() {
         .honor_deadline(false)
         .build()
         .unwrap();
-    let layer = TimeoutLayer::from_config(config);
+    let layer = TimeoutLayer::new(config);
     let (elapsed, took) = never_answered(layer, with_deadline(Duration::from_millis(10))).await;
     assert!(!elapsed.is_deadline());
     assert_eq!(took, Duration::from_millis(200));
@@ -242,7 +242,7 @@ async fn a_named_timeout_counts_what_elapsed() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         Ok::<_, BoxError>(())
     });
-    let svc = TimeoutLayer::from_config(config).layer(slow);
+    let svc = TimeoutLayer::new(config).layer(slow);
     for _ in 0..3 {
         svc.clone().oneshot(Request::new(())).await.unwrap_err();
     }
@@ -264,4 +264,47 @@ async fn a_named_timeout_counts_what_elapsed() {
         })
         .sum();
     assert_eq!(counted, 3);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn new_takes_a_duration_or_a_config_and_default_is_the_config_default() {
+    let from_duration = TimeoutLayer::new(Duration::from_millis(200));
+    let (elapsed, took) =
+        never_answered(from_duration, with_deadline(Duration::from_secs(5))).await;
+    assert!(!elapsed.is_deadline());
+    assert_eq!(took, Duration::from_millis(200));
+
+    let config = TimeoutConfig::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let from_config = TimeoutLayer::new(config);
+    assert_eq!(from_config.timeout(), Duration::from_millis(300));
+    // The request's deadline is honoured by both, as before.
+    let (elapsed, took) =
+        never_answered(from_config, with_deadline(Duration::from_millis(40))).await;
+    assert!(elapsed.is_deadline());
+    assert_eq!(took, Duration::from_millis(40));
+
+    assert_eq!(
+        TimeoutLayer::default().timeout(),
+        TimeoutConfig::DEFAULT_TIMEOUT
+    );
+    let (_, took) = never_answered(TimeoutLayer::default(), Request::new(())).await;
+    assert_eq!(took, TimeoutConfig::DEFAULT_TIMEOUT);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+#[allow(deprecated)]
+async fn the_deprecated_from_config_still_builds_the_same_layer() {
+    let config = TimeoutConfig::builder()
+        .timeout(Duration::from_millis(250))
+        .honor_deadline(false)
+        .build()
+        .unwrap();
+    let old = TimeoutLayer::from_config(config.clone());
+    assert_eq!(old.timeout(), TimeoutLayer::new(config).timeout());
+    let (elapsed, took) = never_answered(old, with_deadline(Duration::from_millis(10))).await;
+    assert!(!elapsed.is_deadline()); // the config's honor_deadline(false) kept
+    assert_eq!(took, Duration::from_millis(250));
 }

@@ -15,7 +15,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
 use crate::body::{ReplaySource, RetryBody};
-use crate::classify::Verdict;
+use crate::classify::{Verdict, is_grpc};
 use crate::layer::Policy;
 use crate::metrics::Decline;
 use crate::pushback::Pushback;
@@ -104,6 +104,17 @@ pub(crate) enum Template<B> {
     Replay(ReplaySource<B>),
 }
 
+/// What a request that may be sent again keeps after its first try left:
+/// the service it was sent with, a copy of its head, where the next
+/// bodies come from and the first try's attempt. Shared by the retry and
+/// the hedge layers.
+pub(crate) struct FirstTry<S, B> {
+    pub(crate) svc: S,
+    pub(crate) head: Head,
+    pub(crate) template: Template<B>,
+    pub(crate) attempt: Attempt,
+}
+
 // === impl ResponseFuture ===
 
 impl<S, B> ResponseFuture<S, B>
@@ -111,6 +122,7 @@ where
     S: Service<Request<RetryBody<B>>>,
 {
     /// A request sent once.
+    #[inline]
     pub(crate) fn once(
         fut: S::Future,
         timeout: Option<Duration>,
@@ -126,6 +138,7 @@ where
     }
 
     /// A request that may be retried.
+    #[inline]
     pub(crate) fn retrying(fut: S::Future, retry: Retrying<S, B>) -> Self {
         Self {
             state: State::Attempt { fut },
@@ -167,15 +180,17 @@ where
                         }
                     };
                     this.timer.armed = false;
+                    // Drop the finished attempt before deciding: it may
+                    // still hold a copy of the body that holds the rest of
+                    // the original (a layer below, such as the hedge
+                    // layer, wraps the copy in a replay body of its own),
+                    // which must be handed back for a retry to replay it.
+                    this.state.set(State::Done);
                     let Some(retry) = this.retry.as_mut() else {
-                        this.state.set(State::Done);
                         return Poll::Ready(result);
                     };
                     match retry.decide(&result) {
-                        None => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(result);
-                        }
+                        None => return Poll::Ready(result),
                         Some(delay) => {
                             *this.last = Some(result);
                             if delay.is_zero() {
@@ -250,7 +265,7 @@ where
 }
 
 /// Sets the sleep to fire at `at`, reusing the timer entry if there is one.
-fn arm(mut sleep: Pin<&mut Option<Sleep>>, at: Instant) {
+pub(crate) fn arm(mut sleep: Pin<&mut Option<Sleep>>, at: Instant) {
     match sleep.as_mut().as_pin_mut() {
         Some(s) => s.reset(at),
         None => sleep.set(Some(sleep_until(at))),
@@ -299,6 +314,7 @@ impl Timer {
 // === impl Head ===
 
 impl Head {
+    #[inline]
     pub(crate) fn new(parts: &http::request::Parts, grpc: bool) -> Self {
         Self {
             method: parts.method.clone(),
@@ -359,23 +375,89 @@ impl Head {
     }
 }
 
-// === impl Retrying ===
+// === impl Template ===
 
-impl<S, B> Retrying<S, B> {
-    /// `attempt` is the first attempt's, already in its request.
-    pub(crate) fn new(
-        svc: S,
-        head: Head,
-        template: Template<B>,
-        attempt: Attempt,
-        policy: Arc<Policy>,
-    ) -> Self {
-        Self {
+impl<B> Template<B> {
+    /// Whether another try's body can be had now (see
+    /// [`ReplaySource::replay`]).
+    pub(crate) fn can_send_again(&self) -> bool {
+        match self {
+            Template::Empty => true,
+            Template::Replay(source) => source.can_replay(),
+        }
+    }
+
+    /// The body of another try, if the body can be sent again.
+    pub(crate) fn next_body(&self) -> Option<RetryBody<B>> {
+        match self {
+            Template::Empty => Some(RetryBody::empty()),
+            Template::Replay(source) => source.replay(),
+        }
+    }
+}
+
+// === impl FirstTry ===
+
+impl<S, B> FirstTry<S, B> {
+    /// Sends the first try of a request that may be sent again, keeping
+    /// what the next tries need: the request carries the `attempt` made
+    /// from its extensions (inserted after the head's copy, so that each later try
+    /// inserts its own), its body streams while a copy of it is kept (up
+    /// to `cap` bytes), and the ready `inner` service goes with it (a
+    /// clone takes its place).
+    ///
+    /// A body whose size hint is over `cap` cannot be sent again: the
+    /// request's parts and body are handed back, to be sent once.
+    // The request goes back by value, as it came: boxing it would
+    // allocate on the path of a body over the cap.
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
+    #[inline]
+    pub(crate) fn send(
+        inner: &mut S,
+        mut parts: http::request::Parts,
+        body: B,
+        cap: usize,
+        attempt: impl FnOnce(&http::Extensions) -> Attempt,
+    ) -> Result<(S::Future, Self), (http::request::Parts, B)>
+    where
+        S: Service<Request<RetryBody<B>>> + Clone,
+        B: http_body::Body,
+    {
+        let (first, template) = if body.is_end_stream() {
+            (RetryBody::plain(body), Template::Empty)
+        } else if body.size_hint().lower() > cap as u64 {
+            return Err((parts, body));
+        } else {
+            let source = ReplaySource::new(body, cap);
+            (source.first(), Template::Replay(source))
+        };
+        let head = Head::new(&parts, is_grpc(&parts.headers));
+        let attempt = attempt(&parts.extensions);
+        parts.extensions.insert(attempt.clone());
+        let clone = inner.clone();
+        let mut svc = std::mem::replace(inner, clone);
+        let fut = svc.call(Request::from_parts(parts, first));
+        let first = FirstTry {
             svc,
             head,
             template,
-            next: None,
             attempt,
+        };
+        Ok((fut, first))
+    }
+}
+
+// === impl Retrying ===
+
+impl<S, B> Retrying<S, B> {
+    #[inline]
+    pub(crate) fn new(first: FirstTry<S, B>, policy: Arc<Policy>) -> Self {
+        Self {
+            svc: first.svc,
+            head: first.head,
+            template: first.template,
+            next: None,
+            attempt: first.attempt,
             policy,
         }
     }
@@ -399,11 +481,12 @@ impl<S, B> Retrying<S, B> {
     /// Whether and after how long to retry after `result`. On `Some`, the
     /// budget has paid for the retry and its body is ready.
     fn decide<ResB>(&mut self, result: &Result<Response<ResB>, BoxError>) -> Option<Duration> {
-        let policy = self.policy.clone();
-        let Verdict::Retry { reason, pushback } = policy.outcomes.classify(self.head.grpc, result)
+        let Verdict::Retry { reason, pushback } =
+            self.policy.outcomes.classify(self.head.grpc, result)
         else {
             return None;
         };
+        let policy = self.policy.clone();
         if self.attempt.number() >= policy.max_attempts {
             self.decline(Decline::MaxAttempts);
             return None;
@@ -420,11 +503,9 @@ impl<S, B> Retrying<S, B> {
             Pushback::Delay(d) => d,
             Pushback::None => policy.backoff.delay(self.attempt.number(), &policy.random),
         };
-        if let Template::Replay(source) = &self.template {
-            if !source.can_replay() {
-                self.decline(Decline::Body);
-                return None;
-            }
+        if !self.template.can_send_again() {
+            self.decline(Decline::Body);
+            return None;
         }
         if let Some(deadline) = self.head.deadline {
             let start = Instant::now().checked_add(delay);
@@ -437,15 +518,9 @@ impl<S, B> Retrying<S, B> {
             self.decline(Decline::Budget);
             return None;
         }
-        let body = match &self.template {
-            Template::Empty => RetryBody::empty(),
-            Template::Replay(source) => match source.replay() {
-                Some(body) => body,
-                None => {
-                    self.decline(Decline::Body);
-                    return None;
-                }
-            },
+        let Some(body) = self.template.next_body() else {
+            self.decline(Decline::Body);
+            return None;
         };
         self.next = Some(body);
         self.attempt = self.attempt.next();

@@ -20,12 +20,14 @@ use crate::service::Retry;
 /// layer per destination (or share one budget between layers with
 /// [`with_budget`](Self::with_budget)).
 pub struct RetryLayer<C = IdempotentRequests> {
-    pub(crate) shared: Arc<Shared<C>>,
+    pub(crate) shared: Arc<Shared<Policy, C>>,
 }
 
-/// What every service of a layer shares.
-pub(crate) struct Shared<C> {
-    pub(crate) policy: Arc<Policy>,
+/// What every service of a layer (a retry layer's, with `P` its
+/// [`Policy`], or a hedge layer's) shares: the policy, and which requests
+/// may be sent again.
+pub(crate) struct Shared<P, C> {
+    pub(crate) policy: Arc<P>,
     pub(crate) classify: C,
 }
 
@@ -73,6 +75,13 @@ impl RetryLayer {
                 classify,
             }),
         }
+    }
+}
+
+impl Default for RetryLayer {
+    /// [`RetryLayer::new`] with [`RetryConfig::default`].
+    fn default() -> Self {
+        Self::new(RetryConfig::default())
     }
 }
 

@@ -7,10 +7,10 @@ use http_body::Body;
 use resilience_core::{Attempt, BoxError, Deadline};
 use tower_service::Service;
 
-use crate::body::{ReplaySource, RetryBody};
-use crate::classify::{ClassifyRequest, IdempotentRequests, is_grpc};
-use crate::future::{Head, ResponseFuture, Retrying, Template};
-use crate::layer::Shared;
+use crate::body::RetryBody;
+use crate::classify::{ClassifyRequest, IdempotentRequests};
+use crate::future::{FirstTry, ResponseFuture, Retrying};
+use crate::layer::{Policy, Shared};
 
 /// Retries failed requests within a budget, a deadline and the server's
 /// pushback. See the [crate docs](crate).
@@ -19,13 +19,13 @@ use crate::layer::Shared;
 /// readiness (the inner service's clone).
 pub struct Retry<S, C = IdempotentRequests> {
     inner: S,
-    shared: Arc<Shared<C>>,
+    shared: Arc<Shared<Policy, C>>,
 }
 
 // === impl Retry ===
 
 impl<S, C> Retry<S, C> {
-    pub(crate) fn with_shared(inner: S, shared: Arc<Shared<C>>) -> Self {
+    pub(crate) fn with_shared(inner: S, shared: Arc<Shared<Policy, C>>) -> Self {
         Self { inner, shared }
     }
 
@@ -77,7 +77,7 @@ where
             let fut = self.inner.call(req.map(RetryBody::plain));
             return ResponseFuture::once(fut, timeout, deadline);
         }
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         let once = |inner: &mut S, parts: http::request::Parts, body: B| {
             let deadline = deadline(&parts.extensions);
             let fut = inner.call(Request::from_parts(parts, RetryBody::plain(body)));
@@ -86,31 +86,20 @@ where
         if !self.shared.classify.is_retryable(&parts) {
             return once(&mut self.inner, parts, body);
         }
-        let (first, template) = if body.is_end_stream() {
-            (RetryBody::plain(body), Template::Empty)
-        } else if body.size_hint().lower() > policy.max_replay_body as u64 {
-            tracing::debug!(
-                cap = policy.max_replay_body,
-                "request body over the replay cap: it is sent once, not retried"
-            );
-            return once(&mut self.inner, parts, body);
-        } else {
-            let source = ReplaySource::new(body, policy.max_replay_body);
-            (source.first(), Template::Replay(source))
-        };
-        let head = Head::new(&parts, is_grpc(&parts.headers));
         // Every try carries its attempt, the first included, so that a
         // balancer below records where each went and sends a retry
-        // elsewhere. Inserted after the head's copy: retries insert their
-        // own (any attempt the caller put there is replaced).
-        let attempt = Attempt::first();
-        parts.extensions.insert(attempt.clone());
-        // The ready service takes this request; a clone takes its place.
-        let clone = self.inner.clone();
-        let mut svc = std::mem::replace(&mut self.inner, clone);
-        let fut = svc.call(Request::from_parts(parts, first));
-        let retrying = Retrying::new(svc, head, template, attempt, policy.clone());
-        ResponseFuture::retrying(fut, retrying)
+        // elsewhere; any attempt the caller put there is replaced.
+        let cap = policy.max_replay_body;
+        match FirstTry::send(&mut self.inner, parts, body, cap, |_| Attempt::first()) {
+            Ok((fut, first)) => ResponseFuture::retrying(fut, Retrying::new(first, policy.clone())),
+            Err((parts, body)) => {
+                tracing::debug!(
+                    cap,
+                    "request body over the replay cap: it is sent once, not retried"
+                );
+                once(&mut self.inner, parts, body)
+            }
+        }
     }
 }
 

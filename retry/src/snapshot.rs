@@ -1,13 +1,23 @@
-//! [`LayerSnapshot`] for [`RetryHandle`] (feature `snapshot`), so a
+//! [`LayerSnapshot`] for [`RetryHandle`] and [`HedgeHandle`] (feature
+//! `snapshot`), so a
 //! [`SnapshotRegistry`](resilience_core::snapshot::SnapshotRegistry) serves
-//! a retry layer's state.
+//! a retry layer's and a hedge layer's state.
 //!
-//! Its `state` object (kind `retry`):
+//! A retry layer's `state` object (kind `retry`):
 //!
 //! ```json
 //! { "level": 0.93, "available": 112.0, "allowance": 120.0,
 //!   "requests": 100, "retries": 8, "retry_ratio": 0.08,
 //!   "requests_total": 5400, "retries_total": 31, "attempts_total": 5431 }
+//! ```
+//!
+//! A hedge layer's (kind `hedge`): the delay in milliseconds, whether it
+//! is learned, the hedges sent and won, and its budget as above:
+//!
+//! ```json
+//! { "delay_ms": 42.0, "delay_learned": true,
+//!   "hedges_total": 310, "hedges_won_total": 122,
+//!   "budget": { "level": 0.93, "available": 112.0, ... } }
 //! ```
 
 use resilience_core::snapshot::LayerSnapshot;
@@ -15,9 +25,12 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::budget::BudgetSnapshot;
 use crate::handle::RetryHandle;
+use crate::hedge::{HedgeHandle, HedgeSnapshot};
 
 /// The kind of a retry layer in the snapshot document.
 pub(crate) const RETRY: &str = "retry";
+/// The kind of a hedge layer in the snapshot document.
+pub(crate) const HEDGE: &str = "hedge";
 
 // === impl RetryHandle ===
 
@@ -34,6 +47,39 @@ impl LayerSnapshot for RetryHandle {
 
     fn snapshot(&self) -> BudgetSnapshot {
         RetryHandle::snapshot(self)
+    }
+}
+
+// === impl HedgeHandle ===
+
+impl LayerSnapshot for HedgeHandle {
+    type Snapshot = HedgeSnapshot;
+
+    fn kind(&self) -> &'static str {
+        HEDGE
+    }
+
+    fn name(&self) -> &str {
+        HedgeHandle::name(self)
+    }
+
+    fn snapshot(&self) -> HedgeSnapshot {
+        HedgeHandle::snapshot(self)
+    }
+}
+
+/// Serialized with `delay_ms` (the delay a hedge waits for now, in
+/// milliseconds), `delay_learned`, `hedges_total`, `hedges_won_total`, and
+/// `budget`, the [`RetryBudgetSnapshot`](crate::RetryBudgetSnapshot) of the budget hedges draw from.
+impl Serialize for HedgeSnapshot {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("HedgeSnapshot", 5)?;
+        s.serialize_field("delay_ms", &(self.delay().as_secs_f64() * 1000.0))?;
+        s.serialize_field("delay_learned", &self.is_delay_learned())?;
+        s.serialize_field("hedges_total", &self.hedges_total())?;
+        s.serialize_field("hedges_won_total", &self.hedges_won_total())?;
+        s.serialize_field("budget", self.budget())?;
+        s.end()
     }
 }
 
@@ -103,5 +149,54 @@ mod tests {
         assert_eq!(state["retry_ratio"], 1.0);
         assert_eq!(state["available"], 96.8);
         assert_eq!(state["attempts_total"], 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hedge_layer_in_the_document() {
+        use std::time::Duration;
+
+        use crate::{HedgeConfig, HedgeLayer};
+
+        let layer = HedgeLayer::new(
+            HedgeConfig::builder()
+                .name("inventory")
+                .delay(Duration::from_millis(20))
+                .build()
+                .unwrap(),
+        );
+        let registry = SnapshotRegistry::new("shop");
+        registry.register(layer.handle());
+        let doc = registry.to_json();
+        assert_eq!(doc["layers"][0]["kind"], "hedge");
+        assert_eq!(doc["layers"][0]["name"], "inventory");
+        let state = &doc["layers"][0]["state"];
+        assert_eq!(state["delay_ms"], 20.0);
+        assert_eq!(state["delay_learned"], false);
+        assert_eq!(state["hedges_total"], 0);
+        assert_eq!(state["budget"]["level"], 1.0);
+
+        // The first call stalls; its hedge answers.
+        let mut calls = 0;
+        let slow_first = service_fn(move |_: http::Request<crate::RetryBody<String>>| {
+            calls += 1;
+            let stall = calls == 1;
+            async move {
+                if stall {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, BoxError>(http::Response::new(()))
+            }
+        });
+        let svc = ServiceBuilder::new().layer(layer).service(slow_first);
+        svc.oneshot(http::Request::new(String::new()))
+            .await
+            .unwrap();
+        let doc = registry.to_json();
+        let state = &doc["layers"][0]["state"];
+        assert_eq!(state["hedges_total"], 1);
+        assert_eq!(state["hedges_won_total"], 1);
+        assert_eq!(state["budget"]["requests"], 1);
+        assert_eq!(state["budget"]["retries"], 1);
+        assert!(state["budget"]["level"].as_f64().unwrap() < 1.0);
     }
 }

@@ -143,6 +143,16 @@ async fn a_slow_first_attempt_loses_to_the_hedge_which_cancels_it() {
     assert_eq!(probe.in_flight.load(Ordering::SeqCst), 0);
     assert_eq!((handle.hedges_total(), handle.hedges_won_total()), (1, 1));
     assert_eq!(handle.budget().snapshot().retries_total(), 1);
+    let snap = handle.snapshot();
+    assert_eq!((snap.hedges_total(), snap.hedges_won_total()), (1, 1));
+    assert_eq!(snap.delay(), MS(50));
+    assert!(!snap.is_delay_learned());
+    assert_eq!(
+        snap.budget().retries(),
+        1,
+        "the hedge was paid from the budget"
+    );
+    assert!(snap.budget().level() < 1.0);
 
     let calls = probe.calls();
     let (first, hedge) = (

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use resilience_retry::{RetryBody, RetryConfig, RetryLayer};
+use resilience_retry::{HedgeConfig, HedgeLayer, RetryBody, RetryConfig, RetryLayer};
 use support::Chunks;
 use tonic::codegen::tokio_stream::Stream;
 use tonic::transport::{Channel, Server};
@@ -133,6 +133,44 @@ async fn hyper_client_with_full_bodies() {
     let rsp = client.oneshot(req).await.unwrap();
     assert_eq!(rsp.status(), 200);
     assert_eq!(seen.lock().unwrap()["/pay"].len(), 2);
+}
+
+#[tokio::test]
+async fn hyper_client_retries_through_a_hedge_layer_with_the_body_replayed() {
+    let (addr, seen) = axum_server().await;
+    // Below a retry layer and a hedge layer, hyper's client takes the
+    // hedge layer's body, wrapping the retry layer's.
+    let http: Client<_, RetryBody<RetryBody<Chunks>>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let retry = RetryLayer::new(fast());
+    let hedge = HedgeLayer::new(
+        HedgeConfig::builder()
+            .name("loopback")
+            .delay(Duration::from_secs(30)) // no hedge: the server answers first
+            .build()
+            .unwrap(),
+    )
+    .with_budget(retry.budget().clone());
+    let client = ServiceBuilder::new()
+        .layer(retry)
+        .layer(hedge)
+        .service(http);
+    let (body, _) = Chunks::new(&[b"12 ", b"apples"]);
+    let req = http::Request::put(format!("http://{addr}/basket"))
+        .body(body)
+        .unwrap();
+    let rsp = client.oneshot(req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let echoed = rsp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(echoed, "12 apples", "the retry sent the whole body again");
+    let seen = seen.lock().unwrap()["/basket"].clone();
+    assert_eq!(
+        seen,
+        [
+            (None, Bytes::from_static(b"12 apples")),
+            (Some("2".to_owned()), Bytes::from_static(b"12 apples")),
+        ]
+    );
 }
 
 /// A health service that is `UNAVAILABLE` on its first call, and records

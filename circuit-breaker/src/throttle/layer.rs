@@ -193,6 +193,13 @@ impl ThrottleLayer {
     }
 }
 
+impl Default for ThrottleLayer {
+    /// [`ThrottleLayer::new`] with [`ThrottleConfig::default`].
+    fn default() -> Self {
+        Self::new(ThrottleConfig::default())
+    }
+}
+
 impl<C, P, D, W> ThrottleLayer<C, P, D, W> {
     /// Counts accepts (adaptive mode) with `classify` instead: a call is
     /// accepted unless it is an [`Outcome::Failure`](resilience_core::Outcome::Failure).

@@ -6,7 +6,25 @@ pub(crate) mod pool;
 mod service;
 
 pub use self::config::{RoundRobinConfig, RoundRobinConfigBuilder};
-pub use self::service::{ErrorsAreFailures, RoundRobin, RoundRobinBuilder, RoundRobinHandle};
+pub use self::service::{RoundRobin, RoundRobinBuilder, RoundRobinHandle};
+/// The default classifier of [`RoundRobin`]: every error (transport,
+/// timeout, ...) is a failure, every response a success, except errors of
+/// [`ErrorClass::Client`](resilience_core::ErrorClass::Client) and local
+/// rejections (the family's one `ErrorsAsFailures`, re-exported).
+///
+/// For HTTP, use [`HttpOutcome`](resilience_core::HttpOutcome) so that 5xx
+/// count (and 4xx never do); for gRPC,
+/// [`GrpcOutcome`](resilience_core::GrpcOutcome).
+pub use resilience_core::classify::ErrorsAsFailures;
+
+/// The old name of [`ErrorsAsFailures`].
+#[deprecated(since = "0.1.0", note = "use `ErrorsAsFailures`")]
+pub type ErrorsAreFailures = ErrorsAsFailures;
+
+/// The old name of [`ErrorsAsFailures`], as a value.
+#[deprecated(since = "0.1.0", note = "use `ErrorsAsFailures`")]
+#[allow(non_upper_case_globals)]
+pub const ErrorsAreFailures: ErrorsAsFailures = ErrorsAsFailures;
 
 use crate::endpoint::Endpoint;
 use pool::{EJECTED, PENDING, UNHEALTHY};

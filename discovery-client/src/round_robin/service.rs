@@ -7,7 +7,7 @@ use futures_core::Stream;
 use futures_util::{FutureExt, StreamExt};
 use resilience_core::BoxError;
 use resilience_core::attempt::{Attempt, IgnoreAttempt, ReadAttempt};
-use resilience_core::classify::{ClassifyOutcome, Outcome, classify_error};
+use resilience_core::classify::{ClassifyOutcome, ErrorsAsFailures, classify_error};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -32,7 +32,7 @@ const NOT_POLLED: &str = "no endpoint picked: call without poll_ready";
 /// errors and metrics, and how an endpoint is picked. `A` reads the
 /// [`Attempt`] a retry layer puts on a request (see
 /// [`RoundRobinBuilder::avoid_tried`]); by default none is read.
-pub struct RoundRobin<S, C = ErrorsAreFailures, A = IgnoreAttempt> {
+pub struct RoundRobin<S, C = ErrorsAsFailures, A = IgnoreAttempt> {
     shared: Arc<Shared<S>>,
     classify: C,
     attempts: A,
@@ -59,7 +59,7 @@ pub struct RoundRobin<S, C = ErrorsAreFailures, A = IgnoreAttempt> {
 /// Builds a [`RoundRobin`] with a configuration, a classifier and active
 /// health checks.
 #[must_use]
-pub struct RoundRobinBuilder<C = ErrorsAreFailures, A = IgnoreAttempt> {
+pub struct RoundRobinBuilder<C = ErrorsAsFailures, A = IgnoreAttempt> {
     config: RoundRobinConfig,
     classify: C,
     attempts: A,
@@ -73,16 +73,6 @@ pub struct RoundRobinBuilder<C = ErrorsAreFailures, A = IgnoreAttempt> {
 pub struct RoundRobinHandle {
     inner: Arc<dyn Control>,
 }
-
-/// The default classifier for [`RoundRobin`]: every error (transport,
-/// timeout, ...) is a failure, every response a success, except errors of
-/// [`ErrorClass::Client`](resilience_core::ErrorClass::Client).
-///
-/// For HTTP, use [`HttpOutcome`](resilience_core::HttpOutcome) so that 5xx
-/// count (and 4xx never do); for gRPC,
-/// [`GrpcOutcome`](resilience_core::GrpcOutcome).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ErrorsAreFailures;
 
 /// A pick kept from `poll_ready` for the next `call`.
 struct Picked<S> {
@@ -108,7 +98,7 @@ trait Control: Send + Sync {
 
 // === impl RoundRobin ===
 
-impl<S> RoundRobin<S, ErrorsAreFailures>
+impl<S> RoundRobin<S, ErrorsAsFailures>
 where
     S: Clone + Send + Sync + 'static,
 {
@@ -431,20 +421,20 @@ impl<'a> Eligible<'a> {
 
 // === impl RoundRobinBuilder ===
 
-impl RoundRobinBuilder<ErrorsAreFailures> {
-    /// A builder with the default configuration, [`ErrorsAreFailures`] and
+impl RoundRobinBuilder<ErrorsAsFailures> {
+    /// A builder with the default configuration, [`ErrorsAsFailures`] and
     /// no active health checks.
     pub fn new() -> Self {
         Self {
             config: RoundRobinConfig::default(),
-            classify: ErrorsAreFailures,
+            classify: ErrorsAsFailures,
             attempts: IgnoreAttempt,
             health: None,
         }
     }
 }
 
-impl Default for RoundRobinBuilder<ErrorsAreFailures> {
+impl Default for RoundRobinBuilder<ErrorsAsFailures> {
     fn default() -> Self {
         Self::new()
     }
@@ -457,15 +447,24 @@ impl<C, A> RoundRobinBuilder<C, A> {
         self
     }
 
-    /// Sets the classifier that decides which responses count against an
-    /// endpoint, e.g. [`HttpOutcome`](resilience_core::HttpOutcome).
-    pub fn classify<C2>(self, classify: C2) -> RoundRobinBuilder<C2, A> {
+    /// Classifies outcomes with `classify` instead: it decides which
+    /// responses count against an endpoint, e.g.
+    /// [`HttpOutcome`](resilience_core::HttpOutcome) (5xx and errors count,
+    /// 4xx never) or [`GrpcOutcome`](resilience_core::GrpcOutcome); the
+    /// default, [`ErrorsAsFailures`], counts errors only.
+    pub fn with_classifier<C2>(self, classify: C2) -> RoundRobinBuilder<C2, A> {
         RoundRobinBuilder {
             config: self.config,
             classify,
             attempts: self.attempts,
             health: self.health,
         }
+    }
+
+    /// Sets the classifier.
+    #[deprecated(since = "0.1.0", note = "use `RoundRobinBuilder::with_classifier`")]
+    pub fn classify<C2>(self, classify: C2) -> RoundRobinBuilder<C2, A> {
+        self.with_classifier(classify)
     }
 
     /// Sends a retry to an endpoint its request has not tried yet, when
@@ -670,17 +669,6 @@ impl<S: Clone + Send + Sync + 'static> Control for Shared<S> {
         RoundRobinSnapshot {
             panic: healthy * 100 < usize::from(self.pool.config.panic_threshold_percent) * active,
             endpoints,
-        }
-    }
-}
-
-// === impl ErrorsAreFailures ===
-
-impl<T> ClassifyOutcome<T> for ErrorsAreFailures {
-    fn classify(&self, result: Result<&T, &BoxError>) -> Outcome {
-        match result {
-            Ok(_) => Outcome::Success,
-            Err(err) => classify_error(err),
         }
     }
 }

@@ -7,7 +7,7 @@ use hickory_resolver::{Resolver, TokioResolver};
 use resilience_core::config::{validate_duration, validate_name, validate_positive_duration};
 use resilience_core::{BoxError, ConfigError};
 
-use super::{Backoff, FetchSet, SourceStatus, SourceStream, spawn_polling};
+use super::{Backoff, FetchSet, SourceHealth, SourceStream, spawn_polling};
 use crate::endpoint::Endpoint;
 
 /// What to resolve.
@@ -235,12 +235,12 @@ impl DnsSource {
             min_ttl: c.min_ttl,
             max_ttl: c.max_ttl,
         };
-        Ok(spawn_polling(poller, SourceStatus::new(&c.name), c.backoff))
+        Ok(spawn_polling(poller, SourceHealth::new(&c.name), c.backoff))
     }
 }
 
 impl FetchSet for Poller {
-    async fn fetch(&mut self, _: &SourceStatus) -> Result<(Vec<Endpoint>, Duration), BoxError> {
+    async fn fetch(&mut self, _: &SourceHealth) -> Result<(Vec<Endpoint>, Duration), BoxError> {
         let (set, ttl) = match &self.query {
             Query::Host(host, port) => {
                 let lookup = self.resolver.lookup_ip(host.as_str()).await?;

@@ -4,7 +4,7 @@ use std::time::Duration;
 use resilience_core::config::{validate_name, validate_positive_duration};
 use resilience_core::{BoxError, ConfigError};
 
-use super::{Backoff, FetchSet, SourceStatus, SourceStream, parse_entry, spawn_polling};
+use super::{Backoff, FetchSet, SourceHealth, SourceStream, parse_entry, spawn_polling};
 use crate::endpoint::Endpoint;
 
 /// Validated configuration of a [`FileSource`].
@@ -131,7 +131,7 @@ impl FileSource {
     /// Outside a tokio runtime.
     pub fn into_stream(self) -> SourceStream {
         let c = self.config;
-        let status = SourceStatus::new(&c.name);
+        let status = SourceHealth::new(&c.name);
         spawn_polling(
             Poller {
                 path: c.path,
@@ -147,7 +147,7 @@ impl FileSource {
 impl FetchSet for Poller {
     async fn fetch(
         &mut self,
-        status: &SourceStatus,
+        status: &SourceHealth,
     ) -> Result<(Vec<Endpoint>, Duration), BoxError> {
         let bytes = tokio::fs::read(&self.path).await?;
         if let Some((last, set)) = &self.last {
@@ -170,7 +170,7 @@ impl FetchSet for Poller {
 pub(crate) fn parse_file(
     bytes: &[u8],
     json: bool,
-    status: &SourceStatus,
+    status: &SourceHealth,
 ) -> Result<Vec<Endpoint>, BoxError> {
     let doc: serde_json::Value = if json {
         serde_json::from_slice(bytes)?
@@ -203,7 +203,7 @@ mod tests {
 
     #[tokio::test]
     async fn toml_and_json_parse_and_skip_bad_entries() {
-        let status = SourceStatus::new("t");
+        let status = SourceHealth::new("t");
         let toml = br#"
             [[endpoints]]
             address = "127.0.0.1:1"

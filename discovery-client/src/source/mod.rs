@@ -11,7 +11,7 @@
 //! Every source that reads a registry survives it failing: on an error
 //! (unreachable, slow, garbage) it keeps the last good endpoint set, logs,
 //! counts `resilience_discovery_source_errors_total`, and retries with
-//! exponential backoff and jitter. [`SourceStatus`] tells how stale the set
+//! exponential backoff and jitter. [`SourceHealth`] tells how stale the set
 //! is. An invalid entry is skipped alone, never the whole update.
 //!
 //! Any source also works as a [`tower::discover::Discover`] through
@@ -47,7 +47,12 @@ pub use self::etcd::{EtcdConfig, EtcdConfigBuilder, EtcdSource, Registration};
 #[cfg(feature = "file")]
 #[cfg_attr(docsrs, doc(cfg(feature = "file")))]
 pub use self::file::{FileSource, FileSourceConfig, FileSourceConfigBuilder};
-pub use self::status::SourceStatus;
+pub use self::status::SourceHealth;
+
+/// The old name of [`SourceHealth`] (distinct from the flag sources' status
+/// snapshot).
+#[deprecated(since = "0.1.0", note = "use `SourceHealth`")]
+pub type SourceStatus = SourceHealth;
 
 use crate::endpoint::{Change, Endpoint, MakeEndpoint, diff};
 
@@ -63,7 +68,7 @@ pub struct StaticSource {
 /// Dropping it stops the task.
 pub struct SourceStream {
     rx: mpsc::UnboundedReceiver<Change>,
-    status: SourceStatus,
+    status: SourceHealth,
 }
 
 /// Any source as a [`tower::discover::Discover`]: each inserted endpoint
@@ -115,13 +120,20 @@ impl Stream for StaticSource {
 // === impl SourceStream ===
 
 impl SourceStream {
-    pub(crate) fn new(rx: mpsc::UnboundedReceiver<Change>, status: SourceStatus) -> Self {
+    pub(crate) fn new(rx: mpsc::UnboundedReceiver<Change>, status: SourceHealth) -> Self {
         Self { rx, status }
     }
 
-    /// The source's health: staleness, errors.
-    pub fn status(&self) -> SourceStatus {
+    /// The source's health: staleness, errors; a live view that follows
+    /// the source (cheap to clone).
+    pub fn health(&self) -> SourceHealth {
         self.status.clone()
+    }
+
+    /// The source's health.
+    #[deprecated(since = "0.1.0", note = "use `SourceStream::health`")]
+    pub fn status(&self) -> SourceHealth {
+        self.health()
     }
 }
 
@@ -260,7 +272,7 @@ pub(crate) trait FetchSet: Send + 'static {
     /// Reads the set: the endpoints and when to read again.
     fn fetch(
         &mut self,
-        status: &SourceStatus,
+        status: &SourceHealth,
     ) -> impl std::future::Future<Output = Result<(Vec<Endpoint>, Duration), BoxError>> + Send;
 }
 
@@ -268,7 +280,7 @@ pub(crate) trait FetchSet: Send + 'static {
 #[cfg_attr(not(any(feature = "file", feature = "dns")), allow(dead_code))]
 pub(crate) fn spawn_polling<P: FetchSet>(
     mut poller: P,
-    status: SourceStatus,
+    status: SourceHealth,
     backoff: Backoff,
 ) -> SourceStream {
     let (tx, rx) = mpsc::unbounded_channel();

@@ -6,11 +6,13 @@ use std::time::Duration;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-/// The health of a source: how stale its endpoint set is, and its errors.
+/// The health of a discovery source: how stale its endpoint set is, and its
+/// errors; from [`SourceStream::health`](super::SourceStream::health).
 ///
-/// Cheap to clone; every clone refers to the same source.
+/// A live view, not a snapshot: cheap to clone, and every clone reads the
+/// same source's current state.
 #[derive(Clone)]
-pub struct SourceStatus {
+pub struct SourceHealth {
     inner: Arc<Inner>,
 }
 
@@ -31,9 +33,9 @@ struct State {
     tasks: Vec<AbortHandle>,
 }
 
-// === impl SourceStatus ===
+// === impl SourceHealth ===
 
-impl SourceStatus {
+impl SourceHealth {
     #[cfg_attr(
         not(any(feature = "file", feature = "dns", feature = "etcd")),
         allow(dead_code)
@@ -140,9 +142,9 @@ impl SourceStatus {
     }
 }
 
-impl fmt::Debug for SourceStatus {
+impl fmt::Debug for SourceHealth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SourceStatus")
+        f.debug_struct("SourceHealth")
             .field("name", &self.inner.name)
             .field("staleness", &self.staleness())
             .field("errors", &self.errors())

@@ -567,7 +567,7 @@ impl Instance {
                 .build()?,
         );
         let handle = queue.handle();
-        let timeout = TimeoutLayer::from_config(
+        let timeout = TimeoutLayer::new(
             TimeoutConfig::builder()
                 .name(&name)
                 .timeout(Duration::from_secs(1))
@@ -644,7 +644,7 @@ impl ClientStack {
         // timeouts; but not for the caller's deadline, which the layer
         // above the balancer enforces: a request that ran out of time in an
         // overloaded queue says nothing about the instance's health.
-        let attempt = TimeoutLayer::from_config(
+        let attempt = TimeoutLayer::new(
             TimeoutConfig::builder()
                 .name("soak-attempt")
                 .timeout(settings.attempt_timeout)
@@ -691,7 +691,7 @@ impl ClientStack {
                     .max_ejection_time(Duration::from_secs(4))
                     .build()?,
             )
-            .classify(HttpOutcome::new())
+            .with_classifier(HttpOutcome::new())
             .health_check(health.clone(), HttpHealthCheck::from_config(&health))
             .build_with_endpoints(addrs.iter().map(|a| Endpoint::new(*a)), instance);
         let handle = balancer.handle();
@@ -704,7 +704,7 @@ impl ClientStack {
         )
         // An instance's 429 is the refusal the throttle learns from.
         .with_classifier(HttpOutcome::new().rate_limited_is_failure(true));
-        let deadline = TimeoutLayer::from_config(
+        let deadline = TimeoutLayer::new(
             TimeoutConfig::builder()
                 .name("soak-deadline")
                 .timeout(settings.deadline_max)

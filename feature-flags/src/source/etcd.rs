@@ -34,7 +34,7 @@ use crate::{FlagSet, FlagStore};
 /// parse, the update is rejected and the store keeps the last good set. When
 /// etcd is unreachable, the source retries every
 /// [`retry_interval`](EtcdSourceBuilder::retry_interval) and its
-/// [staleness](super::SourceStatus::staleness) grows.
+/// [staleness](super::FlagSourceSnapshot::staleness) grows.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), resilience_core::ConfigError> {

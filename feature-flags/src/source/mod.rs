@@ -25,6 +25,11 @@ pub use self::etcd::{EtcdSource, EtcdSourceBuilder};
 #[cfg_attr(docsrs, doc(cfg(feature = "file")))]
 pub use self::file::{FileSource, FileSourceBuilder};
 
+/// The old name of [`FlagSourceSnapshot`] (distinct from the discovery
+/// sources' live `SourceHealth`).
+#[deprecated(since = "0.1.0", note = "use `FlagSourceSnapshot`")]
+pub type SourceStatus = FlagSourceSnapshot;
+
 /// Controls a running source and reports its health.
 ///
 /// Dropping the handle leaves the source running (like a
@@ -35,10 +40,11 @@ pub struct SourceHandle {
     task: AbortHandle,
 }
 
-/// A point-in-time view of a source's health.
+/// A point-in-time view of a flag source's health, from
+/// [`SourceHandle::snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct SourceStatus {
+pub struct FlagSourceSnapshot {
     /// Flag sets applied to the store since the source started.
     pub updates: u64,
     /// Failed or rejected reads since the source started.
@@ -68,19 +74,25 @@ impl SourceHandle {
     }
 
     /// The source's health now.
-    pub fn status(&self) -> SourceStatus {
+    pub fn snapshot(&self) -> FlagSourceSnapshot {
         let s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
         let staleness = if s.failing {
             Instant::now().saturating_duration_since(s.last_ok.unwrap_or(s.started))
         } else {
             Duration::ZERO
         };
-        SourceStatus {
+        FlagSourceSnapshot {
             updates: s.updates,
             errors: s.errors,
             last_error: s.last_error.clone(),
             staleness,
         }
+    }
+
+    /// The source's health now.
+    #[deprecated(since = "0.1.0", note = "use `SourceHandle::snapshot`")]
+    pub fn status(&self) -> FlagSourceSnapshot {
+        self.snapshot()
     }
 
     /// Stops the source. The store keeps the last set it applied.
@@ -97,7 +109,7 @@ impl SourceHandle {
 impl fmt::Debug for SourceHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SourceHandle")
-            .field("status", &self.status())
+            .field("status", &self.snapshot())
             .finish()
     }
 }

@@ -14,7 +14,7 @@ use crate::config::{ConfigError, validate_name, validate_positive_duration};
 ///     .name("inventory")
 ///     .timeout(Duration::from_millis(300))
 ///     .build()?;
-/// let layer = TimeoutLayer::from_config(config);
+/// let layer = TimeoutLayer::new(config);
 /// # Ok::<_, resilience_core::ConfigError>(())
 /// ```
 ///
@@ -86,6 +86,19 @@ impl Default for TimeoutConfig {
         TimeoutConfigBuilder::default()
             .build()
             .expect("defaults are valid")
+    }
+}
+
+impl From<Duration> for TimeoutConfig {
+    /// The defaults with `timeout`, taken as it is (not validated, as
+    /// [`TimeoutLayer::new`](crate::TimeoutLayer::new) with a duration
+    /// always took it: zero times every request out at once).
+    fn from(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            name: None,
+            honor_deadline: Self::DEFAULT_HONOR_DEADLINE,
+        }
     }
 }
 

@@ -20,18 +20,26 @@ pub struct TimeoutLayer<D = FromExtensions> {
 // === impl TimeoutLayer ===
 
 impl TimeoutLayer {
-    /// Times requests out after `timeout`, or at their deadline if sooner.
-    pub const fn new(timeout: Duration) -> Self {
-        Self {
-            timeout,
-            read_deadline: FromExtensions { enabled: true },
-            name: None,
-        }
-    }
-
-    /// A layer from a validated configuration; a named one counts elapsed
-    /// requests in `resilience_timeout_elapsed_total{name}`.
-    pub fn from_config(config: TimeoutConfig) -> TimeoutLayer<FromExtensions> {
+    /// A layer from a validated configuration, or from just a timeout:
+    /// requests time out after it, or at their deadline if sooner (unless
+    /// the configuration says not to honour deadlines). A named
+    /// configuration counts elapsed requests in
+    /// `resilience_timeout_elapsed_total{name}`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilience_core::TimeoutLayer;
+    /// use resilience_core::timeout::TimeoutConfig;
+    ///
+    /// let plain = TimeoutLayer::new(Duration::from_secs(2));
+    /// let config = TimeoutConfig::builder().timeout(Duration::from_secs(2)).name("db").build()?;
+    /// let named = TimeoutLayer::new(config);
+    /// assert_eq!(plain.timeout(), named.timeout());
+    /// assert_eq!(TimeoutLayer::default().timeout(), TimeoutConfig::DEFAULT_TIMEOUT);
+    /// # Ok::<(), resilience_core::ConfigError>(())
+    /// ```
+    pub fn new(config: impl Into<TimeoutConfig>) -> Self {
+        let config = config.into();
         let name: Option<Arc<str>> = config.name.as_deref().map(Arc::from);
         #[cfg(feature = "metrics")]
         if name.is_some() {
@@ -44,6 +52,19 @@ impl TimeoutLayer {
             },
             name,
         }
+    }
+
+    /// A layer from a validated configuration.
+    #[deprecated(since = "0.1.0", note = "use `TimeoutLayer::new(config)`")]
+    pub fn from_config(config: TimeoutConfig) -> TimeoutLayer<FromExtensions> {
+        Self::new(config)
+    }
+}
+
+impl Default for TimeoutLayer {
+    /// [`TimeoutLayer::new`] with [`TimeoutConfig::default`].
+    fn default() -> Self {
+        Self::new(TimeoutConfig::default())
     }
 }
 

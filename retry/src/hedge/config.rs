@@ -22,7 +22,26 @@ use crate::config::{RetryBudgetConfig, RetryConfig, validate_grpc_methods};
 /// assert_eq!(config.max_hedges(), 1);
 /// assert!(HedgeConfig::builder().delay(Duration::ZERO).build().is_err());
 /// ```
+///
+/// With the `serde` feature it deserializes, through the same validation
+/// (durations as `"20ms"`, `"1s"`; every field optional):
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use std::time::Duration;
+/// use resilience_retry::HedgeConfig;
+/// let config: HedgeConfig = serde_json::from_str(r#"{
+///     "name": "inventory", "delay": "20ms", "percentile": 0.95, "min_samples": 50,
+///     "grpc_methods": ["/shop.Inventory/*"], "budget": { "ratio": 0.05 }
+/// }"#).unwrap();
+/// assert_eq!(config.delay(), Duration::from_millis(20));
+/// assert_eq!(config.percentile(), Some(0.95));
+/// assert!(serde_json::from_str::<HedgeConfig>(r#"{"max_hedges": 0}"#).is_err());
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "HedgeConfigBuilder"))]
 pub struct HedgeConfig {
     pub(crate) name: String,
     pub(crate) delay: Duration,
@@ -38,8 +57,14 @@ pub struct HedgeConfig {
 /// Builds a [`HedgeConfig`]; [`build`](Self::build) validates it.
 #[derive(Debug, Clone)]
 #[must_use]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct HedgeConfigBuilder {
     name: String,
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "resilience_core::config::duration::deserialize")
+    )]
     delay: Duration,
     max_hedges: u32,
     percentile: Option<f64>,
@@ -279,6 +304,14 @@ impl Default for HedgeConfigBuilder {
     }
 }
 
+impl TryFrom<HedgeConfigBuilder> for HedgeConfig {
+    type Error = ConfigError;
+
+    fn try_from(builder: HedgeConfigBuilder) -> Result<Self, Self::Error> {
+        builder.build()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +358,52 @@ mod tests {
             "max_replay_body"
         );
         assert_eq!(field(b().grpc_method("nope").build()), "grpc_methods");
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn deserializes_through_the_builder() {
+        let c: HedgeConfig = serde_json::from_str(
+            r#"{"name": "inventory", "delay": "20ms", "max_hedges": 2, "percentile": 0.9,
+                "min_samples": 5, "samples": 10, "max_replay_body": 1024,
+                "grpc_methods": ["/shop.Inventory/Get"],
+                "budget": {"ratio": 0.1, "min_per_second": 1}}"#,
+        )
+        .unwrap();
+        let expected = HedgeConfig::builder()
+            .name("inventory")
+            .delay(Duration::from_millis(20))
+            .max_hedges(2)
+            .percentile(0.9)
+            .min_samples(5)
+            .samples(10)
+            .max_replay_body(1024)
+            .grpc_method("/shop.Inventory/Get")
+            .budget(
+                RetryBudgetConfig::builder()
+                    .ratio(0.1)
+                    .min_per_second(1)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert_eq!(c, expected);
+        let empty: HedgeConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, HedgeConfig::default());
+        for (bad, field) in [
+            (r#"{"delay": "0s"}"#, "delay"),
+            (r#"{"max_hedges": 5}"#, "max_hedges"),
+            (r#"{"percentile": 1.5}"#, "percentile"),
+            (r#"{"samples": 10, "min_samples": 11}"#, "min_samples"),
+            (r#"{"max_replay_body": 16777217}"#, "max_replay_body"),
+            (r#"{"grpc_methods": ["nope"]}"#, "grpc_methods"),
+            (r#"{"budget": {"window": "0s"}}"#, "window"),
+            (r#"{"delay": "soon"}"#, ""),
+            (r#"{"unknown": 1}"#, "unknown"),
+        ] {
+            let err = serde_json::from_str::<HedgeConfig>(bad).unwrap_err();
+            assert!(err.to_string().contains(field), "{bad}: {err}");
+        }
     }
 }

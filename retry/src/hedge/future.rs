@@ -10,13 +10,13 @@ use std::time::Duration;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use resilience_core::{Attempt, BoxError};
-use tokio::time::{Instant, Sleep, sleep_until};
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::layer::HedgePolicy;
 use crate::body::RetryBody;
 use crate::classify::Verdict;
-use crate::future::{Head, Template};
+use crate::future::{FirstTry, Head, Template, arm};
 
 pin_project! {
     /// The response future of [`Hedge`](crate::Hedge).
@@ -77,6 +77,7 @@ where
     S: Service<Request<RetryBody<B>>>,
 {
     /// A request sent once.
+    #[inline]
     pub(crate) fn once(fut: S::Future) -> Self {
         Self {
             first: Some(fut),
@@ -86,6 +87,7 @@ where
     }
 
     /// A request that may be hedged.
+    #[inline]
     pub(crate) fn hedging(fut: S::Future, hedging: Hedging<S, B>) -> Self {
         Self {
             first: Some(fut),
@@ -225,33 +227,19 @@ where
     }
 }
 
-/// Sets the sleep to fire at `at`, reusing the timer entry if there is one.
-fn arm(mut sleep: Pin<&mut Option<Sleep>>, at: Instant) {
-    match sleep.as_mut().as_pin_mut() {
-        Some(s) => s.reset(at),
-        None => sleep.set(Some(sleep_until(at))),
-    }
-}
-
 // === impl Hedging ===
 
 impl<S, B> Hedging<S, B>
 where
     S: Service<Request<RetryBody<B>>>,
 {
-    /// `attempt` is the first attempt's, already in its request.
-    pub(crate) fn new(
-        svc: S,
-        head: Head,
-        template: Template<B>,
-        attempt: Attempt,
-        policy: Arc<HedgePolicy>,
-    ) -> Self {
+    #[inline]
+    pub(crate) fn new(first: FirstTry<S, B>, policy: Arc<HedgePolicy>) -> Self {
         Self {
-            svc,
-            head,
-            template,
-            attempt,
+            svc: first.svc,
+            head: first.head,
+            template: first.template,
+            attempt: first.attempt,
             policy,
             hedges: Vec::new(),
             sent: 0,
@@ -288,21 +276,16 @@ where
             tracing::debug!(%name, "not hedging request: its deadline has passed");
             return None;
         }
-        if let Template::Replay(source) = &self.template {
-            if !source.can_replay() {
-                tracing::debug!(%name, "not hedging request: its body cannot be sent again");
-                return None;
-            }
+        if !self.template.can_send_again() {
+            tracing::debug!(%name, "not hedging request: its body cannot be sent again");
+            return None;
         }
         let priority = self.head.priority();
         if !self.policy.budget.withdraw(priority) {
             tracing::debug!(%name, priority = priority.as_str(), "not hedging request: budget exhausted");
             return None;
         }
-        let body = match &self.template {
-            Template::Empty => RetryBody::empty(),
-            Template::Replay(source) => source.replay()?,
-        };
+        let body = self.template.next_body()?;
         self.attempt = self.attempt.next();
         tracing::debug!(%name, attempt = self.attempt.number(), "hedging request");
         Some(self.head.request(body, &self.attempt))

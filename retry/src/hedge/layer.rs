@@ -12,6 +12,7 @@ use super::service::Hedge;
 use crate::budget::RetryBudget;
 use crate::classify::{ClassifyOutcomes, IdempotentRequests};
 use crate::config::RetryConfig;
+use crate::layer::Shared;
 
 /// Applies [`Hedge`] to services.
 ///
@@ -20,13 +21,7 @@ use crate::config::RetryConfig;
 /// one [`RetryBudget`], one learned delay and one set of counters, as do
 /// the [`HedgeHandle`]s it hands out. Build one layer per destination.
 pub struct HedgeLayer<C = IdempotentRequests> {
-    pub(crate) shared: Arc<Shared<C>>,
-}
-
-/// What every service of a layer shares.
-pub(crate) struct Shared<C> {
-    pub(crate) policy: Arc<HedgePolicy>,
-    pub(crate) classify: C,
+    pub(crate) shared: Arc<Shared<HedgePolicy, C>>,
 }
 
 /// Everything a hedged request needs, behind one `Arc`.
@@ -61,6 +56,13 @@ impl HedgeLayer {
                 classify,
             }),
         }
+    }
+}
+
+impl Default for HedgeLayer {
+    /// [`HedgeLayer::new`] with [`HedgeConfig::default`].
+    fn default() -> Self {
+        Self::new(HedgeConfig::default())
     }
 }
 

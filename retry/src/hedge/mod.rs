@@ -98,7 +98,11 @@
 //!
 //! # Where it goes
 //!
-//! Below the retry layer (a retry is hedged too) and above the balancer:
+//! Below the retry layer (a retry is hedged too; the inner service then
+//! takes `http::Request<RetryBody<RetryBody<B>>>`: the hedge layer keeps
+//! its own copy of the retry layer's replayable body, and a retry replays
+//! the whole body whatever an attempt below read of it) and above the
+//! balancer:
 //! context and deadline, **retry**, **hedge**, throttle, balancer, a
 //! breaker per endpoint, the attempt timeout. A hedge's refusal by a
 //! throttle or a breaker does not cancel the first attempt.
@@ -115,14 +119,19 @@
 //! `resilience_retry_hedges_total` (hedges sent) and
 //! `resilience_retry_hedges_won_total` (requests a hedge answered), both
 //! labelled `name`. [`HedgeHandle`] reads the same counts and the current
-//! delay.
+//! delay; [`HedgeHandle::snapshot`] takes them with the budget's state.
+//! With the `snapshot` feature, a `SnapshotRegistry` serves it in its
+//! `/resilience` document (kind `hedge`; see [`HedgeSnapshot`]'s
+//! `Serialize`).
 //!
 //! # Performance
 //!
 //! A request that may not be hedged is passed through: one atomic add to
-//! the budget. One that may be hedged also copies its head, clones the
-//! inner service and puts its `Attempt` in its extensions (as the retry
-//! layer does); if it is still pending at its first poll, it reads the
+//! the budget, no allocation. One that may be hedged also copies its head,
+//! clones the inner service and puts its `Attempt` in its extensions (as
+//! the retry layer does: four allocations for a request without
+//! extensions; below a retry layer, the retry's `Attempt` is continued and
+//! only the extension's boxed value is new); if it is still pending at its first poll, it reads the
 //! clock and arms a timer (the hedge delay cannot be waited without one).
 //! With a percentile, each good answer is recorded without a lock (two
 //! atomic writes; every 8th also selects the percentile over a copy of the
@@ -139,6 +148,6 @@ mod metrics;
 mod service;
 
 pub use self::config::{HedgeConfig, HedgeConfigBuilder};
-pub use self::handle::HedgeHandle;
+pub use self::handle::{HedgeHandle, HedgeSnapshot};
 pub use self::layer::HedgeLayer;
 pub use self::service::Hedge;

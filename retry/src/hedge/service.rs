@@ -8,10 +8,11 @@ use resilience_core::{Attempt, BoxError};
 use tower_service::Service;
 
 use super::future::{Hedging, ResponseFuture};
-use super::layer::Shared;
-use crate::body::{ReplaySource, RetryBody};
-use crate::classify::{ClassifyRequest, IdempotentRequests, is_grpc};
-use crate::future::{Head, Template};
+use super::layer::HedgePolicy;
+use crate::body::RetryBody;
+use crate::classify::{ClassifyRequest, IdempotentRequests};
+use crate::future::FirstTry;
+use crate::layer::Shared;
 
 /// Sends a slow idempotent request again, and takes the first good answer.
 /// See [`HedgeLayer`](crate::HedgeLayer).
@@ -20,13 +21,13 @@ use crate::future::{Head, Template};
 /// clone gets its own readiness (the inner service's clone).
 pub struct Hedge<S, C = IdempotentRequests> {
     inner: S,
-    shared: Arc<Shared<C>>,
+    shared: Arc<Shared<HedgePolicy, C>>,
 }
 
 // === impl Hedge ===
 
 impl<S, C> Hedge<S, C> {
-    pub(crate) fn with_shared(inner: S, shared: Arc<Shared<C>>) -> Self {
+    pub(crate) fn with_shared(inner: S, shared: Arc<Shared<HedgePolicy, C>>) -> Self {
         Self { inner, shared }
     }
 
@@ -66,41 +67,34 @@ where
         if policy.deposits {
             policy.budget.deposit();
         }
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         if !self.shared.classify.is_retryable(&parts) {
             let fut = self
                 .inner
                 .call(Request::from_parts(parts, RetryBody::plain(body)));
             return ResponseFuture::once(fut);
         }
-        let (first, template) = if body.is_end_stream() {
-            (RetryBody::plain(body), Template::Empty)
-        } else if body.size_hint().lower() > policy.config.max_replay_body as u64 {
-            tracing::debug!(
-                cap = policy.config.max_replay_body,
-                "request body over the replay cap: it is sent once, not hedged"
-            );
-            let fut = self
-                .inner
-                .call(Request::from_parts(parts, RetryBody::plain(body)));
-            return ResponseFuture::once(fut);
-        } else {
-            let source = ReplaySource::new(body, policy.config.max_replay_body);
-            (source.first(), Template::Replay(source))
-        };
-        let head = Head::new(&parts, is_grpc(&parts.headers));
         // Continue the attempts of a retry layer above, if any, so that
         // every try shares one record of the endpoints tried.
-        let attempt = Attempt::from_extensions(&parts.extensions)
-            .cloned()
-            .unwrap_or_else(Attempt::first);
-        parts.extensions.insert(attempt.clone());
-        // The ready service takes this request; a clone takes its place.
-        let clone = self.inner.clone();
-        let mut svc = std::mem::replace(&mut self.inner, clone);
-        let fut = svc.call(Request::from_parts(parts, first));
-        let hedging = Hedging::new(svc, head, template, attempt, policy.clone());
-        ResponseFuture::hedging(fut, hedging)
+        let attempt = |ext: &http::Extensions| {
+            Attempt::from_extensions(ext)
+                .cloned()
+                .unwrap_or_else(Attempt::first)
+        };
+        let cap = policy.config.max_replay_body;
+        match FirstTry::send(&mut self.inner, parts, body, cap, attempt) {
+            Ok((fut, first)) => ResponseFuture::hedging(fut, Hedging::new(first, policy.clone())),
+            Err((parts, body)) => {
+                tracing::debug!(
+                    cap,
+                    "request body over the replay cap: it is sent once, not hedged"
+                );
+                let fut = self
+                    .inner
+                    .call(Request::from_parts(parts, RetryBody::plain(body)));
+                ResponseFuture::once(fut)
+            }
+        }
     }
 }
 

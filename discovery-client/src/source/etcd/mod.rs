@@ -43,7 +43,7 @@ pub use self::restart::{
     RestartPermit,
 };
 
-use super::{Backoff, Emitter, SourceStatus, SourceStream, parse_entry};
+use super::{Backoff, Emitter, SourceHealth, SourceStream, parse_entry};
 use crate::endpoint::Endpoint;
 
 /// Validated configuration of an etcd connection: where etcd is, how long
@@ -209,7 +209,7 @@ impl EtcdSource {
     ///
     /// Outside a tokio runtime.
     pub fn into_stream(self) -> SourceStream {
-        let status = SourceStatus::new(&self.config.name);
+        let status = SourceHealth::new(&self.config.name);
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(self, tx, status.clone()));
         status.set_task(task.abort_handle());
@@ -217,7 +217,7 @@ impl EtcdSource {
     }
 }
 
-async fn run(source: EtcdSource, tx: mpsc::UnboundedSender<crate::Change>, status: SourceStatus) {
+async fn run(source: EtcdSource, tx: mpsc::UnboundedSender<crate::Change>, status: SourceHealth) {
     let client = source.config.client();
     let backoff = source.config.backoff;
     let prefix = &source.prefix;
@@ -322,7 +322,7 @@ async fn run(source: EtcdSource, tx: mpsc::UnboundedSender<crate::Change>, statu
 
 /// Applies one key's value; an invalid value is skipped alone (the key keeps
 /// its last good value, if any).
-fn put(entries: &mut BTreeMap<String, Endpoint>, key: &str, value: &[u8], status: &SourceStatus) {
+fn put(entries: &mut BTreeMap<String, Endpoint>, key: &str, value: &[u8], status: &SourceHealth) {
     let parsed = serde_json::from_slice::<serde_json::Value>(value)
         .map_err(|e| e.to_string())
         .and_then(|v| parse_entry(&v));
@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn invalid_values_are_skipped_alone() {
-        let status = SourceStatus::new("t");
+        let status = SourceHealth::new("t");
         let mut entries = BTreeMap::new();
         put(&mut entries, "a", br#"{"address": "127.0.0.1:1"}"#, &status);
         put(&mut entries, "b", b"garbage", &status);
