@@ -1,5 +1,18 @@
 //! Per-request cost of the correlation layers beside tower-http's
 //! `SetRequestIdLayer` + `PropagateRequestIdLayer` with `MakeRequestUuid`.
+//!
+//! - `correlation`: on a bare `http::Request<()>` (no extensions, no
+//!   header but ours).
+//! - `correlation_axum`: on a request shaped as axum hands it to a route's
+//!   layers (a `Host` header, one extension already present), without and
+//!   with an inbound id, `traceparent` and deadline (`x-deadline-ms`).
+//! - `correlation_client`: `PropagateContextLayer` on an outgoing call
+//!   made inside a request context with a deadline and a non-default
+//!   priority, beside tower-http's `PropagateRequestIdLayer` with the id
+//!   and the deadline header set by hand (what a user writes without us).
+//! - `correlation_fmt`: the axum-shaped case again with a
+//!   `tracing_subscriber::fmt` subscriber at `INFO` (writing to a sink), so
+//!   the `request` span is built: what the span adds per request.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -20,6 +33,8 @@ const ID: HeaderValue = HeaderValue::from_static("0192f0c1-7d3e-7a4b-9c1d-2e3f4a
 const TRACEPARENT: HeaderValue =
     HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
 
+const DEADLINE_MS: HeaderValue = HeaderValue::from_static("1000");
+
 const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT_NAME: HeaderName = HeaderName::from_static("traceparent");
@@ -29,7 +44,7 @@ thread_local! {
     /// server: every header value is a reference-counted slice of it, so a
     /// layer that clones a value pays what it would pay behind hyper.
     static WIRE: Bytes = Bytes::copy_from_slice(
-        [ID.as_bytes(), TRACEPARENT.as_bytes()].concat().as_slice(),
+        [ID.as_bytes(), TRACEPARENT.as_bytes(), DEADLINE_MS.as_bytes()].concat().as_slice(),
     );
 }
 
@@ -58,7 +73,10 @@ fn request(inbound: Inbound) -> Request<()> {
     };
     let (id, traceparent) = WIRE.with(|wire| {
         let split = ID.len();
-        (wire.slice(..split), wire.slice(split..))
+        (
+            wire.slice(..split),
+            wire.slice(split..split + TRACEPARENT.len()),
+        )
     });
     let value = |b| HeaderValue::from_maybe_shared(b).expect("valid header value");
     req.headers_mut().insert(name, value(id));
@@ -66,6 +84,24 @@ fn request(inbound: Inbound) -> Request<()> {
         req.headers_mut()
             .insert(TRACEPARENT_NAME, value(traceparent));
     }
+    req
+}
+
+/// An axum-shaped request (a `Host` header, one extension): with
+/// `context`, an id under `id_header`, a `traceparent` and `x-deadline-ms`.
+fn axum_request(context: Option<&'static str>) -> Request<()> {
+    let mut req = match context {
+        Some(name) => request(Inbound::IdAndTrace(name)),
+        None => request(Inbound::Nothing),
+    };
+    if context.is_some() {
+        let deadline = WIRE.with(|wire| wire.slice(ID.len() + TRACEPARENT.len()..));
+        req.headers_mut().insert(
+            HeaderName::from_static("x-deadline-ms"),
+            HeaderValue::from_maybe_shared(deadline).expect("digits"),
+        );
+    }
+    resilience_benches::axum_shaped(&mut req);
     req
 }
 
@@ -197,6 +233,10 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    bench_axum(c);
+    bench_client(c);
+    bench_fmt(c);
+
     for (name, allocs) in [
         (
             "baseline",
@@ -239,6 +279,181 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+fn noop() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> + Clone {
+    service_fn(|_: Request<()>| async { Ok::<_, Infallible>(resilience_benches::response()) })
+}
+
+fn tower_http_pair() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> {
+    ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .service(noop())
+}
+
+/// The server layers on axum-shaped requests.
+fn bench_axum(c: &mut Criterion) {
+    let rt = resilience_benches::runtime();
+    let _guard = rt.enter();
+    let (mut baseline, mut ours, mut pair) = (
+        noop(),
+        CorrelationLayer::new().layer(noop()),
+        tower_http_pair(),
+    );
+    let mut g = c.benchmark_group("correlation_axum");
+    g.bench_function("baseline", |b| {
+        b.iter(|| black_box(call(&mut baseline, axum_request(None))))
+    });
+    g.bench_function("baseline_with_context", |b| {
+        b.iter(|| black_box(call(&mut baseline, axum_request(Some("x-correlation-id")))))
+    });
+    g.bench_function("ours/no_context", |b| {
+        b.iter(|| black_box(call(&mut ours, axum_request(None))))
+    });
+    g.bench_function("ours/with_context", |b| {
+        b.iter(|| black_box(call(&mut ours, axum_request(Some("x-correlation-id")))))
+    });
+    g.bench_function("tower_http/no_context", |b| {
+        b.iter(|| black_box(call(&mut pair, axum_request(None))))
+    });
+    g.bench_function("tower_http/with_context", |b| {
+        b.iter(|| black_box(call(&mut pair, axum_request(Some("x-request-id")))))
+    });
+    g.finish();
+    let count = |name: &str, svc: &mut dyn FnMut() -> bool| {
+        let n = allocations_per_call(10_000, || assert!(svc()));
+        println!("correlation_axum/{name}: {n:.2} allocations per call");
+    };
+    count("baseline", &mut || call(&mut baseline, axum_request(None)));
+    count("baseline_with_context", &mut || {
+        call(&mut baseline, axum_request(Some("x-correlation-id")))
+    });
+    count("ours/no_context", &mut || {
+        call(&mut ours, axum_request(None))
+    });
+    count("ours/with_context", &mut || {
+        call(&mut ours, axum_request(Some("x-correlation-id")))
+    });
+    count("tower_http/no_context", &mut || {
+        call(&mut pair, axum_request(None))
+    });
+    count("tower_http/with_context", &mut || {
+        call(&mut pair, axum_request(Some("x-request-id")))
+    });
+}
+
+/// The context of an inbound request with a deadline and a non-default
+/// priority, as the server layer makes it.
+fn inbound_context() -> RequestContext {
+    RequestContext::new_root()
+        .with_priority(resilience_correlation::Priority::SheddablePlus)
+        .with_deadline(Some(resilience_correlation::Deadline::after(
+            std::time::Duration::from_secs(1),
+        )))
+}
+
+/// An outgoing call made inside `ctx`'s scope (as from a handler).
+fn outgoing<S>(ctx: &RequestContext, svc: &mut S) -> bool
+where
+    S: Service<Request<()>, Response = Response<()>>,
+    S::Error: std::fmt::Debug,
+{
+    ctx.clone()
+        .scope(async { call(svc, resilience_benches::outgoing_request()) })
+        .now_or_never()
+        .expect("answers at once")
+}
+
+/// What a user writes without us: tower-http's `PropagateRequestIdLayer`
+/// and the id and the time left set by hand from the inbound context.
+fn hand_written_client() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> {
+    ServiceBuilder::new()
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .map_request(|mut req: Request<()>| {
+            if let Some(ctx) = RequestContext::current() {
+                let headers = req.headers_mut();
+                headers.insert(X_REQUEST_ID, ctx.correlation_id().to_header_value());
+                if let Some(deadline) = ctx.deadline() {
+                    let ms = deadline.remaining().as_millis() as u64;
+                    headers.insert(
+                        HeaderName::from_static("x-deadline-ms"),
+                        HeaderValue::from(ms),
+                    );
+                }
+            }
+            req
+        })
+        .service(noop())
+}
+
+/// The client layer on an outgoing call with a deadline and a priority.
+fn bench_client(c: &mut Criterion) {
+    let rt = resilience_benches::runtime();
+    let _guard = rt.enter();
+    let ctx = inbound_context();
+    let (mut baseline, mut ours, mut peer) = (
+        noop(),
+        PropagateContextLayer::new().layer(noop()),
+        hand_written_client(),
+    );
+    let mut g = c.benchmark_group("correlation_client");
+    g.bench_function("baseline", |b| {
+        b.iter(|| black_box(outgoing(&ctx, &mut baseline)))
+    });
+    g.bench_function("ours", |b| b.iter(|| black_box(outgoing(&ctx, &mut ours))));
+    g.bench_function("tower_http", |b| {
+        b.iter(|| black_box(outgoing(&ctx, &mut peer)))
+    });
+    g.finish();
+    for (name, n) in [
+        (
+            "baseline",
+            allocations_per_call(10_000, || assert!(outgoing(&ctx, &mut baseline))),
+        ),
+        (
+            "ours",
+            allocations_per_call(10_000, || assert!(outgoing(&ctx, &mut ours))),
+        ),
+        (
+            "tower_http",
+            allocations_per_call(10_000, || assert!(outgoing(&ctx, &mut peer))),
+        ),
+    ] {
+        println!("correlation_client/{name}: {n:.2} allocations per call");
+    }
+}
+
+/// The axum-shaped server case with a `fmt` subscriber at `INFO`.
+fn bench_fmt(c: &mut Criterion) {
+    let rt = resilience_benches::runtime();
+    let _guard = rt.enter();
+    let _subscriber = tracing::subscriber::set_default(resilience_benches::fmt_subscriber());
+    let (mut baseline, mut ours) = (noop(), CorrelationLayer::new().layer(noop()));
+    let mut g = c.benchmark_group("correlation_fmt");
+    g.bench_function("baseline", |b| {
+        b.iter(|| black_box(call(&mut baseline, axum_request(Some("x-correlation-id")))))
+    });
+    g.bench_function("ours", |b| {
+        b.iter(|| black_box(call(&mut ours, axum_request(Some("x-correlation-id")))))
+    });
+    g.finish();
+    for (name, n) in [
+        (
+            "baseline",
+            allocations_per_call(10_000, || {
+                assert!(call(&mut baseline, axum_request(Some("x-correlation-id"))))
+            }),
+        ),
+        (
+            "ours",
+            allocations_per_call(10_000, || {
+                assert!(call(&mut ours, axum_request(Some("x-correlation-id"))))
+            }),
+        ),
+    ] {
+        println!("correlation_fmt/{name}: {n:.2} allocations per call");
+    }
+}
+
 /// `CORRELATION_PROFILE=<variant> CORRELATION_CALLS=<n>`: only loop over one
 /// variant, for `perf stat` or `valgrind --tool=callgrind` (instructions per
 /// call are steadier than nanoseconds on a noisy machine).
@@ -257,6 +472,10 @@ fn profile(variant: &str) {
     let id = RequestContext::new_root().correlation_id().clone();
     let fresh =
         || RequestContext::new(id.clone(), resilience_correlation::TraceContext::new_root());
+    let rt = resilience_benches::runtime();
+    let _guard = rt.enter();
+    let deadline_ctx = inbound_context();
+    let mut hand_written = hand_written_client();
     for _ in 0..n {
         black_box(match variant {
             "baseline" => call(&mut baseline, request(Inbound::Nothing)),
@@ -281,6 +500,16 @@ fn profile(variant: &str) {
                 .scope(async { call(&mut client, resilience_benches::outgoing_request()) })
                 .now_or_never()
                 .expect("answers at once"),
+            "axum/baseline_with_context" => {
+                call(&mut baseline, axum_request(Some("x-correlation-id")))
+            }
+            "axum/ours/with_context" => call(&mut ours, axum_request(Some("x-correlation-id"))),
+            "axum/tower_http/with_context" => {
+                call(&mut tower_http, axum_request(Some("x-request-id")))
+            }
+            "client/deadline/baseline" => outgoing(&deadline_ctx, &mut baseline),
+            "client/deadline/ours" => outgoing(&deadline_ctx, &mut client),
+            "client/deadline/tower_http" => outgoing(&deadline_ctx, &mut hand_written),
             "tower_http/no_id" => call(&mut tower_http, request(Inbound::Nothing)),
             "tower_http/with_id" => call(
                 &mut tower_http,

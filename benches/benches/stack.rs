@@ -2,12 +2,15 @@
 //! proxied request, over no-op services that answer at once.
 //!
 //! - **Server side**, as an axum app would stack them: `CorrelationLayer`
-//!   (an incoming id and `traceparent`), `TimeoutLayer`, `BoundedQueueLayer`;
+//!   (an incoming id, `traceparent` and deadline, on a request shaped as
+//!   axum hands it over: a `Host` header, one extension already present),
+//!   `TimeoutLayer`, `BoundedQueueLayer`;
 //!   beside tower's nearest equivalent: tower-http's `SetRequestIdLayer` +
 //!   `PropagateRequestIdLayer`, tower's `Timeout` and `ConcurrencyLimit`.
-//! - **Client side**, inside the handler's request context:
-//!   `PropagateContextLayer`, `ThrottleLayer`, `CircuitBreakerLayer`,
-//!   `TimeoutLayer`.
+//! - **Client side**, inside the handler's request context (a deadline and
+//!   a non-default priority): `PropagateContextLayer`, `RetryLayer`,
+//!   `ThrottleLayer`, `CircuitBreakerLayer`, `TimeoutLayer` over a
+//!   round-robin pick of three endpoints (avoiding the ones a retry tried).
 //!
 //! - **Whole stack**: the server side whose handler makes one client call
 //!   through the client side over a round-robin pick of three endpoints
@@ -28,6 +31,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group};
 use futures::FutureExt;
 use http::{HeaderName, HeaderValue, Request, Response};
+use http_body_util::Empty;
 use resilience_benches::{CountingAlloc, allocations_per_call};
 use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
 use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleLayer};
@@ -35,7 +39,8 @@ use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use resilience_core::BoxError;
 use resilience_core::TimeoutLayer;
 use resilience_correlation::{CorrelationLayer, PropagateContextLayer, RequestContext};
-use resilience_discovery::{Endpoint, RoundRobin};
+use resilience_discovery::{Endpoint, RoundRobinBuilder};
+use resilience_retry::{RetryConfig, RetryLayer};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -44,23 +49,66 @@ static ALLOC: CountingAlloc = CountingAlloc;
 
 const ID: &[u8] = b"0192f0c1-7d3e-7a4b-9c1d-2e3f4a5b6c7d";
 const TRACEPARENT: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const DEADLINE_MS: &[u8] = b"1000";
 const TIMEOUT: Duration = Duration::from_secs(1);
 
 thread_local! {
     /// One read buffer holding both inbound values, as hyper hands them to a
     /// server (every header value a reference-counted slice of it).
-    static WIRE: Bytes = Bytes::copy_from_slice([ID, TRACEPARENT].concat().as_slice());
+    static WIRE: Bytes = Bytes::copy_from_slice([ID, TRACEPARENT, DEADLINE_MS].concat().as_slice());
 }
 
-/// An inbound request carrying an id (under `id_header`) and a traceparent.
+/// The body of the handler's outgoing calls.
+type Out = Empty<Bytes>;
+
+/// An inbound request as axum hands it to a route's layers (a `Host`
+/// header, one extension), carrying an id (under `id_header`), a
+/// traceparent and a deadline.
 fn inbound(id_header: &'static str) -> Request<()> {
-    let (id, traceparent) = WIRE.with(|wire| (wire.slice(..ID.len()), wire.slice(ID.len()..)));
+    let (id, traceparent, deadline) = WIRE.with(|wire| {
+        let t = ID.len() + TRACEPARENT.len();
+        (
+            wire.slice(..ID.len()),
+            wire.slice(ID.len()..t),
+            wire.slice(t..),
+        )
+    });
     let value = |b| HeaderValue::from_maybe_shared(b).expect("valid header value");
     let mut req = Request::new(());
     let headers = req.headers_mut();
     headers.insert(HeaderName::from_static(id_header), value(id));
     headers.insert(HeaderName::from_static("traceparent"), value(traceparent));
+    headers.insert(HeaderName::from_static("x-deadline-ms"), value(deadline));
+    resilience_benches::axum_shaped(&mut req);
     req
+}
+
+/// The handler's outgoing request (a `content-type`, an empty body).
+fn outgoing_request() -> Request<Out> {
+    resilience_benches::outgoing_request().map(|()| Empty::new())
+}
+
+/// `ready`, `call`, answered at once, on any request type.
+fn call_any<R, S: Service<R>>(svc: &mut S, req: R) -> bool {
+    let ready = svc.ready().now_or_never().expect("ready at once").is_ok();
+    ready
+        && svc
+            .call(req)
+            .now_or_never()
+            .expect("answers at once")
+            .is_ok()
+}
+
+/// A no-op endpoint for any request body.
+fn noop_any<B>() -> impl Service<
+    Request<B>,
+    Response = Response<()>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<()>, Infallible>> + Send,
+> + Clone
++ Send
++ Sync {
+    service_fn(|_: Request<B>| async { Ok::<_, Infallible>(resilience_benches::response()) })
 }
 
 /// `ready`, `call`, answered at once; `true` when it succeeded.
@@ -109,14 +157,34 @@ fn server_tower() -> impl Service<Request<()>> {
         .service(noop())
 }
 
-/// Ours, client side.
-fn client_ours() -> impl Service<Request<()>> {
+/// Ours, client side, as the design's standard client stack has it:
+/// propagation, retry, throttle, breaker, attempt timeout, round robin
+/// over three endpoints.
+fn client_ours() -> impl Service<
+    Request<Out>,
+    Response = Response<()>,
+    Error = BoxError,
+    Future = impl Future<Output = Result<Response<()>, BoxError>> + Send,
+> + Clone
++ Send
++ 'static {
+    let endpoints = (1..=3u8)
+        .map(|i| Endpoint::new(std::net::SocketAddr::from(([10, 0, 0, i], 8080))))
+        .collect::<Vec<_>>();
+    let pick = RoundRobinBuilder::new()
+        .avoid_tried(resilience_core::AttemptFromExtensions)
+        .build_with_endpoints(endpoints, |_: &Endpoint| noop_any());
+    let retry = RetryConfig::builder()
+        .name("stack")
+        .build()
+        .expect("valid retry config");
     ServiceBuilder::new()
         .layer(PropagateContextLayer::new())
+        .layer(RetryLayer::new(retry))
         .layer(ThrottleLayer::new(ThrottleConfig::default()))
         .layer(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
         .layer(TimeoutLayer::new(TIMEOUT))
-        .service(noop())
+        .service(pick)
 }
 
 /// A handler that makes one call through `client` per request.
@@ -130,7 +198,7 @@ fn handler<C>(
 > + Clone
 + Send
 where
-    C: Service<Request<()>> + Clone + Send + 'static,
+    C: Service<Request<Out>> + Clone + Send + 'static,
     C::Future: Send,
     C::Error: Into<BoxError>,
 {
@@ -138,10 +206,7 @@ where
         let mut client = client.clone();
         async move {
             client.ready().await.map_err(Into::into)?;
-            client
-                .call(resilience_benches::outgoing_request())
-                .await
-                .map_err(Into::into)?;
+            client.call(outgoing_request()).await.map_err(Into::into)?;
             Ok::<_, BoxError>(resilience_benches::response())
         }
     })
@@ -150,7 +215,7 @@ where
 /// The server side with a handler that calls `client`, as ours stacks it.
 fn with_server_ours<C>(client: C) -> impl Service<Request<()>>
 where
-    C: Service<Request<()>> + Clone + Send + 'static,
+    C: Service<Request<Out>> + Clone + Send + 'static,
     C::Future: Send,
     C::Error: Into<BoxError>,
 {
@@ -167,25 +232,15 @@ where
         .service(handler(client))
 }
 
-/// The whole stack, ours: server side, handler, client side over a
-/// round-robin pick of three endpoints.
+/// The whole stack, ours: server side, handler, client side
+/// ([`client_ours`]).
 fn whole_ours() -> impl Service<Request<()>> {
-    let endpoints = (1..=3u8)
-        .map(|i| Endpoint::new(std::net::SocketAddr::from(([10, 0, 0, i], 8080))))
-        .collect::<Vec<_>>();
-    let pick = RoundRobin::new(endpoints, |_: &Endpoint| noop());
-    let client = ServiceBuilder::new()
-        .layer(PropagateContextLayer::new())
-        .layer(ThrottleLayer::new(ThrottleConfig::default()))
-        .layer(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
-        .layer(TimeoutLayer::new(TIMEOUT))
-        .service(pick);
-    with_server_ours(client)
+    with_server_ours(client_ours())
 }
 
 /// The same handler over bare no-op services: no layer anywhere.
 fn whole_baseline() -> impl Service<Request<()>> {
-    handler(noop())
+    handler(noop_any())
 }
 
 /// The closest whole stack users build today: tower-http's request-id
@@ -197,7 +252,7 @@ fn whole_tower() -> impl Service<Request<()>> {
         .sliding_window_size(100)
         .build()
         .expect("valid breaker");
-    let client = breaker.layer(tower::timeout::TimeoutLayer::new(TIMEOUT).layer(noop()));
+    let client = breaker.layer(tower::timeout::TimeoutLayer::new(TIMEOUT).layer(noop_any()));
     ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -208,19 +263,29 @@ fn whole_tower() -> impl Service<Request<()>> {
 
 /// A client call made from inside a handler: with `ctx` as the current
 /// request context.
-fn in_scope<S: Service<Request<()>>>(ctx: &RequestContext, svc: &mut S) -> bool {
+fn in_scope<S: Service<Request<Out>>>(ctx: &RequestContext, svc: &mut S) -> bool {
     ctx.clone()
-        .scope(async { call(svc, resilience_benches::outgoing_request()) })
+        .scope(async { call_any(svc, outgoing_request()) })
         .now_or_never()
         .expect("answers at once")
+}
+
+/// The context of an inbound request with a deadline and a non-default
+/// priority, as the server layer makes it.
+fn inbound_context() -> RequestContext {
+    RequestContext::new_root()
+        .with_priority(resilience_core::Priority::SheddablePlus)
+        .with_deadline(Some(resilience_core::Deadline::after(Duration::from_secs(
+            3600,
+        ))))
 }
 
 fn bench(c: &mut Criterion) {
     let rt = resilience_benches::runtime();
     let _guard = rt.enter();
     let (mut baseline, mut server_ours, mut server_tower) = (noop(), server_ours(), server_tower());
-    let (mut client_baseline, mut client_ours) = (noop(), client_ours());
-    let ctx = RequestContext::new_root();
+    let (mut client_baseline, mut client_ours) = (noop_any(), client_ours());
+    let ctx = inbound_context();
 
     let mut g = c.benchmark_group("stack");
     g.bench_function("server/baseline", |b| {
@@ -353,8 +418,8 @@ fn profile(variant: &str) {
     let _guard = rt.enter();
     let n: u64 = resilience_benches::profile_calls("STACK_CALLS", 1_000_000);
     let (mut baseline, mut server_ours, mut server_tower) = (noop(), server_ours(), server_tower());
-    let (mut client_baseline, mut client_ours) = (noop(), client_ours());
-    let ctx = RequestContext::new_root();
+    let (mut client_baseline, mut client_ours) = (noop_any(), client_ours());
+    let ctx = inbound_context();
     let (mut whole_baseline, mut whole_ours, mut whole_tower) =
         (whole_baseline(), whole_ours(), whole_tower());
     for _ in 0..n {

@@ -120,3 +120,29 @@ pub fn outgoing_request() -> http::Request<()> {
     );
     req
 }
+
+/// What axum's `Router` puts in a request's extensions before any layer
+/// of a route sees it (its `MatchedPath`): a request behind axum already
+/// has an extension map, so a layer's first insert only boxes its value.
+#[derive(Debug, Clone, Copy)]
+pub struct Matched(pub &'static str);
+
+/// Makes `req` look like what axum hands a route's layers: a `Host`
+/// header (hyper's parse) and one extension already present ([`Matched`]).
+pub fn axum_shaped<B>(req: &mut http::Request<B>) {
+    req.headers_mut().insert(
+        http::header::HOST,
+        http::HeaderValue::from_static("127.0.0.1:3000"),
+    );
+    req.extensions_mut().insert(Matched("/"));
+}
+
+/// A `tracing_subscriber::fmt` subscriber at `INFO` writing to a sink, as
+/// a service logs (without the cost of a terminal).
+pub fn fmt_subscriber() -> impl tracing::Subscriber + Send + Sync {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::sink)
+        .with_ansi(false)
+        .finish()
+}

@@ -3,11 +3,12 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderName, HeaderValue};
 use pin_project_lite::pin_project;
+use resilience_core::carried::Carried;
 use resilience_core::{Deadline, Priority};
 
 use crate::id::CorrelationId;
@@ -55,9 +56,16 @@ pin_project! {
 /// task-local scope around the handler ([`RequestContext::current`]), and as
 /// fields of a tracing span. The client layer
 /// ([`PropagateContextLayer`](crate::PropagateContextLayer)) reads it back to
-/// stamp outgoing calls.
+/// stamp outgoing calls. Its priority and deadline are what the other
+/// layers of the family read for the request
+/// ([`Priority::from_extensions`], [`Deadline::from_extensions`]: see
+/// [`resilience_core::carried`]), so the context is the request's only
+/// extension of ours.
 ///
-/// Cloning is cheap: one reference-count increment.
+/// Cloning is cheap and never allocates: the context is a plain value
+/// (about 170 bytes: ids, priority and deadline are copied; the id, an
+/// inbound `tracestate` and the forwarded headers are shared, a
+/// reference-count increment each).
 ///
 /// A context made by the server layer holds values of the request path,
 /// which share larger buffers: its id is a slice of the buffer the request's
@@ -66,28 +74,20 @@ pin_project! {
 /// task, say) keeps those buffers while it lives; to keep the id, keep a
 /// clone of the [`CorrelationId`], which owns just its bytes (see
 /// [its costs](CorrelationId#what-a-clone-and-a-kept-id-cost)).
-#[derive(Clone, Debug)]
-pub struct RequestContext {
-    inner: Arc<Inner>,
-}
-
 #[derive(Debug)]
-struct Inner {
+pub struct RequestContext {
     id: CorrelationId,
     trace: TraceContext,
     priority: Priority,
     deadline: Option<Deadline>,
-    forward: Option<Arc<Vec<(HeaderName, HeaderValue)>>>,
-    /// The outgoing `traceparent` (this hop's span as parent), formatted at
-    /// the first outgoing call and shared by the others.
-    traceparent: OnceLock<HeaderValue>,
+    forward: Option<Arc<[(HeaderName, HeaderValue)]>>,
 }
 
-// === impl Inner ===
+// === impl RequestContext ===
 
-impl Clone for Inner {
-    /// Copy-on-write of a shared context: the values keep sharing the
-    /// request's buffers, as the original does.
+impl Clone for RequestContext {
+    /// Shares the id's bytes (a clone of the context stays on the request
+    /// path; a clone of the [`CorrelationId`] copies them, see there).
     fn clone(&self) -> Self {
         Self {
             id: self.id.share(),
@@ -95,12 +95,9 @@ impl Clone for Inner {
             priority: self.priority,
             deadline: self.deadline,
             forward: self.forward.clone(),
-            traceparent: self.traceparent.clone(),
         }
     }
 }
-
-// === impl RequestContext ===
 
 impl RequestContext {
     /// A fresh context: a new id, a new trace, the default priority and no
@@ -121,28 +118,25 @@ impl RequestContext {
         deadline: Option<Deadline>,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                id,
-                trace,
-                priority,
-                deadline,
-                forward: None,
-                traceparent: OnceLock::new(),
-            }),
+            id,
+            trace,
+            priority,
+            deadline,
+            forward: None,
         }
     }
 
     /// Sets the priority.
     #[must_use]
     pub fn with_priority(mut self, priority: Priority) -> Self {
-        Arc::make_mut(&mut self.inner).priority = priority;
+        self.priority = priority;
         self
     }
 
     /// Sets the deadline.
     #[must_use]
     pub fn with_deadline(mut self, deadline: Option<Deadline>) -> Self {
-        Arc::make_mut(&mut self.inner).deadline = deadline;
+        self.deadline = deadline;
         self
     }
 
@@ -150,46 +144,46 @@ impl RequestContext {
     /// (used, for instance, by the flags layer for trusted overrides).
     #[must_use]
     pub fn with_forwarded_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        let inner = Arc::make_mut(&mut self.inner);
-        let mut list = inner.forward.as_deref().cloned().unwrap_or_default();
+        let mut list = self
+            .forward
+            .as_deref()
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
         list.retain(|(n, _)| n != name);
         list.push((name, value));
-        inner.forward = Some(Arc::new(list));
+        self.forward = Some(list.into());
         self
     }
 
     /// The correlation id.
     pub fn correlation_id(&self) -> &CorrelationId {
-        &self.inner.id
+        &self.id
     }
 
     /// The trace context of this hop.
     pub fn trace(&self) -> &TraceContext {
-        &self.inner.trace
+        &self.trace
     }
 
     /// The priority, after the server's policy was applied.
     pub fn priority(&self) -> Priority {
-        self.inner.priority
+        self.priority
     }
 
     /// The deadline, if the request has one.
     pub fn deadline(&self) -> Option<Deadline> {
-        self.inner.deadline
+        self.deadline
     }
 
     /// The `traceparent` to send on outgoing calls: this hop's trace
-    /// context, formatted once per request.
+    /// context, cut from the per-thread buffer.
     pub(crate) fn outgoing_traceparent(&self) -> HeaderValue {
-        self.inner
-            .traceparent
-            .get_or_init(|| self.inner.trace.to_traceparent_shared())
-            .clone()
+        self.trace.to_traceparent_shared()
     }
 
     /// Headers to forward downstream.
     pub fn forwarded_headers(&self) -> &[(HeaderName, HeaderValue)] {
-        self.inner.forward.as_deref().map_or(&[], Vec::as_slice)
+        self.forward.as_deref().unwrap_or(&[])
     }
 
     /// The context of the request being handled on this task, if any.
@@ -218,6 +212,7 @@ impl RequestContext {
     /// polled, and while it is dropped, [`RequestContext::current`] returns
     /// it.
     pub fn scope<F: Future>(self, fut: F) -> Scoped<F> {
+        register_reader();
         Scoped {
             ctx: Some(self),
             fut: Some(fut),
@@ -244,6 +239,39 @@ impl<F: Future> Future for Scoped<F> {
             .as_pin_mut()
             .expect("the future is only taken by drop");
         enter(this.ctx, || fut.poll(cx))
+    }
+}
+
+/// Lets the readers of `resilience-core` find the priority and deadline of
+/// a context in a request's extensions or in scope (once per process).
+pub(crate) fn register_reader() {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    DONE.store(true, std::sync::atomic::Ordering::Relaxed);
+    resilience_core::carried::register(resilience_core::carried::ContextReader {
+        extensions: |ext| ext.get::<RequestContext>().map(RequestContext::carried),
+        current: || {
+            CURRENT
+                .try_with(|slot| {
+                    let ctx = slot.take();
+                    let carried = ctx.as_ref().map(RequestContext::carried);
+                    slot.set(ctx);
+                    carried
+                })
+                .ok()
+                .flatten()
+        },
+    });
+}
+
+impl RequestContext {
+    fn carried(&self) -> Carried {
+        Carried {
+            priority: self.priority,
+            deadline: self.deadline,
+        }
     }
 }
 
@@ -281,6 +309,13 @@ mod tests {
 
     fn current_id() -> Option<String> {
         RequestContext::current().map(|c| c.correlation_id().to_string())
+    }
+
+    #[test]
+    fn a_context_is_a_small_plain_value() {
+        // What the type's docs say: about 170 bytes, no `Arc` of its own.
+        let size = std::mem::size_of::<RequestContext>();
+        assert!((120..=192).contains(&size), "{size}");
     }
 
     #[tokio::test]

@@ -15,6 +15,16 @@
 //! [config](crate::server::CorrelationConfigBuilder::span)), the id comes
 //! from the [`RequestContext`] in scope. Lines outside a request show `[-]`.
 //! Finding the id copies nothing: this format adds no allocation to a line.
+//!
+//! On an outgoing call made through
+//! [`PropagateContextLayer`](crate::PropagateContextLayer) below a retry
+//! layer, the line also shows the attempt number, from the `attempt` span
+//! that layer opens around each attempt
+//! ([Attempts](crate::PropagateContext#attempts)):
+//!
+//! ```text
+//! 12:00:02 [shop] WARN [123-gda attempt=2] inventory answered 503
+//! ```
 //! Installing the subscriber is the application's job:
 //!
 //! ```no_run
@@ -83,16 +93,24 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let ours = crate::server::request_span_metadata().map(|meta| meta.callsite());
+        let attempts = crate::client::attempt_span_metadata().map(|meta| meta.callsite());
         // Leaf to root: the innermost span of ours (a request served inside
-        // another one's handler names its own id), and the innermost other
-        // one for the line's name.
+        // another one's handler names its own id), the innermost attempt of
+        // an outgoing call below it, and the innermost other one for the
+        // line's name.
         let mut request = None;
+        let mut attempt = None;
         let mut service = None;
         if let Some(scope) = ctx.event_scope() {
             for span in scope {
-                if Some(span.metadata().callsite()) == ours {
+                let callsite = Some(span.metadata().callsite());
+                if callsite == ours {
                     request.get_or_insert(span);
-                } else if self.span_names && span.name() != "request" {
+                } else if callsite == attempts {
+                    if request.is_none() && attempt.is_none() {
+                        attempt = Some(span);
+                    }
+                } else if self.span_names && span.name() != "request" && span.name() != "attempt" {
                     service.get_or_insert(span.name());
                 }
                 if request.is_some() && (service.is_some() || !self.span_names) {
@@ -133,6 +151,15 @@ where
                 Some(ctx) => writer.write_str(ctx.correlation_id().as_str())?,
                 None => writer.write_str("-")?,
             },
+        }
+        if let Some(span) = attempt {
+            let ext = span.extensions();
+            if let Some(n) = ext
+                .get::<FormattedFields<N>>()
+                .and_then(|fields| field_value(fields, "attempt"))
+            {
+                write!(writer, " attempt={n}")?;
+            }
         }
         writer.write_str("] ")?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;

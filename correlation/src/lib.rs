@@ -7,14 +7,19 @@
 //!   echoing it); generates a UUIDv7 id when there is none; and puts one
 //!   [`RequestContext`] into the request's extensions, into a task-local
 //!   scope around the handler, and onto a `request` tracing span. It returns
-//!   the id on the response. It also puts the [`Priority`] (when it is not
-//!   the default, `critical`: a missing one means the default) and the
-//!   [`Deadline`] into the extensions, where the other layers of the family
-//!   look for them.
+//!   the id on the response. The context is the request's only extension
+//!   of ours: the [`Priority`] and the [`Deadline`] travel inside it, and
+//!   the other layers of the family read them from it
+//!   ([`Priority::from_extensions`], [`Deadline::from_extensions`],
+//!   [`resilience_core::carried`]).
 //! - [`PropagateContextLayer`] (client side) stamps every outgoing call with
 //!   the current context: the same id, a `traceparent` with the same trace id
 //!   and this hop's span as parent, the priority, and the time left (the
 //!   smaller of the request's and any the caller set on the call itself).
+//!   The layers below it (retry, throttle, timeout) read the call's
+//!   priority and deadline from the context in scope, so by default it puts
+//!   nothing into the outgoing request's extensions
+//!   ([Extensions](PropagateContext#extensions)).
 //!
 //! # Example
 //!

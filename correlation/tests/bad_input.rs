@@ -19,10 +19,7 @@ fn run(headers: &[(&'static str, HeaderValue)]) -> (Response<()>, RequestContext
             let current = RequestContext::current().unwrap();
             assert_eq!(from_ext.correlation_id(), current.correlation_id());
             assert_eq!(
-                req.extensions()
-                    .get::<resilience_core::Priority>()
-                    .copied()
-                    .unwrap_or_default(),
+                resilience_core::Priority::from_extensions(req.extensions()).unwrap_or_default(),
                 current.priority()
             );
             *sink.lock().unwrap() = Some(current);

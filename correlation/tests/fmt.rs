@@ -248,3 +248,84 @@ async fn a_line_logged_while_a_cancelled_handler_drops_carries_the_id() {
         );
     }
 }
+
+/// A handler behind our server layer calls a dependency twice through
+/// `PropagateContextLayer`, as a retry layer above it would: each try's
+/// request carries its `Attempt`. Lines logged during a try show its
+/// number after the id, and the `attempt` span carries it for any other
+/// formatter; a call without an `Attempt` shows none.
+#[tokio::test]
+async fn lines_of_an_outgoing_attempt_show_its_number() {
+    use resilience_core::Attempt;
+    use resilience_correlation::PropagateContextLayer;
+
+    let client = PropagateContextLayer::new().layer(service_fn(|req: Request<()>| async move {
+        tracing::warn!(status = 503, "dependency answered");
+        Ok::<_, Infallible>(Response::new(req.headers()["x-correlation-id"].clone()))
+    }));
+    let handler = service_fn(move |_: Request<String>| {
+        let client = client.clone();
+        async move {
+            let first = Attempt::first();
+            let mut tries = vec![first.clone(), first.next()];
+            for attempt in tries.drain(..) {
+                let mut req = Request::new(());
+                req.extensions_mut().insert(attempt);
+                let rsp = client.clone().oneshot(req).await?;
+                assert_eq!(rsp.body(), ID, "the try carries the request's id");
+            }
+            client.clone().oneshot(Request::new(())).await?;
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }
+    });
+    let svc = CorrelationLayer::new().layer(handler);
+
+    let out = Captured::default();
+    let guard = tracing::subscriber::set_default(subscriber(
+        &out,
+        tracing::Level::INFO,
+        false,
+        CorrelationFormat::new("svc").with_time(false),
+    ));
+    svc.oneshot(request()).await.unwrap();
+    drop(guard);
+    let lines = out.lines();
+    assert_eq!(
+        lines,
+        [
+            format!("[svc] WARN [{ID} attempt=1] dependency answered status=503"),
+            format!("[svc] WARN [{ID} attempt=2] dependency answered status=503"),
+            format!("[svc] WARN [{ID}] dependency answered status=503"),
+        ],
+        "{lines:#?}"
+    );
+
+    // Any formatter that prints spans shows the number as a span field.
+    let out = Captured::default();
+    let plain = tracing_subscriber::fmt()
+        .with_writer(out.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    let svc = CorrelationLayer::new().layer(service_fn(|_: Request<String>| async {
+        let client = PropagateContextLayer::new().layer(service_fn(|_: Request<()>| async {
+            tracing::info!("sent");
+            Ok::<_, Infallible>(Response::new(()))
+        }));
+        let mut req = Request::new(());
+        req.extensions_mut().insert(Attempt::first().next().next());
+        client.oneshot(req).await?;
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    let guard = tracing::subscriber::set_default(plain);
+    svc.oneshot(request()).await.unwrap();
+    drop(guard);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains(&format!("request{{correlation_id={ID} "))
+            && lines[0].contains("}:attempt{attempt=3}: "),
+        "{lines:#?}"
+    );
+}

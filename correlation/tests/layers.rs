@@ -131,7 +131,18 @@ fn recording_client() -> (
         .layer(PropagateContextLayer::new())
         .layer(TimeoutLayer::new(Duration::from_secs(5)))
         .service(service_fn(move |req: Request<()>| {
-            *sink.lock().unwrap() = Some(req.into_parts().0);
+            // What the layers below read for this call (while it runs in
+            // the caller's scope), kept as plain extensions of the record.
+            let priority = Priority::from_extensions(req.extensions());
+            let deadline = Deadline::from_extensions(req.extensions());
+            let (mut parts, ()) = req.into_parts();
+            if let Some(p) = priority {
+                parts.extensions.insert(p);
+            }
+            if let Some(d) = deadline {
+                parts.extensions.insert(d);
+            }
+            *sink.lock().unwrap() = Some(parts);
             async { Ok::<_, resilience_core::BoxError>(Response::new(())) }
         }));
     (svc, seen)
@@ -348,7 +359,13 @@ mod tonic_client {
         let seen = Arc::new(Mutex::new(None));
         let sink = seen.clone();
         let transport = service_fn(move |req: Request<tonic::body::Body>| {
-            *sink.lock().unwrap() = Some(req.into_parts().0);
+            // The deadline the transport reads, in the caller's scope.
+            let deadline = Deadline::from_extensions(req.extensions());
+            let (mut parts, _) = req.into_parts();
+            if let Some(d) = deadline {
+                parts.extensions.insert(d);
+            }
+            *sink.lock().unwrap() = Some(parts);
             async {
                 Err::<Response<tonic::body::Body>, resilience_core::BoxError>("recorded".into())
             }
@@ -387,5 +404,53 @@ mod tonic_client {
         assert_eq!(grpc_timeout(&parts), Duration::from_secs(1));
         assert_eq!(parts.headers["x-deadline-ms"], "1000");
         assert_eq!(left(&parts), Duration::from_secs(1));
+    }
+}
+
+/// With `insert_context`, the outgoing request carries the context (with
+/// the call's deadline) for layers that run outside the caller's scope;
+/// without it, nothing is inserted and the layers below read the caller's
+/// scope while they run.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn insert_context_puts_the_context_into_the_outgoing_request() {
+    let seen = Arc::new(Mutex::new(None));
+    let sink = seen.clone();
+    let record = service_fn(move |req: Request<()>| {
+        *sink.lock().unwrap() = Some(req.into_parts().0);
+        async { Ok::<_, Infallible>(Response::new(())) }
+    });
+    let inbound = RequestContext::new_root()
+        .with_priority(Priority::Sheddable)
+        .with_deadline(Some(Deadline::after(Duration::from_secs(1))));
+    for insert in [false, true] {
+        let client = PropagateContextLayer::new()
+            .insert_context(insert)
+            .layer(record.clone());
+        // The caller tightens this call to 100 ms.
+        let req = Request::builder()
+            .header("x-deadline-ms", "100")
+            .body(())
+            .unwrap();
+        inbound.clone().scope(client.oneshot(req)).await.unwrap();
+        let parts = seen.lock().unwrap().take().unwrap();
+        // Out of the scope now: only what the request itself carries.
+        let ctx = parts.extensions.get::<RequestContext>();
+        assert_eq!(ctx.is_some(), insert);
+        assert_eq!(
+            Priority::from_extensions(&parts.extensions),
+            insert.then_some(Priority::Sheddable)
+        );
+        // The tighter deadline is in the extensions either way.
+        assert_eq!(
+            Deadline::from_extensions(&parts.extensions).map(|d| d.remaining()),
+            Some(Duration::from_millis(100))
+        );
+        if let Some(ctx) = ctx {
+            assert_eq!(ctx.correlation_id(), inbound.correlation_id());
+            assert_eq!(
+                ctx.deadline().unwrap().remaining(),
+                Duration::from_millis(100)
+            );
+        }
     }
 }

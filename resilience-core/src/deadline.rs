@@ -111,9 +111,15 @@ impl Deadline {
         if other.0 < self.0 { other } else { self }
     }
 
-    /// Reads the deadline from request extensions.
+    /// Reads the request's deadline: the earlier of a [`Deadline`] in its
+    /// extensions and the deadline of its request context (in the
+    /// extensions, else in scope; see [`carried`](crate::carried)).
     pub fn from_extensions(ext: &http::Extensions) -> Option<Deadline> {
-        ext.get::<Deadline>().copied()
+        let own = ext.get::<Deadline>().copied();
+        match (own, crate::carried::find(ext).and_then(|c| c.deadline)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Writes the remaining time at `now` into `headers`: `x-deadline-ms`
@@ -174,9 +180,25 @@ impl DeadlinePolicy {
     /// Reads an inbound deadline: `grpc-timeout` if present, else
     /// `x-deadline-ms`. Invalid values are ignored (logged at debug).
     pub fn from_headers(&self, headers: &HeaderMap, now: Instant) -> Option<Deadline> {
-        let (name, parsed) = if let Some(v) = headers.get(GRPC_TIMEOUT_HEADER) {
+        self.from_values(
+            headers.get(GRPC_TIMEOUT_HEADER),
+            headers.get(DEADLINE_HEADER),
+            now,
+        )
+    }
+
+    /// [`from_headers`](Self::from_headers) for a caller that already found
+    /// the values (one pass over the headers instead of two lookups): the
+    /// `grpc-timeout` value if any, else the `x-deadline-ms` one.
+    pub fn from_values(
+        &self,
+        grpc_timeout: Option<&HeaderValue>,
+        deadline_ms: Option<&HeaderValue>,
+        now: Instant,
+    ) -> Option<Deadline> {
+        let (name, parsed) = if let Some(v) = grpc_timeout {
             ("grpc-timeout", parse_grpc_timeout(v.as_bytes()))
-        } else if let Some(v) = headers.get(DEADLINE_HEADER) {
+        } else if let Some(v) = deadline_ms {
             ("x-deadline-ms", parse_millis(v.as_bytes()))
         } else {
             return None;

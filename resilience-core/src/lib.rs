@@ -8,6 +8,9 @@
 //!   [`PriorityPolicy`] that decides how far a caller may choose its own.
 //! - [`deadline`]: an absolute [`Deadline`] carried in request extensions and
 //!   on the wire (`grpc-timeout`, `x-deadline-ms`).
+//! - [`carried`]: how the readers of priority and deadline also find them
+//!   inside a request context (`resilience-correlation`'s), in a request's
+//!   extensions or in scope.
 //! - [`timeout`]: the [`TimeoutLayer`], which honours the smaller of its own
 //!   timeout and the request's deadline.
 //! - [`attempt`]: which try of a request this is and the endpoints earlier
@@ -104,6 +107,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod attempt;
+pub mod carried;
 #[cfg(feature = "chaos")]
 #[cfg_attr(docsrs, doc(cfg(feature = "chaos")))]
 pub mod chaos;

@@ -75,9 +75,10 @@ pub trait ReadPriority<Req> {
     fn read_priority(&self, req: &Req) -> Priority;
 }
 
-/// Reads the [`Priority`] from `http::Request` extensions, where the
-/// correlation layer puts it; a request without one has the default,
-/// [`Priority::Critical`].
+/// Reads the [`Priority`] from `http::Request` extensions
+/// ([`Priority::from_extensions`]: a `Priority` there, else the request
+/// context's, where the correlation layer keeps it); a request without one
+/// has the default, [`Priority::Critical`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PriorityFromExtensions;
 
@@ -138,6 +139,15 @@ impl Priority {
         }
     }
 
+    /// Reads a request's priority: a [`Priority`] in its extensions, else
+    /// its request context's (in the extensions, else in scope; see
+    /// [`carried`](crate::carried)); `None` if neither says.
+    pub fn from_extensions(ext: &http::Extensions) -> Option<Priority> {
+        ext.get::<Priority>()
+            .copied()
+            .or_else(|| crate::carried::find(ext).map(|c| c.priority))
+    }
+
     /// Parses a header value. Accepts the canonical forms and the
     /// `CRITICAL_PLUS` style, in any ASCII case; rejects anything else.
     ///
@@ -195,10 +205,7 @@ impl<'de> serde::Deserialize<'de> for Priority {
 impl<B> ReadPriority<http::Request<B>> for PriorityFromExtensions {
     #[inline]
     fn read_priority(&self, req: &http::Request<B>) -> Priority {
-        req.extensions()
-            .get::<Priority>()
-            .copied()
-            .unwrap_or_default()
+        Priority::from_extensions(req.extensions()).unwrap_or_default()
     }
 }
 

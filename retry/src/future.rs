@@ -341,10 +341,7 @@ impl Head {
 
     /// The request's priority (default `critical`).
     pub(crate) fn priority(&self) -> Priority {
-        self.extensions
-            .get::<Priority>()
-            .copied()
-            .unwrap_or_default()
+        Priority::from_extensions(&self.extensions).unwrap_or_default()
     }
 
     /// The request of another try: the head again, with `attempt` (sharing

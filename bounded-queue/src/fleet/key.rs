@@ -70,11 +70,7 @@ impl<B> MakeKey<http::Request<B>> for KeyBy {
             KeyBy::Route => Some(Cow::Borrowed(req.uri().path().as_bytes())),
             KeyBy::Header(name) => req.headers().get(name).map(|v| Cow::Borrowed(v.as_bytes())),
             KeyBy::Priority => {
-                let p = req
-                    .extensions()
-                    .get::<Priority>()
-                    .copied()
-                    .unwrap_or_default();
+                let p = Priority::from_extensions(req.extensions()).unwrap_or_default();
                 Some(Cow::Borrowed(p.as_str().as_bytes()))
             }
         }

@@ -1,17 +1,20 @@
 //! The client layer: stamps outgoing calls with the current context.
 
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::header::CONTENT_TYPE;
-use http::{HeaderName, Request};
-use resilience_core::Deadline;
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use resilience_core::deadline::{
     DEADLINE_HEADER, GRPC_TIMEOUT_HEADER, parse_grpc_timeout, parse_millis,
 };
 use resilience_core::priority::PRIORITY_HEADER;
+use resilience_core::{Attempt, Deadline};
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use crate::context::RequestContext;
 use crate::server::CorrelationConfig;
@@ -24,6 +27,7 @@ use crate::trace::{TRACEPARENT, TRACESTATE};
 #[derive(Debug, Clone)]
 pub struct PropagateContextLayer {
     id_header: HeaderName,
+    insert: bool,
 }
 
 /// Adds the current request's context to each outgoing request: the same
@@ -39,6 +43,33 @@ pub struct PropagateContextLayer {
 ///
 /// Headers the caller already set (id, priority, forwarded headers) are left
 /// as they are; `traceparent` always comes from the context.
+///
+/// # Extensions
+///
+/// The layers below read the call's priority and deadline where the family
+/// reads them ([`Priority::from_extensions`](resilience_core::Priority::from_extensions),
+/// [`Deadline::from_extensions`]): from the outgoing request's extensions,
+/// else from the context in scope, which is the caller's while the layers
+/// below run their `call` and poll their futures (as long as no layer in
+/// between moves the call to another task, as tower's `Buffer` does). So
+/// by default nothing is put into the outgoing request's extensions (a
+/// request without extensions pays three allocations for the first one),
+/// except a [`Deadline`] when a header the caller set made the call's
+/// deadline tighter than the context's. For layers below that run outside
+/// the caller's scope, [`PropagateContextLayer::insert_context`] also puts
+/// the context (with the call's deadline) into the request's extensions.
+///
+/// # Attempts
+///
+/// Placed below a retry layer (`resilience-retry`'s `RetryLayer`, which
+/// puts the [`Attempt`] into each try's extensions), this layer runs once
+/// per attempt: each leaves with the time left when it starts, and the
+/// inner service's call runs inside an `attempt` span whose `attempt` field
+/// is the attempt number (`1` for the first try), which
+/// `fmt::CorrelationFormat` (feature `fmt`) shows on every log
+/// line after the id (`[123-gda attempt=2]`). The span is only built while
+/// a subscriber enables `INFO`, and only for a request carrying an
+/// [`Attempt`].
 ///
 /// # Deadline
 ///
@@ -78,6 +109,7 @@ pub struct PropagateContextLayer {
 pub struct PropagateContext<S> {
     inner: S,
     id_header: HeaderName,
+    insert: bool,
 }
 
 // === impl PropagateContextLayer ===
@@ -85,9 +117,22 @@ pub struct PropagateContext<S> {
 impl PropagateContextLayer {
     /// Sends the id in `x-correlation-id`.
     pub fn new() -> Self {
+        crate::context::register_reader();
         Self {
             id_header: HeaderName::from_static(CorrelationConfig::DEFAULT_ID_HEADER),
+            insert: false,
         }
+    }
+
+    /// Also puts the context (with the call's deadline) into each outgoing
+    /// request that has none in its extensions (default `false`), for
+    /// layers below that do not run inside the caller's scope (behind a
+    /// `Buffer`, in a spawned task); see [Extensions](PropagateContext#extensions).
+    /// It costs an extension insert per call.
+    #[must_use]
+    pub fn insert_context(mut self, yes: bool) -> Self {
+        self.insert = yes;
+        self
     }
 
     /// Sends the id in `name` instead.
@@ -111,6 +156,7 @@ impl<S> Layer<S> for PropagateContextLayer {
         PropagateContext {
             inner,
             id_header: self.id_header.clone(),
+            insert: self.insert,
         }
     }
 }
@@ -140,7 +186,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Instrumented<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -149,19 +195,51 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if let Some(ctx) = req.extensions().get::<RequestContext>().cloned() {
-            stamp(&ctx, &self.id_header, &mut req);
+            // Already where the readers find it.
+            stamp(&ctx, &self.id_header, &mut req, false);
         } else {
             RequestContext::with_current(|ctx| {
                 if let Some(ctx) = ctx {
-                    stamp(ctx, &self.id_header, &mut req);
+                    stamp(ctx, &self.id_header, &mut req, self.insert);
                 }
             });
         }
-        self.inner.call(req)
+        let span = match Attempt::from_extensions(req.extensions()) {
+            Some(attempt) if tracing::level_enabled!(tracing::Level::INFO) => {
+                attempt_span(attempt.number())
+            }
+            _ => tracing::Span::none(),
+        };
+        let fut = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        fut.instrument(span)
     }
 }
 
-fn stamp<B>(ctx: &RequestContext, id_header: &HeaderName, req: &mut Request<B>) {
+/// The span around one attempt of an outgoing call: one callsite, so that
+/// the formatter finds it by its metadata (see `attempt_span_metadata`).
+fn attempt_span(number: u32) -> tracing::Span {
+    let span = tracing::info_span!("attempt", attempt = number);
+    #[cfg(feature = "fmt")]
+    if let Some(meta) = span.metadata() {
+        ATTEMPT_SPAN.get_or_init(|| meta);
+    }
+    span
+}
+
+#[cfg(feature = "fmt")]
+static ATTEMPT_SPAN: std::sync::OnceLock<&'static tracing::Metadata<'static>> =
+    std::sync::OnceLock::new();
+
+/// The metadata of the attempt spans, once one was built.
+#[cfg(feature = "fmt")]
+pub(crate) fn attempt_span_metadata() -> Option<&'static tracing::Metadata<'static>> {
+    ATTEMPT_SPAN.get().copied()
+}
+
+fn stamp<B>(ctx: &RequestContext, id_header: &HeaderName, req: &mut Request<B>, insert: bool) {
     let headers = req.headers_mut();
     headers
         .entry(id_header)
@@ -176,36 +254,31 @@ fn stamp<B>(ctx: &RequestContext, id_header: &HeaderName, req: &mut Request<B>) 
     for (name, value) in ctx.forwarded_headers() {
         headers.entry(name).or_insert_with(|| value.clone());
     }
-    stamp_deadline(ctx.deadline(), req);
-    // Readers treat a missing priority as the default, so only a
-    // non-default one costs an extension insert (three allocations on a
-    // request without extensions).
-    let priority = ctx.priority();
-    if priority != resilience_core::Priority::default()
-        && req
-            .extensions()
-            .get::<resilience_core::Priority>()
-            .is_none()
-    {
-        req.extensions_mut().insert(priority);
+    let deadline = stamp_deadline(ctx.deadline(), req);
+    if insert && req.extensions().get::<RequestContext>().is_none() {
+        let ctx = ctx.clone().with_deadline(deadline.or(ctx.deadline()));
+        req.extensions_mut().insert(ctx);
     }
 }
 
 /// Sends the smallest of the inbound deadline, the request's own
 /// [`Deadline`] extension and any `grpc-timeout` / `x-deadline-ms` the
 /// caller already set (tonic's `Request::set_timeout` writes
-/// `grpc-timeout`), in both places: the headers and the extensions.
+/// `grpc-timeout`); returns it.
 ///
 /// A malformed header the caller set is ignored (logged at debug) and
 /// overwritten. Without an inbound deadline or an extension, the caller's
-/// own headers are left as they are: they are the smallest already.
-fn stamp_deadline<B>(inbound: Option<Deadline>, req: &mut Request<B>) {
-    let own = Deadline::from_extensions(req.extensions());
-    let mut deadline = match (inbound, own) {
+/// own headers are left as they are: they are the smallest already. When a
+/// header of the caller's is the smallest, it also goes into the request's
+/// extensions, so the layers below enforce it.
+fn stamp_deadline<B>(inbound: Option<Deadline>, req: &mut Request<B>) -> Option<Deadline> {
+    let own = req.extensions().get::<Deadline>().copied();
+    let found = match (inbound, own) {
         (Some(a), Some(b)) => a.min(b),
         (Some(d), None) | (None, Some(d)) => d,
-        (None, None) => return,
+        (None, None) => return None,
     };
+    let mut deadline = found;
     let now = Instant::now();
     // One pass over the (few) headers of an outgoing request.
     let mut grpc = false;
@@ -231,6 +304,84 @@ fn stamp_deadline<B>(inbound: Option<Deadline>, req: &mut Request<B>) {
             ),
         }
     }
-    deadline.write_headers(req.headers_mut(), now, grpc);
-    req.extensions_mut().insert(deadline);
+    write_deadline(req.headers_mut(), deadline.remaining_at(now), grpc);
+    if deadline < found {
+        req.extensions_mut().insert(deadline);
+    }
+    Some(deadline)
+}
+
+/// Writes the time left: `x-deadline-ms` (whole milliseconds, rounded
+/// down) always, `grpc-timeout` (the finest unit that fits 8 digits,
+/// rounded down) too on a gRPC call; values cut from the per-thread
+/// buffer, not allocated per call.
+fn write_deadline(headers: &mut HeaderMap, left: Duration, grpc: bool) {
+    let millis = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+    headers.insert(DEADLINE_HEADER, number_value(millis, None));
+    if grpc {
+        const MAX: u128 = 99_999_999;
+        let (n, unit) = if left.as_micros() <= MAX {
+            (left.as_micros(), b'u')
+        } else if left.as_millis() <= MAX {
+            (left.as_millis(), b'm')
+        } else if u128::from(left.as_secs()) <= MAX {
+            (u128::from(left.as_secs()), b'S')
+        } else if u128::from(left.as_secs() / 60) <= MAX {
+            (u128::from(left.as_secs() / 60), b'M')
+        } else {
+            (u128::from(left.as_secs() / 3600).min(MAX), b'H')
+        };
+        let n = u64::try_from(n).unwrap_or(99_999_999);
+        headers.insert(GRPC_TIMEOUT_HEADER, number_value(n, Some(unit)));
+    }
+}
+
+/// `n` in decimal, then `unit` if any, as a header value cut from the
+/// per-thread buffer.
+fn number_value(mut n: u64, unit: Option<u8>) -> HeaderValue {
+    let mut buf = [0u8; 21];
+    let mut at = buf.len();
+    if let Some(unit) = unit {
+        at -= 1;
+        buf[at] = unit;
+    }
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    crate::value::carve(&buf[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_the_time_left_as_the_core_formatters_do() {
+        use resilience_core::deadline::{format_grpc_timeout, format_millis};
+        for left in [
+            Duration::ZERO,
+            Duration::from_nanos(999),
+            Duration::from_micros(1),
+            Duration::from_millis(250),
+            Duration::from_secs(99),
+            Duration::from_secs(100),
+            Duration::from_secs(86_400 * 365),
+            Duration::from_secs(u64::MAX / 4),
+        ] {
+            let mut h = HeaderMap::new();
+            write_deadline(&mut h, left, true);
+            assert_eq!(h[DEADLINE_HEADER], format_millis(left), "{left:?}");
+            assert_eq!(
+                h[GRPC_TIMEOUT_HEADER],
+                format_grpc_timeout(left),
+                "{left:?}"
+            );
+        }
+        assert_eq!(number_value(u64::MAX, None), u64::MAX.to_string().as_str());
+    }
 }

@@ -176,8 +176,12 @@ impl CorrelationConfig {
         } else {
             untrusted
         };
-        let deadline = if inbound.deadline {
-            let d = self.deadline.from_headers(headers, Instant::now());
+        let deadline = if inbound.grpc_timeout.is_some() || inbound.deadline_ms.is_some() {
+            let d = self.deadline.from_values(
+                inbound.grpc_timeout,
+                inbound.deadline_ms,
+                Instant::now(),
+            );
             if d.is_none() {
                 // Present but malformed or above the maximum: ignored.
                 invalid("deadline");
@@ -186,7 +190,9 @@ impl CorrelationConfig {
         } else {
             None
         };
-        let deadline = match (deadline, Deadline::from_extensions(req.extensions())) {
+        // A `Deadline` the request already carries (set by an outer layer);
+        // not a context in scope: this request starts a context of its own.
+        let deadline = match (deadline, req.extensions().get::<Deadline>().copied()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -211,7 +217,12 @@ impl CorrelationConfig {
                 "x-priority" => {
                     found.priority.get_or_insert(value);
                 }
-                "grpc-timeout" | "x-deadline-ms" => found.deadline = true,
+                "grpc-timeout" => {
+                    found.grpc_timeout.get_or_insert(value);
+                }
+                "x-deadline-ms" => {
+                    found.deadline_ms.get_or_insert(value);
+                }
                 _ if self.accept_headers.contains(name) => {
                     found.alt_id.get_or_insert(value);
                 }
@@ -229,7 +240,8 @@ struct Inbound<'h> {
     traceparent: Option<&'h HeaderValue>,
     tracestate: Option<&'h HeaderValue>,
     priority: Option<&'h HeaderValue>,
-    deadline: bool,
+    grpc_timeout: Option<&'h HeaderValue>,
+    deadline_ms: Option<&'h HeaderValue>,
 }
 
 impl Default for CorrelationConfig {

@@ -24,6 +24,7 @@ impl CorrelationLayer {
 
     /// A layer with a validated configuration.
     pub fn with_config(config: CorrelationConfig) -> Self {
+        crate::context::register_reader();
         #[cfg(feature = "metrics")]
         metrics::describe_counter!(
             resilience_core::names::CORRELATION_INVALID_TOTAL,

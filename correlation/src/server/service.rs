@@ -65,16 +65,9 @@ where
             tracing::Span::none()
         };
         let echo = config.echo.then(|| config.id_header.clone());
-        let ext = req.extensions_mut();
-        // Readers treat a missing priority as the default, so only a
-        // non-default one costs an extension insert.
-        if ctx.priority() != resilience_core::Priority::default() {
-            ext.insert(ctx.priority());
-        }
-        if let Some(deadline) = ctx.deadline() {
-            ext.insert(deadline);
-        }
-        ext.insert(ctx.clone());
+        // One extension: the context carries the priority and the deadline
+        // for the other layers' readers (`resilience_core::carried`).
+        req.extensions_mut().insert(ctx.clone());
         // The inner service's `call` runs in the span and the scope too: a
         // layer below that logs there (tower-http's `TraceLayer` logs the
         // request's start) sees the id.

@@ -28,7 +28,8 @@ pub trait ReadDeadline<Req> {
     fn read_deadline(&self, req: &Req) -> Option<Deadline>;
 }
 
-/// Reads the [`Deadline`] from `http::Request` extensions (the default).
+/// Reads the request's deadline with [`Deadline::from_extensions`]: its
+/// `Deadline` extension or its request context's (the default).
 #[derive(Debug, Clone, Copy)]
 pub struct FromExtensions {
     pub(super) enabled: bool,

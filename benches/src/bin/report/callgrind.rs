@@ -82,6 +82,48 @@ const PROFILES: &[(&str, &str, &str, &str, &str)] = &[
         "correlation: tower-http pair",
     ),
     (
+        "correlation",
+        "CORRELATION_PROFILE",
+        "CORRELATION_CALLS",
+        "axum/baseline_with_context",
+        "correlation axum: baseline (id + traceparent + deadline)",
+    ),
+    (
+        "correlation",
+        "CORRELATION_PROFILE",
+        "CORRELATION_CALLS",
+        "axum/ours/with_context",
+        "correlation axum: ours",
+    ),
+    (
+        "correlation",
+        "CORRELATION_PROFILE",
+        "CORRELATION_CALLS",
+        "axum/tower_http/with_context",
+        "correlation axum: tower-http pair",
+    ),
+    (
+        "correlation",
+        "CORRELATION_PROFILE",
+        "CORRELATION_CALLS",
+        "client/deadline/baseline",
+        "correlation client: baseline (deadline + priority)",
+    ),
+    (
+        "correlation",
+        "CORRELATION_PROFILE",
+        "CORRELATION_CALLS",
+        "client/deadline/ours",
+        "correlation client: ours",
+    ),
+    (
+        "correlation",
+        "CORRELATION_PROFILE",
+        "CORRELATION_CALLS",
+        "client/deadline/tower_http",
+        "correlation client: tower-http + headers by hand",
+    ),
+    (
         "stack",
         "STACK_PROFILE",
         "STACK_CALLS",
@@ -141,6 +183,9 @@ const DETAIL: &[&str] = &[
     "breaker: recloser as a Service",
     "correlation: ours",
     "correlation: tower-http pair",
+    "correlation axum: ours",
+    "correlation client: ours",
+    "stack: client side, ours",
     "stack: whole, ours",
 ];
 

@@ -54,7 +54,11 @@ pub(crate) fn serve(kind: &str) -> Result<(), String> {
             .map_err(|e| format!("bind: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         println!("{port}");
-        let app = Router::new().route("/", get(|| async { "ok" }));
+        // One small JSON answer, as an API handler gives.
+        let app = Router::new().route(
+            "/",
+            get(|| async { axum::Json(serde_json::json!({ "ok": true, "items": [1, 2, 3] })) }),
+        );
         let served = match kind {
             "bare" => axum::serve(listener, app).await,
             "stack" => {
@@ -168,6 +172,9 @@ pub(crate) struct Round {
     pub(crate) p50_us: f64,
     pub(crate) p99_us: f64,
     pub(crate) cpu_us_per_request: f64,
+    /// The server's CPU time over the round's wall time (1.0: one core
+    /// busy all along, all its single worker can give).
+    pub(crate) server_busy: f64,
 }
 
 /// `rounds` interleaved pairs of `secs`-second rounds (the order within a
@@ -281,5 +288,6 @@ async fn round(
         p50_us: pct(0.5),
         p99_us: pct(0.99),
         cpu_us_per_request: cpu * 1e6 / (requests + errors).max(1) as f64,
+        server_busy: cpu / elapsed,
     })
 }

@@ -35,7 +35,7 @@ const BENCHES: &[(&str, &str)] = &[
     ),
     (
         "correlation",
-        "`CorrelationLayer` (server: id + `traceparent` + span) beside tower-http's `SetRequestId` + `PropagateRequestId` with `MakeRequestUuid`; `PropagateContextLayer` (client).",
+        "`CorrelationLayer` (server: id + `traceparent` + span) beside tower-http's `SetRequestId` + `PropagateRequestId` with `MakeRequestUuid`, on a bare request (`correlation`) and on a request shaped as axum hands it over, a `Host` header and one extension already present, without and with an inbound id, `traceparent` and deadline (`correlation_axum`); `PropagateContextLayer` (client) on a call made inside a context with a deadline and a non-default priority, beside tower-http's `PropagateRequestId` with the id and `x-deadline-ms` set by hand (`correlation_client`); the axum-shaped server case with a `tracing_subscriber::fmt` subscriber at `INFO` writing to a sink, so the `request` span is built (`correlation_fmt`).",
     ),
     (
         "circuit_breaker",
@@ -73,7 +73,7 @@ const BENCHES: &[(&str, &str)] = &[
     ),
     (
         "stack",
-        "The layers together: server side (correlation + timeout + bounded queue) beside tower-http + tower, client side (context + throttle + breaker + timeout), and the whole stack (server side, a handler making one call through the client side over a round-robin pick of three endpoints) beside tower + tower-http + tower-resilience (one endpoint, no throttle); `stack_with_recorder`: the whole stacks again with a Prometheus recorder installed.",
+        "The layers together, on axum-shaped requests carrying an id, a `traceparent` and a deadline: server side (correlation + timeout + bounded queue) beside tower-http + tower, client side inside a context with a deadline and a non-default priority (propagation + retry + throttle + breaker + timeout over a round-robin pick of three endpoints), and the whole stack (server side, a handler making one call through the client side) beside tower + tower-http + tower-resilience (one endpoint, no retry, no throttle); `stack_with_recorder`: the whole stacks again with a Prometheus recorder installed.",
     ),
 ];
 
@@ -662,6 +662,9 @@ fn baseline_for(group: &str, name: &str, names: &[&str]) -> Option<String> {
     if let Some(i) = name.find("threads=") {
         candidates.push(format!("baseline/{}", &name[i..]));
     }
+    if group == "correlation_axum" && name.ends_with("with_context") {
+        candidates.push("baseline_with_context".into());
+    }
     if group == "correlation" {
         if name.starts_with("client/") {
             candidates.push("client/baseline_in_scope".into());
@@ -701,17 +704,26 @@ fn ratio_target(
 ) -> Target {
     // Beside the ratio of whole calls, the ratio of the layers' own cost
     // (each over the group's baseline for that case).
-    let own = baseline_for(ours.0, ours.1, &[ours.1, "baseline", "baseline_with_id"])
-        .and_then(|b| r.median(ours.0, &b))
-        .and_then(|b| {
-            let o = r.median(ours.0, ours.1)? - b;
-            let p = r.median(peer.0, peer.1)? - b;
-            Some(format!(
-                "; over the baseline {o:.1} ns vs {p:.1} ns ({:.2}x)",
-                o / p
-            ))
-        })
-        .unwrap_or_default();
+    let own = baseline_for(
+        ours.0,
+        ours.1,
+        &[
+            ours.1,
+            "baseline",
+            "baseline_with_id",
+            "baseline_with_context",
+        ],
+    )
+    .and_then(|b| r.median(ours.0, &b))
+    .and_then(|b| {
+        let o = r.median(ours.0, ours.1)? - b;
+        let p = r.median(peer.0, peer.1)? - b;
+        Some(format!(
+            "; over the baseline {o:.1} ns vs {p:.1} ns ({:.2}x)",
+            o / p
+        ))
+    })
+    .unwrap_or_default();
     match (r.median(ours.0, ours.1), r.median(peer.0, peer.1)) {
         (Some(o), Some(p)) => {
             let ratio = o / p;
@@ -765,6 +777,114 @@ fn alloc_target(r: &Results, what: &str, key: &str, max: f64) -> Target {
             gap: String::new(),
         },
     }
+}
+
+/// Allocations per call of `key` over those of `base` (same run), at most
+/// `max`.
+fn alloc_over_target(r: &Results, what: &str, key: &str, base: &str, max: f64) -> Target {
+    let goal = format!("<= {max} allocations per call over its baseline");
+    match (r.allocs(key), r.allocs(base)) {
+        (Some(n), Some(b)) => Target {
+            what: what.into(),
+            goal,
+            figure: format!("{:.2} ({n:.2} with, {b:.2} without)", n - b),
+            met: Some(n - b <= max + 0.05),
+            gap: if n - b <= max + 0.05 {
+                String::new()
+            } else {
+                format!("{:.2} allocations too many", n - b - max)
+            },
+        },
+        _ => Target {
+            what: what.into(),
+            goal,
+            figure: format!("not measured ({key}, {base})"),
+            met: None,
+            gap: String::new(),
+        },
+    }
+}
+
+/// What the `request` span adds per request under a `fmt` subscriber:
+/// the server case's allocations over its baseline with the subscriber,
+/// less the same without it.
+fn span_allocs(r: &Results) -> Option<f64> {
+    let with = r.allocs("correlation_fmt/ours")? - r.allocs("correlation_fmt/baseline")?;
+    let without = r.allocs("correlation_axum/ours/with_context")?
+        - r.allocs("correlation_axum/baseline_with_context")?;
+    Some(with - without)
+}
+
+/// The request-context targets (issue: the context in one small
+/// allocation or none, server and client).
+fn context_targets(r: &Results) -> Vec<Target> {
+    let mut t = Vec::new();
+    for (case, peer, what) in [
+        (
+            "ours/no_context",
+            "tower_http/no_context",
+            "Correlation server layer, axum-shaped request, no inbound context",
+        ),
+        (
+            "ours/with_context",
+            "tower_http/with_context",
+            "Correlation server layer, axum-shaped request, inbound id + traceparent + deadline",
+        ),
+    ] {
+        t.push(ratio_target(
+            r,
+            what,
+            "<= 0.70x tower-http's request-id pair",
+            ("correlation_axum", case),
+            ("correlation_axum", peer),
+            0.7,
+        ));
+    }
+    t.push(alloc_over_target(
+        r,
+        "Correlation server layer, axum-shaped, no inbound context: allocations",
+        "correlation_axum/ours/no_context",
+        "correlation_axum/baseline",
+        1.0,
+    ));
+    t.push(alloc_over_target(
+        r,
+        "Correlation server layer, axum-shaped, id + traceparent + deadline: allocations",
+        "correlation_axum/ours/with_context",
+        "correlation_axum/baseline_with_context",
+        1.0,
+    ));
+    t.push(alloc_over_target(
+        r,
+        "Server stack (correlation, timeout, queue), axum-shaped, id + traceparent + deadline: allocations",
+        "stack/server/ours",
+        "stack/server/baseline",
+        1.0,
+    ));
+    t.push(alloc_over_target(
+        r,
+        "Client propagation with a deadline and a non-default priority: allocations",
+        "correlation_client/ours",
+        "correlation_client/baseline",
+        1.0,
+    ));
+    let what = "`request` span under a `tracing_subscriber::fmt` subscriber at INFO: allocations";
+    let goal = "<= 2 allocations per request".to_owned();
+    t.push(match span_allocs(r) {
+        Some(n) => Target {
+            what: what.into(),
+            goal,
+            figure: format!("{n:.2}"),
+            met: Some(n <= 2.05),
+            gap: if n <= 2.05 {
+                String::new()
+            } else {
+                format!("{:.2} allocations too many", n - 2.0)
+            },
+        },
+        None => not_measured(what.into(), goal),
+    });
+    t
 }
 
 fn targets(r: &Results) -> Vec<Target> {
@@ -826,12 +946,13 @@ fn targets(r: &Results) -> Vec<Target> {
         ("correlation", "server/tower_http/with_id"),
         0.8,
     ));
+    t.extend(context_targets(r));
     t.extend(retry_targets(r));
     // The whole stack: what the layers add over the same calls without
     // them (the bench's requests, responses and handler are the baseline's
     // cost, not the stack's).
     let what = "Whole stack, per call";
-    let goal = "<= 250 ns over its no-op baseline".to_owned();
+    let goal = "<= 350 ns over its no-op baseline".to_owned();
     t.push(
         match (
             r.median("stack", "whole/ours"),
@@ -843,8 +964,8 @@ fn targets(r: &Results) -> Vec<Target> {
                     what: what.into(),
                     goal,
                     figure: format!("{over:.1} ns ({ns:.1} ns with the baseline's {base:.1} ns)"),
-                    met: Some(over <= 250.0),
-                    gap: if over <= 250.0 {
+                    met: Some(over <= 350.0),
+                    gap: if over <= 350.0 {
                         String::new()
                     } else {
                         // Where it goes: each side over its own baseline.
@@ -857,7 +978,7 @@ fn targets(r: &Results) -> Vec<Target> {
                         };
                         let parts: Vec<String> =
                             ["server", "client"].into_iter().filter_map(side).collect();
-                        format!("{:.1} ns over; {}", over - 250.0, parts.join("; "))
+                        format!("{:.1} ns over; {}", over - 350.0, parts.join("; "))
                     },
                 }
             }
@@ -867,7 +988,7 @@ fn targets(r: &Results) -> Vec<Target> {
     // Allocations the layers add: the inbound request's header map and the
     // handler's outgoing request allocate without any layer too.
     let what = "Whole stack, allocations per call over its no-op baseline";
-    let goal = "<= 1".to_owned();
+    let goal = "<= 3".to_owned();
     t.push(
         match (
             r.allocs("stack/whole/ours"),
@@ -877,11 +998,11 @@ fn targets(r: &Results) -> Vec<Target> {
                 what: what.into(),
                 goal,
                 figure: format!("{:.2} ({o:.2} with the layers, {b:.2} without)", o - b),
-                met: Some(o - b <= 1.0),
-                gap: if o - b <= 1.0 {
+                met: Some(o - b <= 3.05),
+                gap: if o - b <= 3.05 {
                     String::new()
                 } else {
-                    format!("{:.2} allocations too many", o - b - 1.0)
+                    format!("{:.2} allocations too many", o - b - 3.0)
                 },
             },
             _ => not_measured(what.into(), goal),
@@ -981,9 +1102,16 @@ fn e2e_pairs_of(r: &Results, kind: &str, f: impl Fn(&e2e::Round, &e2e::Round) ->
 }
 
 fn e2e_targets(r: &Results) -> Vec<Target> {
-    let what = "axum end to end: throughput with the server-side stack".to_owned();
+    // What a server saturated by its load serves (as under `wrk`, which
+    // keeps the server's core busy): the ratio of CPU per request. The
+    // requests per second measured here are also limited by the load
+    // generator, which shares the machine, so their ratio flatters the
+    // stack; it is shown beside.
+    let what =
+        "axum end to end: throughput with the server-side stack, server saturated".to_owned();
     let goal = ">= 0.95x bare".to_owned();
-    let ratios = e2e_pairs(r, |b, s| s.per_second / b.per_second);
+    let ratios = e2e_pairs(r, |b, s| b.cpu_us_per_request / s.cpu_us_per_request);
+    let measured = median(e2e_pairs(r, |b, s| s.per_second / b.per_second));
     let mut t = Vec::new();
     if ratios.is_empty() {
         t.push(not_measured(what, goal));
@@ -992,7 +1120,10 @@ fn e2e_targets(r: &Results) -> Vec<Target> {
         t.push(Target {
             what,
             goal,
-            figure: format!("{m:.2}x (median of {} rounds)", ratios.len()),
+            figure: format!(
+                "{m:.2}x (bare's server CPU per request over the stack's, median of {} rounds; requests per second as measured, client-limited: {measured:.2}x)",
+                ratios.len()
+            ),
             met: Some(m >= 0.95),
             gap: if m >= 0.95 {
                 String::new()
@@ -1002,7 +1133,7 @@ fn e2e_targets(r: &Results) -> Vec<Target> {
         });
     }
     let what = "axum end to end: server CPU per request added by the stack".to_owned();
-    let goal = "<= +1.5 us".to_owned();
+    let goal = "<= +1.0 us".to_owned();
     let deltas = e2e_pairs(r, |b, s| s.cpu_us_per_request - b.cpu_us_per_request);
     if deltas.is_empty() {
         t.push(not_measured(what, goal));
@@ -1012,11 +1143,11 @@ fn e2e_targets(r: &Results) -> Vec<Target> {
             what,
             goal,
             figure: format!("{m:+.1} us (median of {} rounds)", deltas.len()),
-            met: Some(m <= 1.5),
-            gap: if m <= 1.5 {
+            met: Some(m <= 1.0),
+            gap: if m <= 1.0 {
                 String::new()
             } else {
-                format!("{:.1} us over", m - 1.5)
+                format!("{:.1} us over", m - 1.0)
             },
         });
     }
@@ -1029,6 +1160,14 @@ fn callgrind_baseline(label: &str) -> Option<&'static str> {
         ("breaker: ", "breaker: baseline"),
         ("queue: ", "queue: baseline"),
         ("correlation: ", "correlation: baseline (id + traceparent)"),
+        (
+            "correlation axum: ",
+            "correlation axum: baseline (id + traceparent + deadline)",
+        ),
+        (
+            "correlation client: ",
+            "correlation client: baseline (deadline + priority)",
+        ),
         ("stack: server", "stack: server baseline"),
         ("stack: client", "stack: client baseline"),
         ("stack: whole", "stack: whole, baseline"),
@@ -1112,6 +1251,31 @@ const CATEGORY_COLUMNS: &[(&str, &str, &str)] = &[
         "correlation: tower-http",
         "correlation: tower-http pair",
         "correlation: baseline (id + traceparent)",
+    ),
+    (
+        "correlation axum: ours",
+        "correlation axum: ours",
+        "correlation axum: baseline (id + traceparent + deadline)",
+    ),
+    (
+        "correlation axum: tower-http",
+        "correlation axum: tower-http pair",
+        "correlation axum: baseline (id + traceparent + deadline)",
+    ),
+    (
+        "client: ours",
+        "correlation client: ours",
+        "correlation client: baseline (deadline + priority)",
+    ),
+    (
+        "client: by hand",
+        "correlation client: tower-http + headers by hand",
+        "correlation client: baseline (deadline + priority)",
+    ),
+    (
+        "client stack: ours",
+        "stack: client side, ours",
+        "stack: client baseline",
     ),
     (
         "whole stack: ours",
@@ -1204,6 +1368,11 @@ fn write_missed(w: &mut String, r: &Results, missed: &[&Target]) {
                 .and_then(|c| c.iter().find(|x| x.label == label))
                 .map(|x| x.instructions)
         };
+        // Instructions per call a variant adds over its callgrind baseline.
+        let over = |label: &str| {
+            let base = callgrind_baseline(label)?;
+            Some(instr(label)? - instr(base)?)
+        };
         let why = if t.what.starts_with("Breaker closed path, 1 thread") {
             format!(
                 "Instructions per call in this run (callgrind, the whole profile loop): ours {}, recloser as a `Service` {}, recloser's own call API {}, the no-op baseline {}; of ours, {} are copying memory (none for recloser). {}",
@@ -1216,7 +1385,7 @@ fn write_missed(w: &mut String, r: &Results, missed: &[&Target]) {
             )
         } else if t.what.starts_with("Breaker closed path, 2 threads") {
             BREAKER_2_THREADS_WHY.to_owned()
-        } else if t.what.starts_with("Correlation server layer") {
+        } else if t.what.starts_with("Correlation server layer (") {
             format!(
                 "Over the same baseline, ours spends {} instructions per call on the request's extensions and {} on the heap, tower-http's pair {} and {}: both insert one value into the request's extensions, which on a request without extensions allocates the map, its table and the boxed value (three allocations). {}",
                 n(kind("correlation: ours", "request extensions")),
@@ -1224,6 +1393,45 @@ fn write_missed(w: &mut String, r: &Results, missed: &[&Target]) {
                 n(kind("correlation: tower-http", "request extensions")),
                 n(kind("correlation: tower-http", "heap")),
                 CORRELATION_WHY
+            )
+        } else if t
+            .what
+            .starts_with("Correlation server layer, axum-shaped request")
+        {
+            format!(
+                "Over the same baseline (callgrind, this run): ours {} instructions per call, tower-http's pair {}. By kind of work, ours / the pair: moving futures and the context {} / {}, header maps {} / {}, header values {} / {}, ids and trace context {} / {}, extensions {} / {}, heap {} / {}. {}",
+                n(over("correlation axum: ours")),
+                n(over("correlation axum: tower-http pair")),
+                n(kind("correlation axum: ours", "moving")),
+                n(kind("correlation axum: tower-http", "moving")),
+                n(kind("correlation axum: ours", "header maps")),
+                n(kind("correlation axum: tower-http", "header maps")),
+                n(kind("correlation axum: ours", "header values")),
+                n(kind("correlation axum: tower-http", "header values")),
+                n(kind("correlation axum: ours", "ids")),
+                n(kind("correlation axum: tower-http", "ids")),
+                n(kind("correlation axum: ours", "request extensions")),
+                n(kind("correlation axum: tower-http", "request extensions")),
+                n(kind("correlation axum: ours", "heap")),
+                n(kind("correlation axum: tower-http", "heap")),
+                CONTEXT_TIME_WHY
+            )
+        } else if t.what.starts_with("`request` span") {
+            SPAN_WHY.to_owned()
+        } else if t.what.starts_with("axum end to end: throughput") {
+            let bare = median(
+                r.e2e
+                    .iter()
+                    .filter(|x| x.kind == "bare")
+                    .map(|x| x.cpu_us_per_request)
+                    .collect(),
+            );
+            let added = median(e2e_pairs(r, |b, s| {
+                s.cpu_us_per_request - b.cpu_us_per_request
+            }));
+            format!(
+                "Server CPU per request in this run: bare {bare:.1} us, the stack {added:+.1} us. At saturation 0.95x allows the stack {:.2} us per request (5% of bare's {bare:.1} us over 0.95). {E2E_WHY}",
+                bare * (1.0 / 0.95 - 1.0)
             )
         } else if t.what.starts_with("Retry pass-through (first") {
             RETRY_WHY.to_owned()
@@ -1265,15 +1473,21 @@ const BREAKER_WHY: &str = "The closed path was reworked (a success into a count 
 
 const BREAKER_2_THREADS_WHY: &str = "Both breakers keep one state that the two threads share. On a healthy call ours writes nothing shared but the reference count of the response future's handle on that state (one counter both threads increment and decrement); recloser takes a spin lock and writes its ring buffer. This figure moves from run to run more than any change to the code did: the full runs made while the closed path was reworked measured it at 0.31x, 0.79x, 0.65x and 1.01x of recloser (and 2.39x while other builds shared the CPU), so one run's ratio says little about the designs; read it beside the per-layer table's `circuit_breaker/closed_2_threads` rows and the 1-thread instruction counts, which are steady.";
 
-const CORRELATION_WHY: &str = "What ours does beyond the pair's id copy: it validates the inbound id, parses and validates the `traceparent` (W3C rules) and draws this hop's span id, keeps one shared `RequestContext` (one allocation; every clone after it is a reference count: the extensions, the task scope around the handler, each outgoing call), runs the handler's future inside that scope, and opens the `request` span while a subscriber enables `INFO` (none does here). Since the last report: the outgoing `traceparent` and generated ids are carved from a per-thread buffer (no allocation each), the `traceparent` is decoded eight digits at a time, and the span is not built for tracing's `log` fallback. The remaining gap is the extension insert both layers make plus the context work tower-http's pair does not do. Reaching 0.80x would mean not putting the context in the request's extensions, which is how axum extractors, the flags layer and any layer below read it (the task scope only covers the handler's future, not the layers' `call`): a feature the pair does not offer either, so we keep it and report the gap.";
+const CORRELATION_WHY: &str = "What ours does beyond the pair's id copy: it validates the inbound id, parses and validates the `traceparent` (W3C rules) and draws this hop's span id, reads the deadline, keeps the `RequestContext` (a plain value since this report's previous version, not behind an `Arc`: the boxed extension is its only allocation, and priority and deadline travel inside it instead of two extensions of their own), runs the handler's future inside that scope, and opens the `request` span while a subscriber enables `INFO` (none does here). On this bare request (no extension map yet) the first extension either layer puts there allocates the map, its table and the boxed value; behind axum or tonic the map exists (see the axum-shaped targets). Reaching 0.80x would mean not putting the context in the request's extensions, which is how axum extractors, the flags layer and every layer below read it: a feature the pair does not offer either, so we keep it and report the gap.";
+
+const WHOLE_WHY: &str = "The stack is now the design's standard pair of stacks: server side (correlation, timeout, bounded queue) and client side (propagation, retry, throttle, breaker, attempt timeout, round robin over three endpoints). Measured with callgrind while this target was worked on (instructions per call over each side's no-op baseline): the server side about 3,900 (of which about 960 move futures and the 170-byte context between the layers, the rest reading and validating the id, `traceparent` and deadline, and echoing the id), the client side about 8,200, of which propagation is about 2,700 (four header writes, each value validated byte by byte by `http`'s safe constructor: the workspace forbids `unsafe`) and the retry layer most of the rest (copying the request's head for replay, its attempt record and the extension map it creates, about 1,300 of moving six nested futures). The 350 ns goal is half of Polly v8's five-strategy pipeline; our six client layers and three server layers each stay usable alone, which costs a future and a move per layer. Closing the gap needs the retry layer's pass-through path to copy nothing for a request it will not retry (its own 0-allocation target in the retry issue) and fewer moves of large futures.";
 
 const RETRY_WHY: &str = "Instructions per call under callgrind (the bench's `RETRY_PROFILE` loop, 10 000 calls, measured when the bench was written): the no-op baseline 289, tower's `Retry` + `TpsBudget` 1 121 (a copy of the request, a lock and a clock read per deposit), tower-resilience's retry 1 494 (a boxed future and a copy of the request), ours 2 308, ours for a `POST` passed through 685. Of ours, about 840 are the `Attempt` the first try carries in its extensions (the shared record of the endpoints tried, and `http`'s extension map, its table and the boxed value on a request that had no extensions: four allocations and their frees), what lets a balancer below send a retry to another instance (`avoid_tried`); neither peer offers it. The rest is the copy of the request's head kept for a retry (as tower's policy copies the request) and moving a response future that can wait, time out and retry. Dropping the attempt from the first try would lose the endpoint that try went to, so a retry could land on the instance that just failed; we keep it and report the gap.";
 
 const RETRY_ALLOCS_WHY: &str = "All of them are the `Attempt` the first try of a request that may be retried carries in its extensions (see the pass-through target): one for the record of the endpoints tried, shared with the retry's response future, and three for `http`'s extension map on a request that had none (the map, its table, the boxed value; one, the boxed value, when the request already has extensions, as behind a context-propagation layer or with a deadline). A request that may not be retried (a `POST` without an idempotency key, `max_attempts(1)`) is passed through untouched and allocates nothing; neither does the budget, the backoff or the classification of the answer.";
 
-const WHOLE_WHY: &str = "The 250 ns goal is far (Polly v8's 766 ns for five strategies is the published figure it was set against). The cost is spread: every layer is a nested future that the next one moves, every header the stack adds (the id echoed on the response; the id, `traceparent` and `x-priority` on the outgoing call) is a hashed insert into an `http::HeaderMap`, and each outgoing `traceparent` is validated byte by byte when it becomes a `HeaderValue` (`http` has no unchecked constructor without `unsafe`, which the workspace forbids). No single layer holds most of it (see the per-layer tables: correlation server and client propagation are the largest). Closing it would take fewer hops, not faster ones: e.g. one combined client layer instead of propagation + throttle + breaker + timeout, which we do not want, because each layer is usable alone.";
+const WHOLE_ALLOCS_WHY: &str = "By side, over each side's own baseline (the `stack/server` and `stack/client` rows): the server side adds one allocation (the boxed `RequestContext` in an extension map axum already made; priority and deadline travel inside it), propagation adds a fraction (header values cut from a per-thread 4 KiB buffer: one allocation per 70-odd values) and no extension (the layers below read the call's priority and deadline from the caller's scope). The rest is the retry layer's, on a call that succeeds at once: a copy of the request's head for a replay (its header map: 2), the attempt's shared record of tried endpoints (1), and the extension map that record is put into, on an outgoing request that had none (the map, its table and the boxed value: 3). Without those the stack would be at about 1; reaching 3 is the retry crate's pass-through target (0 allocations for a request without a body to buffer).";
 
-const WHOLE_ALLOCS_WHY: &str = "What allocates, per request, beyond the no-op baseline: the request's extensions (three allocations: the map, its table and the boxed `RequestContext`, on a request without extensions; one, the boxed value, where the map exists already, as behind axum's `Router`, which inserts `MatchedPath` first, or tonic's server, which inserts the connection's info) and the shared `RequestContext` itself (one). Header values the stack makes are carved from a per-thread 4 KiB buffer (an allocation per 70-odd values, shown as the fraction). The client side allocates nothing over its baseline. Getting to one would mean dropping the context from the request's extensions (see the correlation target).";
+const CONTEXT_TIME_WHY: &str = "The goal is a ratio of whole calls, and the baseline (making the axum-shaped request with its headers, the no-op answer, the drops) is itself about 62% of the pair's whole call here: 0.70x would leave ours about 480 instructions over the baseline, less than reading and validating three inbound headers costs, whatever the layer does with them. Over the baseline, ours does more than the pair: the pair copies one id into the extensions and back onto the response, ours validates the id (the pair trusts it), parses and validates the `traceparent` (SWAR, 8 digits at a time), reads the deadline in the same pass over the headers, draws a span id, keeps the context in the extensions and in the task scope around the inner service's `call` and every poll, and echoes the id. Its largest single cost is moving the nested futures and the context (about 170 bytes: ids, deadline, priority, shared header values) between them. Without an inbound context ours generates a UUIDv7 id cut from a per-thread buffer while the pair formats a UUIDv4 into a new allocation, which is where ours is closest. Allocations meet their target: one over the baseline in both cases, the pair 4 to 7.";
+
+const E2E_WHY: &str = "Why this figure is stricter than the report's earlier 1.00x: that run divided requests per second measured with a hyper client on the same 2 cores as the servers; the client, not the server, set the pace (the `server busy` column: the server's one worker idles between requests), so a stack's cost showed in CPU per request but not in throughput. `wrk`, which spends far less CPU per request than a hyper client, keeps the server's core busy, and its ratio is the ratio of CPU per request: 8.9 us bare and +1.3 us with the stack gave its 0.87x. The figure above is that ratio, measured in the report's own paired rounds. What the stack adds there is the three layers' own work (see `stack/server/ours` over its baseline, about 4,000 instructions, and `HandleErrorLayer`'s boxing of the service's errors) plus what it costs the server around them: the response's extra header (the echoed id) written to the socket, and the larger per-request future axum keeps while the request is served.";
+
+const SPAN_WHY: &str = "Under `tracing_subscriber::fmt`, every span's fields are formatted once, when it is created, into a `String` kept in a boxed `FormattedFields` in the span's extensions (tracing-subscriber's `fmt` layer, `on_new_span`): the box is one allocation and the string grows as each piece is written (`correlation_id`, `=`, the 36-character id, ` trace_id`, `=`, 32 hex digits: 14, 28, 56 and 112 bytes, four allocations), while the span's slot in the registry is pooled. So a span with the two fields costs five, and any span with one field at least three. Two would mean a span with no fields, the id then found only through the context in scope (which `CorrelationFormat` already reads): other formatters would lose the id, and so would a span carried into a spawned task with `Instrument`. We keep the fields and report the gap; the span is only built while a subscriber enables `INFO`, and `CorrelationFormat` itself adds no allocation per line.";
 
 const OVERLOAD_WHY: &str = "At 2x, critical and default requests together are exactly the service's capacity, so the order in which the queue serves its waiters decides how many of them start within 15 ms. The bound is the most any policy could serve of them with every wait at most 15 ms; the policy that reaches it (first come, first served, every sheddable request refused) fails the goodput target at 2x and the critical target at 5x. Strict priority order stays below the bound even when it refuses every sheddable request (the harness prints that cap on its `bound` lines: 96.2% on seed 42): serving critical requests first times out defaults that could have gone while critical requests waited a little. The bounded queue's `yield_margin` lets an older default go first while every critical waiter keeps slack (set to 3 in the harness's `ours`; `ours(no yield)` is the same queue in strict order): on every seed it serves more critical + default requests than strict order (figures above), and within a point of the bound on the seeds listed as such, but not on all of them. Closing the rest online would take knowing arrivals to come; we report the per-seed gap instead of tuning the margin to one seed.";
 
@@ -1288,17 +1502,17 @@ fn write_e2e(w: &mut String, r: &Results) {
     );
     let _ = writeln!(
         w,
-        "Three servers, each its own child process of the report binary (`report --serve bare|stack|tower`, a tokio runtime with 1 worker): an axum route answering `ok`, bare, with our server-side stack (`CorrelationLayer`, `HandleErrorLayer`, `TimeoutLayer` 1 s, `BoundedQueueLayer` 100 + 100), and with tower-http + tower's nearest equivalent. A hyper client (1 worker thread) keeps {} requests in flight over keep-alive connections; each round runs every server once, in an order that rotates every round, so the machine's noise hits all alike; ratios are taken within a round, then the median over rounds. CPU is the server process's utime + stime over the round (`/proc/PID/stat`, clock ticks), per request. Client and servers share this machine's cores, so throughput is partly the client's limit; server CPU per request is the steadier measure of what a stack costs.\n",
+        "Three servers, each its own child process of the report binary (`report --serve bare|stack|tower`, a tokio runtime with 1 worker): an axum route answering a small JSON document, bare, with our server-side stack (`CorrelationLayer`, `HandleErrorLayer`, `TimeoutLayer` 1 s, `BoundedQueueLayer` 100 + 100), and with tower-http + tower's nearest equivalent. A hyper client (1 worker thread) keeps {} requests in flight over keep-alive connections; each round runs every server once, in an order that rotates every round, so the machine's noise hits all alike; ratios are taken within a round, then the median over rounds. CPU is the server process's utime + stime over the round (`/proc/PID/stat`, clock ticks), per request. Client and servers share this machine's cores, so the requests per second measured here are partly the client's limit (`server busy` below 100%: the server's one worker waited for work), which hides a stack's cost: an earlier run of this section reported 1.00x of bare while `wrk` (a load generator that keeps the server's core busy) measured 0.87x on the same stack. So the throughput target is read at saturation, as `wrk` sees it: bare's server CPU per request over the stack's (what one busy core serves with each), the stricter figure; the measured ratio is shown beside it.\n",
         e2e::CONCURRENCY
     );
     let _ = writeln!(
         w,
-        "| round | server | requests | errors | req/s | p50 us | p99 us | server CPU us/req |\n|---:|---|---:|---:|---:|---:|---:|---:|"
+        "| round | server | requests | errors | req/s | p50 us | p99 us | server CPU us/req | server busy |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (i, x) in r.e2e.iter().enumerate() {
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0}% |",
             i / e2e::KINDS.len() + 1,
             x.kind,
             x.requests,
@@ -1306,13 +1520,15 @@ fn write_e2e(w: &mut String, r: &Results) {
             x.per_second,
             x.p50_us,
             x.p99_us,
-            x.cpu_us_per_request
+            x.cpu_us_per_request,
+            x.server_busy * 100.0
         );
     }
     let _ = writeln!(
         w,
-        "\nMedians over the rounds: throughput ratio stack/bare {:.2}x, p50 {:.0} us vs {:.0} us, p99 {:.0} us vs {:.0} us, server CPU {:+.1} us per request.\n",
+        "\nMedians over the rounds: throughput ratio stack/bare {:.2}x as measured ({:.2}x at saturation: CPU per request), p50 {:.0} us vs {:.0} us, p99 {:.0} us vs {:.0} us, server CPU {:+.1} us per request.\n",
         median(e2e_pairs(r, |b, s| s.per_second / b.per_second)),
+        median(e2e_pairs(r, |b, s| b.cpu_us_per_request / s.cpu_us_per_request)),
         median(
             r.e2e
                 .iter()
@@ -1693,7 +1909,7 @@ fn write_method(w: &mut String, h: &Header) {
     );
     let _ = writeln!(
         w,
-        "- Messages, in the `correlation` and `stack` benches: inbound header values are slices of one shared buffer, as hyper hands them over; the no-op services answer with a `content-type`, and a handler's outgoing request carries one, as axum's, tonic's and JSON clients' messages do. So a layer that adds a header grows a map that exists, as it would in a server (on a message with no header at all, the first insert allocates the map's two buffers, for ours and the peers alike). The inbound requests carry no extension: the first value a layer puts there allocates the map (behind axum's `Router`, which inserts `MatchedPath` first, it would not)."
+        "- Messages, in the `correlation` and `stack` benches: inbound header values are slices of one shared buffer, as hyper hands them over; the no-op services answer with a `content-type`, and a handler's outgoing request carries one, as axum's, tonic's and JSON clients' messages do. So a layer that adds a header grows a map that exists, as it would in a server (on a message with no header at all, the first insert allocates the map's two buffers, for ours and the peers alike). In `correlation` the inbound requests carry no extension: the first value a layer puts there allocates the map; in `correlation_axum`, `correlation_fmt` and `stack` they carry one, as behind axum's `Router` (which inserts `MatchedPath` first), and a `Host` header."
     );
     let _ = writeln!(
         w,
