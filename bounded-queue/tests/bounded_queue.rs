@@ -93,6 +93,9 @@ async fn fifo_then_lifo_under_a_standing_queue() {
             .concurrency(1)
             .capacity(10)
             .codel(false)
+            // Adaptive LIFO is off by default (FIFO keeps the most requests
+            // within their wait; see the crate docs): turned on here.
+            .lifo(true)
             .codel_interval(Duration::from_millis(100))
             .max_wait(Duration::from_secs(5)),
     );
@@ -175,14 +178,37 @@ async fn codel_target_bounds_the_wait_under_a_standing_queue() {
     let err = assert_ready!(b.poll()).unwrap_err();
     assert_eq!(reason(&err), "queue time exceeded");
 
-    advance(Duration::from_millis(4)).await;
+    // Few arrivals refused so far (the load is about what the service
+    // takes): four times the target, 20 ms.
+    advance(Duration::from_millis(19)).await;
     assert_pending!(c.poll());
     advance(Duration::from_millis(1)).await;
     let err = assert_ready!(c.poll()).unwrap_err();
     assert_eq!(reason(&err), "queue time exceeded");
-    assert_eq!(start.elapsed(), Duration::from_millis(5));
+    assert_eq!(start.elapsed(), Duration::from_millis(20));
     assert_eq!(h.snapshot().rejected.wait_timeout, 2);
     assert_eq!(h.snapshot().queued, 0);
+
+    // Refusing more than one arrival in ten (sustained overload): a
+    // waiter may wait only the target itself.
+    for id in 10..15 {
+        assert_ready_ok!(svc.poll_ready());
+        let mut f = task::spawn(svc.call(req(id)));
+        assert_pending!(f.poll());
+        advance(Duration::from_millis(20)).await;
+        assert!(assert_ready!(f.poll()).is_err());
+    }
+    assert!(h.snapshot().overloaded);
+    let start = Instant::now();
+    assert_ready_ok!(svc.poll_ready());
+    let mut d = task::spawn(svc.call(req(20)));
+    assert_pending!(d.poll());
+    advance(Duration::from_millis(4)).await;
+    assert_pending!(d.poll());
+    advance(Duration::from_millis(1)).await;
+    let err = assert_ready!(d.poll()).unwrap_err();
+    assert_eq!(reason(&err), "queue time exceeded");
+    assert_eq!(start.elapsed(), Duration::from_millis(5));
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
