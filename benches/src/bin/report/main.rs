@@ -572,14 +572,11 @@ fn defaults_goals(load: f64) -> Vec<(&'static str, GoalCheck)> {
             Some(v["served"].as_f64()? >= 99.9)
         })]
     } else if load == 1.0 {
-        vec![
-            (">= 98.5% of capacity", |v| {
-                Some(v["goodput"].as_f64()? >= 98.5)
-            }),
-            ("p99 of successes <= 50 ms", |v| {
-                Some(v["p99"].as_f64()? <= 50.0)
-            }),
-        ]
+        // One target for both: they pull against each other (see
+        // DEFAULTS_1X_WHY).
+        vec![(">= 98.5% of capacity and p99 of successes <= 50 ms", |v| {
+            Some(v["goodput"].as_f64()? >= 98.5 && v["p99"].as_f64()? <= 50.0)
+        })]
     } else if load < 2.0 {
         vec![(">= 99% of capacity", |v| {
             Some(v["goodput"].as_f64()? >= 99.0)
@@ -1310,7 +1307,7 @@ const WHOLE_ALLOCS_WHY: &str = "What allocates, per request, beyond the no-op ba
 
 const OVERLOAD_WHY: &str = "At 2x, critical and default requests together are exactly the service's capacity, so the order in which the queue serves its waiters decides how many of them start within 15 ms. The bound is the most any policy could serve of them with every wait at most 15 ms; the policy that reaches it (first come, first served, every sheddable request refused) fails the goodput target at 2x and the critical target at 5x. Strict priority order stays below the bound even when it refuses every sheddable request (the harness prints that cap on its `bound` lines: 96.2% on seed 42): serving critical requests first times out defaults that could have gone while critical requests waited a little. The bounded queue's `yield_margin` lets an older default go first while every critical waiter keeps slack (set to 3 in the harness's `ours`; `ours(no yield)` is the same queue in strict order): on every seed it serves more critical + default requests than strict order (figures above), and within a point of the bound on the seeds listed as such, but not on all of them. Closing the rest online would take knowing arrivals to come; we report the per-seed gap instead of tuning the margin to one seed.";
 
-const DEFAULTS_1X_WHY: &str = "At exactly 1x the two goals pull apart in strict priority order, which the defaults keep (it is what holds critical requests at 99-100% at 2x and at 95% or more at 5x). Serving 98.5% of capacity takes waits of 40-50 ms, and with a p99 of 50 ms every wait is at most 40 ms. The harness's `bound 1x` line gives, from the same arrivals, what any policy can serve with waits of 15 ms and of 40 ms, and what strict priority order reaches with each (seed 42: 97.2% and 99.1% for any policy; 95.7% and 97.9% in strict order). Strict order stays below 98.5% with 40 ms waits because sheddable requests wait behind every critical and default one. The defaults favour goodput here: a standing queue that refuses at most one arrival in ten lets waiters wait four standing targets (60 ms in the harness), which served 97.8-98.3% of capacity with a p99 of 67-74 ms on the six seeds while this was tuned. A shorter wait (2.5 targets) gave 97.5-98.0% with a p99 of 59-74 ms, so neither goal was met. FIFO peers miss the same pair: tower-resilience's bulkhead with a 50 ms wait serves 98.6-99.6% with a p99 of 59-60 ms. A user whose load sits at 1x and who needs the 50 ms p99 can set `codel_target` to the latency budget.";
+const DEFAULTS_1X_WHY: &str = "At exactly 1x the two goals pull apart in strict priority order, which the defaults keep (it is what holds critical requests at 99-100% at 2x and at 95% or more at 5x). In strict order, serving 98.5% of capacity takes waits longer than 40 ms, and with a p99 of 50 ms every wait is at most 40 ms. The harness's `bound 1x` line gives, from the same arrivals, what any policy can serve with waits of 15 ms and of 40 ms, and what strict priority order reaches with each (seed 42: 97.2% and 99.1% for any policy; 95.7% and 97.9% in strict order). Strict order stays below 98.5% with 40 ms waits because sheddable requests wait behind every critical and default one. The defaults favour goodput here: a standing queue that refuses at most one arrival in ten lets waiters wait four standing targets (60 ms in the harness), which served 97.8-98.3% of capacity with a p99 of 67-74 ms on the six seeds while this was tuned. A shorter wait (2.5 targets) gave 97.5-98.0% with a p99 of 59-74 ms, so neither goal was met. FIFO peers miss the same pair: tower-resilience's bulkhead with a 50 ms wait serves 98.6-99.6% with a p99 of 59-60 ms. A user whose load sits at 1x and who needs the 50 ms p99 can set `codel_target` to the latency budget.";
 
 const DEFAULTS_WHY: &str = "The defaults' standing queue is detected from its oldest waiter: the first interval of a sudden 2x overload (200 ms) waits up to `max_wait` before the standing target applies. On a 10 s run that start can hold more than 1% of the successes above 15 ms of queueing, and the p99 with it. A shorter interval detects it sooner, but with 100 ms, 0.9x lost up to 0.2% of requests on four of six seeds. The figures above list the runs that missed.";
 
