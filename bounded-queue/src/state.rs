@@ -702,7 +702,12 @@ impl Shared {
                 .map(|r| r.load(Ordering::Relaxed))
                 .sum();
             let n = refused.wrapping_sub(q.window_refused);
-            q.heavy = n.saturating_mul(10) > q.window_arrivals;
+            let heavy = n.saturating_mul(10) > q.window_arrivals;
+            if heavy && !q.heavy && q.overloaded && self.codel.is_some() {
+                // Waiters re-arm their timers with the (shorter) target.
+                wake_waiters(q);
+            }
+            q.heavy = heavy;
             q.window_at = now;
             q.window_arrivals = 0;
             q.window_refused = refused;
@@ -735,11 +740,7 @@ impl Shared {
         q.overloaded = over;
         if over && self.codel.is_some() {
             // Waiters re-arm their timers with the (shorter) target.
-            for slot in &q.slots {
-                if let Slot::Waiting { waker: Some(w), .. } = slot {
-                    w.wake_by_ref();
-                }
-            }
+            wake_waiters(q);
         }
         Some(over)
     }
@@ -1015,6 +1016,15 @@ impl fmt::Debug for Shared {
 fn sc_fence() {
     #[cfg(loom)]
     loom::sync::atomic::fence(Ordering::SeqCst);
+}
+
+/// Wakes every waiter, to re-arm its timer with a shorter allowed wait.
+fn wake_waiters(q: &Queue) {
+    for slot in &q.slots {
+        if let Slot::Waiting { waker: Some(w), .. } = slot {
+            w.wake_by_ref();
+        }
+    }
 }
 
 fn log_transition(name: &str, t: Option<bool>) {
