@@ -153,7 +153,7 @@
 //! takes waits longer than 40 ms in strict priority order, which puts the
 //! p99 above 50 ms (the harness prints what strict order reaches with
 //! 15 ms and 40 ms waits on its `bound 1x` line: 95.7% and 97.9% on seed
-//! 42). The defaults keep strict priority order and serve 97.8-98.3% of
+//! 42). The defaults keep strict priority order and serve 97.6-98.3% of
 //! capacity at 1x with a p99 of 67-74 ms (tower-resilience's bulkhead with
 //! a 50 ms wait: 98.6-99.6%, p99 59-60 ms); where 1x is the usual load and
 //! priorities do not matter, a longer
