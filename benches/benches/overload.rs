@@ -1,4 +1,4 @@
-//! The overload harness: how admission layers behave when offered 1x, 2x and
+//! The overload harness: how admission layers behave when offered 0.7x to
 //! 5x the capacity of a service.
 //!
 //! Run it with
@@ -14,7 +14,20 @@
 //! and 50% `sheddable`, and a client deadline of 200 ms: a late answer is
 //! not goodput (the client gives up and drops the call).
 //!
-//! Deterministic: tokio's paused clock on one thread and a fixed seed. The
+//! Every configuration runs at 0.7x, 0.8x, 0.9x, 1x, 1.2x, 2x and 5x. The
+//! `defaults` row is our queue with only `concurrency(10)` set; it, the
+//! tuned `ours` and the peers `ConcurrencyLimit`, `LoadShed+Buffer(100)+CL`
+//! and `Bulkhead(50ms)` run on six seeds (42, 1-5) and with two kinds of
+//! client: one that drops the call at its deadline and one that waits for
+//! every answer (a late answer is not goodput). The table shows seed 42 with
+//! dropping clients; after it the harness checks the defaults against their
+//! goals on every seed and client (at 0.7x-0.9x at least 99.9% of offered
+//! requests served within the deadline; at 1x 98.5% of capacity with a p99
+//! of successes within 50 ms; at 1.2x 99%; at 2x and 5x 99% with a p99
+//! within 25 ms, critical requests at 99% and 95%, and never more queued
+//! than the queue's capacity) and lists each miss.
+//!
+//! Deterministic: tokio's paused clock on one thread and fixed seeds. The
 //! paused clock snaps timers to whole milliseconds, so model time is dilated
 //! [`DILATION`] times (a 10 ms service time sleeps 1 s of paused time) and
 //! every figure is printed back in model milliseconds.
@@ -33,7 +46,8 @@
 //! Our queue's settings can be changed from the command line, in model
 //! milliseconds where they are times: `-- --set target=5 --set max_wait=15
 //! --set interval=100 --set capacity=50 --set lifo=1 --set long=120
-//! --set seed=42`, and
+//! --set seed=42` (one seed instead of six), `--set d.NAME=...` for the
+//! defaults row (see [`defaults_config`]), and
 //! `--set priorities=0` sends every request at the default priority;
 //! `-- ours` runs only our rows, `--reasons` lists rejections by reason.
 
@@ -46,7 +60,7 @@ use std::time::Duration;
 use http::Request;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
+use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueHandle, BoundedQueueLayer};
 use resilience_core::{BoxError, Deadline, Priority};
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
@@ -97,11 +111,16 @@ struct Stats {
     queue_time: Vec<Duration>,
     waiting: u64,
     peak_waiting: u64,
+    /// The most requests our queue held waiting (its own snapshot, read at
+    /// every arrival); 0 for the peers.
+    peak_queued: u64,
 }
 
 /// A row of the table.
 struct Row {
     goodput: f64,
+    /// Successes within the deadline, percent of the requests offered.
+    served: f64,
     p50: f64,
     p99: f64,
     queue_p99: f64,
@@ -110,6 +129,7 @@ struct Row {
     rejections: u64,
     timeouts: u64,
     peak_waiting: u64,
+    peak_queued: u64,
     per_priority: [f64; 3],
     /// Critical and default together, percent of their arrivals.
     critical_default: f64,
@@ -146,8 +166,49 @@ fn inner(
     })
 }
 
+thread_local! {
+    /// The handle of the queue under test, if ours, for [`run`] to read its
+    /// depth.
+    static QUEUE: std::cell::RefCell<Option<BoundedQueueHandle>> = const { std::cell::RefCell::new(None) };
+}
+
+/// [`BoundedQueueLayer::new`], with its handle left for [`run`].
+fn queue_layer(config: BoundedQueueConfig) -> BoundedQueueLayer {
+    let layer = BoundedQueueLayer::new(config);
+    QUEUE.with(|q| *q.borrow_mut() = Some(layer.handle()));
+    layer
+}
+
+/// What a client does with a request past its deadline.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Client {
+    /// Gives up at its deadline and drops the call (the future is dropped,
+    /// so a queued request leaves the queue).
+    Drops,
+    /// Waits for every answer; an answer after the deadline is not goodput.
+    Waits,
+}
+
+impl Client {
+    const BOTH: [Client; 2] = [Client::Drops, Client::Waits];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Client::Drops => "drops",
+            Client::Waits => "waits",
+        }
+    }
+}
+
 /// Offers `load` x C for `span` (model time) to `svc`, returns the row.
-async fn run<S>(svc: S, stats: Arc<Mutex<Stats>>, load: f64, seed: u64, span: Duration) -> Row
+async fn run<S>(
+    svc: S,
+    stats: Arc<Mutex<Stats>>,
+    load: f64,
+    seed: u64,
+    span: Duration,
+    client: Client,
+) -> Row
 where
     S: Service<Request<()>> + Clone + Send + 'static,
     S::Future: Send,
@@ -157,8 +218,13 @@ where
     let capacity = K as f64 / S.as_secs_f64(); // per model second
     let start = Instant::now();
     let mut tasks = Vec::new();
+    let queue = QUEUE.with(|q| q.borrow_mut().take());
     for (offset, class) in schedule(load, seed, span) {
         tokio::time::sleep_until(start + offset).await;
+        if let Some(h) = &queue {
+            let mut s = stats.lock().unwrap();
+            s.peak_queued = s.peak_queued.max(h.snapshot().queued as u64);
+        }
         let svc = svc.clone();
         let stats = stats.clone();
         tasks.push(tokio::spawn(async move {
@@ -181,7 +247,26 @@ where
                 s.waiting += 1;
                 s.peak_waiting = s.peak_waiting.max(s.waiting);
             }
-            let out = tokio::time::timeout(dilate(CLIENT_DEADLINE), svc.oneshot(req)).await;
+            let out = match client {
+                Client::Drops => {
+                    tokio::time::timeout(dilate(CLIENT_DEADLINE), svc.oneshot(req)).await
+                }
+                Client::Waits => {
+                    let out = svc.oneshot(req).await;
+                    match out {
+                        // A late answer is not goodput.
+                        Ok(_) if arrived.elapsed() > dilate(CLIENT_DEADLINE) => {
+                            let mut s = stats.lock().unwrap();
+                            if !started.load(Ordering::Relaxed) {
+                                s.waiting -= 1;
+                            }
+                            s.client_timeouts += 1;
+                            return;
+                        }
+                        out => Ok(out),
+                    }
+                }
+            };
             let took = arrived.elapsed();
             let mut s = stats.lock().unwrap();
             if !started.load(Ordering::Relaxed) {
@@ -221,6 +306,7 @@ where
     });
     Row {
         goodput: 100.0 * total_success as f64 / model_capacity,
+        served: 100.0 * total_success as f64 / s.arrivals.iter().sum::<u64>().max(1) as f64,
         p50: percentile(&mut s.success_latency, 0.50),
         p99: percentile(&mut s.success_latency, 0.99),
         queue_p99: percentile(&mut s.queue_time, 0.99),
@@ -229,6 +315,7 @@ where
         rejections: s.rejections,
         timeouts: s.client_timeouts,
         peak_waiting: s.peak_waiting,
+        peak_queued: s.peak_queued,
         per_priority,
         critical_default: 100.0 * (s.successes[0] + s.successes[1]) as f64
             / (s.arrivals[0] + s.arrivals[1]).max(1) as f64,
@@ -375,6 +462,18 @@ fn bounds(load: f64, seed: u64, span: Duration) -> String {
     assert!(
         strict.iter().sum::<u64>() <= all && strict[0] <= crit && strict[0] + strict[1] <= high
     );
+    if load == 1.0 {
+        // The 1x goal allows a p99 of 50 ms: waits up to 40 ms.
+        let w40 = best_within(&a, &[0, 1, 2], 0.040);
+        let s40 = strict_priority(&a, 0.040);
+        return format!(
+            "bound 1x (any policy, every wait <= 15ms | <= 40ms): goodput {:.1}% | {:.1}%; strict priority with 15ms | 40ms waits: goodput {:.1}% | {:.1}%",
+            pct(all, cap as f64),
+            pct(w40, cap as f64),
+            pct(strict.iter().sum(), cap as f64),
+            pct(s40.iter().sum(), cap as f64),
+        );
+    }
     format!(
         "bound {load}x (any policy, every wait <= 15ms | +1% of successes waiting longer): goodput {:.1}% | {:.1}%, critical {:.1}% | {:.1}%, critical+default {:.1}% | {:.1}%; strict priority with 15ms waits: goodput {:.1}%, critical {:.1}%, default {:.1}%, sheddable {:.1}%; the same refusing every sheddable request: critical+default {:.1}%",
         pct(all, cap as f64),
@@ -494,21 +593,62 @@ fn ours_config_with_yield(margin: f64) -> BoundedQueueConfig {
         .expect("valid")
 }
 
-async fn scenario(name: &str, load: f64, seed: u64, span: Duration) -> Row {
+/// The queue as a user who sets only the concurrency gets it: every other
+/// setting its `DEFAULT_*`, the times dilated like the model's.
+///
+/// To try other values from the command line (model milliseconds):
+/// `--set d.max_wait=MS --set d.target=MS --set d.interval=MS --set d.lifo=0|1
+/// --set d.capacity=N --set d.tst=TENTHS --set d.yield=M`.
+fn defaults_config() -> BoundedQueueConfig {
+    let d = BoundedQueueConfig::default();
+    let ms = |name, default: Duration| {
+        dilate(Duration::from_millis(knob(
+            name,
+            default.as_millis() as u64,
+        )))
+    };
+    BoundedQueueConfig::builder()
+        .name("overload-defaults")
+        .concurrency(K)
+        .capacity(knob("d.capacity", d.capacity() as u64) as usize)
+        .max_wait(ms("d.max_wait", d.max_wait()))
+        .codel_target(ms("d.target", BoundedQueueConfig::DEFAULT_CODEL_TARGET))
+        .codel_interval(ms("d.interval", d.codel_interval()))
+        .lifo(knob("d.lifo", u64::from(d.lifo())) != 0)
+        .target_service_times(
+            knob(
+                "d.tst",
+                (d.target_service_times().unwrap_or(0.0) * 10.0).round() as u64,
+            ) as f64
+                / 10.0,
+        )
+        .yield_margin(knob("d.yield", d.yield_margin().unwrap_or(0.0) as u64) as f64)
+        .retry_after(dilate(d.retry_after()))
+        .build()
+        .expect("valid")
+}
+
+async fn scenario(name: &str, load: f64, seed: u64, span: Duration, client: Client) -> Row {
     let stats = Arc::new(Mutex::new(Stats::default()));
     let svc = inner(stats.clone());
     match name {
+        "defaults" => {
+            let svc = ServiceBuilder::new()
+                .layer(queue_layer(defaults_config()))
+                .service(svc);
+            run(svc, stats, load, seed, span, client).await
+        }
         "ours" => {
             let svc = ServiceBuilder::new()
-                .layer(BoundedQueueLayer::new(ours_config()))
+                .layer(queue_layer(ours_config()))
                 .service(svc);
-            run(svc, stats, load, seed, span).await
+            run(svc, stats, load, seed, span, client).await
         }
         "ours(no yield)" => {
             let svc = ServiceBuilder::new()
-                .layer(BoundedQueueLayer::new(ours_config_with_yield(0.0)))
+                .layer(queue_layer(ours_config_with_yield(0.0)))
                 .service(svc);
-            run(svc, stats, load, seed, span).await
+            run(svc, stats, load, seed, span, client).await
         }
         "ours(5ms,LIFO)" => {
             let config = BoundedQueueConfig::builder()
@@ -523,27 +663,27 @@ async fn scenario(name: &str, load: f64, seed: u64, span: Duration) -> Row {
                 .build()
                 .expect("valid");
             let svc = ServiceBuilder::new()
-                .layer(BoundedQueueLayer::new(config))
+                .layer(queue_layer(config))
                 .service(svc);
-            run(svc, stats, load, seed, span).await
+            run(svc, stats, load, seed, span, client).await
         }
         "ConcurrencyLimit" => {
             let svc = ServiceBuilder::new().concurrency_limit(K).service(svc);
-            run(svc, stats, load, seed, span).await
+            run(svc, stats, load, seed, span, client).await
         }
         "Buffer(100)+CL" => {
             let svc = ServiceBuilder::new()
                 .buffer(100)
                 .concurrency_limit(K)
                 .service(svc);
-            run(svc, stats, load, seed, span).await
+            run(svc, stats, load, seed, span, client).await
         }
         "LoadShed+CL" => {
             let svc = ServiceBuilder::new()
                 .load_shed()
                 .concurrency_limit(K)
                 .service(svc);
-            run(svc, stats, load, seed, span).await
+            run(svc, stats, load, seed, span, client).await
         }
         "LoadShed+Buffer(100)+CL" => {
             let svc = ServiceBuilder::new()
@@ -551,7 +691,7 @@ async fn scenario(name: &str, load: f64, seed: u64, span: Duration) -> Row {
                 .buffer(100)
                 .concurrency_limit(K)
                 .service(svc);
-            run(svc, stats, load, seed, span).await
+            run(svc, stats, load, seed, span, client).await
         }
         "Bulkhead(50ms)" => {
             let svc = ServiceBuilder::new()
@@ -563,14 +703,69 @@ async fn scenario(name: &str, load: f64, seed: u64, span: Duration) -> Row {
                         .expect("valid"),
                 )
                 .service(svc);
-            run(svc, stats, load, seed, span).await
+            run(svc, stats, load, seed, span, client).await
         }
         other => unreachable!("unknown configuration {other}"),
     }
 }
 
+/// The offered loads, x capacity.
+const LOADS: [f64; 7] = [0.7, 0.8, 0.9, 1.0, 1.2, 2.0, 5.0];
+/// The seeds every goal is checked on (the first gives the main table).
+const SEEDS: [u64; 6] = [42, 1, 2, 3, 4, 5];
+/// The configurations run on every seed and in both client behaviours
+/// (the others only on the main seed, clients dropping at the deadline).
+const EVERY_SEED: [&str; 5] = [
+    "defaults",
+    "ours",
+    "ConcurrencyLimit",
+    "LoadShed+Buffer(100)+CL",
+    "Bulkhead(50ms)",
+];
+
+/// The goals for one row: `None` when met, else what missed.
+fn missed(r: &Row, load: f64, capacity: usize) -> Option<String> {
+    let mut m = Vec::new();
+    if load < 1.0 && r.served < 99.9 {
+        m.push(format!("served {:.2}% of offered < 99.9%", r.served));
+    }
+    if load == 1.0 {
+        if r.goodput < 98.5 {
+            m.push(format!("goodput {:.1}% < 98.5%", r.goodput));
+        }
+        if r.p99.is_nan() || r.p99 > 50.0 {
+            m.push(format!("p99 {:.1}ms > 50ms", r.p99));
+        }
+    }
+    if load > 1.0 && r.goodput < 99.0 {
+        m.push(format!("goodput {:.1}% < 99%", r.goodput));
+    }
+    if load >= 2.0 {
+        if r.p99.is_nan() || r.p99 > 25.0 {
+            m.push(format!("p99 {:.1}ms > 25ms", r.p99));
+        }
+        let goal = if load >= 5.0 { 95.0 } else { 99.0 };
+        if r.per_priority[0] < goal {
+            m.push(format!("critical {:.1}% < {goal}%", r.per_priority[0]));
+        }
+        if r.peak_queued > capacity as u64 {
+            m.push(format!("peak queued {} > {capacity}", r.peak_queued));
+        }
+    }
+    (!m.is_empty()).then(|| m.join(", "))
+}
+
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
 fn main() {
     let configs = [
+        "defaults",
         "ours",
         "ours(no yield)",
         "ours(5ms,LIFO)",
@@ -580,13 +775,24 @@ fn main() {
         "LoadShed+Buffer(100)+CL",
         "Bulkhead(50ms)",
     ];
-    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // The first argument that is neither an option nor a `--set` value.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let only: Option<String> = args
+        .iter()
+        .enumerate()
+        .find(|(i, a)| !a.starts_with('-') && (*i == 0 || args[i - 1] != "--set"))
+        .map(|(_, a)| a.clone());
     let verbose = std::env::args().any(|a| a == "--reasons");
-    let seed = knob("seed", 42);
+    // `--set seed=N` runs one seed; by default every seed of SEEDS.
+    let seeds: Vec<u64> = match knob("seed", 0) {
+        0 => SEEDS.to_vec(),
+        s => vec![s],
+    };
+    let main_seed = seeds[0];
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "overload: K={K} x S={}ms (C={} req/s), Poisson arrivals for {}s, deadline {}ms, mix 20% critical / 30% default / 50% sheddable, seed {seed}, time dilated x{DILATION}",
+        "overload: K={K} x S={}ms (C={} req/s), Poisson arrivals for {}s, deadline {}ms, mix 20% critical / 30% default / 50% sheddable, seeds {seeds:?} (table: seed {main_seed}, clients dropping at the deadline), time dilated x{DILATION}",
         S.as_millis(),
         K as f64 / S.as_secs_f64(),
         RUN.as_secs(),
@@ -619,87 +825,137 @@ fn main() {
         if c.lifo() { "adaptive LIFO" } else { "FIFO" },
         c.yield_margin().unwrap_or(0.0),
     );
+    let d = defaults_config();
+    let _ = writeln!(
+        out,
+        "defaults: concurrency {K}, everything else BoundedQueueConfig's DEFAULT_* (capacity {}, max_wait {}ms, CoDel target {}ms, interval {}ms, {}, yield margin {})",
+        d.capacity(),
+        model_ms(d.max_wait()),
+        d.codel_target().map_or(f64::NAN, model_ms),
+        model_ms(d.codel_interval()),
+        if d.lifo() { "adaptive LIFO" } else { "FIFO" },
+        d.yield_margin().unwrap_or(0.0),
+    );
     print!("{out}");
+    // Goals missed, per configuration checked against them.
+    let mut misses: Vec<String> = Vec::new();
+    let mut checked = 0usize;
     for name in configs {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
         }
-        for load in [1.0, 2.0, 5.0] {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .unwrap();
-            let r = rt.block_on(scenario(name, load, seed, RUN));
-            println!(
-                "{:<24} {:>3}x {:>8.1} {:>7.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7} {:>8} {:>6} {:>7.1} {:>7.1} {:>7.1}",
-                name,
-                load,
-                r.goodput,
-                r.p50,
-                r.p99,
-                r.queue_p99,
-                r.reject_p50,
-                r.reject_p99,
-                r.rejections,
-                r.timeouts,
-                r.peak_waiting,
-                r.per_priority[0],
-                r.per_priority[1],
-                r.per_priority[2],
-            );
-            // The same row, machine-readable, for the report binary.
-            println!(
-                "OVERLOAD_ROW {{\"config\":\"{name}\",\"seed\":{seed},\"load\":{load},\"goodput\":{},\"p50\":{},\"p99\":{},\"critical\":{},\"default\":{},\"sheddable\":{},\"critical_default\":{}}}",
-                json_num(r.goodput),
-                json_num(r.p50),
-                json_num(r.p99),
-                json_num(r.per_priority[0]),
-                json_num(r.per_priority[1]),
-                json_num(r.per_priority[2]),
-                json_num(r.critical_default),
-            );
-            if verbose {
-                for ((class, why), n) in &r.reasons {
-                    println!("    {:<10} {why}: {n}", MIX[*class].2);
+        let every = EVERY_SEED.contains(&name);
+        for &seed in &seeds {
+            if seed != main_seed && !every {
+                continue;
+            }
+            for client in Client::BOTH {
+                if client == Client::Waits && !every {
+                    continue;
+                }
+                for load in LOADS {
+                    let r = paused_runtime().block_on(scenario(name, load, seed, RUN, client));
+                    if seed == main_seed && client == Client::Drops {
+                        println!(
+                            "{:<24} {:>3}x {:>8.1} {:>7.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7} {:>8} {:>6} {:>7.1} {:>7.1} {:>7.1}",
+                            name,
+                            load,
+                            r.goodput,
+                            r.p50,
+                            r.p99,
+                            r.queue_p99,
+                            r.reject_p50,
+                            r.reject_p99,
+                            r.rejections,
+                            r.timeouts,
+                            r.peak_waiting,
+                            r.per_priority[0],
+                            r.per_priority[1],
+                            r.per_priority[2],
+                        );
+                        if verbose {
+                            for ((class, why), n) in &r.reasons {
+                                println!("    {:<10} {why}: {n}", MIX[*class].2);
+                            }
+                        }
+                    }
+                    if name == "defaults" {
+                        checked += 1;
+                        if let Some(m) = missed(&r, load, d.capacity()) {
+                            misses.push(format!(
+                                "defaults {load}x seed {seed} client {}: {m}",
+                                client.as_str()
+                            ));
+                        }
+                    }
+                    // The row, machine-readable, for the report binary.
+                    println!(
+                        "OVERLOAD_ROW {{\"config\":\"{name}\",\"seed\":{seed},\"client\":\"{}\",\"load\":{load},\"goodput\":{},\"served\":{},\"p50\":{},\"p99\":{},\"critical\":{},\"default\":{},\"sheddable\":{},\"critical_default\":{},\"peak_waiting\":{},\"peak_queued\":{}}}",
+                        client.as_str(),
+                        json_num(r.goodput),
+                        json_num(r.served),
+                        json_num(r.p50),
+                        json_num(r.p99),
+                        json_num(r.per_priority[0]),
+                        json_num(r.per_priority[1]),
+                        json_num(r.per_priority[2]),
+                        json_num(r.critical_default),
+                        r.peak_waiting,
+                        r.peak_queued,
+                    );
                 }
             }
         }
     }
-    // What any admission policy could reach on the same arrivals.
-    for load in [1.0, 2.0, 5.0] {
-        println!("{}", bounds(load, seed, RUN));
-    }
-    for load in [1.0, 2.0, 5.0] {
-        let b = Bound::new(load, seed, RUN);
+    if checked > 0 {
         println!(
-            "OVERLOAD_BOUND {{\"seed\":{seed},\"load\":{load},\"goodput\":{},\"goodput_slack\":{},\"critical\":{},\"critical_slack\":{},\"critical_default\":{},\"critical_default_slack\":{},\"strict_critical_default\":{}}}",
-            json_num(b.goodput.0),
-            json_num(b.goodput.1),
-            json_num(b.critical.0),
-            json_num(b.critical.1),
-            json_num(b.critical_default.0),
-            json_num(b.critical_default.1),
-            json_num(b.strict_critical_default),
+            "defaults against the goals: {} of {checked} runs miss ({} seeds x 2 client behaviours x {} loads)",
+            misses.len(),
+            seeds.len(),
+            LOADS.len()
         );
+        for m in &misses {
+            println!("  missed: {m}");
+        }
+    }
+    // What any admission policy could reach on the same arrivals.
+    for &seed in &seeds {
+        for load in LOADS {
+            if seed == main_seed {
+                println!("{}", bounds(load, seed, RUN));
+            }
+            let b = Bound::new(load, seed, RUN);
+            println!(
+                "OVERLOAD_BOUND {{\"seed\":{seed},\"load\":{load},\"goodput\":{},\"goodput_slack\":{},\"critical\":{},\"critical_slack\":{},\"critical_default\":{},\"critical_default_slack\":{},\"strict_critical_default\":{}}}",
+                json_num(b.goodput.0),
+                json_num(b.goodput.1),
+                json_num(b.critical.0),
+                json_num(b.critical.1),
+                json_num(b.critical_default.0),
+                json_num(b.critical_default.1),
+                json_num(b.strict_critical_default),
+            );
+        }
     }
     // Memory over a long run: what waits (and so what the queue holds) stays
     // bounded by the capacity however long the overload lasts.
-    if only.as_deref().is_none_or(|o| "ours".contains(o)) {
+    if only
+        .as_deref()
+        .is_none_or(|o| "ours".contains(o) || "defaults".contains(o))
+    {
         let long = Duration::from_secs(knob("long", 120));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        let r = rt.block_on(scenario("ours", 5.0, 7, long));
-        println!(
-            "ours at 5x for {}s: goodput {:.1}%, p99 {:.1}ms, peak waiting {} (capacity {})",
-            long.as_secs(),
-            r.goodput,
-            r.p99,
-            r.peak_waiting,
-            ours_config().capacity()
-        );
+        for (name, capacity) in [
+            ("ours", ours_config().capacity()),
+            ("defaults", d.capacity()),
+        ] {
+            let r = paused_runtime().block_on(scenario(name, 5.0, 7, long, Client::Drops));
+            println!(
+                "{name} at 5x for {}s: goodput {:.1}%, p99 {:.1}ms, peak waiting {} (capacity {capacity})",
+                long.as_secs(),
+                r.goodput,
+                r.p99,
+                r.peak_waiting,
+            );
+        }
     }
 }

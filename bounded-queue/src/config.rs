@@ -53,6 +53,7 @@ pub struct BoundedQueueConfig {
     pub(crate) retry_after: Duration,
     pub(crate) reserved: ReservedShares,
     pub(crate) yield_margin: f64,
+    pub(crate) target_service_times: f64,
     pub(crate) adaptive: Option<AdaptiveLimit>,
 }
 
@@ -89,6 +90,7 @@ pub struct BoundedQueueConfigBuilder {
     retry_after: Duration,
     reserved: ReservedShares,
     yield_margin: f64,
+    target_service_times: f64,
     #[cfg_attr(feature = "serde", serde(skip))]
     adaptive: Option<AdaptiveLimit>,
 }
@@ -141,10 +143,13 @@ impl BoundedQueueConfig {
     pub const DEFAULT_CODEL: bool = true;
     /// The longest a request waits while a standing queue exists: `5ms`.
     pub const DEFAULT_CODEL_TARGET: Duration = Duration::from_millis(5);
-    /// A queue not empty for this long is a standing queue: `100ms`.
-    pub const DEFAULT_CODEL_INTERVAL: Duration = Duration::from_millis(100);
-    /// Whether the queue turns LIFO while a standing queue exists: `true`.
-    pub const DEFAULT_LIFO: bool = true;
+    /// A queue whose oldest waiter stays older than the standing target for
+    /// this long is a standing queue: `200ms`.
+    pub const DEFAULT_CODEL_INTERVAL: Duration = Duration::from_millis(200);
+    /// Whether the queue turns LIFO while a standing queue exists: `false`
+    /// (oldest first: with waits bounded by the standing target, no waiter
+    /// is stale, and oldest first loses the fewest to queue time).
+    pub const DEFAULT_LIFO: bool = false;
     /// Higher priorities never yield a slot to an older waiter: `0.0`
     /// (strict priority order; see
     /// [`yield_margin`](BoundedQueueConfigBuilder::yield_margin)).
@@ -154,6 +159,13 @@ impl BoundedQueueConfig {
     /// The longest retry-after hint: `1 day` (it becomes a `Retry-After`
     /// header and gRPC pushback metadata).
     pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+    /// Under a standing queue a waiter may wait at least this many smoothed
+    /// service times, however short the CoDel target: `1.5`.
+    pub const DEFAULT_TARGET_SERVICE_TIMES: f64 = 1.5;
+    /// The largest [`target_service_times`](BoundedQueueConfigBuilder::target_service_times):
+    /// `1000.0`.
+    pub const MAX_TARGET_SERVICE_TIMES: f64 = 1000.0;
 
     /// The largest yield margin: `1000.0` (beyond it a higher priority
     /// would practically never yield).
@@ -215,6 +227,12 @@ impl BoundedQueueConfig {
         (self.yield_margin > 0.0).then_some(self.yield_margin)
     }
 
+    /// The CoDel target in smoothed service times, if on (see
+    /// [`target_service_times`](BoundedQueueConfigBuilder::target_service_times)).
+    pub fn target_service_times(&self) -> Option<f64> {
+        (self.target_service_times > 0.0).then_some(self.target_service_times)
+    }
+
     /// The adaptive limit algorithm, if any.
     pub fn adaptive(&self) -> Option<&AdaptiveLimit> {
         self.adaptive.as_ref()
@@ -271,20 +289,28 @@ impl BoundedQueueConfigBuilder {
     }
 
     /// The longest a request waits while a standing queue exists (default
-    /// [`BoundedQueueConfig::DEFAULT_CODEL_TARGET`], at most 365 days).
+    /// [`BoundedQueueConfig::DEFAULT_CODEL_TARGET`], at most 365 days),
+    /// raised to [`target_service_times`](Self::target_service_times)
+    /// smoothed service times; four times that while the standing queue
+    /// refuses at most one arrival in ten over an interval (see the crate
+    /// docs, "How a request is handled").
     pub fn codel_target(mut self, d: Duration) -> Self {
         self.codel_target = d;
         self
     }
 
-    /// How long the queue must stay non-empty to count as standing (default
+    /// How long the queue's oldest waiter must stay older than the standing
+    /// target (the CoDel target, raised by
+    /// [`target_service_times`](Self::target_service_times)) for the queue
+    /// to count as standing (default
     /// [`BoundedQueueConfig::DEFAULT_CODEL_INTERVAL`], at most 365 days).
     pub fn codel_interval(mut self, d: Duration) -> Self {
         self.codel_interval = d;
         self
     }
 
-    /// Serve newest first while a standing queue exists (default on).
+    /// Serve newest first while a standing queue exists (default off: see
+    /// [`BoundedQueueConfig::DEFAULT_LIFO`]).
     pub fn lifo(mut self, on: bool) -> Self {
         self.lifo = on;
         self
@@ -359,6 +385,35 @@ impl BoundedQueueConfigBuilder {
         self
     }
 
+    /// Raises the CoDel target to `n` smoothed service times (default
+    /// [`BoundedQueueConfig::DEFAULT_TARGET_SERVICE_TIMES`]; `0.0` turns it
+    /// off and the target is the fixed
+    /// [`codel_target`](Self::codel_target) alone).
+    ///
+    /// Under a standing queue a waiter may wait the larger of the CoDel
+    /// target and `n` x the smoothed service time (never more than
+    /// [`max_wait`](Self::max_wait)). A fixed target suits a service of one
+    /// speed; this one follows the service: a 5 ms target in front of a
+    /// 10 ms service refuses work that would start within one service time,
+    /// at loads the service handles (see the crate docs, "Choosing the
+    /// settings"). Before any service time has been measured, the fixed
+    /// target applies.
+    ///
+    /// ```
+    /// use resilience_bounded_queue::BoundedQueueConfig;
+    ///
+    /// let config = BoundedQueueConfig::builder().target_service_times(2.0).build()?;
+    /// assert_eq!(config.target_service_times(), Some(2.0));
+    /// let fixed = BoundedQueueConfig::builder().target_service_times(0.0).build()?;
+    /// assert_eq!(fixed.target_service_times(), None);
+    /// assert!(BoundedQueueConfig::builder().target_service_times(-1.0).build().is_err());
+    /// # Ok::<_, resilience_core::ConfigError>(())
+    /// ```
+    pub fn target_service_times(mut self, n: f64) -> Self {
+        self.target_service_times = n;
+        self
+    }
+
     /// Takes the limit from a latency-driven algorithm instead of the
     /// constant [`concurrency`](Self::concurrency), which is then ignored.
     pub fn adaptive(mut self, limit: impl Into<AdaptiveLimit>) -> Self {
@@ -382,6 +437,8 @@ impl BoundedQueueConfigBuilder {
     /// - a reserved share is not within `0.0..=1.0`, or they sum above `1.0`
     /// - `yield_margin` is neither `0.0` (off) nor a finite number from `1.0`
     ///   to [`BoundedQueueConfig::MAX_YIELD_MARGIN`]
+    /// - `target_service_times` is not a number from `0.0` to
+    ///   [`BoundedQueueConfig::MAX_TARGET_SERVICE_TIMES`]
     pub fn build(self) -> Result<BoundedQueueConfig, ConfigError> {
         validate_name("name", &self.name)?;
         if self.concurrency == 0 {
@@ -421,6 +478,13 @@ impl BoundedQueueConfigBuilder {
                 "must be 0 (off) or within 1..=1000",
             ));
         }
+        let n = self.target_service_times;
+        if !(0.0..=BoundedQueueConfig::MAX_TARGET_SERVICE_TIMES).contains(&n) {
+            return Err(ConfigError::new(
+                "target_service_times",
+                "must be within 0..=1000",
+            ));
+        }
         Ok(BoundedQueueConfig {
             name: self.name,
             concurrency: self.concurrency,
@@ -433,6 +497,7 @@ impl BoundedQueueConfigBuilder {
             retry_after: self.retry_after,
             reserved: self.reserved,
             yield_margin: self.yield_margin,
+            target_service_times: self.target_service_times,
             adaptive: self.adaptive,
         })
     }
@@ -452,6 +517,7 @@ impl Default for BoundedQueueConfigBuilder {
             retry_after: BoundedQueueConfig::DEFAULT_RETRY_AFTER,
             reserved: ReservedShares::default(),
             yield_margin: BoundedQueueConfig::DEFAULT_YIELD_MARGIN,
+            target_service_times: BoundedQueueConfig::DEFAULT_TARGET_SERVICE_TIMES,
             adaptive: None,
         }
     }
@@ -496,6 +562,24 @@ mod tests {
         assert_eq!(c.codel_target(), Some(Duration::from_millis(5)));
         assert!(c.reserved().is_empty());
         assert_eq!(c.yield_margin(), None);
+        assert!(!c.lifo());
+        assert_eq!(c.target_service_times(), Some(1.5));
+    }
+
+    #[test]
+    fn target_service_times_is_within_0_and_1000() {
+        let build = |n: f64| {
+            BoundedQueueConfig::builder()
+                .target_service_times(n)
+                .build()
+        };
+        assert_eq!(build(0.0).unwrap().target_service_times(), None);
+        assert_eq!(build(0.5).unwrap().target_service_times(), Some(0.5));
+        assert_eq!(build(1000.0).unwrap().target_service_times(), Some(1000.0));
+        for bad in [-0.1, 1000.5, f64::NAN, f64::INFINITY] {
+            let e = build(bad).unwrap_err();
+            assert_eq!(e.field(), "target_service_times", "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -46,10 +46,15 @@ pub(crate) struct Shared {
     capacity: usize,
     max_wait: Duration,
     codel: Option<Duration>,
+    /// The configured CoDel target (also when CoDel is off: it still
+    /// tells a standing queue, for LIFO).
+    target: Duration,
     interval: Duration,
     lifo: bool,
     /// [`BoundedQueueConfig::yield_margin`]; `0.0` when off.
     yield_margin: f64,
+    /// [`BoundedQueueConfig::target_service_times`]; `0.0` when off.
+    target_service_times: f64,
     /// Hand-offs that went to an older waiter ahead of a higher priority.
     yielded: AtomicU64,
     retry_after: Duration,
@@ -66,6 +71,17 @@ struct Queue {
     len: usize,
     seq: u64,
     last_empty: Instant,
+    /// When the oldest waiter was last seen younger than the standing
+    /// target (see [`Shared::update_overload`]).
+    last_short: Instant,
+    /// The current interval's window: when it began, the arrivals that took
+    /// the slow path in it, and the refusals counted before it.
+    window_at: Instant,
+    window_arrivals: u64,
+    window_refused: u64,
+    /// More than one arrival in ten was refused over the last window (a
+    /// quarter of the interval): sustained overload.
+    heavy: bool,
     overloaded: bool,
     /// While overloaded, priorities below this index are shed on arrival.
     level: usize,
@@ -113,6 +129,10 @@ pub(crate) struct Permit {
 /// many CoDel intervals (see [`Shared::yields_to`]).
 const YIELD_HOLD: u32 = 10;
 
+/// A standing queue that refuses few arrivals lets a waiter wait this many
+/// times the standing target (see [`Shared::allowed_wait`]).
+const LIGHT_STANDING: f64 = 4.0;
+
 /// [`Permit::meta`]: the call's service time is sampled.
 const SAMPLED: u64 = 0b100;
 /// [`Permit::meta`]: the slot was released by [`Permit::finish`].
@@ -156,7 +176,8 @@ pub struct BoundedQueueSnapshot {
     pub limit: usize,
     /// How many requests may wait.
     pub capacity: usize,
-    /// Whether a standing queue exists (CoDel target and LIFO in force).
+    /// Whether a standing queue exists (the standing target, and LIFO if
+    /// configured, in force).
     pub overloaded: bool,
     /// While saturated, arrivals below this priority are shed at once
     /// ([`Priority::Sheddable`]: none are).
@@ -245,9 +266,11 @@ impl Shared {
             capacity: config.capacity,
             max_wait: config.max_wait,
             codel: config.codel_target(),
+            target: config.codel_target,
             interval: config.codel_interval,
             lifo: config.lifo,
             yield_margin: config.yield_margin,
+            target_service_times: config.target_service_times,
             yielded: AtomicU64::new(0),
             retry_after: config.retry_after,
             adaptive,
@@ -258,6 +281,11 @@ impl Shared {
                 len: 0,
                 seq: 0,
                 last_empty: Instant::now(),
+                last_short: Instant::now(),
+                window_at: Instant::now(),
+                window_arrivals: 0,
+                window_refused: 0,
+                heavy: false,
                 overloaded: false,
                 level: 0,
                 level_at: Instant::now(),
@@ -352,6 +380,7 @@ impl Shared {
             return Err(self.reject(Reason::Deadline, priority));
         }
         let mut q = lock(&self.queue);
+        q.window_arrivals += 1;
         if q.len == 0 {
             if let Some(prev) = self.try_acquire() {
                 drop(q);
@@ -375,10 +404,7 @@ impl Shared {
             return Err(self.reject(Reason::Deadline, priority));
         }
         // It would time out in the queue anyway: say so now.
-        let allowed = match self.codel {
-            Some(target) if q.overloaded => target.min(self.max_wait),
-            _ => self.max_wait,
-        };
+        let allowed = self.allowed_wait(&q);
         if expected > allowed {
             q.timed_out_at[priority.index()] = Some(now);
             drop(q);
@@ -490,6 +516,38 @@ impl Shared {
         Duration::from_nanos(nanos.min(u64::MAX as u128) as u64)
     }
 
+    /// The longest a waiter may wait: `max_wait`, and under a standing
+    /// queue the CoDel target, raised to `target_service_times` smoothed
+    /// service times (a target shorter than the service itself turns away
+    /// work the service could still do in time).
+    ///
+    /// A standing queue that refused at most one arrival in ten over the
+    /// last quarter interval (the load is about what the service can take) keeps
+    /// [`LIGHT_STANDING`] x that target: there, waiting a little longer
+    /// still finds a slot before the deadline (the service goes idle now
+    /// and then and the waiter would have used it); refusing costs the
+    /// request. Beyond it (sustained overload) a longer wait only adds
+    /// latency: the slot would have gone to the next arrival anyway.
+    fn allowed_wait(&self, q: &Queue) -> Duration {
+        match self.codel {
+            Some(_) if q.overloaded && q.heavy => self.standing_target(),
+            Some(_) if q.overloaded => {
+                Duration::try_from_secs_f64(self.standing_target().as_secs_f64() * LIGHT_STANDING)
+                    .map_or(self.max_wait, |d| d.min(self.max_wait))
+            }
+            _ => self.max_wait,
+        }
+    }
+
+    /// The CoDel target raised to `target_service_times` smoothed service
+    /// times, at most `max_wait`: a queue whose oldest waiter stays older
+    /// than this for an interval is standing.
+    fn standing_target(&self) -> Duration {
+        let ewma = self.ewma_nanos.load(Ordering::Relaxed) as f64;
+        let relative = Duration::from_nanos((ewma * self.target_service_times) as u64);
+        self.target.max(relative).min(self.max_wait)
+    }
+
     /// Grants free slots to waiters, best first.
     fn dispatch_locked(&self, q: &mut Queue, now: Instant) {
         while q.len > 0 {
@@ -587,10 +645,7 @@ impl Shared {
         }
         let limit = self.limit.load(Ordering::Relaxed).max(1) as f64;
         let gap = Duration::from_secs_f64(self.yield_margin * ewma as f64 * 1e-9 / limit);
-        let allowed = match self.codel {
-            Some(target) if q.overloaded => target.min(self.max_wait),
-            _ => self.max_wait,
-        };
+        let allowed = self.allowed_wait(q);
         // Merge the lanes above by age: each lane is oldest first.
         let mut next = [0usize; 4];
         let mut slack = Duration::ZERO;
@@ -640,21 +695,52 @@ impl Shared {
 
     /// Tracks whether a standing queue exists; returns a transition.
     fn update_overload(&self, q: &mut Queue, now: Instant) -> Option<bool> {
+        if now.saturating_duration_since(q.window_at) >= self.interval / 4 {
+            let refused: u64 = self
+                .rejected
+                .iter()
+                .map(|r| r.load(Ordering::Relaxed))
+                .sum();
+            let n = refused.wrapping_sub(q.window_refused);
+            let heavy = n.saturating_mul(10) > q.window_arrivals;
+            if heavy && !q.heavy && q.overloaded && self.codel.is_some() {
+                // Waiters re-arm their timers with the (shorter) target.
+                wake_waiters(q);
+            }
+            q.heavy = heavy;
+            q.window_at = now;
+            q.window_arrivals = 0;
+            q.window_refused = refused;
+        }
         if q.len == 0 {
             q.last_empty = now;
+        } else if !q.overloaded {
+            let oldest = (0..4)
+                .filter_map(|p| q.enqueued(*q.lanes[p].front()?))
+                .min();
+            if oldest.is_some_and(|at| now.saturating_duration_since(at) < self.standing_target()) {
+                q.last_short = now;
+            }
         }
-        let over = q.len > 0 && now.saturating_duration_since(q.last_empty) >= self.interval;
+        // Standing: not empty for a whole interval, and its oldest waiter
+        // older than the standing target all along (CoDel's "sojourn above
+        // target for an interval"): a queue that drains as fast as it fills
+        // (load at or below capacity) is not standing, however long it stays
+        // non-empty. A queue refusing more than one arrival in ten stands at
+        // once. Once standing, it stays so until it empties and no
+        // priority is shed on arrival (the admission level is down): a
+        // queue that empties only because lower priorities are refused is
+        // still overloaded.
+        let since = q.last_empty.max(q.last_short);
+        let over = (q.len > 0 || q.level > 0)
+            && (q.overloaded || q.heavy || now.saturating_duration_since(since) >= self.interval);
         if over == q.overloaded {
             return None;
         }
         q.overloaded = over;
         if over && self.codel.is_some() {
             // Waiters re-arm their timers with the (shorter) target.
-            for slot in &q.slots {
-                if let Slot::Waiting { waker: Some(w), .. } = slot {
-                    w.wake_by_ref();
-                }
-            }
+            wake_waiters(q);
         }
         Some(over)
     }
@@ -739,7 +825,7 @@ impl Shared {
     /// waiter starts at the hand-off's clock read.
     fn check(&self, idx: u32, deadline: Option<Instant>, waker: &Waker) -> Step {
         let mut q = lock(&self.queue);
-        let overloaded = q.overloaded;
+        let allowed = self.allowed_wait(&q);
         let mut timed_out = None;
         let mut now = None;
         let step = match &mut q.slots[idx as usize] {
@@ -753,12 +839,9 @@ impl Shared {
                 ..
             } => {
                 timed_out = Some(*priority);
-                // Under a standing queue a waiter may wait only the CoDel
-                // target.
-                let wait = match self.codel {
-                    Some(target) if overloaded => target.min(self.max_wait),
-                    _ => self.max_wait,
-                };
+                // Under a standing queue a waiter may wait only the
+                // standing target (see `allowed_wait`).
+                let wait = allowed;
                 // A wait too long to represent (`Duration::MAX`) is bounded
                 // only by the deadline.
                 let mut until = enqueued.checked_add(wait);
@@ -935,12 +1018,18 @@ fn sc_fence() {
     loom::sync::atomic::fence(Ordering::SeqCst);
 }
 
+/// Wakes every waiter, to re-arm its timer with a shorter allowed wait.
+fn wake_waiters(q: &Queue) {
+    for slot in &q.slots {
+        if let Slot::Waiting { waker: Some(w), .. } = slot {
+            w.wake_by_ref();
+        }
+    }
+}
+
 fn log_transition(name: &str, t: Option<bool>) {
     match t {
-        Some(true) => tracing::info!(
-            name,
-            "standing queue: entering overload (CoDel target, LIFO)"
-        ),
+        Some(true) => tracing::info!(name, "standing queue: entering overload (standing target)"),
         Some(false) => tracing::info!(name, "queue drained: leaving overload"),
         None => {}
     }

@@ -93,6 +93,9 @@ async fn fifo_then_lifo_under_a_standing_queue() {
             .concurrency(1)
             .capacity(10)
             .codel(false)
+            // Adaptive LIFO is off by default (FIFO keeps the most requests
+            // within their wait; see the crate docs): turned on here.
+            .lifo(true)
             .codel_interval(Duration::from_millis(100))
             .max_wait(Duration::from_secs(5)),
     );
@@ -175,14 +178,132 @@ async fn codel_target_bounds_the_wait_under_a_standing_queue() {
     let err = assert_ready!(b.poll()).unwrap_err();
     assert_eq!(reason(&err), "queue time exceeded");
 
-    advance(Duration::from_millis(4)).await;
+    // Few arrivals refused so far (the load is about what the service
+    // takes): four times the target, 20 ms.
+    advance(Duration::from_millis(19)).await;
     assert_pending!(c.poll());
     advance(Duration::from_millis(1)).await;
     let err = assert_ready!(c.poll()).unwrap_err();
     assert_eq!(reason(&err), "queue time exceeded");
-    assert_eq!(start.elapsed(), Duration::from_millis(5));
+    assert_eq!(start.elapsed(), Duration::from_millis(20));
     assert_eq!(h.snapshot().rejected.wait_timeout, 2);
     assert_eq!(h.snapshot().queued, 0);
+
+    // Refusing more than one arrival in ten (sustained overload): a
+    // waiter may wait only the target itself.
+    for id in 10..15 {
+        assert_ready_ok!(svc.poll_ready());
+        let mut f = task::spawn(svc.call(req(id)));
+        assert_pending!(f.poll());
+        advance(Duration::from_millis(20)).await;
+        assert!(assert_ready!(f.poll()).is_err());
+    }
+    assert!(h.snapshot().overloaded);
+    let start = Instant::now();
+    assert_ready_ok!(svc.poll_ready());
+    let mut d = task::spawn(svc.call(req(20)));
+    assert_pending!(d.poll());
+    advance(Duration::from_millis(4)).await;
+    assert_pending!(d.poll());
+    advance(Duration::from_millis(1)).await;
+    let err = assert_ready!(d.poll()).unwrap_err();
+    assert_eq!(reason(&err), "queue time exceeded");
+    assert_eq!(start.elapsed(), Duration::from_millis(5));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_standing_target_follows_the_service_time() {
+    // The same standing queue in front of a 40 ms service: with the
+    // target raised to 1.5 service times (60 ms; four times that, 240 ms,
+    // while few are refused) a request that waited 100 ms stays; with the
+    // fixed 5 ms target (20 ms while few are refused) it leaves.
+    for (n, stays) in [(1.5, true), (0.0, false)] {
+        let layer = layer(
+            cfg()
+                .concurrency(1)
+                .capacity(10)
+                .max_wait(Duration::from_secs(1))
+                .codel_target(Duration::from_millis(5))
+                .codel_interval(Duration::from_millis(100))
+                .target_service_times(n),
+        );
+        let h = layer.handle();
+        let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+        // One call measures the service time.
+        assert_ready_ok!(svc.poll_ready());
+        let mut first = task::spawn(svc.call(req(1)));
+        assert_pending!(first.poll());
+        let (_, send) = next(&mut handle).await;
+        advance(Duration::from_millis(40)).await;
+        send.send_response("1");
+        assert_ready_ok!(first.poll());
+        assert_eq!(h.snapshot().service_time, Duration::from_millis(40));
+
+        assert_ready_ok!(svc.poll_ready());
+        let mut a = task::spawn(svc.call(req(2)));
+        assert_pending!(a.poll());
+        let (_, _send_a) = next(&mut handle).await;
+        assert_ready_ok!(svc.poll_ready());
+        let mut b = task::spawn(svc.call(req(3)));
+        assert_pending!(b.poll());
+        advance(Duration::from_millis(100)).await;
+        assert_ready_ok!(svc.poll_ready());
+        let mut c = task::spawn(svc.call(req(4)));
+        if stays {
+            // Expected to wait 80 ms (two 40 ms calls ahead): queued.
+            assert_pending!(c.poll());
+            assert_pending!(b.poll(), "100 ms is within 240 ms");
+        } else {
+            // 80 ms is beyond 20 ms: refused at once, and b leaves.
+            let err = assert_ready!(c.poll()).unwrap_err();
+            assert_eq!(reason(&err), "queue time exceeded");
+            let err = assert_ready!(b.poll()).unwrap_err();
+            assert_eq!(reason(&err), "queue time exceeded");
+        }
+        assert!(h.snapshot().overloaded, "target_service_times({n})");
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_queue_that_drains_as_it_fills_is_not_standing() {
+    // Never empty for far longer than the interval, but every waiter starts
+    // within the (5 ms) target: not standing, and nobody is refused.
+    let layer = layer(
+        cfg()
+            .concurrency(1)
+            .capacity(10)
+            .max_wait(Duration::from_secs(1))
+            .codel_target(Duration::from_millis(5))
+            .codel_interval(Duration::from_millis(100)),
+    );
+    let h = layer.handle();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, &'static str, _>(layer);
+    assert_ready_ok!(svc.poll_ready());
+    let mut current = task::spawn(svc.call(req(0)));
+    assert_pending!(current.poll());
+    let (_, mut send) = next(&mut handle).await;
+    assert_ready_ok!(svc.poll_ready());
+    let mut waiting = task::spawn(svc.call(req(1)));
+    assert_pending!(waiting.poll());
+    for id in 2..60 {
+        // Every 4 ms one arrives and the one in service finishes: one
+        // waiter at least all along (240 ms), each starting after 4 ms.
+        advance(Duration::from_millis(4)).await;
+        assert_ready_ok!(svc.poll_ready());
+        let mut arrived = task::spawn(svc.call(req(id)));
+        assert_pending!(arrived.poll());
+        send.send_response("ok");
+        assert_ready_ok!(current.poll());
+        assert_pending!(waiting.poll());
+        let (_, s) = next(&mut handle).await;
+        send = s;
+        current = waiting;
+        waiting = arrived;
+        assert!(h.snapshot().queued >= 1);
+    }
+    let s = h.snapshot();
+    assert!(!s.overloaded);
+    assert_eq!(s.rejected, Default::default());
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
