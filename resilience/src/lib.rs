@@ -88,8 +88,7 @@ pub mod server;
 
 pub use resilience_core::{
     Attempt, BoxError, Classified, Classify, ClassifyOutcome, ConfigError, Deadline, Elapsed,
-    ErrorClass, GrpcOutcome, HttpOutcome, Outcome, Priority, Rejected, RejectionKind,
-    TimeoutLayer,
+    ErrorClass, GrpcOutcome, HttpOutcome, Outcome, Priority, Rejected, RejectionKind, TimeoutLayer,
 };
 pub use resilience_core::{
     attempt, classify, config, deadline, error, http, names, priority, timeout,

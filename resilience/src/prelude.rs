@@ -5,21 +5,21 @@
 
 pub use resilience_core::{BoxError, ConfigError, Deadline, Priority, Rejected, TimeoutLayer};
 
+#[cfg(feature = "queue")]
+pub use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
 #[cfg(feature = "breaker")]
 pub use resilience_circuit_breaker::{
     CircuitBreakerConfig, CircuitBreakerLayer, EndpointBreakers, throttle::ThrottleConfig,
     throttle::ThrottleLayer,
 };
-#[cfg(feature = "queue")]
-pub use resilience_bounded_queue::{BoundedQueueConfig, BoundedQueueLayer};
-#[cfg(feature = "retry")]
-pub use resilience_retry::{RetryConfig, RetryLayer};
-#[cfg(feature = "discovery")]
-pub use resilience_discovery::{Endpoint, RoundRobinBuilder, RoundRobinConfig};
 #[cfg(feature = "correlation")]
 pub use resilience_correlation::{CorrelationLayer, PropagateContextLayer, RequestContext};
+#[cfg(feature = "discovery")]
+pub use resilience_discovery::{Endpoint, RoundRobinBuilder, RoundRobinConfig};
 #[cfg(feature = "flags")]
 pub use resilience_flags::{FlagSet, FlagStore, Flags, FlagsLayer};
+#[cfg(feature = "retry")]
+pub use resilience_retry::{RetryConfig, RetryLayer};
 
 #[cfg(feature = "client")]
 pub use crate::client::{ClientConfig, ClientStack};

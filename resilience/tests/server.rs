@@ -31,7 +31,8 @@ fn seen() -> String {
         "{} {:?} {}",
         ctx.correlation_id(),
         ctx.priority(),
-        ctx.deadline().map_or(-1, |d| d.remaining().as_millis() as i64)
+        ctx.deadline()
+            .map_or(-1, |d| d.remaining().as_millis() as i64)
     )
 }
 
@@ -63,7 +64,10 @@ async fn text(rsp: http::Response<Body>) -> String {
 
 #[tokio::test]
 async fn the_context_comes_in_and_the_id_goes_back() {
-    let app = app(ServerStackLayer::http_default(), Arc::new(Semaphore::new(0)));
+    let app = app(
+        ServerStackLayer::http_default(),
+        Arc::new(Semaphore::new(0)),
+    );
     let req = Request::get("/")
         .header("x-correlation-id", "order-17")
         .header("x-priority", "sheddable")
@@ -76,9 +80,15 @@ async fn the_context_comes_in_and_the_id_goes_back() {
     let body = text(rsp).await;
     let mut words = body.split(' ');
     assert_eq!(words.next(), Some("order-17"));
-    assert_eq!(words.next(), Some(format!("{:?}", Priority::Sheddable).as_str()));
+    assert_eq!(
+        words.next(),
+        Some(format!("{:?}", Priority::Sheddable).as_str())
+    );
     let left: i64 = words.next().unwrap().parse().unwrap();
-    assert!((1..=800).contains(&left), "deadline carried: {left} ms left");
+    assert!(
+        (1..=800).contains(&left),
+        "deadline carried: {left} ms left"
+    );
 }
 
 #[tokio::test]
@@ -87,7 +97,10 @@ async fn a_full_queue_answers_503_with_retry_after_and_the_id() {
     let stack = ServerStackLayer::http(one_at_a_time());
     let queue = stack.queue_handle().unwrap();
     let app = app(stack, gate.clone());
-    let first = tokio::spawn(app.clone().oneshot(Request::get("/held").body(Body::empty()).unwrap()));
+    let first = tokio::spawn(
+        app.clone()
+            .oneshot(Request::get("/held").body(Body::empty()).unwrap()),
+    );
     while queue.snapshot().in_service == 0 {
         tokio::task::yield_now().await;
     }
@@ -103,7 +116,10 @@ async fn a_full_queue_answers_503_with_retry_after_and_the_id() {
     assert_eq!(first.await.unwrap().unwrap().status(), 200);
     // the slot was given back: the next request is served
     gate.add_permits(1);
-    let rsp = app.oneshot(Request::get("/held").body(Body::empty()).unwrap()).await.unwrap();
+    let rsp = app
+        .oneshot(Request::get("/held").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), 200);
 }
 
@@ -111,18 +127,30 @@ async fn a_full_queue_answers_503_with_retry_after_and_the_id() {
 async fn overload_can_answer_429() {
     let gate = Arc::new(Semaphore::new(0));
     let config = ServerConfig::builder()
-        .queue(BoundedQueueConfig::builder().concurrency(1).capacity(0).build().unwrap())
+        .queue(
+            BoundedQueueConfig::builder()
+                .concurrency(1)
+                .capacity(0)
+                .build()
+                .unwrap(),
+        )
         .overloaded_status(429)
         .build()
         .unwrap();
     let stack = ServerStackLayer::http(config);
     let queue = stack.queue_handle().unwrap();
     let app = app(stack, gate.clone());
-    let first = tokio::spawn(app.clone().oneshot(Request::get("/held").body(Body::empty()).unwrap()));
+    let first = tokio::spawn(
+        app.clone()
+            .oneshot(Request::get("/held").body(Body::empty()).unwrap()),
+    );
     while queue.snapshot().in_service == 0 {
         tokio::task::yield_now().await;
     }
-    let rsp = app.oneshot(Request::get("/held").body(Body::empty()).unwrap()).await.unwrap();
+    let rsp = app
+        .oneshot(Request::get("/held").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(rsp.headers().contains_key("retry-after"));
     gate.add_permits(1);
@@ -133,14 +161,29 @@ async fn overload_can_answer_429() {
 async fn a_slow_handler_times_out_with_504_and_frees_its_slot() {
     let gate = Arc::new(Semaphore::new(0));
     let config = ServerConfig::builder()
-        .timeout(TimeoutConfig::builder().timeout(Duration::from_secs(2)).build().unwrap())
-        .queue(BoundedQueueConfig::builder().concurrency(1).capacity(0).build().unwrap())
+        .timeout(
+            TimeoutConfig::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap(),
+        )
+        .queue(
+            BoundedQueueConfig::builder()
+                .concurrency(1)
+                .capacity(0)
+                .build()
+                .unwrap(),
+        )
         .build()
         .unwrap();
     let stack = ServerStackLayer::http(config);
     let queue = stack.queue_handle().unwrap();
     let app = app(stack, gate);
-    let rsp = app.clone().oneshot(Request::get("/held").body(Body::empty()).unwrap()).await.unwrap();
+    let rsp = app
+        .clone()
+        .oneshot(Request::get("/held").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(queue.snapshot().in_service, 0);
     // the request's own deadline, shorter, decides
@@ -165,16 +208,27 @@ async fn parts_can_be_removed() {
     let stack = ServerStackLayer::http(config);
     assert!(stack.queue_handle().is_none());
     let app = Router::new()
-        .route("/", get(|| async { RequestContext::current().is_none().to_string() }))
+        .route(
+            "/",
+            get(|| async { RequestContext::current().is_none().to_string() }),
+        )
         .layer(stack);
-    let rsp = app.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+    let rsp = app
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert!(!rsp.headers().contains_key("x-correlation-id"));
     assert_eq!(text(rsp).await, "true");
 }
 
 #[test]
 fn invalid_configurations_are_refused() {
-    assert!(ServerConfig::builder().overloaded_status(500).build().is_err());
+    assert!(
+        ServerConfig::builder()
+            .overloaded_status(500)
+            .build()
+            .is_err()
+    );
     let queue = BoundedQueueConfig::default();
     let err = ServerConfig::builder()
         .queue(queue)
@@ -261,12 +315,13 @@ mod grpc {
         let (_reporter, health) = tonic_health::server::health_reporter();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let layer = tower::ServiceBuilder::new()
-            .layer(stack.clone())
-            .layer(tower::layer::layer_fn(move |inner| Hold {
-                inner,
-                gate: gate.clone(),
-            }));
+        let layer =
+            tower::ServiceBuilder::new()
+                .layer(stack.clone())
+                .layer(tower::layer::layer_fn(move |inner| Hold {
+                    inner,
+                    gate: gate.clone(),
+                }));
         tokio::spawn(
             Server::builder()
                 .layer(layer)
@@ -303,11 +358,15 @@ mod grpc {
         }
         let mut second = client(addr).await;
         let mut req = check();
-        req.metadata_mut().insert("x-correlation-id", "order-19".parse().unwrap());
+        req.metadata_mut()
+            .insert("x-correlation-id", "order-19".parse().unwrap());
         let status = second.check(req).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(status.metadata().contains_key("grpc-retry-pushback-ms"));
-        assert_eq!(status.metadata().get("x-correlation-id").unwrap(), "order-19");
+        assert_eq!(
+            status.metadata().get("x-correlation-id").unwrap(),
+            "order-19"
+        );
         gate.add_permits(1);
         assert!(first.await.unwrap().is_ok());
     }
@@ -316,7 +375,12 @@ mod grpc {
     async fn a_call_past_its_deadline_is_deadline_exceeded() {
         let gate = Arc::new(Semaphore::new(0)); // never opens
         let config = ServerConfig::builder()
-            .timeout(TimeoutConfig::builder().timeout(Duration::from_millis(50)).build().unwrap())
+            .timeout(
+                TimeoutConfig::builder()
+                    .timeout(Duration::from_millis(50))
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap();
         let (addr, _stack) = serve(config, gate).await;

@@ -269,10 +269,18 @@ impl ClientConfigBuilder {
             }
         };
         both(ClientPart::Deadline, self.deadline.is_some(), "deadline")?;
-        both(ClientPart::AttemptTimeout, self.attempt_timeout.is_some(), "attempt_timeout")?;
+        both(
+            ClientPart::AttemptTimeout,
+            self.attempt_timeout.is_some(),
+            "attempt_timeout",
+        )?;
         both(ClientPart::Retry, self.retry.is_some(), "retry")?;
         both(ClientPart::Throttle, self.throttle.is_some(), "throttle")?;
-        both(ClientPart::HealthCheck, self.health_check.is_some(), "health_check")?;
+        both(
+            ClientPart::HealthCheck,
+            self.health_check.is_some(),
+            "health_check",
+        )?;
         both(ClientPart::Breaker, self.breaker.is_some(), "breaker")?;
         let deadline = if off(ClientPart::Deadline) {
             None

@@ -13,7 +13,9 @@
 //!                    │           failures in a row; a try avoids the endpoints already tried
 //!                    └ per endpoint:
 //!                       CircuitBreaker   one per endpoint (EndpointBreakers): a dead endpoint's
-//!                        │               circuit opens, the others' stay closed
+//!                        │               circuit opens, the others' stay closed; an endpoint
+//!                        │               whose circuit is open is not ready, so the balancer
+//!                        │               picks another (and counts it towards ejection)
 //!                        └ TimeoutLayer  the attempt timeout: a slow endpoint's failure
 //!                           └ transport  hyper-util client (URI rewritten to the endpoint),
 //!                                        or the endpoint's tonic Channel
@@ -116,12 +118,16 @@ use resilience_discovery::health::HttpHealthCheck;
 use resilience_discovery::source::SourceStream;
 use resilience_discovery::{Endpoint, RoundRobin, RoundRobinBuilder, RoundRobinHandle};
 use resilience_retry::{RetryBody, RetryHandle, RetryLayer};
-use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+use tower_layer::Layer;
 use tower_service::Service;
 
 mod config;
 mod deadline;
+mod skip;
+
+use self::skip::SkipOpen;
 
 pub use self::config::{ClientConfig, ClientConfigBuilder, ClientPart};
 pub use self::deadline::{CallDeadline, CallDeadlineLayer};
@@ -141,11 +147,8 @@ pub type HttpService<B> = BoxCloneSyncService<Request<B>, Response<Incoming>, Bo
 /// error as their source.
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
-pub type GrpcService = BoxCloneSyncService<
-    Request<tonic::body::Body>,
-    Response<tonic::body::Body>,
-    tonic::Status,
->;
+pub type GrpcService =
+    BoxCloneSyncService<Request<tonic::body::Body>, Response<tonic::body::Body>, tonic::Status>;
 
 /// The handles of a [`ClientStack`]'s layers: snapshots for dashboards and
 /// health, the balancer's endpoints.
@@ -368,12 +371,17 @@ impl ClientStackBuilder {
                 client: client.clone(),
                 authority: authority(ep),
             };
-            BoxCloneSyncService::new(
-                ServiceBuilder::new()
-                    .option_layer(breakers.as_ref().map(|b| b.layer_for(ep.addr().to_string())))
-                    .option_layer(attempt_timeout.clone())
-                    .service(forward),
-            )
+            let attempt = ServiceBuilder::new()
+                .option_layer(attempt_timeout.clone())
+                .service(forward);
+            match &breakers {
+                Some(breakers) => {
+                    let breaker = breakers.layer_for(ep.addr().to_string());
+                    let handle = breaker.handle();
+                    BoxCloneSyncService::new(SkipOpen::new(breaker.layer(attempt), handle))
+                }
+                None => BoxCloneSyncService::new(attempt),
+            }
         };
         let mut balancer = RoundRobinBuilder::new()
             .config(config.balancer.clone())
@@ -383,10 +391,8 @@ impl ClientStackBuilder {
             balancer = balancer.health_check(health.clone(), HttpHealthCheck::from_config(health));
         }
         let balancer = match self.endpoints {
-            Endpoints::Config => balancer.build_with_endpoints(
-                config.endpoints.iter().copied().map(Endpoint::new),
-                maker,
-            ),
+            Endpoints::Config => balancer
+                .build_with_endpoints(config.endpoints.iter().copied().map(Endpoint::new), maker),
             Endpoints::Static(endpoints) => balancer.build_with_endpoints(endpoints, maker),
             Endpoints::Source(source) => balancer.build_with_source(source, maker),
         };
@@ -456,28 +462,31 @@ impl ClientStackBuilder {
             )
             .connect_timeout(connect_timeout)
             .connect_lazy();
-            BoxCloneSyncService::new(
-                ServiceBuilder::new()
-                    .option_layer(breakers.as_ref().map(|b| b.layer_for(ep.addr().to_string())))
-                    .option_layer(attempt_timeout.clone())
-                    .map_err(BoxError::from)
-                    .service(channel),
-            )
+            let attempt = ServiceBuilder::new()
+                .option_layer(attempt_timeout.clone())
+                .map_err(BoxError::from)
+                .service(channel);
+            match &breakers {
+                Some(breakers) => {
+                    let breaker = breakers.layer_for(ep.addr().to_string());
+                    let handle = breaker.handle();
+                    BoxCloneSyncService::new(SkipOpen::new(breaker.layer(attempt), handle))
+                }
+                None => BoxCloneSyncService::new(attempt),
+            }
         };
         let mut balancer = RoundRobinBuilder::new()
             .config(config.balancer.clone())
             .classify(outcome)
             .avoid_tried(AttemptFromExtensions);
         if let Some(health) = &config.health_check {
-            let check = GrpcHealthCheck::new(self.grpc_health_service)
-                .connect_timeout(health.timeout())?;
+            let check =
+                GrpcHealthCheck::new(self.grpc_health_service).connect_timeout(health.timeout())?;
             balancer = balancer.health_check(health.clone(), check);
         }
         let balancer = match self.endpoints {
-            Endpoints::Config => balancer.build_with_endpoints(
-                config.endpoints.iter().copied().map(Endpoint::new),
-                maker,
-            ),
+            Endpoints::Config => balancer
+                .build_with_endpoints(config.endpoints.iter().copied().map(Endpoint::new), maker),
             Endpoints::Static(endpoints) => balancer.build_with_endpoints(endpoints, maker),
             Endpoints::Source(source) => balancer.build_with_source(source, maker),
         };
@@ -606,4 +615,3 @@ where
         })
     }
 }
-

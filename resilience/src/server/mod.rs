@@ -190,7 +190,10 @@ impl fmt::Debug for ServerStackLayer {
         f.debug_struct("ServerStackLayer")
             .field("correlation", &self.correlation.is_some())
             .field("timeout", &self.timeout.as_ref().map(TimeoutLayer::timeout))
-            .field("queue", &self.queue.as_ref().map(|q| q.handle().name().to_owned()))
+            .field(
+                "queue",
+                &self.queue.as_ref().map(|q| q.handle().name().to_owned()),
+            )
             .field("refusals", &self.refusals)
             .finish()
     }
@@ -251,8 +254,7 @@ where
 {
     type Response = Response<ResponseBody<ResB>>;
     type Error = Infallible;
-    type Future =
-        ResponseFuture<OuterFuture<CorrelatedFuture<S, ReqB>, MappedFuture<S, ReqB>>>;
+    type Future = ResponseFuture<OuterFuture<CorrelatedFuture<S, ReqB>, MappedFuture<S, ReqB>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         match &mut self.inner {
@@ -286,4 +288,3 @@ impl<F> fmt::Debug for ResponseFuture<F> {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
-

@@ -104,9 +104,8 @@ impl Refusals {
             }
             #[cfg(feature = "tonic")]
             Refusals::Grpc => {
-                let status = resilience_core::grpc::try_status(&**err).unwrap_or_else(|| {
-                    tonic::Status::new(tonic::Code::Unknown, "internal error")
-                });
+                let status = resilience_core::grpc::try_status(&**err)
+                    .unwrap_or_else(|| tonic::Status::new(tonic::Code::Unknown, "internal error"));
                 tracing::debug!(error = %err, code = ?status.code(), "request refused");
                 status.into_http()
             }
@@ -170,10 +169,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            MapFutureProj::Called { fut, refusals } => Poll::Ready(Ok(match ready!(fut.poll(cx)) {
-                Ok(rsp) => rsp.map(ResponseBody::inner),
-                Err(err) => refusals.respond(&err),
-            })),
+            MapFutureProj::Called { fut, refusals } => {
+                Poll::Ready(Ok(match ready!(fut.poll(cx)) {
+                    Ok(rsp) => rsp.map(ResponseBody::inner),
+                    Err(err) => refusals.respond(&err),
+                }))
+            }
             MapFutureProj::Refused { response, refusals } => {
                 let err = response
                     .take()
