@@ -447,7 +447,7 @@ impl ClientStackBuilder {
         let breakers = config
             .breaker
             .clone()
-            .map(|c| EndpointBreakers::new(c).with_classifier(outcome.clone()));
+            .map(|c| EndpointBreakers::new(c).with_classifier(outcome));
         let breakers_handle = breakers.as_ref().map(EndpointBreakers::handle);
         let connect_timeout = config
             .attempt_timeout
