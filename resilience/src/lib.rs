@@ -42,10 +42,11 @@
 //! # #[cfg(feature = "client")]
 //! # async fn run() -> Result<(), resilience::BoxError> {
 //! use resilience::client::{ClientConfig, ClientStack};
+//! use resilience::discovery::Endpoint;
 //! use tower::ServiceExt;
 //!
-//! let inventory = ClientStack::builder(ClientConfig::new("inventory"))
-//!     .endpoints(["127.0.0.1:3001".parse()?, "127.0.0.1:3002".parse()?])
+//! let inventory = ClientStack::builder(ClientConfig::builder("inventory").build()?)
+//!     .endpoints(["127.0.0.1:3001".parse()?, "127.0.0.1:3002".parse()?].map(Endpoint::new))
 //!     .build_http::<String>()?;
 //! let rsp = inventory.oneshot(http::Request::new(String::new())).await?;
 //! # Ok(()) }
