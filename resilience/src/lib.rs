@@ -52,6 +52,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Changing settings at run time
+//!
+//! Not yet: a stack's configuration is fixed when the stack is built.
+//! Building a new stack from a new configuration starts with new state
+//! (closed breakers, an empty retry budget, a new queue, endpoints pending
+//! their first health check). Reloading a configuration from a file or an
+//! etcd key while keeping that state is planned; the flags crate's sources
+//! (`resilience_flags::source`) are the ones it will follow.
+//!
 //! # Feature flags
 //!
 //! | feature | what it turns on |
