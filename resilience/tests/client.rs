@@ -311,6 +311,16 @@ fn the_configuration_reads_from_toml_with_the_same_rules() {
         Duration::from_millis(100)
     );
     assert_eq!(config.retry().name(), "inventory");
+    assert_eq!(ClientStack::named("").unwrap_err().field(), "name");
+    assert_eq!(
+        ClientConfig::builder("x")
+            .attempt_timeout(Duration::from_secs(1))
+            .without(ClientPart::AttemptTimeout)
+            .build()
+            .unwrap_err()
+            .field(),
+        "attempt_timeout"
+    );
     for bad in [
         "name = \"\"",
         "name = \"x\"\ndeadline = \"0s\"",
