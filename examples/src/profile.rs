@@ -66,6 +66,7 @@ use axum::routing::get;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use resilience::server::{ServerConfig, ServerStackLayer};
 use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
 use resilience_core::error::find_in_chain;
 use resilience_core::timeout::TimeoutConfig;
@@ -422,6 +423,13 @@ impl ProfileSettings {
     }
 }
 
+/// The profile page's server stack, from `examples/config/profile.toml`
+/// (context in, timeout, bounded queue, refusals answered).
+pub fn server_config() -> ServerConfig {
+    toml::from_str(include_str!("../config/profile.toml"))
+        .expect("examples/config/profile.toml is a valid server configuration")
+}
+
 // === impl Profile ===
 
 impl Profile {
@@ -515,8 +523,10 @@ impl Profile {
 
     /// The router: `GET /profile/{user}`.
     ///
-    /// Layer order, outermost first: [`CorrelationLayer`] (the id, on every
-    /// log line below and on every component call), then [`FlagsLayer`]
+    /// Layer order, outermost first: the standard server stack
+    /// ([`ServerStackLayer`] with [`server_config`]: the id on every log line
+    /// below and on every component call, a timeout, a bounded queue,
+    /// refusals answered), then [`FlagsLayer`]
     /// (this request's flags, with `x-flag-<name>` overrides).
     pub fn app(&self) -> Router {
         async fn page(
@@ -543,7 +553,7 @@ impl Profile {
                 self.inner.flags.clone(),
                 flags_config,
             ))
-            .layer(CorrelationLayer::new())
+            .layer(ServerStackLayer::http(server_config()))
     }
 
     async fn render(self, user: String, flags: Flags) -> Response {

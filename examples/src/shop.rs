@@ -128,6 +128,7 @@ use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use resilience::server::{ServerConfig, ServerStackLayer};
 use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleHandle, ThrottleLayer};
 use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
 use resilience_core::error::find_in_chain;
@@ -599,6 +600,13 @@ impl fmt::Debug for Switch {
     }
 }
 
+/// The shop's server stack, from `examples/config/shop.toml` (context in,
+/// timeout, bounded queue, refusals answered).
+pub fn server_config() -> ServerConfig {
+    toml::from_str(include_str!("../config/shop.toml"))
+        .expect("examples/config/shop.toml is a valid server configuration")
+}
+
 // === impl ShopSettings ===
 
 impl ShopSettings {
@@ -972,9 +980,10 @@ impl Shop {
         line
     }
 
-    /// The router: `POST /order/{item}?country=XX`, behind
-    /// [`CorrelationLayer`] (the id, on every log line and every inventory
-    /// call), and `GET /health`, which answers `200` as long as the shop
+    /// The router: `POST /order/{item}?country=XX`, behind the standard
+    /// server stack ([`ServerStackLayer`] with [`server_config`]: the
+    /// correlation id on every log line and every inventory call, a timeout,
+    /// a bounded queue, refusals answered), and `GET /health`, which answers `200` as long as the shop
     /// itself runs, whatever inventory does.
     pub fn app(&self) -> Router {
         async fn order(
@@ -989,7 +998,7 @@ impl Shop {
         }
         Router::new()
             .route("/order/{item}", post(order))
-            .layer(CorrelationLayer::new())
+            .layer(ServerStackLayer::http(server_config()))
             .route("/health", get(|| async { "ok\n" }))
             .with_state(self.clone())
     }

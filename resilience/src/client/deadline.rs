@@ -1,0 +1,96 @@
+//! [`CallDeadlineLayer`]: a call's overall deadline, set on the request.
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Request;
+use resilience_core::Deadline;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Applies [`CallDeadline`] to a client service.
+///
+/// Cloning the layer copies its duration.
+#[derive(Debug, Clone, Copy)]
+pub struct CallDeadlineLayer {
+    total: Option<Duration>,
+}
+
+/// Puts a call's overall deadline in the request's extensions: `total`
+/// from now, or the request's own [`Deadline`] if that is sooner (a
+/// deadline is only ever tightened). Layers below read it: the context
+/// propagation sends it, the retry starts no try it cannot cover, and a
+/// [`TimeoutLayer`](resilience_core::TimeoutLayer) enforces it.
+///
+/// With no duration the request is left as it is.
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience::Deadline;
+/// use resilience::client::CallDeadlineLayer;
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let svc = CallDeadlineLayer::new(Some(Duration::from_secs(1))).layer(service_fn(
+///     |req: http::Request<()>| async move {
+///         Ok::<_, std::convert::Infallible>(Deadline::from_extensions(req.extensions()))
+///     },
+/// ));
+/// let left = svc.oneshot(http::Request::new(())).await.unwrap().unwrap().remaining();
+/// assert_eq!(left, Duration::from_secs(1));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct CallDeadline<S> {
+    inner: S,
+    total: Option<Duration>,
+}
+
+// === impl CallDeadlineLayer ===
+
+impl CallDeadlineLayer {
+    /// A layer giving each call `total` at most (`None`: no deadline).
+    pub const fn new(total: Option<Duration>) -> Self {
+        Self { total }
+    }
+}
+
+impl<S> Layer<S> for CallDeadlineLayer {
+    type Service = CallDeadline<S>;
+
+    fn layer(&self, inner: S) -> CallDeadline<S> {
+        CallDeadline {
+            inner,
+            total: self.total,
+        }
+    }
+}
+
+// === impl CallDeadline ===
+
+impl<S, B> Service<Request<B>> for CallDeadline<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> S::Future {
+        if let Some(total) = self.total {
+            let own = Deadline::after(total);
+            let deadline = match Deadline::from_extensions(req.extensions()) {
+                Some(earlier) => earlier.min(own),
+                None => own,
+            };
+            req.extensions_mut().insert(deadline);
+        }
+        self.inner.call(req)
+    }
+}

@@ -1,0 +1,159 @@
+//! One dependency for the resilience layers, and the standard stacks.
+//!
+//! The member crates (`resilience-circuit-breaker`, `-bounded-queue`,
+//! `-retry`, `-discovery`, `-correlation`, `-flags`) stay usable on their
+//! own; this crate re-exports them by feature, under short module names,
+//! and puts the right composition of them in one layer per side:
+//!
+//! - [`server::ServerStackLayer`] (feature `server`, on with `axum` or
+//!   `tonic`): the request context in, the deadline-aware timeout, the
+//!   bounded priority queue, and every refusal mapped to its HTTP response
+//!   (`503`/`429` + `Retry-After`, `504`) or gRPC status. Its error is
+//!   [`Infallible`](std::convert::Infallible): it goes straight into axum's
+//!   `Router::layer` and a tonic `Server::layer`, no `HandleErrorLayer`.
+//! - [`client::ClientStack`] (feature `client`): a name, an endpoint source
+//!   and a transport give a cloneable `Service` with context propagation,
+//!   an overall deadline, retries with a budget, an adaptive throttle, a
+//!   health-checked round robin with passive ejection, a breaker per
+//!   endpoint and a per-attempt timeout, each request's URI rewritten to the
+//!   endpoint it goes to.
+//!
+//! Each stack takes one configuration ([`server::ServerConfig`],
+//! [`client::ClientConfig`]) made of the member crates' own configurations
+//! and validated by the same rules; with `serde` it is read from TOML, JSON
+//! or YAML.
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(feature = "axum")] {
+//! use axum::{Router, routing::get};
+//! use resilience::server::ServerStackLayer;
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(ServerStackLayer::http_default()); // context, timeout, queue, 503/429/504
+//! # }
+//! ```
+//!
+//! A client (feature `client`):
+//!
+//! ```no_run
+//! # #[cfg(feature = "client")]
+//! # async fn run() -> Result<(), resilience::BoxError> {
+//! use resilience::client::{ClientConfig, ClientStack};
+//! use resilience::discovery::Endpoint;
+//! use tower::ServiceExt;
+//!
+//! let inventory = ClientStack::builder(ClientConfig::builder("inventory").build()?)
+//!     .endpoints(["127.0.0.1:3001".parse()?, "127.0.0.1:3002".parse()?].map(Endpoint::new))
+//!     .build_http::<String>()?;
+//! let rsp = inventory.oneshot(http::Request::new(String::new())).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Changing settings at run time
+//!
+//! Not yet: a stack's configuration is fixed when the stack is built.
+//! Building a new stack from a new configuration starts with new state
+//! (closed breakers, an empty retry budget, a new queue, endpoints pending
+//! their first health check). Reloading a configuration from a file or an
+//! etcd key while keeping that state is planned; the flags crate's sources
+//! (`resilience_flags::source`) are the ones it will follow.
+//!
+//! # Feature flags
+//!
+//! | feature | what it turns on |
+//! |---|---|
+//! | `metrics` (default) | metrics in every member crate turned on |
+//! | `breaker` | [`breaker`]: circuit breakers, client-side throttles |
+//! | `queue` | [`queue`]: bounded priority queues, rate limits |
+//! | `retry` | [`retry`]: retries with a budget, hedging |
+//! | `discovery` | [`discovery`]: endpoint sources, health checks, round robin |
+//! | `correlation` | [`correlation`]: correlation id, trace context, request context |
+//! | `flags` | [`flags`]: per-request flags |
+//! | `server` | [`server`]: the standard server stack (`correlation`, `queue`) |
+//! | `client` | [`client`]: the standard client stack over hyper-util (`correlation`, `retry`, `breaker`, `discovery`) |
+//! | `axum` | `server`, the `/resilience` snapshot route, the flags extractor; axum 0.8 |
+//! | `tonic` | `server` with gRPC statuses, gRPC outcomes and health checks, and with `client` the gRPC client stack over tonic `Channel`s; tonic 0.14 |
+//! | `etcd` | etcd discovery and registration, flags from etcd |
+//! | `dns` | DNS A/AAAA/SRV discovery |
+//! | `redis` | the fleet-wide rate limit in Redis |
+//! | `serde` | every configuration deserializes, the stacks' included |
+//!
+//! The vocabulary every crate shares ([`BoxError`], [`Priority`],
+//! [`Deadline`], [`Rejected`], the [`http`] and [`grpc`](mod@grpc) error
+//! mappings, the [`TimeoutLayer`]) is always here, at the root.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod prelude;
+
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod client;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server;
+
+pub use resilience_core::{
+    Attempt, BoxError, Classified, Classify, ClassifyOutcome, ConfigError, Deadline, Elapsed,
+    ErrorClass, GrpcOutcome, HttpOutcome, Outcome, Priority, Rejected, RejectionKind, TimeoutLayer,
+};
+pub use resilience_core::{
+    attempt, classify, config, deadline, error, http, names, priority, timeout,
+};
+
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub use resilience_core::grpc;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use resilience_core::snapshot;
+
+/// Circuit breakers and client-side throttles: the
+/// [`resilience-circuit-breaker`](resilience_circuit_breaker) crate.
+#[cfg(feature = "breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
+pub mod breaker {
+    pub use resilience_circuit_breaker::*;
+}
+
+/// Server-side admission: the
+/// [`resilience-bounded-queue`](resilience_bounded_queue) crate.
+#[cfg(feature = "queue")]
+#[cfg_attr(docsrs, doc(cfg(feature = "queue")))]
+pub mod queue {
+    pub use resilience_bounded_queue::*;
+}
+
+/// Retries with a budget and hedging: the
+/// [`resilience-retry`](resilience_retry) crate.
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+pub mod retry {
+    pub use resilience_retry::*;
+}
+
+/// Endpoint sources, health checks and the round robin: the
+/// [`resilience-discovery`](resilience_discovery) crate.
+#[cfg(feature = "discovery")]
+#[cfg_attr(docsrs, doc(cfg(feature = "discovery")))]
+pub mod discovery {
+    pub use resilience_discovery::*;
+}
+
+/// What travels with a request: the
+/// [`resilience-correlation`](resilience_correlation) crate.
+#[cfg(feature = "correlation")]
+#[cfg_attr(docsrs, doc(cfg(feature = "correlation")))]
+pub mod correlation {
+    pub use resilience_correlation::*;
+}
+
+/// Per-request flags: the [`resilience-flags`](resilience_flags) crate.
+#[cfg(feature = "flags")]
+#[cfg_attr(docsrs, doc(cfg(feature = "flags")))]
+pub mod flags {
+    pub use resilience_flags::*;
+}
