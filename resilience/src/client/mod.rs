@@ -385,7 +385,7 @@ impl ClientStackBuilder {
         };
         let mut balancer = RoundRobinBuilder::new()
             .config(config.balancer.clone())
-            .classify(HttpOutcome::new())
+            .with_classifier(HttpOutcome::new())
             .avoid_tried(AttemptFromExtensions);
         if let Some(health) = &config.health_check {
             balancer = balancer.health_check(health.clone(), HttpHealthCheck::from_config(health));
@@ -477,7 +477,7 @@ impl ClientStackBuilder {
         };
         let mut balancer = RoundRobinBuilder::new()
             .config(config.balancer.clone())
-            .classify(outcome)
+            .with_classifier(outcome)
             .avoid_tried(AttemptFromExtensions);
         if let Some(health) = &config.health_check {
             let check =
@@ -539,7 +539,7 @@ fn attempt_timeout(config: &ClientConfig) -> Result<Option<TimeoutLayer>, Config
     config
         .attempt_timeout
         .map(|d| {
-            Ok(TimeoutLayer::from_config(
+            Ok(TimeoutLayer::new(
                 TimeoutConfig::builder()
                     .name(config.name.clone())
                     .timeout(d)

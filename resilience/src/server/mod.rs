@@ -163,7 +163,7 @@ impl ServerStackLayer {
     fn with_refusals(config: ServerConfig, refusals: Refusals) -> Self {
         Self {
             correlation: config.correlation.map(CorrelationLayer::with_config),
-            timeout: config.timeout.map(TimeoutLayer::from_config),
+            timeout: config.timeout.map(TimeoutLayer::new),
             queue: config.queue.map(BoundedQueueLayer::new),
             refusals,
         }
