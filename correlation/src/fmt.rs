@@ -20,7 +20,10 @@
 //! [`PropagateContextLayer`](crate::PropagateContextLayer) below a retry
 //! layer, the line also shows the attempt number, from the `attempt` span
 //! that layer opens around each attempt
-//! ([Attempts](crate::PropagateContext#attempts)):
+//! ([Attempts](crate::PropagateContext#attempts)). With the propagation
+//! above the retry layer (the standard client stack's order), a retry's
+//! lines show it too, from the `attempt` span `resilience-retry` opens
+//! around each retry (the first try's lines have no number):
 //!
 //! ```text
 //! 12:00:02 [shop] WARN [123-gda attempt=2] inventory answered 503
@@ -106,7 +109,7 @@ where
                 let callsite = Some(span.metadata().callsite());
                 if callsite == ours {
                     request.get_or_insert(span);
-                } else if callsite == attempts {
+                } else if callsite == attempts || is_retry_attempt(span.metadata()) {
                     if request.is_none() && attempt.is_none() {
                         attempt = Some(span);
                     }
@@ -192,6 +195,12 @@ fn skip_ansi(mut s: &str) -> &str {
         }
     }
     s
+}
+
+/// The `attempt` span the retry layer (`resilience-retry`) opens around a
+/// retry: known by its target and name, as that crate is not a dependency.
+fn is_retry_attempt(meta: &tracing::Metadata<'_>) -> bool {
+    meta.name() == "attempt" && meta.target() == "resilience_retry"
 }
 
 #[cfg(test)]

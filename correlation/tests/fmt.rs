@@ -329,3 +329,67 @@ async fn lines_of_an_outgoing_attempt_show_its_number() {
         "{lines:#?}"
     );
 }
+
+/// The standard client order: the context propagated above the retry
+/// layer. The first try's lines have no number; a retry's lines show the
+/// number from the span the retry layer opens around it.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn lines_of_a_retry_below_the_propagation_show_its_number() {
+    use resilience_correlation::PropagateContextLayer;
+    use resilience_retry::{RetryBody, RetryConfig, RetryLayer};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let dependency = {
+        let calls = calls.clone();
+        service_fn(move |_: Request<RetryBody<String>>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let status = if n == 0 { 503 } else { 200 };
+                tracing::warn!(status, "dependency answered");
+                let mut rsp = Response::new(());
+                *rsp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                Ok::<_, Infallible>(rsp)
+            }
+        })
+    };
+    let retry = RetryLayer::new(
+        RetryConfig::builder()
+            .name("fmt")
+            .max_attempts(2)
+            .build()
+            .unwrap(),
+    );
+    let client = ServiceBuilder::new()
+        .layer(PropagateContextLayer::new())
+        .layer(retry)
+        .service(dependency);
+    let svc = CorrelationLayer::new().layer(service_fn(move |_: Request<String>| {
+        let client = client.clone();
+        async move {
+            let rsp = client.oneshot(Request::new(String::new())).await.unwrap();
+            assert_eq!(rsp.status(), 200, "the retry succeeded");
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }
+    }));
+
+    let out = Captured::default();
+    let guard = tracing::subscriber::set_default(subscriber(
+        &out,
+        tracing::Level::INFO,
+        false,
+        CorrelationFormat::new("svc").with_time(false),
+    ));
+    svc.oneshot(request()).await.unwrap();
+    drop(guard);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let lines = out.lines();
+    assert_eq!(
+        lines,
+        [
+            format!("[svc] WARN [{ID}] dependency answered status=503"),
+            format!("[svc] WARN [{ID} attempt=2] dependency answered status=200"),
+        ],
+        "{lines:#?}"
+    );
+}

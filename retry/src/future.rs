@@ -51,6 +51,10 @@ pin_project! {
         // The last attempt's outcome, kept while waiting to retry: returned
         // if the retry cannot start after all.
         last: Option<Result<S::Response, BoxError>>,
+        // The `attempt` span of a retry (none for the first try, which
+        // costs nothing): entered while the retry is called and polled, so
+        // its log lines say which attempt they are about.
+        span: tracing::Span,
     }
 }
 
@@ -134,6 +138,7 @@ where
             timer: Timer::new(timeout, deadline),
             retry: None,
             last: None,
+            span: tracing::Span::none(),
         }
     }
 
@@ -146,6 +151,7 @@ where
             timer: Timer::new(retry.policy.attempt_timeout, retry.head.deadline),
             retry: Some(retry),
             last: None,
+            span: tracing::Span::none(),
         }
     }
 }
@@ -162,7 +168,8 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Attempt { fut } => {
-                    let result = match fut.poll(cx) {
+                    let polled = this.span.in_scope(|| fut.poll(cx));
+                    let result = match polled {
                         Poll::Ready(result) => result.map_err(Into::into),
                         Poll::Pending => {
                             // The timer starts at the attempt's first
@@ -233,7 +240,13 @@ where
                         return Poll::Ready(this.last.take().expect("kept while waiting"));
                     }
                     let req = retry.next_request();
-                    let fut = retry.svc.call(req);
+                    let span = tracing::info_span!(
+                        target: "resilience_retry",
+                        "attempt",
+                        attempt = retry.attempt.number()
+                    );
+                    let fut = span.in_scope(|| retry.svc.call(req));
+                    *this.span = span;
                     *this.last = None;
                     this.state.set(State::Attempt { fut });
                 }

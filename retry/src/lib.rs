@@ -159,7 +159,11 @@
 //! left. Each retry is logged with `debug!` ("retrying request", with
 //! `name`, `attempt`, `reason` and `delay_ms`), each retryable failure
 //! returned without a retry too ("not retrying request", with `declined`
-//! and `priority`).
+//! and `priority`). A retry is called and polled inside an `info`-level
+//! span named `attempt` (target `resilience_retry`, field `attempt`), so
+//! whatever the layers below log about it says which attempt it is
+//! (`resilience-correlation`'s log format prints `[id attempt=2]`); the
+//! first try opens no span and costs nothing.
 //!
 //! # Another instance
 //!
