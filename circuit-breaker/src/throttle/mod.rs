@@ -134,7 +134,7 @@
 //!             .with_classifier(GrpcOutcome::new())
 //!             // every call of this client is sheddable; or per request:
 //!             // .with_priority(|req: &http::Request<tonic::body::Body>| {
-//!             //     req.extensions().get::<Priority>().copied().unwrap_or(Priority::Sheddable)
+//!             //     Priority::from_extensions(req.extensions()).unwrap_or(Priority::Sheddable)
 //!             // })
 //!             .with_priority(FixedPriority(Priority::Sheddable)),
 //!     )
