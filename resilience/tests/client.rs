@@ -148,6 +148,11 @@ async fn a_dead_instance_is_ejected_its_breaker_opens_alone_and_retries_go_elsew
                 .build()
                 .unwrap(),
         )
+        // The adaptive throttle is left out: with a handful of calls its
+        // refusal chance after the first failures is random, and a local
+        // refusal is never retried; this test is about ejection, breakers
+        // and retries.
+        .without(ClientPart::Throttle)
         .without(ClientPart::HealthCheck)
         .build()
         .unwrap();
@@ -386,6 +391,8 @@ mod grpc {
                     .build()
                     .unwrap(),
             )
+            // No adaptive throttle: see the HTTP test of a dead instance.
+            .without(ClientPart::Throttle)
             .without(ClientPart::HealthCheck)
             .build()
             .unwrap();
