@@ -148,7 +148,7 @@ where
         Self {
             state: State::Attempt { fut },
             sleep: None,
-            timer: Timer::new(retry.policy.attempt_timeout, retry.head.deadline),
+            timer: Timer::new(retry.policy.attempt_timeout(), retry.head.deadline),
             retry: Some(retry),
             last: None,
             span: tracing::Span::none(),
@@ -500,7 +500,7 @@ impl<S, B> Retrying<S, B> {
             return None;
         };
         let policy = self.policy.clone();
-        if self.attempt.number() >= policy.max_attempts {
+        if self.attempt.number() >= policy.max_attempts() {
             self.decline(Decline::MaxAttempts);
             return None;
         }
@@ -509,12 +509,14 @@ impl<S, B> Retrying<S, B> {
                 self.decline(Decline::Pushback);
                 return None;
             }
-            Pushback::Delay(d) if d > policy.max_pushback => {
+            Pushback::Delay(d) if d > policy.max_pushback() => {
                 self.decline(Decline::Pushback);
                 return None;
             }
             Pushback::Delay(d) => d,
-            Pushback::None => policy.backoff.delay(self.attempt.number(), &policy.random),
+            Pushback::None => policy
+                .backoff()
+                .delay(self.attempt.number(), &policy.random),
         };
         if !self.template.can_send_again() {
             self.decline(Decline::Body);
