@@ -54,6 +54,13 @@ impl BoundedQueueHandle {
         self.shared.reconfigure(config)
     }
 
+    /// The configuration in force: the one the queue was built with, or
+    /// the last given to [`reconfigure`](Self::reconfigure) with its
+    /// restart-only settings at their old values.
+    pub fn config(&self) -> BoundedQueueConfig {
+        self.shared.config()
+    }
+
     /// The state now: slots taken, waiters, limit, overload, rejections.
     ///
     /// Reads atomics, and holds the queue's lock for a few reads of its

@@ -364,6 +364,14 @@ impl Shared {
         restart_only
     }
 
+    /// The configuration in force.
+    pub(crate) fn config(&self) -> BoundedQueueConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     #[inline]
     fn capacity(&self) -> usize {
         self.capacity.load(Ordering::Relaxed)

@@ -219,6 +219,17 @@ impl EndpointBreakersHandle {
         self.registry.reconfigure(config)
     }
 
+    /// The configuration of the breakers: the one they were made with, or
+    /// the last given to [`reconfigure`](Self::reconfigure) with its
+    /// restart-only settings at their old values.
+    pub fn config(&self) -> CircuitBreakerConfig {
+        self.registry
+            .config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// A handle on `key`'s breaker, if it is alive. Holding it keeps the
     /// state alive.
     pub fn get(&self, key: &str) -> Option<CircuitBreakerHandle> {

@@ -64,6 +64,13 @@ impl RetryHandle {
         self.tunables.reconfigure(config, &self.budget)
     }
 
+    /// The configuration in force: the one the layer was built with, or
+    /// the last given to [`reconfigure`](Self::reconfigure) with its
+    /// restart-only settings at their old values.
+    pub fn config(&self) -> RetryConfig {
+        self.tunables.config()
+    }
+
     /// The budget the layer draws retries from.
     pub fn budget(&self) -> &RetryBudget {
         &self.budget

@@ -135,7 +135,18 @@ impl Tunables {
         current.backoff_max = config.backoff_max;
         current.backoff_multiplier = config.backoff_multiplier;
         current.jitter = config.jitter;
+        current.budget.ratio = config.budget.ratio;
+        current.budget.min_per_second = config.budget.min_per_second;
+        current.budget.reserve = config.budget.reserve;
         restart_only
+    }
+
+    /// The configuration in force.
+    pub(crate) fn config(&self) -> RetryConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 

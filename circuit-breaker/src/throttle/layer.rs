@@ -349,6 +349,17 @@ impl ThrottleHandle {
         restart_only
     }
 
+    /// The configuration in force: the one the throttle was built with,
+    /// or the last given to [`reconfigure`](Self::reconfigure) with its
+    /// restart-only settings at their old values.
+    pub fn config(&self) -> ThrottleConfig {
+        self.shared
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// The share allowed in fixed mode, in percent.
     pub fn allow_percent(&self) -> f64 {
         self.shared.state.allow_percent()
