@@ -73,7 +73,9 @@ use resilience_core::ConfigError;
 pub use resilience_flags::source::EtcdSource;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
-pub use resilience_flags::source::{FileSource, FlagSourceSnapshot as SourceSnapshot, SourceHandle};
+pub use resilience_flags::source::{
+    FileSource, FlagSourceSnapshot as SourceSnapshot, SourceHandle,
+};
 
 /// Configurations offered to a stack, by result: `applied` or `refused`
 /// (did not parse or failed validation).
