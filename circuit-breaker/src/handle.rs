@@ -281,8 +281,10 @@ impl CircuitBreakerHandle {
     ///
     /// Nothing else is touched: the window keeps its counts, the state stays
     /// (an open period already running ends when it was due to; the next
-    /// one uses the new duration), the switches and the events stay. A call
-    /// deciding while the change lands may see some old and some new values.
+    /// one uses the new duration), the switches and the events stay. The
+    /// window is judged by the new thresholds at the next recorded failure
+    /// (a success never opens a circuit). A call deciding while the change
+    /// lands may see some old and some new values.
     ///
     /// Returns the settings that differ but cannot change at run time: the
     /// `name` (its metric labels) and the `window`'s kind and size (its
