@@ -45,26 +45,26 @@ pub(crate) struct Shared {
     rejected: [AtomicU64; Reason::COUNT],
     // The settings below are atomics so that `Shared::reconfigure` changes
     // them in place; each is read with a relaxed load on the slow path.
-    capacity: AtomicUsize,
+    capacity: std::sync::atomic::AtomicUsize,
     /// Nanoseconds.
-    max_wait: AtomicU64,
+    max_wait: std::sync::atomic::AtomicU64,
     /// Whether CoDel is on.
-    codel: AtomicBool,
+    codel: std::sync::atomic::AtomicBool,
     /// The configured CoDel target in nanoseconds (also when CoDel is off:
     /// it still tells a standing queue, for LIFO).
-    target: AtomicU64,
+    target: std::sync::atomic::AtomicU64,
     /// Nanoseconds.
-    interval: AtomicU64,
-    lifo: AtomicBool,
+    interval: std::sync::atomic::AtomicU64,
+    lifo: std::sync::atomic::AtomicBool,
     /// [`BoundedQueueConfig::yield_margin`] as `f64` bits; `0.0` when off.
-    yield_margin: AtomicU64,
+    yield_margin: std::sync::atomic::AtomicU64,
     /// [`BoundedQueueConfig::target_service_times`] as `f64` bits; `0.0`
     /// when off.
-    target_service_times: AtomicU64,
+    target_service_times: std::sync::atomic::AtomicU64,
     /// Hand-offs that went to an older waiter ahead of a higher priority.
     yielded: AtomicU64,
     /// Nanoseconds.
-    retry_after: AtomicU64,
+    retry_after: std::sync::atomic::AtomicU64,
     /// The configuration in force (read when it changes, never per request).
     config: std::sync::Mutex<BoundedQueueConfig>,
     adaptive: Option<Mutex<LimitState>>,
@@ -278,16 +278,18 @@ impl Shared {
             shares: config.reserved.as_array(),
             ewma_nanos: AtomicU64::new(0),
             rejected: std::array::from_fn(|_| AtomicU64::new(0)),
-            capacity: AtomicUsize::new(config.capacity),
-            max_wait: AtomicU64::new(nanos(config.max_wait)),
-            codel: AtomicBool::new(config.codel),
-            target: AtomicU64::new(nanos(config.codel_target)),
-            interval: AtomicU64::new(nanos(config.codel_interval)),
-            lifo: AtomicBool::new(config.lifo),
-            yield_margin: AtomicU64::new(config.yield_margin.to_bits()),
-            target_service_times: AtomicU64::new(config.target_service_times.to_bits()),
+            capacity: std::sync::atomic::AtomicUsize::new(config.capacity),
+            max_wait: std::sync::atomic::AtomicU64::new(nanos(config.max_wait)),
+            codel: std::sync::atomic::AtomicBool::new(config.codel),
+            target: std::sync::atomic::AtomicU64::new(nanos(config.codel_target)),
+            interval: std::sync::atomic::AtomicU64::new(nanos(config.codel_interval)),
+            lifo: std::sync::atomic::AtomicBool::new(config.lifo),
+            yield_margin: std::sync::atomic::AtomicU64::new(config.yield_margin.to_bits()),
+            target_service_times: std::sync::atomic::AtomicU64::new(
+                config.target_service_times.to_bits(),
+            ),
             yielded: AtomicU64::new(0),
-            retry_after: AtomicU64::new(nanos(config.retry_after)),
+            retry_after: std::sync::atomic::AtomicU64::new(nanos(config.retry_after)),
             config: std::sync::Mutex::new(config.clone()),
             adaptive,
             queue: Mutex::new(Queue {
@@ -346,7 +348,7 @@ impl Shared {
         self.retry_after
             .store(nanos(config.retry_after), Ordering::Relaxed);
         let name = std::mem::take(&mut current.name);
-        let reserved = current.reserved.clone();
+        let reserved = current.reserved;
         let adaptive_config = current.adaptive.take();
         *current = config.clone();
         current.name = name;

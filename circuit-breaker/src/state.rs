@@ -534,20 +534,20 @@ struct ParamValues {
 /// once, with a relaxed load (a plain load on x86 and ARM), and never a
 /// lock. A decision racing a change may see some old and some new values.
 struct Params {
-    failure_rate: AtomicU64,
-    slow_rate: AtomicU64,
-    minimum_calls: AtomicU64,
-    open_for: AtomicU64,
-    max_open_for: AtomicU64,
-    multiplier: AtomicU64,
-    jitter: AtomicU64,
-    probes: AtomicU32,
-    half_open_max: AtomicU64,
+    failure_rate: std::sync::atomic::AtomicU64,
+    slow_rate: std::sync::atomic::AtomicU64,
+    minimum_calls: std::sync::atomic::AtomicU64,
+    open_for: std::sync::atomic::AtomicU64,
+    max_open_for: std::sync::atomic::AtomicU64,
+    multiplier: std::sync::atomic::AtomicU64,
+    jitter: std::sync::atomic::AtomicU64,
+    probes: std::sync::atomic::AtomicU32,
+    half_open_max: std::sync::atomic::AtomicU64,
     /// Nanoseconds; `u64::MAX`: off.
-    slow_call: AtomicU64,
+    slow_call: std::sync::atomic::AtomicU64,
     /// Nanoseconds; `u64::MAX`: off.
-    ramp: AtomicU64,
-    ramp_start: AtomicU64,
+    ramp: std::sync::atomic::AtomicU64,
+    ramp_start: std::sync::atomic::AtomicU64,
 }
 
 /// Data guarded by the transition lock.
@@ -584,18 +584,18 @@ fn nanos_of(d: Duration) -> u64 {
 impl Params {
     fn new(config: &CircuitBreakerConfig) -> Self {
         let params = Self {
-            failure_rate: AtomicU64::new(0),
-            slow_rate: AtomicU64::new(0),
-            minimum_calls: AtomicU64::new(0),
-            open_for: AtomicU64::new(0),
-            max_open_for: AtomicU64::new(0),
-            multiplier: AtomicU64::new(0),
-            jitter: AtomicU64::new(0),
-            probes: AtomicU32::new(0),
-            half_open_max: AtomicU64::new(0),
-            slow_call: AtomicU64::new(u64::MAX),
-            ramp: AtomicU64::new(u64::MAX),
-            ramp_start: AtomicU64::new(0),
+            failure_rate: std::sync::atomic::AtomicU64::new(0),
+            slow_rate: std::sync::atomic::AtomicU64::new(0),
+            minimum_calls: std::sync::atomic::AtomicU64::new(0),
+            open_for: std::sync::atomic::AtomicU64::new(0),
+            max_open_for: std::sync::atomic::AtomicU64::new(0),
+            multiplier: std::sync::atomic::AtomicU64::new(0),
+            jitter: std::sync::atomic::AtomicU64::new(0),
+            probes: std::sync::atomic::AtomicU32::new(0),
+            half_open_max: std::sync::atomic::AtomicU64::new(0),
+            slow_call: std::sync::atomic::AtomicU64::new(u64::MAX),
+            ramp: std::sync::atomic::AtomicU64::new(u64::MAX),
+            ramp_start: std::sync::atomic::AtomicU64::new(0),
         };
         params.store(config);
         params
@@ -603,21 +603,32 @@ impl Params {
 
     /// Stores every parameter of `config`.
     fn store(&self, config: &CircuitBreakerConfig) {
-        let f = |a: &AtomicU64, v: f64| a.store(v.to_bits(), Ordering::Relaxed);
-        let d = |a: &AtomicU64, v: Duration| a.store(nanos_of(v), Ordering::Relaxed);
-        let o = |a: &AtomicU64, v: Option<Duration>| {
-            a.store(v.map_or(u64::MAX, nanos_of), Ordering::Relaxed);
+        let f = |a: &std::sync::atomic::AtomicU64, v: f64| {
+            a.store(v.to_bits(), std::sync::atomic::Ordering::Relaxed)
+        };
+        let d = |a: &std::sync::atomic::AtomicU64, v: Duration| {
+            a.store(nanos_of(v), std::sync::atomic::Ordering::Relaxed)
+        };
+        let o = |a: &std::sync::atomic::AtomicU64, v: Option<Duration>| {
+            a.store(
+                v.map_or(u64::MAX, nanos_of),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         };
         f(&self.failure_rate, config.failure_rate_threshold);
         f(&self.slow_rate, config.slow_call_rate_threshold);
-        self.minimum_calls
-            .store(u64::from(config.minimum_calls), Ordering::Relaxed);
+        self.minimum_calls.store(
+            u64::from(config.minimum_calls),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         d(&self.open_for, config.open_for);
         d(&self.max_open_for, config.max_open_for);
         f(&self.multiplier, config.backoff_multiplier);
         f(&self.jitter, config.jitter);
-        self.probes
-            .store(config.half_open_probes, Ordering::Relaxed);
+        self.probes.store(
+            config.half_open_probes,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         d(&self.half_open_max, config.half_open_max_duration);
         o(&self.slow_call, config.slow_call_duration);
         o(&self.ramp, config.recovery_ramp);
@@ -634,18 +645,18 @@ impl Params {
     }
 
     #[inline(always)]
-    fn f64(a: &AtomicU64) -> f64 {
-        f64::from_bits(a.load(Ordering::Relaxed))
+    fn f64(a: &std::sync::atomic::AtomicU64) -> f64 {
+        f64::from_bits(a.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     #[inline(always)]
-    fn duration(a: &AtomicU64) -> Duration {
-        Duration::from_nanos(a.load(Ordering::Relaxed))
+    fn duration(a: &std::sync::atomic::AtomicU64) -> Duration {
+        Duration::from_nanos(a.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     #[inline(always)]
-    fn option(a: &AtomicU64) -> Option<Duration> {
-        match a.load(Ordering::Relaxed) {
+    fn option(a: &std::sync::atomic::AtomicU64) -> Option<Duration> {
+        match a.load(std::sync::atomic::Ordering::Relaxed) {
             u64::MAX => None,
             n => Some(Duration::from_nanos(n)),
         }
@@ -663,7 +674,8 @@ impl Params {
 
     #[inline(always)]
     fn minimum_calls(&self) -> u64 {
-        self.minimum_calls.load(Ordering::Relaxed)
+        self.minimum_calls
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn open_for(&self) -> Duration {
@@ -684,7 +696,7 @@ impl Params {
 
     #[inline(always)]
     fn probes(&self) -> u32 {
-        self.probes.load(Ordering::Relaxed)
+        self.probes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn half_open_max(&self) -> Duration {
