@@ -226,6 +226,7 @@ impl<C: Clone + Send + 'static> ReloadHandle<C> {
     }
 
     /// Counts, logs and returns a refusal.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
     fn refuse(&self, error: ConfigError) -> ConfigError {
         tracing::warn!(
             name = %self.inner.name,
@@ -249,6 +250,7 @@ impl<C: Clone + Send + 'static> ReloadHandle<C> {
     }
 
     /// Applies the result of `parse`, or counts and logs its error.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
     fn apply_parsed(&self, parse: Result<C, ConfigError>) -> Result<Applied, ConfigError> {
         match parse {
             Ok(config) => self.apply(config),

@@ -79,6 +79,7 @@ impl RetimeLayer {
     }
 
     /// The configured timeout now.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn timeout(&self) -> std::time::Duration {
         self.tuning.layer().timeout()
     }
