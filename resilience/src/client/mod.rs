@@ -303,7 +303,8 @@ impl ClientHandles {
     /// The handle that changes this stack's settings at run time, without
     /// losing its state (breaker windows, the retry budget, the throttle's
     /// window, endpoint health): see [`crate::reload`] and the table on
-    /// [`ClientConfig`].
+    /// [`ClientConfig`]. Its name (the `name` label of its metrics) is the
+    /// client's.
     pub fn reload(&self) -> &ReloadHandle<ClientConfig> {
         &self.reload
     }

@@ -191,7 +191,9 @@ impl ServerStackLayer {
 
     /// The handle that changes this stack's settings at run time, without
     /// losing its state (the queue's waiters and counts): see
-    /// [`crate::reload`] and the table on [`ServerConfig`].
+    /// [`crate::reload`] and the table on [`ServerConfig`]. Its name (the
+    /// `name` label of its metrics) is the queue's, or `server` without a
+    /// queue.
     pub fn reload_handle(&self) -> ReloadHandle<ServerConfig> {
         self.reload.clone()
     }
