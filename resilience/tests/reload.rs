@@ -472,3 +472,47 @@ async fn a_shorter_queue_wait_refuses_the_next_waiters_sooner() {
     assert_eq!(start.elapsed(), Duration::from_secs(1));
     assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
 }
+
+/// A loopback HTTP server answering 200 after 300 ms.
+async fn slow_instance() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().fallback(get(|| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        "ok"
+    }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn the_call_deadline_and_the_attempt_timeout_change_for_the_next_calls() {
+    let addr = slow_instance().await;
+    let toml = |deadline: &str, attempt: &str| {
+        format!(
+            "name = \"inventory\"\ndeadline = \"{deadline}\"\nattempt_timeout = \"{attempt}\"\n\
+             without = [\"health_check\", \"throttle\"]\nendpoints = [\"{addr}\"]\n\
+             [retry]\nname = \"inventory\"\nmax_attempts = 1"
+        )
+    };
+    let config: ClientConfig = toml::from_str(&toml("100ms", "10s")).unwrap();
+    let client = ClientStack::builder(config).build_http::<String>().unwrap();
+    let reload = client.handles().reload().clone();
+    let call = |client: &ClientStack<HttpService<String>>| {
+        client
+            .clone()
+            .oneshot(Request::get("/").body(String::new()).unwrap())
+    };
+    // The deadline (100 ms) ends the call before the answer (300 ms).
+    let err = call(&client).await.unwrap_err();
+    assert!(err.is::<resilience::Elapsed>(), "{err}");
+    reload.apply_toml(&toml("10s", "10s")).unwrap();
+    assert_eq!(call(&client).await.unwrap().status(), StatusCode::OK);
+    // Now the attempt timeout ends the try.
+    reload.apply_toml(&toml("10s", "100ms")).unwrap();
+    let err = call(&client).await.unwrap_err();
+    assert!(err.is::<resilience::Elapsed>(), "{err}");
+    reload.apply_toml(&toml("10s", "10s")).unwrap();
+    assert_eq!(call(&client).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(reload.snapshot().applied, 3);
+}
