@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::{Extensions, HeaderMap, HeaderName, Method, Request, Response, Uri, Version};
 use pin_project_lite::pin_project;
+use resilience_core::attempt::{self, FirstTryReport};
 use resilience_core::deadline::{DEADLINE_HEADER, GRPC_TIMEOUT_HEADER};
 use resilience_core::{Attempt, BoxError, Deadline, Elapsed, Priority};
 use tokio::time::{Instant, Sleep, sleep_until};
@@ -83,10 +84,25 @@ pub(crate) struct Retrying<S, B> {
     head: Head,
     template: Template<B>,
     next: Option<RetryBody<B>>,
-    /// The last attempt sent, or about to be (after `decide`): its number
-    /// is the attempts so far, its record is shared by every try.
-    attempt: Attempt,
+    /// The attempts of the request (see [`Tries`]).
+    tries: Tries,
+    /// This layer's tries so far, the first included (a hedge layer below
+    /// may have sent more, with numbers of their own).
+    sent: u32,
+    /// The first try reported nothing: checked once the second try ends.
+    first_unseen: bool,
     policy: Arc<Policy>,
+}
+
+/// The attempts of a request that may be sent again: none made yet (the
+/// first try went without one: it costs nothing), or the last one sent (or
+/// about to be), whose record is shared by every try.
+pub(crate) enum Tries {
+    /// The first try carried no attempt; what the layers below reported
+    /// about it, to start the record with when a second try is made.
+    First(FirstTryReport),
+    /// The last attempt made.
+    Made(Attempt),
 }
 
 /// A copy of the request's head.
@@ -116,7 +132,7 @@ pub(crate) struct FirstTry<S, B> {
     pub(crate) svc: S,
     pub(crate) head: Head,
     pub(crate) template: Template<B>,
-    pub(crate) attempt: Attempt,
+    pub(crate) tries: Tries,
 }
 
 // === impl ResponseFuture ===
@@ -243,7 +259,7 @@ where
                     let span = tracing::info_span!(
                         target: "resilience_retry",
                         "attempt",
-                        attempt = retry.attempt.number()
+                        attempt = retry.tries.number()
                     );
                     let fut = span.in_scope(|| retry.svc.call(req));
                     *this.span = span;
@@ -269,10 +285,7 @@ where
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
-            .field(
-                "attempts",
-                &self.retry.as_ref().map_or(1, |r| r.attempt.number()),
-            )
+            .field("attempts", &self.retry.as_ref().map_or(1, |r| r.sent))
             .finish_non_exhaustive()
     }
 }
@@ -413,11 +426,13 @@ impl<B> Template<B> {
 
 impl<S, B> FirstTry<S, B> {
     /// Sends the first try of a request that may be sent again, keeping
-    /// what the next tries need: the request carries the `attempt` made
-    /// from its extensions (inserted after the head's copy, so that each later try
-    /// inserts its own), its body streams while a copy of it is kept (up
-    /// to `cap` bytes), and the ready `inner` service goes with it (a
-    /// clone takes its place).
+    /// what the next tries need: the request carries `attempt`, if any
+    /// (inserted after the head's copy, so that each later try inserts
+    /// its own), else none, and the call is watched
+    /// ([`attempt::observe_first_try`]) for what the layers below report
+    /// about it; its body streams while a copy of it is kept (up to `cap`
+    /// bytes), and the ready `inner` service goes with it (a clone takes
+    /// its place).
     ///
     /// A body whose size hint is over `cap` cannot be sent again: the
     /// request's parts and body are handed back, to be sent once.
@@ -430,7 +445,7 @@ impl<S, B> FirstTry<S, B> {
         mut parts: http::request::Parts,
         body: B,
         cap: usize,
-        attempt: impl FnOnce(&http::Extensions) -> Attempt,
+        attempt: Option<Attempt>,
     ) -> Result<(S::Future, Self), (http::request::Parts, B)>
     where
         S: Service<Request<RetryBody<B>>> + Clone,
@@ -445,18 +460,68 @@ impl<S, B> FirstTry<S, B> {
             (source.first(), Template::Replay(source))
         };
         let head = Head::new(&parts, is_grpc(&parts.headers));
-        let attempt = attempt(&parts.extensions);
-        parts.extensions.insert(attempt.clone());
         let clone = inner.clone();
         let mut svc = std::mem::replace(inner, clone);
-        let fut = svc.call(Request::from_parts(parts, first));
+        let (fut, tries) = match attempt {
+            Some(attempt) => {
+                parts.extensions.insert(attempt.clone());
+                let fut = svc.call(Request::from_parts(parts, first));
+                (fut, Tries::Made(attempt))
+            }
+            None => {
+                let req = Request::from_parts(parts, first);
+                let (fut, report) = attempt::observe_first_try(|| svc.call(req));
+                (fut, Tries::First(report))
+            }
+        };
         let first = FirstTry {
             svc,
             head,
             template,
-            attempt,
+            tries,
         };
         Ok((fut, first))
+    }
+}
+
+// === impl Tries ===
+
+impl Tries {
+    /// The number of the last try made.
+    pub(crate) fn number(&self) -> u32 {
+        match self {
+            Tries::First(_) => 1,
+            Tries::Made(attempt) => attempt.number(),
+        }
+    }
+
+    /// Makes the attempt of another try: the next number of the record,
+    /// which the second try starts (from what was reported about the
+    /// first, one allocation).
+    pub(crate) fn next(&mut self) -> &Attempt {
+        let next = match std::mem::replace(self, Tries::First(FirstTryReport::default())) {
+            Tries::First(report) => report.into_second(),
+            Tries::Made(attempt) => attempt.next(),
+        };
+        *self = Tries::Made(next);
+        match self {
+            Tries::Made(attempt) => attempt,
+            Tries::First(_) => unreachable!("just made"),
+        }
+    }
+
+    /// The last attempt made, if any.
+    pub(crate) fn made(&self) -> Option<&Attempt> {
+        match self {
+            Tries::First(_) => None,
+            Tries::Made(attempt) => Some(attempt),
+        }
+    }
+
+    /// Whether the first try went unseen: it reported nothing (no balancer
+    /// below, or one behind a layer that calls it later).
+    pub(crate) fn first_unseen(&self) -> bool {
+        matches!(self, Tries::First(report) if report.is_empty())
     }
 }
 
@@ -470,7 +535,9 @@ impl<S, B> Retrying<S, B> {
             head: first.head,
             template: first.template,
             next: None,
-            attempt: first.attempt,
+            first_unseen: first.tries.first_unseen(),
+            tries: first.tries,
+            sent: 1,
             policy,
         }
     }
@@ -483,7 +550,7 @@ impl<S, B> Retrying<S, B> {
         let priority = self.priority();
         tracing::debug!(
             name = %self.policy.name,
-            attempt = self.attempt.number(),
+            attempt = self.tries.number(),
             declined = why.as_str(),
             priority = priority.as_str(),
             "not retrying request"
@@ -494,13 +561,14 @@ impl<S, B> Retrying<S, B> {
     /// Whether and after how long to retry after `result`. On `Some`, the
     /// budget has paid for the retry and its body is ready.
     fn decide<ResB>(&mut self, result: &Result<Response<ResB>, BoxError>) -> Option<Duration> {
+        self.learn_first_unseen();
         let Verdict::Retry { reason, pushback } =
             self.policy.outcomes.classify(self.head.grpc, result)
         else {
             return None;
         };
         let policy = self.policy.clone();
-        if self.attempt.number() >= policy.max_attempts {
+        if self.sent >= policy.max_attempts {
             self.decline(Decline::MaxAttempts);
             return None;
         }
@@ -514,7 +582,7 @@ impl<S, B> Retrying<S, B> {
                 return None;
             }
             Pushback::Delay(d) => d,
-            Pushback::None => policy.backoff.delay(self.attempt.number(), &policy.random),
+            Pushback::None => policy.backoff.delay(self.sent, &policy.random),
         };
         if !self.template.can_send_again() {
             self.decline(Decline::Body);
@@ -536,11 +604,12 @@ impl<S, B> Retrying<S, B> {
             return None;
         };
         self.next = Some(body);
-        self.attempt = self.attempt.next();
+        self.sent += 1;
+        let attempt = self.tries.next().number();
         policy.metrics.retry(reason);
         tracing::debug!(
             name = %policy.name,
-            attempt = self.attempt.number(),
+            attempt,
             reason = reason.as_str(),
             delay_ms = delay.as_millis() as u64,
             "retrying request"
@@ -548,10 +617,29 @@ impl<S, B> Retrying<S, B> {
         Some(delay)
     }
 
+    /// After a second try: if the first went unseen but a balancer
+    /// recorded the second, the balancer sits behind a layer that hides
+    /// first tries (see [`resilience_core::attempt`]): from now on the
+    /// layer's first tries carry their attempt.
+    fn learn_first_unseen(&mut self) {
+        if !self.first_unseen || self.sent < 2 {
+            return;
+        }
+        self.first_unseen = false;
+        let recorded = self.tries.made().is_some_and(|a| !a.tried().is_empty());
+        if recorded && self.policy.first_tries.learn() {
+            tracing::info!(
+                name = %self.policy.name,
+                "first tries reach the balancer out of sight: they carry their attempt from now on"
+            );
+        }
+    }
+
     /// The request of the next attempt (see [`Head::request`]).
     fn next_request(&mut self) -> Request<RetryBody<B>> {
         let body = self.next.take().expect("decided to retry");
-        let req = self.head.request(body, &self.attempt);
+        let attempt = self.tries.made().expect("decided to retry");
+        let req = self.head.request(body, attempt);
         self.policy.metrics.attempt();
         req
     }
