@@ -28,7 +28,8 @@
 //! let seen = calls.clone();
 //! let dependency = service_fn(move |req: http::Request<RetryBody<String>>| {
 //!     seen.fetch_add(1, Ordering::Relaxed);
-//!     let attempt = Attempt::from_extensions(req.extensions()).unwrap().number();
+//!     // The first try carries no attempt; a hedge carries its number.
+//!     let attempt = Attempt::from_extensions(req.extensions()).map_or(1, Attempt::number);
 //!     async move {
 //!         if attempt == 1 {
 //!             tokio::time::sleep(Duration::from_secs(2)).await; // a stalled instance
