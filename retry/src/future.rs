@@ -51,11 +51,13 @@ pin_project! {
         retry: Option<Retrying<S, B>>,
         // The last attempt's outcome, kept while waiting to retry: returned
         // if the retry cannot start after all.
-        last: Option<Result<S::Response, BoxError>>,
+        // (Boxed: kept only while waiting to retry, it would otherwise
+        // make every first try's future larger to move.)
+        last: Option<Box<Result<S::Response, BoxError>>>,
         // The `attempt` span of a retry (none for the first try, which
         // costs nothing): entered while the retry is called and polled, so
         // its log lines say which attempt they are about.
-        span: tracing::Span,
+        span: Option<tracing::Span>,
     }
 }
 
@@ -110,7 +112,8 @@ pub(crate) struct Head {
     method: Method,
     uri: Uri,
     version: Version,
-    headers: HeaderMap,
+    /// The headers, if there were any (an empty map is not copied).
+    headers: Option<HeaderMap>,
     extensions: Extensions,
     grpc: bool,
     deadline: Option<Deadline>,
@@ -154,7 +157,7 @@ where
             timer: Timer::new(timeout, deadline),
             retry: None,
             last: None,
-            span: tracing::Span::none(),
+            span: None,
         }
     }
 
@@ -167,7 +170,7 @@ where
             timer: Timer::new(retry.policy.attempt_timeout, retry.head.deadline),
             retry: Some(retry),
             last: None,
-            span: tracing::Span::none(),
+            span: None,
         }
     }
 }
@@ -184,7 +187,10 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Attempt { fut } => {
-                    let polled = this.span.in_scope(|| fut.poll(cx));
+                    let polled = match this.span {
+                        None => fut.poll(cx),
+                        Some(span) => span.in_scope(|| fut.poll(cx)),
+                    };
                     let result = match polled {
                         Poll::Ready(result) => result.map_err(Into::into),
                         Poll::Pending => {
@@ -215,7 +221,7 @@ where
                     match retry.decide(&result) {
                         None => return Poll::Ready(result),
                         Some(delay) => {
-                            *this.last = Some(result);
+                            *this.last = Some(Box::new(result));
                             if delay.is_zero() {
                                 this.state.set(State::Ready);
                             } else {
@@ -253,7 +259,7 @@ where
                             retry.decline(Decline::Deadline);
                         }
                         this.state.set(State::Done);
-                        return Poll::Ready(this.last.take().expect("kept while waiting"));
+                        return Poll::Ready(*this.last.take().expect("kept while waiting"));
                     }
                     let req = retry.next_request();
                     let span = tracing::info_span!(
@@ -262,7 +268,7 @@ where
                         attempt = retry.tries.number()
                     );
                     let fut = span.in_scope(|| retry.svc.call(req));
-                    *this.span = span;
+                    *this.span = Some(span);
                     *this.last = None;
                     this.state.set(State::Attempt { fut });
                 }
@@ -346,7 +352,7 @@ impl Head {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             version: parts.version,
-            headers: parts.headers.clone(),
+            headers: (!parts.headers.is_empty()).then(|| parts.headers.clone()),
             extensions: parts.extensions.clone(),
             grpc,
             deadline: Deadline::from_extensions(&parts.extensions),
@@ -384,7 +390,7 @@ impl Head {
         *req.version_mut() = self.version;
         *req.extensions_mut() = self.extensions.clone();
         req.extensions_mut().insert(attempt.clone());
-        let mut headers = self.headers.clone();
+        let mut headers = self.headers.clone().unwrap_or_default();
         attempt.write_headers(&mut headers, self.grpc);
         if let Some(deadline) = self.deadline {
             let http = headers.contains_key(DEADLINE_HEADER);
