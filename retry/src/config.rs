@@ -16,10 +16,10 @@ macro_rules! shared_setters {
         budget: $budget:literal $(,)?
     ) => {
         #[doc = concat!(
-                            "Names the layer: the `name` label of its metrics (default\n[`",
-                            stringify!($config),
-                            "::DEFAULT_NAME`])."
-                        )]
+                                    "Names the layer: the `name` label of its metrics (default\n[`",
+                                    stringify!($config),
+                                    "::DEFAULT_NAME`])."
+                                )]
         pub fn name(mut self, name: impl Into<String>) -> Self {
             self.name = name.into();
             self
