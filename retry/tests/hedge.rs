@@ -383,7 +383,8 @@ async fn the_hedge_replays_the_body_and_a_body_over_the_cap_is_not_hedged() {
 #[tokio::test(start_paused = true)]
 async fn the_hedge_lands_on_another_endpoint() {
     let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    let seen: Arc<Mutex<Vec<(SocketAddr, Option<Attempt>)>>> = Arc::default();
+    type Seen = Arc<Mutex<Vec<(SocketAddr, Option<Attempt>)>>>;
+    let seen: Seen = Arc::default();
     let log = seen.clone();
     // Endpoint 1 stalls; the others answer at once.
     let balancer = RoundRobinBuilder::new()
