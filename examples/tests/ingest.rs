@@ -460,3 +460,65 @@ async fn under_a_flood_served_events_stay_within_the_latency_goal_critical_first
     let s = ingest.queue(Kind::Index).snapshot();
     assert_eq!((s.in_service, s.queued), (0, 0));
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_demos_overload_serves_every_critical_event_within_the_goal() {
+    use rand::{Rng, SeedableRng};
+    // The demo's ingest and its overload phase: events at 2.5x the index
+    // capacity, Poisson, 5% critical, 30% sheddable-plus, 65% sheddable
+    // (`demo::Load`), for 5 s on each of three seeds.
+    let settings = resilience_examples::demo::DemoSettings::ingest();
+    let goal = settings.latency_goal;
+    let rate = 2.5 * settings.index.throughput();
+    for seed in 1..=3 {
+        let ingest = Ingest::new(&settings).unwrap();
+        let app = ingest.app();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        let mut answers = tokio::task::JoinSet::new();
+        let start = Instant::now();
+        let mut at = Duration::ZERO;
+        while at < Duration::from_secs(5) {
+            let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+            at += Duration::from_secs_f64(-u.ln() / rate);
+            tokio::time::sleep_until(start + at).await;
+            let draw: f64 = rng.random();
+            let class = match draw {
+                d if d < 0.05 => 0,
+                d if d < 0.35 => 1,
+                _ => 2,
+            };
+            let priority = ["critical", "sheddable-plus", "sheddable"][class];
+            let app = app.clone();
+            answers.spawn(async move { (class, post_event(app, priority).await) });
+        }
+        let mut sent = [0u32; 3];
+        let mut served = [0u32; 3];
+        while let Some(answer) = answers.join_next().await {
+            let (class, (status, retry_after, body, took)) = answer.unwrap();
+            sent[class] += 1;
+            match status {
+                200 => {
+                    served[class] += 1;
+                    assert!(
+                        took <= goal + Duration::from_millis(2),
+                        "seed {seed}: served after {took:?}"
+                    );
+                }
+                429 => assert_eq!(retry_after.as_deref(), Some("1"), "{body}"),
+                other => panic!("seed {seed}: status {other}: {body}"),
+            }
+        }
+        assert!(sent[0] > 30, "seed {seed}: {sent:?}");
+        assert_eq!(served[0], sent[0], "seed {seed}: every critical event");
+        assert!(
+            served[2] * 5 < sent[2],
+            "seed {seed}: sheddable mostly refused: {served:?} of {sent:?}"
+        );
+        // The index kept busy: at least 95% of its capacity over 5 s.
+        let total: u32 = served.iter().sum();
+        assert!(
+            f64::from(total) >= 0.95 * 5.0 * settings.index.throughput(),
+            "seed {seed}: served {total}"
+        );
+    }
+}
