@@ -183,14 +183,17 @@
 //! When the service time and a latency goal are known, the queueing budget
 //! is the goal minus the service time: use it as `max_wait` and as the
 //! CoDel target (and a `codel_interval` at least as long). Do so too where
-//! 1x is the usual load and the 50 ms p99 matters, and where the
-//! concurrency is small: the standing target counts service times, not
-//! hand-offs, so with one or two slots 1.5 service times is one or two
-//! slots freeing, and requests of the highest priority queue behind each
-//! other past it when they alone take a large share of the capacity. Give
-//! such a budget at least two service times per slot, or a request that
-//! finds every slot busy is refused at low load. The workspace's `ingest`
-//! example sets its queues this way.
+//! 1x is the usual load and a p99 near the service time matters, and where
+//! the concurrency is small: the standing target counts service times, not
+//! hand-offs, so with a single slot 1.5 service times is a slot and a half
+//! freeing, and requests of the highest priority queue behind each other
+//! past it when they alone take a large share of the capacity. Leave such a
+//! budget room for at least two hand-offs (2 x service time / concurrency):
+//! a request that finds every slot busy is refused at once when its
+//! expected wait (its place in line x the smoothed service time /
+//! concurrency) is longer than the budget, and a service time measured a
+//! little over the budget would refuse it at low load. The workspace's
+//! `ingest` example sets its queues this way.
 //!
 //! # With axum
 //!

@@ -201,7 +201,9 @@ pub struct IngestSettings {
     /// The latency a served request should stay within, queueing and
     /// service: each kind may wait for a slot this long minus its service
     /// time ([`wait_budget`](Self::wait_budget)). Longer than every kind's
-    /// service time.
+    /// service time; leave each kind room for two hand-offs (a goal of at
+    /// least service time x (1 + 2 / concurrency)), or a request that finds
+    /// every slot busy may be refused at low load.
     pub latency_goal: Duration,
 }
 
