@@ -31,7 +31,7 @@
 //! | steady | mixed traffic, nothing wrong | nothing to see |
 //! | kill | `inventory-2` stops answering (a dead host: no answer at all) | its calls time out and are tried again on another instance; it is ejected and fails its health checks; orders go to the others |
 //! | latency | `publications` answers 500 ms late, past the profile's 300 ms timeout | the page still answers, with a fallback for publications; its breaker opens |
-//! | overload | ingest gets 2.5x its event capacity and a bulk flood | critical events and searches are served; what is served waits at most its queue's wait budget (ingest's p99 within 100 ms); sheddable work is refused at once with `429` + `Retry-After` |
+//! | overload | ingest gets 2.5x its event capacity and a bulk flood | critical events and searches are served; what is served waits at most its queue's wait budget (50 ms for an event); sheddable work is refused at once with `429` + `Retry-After` |
 //! | recovery | faults off, traffic back to steady | breakers probe and close, the instance passes its checks and is back, the queues drain |
 //!
 //! and [`Report`] tells what happened: a table per phase and service, the
@@ -309,7 +309,7 @@ impl DemoSettings {
     /// half of the capacity critical, some of them wait past any budget
     /// that keeps the p99 under 100 ms and are refused (2-10 of 340-400 in
     /// 15 s with a 60 ms budget, in a paused-clock simulation of the same
-    /// queue at 5x on ten seeds); two slots, each slot freeing every 10 ms,
+    /// queue at 5x on ten seeds); two slots (one freeing every 10 ms)
     /// leave them room. The overload is 2.5x, not 5x: at 500 events/s, on
     /// two cores busy with other work, this debug-build process (services
     /// and load generator in one) fell behind its own timers and refused
