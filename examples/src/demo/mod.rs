@@ -70,7 +70,7 @@ use tower::ServiceBuilder;
 
 use crate::grpc::GrpcServerSettings;
 use crate::ingest::{Ingest, IngestSettings, KindSettings};
-use crate::profile::{Component, ComponentService, NEW_FEATURE_FLAG, Profile, ProfileSettings};
+use crate::profile::{Component, ComponentService, NEW_FEATURE_FLAG, Profile};
 use crate::shop::{Inventory, NAME_KEY, Shop};
 use crate::{get_text, http_client, serve, serve_on};
 
@@ -408,7 +408,8 @@ impl Deployment {
                 url,
             });
         }
-        let profile = Profile::new(&ProfileSettings::DEMO, |c| {
+        // Each component's client from the profile's file.
+        let profile = Profile::with_configs(crate::profile::client_config, |c| {
             component_urls[c.index()].clone()
         })?;
         let registry = SnapshotRegistry::new("profile");
