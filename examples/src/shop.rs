@@ -214,7 +214,7 @@ pub struct Inventory {
 /// The shop's timeouts, retries, breakers, health checks and ejection, as
 /// knobs in code: [`client_config`](Self::client_config) makes the client
 /// stack's configuration of them. The shop's own file,
-/// `examples/config/shop.toml` ([`client_config`](crate::shop::client_config)),
+/// `examples/config/shop.toml` ([`client_config`]),
 /// holds [`ShopSettings::DEMO`]; tests turn the knobs.
 #[derive(Debug, Clone)]
 pub struct ShopSettings {
