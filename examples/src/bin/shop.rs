@@ -168,10 +168,19 @@ async fn main() -> Result<(), BoxError> {
     for inventory in demo.instances() {
         inventory.set_mode(Mode::Failing);
     }
+    // Until the shop has no instance left to call (every circuit open, or
+    // the instance ejected) and refuses at once.
     let mut n = 0;
-    while demo.shop.all_open().is_none() && n < 40 {
+    while n < 40 {
         n += 1;
-        show(&demo.order("cd", "DE", &format!("demo-7.{n}")).await?);
+        let order = demo.order("cd", "DE", &format!("demo-7.{n}")).await?;
+        show(&order);
+        if matches!(
+            order.degraded.as_deref(),
+            Some("inventory=circuit open" | "inventory=no healthy instance")
+        ) {
+            break;
+        }
     }
     for m in 1..=2 {
         show(&demo.order("cd", "DE", &format!("demo-7.{}", n + m)).await?);
