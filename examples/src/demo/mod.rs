@@ -8,9 +8,10 @@
 //!   `about-me`, `institution`), each component behind a
 //!   [`ChaosLayer`] (the latency
 //!   monkey's switch);
-//! - the `shop` and three `inventory` instances behind retries, round
-//!   robin (a retry goes to another instance), health checks and a
-//!   breaker, each instance behind a chaos layer (the chaos monkey's
+//! - the `shop` and three `inventory` instances behind the standard client
+//!   stack (retries, round robin where a retry goes to another instance,
+//!   health checks, a breaker per instance), each instance behind a chaos
+//!   layer (the chaos monkey's
 //!   switch); the shop's orders reach inventory over gRPC (the
 //!   [gRPC hop](crate::grpc): `grpc.health.v1` checks, an adaptive
 //!   throttle, the context as metadata), on the same port as the
@@ -69,8 +70,8 @@ use tower::ServiceBuilder;
 
 use crate::grpc::GrpcServerSettings;
 use crate::ingest::{Ingest, IngestSettings, KindSettings};
-use crate::profile::{Component, ComponentService, NEW_FEATURE_FLAG, Profile, ProfileSettings};
-use crate::shop::{Inventory, NAME_KEY, Shop, ShopSettings};
+use crate::profile::{Component, ComponentService, NEW_FEATURE_FLAG, Profile};
+use crate::shop::{Inventory, NAME_KEY, Shop};
 use crate::{get_text, http_client, serve, serve_on};
 
 /// The page the admin server serves at `/`.
@@ -196,7 +197,7 @@ pub struct Deployment {
     pub components: [ComponentService; 3],
     /// Each component's chaos switch, in [`Component::ALL`] order.
     pub component_chaos: [ChaosHandle; 3],
-    /// The shop (its breaker and balancer).
+    /// The shop (its breakers, one per instance, and balancer).
     pub shop: Shop,
     /// The inventory instances.
     pub inventories: Vec<Inventory>,
@@ -341,18 +342,14 @@ impl DemoSettings {
         s
     }
 
-    /// The shop in the demo: [`ShopSettings::DEMO`] with a breaker over 20
-    /// calls (one dead instance in three is not an outage of inventory),
-    /// health checks that time out after 150 ms, and ejections of 2 s (so
+    /// The shop's inventory client in the demo: the shop's own file,
+    /// [`client_config`](crate::shop::client_config) (a breaker per
+    /// instance, so one dead instance in three opens its own circuit only;
+    /// health checks that time out after 150 ms, and ejections of 2 s, so
     /// that a dead instance fails its health checks before its ejection
     /// ends).
-    pub fn shop() -> ShopSettings {
-        ShopSettings {
-            window: 20,
-            health_timeout: Duration::from_millis(150),
-            ejection_time: Duration::from_secs(2),
-            ..ShopSettings::DEMO
-        }
+    pub fn shop() -> resilience::client::ClientConfig {
+        crate::shop::client_config()
     }
 
     /// How long `phase` lasts.
@@ -435,7 +432,8 @@ impl Deployment {
                 url,
             });
         }
-        let profile = Profile::new(&ProfileSettings::DEMO, |c| {
+        // Each component's client from the profile's file.
+        let profile = Profile::with_configs(crate::profile::client_config, |c| {
             component_urls[c.index()].clone()
         })?;
         let registry = SnapshotRegistry::new("profile");
@@ -483,17 +481,19 @@ impl Deployment {
             inventory_chaos.push(chaos.handle());
         }
         let (shop, etcd) = match &options.etcd {
-            None => (Shop::new_grpc(&DemoSettings::shop(), endpoints)?, None),
+            None => (Shop::new_grpc(DemoSettings::shop(), endpoints)?, None),
             Some(url) => {
                 let parts = EtcdParts::start(url, &inventories, endpoints, &profile).await?;
                 let source = EtcdSource::new(parts.config.clone(), ETCD_INVENTORY_PREFIX);
-                let shop = Shop::with_source_grpc(&DemoSettings::shop(), source.into_stream())?;
+                let shop = Shop::with_source_grpc(DemoSettings::shop(), source.into_stream())?;
                 (shop, Some(parts))
             }
         };
         let registry = SnapshotRegistry::new("shop");
         registry.register(shop.retry().clone());
-        registry.register(shop.breaker().clone());
+        if let Some(breakers) = shop.breakers() {
+            registry.register(breakers.clone());
+        }
         registry.register(shop.balancer().clone());
         if let Some(throttle) = shop.throttle() {
             registry.register(throttle.clone());
@@ -566,13 +566,16 @@ impl Deployment {
         self.services.iter().find(|s| s.name == name)
     }
 
-    /// Every breaker: the profile's three and the shop's.
+    /// Every breaker: the profile's three and the shop's, one per inventory
+    /// instance (named after the instance).
     pub fn breakers(&self) -> Vec<(String, CircuitState)> {
         let mut out: Vec<(String, CircuitState)> = Component::ALL
             .iter()
             .map(|c| (c.name().to_owned(), self.profile.breaker(*c).state()))
             .collect();
-        out.push(("inventory".into(), self.shop.breaker().state()));
+        for (name, breaker) in self.shop.instance_breakers() {
+            out.push((name, breaker.state()));
+        }
         out
     }
 
@@ -804,12 +807,14 @@ impl<'a> Scenario<'a> {
                 transitions.clone(),
             ));
         }
-        watchers.push(watch_breaker(
-            "inventory",
-            d.shop.breaker().subscribe(),
-            started,
-            transitions.clone(),
-        ));
+        for (name, breaker) in d.shop.instance_breakers() {
+            watchers.push(watch_breaker(
+                &name,
+                breaker.subscribe(),
+                started,
+                transitions.clone(),
+            ));
+        }
         watchers.push(watch_instances(d, started, transitions.clone()));
 
         // The sample requests, sent first and traced through the log.
