@@ -621,9 +621,14 @@ fn p99_goal_ms() -> f64 {
     SERVICE.as_secs_f64() * 4e3
 }
 
-/// What the bare server serves in time at 1x (median over rounds).
+/// What the bare server serves at 1x, in time or late (median over
+/// rounds): the throughput the server really has on this machine in this
+/// run. (In time alone it serves little: at 1x its queue grows without
+/// bound, every request sharing the worker with all the others.)
 fn bare_at_1x(open: &[OpenRound]) -> f64 {
-    crate::median(of(open, "bare", Some(1.0), |r| r.goodput_per_s))
+    crate::median(of(open, "bare", Some(1.0), |r| {
+        r.goodput_per_s + r.late_per_s
+    }))
 }
 
 /// The targets: at every load, ours' goodput at least 95% of what the bare
@@ -634,7 +639,7 @@ pub(crate) fn targets(open: &[OpenRound]) -> Vec<crate::Target> {
     let bare = bare_at_1x(open);
     for load in LOADS {
         let what = format!("Overload end to end (axum on loopback), {load}x: goodput (ours)");
-        let goal = ">= 95% of the bare server's at 1x".to_owned();
+        let goal = ">= 95% of what the bare server serves at 1x".to_owned();
         let good = of(open, "stack", Some(load), |r| r.goodput_per_s);
         if good.is_empty() || !bare.is_finite() {
             t.push(crate::not_measured(what, goal));
@@ -645,10 +650,11 @@ pub(crate) fn targets(open: &[OpenRound]) -> Vec<crate::Target> {
                 what,
                 goal,
                 figure: format!(
-                    "{:.0}% ({} served in time per s, median (min-max) of {} rounds; bare at 1x {bare:.0}/s; capacity {:.0}/s)",
+                    "{:.0}% ({} served in time per s, median (min-max) of {} rounds; the bare server at 1x served {bare:.0}/s, {:.0}/s of them in time; capacity {:.0}/s)",
                     100.0 * m / bare,
                     spread(&good, 0),
                     good.len(),
+                    crate::median(of(open, "bare", Some(1.0), |r| r.goodput_per_s)),
                     capacity()
                 ),
                 met: Some(met),
@@ -778,8 +784,8 @@ pub(crate) fn write_section(w: &mut String, r: &crate::Results) {
     if bare.is_finite() {
         let _ = writeln!(
             w,
-            "\nGoals (ours): goodput at least 95% of the bare server's at 1x ({:.0}/s here) at every load, p99 of served at most {:.0} ms (4 service times); see the targets table.\n",
-            0.95 * bare,
+            "\nGoals (ours): goodput at least 95% of what the bare server serves at 1x, in time or late (95% of {:.0}/s here: the throughput the server has on this machine in this run; in time the bare server serves little, its queue growing without bound at 1x), at every load; p99 of served at most {:.0} ms (4 service times); see the targets table.\n",
+            bare,
             p99_goal_ms()
         );
     }
