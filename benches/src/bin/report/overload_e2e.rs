@@ -16,7 +16,13 @@
 //! - **flood**: 256 closed-loop connections that resend at once whatever
 //!   the answer (they ignore `Retry-After`), as `wrk` does, against a 1 ms
 //!   handler with 2 slots; served and refused per second and the server's
-//!   CPU per answer.
+//!   CPU per answer; then the same callers through our client stack
+//!   (`resilience::client::ClientStack`), which honours `Retry-After`.
+//!
+//! Run this case alone with
+//! `cargo run -p resilience-benches --release --bin report -- --only e2e_overload,refusal`
+//! (`refusal`: the criterion bench of the refusal path the section quotes;
+//! add `--quick` for one short round of each).
 //!
 //! The handler's work is CPU time done in slices with a `yield_now`
 //! between (so the runtime keeps reading requests): each slice spins on
