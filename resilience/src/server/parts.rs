@@ -31,7 +31,7 @@ pub enum Refusals {
 
 /// An [`ErrorResponder`], and the status it gives each kind of
 /// [`Rejected`], worked out once: a refusal is answered without asking it
-/// again (see [`Refusals::respond`]).
+/// again (see `Refusals::respond`).
 #[derive(Debug, Clone, Copy)]
 pub struct HttpRefusals {
     responder: ErrorResponder,
