@@ -20,6 +20,7 @@
 
 mod callgrind;
 mod e2e;
+mod overload_e2e;
 mod storm;
 
 use std::collections::BTreeMap;
@@ -74,6 +75,10 @@ const BENCHES: &[(&str, &str)] = &[
     (
         "stack",
         "The layers together, on axum-shaped requests carrying an id, a `traceparent` and a deadline: server side (correlation + timeout + bounded queue) beside tower-http + tower, client side inside a context with a deadline and a non-default priority (propagation + retry + throttle + breaker + timeout over a round-robin pick of three endpoints), and the whole stack (server side, a handler making one call through the client side) beside tower + tower-http + tower-resilience (one endpoint, no retry, no throttle); `stack_with_recorder`: the whole stacks again with a Prometheus recorder installed.",
+    ),
+    (
+        "refusal",
+        "What one refusal costs the server: the standard server stack (`ServerStackLayer`, the queue with one slot, held, and no waiting room) refusing a request (`503` + `Retry-After` + the correlation id) and serving one, beside tower's `LoadShed` + `ConcurrencyLimit` and the bare service; the request as a flood's client sends it (a `Host` header, no id, no deadline).",
     ),
 ];
 
@@ -198,6 +203,10 @@ struct Results {
     retry_storm: Option<storm::Storm>,
     /// The end-to-end rounds, in the order they ran.
     e2e: Vec<e2e::Round>,
+    /// The overload end-to-end rounds: open loop, then the flood.
+    overload_open: Vec<overload_e2e::OpenRound>,
+    overload_flood: Vec<overload_e2e::FloodRound>,
+    overload_client_flood: Vec<overload_e2e::ClientFloodRound>,
     /// Instructions per call (full mode only).
     callgrind: Option<Result<Vec<callgrind::Count>, String>>,
 }
@@ -232,6 +241,14 @@ fn main() {
         // A child of the end-to-end run: serve until stdin closes.
         if let Err(e) = e2e::serve(args.get(2).map_or("", String::as_str)) {
             eprintln!("report --serve: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.get(1).is_some_and(|a| a == "--serve-overload") {
+        // A child of the overload end-to-end run.
+        if let Err(e) = overload_e2e::serve(&args[2..]) {
+            eprintln!("report --serve-overload: {e}");
             std::process::exit(1);
         }
         return;
@@ -304,6 +321,26 @@ fn run() -> Result<(), Error> {
         let (rounds, secs) = if opts.quick { (1, 0.5) } else { (6, 3.0) };
         eprintln!("report: end to end, {rounds} rounds of {secs} s per server");
         results.e2e = e2e::run(&server_exe, rounds, secs).map_err(Error::EndToEnd)?;
+    }
+    if opts
+        .only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|x| x == "e2e_overload"))
+    {
+        // Quick: one short round of each (about 15 s in all).
+        let (rounds, secs, flood_secs) = if opts.quick {
+            (1, 1.0, 1.0)
+        } else {
+            (3, 5.0, 3.0)
+        };
+        eprintln!("report: overload end to end, {rounds} rounds of {secs} s per server and load");
+        results.overload_open =
+            overload_e2e::run_open(&server_exe, rounds, secs).map_err(Error::EndToEnd)?;
+        results.overload_flood =
+            overload_e2e::run_flood(&server_exe, rounds, flood_secs).map_err(Error::EndToEnd)?;
+        results.overload_client_flood =
+            overload_e2e::run_client_flood(&server_exe, rounds, flood_secs)
+                .map_err(Error::EndToEnd)?;
     }
     if !opts.quick
         && opts
@@ -1121,6 +1158,7 @@ fn targets(r: &Results) -> Vec<Target> {
     t.extend(storm::targets(r.retry_storm.as_ref()));
     t.extend(defaults_targets(r));
     t.extend(e2e_targets(r));
+    t.extend(overload_e2e::targets(&r.overload_open));
     t
 }
 
@@ -1572,6 +1610,8 @@ fn write_missed(w: &mut String, r: &Results, missed: &[&Target]) {
             OVERLOAD_WHY.to_owned()
         } else if let Some(why) = storm::why_missed(&t.what, r.retry_storm.as_ref()) {
             why
+        } else if let Some(why) = overload_e2e::why_missed(&t.what, &r.overload_open) {
+            why
         } else if t.what.starts_with("Overload 1x, defaults") {
             DEFAULTS_1X_WHY.to_owned()
         } else if t.what.starts_with("Overload ") && t.what.contains(", defaults") {
@@ -1994,6 +2034,7 @@ fn write_report(root: &Path, h: &Header, r: &Results, chart: Option<&str>) -> St
     write_callgrind(w, r);
     write_breaker_counts(w, r);
     write_e2e(w, r);
+    overload_e2e::write_section(w, r);
     write_overload(w, r, chart);
     storm::write_section(w, r.retry_storm.as_ref());
     md
