@@ -322,7 +322,7 @@ impl ThrottleHandle {
     }
 
     /// Changes the throttle's settings in place, for the calls that come
-    /// next: `k` (the accept ratio's multiplier), the largest rejection
+    /// next: `k` (the accept ratio's multiplier), `minimum_requests`, the largest rejection
     /// probability, the priorities' weights, and the share allowed in fixed
     /// mode (when it differs from the configuration in force, so a share set
     /// with [`set_allow_percent`](Self::set_allow_percent) stays otherwise).
@@ -343,6 +343,7 @@ impl ThrottleHandle {
         }
         restart_only.extend(self.shared.state.reconfigure(config, &current));
         current.k = config.k;
+        current.minimum_requests = config.minimum_requests;
         current.max_reject_probability = config.max_reject_probability;
         current.weights = config.weights;
         current.allow_percent = config.allow_percent;

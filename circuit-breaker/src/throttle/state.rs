@@ -217,6 +217,8 @@ pub(crate) struct ThrottleState {
     allow: AtomicU64,
     /// `k`, as `f64` bits (changed in place by [`ThrottleState::reconfigure`]).
     k: AtomicU64,
+    /// Requests the window must hold before a refusal.
+    minimum_requests: AtomicU64,
     /// The largest rejection probability, as `f64` bits.
     max_reject: AtomicU64,
     /// The weight of each priority, as `f64` bits.
@@ -231,6 +233,7 @@ impl ThrottleState {
             mode: config.mode,
             allow: AtomicU64::new((config.allow_percent / 100.0).to_bits()),
             k: AtomicU64::new(config.k.to_bits()),
+            minimum_requests: AtomicU64::new(u64::from(config.minimum_requests)),
             max_reject: AtomicU64::new(config.max_reject_probability.to_bits()),
             weights: config.weights.map(|w| AtomicU64::new(w.to_bits())),
             retry_after: config.retry_after,
@@ -261,6 +264,8 @@ impl ThrottleState {
             restart_only.push("max_wait");
         }
         self.k.store(config.k.to_bits(), Ordering::Relaxed);
+        self.minimum_requests
+            .store(u64::from(config.minimum_requests), Ordering::Relaxed);
         self.max_reject
             .store(config.max_reject_probability.to_bits(), Ordering::Relaxed);
         for (w, v) in self.weights.iter().zip(config.weights) {
@@ -315,10 +320,14 @@ impl ThrottleState {
 
     /// The SRE probability over the window as it is at `ns`: every request
     /// and accept counted so far included, in O(1) (see
-    /// [`AdaptiveWindow::totals`]).
+    /// [`AdaptiveWindow::totals`]); `0` while the window holds fewer than
+    /// `minimum_requests`.
     #[inline]
     fn adaptive_probability(&self, tick: Tick) -> f64 {
         let (requests, accepts) = self.window.totals_at(tick);
+        if requests < self.minimum_requests.load(Ordering::Relaxed) {
+            return 0.0;
+        }
         sre_probability(
             requests,
             accepts,
@@ -473,9 +482,52 @@ mod tests {
             .adaptive()
             .window(window)
             .buckets(buckets)
+            .minimum_requests(0)
             .build()
             .unwrap();
         ThrottleState::new(&config, Instant::now())
+    }
+
+    /// Below `minimum_requests` in the window nothing is refused, however
+    /// many of them failed, even with the smallest random draw; from the
+    /// minimum on, the formula decides (on the window as it was before the
+    /// call).
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_refused_below_the_minimum_requests() {
+        let config = ThrottleConfig::builder().adaptive().build().unwrap();
+        assert_eq!(config.minimum_requests(), 20);
+        let s = ThrottleState::new(&config, Instant::now());
+        let now = Instant::now();
+        for i in 0..20 {
+            assert_eq!(
+                s.current_reject_probability(Priority::Sheddable, now),
+                0.0,
+                "call {i}"
+            );
+            let (admitted, _) = s.admit_adaptive(Priority::Sheddable, now, || 0.0);
+            assert!(admitted, "call {i}: {i} failed requests in the window");
+        }
+        // 20 requests, none accepted: 20 / 21, capped at 0.9
+        assert_eq!(s.current_reject_probability(Priority::Sheddable, now), 0.9);
+        assert!(!s.admit_adaptive(Priority::Sheddable, now, || 0.0).0);
+        // the window moves on: empty again, under the minimum
+        let later = now + Duration::from_secs(121);
+        assert_eq!(
+            s.current_reject_probability(Priority::Sheddable, later),
+            0.0
+        );
+        assert!(s.admit_adaptive(Priority::Sheddable, later, || 0.0).0);
+    }
+
+    /// Without a minimum, one failed request refuses about half the next
+    /// calls (`1 / 2`): what the minimum is for.
+    #[tokio::test(start_paused = true)]
+    async fn without_a_minimum_one_failure_refuses_half() {
+        let s = adaptive(Duration::from_secs(120), 12);
+        let now = Instant::now();
+        assert!(s.admit_adaptive(Priority::Sheddable, now, || 0.0).0);
+        assert_eq!(s.current_reject_probability(Priority::Sheddable, now), 0.5);
+        assert!(!s.admit_adaptive(Priority::Sheddable, now, || 0.49).0);
     }
 
     /// Call by call, within one tick, the admission uses exactly the

@@ -24,6 +24,9 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         Refusal { text: Option<Bytes> },
+        // A refusal's text in static pieces (empty ones skipped), sent as
+        // they are: nothing to allocate.
+        Static { pieces: [&'static str; 4], next: usize },
     }
 }
 
@@ -42,6 +45,14 @@ impl<B> ResponseBody<B> {
             kind: Kind::Refusal {
                 text: (!text.is_empty()).then_some(text),
             },
+        }
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn refusal_static(pieces: [&'static str; 4]) -> Self {
+        Self {
+            kind: Kind::Static { pieces, next: 0 },
         }
     }
 }
@@ -69,6 +80,17 @@ where
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
             KindProj::Refusal { text } => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
+            KindProj::Static { pieces, next } => {
+                while let Some(piece) = pieces.get(*next) {
+                    *next += 1;
+                    if !piece.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                            piece.as_bytes(),
+                        )))));
+                    }
+                }
+                Poll::Ready(None)
+            }
         }
     }
 
@@ -76,6 +98,7 @@ where
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Refusal { text } => text.is_none(),
+            Kind::Static { pieces, next } => pieces.iter().skip(*next).all(|p| p.is_empty()),
         }
     }
 
@@ -84,6 +107,9 @@ where
             Kind::Inner { body } => body.size_hint(),
             Kind::Refusal { text } => {
                 SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
+            }
+            Kind::Static { pieces, next } => {
+                SizeHint::with_exact(pieces.iter().skip(*next).map(|p| p.len() as u64).sum())
             }
         }
     }

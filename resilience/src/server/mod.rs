@@ -145,7 +145,7 @@ impl ServerStackLayer {
     /// metric handles are registered here.
     pub fn http(config: ServerConfig) -> Self {
         let responder = ErrorResponder::new().overloaded_status(config.overloaded_status);
-        Self::with_refusals(config, Refusals::Http(responder))
+        Self::with_refusals(config, Refusals::http(responder))
     }
 
     /// [`http`](Self::http) with [`ServerConfig::default`].
@@ -203,7 +203,7 @@ impl ServerStackLayer {
     /// timeout).
     #[must_use]
     pub fn with_responder(mut self, responder: ErrorResponder) -> Self {
-        self.refusals = Refusals::Http(responder);
+        self.refusals = Refusals::http(responder);
         self
     }
 

@@ -20,6 +20,7 @@
 
 mod callgrind;
 mod e2e;
+mod overload_e2e;
 mod storm;
 
 use std::collections::BTreeMap;
@@ -74,6 +75,10 @@ const BENCHES: &[(&str, &str)] = &[
     (
         "stack",
         "The layers together, on axum-shaped requests carrying an id, a `traceparent` and a deadline: server side (correlation + timeout + bounded queue) beside tower-http + tower, client side inside a context with a deadline and a non-default priority (propagation + retry + throttle + breaker + timeout over a round-robin pick of three endpoints), and the whole stack (server side, a handler making one call through the client side) beside tower + tower-http + tower-resilience (one endpoint, no retry, no throttle); `stack_with_recorder`: the whole stacks again with a Prometheus recorder installed.",
+    ),
+    (
+        "refusal",
+        "What one refusal costs the server: the standard server stack (`ServerStackLayer`, the queue with one slot, held, and no waiting room) refusing a request (`503` + `Retry-After` + the correlation id) and serving one, beside tower's `LoadShed` + `ConcurrencyLimit` and the bare service; the request as a flood's client sends it (a `Host` header, no id, no deadline).",
     ),
 ];
 
@@ -198,6 +203,10 @@ struct Results {
     retry_storm: Option<storm::Storm>,
     /// The end-to-end rounds, in the order they ran.
     e2e: Vec<e2e::Round>,
+    /// The overload end-to-end rounds: open loop, then the flood.
+    overload_open: Vec<overload_e2e::OpenRound>,
+    overload_flood: Vec<overload_e2e::FloodRound>,
+    overload_client_flood: Vec<overload_e2e::ClientFloodRound>,
     /// Instructions per call (full mode only).
     callgrind: Option<Result<Vec<callgrind::Count>, String>>,
 }
@@ -232,6 +241,14 @@ fn main() {
         // A child of the end-to-end run: serve until stdin closes.
         if let Err(e) = e2e::serve(args.get(2).map_or("", String::as_str)) {
             eprintln!("report --serve: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.get(1).is_some_and(|a| a == "--serve-overload") {
+        // A child of the overload end-to-end run.
+        if let Err(e) = overload_e2e::serve(&args[2..]) {
+            eprintln!("report --serve-overload: {e}");
             std::process::exit(1);
         }
         return;
@@ -304,6 +321,26 @@ fn run() -> Result<(), Error> {
         let (rounds, secs) = if opts.quick { (1, 0.5) } else { (6, 3.0) };
         eprintln!("report: end to end, {rounds} rounds of {secs} s per server");
         results.e2e = e2e::run(&server_exe, rounds, secs).map_err(Error::EndToEnd)?;
+    }
+    if opts
+        .only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|x| x == "e2e_overload"))
+    {
+        // Quick: one short round of each (about 15 s in all).
+        let (rounds, secs, flood_secs) = if opts.quick {
+            (1, 1.0, 1.0)
+        } else {
+            (3, 5.0, 3.0)
+        };
+        eprintln!("report: overload end to end, {rounds} rounds of {secs} s per server and load");
+        results.overload_open =
+            overload_e2e::run_open(&server_exe, rounds, secs).map_err(Error::EndToEnd)?;
+        results.overload_flood =
+            overload_e2e::run_flood(&server_exe, rounds, flood_secs).map_err(Error::EndToEnd)?;
+        results.overload_client_flood =
+            overload_e2e::run_client_flood(&server_exe, rounds, flood_secs)
+                .map_err(Error::EndToEnd)?;
     }
     if !opts.quick
         && opts
@@ -1121,6 +1158,7 @@ fn targets(r: &Results) -> Vec<Target> {
     t.extend(storm::targets(r.retry_storm.as_ref()));
     t.extend(defaults_targets(r));
     t.extend(e2e_targets(r));
+    t.extend(overload_e2e::targets(&r.overload_open));
     t
 }
 
@@ -1572,6 +1610,8 @@ fn write_missed(w: &mut String, r: &Results, missed: &[&Target]) {
             OVERLOAD_WHY.to_owned()
         } else if let Some(why) = storm::why_missed(&t.what, r.retry_storm.as_ref()) {
             why
+        } else if let Some(why) = overload_e2e::why_missed(&t.what, &r.overload_open) {
+            why
         } else if t.what.starts_with("Overload 1x, defaults") {
             DEFAULTS_1X_WHY.to_owned()
         } else if t.what.starts_with("Overload ") && t.what.contains(", defaults") {
@@ -1591,9 +1631,9 @@ const CORRELATION_WHY: &str = "What ours does beyond the pair's id copy: it vali
 
 const WHOLE_WHY: &str = "The stack is now the design's standard pair of stacks: server side (correlation, timeout, bounded queue) and client side (propagation, retry, throttle, breaker, attempt timeout, round robin over three endpoints). Measured with callgrind while this target was worked on (instructions per call over each side's no-op baseline): the server side about 3,900 (of which about 960 move futures and the 170-byte context between the layers, the rest reading and validating the id, `traceparent` and deadline, and echoing the id), the client side about 8,200, of which propagation is about 2,700 (four header writes, each value validated byte by byte by `http`'s safe constructor: the workspace forbids `unsafe`) and the retry layer most of the rest (copying the request's head for replay, its attempt record and the extension map it creates, about 1,300 of moving six nested futures). The 350 ns goal is half of Polly v8's five-strategy pipeline; our six client layers and three server layers each stay usable alone, which costs a future and a move per layer. Closing the gap needs the retry layer's pass-through path to copy nothing for a request it will not retry (its own 0-allocation target in the retry issue) and fewer moves of large futures.";
 
-const RETRY_WHY: &str = "Instructions per call under callgrind (the bench's `RETRY_PROFILE` loop, 10 000 calls, measured when the bench was written): the no-op baseline 289, tower's `Retry` + `TpsBudget` 1 121 (a copy of the request, a lock and a clock read per deposit), tower-resilience's retry 1 494 (a boxed future and a copy of the request), ours 2 308, ours for a `POST` passed through 685. Of ours, about 840 are the `Attempt` the first try carries in its extensions (the shared record of the endpoints tried, and `http`'s extension map, its table and the boxed value on a request that had no extensions: four allocations and their frees), what lets a balancer below send a retry to another instance (`avoid_tried`); neither peer offers it. The rest is the copy of the request's head kept for a retry (as tower's policy copies the request) and moving a response future that can wait, time out and retry. Dropping the attempt from the first try would lose the endpoint that try went to, so a retry could land on the instance that just failed; we keep it and report the gap.";
+const RETRY_WHY: &str = "Instructions per call under callgrind (the bench's `RETRY_PROFILE` loop, the difference between 20 000 and 10 000 calls): the no-op baseline 289, tower's `Retry` + `TpsBudget` 1 121 (a copy of the request, a lock and a clock read per deposit), tower-resilience's retry 1 494 (a boxed future and a copy of the request), ours 1 361 (was 2 308 while the first try carried its `Attempt`; now it carries none, and the balancer reports its pick through a per-thread slot), ours for a `POST` passed through 687. Of ours, about 340 are `memcpy`s of the request's head and of the response future as `call` builds it (nine moves of structures of 100 to 400 bytes: the parts taken apart and put back, the copy kept for a retry, the future that can wait, time out and retry), about 110 the copy of the head itself (method, URI, deadline; an empty header map is not copied), the rest the budget's deposit, the classification of the request and of the answer, and the watched call. Building the future in place, without the intermediate moves, is what is left to do.";
 
-const RETRY_ALLOCS_WHY: &str = "All of them are the `Attempt` the first try of a request that may be retried carries in its extensions (see the pass-through target): one for the record of the endpoints tried, shared with the retry's response future, and three for `http`'s extension map on a request that had none (the map, its table, the boxed value; one, the boxed value, when the request already has extensions, as behind a context-propagation layer or with a deadline). A request that may not be retried (a `POST` without an idempotency key, `max_attempts(1)`) is passed through untouched and allocates nothing; neither does the budget, the backoff or the classification of the answer.";
+const RETRY_ALLOCS_WHY: &str = "A request that may be retried passes through without allocating when it has no body to buffer, headers or extensions: its first try carries no `Attempt` (the record of the endpoints tried is made when a second try is), the copy of its head kept for a retry shares the URI and skips an empty header map, and the budget, the backoff and the classification of the answer allocate nothing (`resilience-benches`' test `a_bodiless_request_passing_through_allocates_nothing`). What allocates: a request with headers (the copy of its header map, as tower's policy copies the request), and a layer that has learned that its first tries reach the balancer out of its sight (a `Buffer` or a spawned task between them): its first tries carry an `Attempt` again, four allocations on a request without extensions. A request that may not be retried is passed through untouched.";
 
 const WHOLE_ALLOCS_WHY: &str = "By side, over each side's own baseline (the `stack/server` and `stack/client` rows): the server side adds one allocation (the boxed `RequestContext` in an extension map axum already made; priority and deadline travel inside it), propagation adds a fraction (header values cut from a per-thread 4 KiB buffer: one allocation per 70-odd values) and no extension (the layers below read the call's priority and deadline from the caller's scope). The rest is the retry layer's, on a call that succeeds at once: a copy of the request's head for a replay (its header map: 2), the attempt's shared record of tried endpoints (1), and the extension map that record is put into, on an outgoing request that had none (the map, its table and the boxed value: 3). Without those the stack would be at about 1; reaching 3 is the retry crate's pass-through target (0 allocations for a request without a body to buffer).";
 
@@ -1994,6 +2034,7 @@ fn write_report(root: &Path, h: &Header, r: &Results, chart: Option<&str>) -> St
     write_callgrind(w, r);
     write_breaker_counts(w, r);
     write_e2e(w, r);
+    overload_e2e::write_section(w, r);
     write_overload(w, r, chart);
     storm::write_section(w, r.retry_storm.as_ref());
     md
