@@ -129,6 +129,8 @@ mod context;
 #[cfg_attr(docsrs, doc(cfg(feature = "fmt")))]
 pub mod fmt;
 pub mod id;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 mod rng;
 pub mod server;
 pub mod trace;
