@@ -13,6 +13,16 @@
 //! - `correlation_fmt`: the axum-shaped case again with a
 //!   `tracing_subscriber::fmt` subscriber at `INFO` (writing to a sink), so
 //!   the `request` span is built: what the span adds per request.
+//! - `correlation_otel` (feature `opentelemetry`): the axum-shaped case
+//!   under an OpenTelemetry pipeline (`tracing-opentelemetry` layer, SDK
+//!   tracer, simple processor, an exporter that drops the spans), beside a
+//!   bare service that opens a `request` span of its own per request (what
+//!   the pipeline costs without us); with an inbound `traceparent` (the
+//!   span joins the caller's trace) and without (a new trace). And
+//!   `correlation_otel_client`: an outgoing call from inside a handler's
+//!   span, beside the bare call. Run with `--features opentelemetry`, which
+//!   also builds every other group with the feature on (to compare with a
+//!   run without it).
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -236,6 +246,8 @@ fn bench(c: &mut Criterion) {
     bench_axum(c);
     bench_client(c);
     bench_fmt(c);
+    #[cfg(feature = "opentelemetry")]
+    otel::bench(c);
 
     for (name, allocs) in [
         (
@@ -451,6 +463,131 @@ fn bench_fmt(c: &mut Criterion) {
         ),
     ] {
         println!("correlation_fmt/{name}: {n:.2} allocations per call");
+    }
+}
+
+/// The layers under an OpenTelemetry pipeline.
+#[cfg(feature = "opentelemetry")]
+mod otel {
+    use super::*;
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+    use tracing::Instrument;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Drops every span: the pipeline's cost without an exporter's.
+    #[derive(Debug)]
+    struct Discard;
+
+    impl SpanExporter for Discard {
+        fn export(
+            &self,
+            batch: Vec<SpanData>,
+        ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+            black_box(batch);
+            std::future::ready(Ok(()))
+        }
+    }
+
+    /// A bare service that opens a `request` span per request, as an
+    /// application's own tracing layer would: the pipeline's cost per
+    /// request without the correlation layer.
+    fn spanned() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> {
+        service_fn(|_: Request<()>| {
+            let span = tracing::info_span!("request");
+            async { Ok::<_, Infallible>(resilience_benches::response()) }.instrument(span)
+        })
+    }
+
+    pub(super) fn bench(c: &mut Criterion) {
+        let rt = resilience_benches::runtime();
+        let _guard = rt.enter();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(Discard)
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
+        let _subscriber = tracing::subscriber::set_default(subscriber);
+
+        let (mut baseline, mut ours) = (spanned(), CorrelationLayer::new().layer(noop()));
+        let mut g = c.benchmark_group("correlation_otel");
+        g.bench_function("baseline", |b| {
+            b.iter(|| black_box(call(&mut baseline, axum_request(Some("x-correlation-id")))))
+        });
+        g.bench_function("ours/with_context", |b| {
+            b.iter(|| black_box(call(&mut ours, axum_request(Some("x-correlation-id")))))
+        });
+        g.bench_function("ours/no_context", |b| {
+            b.iter(|| black_box(call(&mut ours, axum_request(None))))
+        });
+        g.finish();
+
+        // An outgoing call from a handler's span, inside its request context.
+        let ctx = inbound_context();
+        let handler = tracing::info_span!("handler");
+        let (mut bare, mut client) = (noop(), PropagateContextLayer::new().layer(noop()));
+        let from_handler = |svc: &mut dyn FnMut() -> bool| {
+            ctx.clone()
+                .scope(async { svc() })
+                .instrument(handler.clone())
+                .now_or_never()
+                .expect("answers at once")
+        };
+        let mut g = c.benchmark_group("correlation_otel_client");
+        g.bench_function("baseline", |b| {
+            b.iter(|| {
+                black_box(from_handler(&mut || {
+                    call(&mut bare, resilience_benches::outgoing_request())
+                }))
+            })
+        });
+        g.bench_function("ours", |b| {
+            b.iter(|| {
+                black_box(from_handler(&mut || {
+                    call(&mut client, resilience_benches::outgoing_request())
+                }))
+            })
+        });
+        g.finish();
+
+        for (name, n) in [
+            (
+                "correlation_otel/baseline",
+                allocations_per_call(10_000, || {
+                    assert!(call(&mut baseline, axum_request(Some("x-correlation-id"))))
+                }),
+            ),
+            (
+                "correlation_otel/ours/with_context",
+                allocations_per_call(10_000, || {
+                    assert!(call(&mut ours, axum_request(Some("x-correlation-id"))))
+                }),
+            ),
+            (
+                "correlation_otel/ours/no_context",
+                allocations_per_call(10_000, || assert!(call(&mut ours, axum_request(None)))),
+            ),
+            (
+                "correlation_otel_client/baseline",
+                allocations_per_call(10_000, || {
+                    assert!(from_handler(&mut || {
+                        call(&mut bare, resilience_benches::outgoing_request())
+                    }))
+                }),
+            ),
+            (
+                "correlation_otel_client/ours",
+                allocations_per_call(10_000, || {
+                    assert!(from_handler(&mut || {
+                        call(&mut client, resilience_benches::outgoing_request())
+                    }))
+                }),
+            ),
+        ] {
+            println!("{name}: {n:.2} allocations per call");
+        }
     }
 }
 

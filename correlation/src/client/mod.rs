@@ -41,8 +41,21 @@ pub struct PropagateContextLayer {
 /// downstream services without passing anything by hand. Outside any request
 /// (no context) the request is left unchanged.
 ///
-/// Headers the caller already set (id, priority, forwarded headers) are left
-/// as they are; `traceparent` always comes from the context.
+/// Headers the caller already set (id, priority, forwarded headers,
+/// `tracestate`) are left as they are; `traceparent` always comes from the
+/// context.
+///
+/// # OpenTelemetry
+///
+/// With the `opentelemetry` feature and a `tracing-opentelemetry` layer in
+/// the subscriber, the `traceparent` (and `tracestate`) come from the
+/// OpenTelemetry context of the span the call is made from: the `attempt`
+/// span below (see [Attempts](#attempts)), else the current span. The next
+/// hop's span is then a child of that span. Outside any request context, a
+/// call made inside such a span carries its `traceparent` and `tracestate`
+/// (nothing else). Without an OpenTelemetry context, the context's own
+/// trace is sent, as without the feature. See the
+/// [crate docs](crate#opentelemetry).
 ///
 /// # Extensions
 ///
