@@ -13,16 +13,18 @@
 //! - `correlation_fmt`: the axum-shaped case again with a
 //!   `tracing_subscriber::fmt` subscriber at `INFO` (writing to a sink), so
 //!   the `request` span is built: what the span adds per request.
-//! - `correlation_otel` (feature `opentelemetry`): the axum-shaped case
+//! - `correlation_otel` (feature `otel-pipeline`): the axum-shaped case
 //!   under an OpenTelemetry pipeline (`tracing-opentelemetry` layer, SDK
 //!   tracer, simple processor, an exporter that drops the spans), beside a
 //!   bare service that opens a `request` span of its own per request (what
 //!   the pipeline costs without us); with an inbound `traceparent` (the
 //!   span joins the caller's trace) and without (a new trace). And
 //!   `correlation_otel_client`: an outgoing call from inside a handler's
-//!   span, beside the bare call. Run with `--features opentelemetry`, which
-//!   also builds every other group with the feature on (to compare with a
-//!   run without it).
+//!   span, beside the bare call. Run with `--features otel-pipeline` (the
+//!   layers built without their `opentelemetry` feature: the spans are
+//!   exported but join no trace) and with `--features opentelemetry` (the
+//!   feature on, which every other group then measures too): the
+//!   difference is what joining the trace costs.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -246,7 +248,7 @@ fn bench(c: &mut Criterion) {
     bench_axum(c);
     bench_client(c);
     bench_fmt(c);
-    #[cfg(feature = "opentelemetry")]
+    #[cfg(feature = "otel-pipeline")]
     otel::bench(c);
 
     for (name, allocs) in [
@@ -466,8 +468,18 @@ fn bench_fmt(c: &mut Criterion) {
     }
 }
 
+/// Runs `call` inside `ctx`'s scope and `span` (as a handler does).
+fn from_span(span: &tracing::Span, ctx: &RequestContext, call: &mut dyn FnMut() -> bool) -> bool {
+    use tracing::Instrument;
+    ctx.clone()
+        .scope(async { call() })
+        .instrument(span.clone())
+        .now_or_never()
+        .expect("answers at once")
+}
+
 /// The layers under an OpenTelemetry pipeline.
-#[cfg(feature = "opentelemetry")]
+#[cfg(feature = "otel-pipeline")]
 mod otel {
     use super::*;
 
@@ -491,10 +503,22 @@ mod otel {
         }
     }
 
+    /// Sets a pipeline for this thread: registry, OpenTelemetry layer, SDK
+    /// tracer, simple processor, [`Discard`].
+    pub(super) fn pipeline() -> (SdkTracerProvider, tracing::subscriber::DefaultGuard) {
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(Discard)
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
+        (provider, tracing::subscriber::set_default(subscriber))
+    }
+
     /// A bare service that opens a `request` span per request, as an
     /// application's own tracing layer would: the pipeline's cost per
     /// request without the correlation layer.
-    fn spanned() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> {
+    pub(super) fn spanned() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible>
+    {
         service_fn(|_: Request<()>| {
             let span = tracing::info_span!("request");
             async { Ok::<_, Infallible>(resilience_benches::response()) }.instrument(span)
@@ -504,12 +528,7 @@ mod otel {
     pub(super) fn bench(c: &mut Criterion) {
         let rt = resilience_benches::runtime();
         let _guard = rt.enter();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(Discard)
-            .build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
-        let _subscriber = tracing::subscriber::set_default(subscriber);
+        let _pipeline = pipeline();
 
         let (mut baseline, mut ours) = (spanned(), CorrelationLayer::new().layer(noop()));
         let mut g = c.benchmark_group("correlation_otel");
@@ -528,13 +547,7 @@ mod otel {
         let ctx = inbound_context();
         let handler = tracing::info_span!("handler");
         let (mut bare, mut client) = (noop(), PropagateContextLayer::new().layer(noop()));
-        let from_handler = |svc: &mut dyn FnMut() -> bool| {
-            ctx.clone()
-                .scope(async { svc() })
-                .instrument(handler.clone())
-                .now_or_never()
-                .expect("answers at once")
-        };
+        let from_handler = |svc: &mut dyn FnMut() -> bool| from_span(&handler, &ctx, svc);
         let mut g = c.benchmark_group("correlation_otel_client");
         g.bench_function("baseline", |b| {
             b.iter(|| {
@@ -613,8 +626,35 @@ fn profile(variant: &str) {
     let _guard = rt.enter();
     let deadline_ctx = inbound_context();
     let mut hand_written = hand_written_client();
+    // `fmt*/`: under a `fmt` subscriber; `otel*/`: under an OpenTelemetry
+    // pipeline (feature `otel-pipeline`).
+    let _fmt = variant
+        .starts_with("fmt")
+        .then(|| tracing::subscriber::set_default(resilience_benches::fmt_subscriber()));
+    #[cfg(feature = "otel-pipeline")]
+    let (_pipeline, mut spanned) = (
+        variant.starts_with("otel").then(otel::pipeline),
+        otel::spanned(),
+    );
+    let handler = tracing::info_span!("handler");
     for _ in 0..n {
         black_box(match variant {
+            "fmt/baseline" => call(&mut baseline, axum_request(Some("x-correlation-id"))),
+            "fmt/ours" => call(&mut ours, axum_request(Some("x-correlation-id"))),
+            "fmt_client/baseline" | "otel_client/baseline" => {
+                from_span(&handler, &deadline_ctx, &mut || {
+                    call(&mut baseline, resilience_benches::outgoing_request())
+                })
+            }
+            "fmt_client/ours" | "otel_client/ours" => {
+                from_span(&handler, &deadline_ctx, &mut || {
+                    call(&mut client, resilience_benches::outgoing_request())
+                })
+            }
+            #[cfg(feature = "otel-pipeline")]
+            "otel/baseline" => call(&mut spanned, axum_request(Some("x-correlation-id"))),
+            "otel/ours/with_context" => call(&mut ours, axum_request(Some("x-correlation-id"))),
+            "otel/ours/no_context" => call(&mut ours, axum_request(None)),
             "baseline" => call(&mut baseline, request(Inbound::Nothing)),
             "baseline_with_id" => call(
                 &mut baseline,

@@ -14,7 +14,7 @@ use opentelemetry::trace::{
     SpanContext, SpanId as OtelSpanId, TraceContextExt, TraceFlags, TraceId as OtelTraceId,
     TraceState,
 };
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_opentelemetry::{OpenTelemetrySpanExt, SetParentError};
 
 use crate::trace::TraceContext;
 
@@ -44,9 +44,6 @@ pub(crate) fn join(span: &tracing::Span, trace: &TraceContext) -> Option<TraceCo
         return None;
     }
     if let Some(parent) = trace.parent_id() {
-        // A probe that builds nothing: fails at once without the layer (the
-        // remote context below costs an allocation).
-        span.set_parent(Context::new()).ok()?;
         let remote = SpanContext::new(
             OtelTraceId::from_bytes(trace.trace_id().to_bytes()),
             OtelSpanId::from_bytes(parent.to_bytes()),
@@ -54,8 +51,11 @@ pub(crate) fn join(span: &tracing::Span, trace: &TraceContext) -> Option<TraceCo
             true,
             trace_state(trace.tracestate()),
         );
-        if let Err(error) = span.set_parent(Context::new().with_remote_span_context(remote)) {
-            tracing::debug!(%error, "cannot set the request span's parent");
+        match span.set_parent(Context::new().with_remote_span_context(remote)) {
+            Ok(()) => {}
+            // No OpenTelemetry layer: nothing to join.
+            Err(SetParentError::LayerNotFound) => return None,
+            Err(error) => tracing::debug!(%error, "cannot set the request span's parent"),
         }
     }
     // Without a parent from the caller, the layer decides (a child of the
@@ -77,12 +77,33 @@ pub(crate) fn join(span: &tracing::Span, trace: &TraceContext) -> Option<TraceCo
 
 /// The context of `span` (the current span when `span` is disabled) for an
 /// outgoing call, if it has a valid OpenTelemetry one.
+///
+/// For the current span, the OpenTelemetry context that
+/// `tracing-opentelemetry` makes current while a span is entered (its
+/// default, "context activation"): one thread-local read, and nothing found
+/// without the layer. For a layer built without context activation, see
+/// [`outgoing_from_current_span`].
 pub(crate) fn outgoing(span: &tracing::Span) -> Option<Outgoing> {
-    let cx = if span.is_none() {
-        tracing::Span::current().context()
+    if span.is_none() {
+        Context::map_current(outgoing_of)
     } else {
-        span.context()
-    };
+        outgoing_of(&span.context())
+    }
+}
+
+/// The current span's own context, found through the subscriber (a few
+/// hundred instructions, so only for a call outside any request context,
+/// where a layer built without context activation leaves nothing else).
+pub(crate) fn outgoing_from_current_span() -> Option<Outgoing> {
+    // The current span, without cloning it (no reference count).
+    let cx = tracing::dispatcher::get_default(|dispatch| {
+        let current = dispatch.current_span();
+        tracing_opentelemetry::get_otel_context(current.id()?, dispatch)
+    })?;
+    outgoing_of(&cx)
+}
+
+fn outgoing_of(cx: &Context) -> Option<Outgoing> {
     let otel = cx.span();
     let sc = otel.span_context();
     if !sc.is_valid() {

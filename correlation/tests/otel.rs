@@ -44,12 +44,21 @@ struct Pipeline {
 }
 
 fn pipeline() -> Pipeline {
+    pipeline_with(true)
+}
+
+/// With or without context activation (the OpenTelemetry context made
+/// current while a span is entered; on by default).
+fn pipeline_with(context_activation: bool) -> Pipeline {
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
         .build();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("otel-test")));
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_opentelemetry::layer()
+            .with_context_activation(context_activation)
+            .with_tracer(provider.tracer("otel-test")),
+    );
     Pipeline {
         exporter,
         _provider: provider,
@@ -216,7 +225,15 @@ fn span_of<'a>(spans: &[&'a SpanData], seen: &Seen) -> &'a SpanData {
 
 #[tokio::test]
 async fn a_caller_span_and_two_hops_make_one_trace() {
-    let otel = pipeline();
+    caller_span_and_two_hops(pipeline()).await;
+}
+
+#[tokio::test]
+async fn without_context_activation_the_span_s_own_context_is_sent() {
+    caller_span_and_two_hops(pipeline_with(false)).await;
+}
+
+async fn caller_span_and_two_hops(otel: Pipeline) {
     let log = Log::default();
     let a = two_hops(&log).await;
 
@@ -385,7 +402,15 @@ async fn an_unsampled_caller_stays_unsampled_and_exports_nothing() {
 
 #[tokio::test]
 async fn each_attempt_is_a_span_and_the_parent_of_its_call() {
-    let otel = pipeline();
+    attempts(pipeline()).await;
+}
+
+#[tokio::test]
+async fn without_context_activation_each_attempt_is_the_parent_of_its_call() {
+    attempts(pipeline_with(false)).await;
+}
+
+async fn attempts(otel: Pipeline) {
     let sent = Arc::new(Mutex::new(Vec::new()));
     let record = sent.clone();
     let client = PropagateContextLayer::new().layer(service_fn(move |req: http::Request<()>| {
@@ -459,4 +484,54 @@ async fn outside_a_request_and_a_span_the_call_is_left_unchanged() {
         }));
     let rsp = client.oneshot(http::Request::new(())).await.unwrap();
     assert!(rsp.body().is_empty(), "{:?}", rsp.body());
+}
+
+/// A handler that calls downstream from a span of its own (`work`); returns
+/// the exported `work` and `request` spans and the `traceparent` sent.
+async fn call_from_inner_span(otel: &Pipeline) -> (SpanData, SpanData, String) {
+    let sent = Arc::new(Mutex::new(String::new()));
+    let record = sent.clone();
+    let downstream =
+        PropagateContextLayer::new().layer(service_fn(move |req: http::Request<()>| {
+            *record.lock().unwrap() = req.headers()["traceparent"].to_str().unwrap().to_owned();
+            async { Ok::<_, Infallible>(http::Response::new(())) }
+        }));
+    let server = CorrelationLayer::new().layer(service_fn(move |_: http::Request<()>| {
+        let downstream = downstream.clone();
+        async move {
+            let work = async { downstream.oneshot(http::Request::new(())).await.unwrap() };
+            work.instrument(tracing::info_span!("work")).await;
+            Ok::<_, Infallible>(http::Response::new(()))
+        }
+    }));
+    server.oneshot(http::Request::new(())).await.unwrap();
+    let spans = otel.spans(2).await;
+    let named = |name: &str| spans.iter().find(|s| s.name == name).unwrap().clone();
+    let sent = sent.lock().unwrap().clone();
+    (named("work"), named("request"), sent)
+}
+
+#[tokio::test]
+async fn a_call_from_a_span_inside_the_handler_is_its_child() {
+    let otel = pipeline();
+    let (work, request, sent) = call_from_inner_span(&otel).await;
+    assert_eq!(work.parent_span_id, request.span_context.span_id());
+    let trace = request.span_context.trace_id();
+    assert_eq!(
+        sent,
+        format!("00-{trace}-{}-01", work.span_context.span_id())
+    );
+}
+
+#[tokio::test]
+async fn without_context_activation_a_call_inside_a_request_is_the_request_span_s_child() {
+    // As documented: the request context's trace, which names the
+    // `request` span.
+    let otel = pipeline_with(false);
+    let (_, request, sent) = call_from_inner_span(&otel).await;
+    let trace = request.span_context.trace_id();
+    assert_eq!(
+        sent,
+        format!("00-{trace}-{}-01", request.span_context.span_id())
+    );
 }

@@ -213,20 +213,20 @@ where
             }
             _ => tracing::Span::none(),
         };
+        // With OpenTelemetry, the call leaves as a child of the attempt
+        // span, or else of the current span.
+        let otel = current_otel(&span);
+        if let Some(ctx) = req.extensions().get::<RequestContext>().cloned() {
+            // Already where the readers find it.
+            stamp(&ctx, &self.id_header, &mut req, false, otel);
+        } else {
+            RequestContext::with_current(|ctx| match ctx {
+                Some(ctx) => stamp(ctx, &self.id_header, &mut req, self.insert, otel),
+                None => stamp_otel_only(req.headers_mut(), otel),
+            });
+        }
         let fut = {
             let _entered = span.enter();
-            // With OpenTelemetry, the call leaves as a child of the attempt
-            // span, or else of the current span.
-            let otel = current_otel(&span);
-            if let Some(ctx) = req.extensions().get::<RequestContext>().cloned() {
-                // Already where the readers find it.
-                stamp(&ctx, &self.id_header, &mut req, false, otel);
-            } else {
-                RequestContext::with_current(|ctx| match ctx {
-                    Some(ctx) => stamp(ctx, &self.id_header, &mut req, self.insert, otel),
-                    None => stamp_otel_only(req.headers_mut(), otel),
-                });
-            }
             self.inner.call(req)
         };
         fut.instrument(span)
@@ -303,6 +303,7 @@ fn stamp<B>(
 /// `traceparent` (this hop's span as the parent) and the `tracestate`
 /// passed through, unless the caller set one.
 #[cfg(not(feature = "opentelemetry"))]
+#[inline(always)]
 fn stamp_trace(ctx: &RequestContext, headers: &mut HeaderMap, _: Otel) {
     headers.insert(TRACEPARENT, ctx.outgoing_traceparent());
     if let Some(state) = ctx.trace().tracestate() {
@@ -315,20 +316,21 @@ fn stamp_trace(ctx: &RequestContext, headers: &mut HeaderMap, _: Otel) {
 /// context's if it is of the same trace (unless the caller set one).
 /// Without: the request context's, as without the feature.
 #[cfg(feature = "opentelemetry")]
+#[inline(always)]
 fn stamp_trace(ctx: &RequestContext, headers: &mut HeaderMap, otel: Otel) {
-    let Some(otel) = otel else {
-        headers.insert(TRACEPARENT, ctx.outgoing_traceparent());
-        if let Some(state) = ctx.trace().tracestate() {
-            headers.entry(TRACESTATE).or_insert_with(|| state.clone());
+    let trace = ctx.trace();
+    let (traceparent, state) = match otel {
+        Some(otel) => {
+            let state = otel.tracestate.or_else(|| {
+                (trace.trace_id().to_bytes() == otel.trace_id)
+                    .then(|| trace.tracestate().cloned())
+                    .flatten()
+            });
+            (otel.traceparent, state)
         }
-        return;
+        None => (ctx.outgoing_traceparent(), trace.tracestate().cloned()),
     };
-    let state = otel.tracestate.or_else(|| {
-        (ctx.trace().trace_id().to_bytes() == otel.trace_id)
-            .then(|| ctx.trace().tracestate().cloned())
-            .flatten()
-    });
-    headers.insert(TRACEPARENT, otel.traceparent);
+    headers.insert(TRACEPARENT, traceparent);
     if let Some(state) = state {
         headers.entry(TRACESTATE).or_insert(state);
     }
@@ -339,7 +341,7 @@ fn stamp_trace(ctx: &RequestContext, headers: &mut HeaderMap, otel: Otel) {
 /// otherwise the request is left unchanged.
 #[cfg(feature = "opentelemetry")]
 fn stamp_otel_only(headers: &mut HeaderMap, otel: Otel) {
-    if let Some(otel) = otel {
+    if let Some(otel) = otel.or_else(crate::otel::outgoing_from_current_span) {
         headers.insert(TRACEPARENT, otel.traceparent);
         if let Some(state) = otel.tracestate {
             headers.entry(TRACESTATE).or_insert(state);
