@@ -109,12 +109,17 @@
 //! - an outgoing call ([`PropagateContextLayer`]) leaves with the context
 //!   of the span it is made from: the `attempt` span under a retry layer,
 //!   else the current span (the handler's own span, or the `request`
-//!   span). Its trace id and span id are the `traceparent` sent, so the next
-//!   hop's span is a child of that span; its `tracestate` goes too. A call
-//!   made outside any request but inside a span (a job, a client of its
-//!   own) carries that span's `traceparent` and `tracestate` and nothing
-//!   else; with no OpenTelemetry context the call leaves as without the
-//!   feature.
+//!   span), read from the OpenTelemetry context `tracing-opentelemetry`
+//!   makes current while a span is entered (its default, context
+//!   activation). Its trace id and span id are the `traceparent` sent, so
+//!   the next hop's span is a child of that span; its `tracestate` goes
+//!   too. A call made outside any request but inside a span (a job, a
+//!   client of its own) carries that span's `traceparent` and `tracestate`
+//!   and nothing else; with no OpenTelemetry context the call leaves as
+//!   without the feature. With context activation turned off
+//!   (`with_context_activation(false)`), a call inside a request leaves as
+//!   a child of the `request` span (whose ids the request context holds),
+//!   not of a span the handler opened below it.
 //!
 //! Without an OpenTelemetry layer (no subscriber, or one without it) both
 //! layers behave as without the feature. Without the feature nothing of
@@ -168,7 +173,18 @@
 //! # fn main() {}
 //! ```
 //!
-//! What it costs per request: OTEL_COST_PLACEHOLDER
+//! What it costs, counted in instructions per call with callgrind through
+//! the `correlation` bench's profile mode (steadier than time on a shared
+//! machine): without the feature, nothing (the count of the code before
+//! it). With the feature and no OpenTelemetry layer: the server layer
+//! about 50 more instructions with no subscriber, about 740 more (+7%)
+//! under a `fmt` subscriber (the `trace_id` field is recorded once the
+//! trace is known), the client layer about 150 more (+3%). Under an
+//! OpenTelemetry pipeline, joining the trace adds about 1,900 instructions
+//! (+10%) and 2 allocations to a request that came with a `traceparent`,
+//! about 1,400 (+8%) and 1 allocation to one that did not, and about 190
+//! (+2%) to an outgoing call; for scale, a bare service opening one span
+//! per request under the same pipeline costs about 13,200.
 //!
 //! # Trust
 //!

@@ -50,7 +50,9 @@ pub struct PropagateContextLayer {
 /// With the `opentelemetry` feature and a `tracing-opentelemetry` layer in
 /// the subscriber, the `traceparent` (and `tracestate`) come from the
 /// OpenTelemetry context of the span the call is made from: the `attempt`
-/// span below (see [Attempts](#attempts)), else the current span. The next
+/// span below (see [Attempts](#attempts)), else the current span (the
+/// context `tracing-opentelemetry` makes current while it is entered; for
+/// a layer without context activation, see the crate docs). The next
 /// hop's span is then a child of that span. Outside any request context, a
 /// call made inside such a span carries its `traceparent` and `tracestate`
 /// (nothing else). Without an OpenTelemetry context, the context's own
