@@ -244,11 +244,88 @@ async fn a_burst_against_a_failing_backend_is_throttled_at_once() {
             passed += 1;
         }
     }
-    // the first calls pass while the window fills (p = n / (n + 1) reaches
-    // the 0.9 cap after 9), then about 1 in 10
+    // the first 20 calls pass (the minimum the window must hold), then the
+    // probability is at its 0.9 cap (20 / 21 is above it): about 1 in 10
     assert!((100..=350).contains(&passed), "about 10% pass: {passed}");
     assert_eq!(h.counts(), (2000, 0));
     assert_eq!(h.reject_probability(Priority::Sheddable), 0.9);
+}
+
+/// At a client's start, a few failures refuse nothing: the adaptive
+/// throttle decides once its window holds `minimum_requests` (default 20),
+/// as a breaker waits for `minimum_calls`. Without the minimum, the formula
+/// refuses half the calls after one failure (`1 / (1 + 1)`).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_few_failures_at_the_start_refuse_nothing() {
+    let layer = ThrottleLayer::new(ThrottleConfig::builder().adaptive().build().unwrap())
+        .with_priority(FixedPriority(Priority::Sheddable));
+    let h = layer.handle();
+    let mut failing = layer.clone().layer(status_service(503));
+    let mut healthy = layer.layer(ok_service());
+    // one failure, then 18 calls to a healthy backend: none refused
+    assert!(
+        failing
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .is_ok()
+    );
+    assert_eq!(h.reject_probability(Priority::Sheddable), 0.0);
+    assert_eq!(
+        passed(&mut healthy, Some(Priority::Sheddable), 18).await,
+        18
+    );
+    assert_eq!(h.counts(), (19, 18));
+    // five failures in a row: still under the minimum until the 20th request
+    assert!(
+        failing
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .is_ok()
+    );
+    assert_eq!(h.counts(), (20, 18));
+    assert_eq!(
+        h.reject_probability(Priority::Sheddable),
+        0.0,
+        "(20 - 36) / 21 < 0"
+    );
+
+    // a window of failures: decided from the 20th request on
+    advance(Duration::from_secs(121)).await;
+    for _ in 0..20 {
+        failing
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(h.counts(), (20, 0));
+    assert_eq!(h.reject_probability(Priority::Sheddable), 0.9);
+
+    // with `minimum_requests(0)`, one failure refuses about half
+    let eager = ThrottleLayer::new(
+        ThrottleConfig::builder()
+            .adaptive()
+            .minimum_requests(0)
+            .build()
+            .unwrap(),
+    );
+    let mut failing = eager.clone().layer(status_service(503));
+    failing
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(eager.handle().reject_probability(Priority::Sheddable), 0.5);
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

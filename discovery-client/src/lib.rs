@@ -104,8 +104,11 @@
 //! ([`RoundRobinBuilder::avoid_tried`] with
 //! [`AttemptFromExtensions`](resilience_core::AttemptFromExtensions) for
 //! `http::Request`s) and the request carries a
-//! [`resilience_core::Attempt`] (a retry layer puts one on every try; the
-//! tries of one request share its record of the endpoints they went to).
+//! [`resilience_core::Attempt`] (a retry layer puts one on every retry; the
+//! tries of one request share its record of the endpoints they went to;
+//! the first try carries none, and the balancer reports its pick to the
+//! retry layer watching the call instead, see
+//! [`resilience_core::attempt::observe_first_try`]).
 //! The pick is made in `poll_ready`, before the request is seen, so `call`
 //! checks it: if the request already tried the picked endpoint, `call`
 //! takes the next endpoint in the ring that it has not tried, is eligible
@@ -116,7 +119,7 @@
 //! goes to is recorded in its `Attempt`, for the next try (or a concurrent
 //! hedge) to avoid. Costs: nothing without `avoid_tried` (the default, for
 //! requests of any type); with it, a request without an `Attempt` costs
-//! one extension lookup, one with an `Attempt` one short uncontended lock
+//! one extension lookup and a per-thread cell access, one with an `Attempt` one short uncontended lock
 //! to check and record its endpoint, and only a pick already tried walks
 //! the ring again (a second lock to copy the tried set, a `poll_ready` per
 //! candidate).

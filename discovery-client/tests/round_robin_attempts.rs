@@ -272,3 +272,40 @@ async fn the_other_endpoint_must_be_ready_and_a_busy_one_is_not_waited_for() {
     let (req, _) = retry_after(&[1]);
     assert_ne!(send(&mut rr, req).await, addr(1));
 }
+
+/// A first try carries no attempt: the balancer reports its pick to a
+/// layer watching the call (`observe_first_try`), unless it ignores
+/// attempts.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_first_try_without_an_attempt_reports_its_pick_to_the_watching_layer() {
+    use resilience_core::attempt::observe_first_try;
+
+    let mut rr = RoundRobinBuilder::new()
+        .avoid_tried(AttemptFromExtensions)
+        .build_with_endpoints(endpoints(3), answer_with_address);
+    for _ in 0..4 {
+        rr.ready().await.unwrap();
+        let (fut, seen) = observe_first_try(|| rr.call(Request::new(())));
+        let went_to = fut.await.unwrap();
+        assert_eq!(seen.endpoint(), Some(went_to), "the pick reported");
+        // The retry starts its record with it, and avoids it.
+        let second = seen.into_second();
+        let mut retry = Request::new(());
+        retry.extensions_mut().insert(second.clone());
+        let retried_on = send(&mut rr, retry).await;
+        assert_ne!(retried_on, went_to);
+        assert_eq!(second.tried().as_slice(), [went_to, retried_on]);
+    }
+    // Not watched: nothing to report to, nothing kept.
+    assert_ne!(send(&mut rr, Request::new(())).await.port(), 0);
+
+    let mut ignoring: RoundRobin<_, _, IgnoreAttempt> =
+        RoundRobinBuilder::new().build_with_endpoints(endpoints(3), answer_with_address);
+    ignoring.ready().await.unwrap();
+    let (fut, seen) = observe_first_try(|| ignoring.call(Request::new(())));
+    fut.await.unwrap();
+    assert!(
+        seen.is_empty(),
+        "a balancer that ignores attempts reports nothing"
+    );
+}

@@ -62,13 +62,25 @@
 //!
 //! # Client: the shop
 //!
+//! The standard client stack of the facade
+//! ([`ClientStackBuilder::build_grpc`](resilience::client::ClientStackBuilder::build_grpc)),
+//! from the shop's file ([`client_config`](crate::shop::client_config)):
+//!
+//! ```ignore
+//! let inventory = ClientStack::builder(client_config())
+//!     .endpoints(endpoints)
+//!     .grpc_health_service(SERVICE_NAME)
+//!     .build_grpc()?;
+//! let client = InventoryClient::new(inventory.into_service());
+//! ```
+//!
 //! ```text
-//! PropagateContextLayer       id, priority, traceparent, grpc-timeout (the time left) as metadata
+//! call deadline + PropagateContext  id, priority, traceparent, grpc-timeout (the time left) as metadata
 //!  └ RetryLayer               Reserve opted in: UNAVAILABLE, a timeout or a transport error again
 //!     └ ThrottleLayer         adaptive: backs off sheddable calls while inventory answers RESOURCE_EXHAUSTED
-//!        └ CircuitBreakerLayer one breaker for inventory
-//!           └ RoundRobin      the next healthy instance the call has not tried (avoid_tried);
-//!              │              grpc.health.v1 checks, passive ejection
+//!        └ RoundRobin         the next healthy instance the call has not tried;
+//!           │                 grpc.health.v1 checks, passive ejection
+//!           └ a breaker per instance  an instance whose circuit is open is skipped
 //!              └ TimeoutLayer per instance and try: a timeout counts against the slow instance
 //!                 └ Channel   one tonic channel per instance (connected lazily)
 //! ```
@@ -102,12 +114,12 @@
 //! # Example
 //!
 //! ```
-//! use resilience_examples::shop::{Demo, ShopSettings};
+//! use resilience_examples::shop::{Demo, client_config};
 //! use resilience_examples::grpc::GrpcServerSettings;
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), resilience_core::BoxError> {
-//! let demo = Demo::start_grpc(&ShopSettings::DEMO, &GrpcServerSettings::DEMO).await?;
+//! let demo = Demo::start_grpc(client_config(), &GrpcServerSettings::DEMO).await?;
 //! let order = demo.order("cd", "DE", "123-gda").await?;
 //! assert_eq!(order.status, 200);
 //! let seen = demo.instance(order.served_by.as_deref().unwrap()).seen("123-gda").unwrap();

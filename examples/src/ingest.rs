@@ -17,22 +17,32 @@
 //! ```text
 //! CorrelationLayer        the id, on every response (refusals too) and log line
 //!  └ HandleErrorLayer     a refusal becomes 429 + Retry-After, at once
-//!     └ KindQueuesLayer   one bounded queue per kind: concurrency + capacity
+//!     └ KindQueuesLayer   one bounded queue per kind: concurrency, capacity, wait budget
 //!        └ handler        the kind's service time, then the in-memory store
 //! ```
 //!
 //! # Backpressure
 //!
 //! While all of a kind's slots are busy, its requests wait, at most
-//! `capacity` of them, oldest first. The next one is refused at once with
-//! `429 Too Many Requests` and `Retry-After`, instead of growing memory and
-//! latency without bound: the longest wait is capacity x service time /
-//! concurrency (80 ms for `bulk` in [`IngestSettings::DEMO`]), and the
-//! store keeps only the latest [`STORE_LIMIT`] events.
+//! `capacity` of them, oldest first, and each for at most the kind's *wait
+//! budget*: the service's latency goal minus the kind's service time
+//! ([`IngestSettings::wait_budget`]; 70 ms for `index` in
+//! [`IngestSettings::DEMO`]). A request that finds the queue full, or
+//! whose expected wait (recent service times x its place in line) is
+//! longer than the budget, is refused at once with `429 Too Many Requests`
+//! and `Retry-After`; one whose budget runs out while it waits is refused
+//! then. Memory and latency never grow without bound; the store keeps only
+//! the latest [`STORE_LIMIT`] events.
 //!
-//! The queues run without CoDel and first-in first-out: the service time is
-//! known, so the capacity is the latency budget, and CoDel's default 5 ms
-//! target would turn bulk work away long before the queue is full.
+//! The budget is the bounded-queue crate's guidance for a service whose
+//! service time is known (its docs, "Choosing the settings"): it is each
+//! queue's `max_wait` and its CoDel target, so a served request takes at
+//! most about the latency goal, however hard the senders push. The capacity
+//! alone would not do that: a full queue makes every request wait capacity
+//! x service time / concurrency (320 ms for 16 waiting in front of one
+//! 20 ms slot), and a flood keeps it full. Under overload the queue serves
+//! the highest priority first and sheds the lowest when a waiter runs out
+//! of budget, so critical events are the last to be refused.
 //!
 //! Why `429` and not the family's default `503`
 //! ([`ErrorResponder::overloaded_status`]): a full queue is backpressure
@@ -72,6 +82,7 @@
 //! let mut settings = IngestSettings::DEMO;
 //! // One bulk at a time, and no room to wait.
 //! settings.bulk = KindSettings { concurrency: 1, capacity: 0, service_time: Duration::from_millis(500) };
+//! settings.latency_goal = Duration::from_secs(1);
 //! let demo = Demo::start(&settings).await?;
 //!
 //! let stored = demo.call(&Op::Index("device-7 temp=21.5".into())).await?;
@@ -187,9 +198,13 @@ pub struct IngestSettings {
     pub get: KindSettings,
     /// The `Retry-After` of a refusal (whole seconds on the wire, at least 1).
     pub retry_after: Duration,
-    /// A backstop: no request waits longer than this in a queue, whatever
-    /// its capacity (the queues' `max_wait`).
-    pub max_wait: Duration,
+    /// The latency a served request should stay within, queueing and
+    /// service: each kind may wait for a slot this long minus its service
+    /// time ([`wait_budget`](Self::wait_budget)). Longer than every kind's
+    /// service time; leave each kind room for two hand-offs (a goal of at
+    /// least service time x (1 + 2 / concurrency)), or a request that finds
+    /// every slot busy may be refused at low load.
+    pub latency_goal: Duration,
 }
 
 /// The `ingest` service: its queues and its store.
@@ -434,7 +449,7 @@ impl IngestSettings {
     /// Settings for a demo: `index` 2 x 10 ms with 32 waiting (200 events/s),
     /// `bulk` 2 x 20 ms with 8 waiting (100 batches/s), `search` 4 x 10 ms
     /// with 16 waiting, `get` 4 x 2 ms with 16 waiting; `Retry-After: 1`;
-    /// waits of at most 1 s.
+    /// a latency goal of 80 ms (`index` waits at most 70 ms, `bulk` 60 ms).
     pub const DEMO: IngestSettings = IngestSettings {
         index: KindSettings {
             concurrency: 2,
@@ -457,7 +472,7 @@ impl IngestSettings {
             service_time: Duration::from_millis(2),
         },
         retry_after: Duration::from_secs(1),
-        max_wait: Duration::from_secs(1),
+        latency_goal: Duration::from_millis(80),
     };
 
     /// The settings of `kind`.
@@ -470,21 +485,45 @@ impl IngestSettings {
         }
     }
 
-    /// The queue of `kind`: its concurrency and capacity, FIFO, no CoDel
-    /// (see the [module docs](self)).
+    /// How long a request of `kind` may wait for a slot: the latency goal
+    /// minus the kind's service time (zero when the service time alone
+    /// takes the goal, which [`queue_config`](Self::queue_config) refuses).
+    pub fn wait_budget(&self, kind: Kind) -> Duration {
+        self.latency_goal
+            .saturating_sub(self.kind(kind).service_time)
+    }
+
+    /// The longest a request of `kind` waits for a slot: its
+    /// [`wait_budget`](Self::wait_budget), or less when a full queue is
+    /// shorter than that ([`KindSettings::longest_wait`]).
+    pub fn longest_wait(&self, kind: Kind) -> Duration {
+        self.wait_budget(kind).min(self.kind(kind).longest_wait())
+    }
+
+    /// The queue of `kind`: its concurrency and capacity, oldest first
+    /// (the crate's default), and its [`wait_budget`](Self::wait_budget)
+    /// as both `max_wait` and CoDel target (see the [module docs](self)).
     ///
     /// # Errors
-    /// - `concurrency` is zero, `max_wait` is zero, or `retry_after` is
-    ///   zero or above a day
+    /// - `latency_goal` is not longer than the kind's service time
+    /// - `concurrency` is zero, or `retry_after` is zero or above a day
     pub fn queue_config(&self, kind: Kind) -> Result<BoundedQueueConfig, ConfigError> {
         let k = self.kind(kind);
+        let budget = self.wait_budget(kind);
+        if budget.is_zero() {
+            return Err(ConfigError::new(
+                "latency_goal",
+                "must be longer than every kind's service time",
+            ));
+        }
         BoundedQueueConfig::builder()
             .name(kind.name())
             .concurrency(k.concurrency)
             .capacity(k.capacity)
-            .max_wait(self.max_wait)
-            .codel(false)
-            .lifo(false)
+            .max_wait(budget)
+            .codel_target(budget)
+            // The target may not be longer than the interval.
+            .codel_interval(budget.max(BoundedQueueConfig::DEFAULT_CODEL_INTERVAL))
             .retry_after(self.retry_after)
             .build()
     }

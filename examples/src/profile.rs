@@ -2,14 +2,29 @@
 //!
 //! A `profile` front service renders `/profile/{user}` from three component
 //! services, `publications`, `about-me` and `institution`, called at the
-//! same time. Each component call goes through its own client stack:
+//! same time. Each component call goes through its own standard client
+//! stack ([`resilience::client`], [`ProfileSettings::client_config`]),
+//! trimmed to what a single fallback-backed dependency needs:
 //!
 //! ```text
-//! PropagateContextLayer   the caller's correlation id, priority and deadline go along
-//!  └ CircuitBreakerLayer  one breaker per component; 5xx and timeouts count, 4xx do not
-//!     └ TimeoutLayer      under the breaker, so that a timeout counts as a failure
-//!        └ hyper client   one connection pool shared by the three stacks
+//! call deadline + PropagateContext  the caller's correlation id, priority and deadline go along;
+//!  │                                the call ends at the component's timeout
+//!  └ RoundRobin           over the component's one endpoint (no health checks, no ejection)
+//!     └ CircuitBreaker    one breaker per component; 5xx and timeouts count, 4xx do not;
+//!        │                while open, the endpoint is not ready and the call is refused
+//!        └ TimeoutLayer   under the breaker, so that a timeout counts as a failure
+//!           └ hyper client
 //! ```
+//!
+//! The parts of the standard stack a component leaves out, and why:
+//! **retries** (a component has a fallback, and the page must not wait more
+//! than one timeout for it: a second try would double the wait of a slow
+//! component), the **adaptive throttle** (the breaker already keeps calls
+//! away from a failing component, and the fallback serves the page), and
+//! **health checks and ejection** (one endpoint per component: ejecting
+//! it would only stop the breaker's probes; the breaker decides when it is
+//! back). So the page costs at most one timeout per component, and a
+//! component whose circuit is open is answered by its fallback at once.
 //!
 //! When a component errors, times out or has its breaker open, the page
 //! still renders (200): the component is replaced by a fallback, and the
@@ -54,6 +69,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,18 +80,16 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use resilience::client::{ClientConfig, ClientPart, ClientStack};
 use resilience::server::{ServerConfig, ServerStackLayer};
-use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
+use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle};
 use resilience_core::error::find_in_chain;
-use resilience_core::timeout::TimeoutConfig;
-use resilience_core::{BoxError, ConfigError, Elapsed, Rejected, RejectionKind, TimeoutLayer};
-use resilience_correlation::{CorrelationLayer, PropagateContextLayer, RequestContext};
+use resilience_core::{BoxError, ConfigError, Elapsed, Rejected, RejectionKind};
+use resilience_correlation::{CorrelationLayer, RequestContext};
+use resilience_discovery::{Endpoint, RoundRobinConfig};
 use resilience_flags::{Flag, FlagSet, FlagStore, Flags, FlagsConfig, FlagsLayer};
 use tokio::time::Instant;
-use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::{Body, HttpClient, http_client, serve};
@@ -199,7 +213,6 @@ struct Switch {
 
 #[derive(Debug)]
 struct ProfileInner {
-    timeout: Duration,
     deps: [Dependency; 3],
     flags: FlagStore,
 }
@@ -207,6 +220,8 @@ struct ProfileInner {
 #[derive(Debug)]
 struct Dependency {
     component: Component,
+    /// The call's whole time, body included.
+    timeout: Duration,
     url: String,
     client: HttpClient,
     breaker: CircuitBreakerHandle,
@@ -421,13 +436,71 @@ impl ProfileSettings {
             .half_open_probes(1)
             .build()
     }
+
+    /// The client stack of `component`'s calls: the call's deadline and the
+    /// attempt timeout both `timeout`, the breaker of
+    /// [`breaker_config`](Self::breaker_config), passive ejection off, and
+    /// no retries, throttle or health checks (see the
+    /// [module docs](self) for why).
+    ///
+    /// # Errors
+    /// - as [`breaker_config`](Self::breaker_config); `timeout` is zero
+    pub fn client_config(&self, component: Component) -> Result<ClientConfig, ConfigError> {
+        ClientConfig::builder(component.name())
+            .deadline(self.timeout)
+            .attempt_timeout(self.timeout)
+            .breaker(self.breaker_config(component)?)
+            .balancer(
+                RoundRobinConfig::builder()
+                    .name(component.name())
+                    .consecutive_failures(0)
+                    .build()?,
+            )
+            .without(ClientPart::Retry)
+            .without(ClientPart::Throttle)
+            .without(ClientPart::HealthCheck)
+            .build()
+    }
 }
 
-/// The profile page's server stack, from `examples/config/profile.toml`
-/// (context in, timeout, bounded queue, refusals answered).
-pub fn server_config() -> ServerConfig {
+/// The profile's configuration file, `examples/config/profile.toml`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    server: ServerConfig,
+    clients: ClientsFile,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientsFile {
+    publications: ClientConfig,
+    #[serde(rename = "about-me")]
+    about_me: ClientConfig,
+    institution: ClientConfig,
+}
+
+fn config_file() -> ConfigFile {
     toml::from_str(include_str!("../config/profile.toml"))
-        .expect("examples/config/profile.toml is a valid server configuration")
+        .expect("examples/config/profile.toml is a valid configuration")
+}
+
+/// The profile page's server stack, from `examples/config/profile.toml`'s
+/// `[server]` (context in, timeout, bounded queue, refusals answered).
+pub fn server_config() -> ServerConfig {
+    config_file().server
+}
+
+/// The client stack of `component`'s calls, from
+/// `examples/config/profile.toml`'s `[clients.<component>]`: the values of
+/// [`ProfileSettings::DEMO`]. Give it to [`Profile::with_configs`].
+pub fn client_config(component: Component) -> ClientConfig {
+    let clients = config_file().clients;
+    match component {
+        Component::Publications => clients.publications,
+        Component::AboutMe => clients.about_me,
+        Component::Institution => clients.institution,
+    }
 }
 
 // === impl Profile ===
@@ -436,36 +509,66 @@ impl Profile {
     /// A profile calling each component at `url_of(component)`, a base URL
     /// such as `http://127.0.0.1:8080`.
     ///
+    /// Build it inside a tokio runtime.
+    ///
     /// # Errors
-    /// - the settings make an invalid breaker or timeout configuration
-    ///   (see [`ProfileSettings::breaker_config`]; `timeout` zero)
+    /// - the settings make an invalid client configuration (see
+    ///   [`ProfileSettings::client_config`])
+    /// - a URL is not `http://<ip>:<port>`
     pub fn new(
         settings: &ProfileSettings,
         url_of: impl Fn(Component) -> String,
     ) -> Result<Self, ConfigError> {
-        let hyper = Client::builder(TokioExecutor::new()).build_http::<Body>();
+        let mut configs = Vec::with_capacity(3);
+        for component in Component::ALL {
+            configs.push(settings.client_config(component)?);
+        }
+        Self::with_configs(|c| configs[c.index()].clone(), url_of)
+    }
+
+    /// A profile calling each component at `url_of(component)` through the
+    /// client stack `config_of(component)` describes (for instance
+    /// [`client_config`], from the profile's file). Without a deadline, a
+    /// component's call (its body included) may take
+    /// [`ClientConfig::DEFAULT_DEADLINE`].
+    ///
+    /// Build it inside a tokio runtime.
+    ///
+    /// # Errors
+    /// - the client stack refuses a configuration
+    /// - a URL is not `http://<ip>:<port>`
+    pub fn with_configs(
+        config_of: impl Fn(Component) -> ClientConfig,
+        url_of: impl Fn(Component) -> String,
+    ) -> Result<Self, ConfigError> {
         let mut deps = Vec::with_capacity(3);
         for component in Component::ALL {
-            let breaker = CircuitBreakerLayer::new(settings.breaker_config(component)?);
-            let handle = breaker.handle();
-            // Named after the component: its log lines and its
-            // `resilience_timeout_elapsed_total{name}` say which call timed out.
-            let timeout = TimeoutConfig::builder()
-                .name(component.name())
-                .timeout(settings.timeout)
-                .build()?;
-            let client = BoxCloneSyncService::new(
-                ServiceBuilder::new()
-                    .layer(PropagateContextLayer::new())
-                    .layer(breaker)
-                    .layer(TimeoutLayer::new(timeout))
-                    .service(hyper.clone()),
-            );
+            let config = config_of(component);
+            let timeout = config.deadline().unwrap_or(ClientConfig::DEFAULT_DEADLINE);
+            let url = url_of(component);
+            let addr: SocketAddr = url
+                .strip_prefix("http://")
+                .and_then(|a| a.trim_end_matches('/').parse().ok())
+                .ok_or(ConfigError::new("url", "must be http://<ip>:<port>"))?;
+            // Named after the component: its log lines, metrics and
+            // snapshots say which call timed out, which breaker opened.
+            let stack = ClientStack::builder(config)
+                .endpoints([Endpoint::new(addr)])
+                .build_http::<Body>()?;
+            let breaker = stack
+                .handles()
+                .breakers()
+                .and_then(|b| b.get(&addr.to_string()))
+                .ok_or(ConfigError::new(
+                    "breaker",
+                    "a component's client needs its breaker",
+                ))?;
             deps.push(Dependency {
                 component,
-                url: url_of(component),
-                client,
-                breaker: handle,
+                timeout,
+                url,
+                client: stack.into_service(),
+                breaker,
             });
         }
         let deps: [Dependency; 3] = deps.try_into().expect("one per component");
@@ -479,11 +582,7 @@ impl Profile {
                 .build()?,
         );
         Ok(Self {
-            inner: Arc::new(ProfileInner {
-                timeout: settings.timeout,
-                deps,
-                flags,
-            }),
+            inner: Arc::new(ProfileInner { deps, flags }),
         })
     }
 
@@ -628,7 +727,7 @@ impl Profile {
         let req = http::Request::get(url).body(Body::default())?;
         let rsp = dep.client.clone().oneshot(req).await?;
         let status = rsp.status();
-        let left = self.inner.timeout.saturating_sub(started.elapsed());
+        let left = dep.timeout.saturating_sub(started.elapsed());
         let body = tokio::time::timeout(left, rsp.into_body().collect())
             .await
             .map_err(|_| Elapsed::new())??
@@ -640,10 +739,17 @@ impl Profile {
 // === impl Degraded ===
 
 impl Degraded {
-    /// Why a call failed, from its error: a breaker's `CircuitOpen`
-    /// rejection, a timeout ([`Elapsed`]), or anything else.
+    /// Why a call failed, from its error: a breaker's refusal, a timeout
+    /// ([`Elapsed`]), or anything else. Under the client stack's balancer,
+    /// the component's one endpoint is not ready while its circuit is open,
+    /// so the refusal comes as "no healthy endpoint" (with health checks
+    /// and ejection off, nothing else takes the endpoint out).
     fn from_error(err: &(dyn Error + 'static)) -> Self {
-        if find_in_chain::<Rejected>(err).is_some_and(|r| r.kind() == RejectionKind::CircuitOpen) {
+        let refused = find_in_chain::<Rejected>(err).map(Rejected::kind);
+        if matches!(
+            refused,
+            Some(RejectionKind::CircuitOpen | RejectionKind::NoHealthyEndpoint)
+        ) {
             Degraded::CircuitOpen
         } else if find_in_chain::<Elapsed>(err).is_some() {
             Degraded::Timeout

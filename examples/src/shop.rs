@@ -5,19 +5,29 @@
 //! step reads the order, then asks `inventory`'s `warehouse` step to reserve
 //! the item (`POST /reserve/{item}?country=DE`). `inventory` runs as several
 //! instances on loopback; the shop finds them through service discovery and
-//! sends each call through one client stack:
+//! sends each call through the standard client stack
+//! ([`resilience::client`]), built from the `[client]` table of the shop's
+//! one configuration file, `examples/config/shop.toml` ([`client_config`]):
+//!
+//! ```ignore
+//! let inventory = ClientStack::builder(client_config())
+//!     .endpoints(endpoints)
+//!     .build_http::<Body>()?;
+//! ```
 //!
 //! ```text
-//! PropagateContextLayer     the order's correlation id (and priority, deadline) goes along
+//! call deadline + PropagateContext  900 ms for the call, tries included (or the order's own, if
+//!  │                                sooner); the order's correlation id, priority, deadline go along
 //!  └ RetryLayer             a failed try (timeout, transport error, 5xx) again, on another instance,
-//!     │                     within the order's deadline and a retry budget
-//!     └ CircuitBreakerLayer one breaker for inventory: 5xx, timeouts and "no instance" count, 4xx do not
-//!        └ RoundRobin       the next healthy instance, one the order has not tried yet (avoid_tried);
+//!     │                     within the call's deadline and a retry budget
+//!     └ ThrottleLayer       adaptive: backs off sheddable calls while inventory refuses many
+//!        └ RoundRobin       the next healthy instance, one the order has not tried yet;
 //!           │               GET /health every interval (active checks), ejection after consecutive
 //!           │               5xx or timeouts (passive)
-//!           └ TimeoutLayer  per instance and try, under the balancer: a timeout counts against the
-//!              │            slow instance
-//!              └ hyper client  one connection pool shared by the instances
+//!           └ a breaker per instance  5xx and timeouts count, 4xx do not; an instance whose
+//!              │                      circuit is open is skipped by the balancer
+//!              └ TimeoutLayer  per instance and try: a timeout counts against the slow instance
+//!                 └ hyper client  one connection pool shared by the instances
 //! ```
 //!
 //! **Retries, safely.** A reservation is a `POST`, which a retry layer
@@ -28,19 +38,19 @@
 //! reservations are idempotent per order id: an instance reserves from the
 //! stock table every instance shares and changes nothing in it, so reserving
 //! an order a second time, on the same instance or another, answers the
-//! same and reserves nothing more. The retry layer sits above the breaker
-//! and the balancer, so each try picks an instance anew, one the order has
-//! not tried ([`RoundRobinBuilder::avoid_tried`]); a refusal of the breaker
-//! is never retried. Each try has [`ShopSettings::timeout`], the call as a
-//! whole [`ShopSettings::attempts`] times that (or less: the order's own
+//! same and reserves nothing more. The retry layer sits above the balancer
+//! and the breakers, so each try picks an instance anew, one the order has
+//! not tried; a refusal (throttled, no instance to pick) is never retried.
+//! Each try has [`ShopSettings::timeout`], the call as a whole
+//! [`ShopSettings::attempts`] times that (or less: the order's own
 //! deadline); [`Shop::retry`] counts the retries.
 //!
 //! What it shows:
 //!
 //! - **4xx is the caller's fault.** An unknown country code (`400`) or an
 //!   unknown item (`404`) goes back to the customer as it is, and counts
-//!   against nobody: the breaker stays closed and no instance is ejected,
-//!   however many there are.
+//!   against nobody: every breaker stays closed and no instance is
+//!   ejected, however many there are.
 //! - **5xx and timeouts count.** An instance that answers `500` is ejected
 //!   after [`ShopSettings::ejection_failures`] failures in a row, and the
 //!   others take its traffic (the orders it failed were tried again on
@@ -51,9 +61,13 @@
 //!   tried on another instance; the timeout is a failure of that instance,
 //!   which ejects it like a `500`.
 //! - **An outage downstream does not take the shop down.** With every
-//!   instance failing, the breaker opens and the shop answers at once:
-//!   `503` with `Retry-After` and a [`DEGRADED_HEADER`] saying why. Its
-//!   own `/health` stays `200`: the shop is up, ordering is paused.
+//!   instance failing, every instance's breaker opens and the shop answers
+//!   at once, without a call: `503` with `Retry-After` (when the first
+//!   circuit half-opens) and a [`DEGRADED_HEADER`] saying why
+//!   (`inventory=circuit open`). Its own `/health` stays `200`: the shop
+//!   is up, ordering is paused. One failing instance opens its own
+//!   circuit only ([`Shop::breakers`], one per instance): the others keep
+//!   serving.
 //! - **One id per operation.** The shop and the instance that served the
 //!   order log with the same correlation id, and no handler passes it by
 //!   hand (run the binary to see it):
@@ -81,18 +95,18 @@
 //! over gRPC, and [`Shop::new_grpc`] ([`Demo::start_grpc`]) calls them that
 //! way instead of HTTP: the same story with `UNAVAILABLE` for `500`,
 //! `NOT_FOUND` / `INVALID_ARGUMENT` for `404` / `400`, `grpc.health.v1`
-//! for `GET /health`, and an adaptive throttle in front of the breaker; see
+//! for `GET /health`, and the same client stack over tonic channels; see
 //! the [`grpc`](crate::grpc) module (retries included). HTTP stays the
 //! default.
 //!
 //! # Example
 //!
 //! ```
-//! use resilience_examples::shop::{Demo, Mode, ShopSettings};
+//! use resilience_examples::shop::{Demo, Mode, client_config};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), resilience_core::BoxError> {
-//! let demo = Demo::start(&ShopSettings::DEMO).await?;
+//! let demo = Demo::start(client_config()).await?;
 //!
 //! let order = demo.order("cd", "DE", "123-gda").await?;
 //! assert_eq!(order.status, 200);
@@ -102,10 +116,11 @@
 //! // The caller's mistake: a 400, passed on, and nobody's failure.
 //! let order = demo.order("cd", "XX", "124-gda").await?;
 //! assert_eq!(order.status, 400);
-//! assert_eq!(demo.shop.breaker().snapshot().failures(), 0);
+//! let breakers = demo.shop.breakers().unwrap().snapshot();
+//! assert!(breakers.iter().all(|(_, b)| b.failures() == 0));
 //!
 //! demo.instance("inventory-2").set_mode(Mode::Failing);
-//! println!("{}", demo.shop.status()); // breaker closed (2 calls, 0 failed)  inventory-1=healthy ...
+//! println!("{}", demo.shop.status()); // inventory-1=healthy (breaker closed, 1 calls, 0 failed) ...
 //! # Ok(()) }
 //! ```
 //!
@@ -126,36 +141,32 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use resilience::client::{ClientConfig, ClientHandles, ClientStack, ClientStackBuilder};
 use resilience::server::{ServerConfig, ServerStackLayer};
-use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleHandle, ThrottleLayer};
-use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
+use resilience_circuit_breaker::throttle::{ThrottleConfig, ThrottleHandle};
+use resilience_circuit_breaker::{
+    CircuitBreakerConfig, CircuitBreakerHandle, CircuitState, EndpointBreakersHandle,
+};
 use resilience_core::error::find_in_chain;
 use resilience_core::http::retry_after_value;
-use resilience_core::timeout::TimeoutConfig;
 use resilience_core::{
-    AttemptFromExtensions, BoxError, Classify, ConfigError, Deadline, Elapsed, GrpcOutcome,
-    HttpOutcome, Priority, Rejected, RejectionKind, TimeoutLayer,
+    BoxError, Classify, ConfigError, Deadline, Elapsed, Priority, Rejected, RejectionKind,
 };
-use resilience_correlation::{CorrelationLayer, PropagateContextLayer, RequestContext};
-use resilience_discovery::health::{GrpcHealthCheck, HealthCheckConfig, HttpHealthCheck};
+use resilience_correlation::{CorrelationLayer, RequestContext};
+use resilience_discovery::health::HealthCheckConfig;
 use resilience_discovery::source::SourceStream;
-use resilience_discovery::{
-    Endpoint, EndpointState, RoundRobinBuilder, RoundRobinConfig, RoundRobinHandle,
-};
-use resilience_retry::{IDEMPOTENCY_KEY, RetryBody, RetryConfig, RetryHandle, RetryLayer};
+use resilience_discovery::{Endpoint, EndpointState, RoundRobinConfig, RoundRobinHandle};
+use resilience_retry::{IDEMPOTENCY_KEY, RetryConfig, RetryHandle};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::grpc::{
-    BoxGrpcService, GrpcInstance, GrpcServerSettings, GrpcTransport, InventoryClient, RESERVE_PATH,
-    ReserveRequest,
+    GrpcInstance, GrpcServerSettings, GrpcTransport, InventoryClient, RESERVE_PATH, ReserveRequest,
+    SERVICE_NAME,
 };
-use crate::{Body, HttpClient, forward_to, http_client, serve};
+use crate::{Body, HttpClient, http_client, serve};
 
 /// The header naming the inventory instance that served a call, on the
 /// instance's answers and on the shop's.
@@ -200,7 +211,11 @@ pub struct Inventory {
     state: Arc<Switch>,
 }
 
-/// The shop's timeouts, retries, breaker, health checks and ejection.
+/// The shop's timeouts, retries, breakers, health checks and ejection, as
+/// knobs in code: [`client_config`](Self::client_config) makes the client
+/// stack's configuration of them. The shop's own file,
+/// `examples/config/shop.toml` ([`client_config`]),
+/// holds [`ShopSettings::DEMO`]; tests turn the knobs.
 #[derive(Debug, Clone)]
 pub struct ShopSettings {
     /// Timeout of each call to an inventory instance (of each try).
@@ -210,8 +225,8 @@ pub struct ShopSettings {
     /// [`timeout`](Self::timeout), or less when the order's deadline is
     /// nearer.
     pub attempts: u32,
-    /// Calls the breaker remembers (a count window), and needs before it
-    /// decides; it opens when half of them or more failed.
+    /// Calls each instance's breaker remembers (a count window), and needs
+    /// before it decides; it opens when half of them or more failed.
     pub window: u32,
     /// How long an opened breaker fails fast before it lets one probe
     /// through (doubles on each re-open without a close, up to 4 times
@@ -230,9 +245,11 @@ pub struct ShopSettings {
     pub ejection_time: Duration,
 }
 
-/// The `shop` service: its inventory client, breaker and balancer.
+/// The `shop` service: its inventory client stack (the standard
+/// [`ClientStack`]) and the stack's handles: retries, throttle, balancer,
+/// a breaker per instance.
 ///
-/// Cheap to clone; clones share the client, the breaker and the balancer.
+/// Cheap to clone; clones share the client stack.
 #[derive(Debug, Clone)]
 pub struct Shop {
     inner: Arc<ShopInner>,
@@ -242,7 +259,7 @@ pub struct Shop {
 /// binary and the tests run.
 #[derive(Debug)]
 pub struct Demo {
-    /// The shop (for its breaker and balancer).
+    /// The shop (for its breakers and balancer).
     pub shop: Shop,
     /// The shop's base URL, `http://127.0.0.1:<port>`.
     pub url: String,
@@ -342,22 +359,19 @@ pub(crate) enum Reservation {
 
 #[derive(Debug)]
 struct ShopInner {
-    /// A call's whole time, tries included ([`ShopSettings::call_timeout`]).
+    /// A call's whole time, tries included (the client's deadline).
     call_timeout: Duration,
     inventory: InventoryCalls,
-    retry: RetryHandle,
-    breaker: CircuitBreakerHandle,
-    balancer: RoundRobinHandle,
-    throttle: Option<ThrottleHandle>,
+    handles: ClientHandles,
 }
 
-/// One inventory instance's client, under the balancer: the request body
-/// is the retry layer's, so a retry can replay it.
-type InstanceClient = BoxCloneSyncService<
-    http::Request<RetryBody<Body>>,
-    http::Response<hyper::body::Incoming>,
-    BoxError,
->;
+/// The shop's configuration file, `examples/config/shop.toml`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    server: ServerConfig,
+    client: ClientConfig,
+}
 
 /// How the shop calls inventory.
 #[derive(Debug, Clone)]
@@ -600,32 +614,77 @@ impl fmt::Debug for Switch {
     }
 }
 
-/// The shop's server stack, from `examples/config/shop.toml` (context in,
-/// timeout, bounded queue, refusals answered).
+/// The shop's server stack, from `examples/config/shop.toml`'s `[server]`
+/// (context in, timeout, bounded queue, refusals answered).
 pub fn server_config() -> ServerConfig {
+    config_file().server
+}
+
+/// The shop's inventory client stack, from `examples/config/shop.toml`'s
+/// `[client]`: the values of [`ShopSettings::DEMO`] (propagation, a 900 ms
+/// deadline, 3 tries of 300 ms on different instances, the adaptive
+/// throttle, round robin with health checks and ejection, a breaker per
+/// instance). Give it to [`Shop::new`] or [`Demo::start`].
+pub fn client_config() -> ClientConfig {
+    config_file().client
+}
+
+fn config_file() -> ConfigFile {
     toml::from_str(include_str!("../config/shop.toml"))
-        .expect("examples/config/shop.toml is a valid server configuration")
+        .expect("examples/config/shop.toml is a valid configuration")
 }
 
 // === impl ShopSettings ===
 
 impl ShopSettings {
-    /// Settings for a demo: a 300 ms timeout, 3 tries, a breaker that
-    /// decides after 6 calls and stays open for 1 s, health checks every
-    /// 100 ms that time out after 1 s, ejection after 3 failures in a row
-    /// for 500 ms.
+    /// Settings for a demo, the values of `examples/config/shop.toml`: a
+    /// 300 ms timeout, 3 tries, breakers that decide after 6 calls and stay
+    /// open for 1 s, health checks every 100 ms that time out after 150 ms,
+    /// ejection after 3 failures in a row for 2 s (so that a dead instance
+    /// fails its health checks before its ejection ends).
     pub const DEMO: ShopSettings = ShopSettings {
         timeout: Duration::from_millis(300),
         attempts: 3,
         window: 6,
         open_for: Duration::from_secs(1),
         health_interval: Duration::from_millis(100),
-        health_timeout: Duration::from_secs(1),
+        health_timeout: Duration::from_millis(150),
         ejection_failures: 3,
-        ejection_time: Duration::from_millis(500),
+        ejection_time: Duration::from_secs(2),
     };
 
-    /// The breaker of the inventory calls.
+    /// The configuration of the inventory client stack: the call's
+    /// deadline ([`call_timeout`](Self::call_timeout)), the attempt
+    /// timeout, and the configurations of the methods below.
+    ///
+    /// # Errors
+    /// - as the methods below; `timeout` is zero
+    pub fn client_config(&self) -> Result<ClientConfig, ConfigError> {
+        ClientConfig::builder("inventory")
+            .deadline(self.call_timeout())
+            .attempt_timeout(self.timeout)
+            .retry(self.retry_config()?)
+            .throttle(self.throttle_config()?)
+            .breaker(self.breaker_config()?)
+            .balancer(self.balancer_config()?)
+            .health_check(self.health_config()?)
+            .build()
+    }
+
+    /// The adaptive throttle: sheddable calls backed off while inventory
+    /// refuses many, over 10 s (from its 20th call in the window on).
+    ///
+    /// # Errors
+    /// - never with these values; kept fallible as the others
+    pub fn throttle_config(&self) -> Result<ThrottleConfig, ConfigError> {
+        ThrottleConfig::builder()
+            .name("inventory")
+            .adaptive()
+            .window(Duration::from_secs(10))
+            .build()
+    }
+
+    /// The breaker of each inventory instance.
     ///
     /// # Errors
     /// - `window` is zero or above 1,000,000, or `open_for` is zero
@@ -696,20 +755,21 @@ impl ShopSettings {
 
 impl Shop {
     /// A shop calling the inventory instances at `endpoints` (name each
-    /// one with the [`NAME_KEY`] metadata for readable snapshots).
+    /// one with the [`NAME_KEY`] metadata for readable snapshots) through
+    /// the standard client stack `config` describes ([`client_config`]:
+    /// the shop's file; [`ShopSettings::client_config`]: knobs in code).
     ///
     /// Build it inside a tokio runtime: the health checks start at once, and
     /// an instance gets orders once its first check passes.
     ///
     /// # Errors
-    /// - the settings make an invalid breaker, balancer, health check or
-    ///   timeout configuration (see [`ShopSettings`]'s methods; `timeout`
-    ///   zero)
+    /// - the client stack refuses the configuration
+    ///   ([`ClientStackBuilder::build_http`])
     pub fn new(
-        settings: &ShopSettings,
+        config: ClientConfig,
         endpoints: impl IntoIterator<Item = Endpoint>,
     ) -> Result<Self, ConfigError> {
-        Self::build(settings, Instances::Static(endpoints.into_iter().collect()))
+        Self::build(config, Instances::Static(endpoints.into_iter().collect()))
     }
 
     /// A shop calling the inventory instances that `source` reports (an
@@ -718,77 +778,28 @@ impl Shop {
     ///
     /// # Errors
     /// - as [`Shop::new`]
-    pub fn with_source(settings: &ShopSettings, source: SourceStream) -> Result<Self, ConfigError> {
-        Self::build(settings, Instances::Source(source))
+    pub fn with_source(config: ClientConfig, source: SourceStream) -> Result<Self, ConfigError> {
+        Self::build(config, Instances::Source(source))
     }
 
-    fn build(settings: &ShopSettings, instances: Instances) -> Result<Self, ConfigError> {
-        let retry = RetryLayer::new(settings.retry_config()?);
-        let retry_handle = retry.handle();
-        let hyper = Client::builder(TokioExecutor::new()).build_http::<RetryBody<Body>>();
-        // Per instance, under the balancer: the balancer sees the timeout as
-        // that instance's failure. A timeout above the balancer would drop
-        // the call's future, and the instance would never be blamed.
-        let timeout = TimeoutLayer::new(
-            TimeoutConfig::builder()
-                .name("inventory")
-                .timeout(settings.timeout)
-                .build()?,
-        );
-        let instance = move |ep: &Endpoint| -> InstanceClient {
-            BoxCloneSyncService::new(
-                ServiceBuilder::new()
-                    .layer(timeout.clone())
-                    .service(forward_to(hyper.clone(), ep.addr())),
-            )
-        };
-        let health = settings.health_config()?;
-        let builder = RoundRobinBuilder::new()
-            .config(settings.balancer_config()?)
-            .with_classifier(HttpOutcome::new()) // 5xx and errors count, 4xx never
-            .avoid_tried(AttemptFromExtensions) // a retry goes to another instance
-            .health_check(health.clone(), HttpHealthCheck::from_config(&health));
-        let balancer = match instances {
-            Instances::Static(endpoints) => builder.build_with_endpoints(endpoints, instance),
-            Instances::Source(source) => builder.build_with_source(source, instance),
-        };
-        let balancer_handle = balancer.handle();
-        let breaker = CircuitBreakerLayer::new(settings.breaker_config()?);
-        let breaker_handle = breaker.handle();
-        // Retry above the breaker and the balancer: each try picks an
-        // instance anew, and a refusal of the breaker is not retried.
-        let inventory = BoxCloneSyncService::new(
-            ServiceBuilder::new()
-                .layer(PropagateContextLayer::new())
-                .layer(retry)
-                .layer(breaker)
-                .service(balancer),
-        );
-        Ok(Self {
-            inner: Arc::new(ShopInner {
-                call_timeout: settings.call_timeout(),
-                inventory: InventoryCalls::Http(inventory),
-                retry: retry_handle,
-                breaker: breaker_handle,
-                balancer: balancer_handle,
-                throttle: None,
-            }),
-        })
+    fn build(config: ClientConfig, instances: Instances) -> Result<Self, ConfigError> {
+        let inventory = instances.stack(config.clone()).build_http::<Body>()?;
+        Ok(Self::with_stack(&config, inventory, InventoryCalls::Http))
     }
 
     /// A shop calling the inventory instances at `endpoints` over gRPC
     /// (each one served by [`grpc::serve`](crate::grpc::serve)), through
-    /// the stack in the [`grpc`](crate::grpc) module's docs: an adaptive
-    /// throttle over the breaker, `grpc.health.v1` checks instead of
-    /// `GET /health`.
+    /// the same standard stack over tonic channels (see the
+    /// [`grpc`](crate::grpc) module's docs): `grpc.health.v1` checks of
+    /// [`SERVICE_NAME`] instead of `GET /health`, outcomes by gRPC status.
     ///
     /// # Errors
     /// - as [`Shop::new`]
     pub fn new_grpc(
-        settings: &ShopSettings,
+        config: ClientConfig,
         endpoints: impl IntoIterator<Item = Endpoint>,
     ) -> Result<Self, ConfigError> {
-        Self::build_grpc(settings, Instances::Static(endpoints.into_iter().collect()))
+        Self::build_grpc(config, Instances::Static(endpoints.into_iter().collect()))
     }
 
     /// [`Shop::with_source`], over gRPC.
@@ -796,120 +807,110 @@ impl Shop {
     /// # Errors
     /// - as [`Shop::new`]
     pub fn with_source_grpc(
-        settings: &ShopSettings,
+        config: ClientConfig,
         source: SourceStream,
     ) -> Result<Self, ConfigError> {
-        Self::build_grpc(settings, Instances::Source(source))
+        Self::build_grpc(config, Instances::Source(source))
     }
 
-    fn build_grpc(settings: &ShopSettings, instances: Instances) -> Result<Self, ConfigError> {
-        let retry = RetryLayer::new(settings.retry_config()?);
-        let retry_handle = retry.handle();
-        let timeout = TimeoutLayer::new(
-            TimeoutConfig::builder()
-                .name("inventory")
-                .timeout(settings.timeout)
-                .build()?,
-        );
-        // One lazily connected channel per instance, its timeout under the
-        // balancer (as over HTTP).
-        let connect_timeout = settings.timeout;
-        let instance = move |ep: &Endpoint| -> BoxGrpcService {
-            // A socket address always makes a valid URI; the fallback (port
-            // 0: every call fails, and counts) keeps the maker infallible.
-            let channel = tonic::transport::Endpoint::from(
-                http::Uri::try_from(format!("http://{}", ep.addr()))
-                    .unwrap_or_else(|_| http::Uri::from_static("http://127.0.0.1:0")),
-            )
-            .connect_timeout(connect_timeout)
-            .connect_lazy();
-            BoxCloneSyncService::new(
-                ServiceBuilder::new()
-                    .layer(timeout.clone())
-                    .map_err(BoxError::from)
-                    .service(channel),
-            )
-        };
-        let health = settings.health_config()?;
-        let builder = RoundRobinBuilder::new()
-            .config(settings.balancer_config()?)
-            .with_classifier(crate::grpc::breaker_outcome())
-            .avoid_tried(AttemptFromExtensions) // a retry goes to another instance
-            .health_check(
-                health,
-                GrpcHealthCheck::new(crate::grpc::SERVICE_NAME)
-                    .connect_timeout(settings.health_timeout)?,
-            );
-        let balancer = match instances {
-            Instances::Static(endpoints) => builder.build_with_endpoints(endpoints, instance),
-            Instances::Source(source) => builder.build_with_source(source, instance),
-        };
-        let balancer_handle = balancer.handle();
-        let breaker = CircuitBreakerLayer::new(settings.breaker_config()?)
-            .with_classifier(crate::grpc::breaker_outcome());
-        let breaker_handle = breaker.handle();
-        let throttle = ThrottleLayer::new(
-            ThrottleConfig::builder()
-                .name("inventory")
-                .adaptive()
-                .window(Duration::from_secs(10))
-                .build()?,
-        )
-        .with_classifier(GrpcOutcome::new());
-        let throttle_handle = throttle.handle();
-        let transport: GrpcTransport = BoxCloneSyncService::new(
-            ServiceBuilder::new()
-                // A concrete error type for tonic's client (with `BoxError`
-                // rustc cannot prove the call's future `Send`); the status
-                // keeps the error as its source.
-                .map_err(tonic::Status::from_error)
-                .layer(PropagateContextLayer::new())
-                .layer(retry)
-                .map_request(|req: http::Request<RetryBody<tonic::body::Body>>| {
-                    req.map(tonic::body::Body::new)
-                })
-                .layer(throttle)
-                .layer(breaker)
-                .service(balancer),
-        );
-        Ok(Self {
+    fn build_grpc(config: ClientConfig, instances: Instances) -> Result<Self, ConfigError> {
+        let stack = instances.stack(config.clone());
+        let inventory = stack.grpc_health_service(SERVICE_NAME).build_grpc()?;
+        Ok(Self::with_stack(&config, inventory, |t| {
+            InventoryCalls::Grpc(InventoryClient::new(t))
+        }))
+    }
+
+    /// The shop around its inventory client stack.
+    fn with_stack<S>(
+        config: &ClientConfig,
+        stack: ClientStack<S>,
+        calls: impl FnOnce(S) -> InventoryCalls,
+    ) -> Self {
+        let handles = stack.handles().clone();
+        Self {
             inner: Arc::new(ShopInner {
-                call_timeout: settings.call_timeout(),
-                inventory: InventoryCalls::Grpc(InventoryClient::new(transport)),
-                retry: retry_handle,
-                breaker: breaker_handle,
-                balancer: balancer_handle,
-                throttle: Some(throttle_handle),
+                call_timeout: config.deadline().unwrap_or(ClientConfig::DEFAULT_DEADLINE),
+                inventory: calls(stack.into_service()),
+                handles,
             }),
-        })
+        }
+    }
+
+    /// The handles of the inventory client stack's layers.
+    pub fn handles(&self) -> &ClientHandles {
+        &self.inner.handles
     }
 
     /// The retries of the inventory calls: their budget and counters
     /// ([`RetryHandle::snapshot`]: tries, retries).
     pub fn retry(&self) -> &RetryHandle {
-        &self.inner.retry
+        self.inner.handles.retry()
     }
 
-    /// The breaker of the inventory calls.
-    pub fn breaker(&self) -> &CircuitBreakerHandle {
-        &self.inner.breaker
+    /// The breakers of the inventory calls, one per instance (keyed by
+    /// its address), unless the configuration removed them.
+    pub fn breakers(&self) -> Option<&EndpointBreakersHandle> {
+        self.inner.handles.breakers()
     }
 
-    /// The adaptive throttle of the inventory calls (a shop over gRPC).
+    /// The breaker of the instance called `name`, if the balancer has it
+    /// and the configuration has breakers.
+    pub fn breaker_of(&self, name: &str) -> Option<CircuitBreakerHandle> {
+        let addr = self.instance_addr(name)?;
+        self.breakers()?.get(&addr.to_string())
+    }
+
+    /// Each instance's breaker, by instance name (in name order).
+    pub fn instance_breakers(&self) -> Vec<(String, CircuitBreakerHandle)> {
+        let Some(breakers) = self.breakers() else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = self
+            .balancer()
+            .snapshot()
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let breaker = breakers.get(&e.endpoint.addr().to_string())?;
+                Some((instance_name(&e.endpoint), breaker))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// When every instance's circuit is open (the balancer then has no
+    /// instance to pick): the soonest one half-opens.
+    pub fn all_open(&self) -> Option<Duration> {
+        let snapshot = self.breakers()?.snapshot();
+        let mut soonest: Option<Duration> = None;
+        for (_, b) in snapshot.iter() {
+            if !matches!(b.state(), CircuitState::Open | CircuitState::ForcedOpen) {
+                return None;
+            }
+            let left = b.time_until_half_open().unwrap_or(Duration::from_secs(1));
+            soonest = Some(soonest.map_or(left, |s| s.min(left)));
+        }
+        soonest
+    }
+
+    /// The adaptive throttle of the inventory calls, unless the
+    /// configuration removed it.
     pub fn throttle(&self) -> Option<&ThrottleHandle> {
-        self.inner.throttle.as_ref()
+        self.inner.handles.throttle()
     }
 
     /// The balancer over the inventory instances: its snapshot, and
     /// [`insert`](RoundRobinHandle::insert) /
     /// [`remove`](RoundRobinHandle::remove) at run time.
     pub fn balancer(&self) -> &RoundRobinHandle {
-        &self.inner.balancer
+        self.inner.handles.balancer()
     }
 
     /// How many instances are in `state` now.
     pub fn instances_in(&self, state: EndpointState) -> usize {
-        self.inner.balancer.snapshot().count(state)
+        self.balancer().snapshot().count(state)
     }
 
     /// Waits until at least `n` instances are healthy (their first health
@@ -934,8 +935,7 @@ impl Shop {
 
     /// The state of the instance called `name`, if the balancer has it.
     pub fn instance_state(&self, name: &str) -> Option<EndpointState> {
-        self.inner
-            .balancer
+        self.balancer()
             .snapshot()
             .endpoints
             .into_iter()
@@ -943,37 +943,49 @@ impl Shop {
             .map(|e| e.state)
     }
 
-    /// One line with the breaker's state and window and each instance's
-    /// state, e.g. `breaker closed (6 calls, 1 failed)  inventory-1=healthy
-    /// inventory-2=ejected inventory-3=healthy`.
+    fn instance_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.balancer()
+            .snapshot()
+            .endpoints
+            .into_iter()
+            .find(|e| e.endpoint.metadata().get(NAME_KEY).map(String::as_str) == Some(name))
+            .map(|e| e.endpoint.addr())
+    }
+
+    /// One line with each instance's state in the balancer and its
+    /// breaker's state and window, e.g. `inventory-1=healthy (breaker
+    /// closed, 6 calls, 0 failed)  inventory-2=ejected (breaker open, 6
+    /// calls, 6 failed, half-open in 800ms)  ...`.
     pub fn status(&self) -> String {
-        let b = self.inner.breaker.snapshot();
-        let mut line = format!(
-            "breaker {} ({} calls, {} failed",
-            b.state(),
-            b.calls(),
-            b.failures()
-        );
-        if let Some(left) = b.time_until_half_open() {
-            line.push_str(&format!(", half-open in {}ms", left.as_millis()));
-        }
-        line.push(')');
-        let snapshot = self.inner.balancer.snapshot();
-        let mut instances: Vec<(String, &'static str)> = snapshot
+        let snapshot = self.balancer().snapshot();
+        let breakers = self.breakers().map(EndpointBreakersHandle::snapshot);
+        let mut instances: Vec<(String, String)> = snapshot
             .endpoints
             .iter()
             .map(|e| {
-                let name = e.endpoint.metadata().get(NAME_KEY).cloned();
-                (
-                    name.unwrap_or_else(|| e.endpoint.to_string()),
-                    e.state.as_str(),
-                )
+                let mut line = format!("{}={}", instance_name(&e.endpoint), e.state.as_str());
+                let key = e.endpoint.addr().to_string();
+                if let Some(b) = breakers.as_ref().and_then(|b| b.get(&key)) {
+                    line.push_str(&format!(
+                        " (breaker {}, {} calls, {} failed",
+                        b.state(),
+                        b.calls(),
+                        b.failures()
+                    ));
+                    if let Some(left) = b.time_until_half_open() {
+                        line.push_str(&format!(", half-open in {}ms", left.as_millis()));
+                    }
+                    line.push(')');
+                }
+                (instance_name(&e.endpoint), line)
             })
             .collect();
         instances.sort();
-        for (name, state) in instances {
-            line.push_str(&format!("  {name}={state}"));
-        }
+        let mut line = instances
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect::<Vec<_>>()
+            .join("  ");
         if snapshot.panic {
             line.push_str("  (panic: too few healthy, traffic to all)");
         }
@@ -1032,9 +1044,17 @@ impl Shop {
                     .and_then(|s| s.metadata().get(SERVED_BY_HEADER))
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let retry_after = Unavailable::retry_after(&*err);
-                let mut rsp =
-                    Unavailable::from_error(&*err).respond(served_by.as_deref(), retry_after);
+                let mut why = Unavailable::from_error(&*err);
+                let mut retry_after = Unavailable::retry_after(&*err);
+                // No instance to pick because every instance's circuit is
+                // open: say so, and when the first one half-opens.
+                if why == Unavailable::NoInstance
+                    && let Some(left) = self.all_open()
+                {
+                    why = Unavailable::CircuitOpen;
+                    retry_after = Some(left);
+                }
+                let mut rsp = why.respond(served_by.as_deref(), retry_after);
                 if let Some(value) = served_by.and_then(|s| HeaderValue::from_str(&s).ok()) {
                     rsp.headers_mut().insert(SERVED_BY_HEADER, value);
                 }
@@ -1256,9 +1276,9 @@ impl Demo {
     /// and returns once each has passed its first health check.
     ///
     /// # Errors
-    /// - a port cannot be bound, the settings are invalid, or the instances
-    ///   are not all healthy within 10 s
-    pub async fn start(settings: &ShopSettings) -> Result<Self, BoxError> {
+    /// - a port cannot be bound, the configuration is invalid, or the
+    ///   instances are not all healthy within 10 s
+    pub async fn start(config: ClientConfig) -> Result<Self, BoxError> {
         let mut instances = Vec::with_capacity(Self::INSTANCES);
         let mut endpoints = Vec::with_capacity(Self::INSTANCES);
         for n in 1..=Self::INSTANCES {
@@ -1266,7 +1286,7 @@ impl Demo {
             endpoints.push(endpoint(&inventory, serve(inventory.app()).await?));
             instances.push(inventory);
         }
-        let shop = Shop::new(settings, endpoints)?;
+        let shop = Shop::new(config, endpoints)?;
         Self::serve_shop(shop, instances, Vec::new(), None).await
     }
 
@@ -1277,7 +1297,7 @@ impl Demo {
     /// # Errors
     /// - as [`Demo::start`]
     pub async fn start_grpc(
-        settings: &ShopSettings,
+        config: ClientConfig,
         server: &GrpcServerSettings,
     ) -> Result<Self, BoxError> {
         let mut instances = Vec::with_capacity(Self::INSTANCES);
@@ -1290,7 +1310,7 @@ impl Demo {
             instances.push(inventory);
             servers.push(instance);
         }
-        let shop = Shop::new_grpc(settings, endpoints)?;
+        let shop = Shop::new_grpc(config, endpoints)?;
         Self::serve_shop(shop, instances, servers, Some(server.clone())).await
     }
 
@@ -1438,6 +1458,26 @@ impl Demo {
 enum Instances {
     Static(Vec<Endpoint>),
     Source(SourceStream),
+}
+
+impl Instances {
+    /// The client stack of `config` over these instances.
+    fn stack(self, config: ClientConfig) -> ClientStackBuilder {
+        let builder = ClientStack::builder(config);
+        match self {
+            Instances::Static(endpoints) => builder.endpoints(endpoints),
+            Instances::Source(source) => builder.source(source),
+        }
+    }
+}
+
+/// An instance's name ([`NAME_KEY`]), or its address.
+fn instance_name(endpoint: &Endpoint) -> String {
+    endpoint
+        .metadata()
+        .get(NAME_KEY)
+        .cloned()
+        .unwrap_or_else(|| endpoint.to_string())
 }
 
 /// The balancer's endpoint for `inventory` served at `addr`.

@@ -109,6 +109,14 @@ async fn the_dashboard_shows_a_dead_instance_and_an_open_breaker() {
         chip.contains("data-state=\"unhealthy\"") || chip.contains("data-state=\"ejected\""),
         "inventory-2's chip: {chip}"
     );
+    // The shop's breakers, one per instance, each named after its instance.
+    for n in 1..=3 {
+        let chip = regex_lite_find(&dom, &format!("data-breaker=\"inventory-{n}\""));
+        assert!(
+            chip.contains("data-state=\""),
+            "inventory-{n}'s breaker: {chip}"
+        );
+    }
     let breaker = regex_lite_find(
         &dom,
         "data-kind=\"circuit_breaker\" data-name=\"publications\"",

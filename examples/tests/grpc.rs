@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use http::HeaderValue;
+use resilience::client::ClientConfig;
 use resilience_circuit_breaker::CircuitState;
 use resilience_core::Priority;
 use resilience_discovery::EndpointState;
@@ -31,6 +32,31 @@ fn settings(timeout_ms: u64) -> ShopSettings {
         ejection_failures: 3,
         ejection_time: Duration::from_secs(30),
     }
+}
+
+fn config(settings: ShopSettings) -> ClientConfig {
+    settings.client_config().unwrap()
+}
+
+/// Each instance's breaker state, by instance name.
+fn breaker_states(demo: &Demo) -> Vec<(String, CircuitState)> {
+    demo.shop
+        .instance_breakers()
+        .into_iter()
+        .map(|(name, b)| (name, b.state()))
+        .collect()
+}
+
+/// Whether every instance's breaker is in `state`.
+fn all_breakers(demo: &Demo, state: CircuitState) -> bool {
+    let states = breaker_states(demo);
+    states.len() == demo.instances().len() && states.iter().all(|(_, s)| *s == state)
+}
+
+/// Failures in the windows of every instance's breaker.
+fn failures(demo: &Demo) -> u64 {
+    let snapshot = demo.shop.breakers().unwrap().snapshot();
+    snapshot.iter().map(|(_, b)| b.failures()).sum()
 }
 
 /// Polls `check` every 10 ms until it holds; fails the test after 10 s.
@@ -94,7 +120,7 @@ fn cd() -> ReserveRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_instance_that_served_saw_the_id_the_priority_and_a_shrinking_deadline() {
-    let demo = Demo::start_grpc(&settings(2_000), &GrpcServerSettings::DEMO)
+    let demo = Demo::start_grpc(config(settings(2_000)), &GrpcServerSettings::DEMO)
         .await
         .unwrap();
     let order = order_with(
@@ -158,7 +184,9 @@ async fn an_overloaded_instance_answers_resource_exhausted_at_once_and_the_throt
         capacity: 0,
         timeout: Duration::from_secs(60),
     };
-    let demo = Demo::start_grpc(&settings(2_000), &server).await.unwrap();
+    let demo = Demo::start_grpc(config(settings(2_000)), &server)
+        .await
+        .unwrap();
 
     // Every instance's only slot is taken by a call that hangs.
     let mut holds = Vec::new();
@@ -236,14 +264,21 @@ async fn an_overloaded_instance_answers_resource_exhausted_at_once_and_the_throt
         overloaded + 1,
         "every other order reached an instance"
     );
-    let throttle = demo.shop.throttle().expect("a gRPC shop has a throttle");
+    let throttle = demo
+        .shop
+        .throttle()
+        .expect("the shop's client has a throttle");
     assert!(throttle.reject_probability(Priority::Sheddable) > 0.5);
     assert_eq!(throttle.reject_probability(Priority::Critical), 0.0);
 
-    // Overload is the throttle's business: the breaker stays closed and no
-    // instance is ejected.
-    assert_eq!(demo.shop.breaker().state(), CircuitState::Closed);
-    assert_eq!(demo.shop.breaker().snapshot().failures(), 0);
+    // Overload is the throttle's business: every breaker stays closed and
+    // no instance is ejected.
+    assert!(
+        all_breakers(&demo, CircuitState::Closed),
+        "{}",
+        demo.shop.status()
+    );
+    assert_eq!(failures(&demo), 0);
     assert_eq!(demo.shop.instances_in(EndpointState::Healthy), 3);
 
     // Critical orders are never throttled: they still reach an instance.
@@ -277,7 +312,7 @@ async fn a_dead_instance_is_ejected_and_orders_keep_succeeding_on_the_others() {
         health_interval: Duration::from_secs(60),
         ..settings(2_000)
     };
-    let demo = Demo::start_grpc(&settings, &GrpcServerSettings::DEMO)
+    let demo = Demo::start_grpc(config(settings), &GrpcServerSettings::DEMO)
         .await
         .unwrap();
     for n in 0..6 {
@@ -330,12 +365,16 @@ async fn a_dead_instance_is_ejected_and_orders_keep_succeeding_on_the_others() {
         assert_ne!(order.served_by.as_deref(), Some("inventory-2"));
     }
     assert_eq!(demo.instance("inventory-2").orders(), dead_orders);
-    assert_eq!(demo.shop.breaker().state(), CircuitState::Closed);
+    // The others' breakers stay closed (the dead one's may have opened).
+    for name in ["inventory-1", "inventory-3"] {
+        let breaker = demo.shop.breaker_of(name).unwrap();
+        assert_eq!(breaker.state(), CircuitState::Closed, "{name}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_not_serving_instance_gets_no_orders_until_it_serves_again() {
-    let demo = Demo::start_grpc(&settings(2_000), &GrpcServerSettings::DEMO)
+    let demo = Demo::start_grpc(config(settings(2_000)), &GrpcServerSettings::DEMO)
         .await
         .unwrap();
     let checks = demo.instance("inventory-3").health_checks();
@@ -362,7 +401,7 @@ async fn a_not_serving_instance_gets_no_orders_until_it_serves_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_found_and_invalid_argument_never_open_the_breaker_but_unavailable_does() {
-    let demo = Demo::start_grpc(&settings(2_000), &GrpcServerSettings::DEMO)
+    let demo = Demo::start_grpc(config(settings(2_000)), &GrpcServerSettings::DEMO)
         .await
         .unwrap();
     for n in 0..12 {
@@ -373,17 +412,17 @@ async fn not_found_and_invalid_argument_never_open_the_breaker_but_unavailable_d
         assert_eq!(order.status, 400, "{order:?}");
         assert!(order.served_by.is_some(), "{order:?}");
     }
-    let s = demo.shop.breaker().snapshot();
-    assert_eq!((s.state(), s.failures()), (CircuitState::Closed, 0));
+    assert!(all_breakers(&demo, CircuitState::Closed));
+    assert_eq!(failures(&demo), 0);
     assert_eq!(demo.shop.instances_in(EndpointState::Healthy), 3);
 
-    // UNAVAILABLE from every instance: the breaker opens.
+    // UNAVAILABLE from every instance: every breaker opens.
     for inventory in demo.instances() {
         inventory.set_mode(Mode::Failing);
     }
     let mut answers = Vec::new();
     for n in 0..30 {
-        if demo.shop.breaker().state() == CircuitState::Open {
+        if all_breakers(&demo, CircuitState::Open) {
             break;
         }
         let order = demo.order("cd", "DE", &format!("down-{n}")).await.unwrap();
@@ -396,10 +435,10 @@ async fn not_found_and_invalid_argument_never_open_the_breaker_but_unavailable_d
         }
         answers.push(order.degraded.unwrap_or_default());
     }
-    assert_eq!(
-        demo.shop.breaker().state(),
-        CircuitState::Open,
-        "{answers:?}"
+    assert!(
+        all_breakers(&demo, CircuitState::Open),
+        "{answers:?} {}",
+        demo.shop.status()
     );
     assert!(
         answers
@@ -415,30 +454,62 @@ async fn not_found_and_invalid_argument_never_open_the_breaker_but_unavailable_d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_open_the_breaker() {
-    let demo = Demo::start_grpc(&settings(200), &GrpcServerSettings::DEMO)
+    let demo = Demo::start_grpc(config(settings(200)), &GrpcServerSettings::DEMO)
         .await
         .unwrap();
     for inventory in demo.instances() {
         inventory.set_mode(Mode::Hanging);
     }
+    // Every instance out of rotation: ejected (3 timeouts in a row) or its
+    // circuit open (6 in its window), whichever came first.
+    let out = |demo: &Demo| {
+        demo.instances().iter().all(|i| {
+            demo.shop.instance_state(i.name()) == Some(EndpointState::Ejected)
+                || demo.shop.breaker_of(i.name()).unwrap().state() == CircuitState::Open
+        })
+    };
     let mut answers = Vec::new();
     for n in 0..30 {
-        if demo.shop.breaker().state() == CircuitState::Open {
+        if out(&demo) {
             break;
         }
         let order = demo.order("cd", "DE", &format!("slow-{n}")).await.unwrap();
         assert_eq!(order.status, 503, "{order:?}");
         answers.push(order.degraded.unwrap_or_default());
     }
-    assert_eq!(
-        demo.shop.breaker().state(),
-        CircuitState::Open,
-        "{answers:?}"
-    );
+    assert!(out(&demo), "{answers:?} {}", demo.shop.status());
     assert!(
         answers.iter().any(|a| a == "inventory=timeout"),
         "{answers:?}"
     );
+    // The timeouts counted against each instance, and opened breakers.
+    for (name, breaker) in demo.shop.instance_breakers() {
+        assert!(
+            breaker.snapshot().failures() >= 3,
+            "{name}: {}",
+            demo.shop.status()
+        );
+    }
+    assert!(
+        breaker_states(&demo)
+            .iter()
+            .any(|(_, s)| *s == CircuitState::Open),
+        "{}",
+        demo.shop.status()
+    );
+    // Nothing left to call: refused at once.
+    let calls: u64 = demo.instances().iter().map(|i| i.orders()).sum();
+    let order = demo.order("cd", "DE", "while-out").await.unwrap();
+    assert_eq!(order.status, 503);
+    assert!(
+        matches!(
+            order.degraded.as_deref(),
+            Some("inventory=no healthy instance" | "inventory=circuit open")
+        ),
+        "{order:?}"
+    );
+    let after: u64 = demo.instances().iter().map(|i| i.orders()).sum();
+    assert_eq!(after, calls, "no instance was called");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -447,7 +518,9 @@ async fn a_hanging_instance_answers_deadline_exceeded_at_its_own_timeout() {
         timeout: Duration::from_millis(300),
         ..GrpcServerSettings::DEMO
     };
-    let demo = Demo::start_grpc(&settings(2_000), &server).await.unwrap();
+    let demo = Demo::start_grpc(config(settings(2_000)), &server)
+        .await
+        .unwrap();
     demo.instance("inventory-1").set_mode(Mode::Hanging);
     let addr = demo.grpc_instance("inventory-1").addr();
     // No deadline, a malformed one, or one longer than the server's own
@@ -489,7 +562,9 @@ async fn the_server_answers_deadline_exceeded_at_the_callers_deadline() {
         timeout: Duration::from_secs(10),
         ..GrpcServerSettings::DEMO
     };
-    let demo = Demo::start_grpc(&settings(2_000), &server).await.unwrap();
+    let demo = Demo::start_grpc(config(settings(2_000)), &server)
+        .await
+        .unwrap();
     demo.instance("inventory-1").set_mode(Mode::Hanging);
     let addr = demo.grpc_instance("inventory-1").addr();
     // A plain HTTP/2 client: tonic's channel would give up at the deadline
@@ -526,7 +601,7 @@ async fn the_server_answers_deadline_exceeded_at_the_callers_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_metadata_gets_a_clear_status_or_a_safe_default() {
-    let demo = Demo::start_grpc(&settings(2_000), &GrpcServerSettings::DEMO)
+    let demo = Demo::start_grpc(config(settings(2_000)), &GrpcServerSettings::DEMO)
         .await
         .unwrap();
     let instance = demo.instance("inventory-1");

@@ -5,7 +5,9 @@
 //!
 //! Real sockets, so real time: service times are short (or long where a
 //! test needs a queue to stay full while it looks), margins are generous,
-//! and every wait for a state is a bounded poll, never a fixed sleep.
+//! and every wait for a state is a bounded poll, never a fixed sleep. What
+//! the wait budget does (a served request stays within the latency goal)
+//! is tested on tokio's paused clock, through the router without sockets.
 
 use std::future::Future;
 use std::time::Duration;
@@ -15,11 +17,12 @@ use resilience_examples::ingest::{
 };
 use tokio::time::Instant;
 
-/// The demo's settings, with a 10 s backstop on waits so that only the
-/// capacity bounds a queue in these tests.
+/// The demo's settings with a 10 s latency goal, so that in the tests over
+/// real sockets only the capacity bounds a queue (a full queue refuses
+/// with "queue full"), however slow a loaded machine is.
 fn settings() -> IngestSettings {
     IngestSettings {
-        max_wait: Duration::from_secs(10),
+        latency_goal: Duration::from_secs(10),
         ..IngestSettings::DEMO
     }
 }
@@ -317,4 +320,205 @@ fn invalid_settings_are_refused() {
     let mut settings = IngestSettings::DEMO;
     settings.retry_after = Duration::ZERO;
     assert_eq!(Ingest::new(&settings).unwrap_err().field(), "retry_after");
+}
+
+#[test]
+fn a_latency_goal_within_a_service_time_is_refused() {
+    for goal in [10, 20] {
+        let mut settings = IngestSettings::DEMO;
+        settings.bulk = kind(2, 8, 20);
+        settings.latency_goal = Duration::from_millis(goal);
+        let err = Ingest::new(&settings).unwrap_err();
+        assert_eq!(err.field(), "latency_goal", "goal {goal} ms");
+        assert!(settings.queue_config(Kind::Bulk).is_err());
+    }
+    let mut settings = IngestSettings::DEMO;
+    settings.bulk = kind(2, 8, 20);
+    settings.latency_goal = Duration::from_millis(21);
+    assert!(Ingest::new(&settings).is_ok());
+}
+
+#[test]
+fn each_queue_waits_at_most_the_goal_minus_its_service_time() {
+    let settings = IngestSettings::DEMO; // 80 ms goal
+    for (kind, budget_ms) in [
+        (Kind::Index, 70),
+        (Kind::Bulk, 60),
+        (Kind::Search, 70),
+        (Kind::Get, 78),
+    ] {
+        let budget = Duration::from_millis(budget_ms);
+        assert_eq!(settings.wait_budget(kind), budget, "{kind}");
+        let config = settings.queue_config(kind).unwrap();
+        assert_eq!(config.name(), kind.name());
+        assert_eq!(config.max_wait(), budget, "{kind}");
+        assert_eq!(config.codel_target(), Some(budget), "{kind}");
+        assert!(!config.lifo(), "{kind}: oldest first");
+        assert_eq!(config.capacity(), settings.kind(kind).capacity);
+        assert_eq!(config.concurrency(), settings.kind(kind).concurrency);
+    }
+    // The budget, or a full queue if that is shorter: 16 waiting for 4 x 2 ms.
+    assert_eq!(
+        settings.longest_wait(Kind::Index),
+        Duration::from_millis(70)
+    );
+    assert_eq!(settings.longest_wait(Kind::Get), Duration::from_millis(8));
+
+    // A goal longer than CoDel's interval: the interval follows the target.
+    let long = settings_with_goal(Duration::from_secs(10));
+    let config = long.queue_config(Kind::Index).unwrap();
+    assert_eq!(config.codel_target(), Some(Duration::from_millis(9_990)));
+    assert!(config.codel_interval() >= Duration::from_millis(9_990));
+}
+
+fn settings_with_goal(goal: Duration) -> IngestSettings {
+    IngestSettings {
+        latency_goal: goal,
+        ..IngestSettings::DEMO
+    }
+}
+
+/// One event at `priority` through the router (no sockets): status, the
+/// `Retry-After` header, the body, and how long it took.
+async fn post_event(
+    app: axum::Router,
+    priority: &'static str,
+) -> (u16, Option<String>, String, Duration) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let req = http::Request::post("/events")
+        .header("x-priority", priority)
+        .body(axum::body::Body::from("device-1 temp=20.5"))
+        .unwrap();
+    let started = Instant::now();
+    let rsp = app.oneshot(req).await.unwrap();
+    let status = rsp.status().as_u16();
+    let retry_after = rsp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    (status, retry_after, body, started.elapsed())
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn under_a_flood_served_events_stay_within_the_latency_goal_critical_first() {
+    // One 20 ms slot and room for 16: a full queue would make the last one
+    // wait 320 ms. The goal of 80 ms lets each wait at most 60 ms.
+    let mut settings = settings_with_goal(Duration::from_millis(80));
+    settings.index = kind(1, 16, 20);
+    let ingest = Ingest::new(&settings).unwrap();
+    let app = ingest.app();
+
+    // 16 sheddable events at once, then two critical ones 5 ms later.
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        flood.spawn(post_event(app.clone(), "sheddable"));
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let critical: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(post_event(app.clone(), "critical")))
+        .collect();
+
+    for c in critical {
+        let (status, _, body, took) = c.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        // Served ahead of every sheddable waiter: within two service times.
+        assert!(took <= Duration::from_millis(60), "critical took {took:?}");
+    }
+    let (mut served, mut refused) = (0u64, 0u64);
+    while let Some(answer) = flood.join_next().await {
+        let (status, retry_after, body, took) = answer.unwrap();
+        match status {
+            200 => {
+                served += 1;
+                assert!(
+                    took <= settings.latency_goal + Duration::from_millis(2),
+                    "served after {took:?}"
+                );
+            }
+            429 => {
+                refused += 1;
+                assert_eq!(retry_after.as_deref(), Some("1"));
+                assert!(
+                    body.contains("queue time exceeded") || body.contains("shed"),
+                    "{body}"
+                );
+                // Refused no later than its wait budget ran out.
+                assert!(took <= Duration::from_millis(62), "refused after {took:?}");
+            }
+            other => panic!("status {other}: {body}"),
+        }
+    }
+    // 80 ms hold four service times: the two critical events, and at most
+    // two sheddable ones (the first at once).
+    assert!((1..=2).contains(&served), "served {served}");
+    assert_eq!(served + refused, 16);
+    assert_eq!(ingest.served(Kind::Index), served + 2);
+    assert_eq!(ingest.refused(Kind::Index), refused);
+    let s = ingest.queue(Kind::Index).snapshot();
+    assert_eq!((s.in_service, s.queued), (0, 0));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_demos_overload_serves_every_critical_event_within_the_goal() {
+    use rand::{Rng, SeedableRng};
+    // The demo's ingest and its overload phase: events at 2.5x the index
+    // capacity, Poisson, 5% critical, 30% sheddable-plus, 65% sheddable
+    // (`demo::Load`), for 5 s on each of three seeds.
+    let settings = resilience_examples::demo::DemoSettings::ingest();
+    let goal = settings.latency_goal;
+    let rate = 2.5 * settings.index.throughput();
+    for seed in 1..=3 {
+        let ingest = Ingest::new(&settings).unwrap();
+        let app = ingest.app();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        let mut answers = tokio::task::JoinSet::new();
+        let start = Instant::now();
+        let mut at = Duration::ZERO;
+        while at < Duration::from_secs(5) {
+            let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+            at += Duration::from_secs_f64(-u.ln() / rate);
+            tokio::time::sleep_until(start + at).await;
+            let draw: f64 = rng.random();
+            let class = match draw {
+                d if d < 0.05 => 0,
+                d if d < 0.35 => 1,
+                _ => 2,
+            };
+            let priority = ["critical", "sheddable-plus", "sheddable"][class];
+            let app = app.clone();
+            answers.spawn(async move { (class, post_event(app, priority).await) });
+        }
+        let mut sent = [0u32; 3];
+        let mut served = [0u32; 3];
+        while let Some(answer) = answers.join_next().await {
+            let (class, (status, retry_after, body, took)) = answer.unwrap();
+            sent[class] += 1;
+            match status {
+                200 => {
+                    served[class] += 1;
+                    assert!(
+                        took <= goal + Duration::from_millis(2),
+                        "seed {seed}: served after {took:?}"
+                    );
+                }
+                429 => assert_eq!(retry_after.as_deref(), Some("1"), "{body}"),
+                other => panic!("seed {seed}: status {other}: {body}"),
+            }
+        }
+        assert!(sent[0] > 30, "seed {seed}: {sent:?}");
+        assert_eq!(served[0], sent[0], "seed {seed}: every critical event");
+        assert!(
+            served[2] * 5 < sent[2],
+            "seed {seed}: sheddable mostly refused: {served:?} of {sent:?}"
+        );
+        // The index kept busy: at least 95% of its capacity over 5 s.
+        let total: u32 = served.iter().sum();
+        assert!(
+            f64::from(total) >= 0.95 * 5.0 * settings.index.throughput(),
+            "seed {seed}: served {total}"
+        );
+    }
 }

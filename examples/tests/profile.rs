@@ -8,8 +8,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use resilience::client::{ClientConfig, ClientPart};
 use resilience_circuit_breaker::CircuitState;
-use resilience_examples::profile::{Component, Demo, Mode, NEW_FEATURE_FLAG, ProfileSettings};
+use resilience_examples::profile::{
+    Component, Demo, Mode, NEW_FEATURE_FLAG, Profile, ProfileSettings, client_config,
+};
 
 /// Settings for tests: a breaker that never half-opens during a test unless
 /// the test asks for a short `open_for`. Tests where no call should time
@@ -297,4 +300,42 @@ async fn a_user_name_that_is_not_plain_is_refused_before_any_call() {
     for c in Component::ALL {
         assert_eq!(demo.component(c).calls(), 0, "{c}");
     }
+}
+
+/// The profile's file and [`ProfileSettings::DEMO`] describe the same
+/// component clients.
+#[test]
+fn the_profiles_file_holds_the_demo_settings() {
+    for component in Component::ALL {
+        let file = client_config(component);
+        let code = ProfileSettings::DEMO.client_config(component).unwrap();
+        assert_eq!(file.name(), component.name());
+        assert_eq!(file.name(), code.name());
+        assert_eq!(file.deadline(), code.deadline());
+        assert_eq!(file.attempt_timeout(), code.attempt_timeout());
+        assert_eq!(file.retry(), code.retry());
+        assert_eq!(file.throttle(), code.throttle());
+        assert_eq!(file.breaker(), code.breaker());
+        assert_eq!(file.balancer(), code.balancer());
+        assert_eq!(file.health_check(), code.health_check());
+        assert_eq!(file.retry().max_attempts(), 1, "no retries");
+        assert!(file.throttle().is_none() && file.health_check().is_none());
+    }
+}
+
+/// A component's client needs its breaker and an `http://<ip>:<port>` URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_breaker_or_with_a_bad_url_is_refused() {
+    let url = |_| "http://127.0.0.1:9".to_owned();
+    let no_breaker = |c: Component| {
+        ClientConfig::builder(c.name())
+            .without(ClientPart::Breaker)
+            .build()
+            .unwrap()
+    };
+    let err = Profile::with_configs(no_breaker, url).unwrap_err();
+    assert_eq!(err.field(), "breaker");
+    let err = Profile::new(&ProfileSettings::DEMO, |_| "localhost:80".to_owned()).unwrap_err();
+    assert_eq!(err.field(), "url");
+    assert!(Profile::with_configs(client_config, url).is_ok());
 }

@@ -1,7 +1,8 @@
 //! Reference service 2 over real loopback HTTP: a shop ordering from
-//! several inventory instances through discovery, a breaker and a timeout.
-//! 4xx counts against nobody; 5xx and timeouts eject the instance and, when
-//! every instance fails, open the breaker; the correlation id reaches the
+//! several inventory instances through discovery, the standard client
+//! stack (a breaker per instance, a timeout per try). 4xx counts against
+//! nobody; 5xx and timeouts count against the instance, eject it and, when
+//! every instance fails, open every breaker; the correlation id reaches the
 //! instance that served; a new instance takes load; the synthetic check
 //! turns red and green.
 //!
@@ -14,9 +15,12 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use resilience_circuit_breaker::CircuitState;
+use resilience::client::ClientConfig;
+use resilience_circuit_breaker::{CircuitBreakerSnapshot, CircuitState};
 use resilience_discovery::EndpointState;
-use resilience_examples::shop::{Demo, Inventory, Mode, OrderResponse, ShopSettings};
+use resilience_examples::shop::{
+    Demo, Inventory, Mode, OrderResponse, ShopSettings, client_config,
+};
 use tokio::time::Instant;
 
 /// Settings for tests: a breaker that decides after 6 calls and never
@@ -34,6 +38,24 @@ fn settings(timeout_ms: u64) -> ShopSettings {
         ejection_failures: 3,
         ejection_time: Duration::from_secs(30),
     }
+}
+
+fn config(settings: ShopSettings) -> ClientConfig {
+    settings.client_config().unwrap()
+}
+
+/// The breaker of the instance called `name`, as it is now.
+fn breaker(demo: &Demo, name: &str) -> CircuitBreakerSnapshot {
+    demo.shop
+        .breaker_of(name)
+        .unwrap_or_else(|| panic!("no breaker for {name}: {}", demo.shop.status()))
+        .snapshot()
+}
+
+/// Failures in the windows of every instance's breaker.
+fn failures(demo: &Demo) -> u64 {
+    let snapshot = demo.shop.breakers().unwrap().snapshot();
+    snapshot.iter().map(|(_, b)| b.failures()).sum()
 }
 
 /// Polls `check` every 10 ms until it holds; fails the test after 10 s.
@@ -63,7 +85,7 @@ fn spread(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_go_round_robin_over_the_instances() {
-    let demo = Demo::start(&settings(2_000)).await.unwrap();
+    let demo = Demo::start(config(settings(2_000))).await.unwrap();
 
     let order = demo.order("cd", "de", "rr-0").await.unwrap();
     assert_eq!(order.status, 200);
@@ -84,7 +106,7 @@ async fn orders_go_round_robin_over_the_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_mistakes_count_against_nobody() {
-    let demo = Demo::start(&settings(2_000)).await.unwrap();
+    let demo = Demo::start(config(settings(2_000))).await.unwrap();
 
     for n in 1..=30 {
         let id = format!("4xx-{n}");
@@ -103,12 +125,17 @@ async fn the_callers_mistakes_count_against_nobody() {
         assert_eq!(order.degraded, None, "a 4xx is not a degradation");
     }
 
-    // Recorded as successes: a full window, no failure, no instance ejected.
-    let s = demo.shop.breaker().snapshot();
-    assert_eq!(
-        (s.state(), s.calls(), s.failures()),
-        (CircuitState::Closed, 6, 0)
-    );
+    // Recorded as successes: a full window per instance, no failure, no
+    // instance ejected.
+    for inventory in demo.instances() {
+        let s = breaker(&demo, inventory.name());
+        assert_eq!(
+            (s.state(), s.calls(), s.failures()),
+            (CircuitState::Closed, 6, 0),
+            "{}",
+            inventory.name()
+        );
+    }
     assert_eq!(demo.shop.instances_in(EndpointState::Healthy), 3);
     for inventory in demo.instances() {
         assert_eq!(inventory.orders(), 10, "{}", inventory.name());
@@ -118,7 +145,7 @@ async fn the_callers_mistakes_count_against_nobody() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_answering_500_is_ejected_and_its_orders_are_tried_on_another() {
-    let demo = Demo::start(&settings(2_000)).await.unwrap();
+    let demo = Demo::start(config(settings(2_000))).await.unwrap();
     let failing = demo.instance("inventory-2");
     failing.set_mode(Mode::Failing);
 
@@ -143,7 +170,11 @@ async fn an_instance_answering_500_is_ejected_and_its_orders_are_tried_on_anothe
     );
     assert_eq!(failing.orders(), 3);
     assert_eq!(demo.shop.retry().snapshot().retries_total(), 3);
-    assert_eq!(demo.shop.breaker().state(), CircuitState::Closed);
+    // Its own breaker counted the three failures (under its minimum of 6
+    // calls: closed); the others' saw none.
+    let s = breaker(&demo, "inventory-2");
+    assert_eq!((s.state(), s.failures()), (CircuitState::Closed, 3));
+    assert_eq!(failures(&demo), 3);
 
     let served = orders_placed(&demo, 6, "500-after").await;
     assert!(!served.contains_key("inventory-2"), "{served:?}");
@@ -156,7 +187,7 @@ async fn without_retries_an_instance_answering_500_fails_its_orders_until_ejecte
         attempts: 1,
         ..settings(2_000)
     };
-    let demo = Demo::start(&settings).await.unwrap();
+    let demo = Demo::start(config(settings)).await.unwrap();
     let failing = demo.instance("inventory-2");
     failing.set_mode(Mode::Failing);
 
@@ -188,9 +219,11 @@ async fn without_retries_an_instance_answering_500_fails_its_orders_until_ejecte
         Some(EndpointState::Ejected)
     );
     assert_eq!(failing.orders(), 3);
-    // Two failures among the last six calls: below the breaker's 50%.
-    let s = demo.shop.breaker().snapshot();
-    assert_eq!((s.state(), s.failures()), (CircuitState::Closed, 2));
+    // Counted by inventory-2's own breaker (closed: under its minimum of 6
+    // calls), by no other.
+    let s = breaker(&demo, "inventory-2");
+    assert_eq!((s.state(), s.failures()), (CircuitState::Closed, 3));
+    assert_eq!(failures(&demo), 3);
 
     let served = orders_placed(&demo, 6, "500-after").await;
     assert!(!served.contains_key("inventory-2"), "{served:?}");
@@ -199,7 +232,7 @@ async fn without_retries_an_instance_answering_500_fails_its_orders_until_ejecte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_failing_its_health_check_gets_no_orders_until_it_passes_again() {
-    let demo = Demo::start(&settings(2_000)).await.unwrap();
+    let demo = Demo::start(config(settings(2_000))).await.unwrap();
     let draining = demo.instance("inventory-1");
     draining.set_mode(Mode::Draining);
     let shop = &demo.shop;
@@ -212,7 +245,7 @@ async fn an_instance_failing_its_health_check_gets_no_orders_until_it_passes_aga
     let served = orders_placed(&demo, 6, "draining").await;
     assert!(!served.contains_key("inventory-1"), "{served:?}");
     assert_eq!(draining.orders(), before);
-    assert_eq!(shop.breaker().snapshot().failures(), 0, "no order failed");
+    assert_eq!(failures(&demo), 0, "no order failed");
 
     draining.set_mode(Mode::Healthy);
     wait_until("inventory-1 is healthy", || async move {
@@ -229,7 +262,7 @@ async fn an_instance_failing_its_health_check_gets_no_orders_until_it_passes_aga
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_instance_is_cut_off_by_the_timeout_counted_and_ejected() {
     let timeout = Duration::from_secs(1);
-    let demo = Demo::start(&settings(1_000)).await.unwrap();
+    let demo = Demo::start(config(settings(1_000))).await.unwrap();
     let hanging = demo.instance("inventory-3");
     hanging.set_mode(Mode::Hanging);
 
@@ -260,10 +293,16 @@ async fn a_hanging_instance_is_cut_off_by_the_timeout_counted_and_ejected() {
         Some(EndpointState::Ejected),
         "three timeouts in a row eject, like three 500s"
     );
-    // Counted as failures by the breaker too, below its 50%.
-    let s = demo.shop.breaker().snapshot();
-    assert_eq!(s.state(), CircuitState::Closed);
-    assert!(s.failures() >= 1, "{}", demo.shop.status());
+    // Counted as failures by its breaker too (closed: under its minimum of
+    // 6 calls), by no other.
+    let s = breaker(&demo, "inventory-3");
+    assert_eq!(
+        (s.state(), s.failures()),
+        (CircuitState::Closed, 3),
+        "{}",
+        demo.shop.status()
+    );
+    assert_eq!(failures(&demo), 3);
 
     let served = orders_placed(&demo, 6, "hang-after").await;
     assert!(!served.contains_key("inventory-3"), "{served:?}");
@@ -278,31 +317,38 @@ async fn with_every_instance_down_the_shop_answers_503_at_once() {
         attempts: 1,
         ..settings(1_000)
     };
-    let demo = Demo::start(&settings).await.unwrap();
+    let demo = Arc::new(Demo::start(config(settings)).await.unwrap());
     for inventory in demo.instances() {
         inventory.set_mode(Mode::Hanging);
     }
 
-    // Six orders at once: six timeouts fill the breaker's window, and cost
-    // one timeout, not six.
+    // Eighteen orders at once, six per instance: eighteen timeouts fill
+    // every instance's breaker window, and cost one timeout, not eighteen.
     let started = Instant::now();
-    let ids: Vec<String> = (0..6).map(|n| format!("down-{n}")).collect();
-    let o = |n: usize| demo.order("cd", "DE", &ids[n]);
-    let orders = tokio::join!(o(0), o(1), o(2), o(3), o(4), o(5));
-    let orders: [OrderResponse; 6] = [
-        orders.0.unwrap(),
-        orders.1.unwrap(),
-        orders.2.unwrap(),
-        orders.3.unwrap(),
-        orders.4.unwrap(),
-        orders.5.unwrap(),
-    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..18 {
+        let demo = demo.clone();
+        tasks.spawn(async move { demo.order("cd", "DE", &format!("down-{n}")).await });
+    }
+    let orders: Vec<OrderResponse> = tasks
+        .join_all()
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
     for order in &orders {
         assert_eq!(order.status, 503);
         assert_eq!(order.degraded.as_deref(), Some("inventory=timeout"));
     }
-    assert_eq!(demo.shop.breaker().state(), CircuitState::Open);
+    for inventory in demo.instances() {
+        assert_eq!(
+            breaker(&demo, inventory.name()).state(),
+            CircuitState::Open,
+            "{}",
+            demo.shop.status()
+        );
+    }
 
     // Open: no call, no wait. The shop answers at once and says when to
     // come back; it is up itself.
@@ -320,13 +366,13 @@ async fn with_every_instance_down_the_shop_answers_503_at_once() {
         assert!(order.elapsed < timeout / 2, "{:?}", order.elapsed);
     }
     let total: u64 = demo.instances().iter().map(Inventory::orders).sum();
-    assert_eq!(total, 6, "an open breaker does not call inventory");
+    assert_eq!(total, 18, "an open breaker does not call inventory");
     assert_eq!(demo.shop_health().await.unwrap(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_correlation_id_reaches_the_instance_that_served_the_order() {
-    let demo = Demo::start(&settings(2_000)).await.unwrap();
+    let demo = Demo::start(config(settings(2_000))).await.unwrap();
 
     for (country, status) in [("DE", 200), ("XX", 400)] {
         let id = format!("123-gda-{country}");
@@ -390,7 +436,7 @@ async fn shop_and_inventory_log_lines_carry_the_same_id() {
         .with(tracing_subscriber::filter::LevelFilter::INFO);
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let demo = Demo::start(&settings(2_000)).await.unwrap();
+    let demo = Demo::start(config(settings(2_000))).await.unwrap();
     let order = demo.order("cd", "XX", "log-123-gda").await.unwrap();
     assert_eq!(order.status, 400);
 
@@ -411,7 +457,7 @@ async fn shop_and_inventory_log_lines_carry_the_same_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_instance_takes_orders_once_its_first_health_check_passes() {
-    let mut demo = Demo::start(&settings(2_000)).await.unwrap();
+    let mut demo = Demo::start(config(settings(2_000))).await.unwrap();
 
     // It joins failing its health check: pending, then unhealthy, and no
     // orders meanwhile.
@@ -460,7 +506,7 @@ async fn the_synthetic_check_turns_red_in_an_outage_and_green_after_recovery() {
         ejection_time: Duration::from_millis(200),
         ..settings(2_000)
     };
-    let demo = Demo::start(&settings).await.unwrap();
+    let demo = Demo::start(config(settings)).await.unwrap();
     let monitor = demo.monitor(Duration::from_millis(50));
     let green_since = |t: SystemTime| {
         let latest = monitor.latest();
@@ -481,8 +527,10 @@ async fn the_synthetic_check_turns_red_in_an_outage_and_green_after_recovery() {
     }
     wait_until("the check is red", || red_since(outage)).await;
     let shop = &demo.shop;
-    wait_until("the breaker is open", || async move {
-        shop.breaker().state().is_open()
+    wait_until("a breaker is open", || async move {
+        shop.instance_breakers()
+            .iter()
+            .any(|(_, b)| b.state().is_open())
     })
     .await;
     let red = monitor.latest().unwrap();
@@ -495,7 +543,12 @@ async fn the_synthetic_check_turns_red_in_an_outage_and_green_after_recovery() {
         inventory.set_mode(Mode::Healthy);
     }
     wait_until("the check is green again", || green_since(recovery)).await;
-    assert_eq!(shop.breaker().state(), CircuitState::Closed);
+    wait_until("every breaker is closed", || async move {
+        shop.instance_breakers()
+            .iter()
+            .all(|(_, b)| b.state() == CircuitState::Closed)
+    })
+    .await;
 
     let history = monitor.history();
     let red_during_outage = history
@@ -516,7 +569,7 @@ async fn the_synthetic_check_turns_red_in_an_outage_and_green_after_recovery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_that_is_not_plain_is_refused_before_any_call() {
-    let demo = Demo::start(&settings(2_000)).await.unwrap();
+    let demo = Demo::start(config(settings(2_000))).await.unwrap();
     for (item, country) in [
         ("c%20d", "DE"),
         ("..%2Fadmin", "DE"),
@@ -533,6 +586,25 @@ async fn an_order_that_is_not_plain_is_refused_before_any_call() {
     assert_eq!(total, 0);
 }
 
+/// The shop's file and [`ShopSettings::DEMO`] describe the same client.
+#[test]
+fn the_shops_file_holds_the_demo_settings() {
+    let file = client_config();
+    let code = ShopSettings::DEMO.client_config().unwrap();
+    assert_eq!(file.name(), code.name());
+    assert_eq!(file.deadline(), code.deadline());
+    assert_eq!(file.attempt_timeout(), code.attempt_timeout());
+    assert_eq!(file.retry(), code.retry());
+    assert_eq!(file.throttle(), code.throttle());
+    assert_eq!(file.breaker(), code.breaker());
+    assert_eq!(file.balancer(), code.balancer());
+    assert_eq!(file.health_check(), code.health_check());
+    assert!(
+        file.endpoints().is_empty(),
+        "the instances come from discovery"
+    );
+}
+
 #[test]
 fn the_tries_per_order_are_checked() {
     for attempts in [0, 11] {
@@ -541,6 +613,7 @@ fn the_tries_per_order_are_checked() {
             ..ShopSettings::DEMO
         };
         assert!(settings.retry_config().is_err(), "{attempts}");
+        assert!(settings.client_config().is_err(), "{attempts}");
     }
     let config = ShopSettings::DEMO.retry_config().unwrap();
     assert_eq!(config.max_attempts(), 3);

@@ -8,14 +8,40 @@
 //! goes to another instance when there is one (Envoy's "previous hosts"
 //! rule). An [`Attempt`] carries both in request extensions:
 //!
-//! - the retry layer puts [`Attempt::first`] in the first try's extensions
-//!   and [`Attempt::next`] in each later one's; each is a copy of the
-//!   request (the balancer takes the request it is given), so
+//! - a retry layer puts [`Attempt::next`] in each retry's extensions; each
+//!   is a copy of the request (the balancer takes the request it is given),
+//!   so
 //! - the record of tried endpoints is shared: every [`Attempt`] made from
 //!   the same first one by [`next`](Attempt::next) or `clone` reads and
-//!   writes the same record;
+//!   writes the same record, and draws its number from one counter, so
+//!   that no two tries of a request carry the same number (a retry layer
+//!   and a hedge layer below it included);
 //! - the balancer reads the record to avoid those endpoints, and records the
 //!   endpoint it picked ([`Attempt::record`]), so the next try knows it.
+//!
+//! # The first try
+//!
+//! Most requests succeed at once, and a record made for them would be
+//! thrown away: the first try of a request need not carry one. Instead, a
+//! layer that may send a request again calls the layer below inside
+//! [`observe_first_try`]; a balancer that gets a request without an
+//! [`Attempt`] reports its pick with [`report_first_pick`], and a layer
+//! below that makes a record for the first try (a hedge layer) reports it
+//! with [`report_first_attempt`]. Both land in a per-thread slot that the
+//! observer reads when the call returns: no allocation, no lock. The retry
+//! then starts its record from what was reported (the first try's
+//! endpoint, or the record made below), so the second try avoids the first
+//! endpoint and takes the next number.
+//!
+//! The slot only sees what happens during the synchronous `call`: a layer
+//! between the two that calls the balancer later (tower's `Buffer`, a
+//! spawned task, a throttle that holds a call back) hides the pick, and
+//! [`observe_first_try`] reports nothing. The first endpoint is then
+//! unknown to the second try (a round robin's turn still moves it on, but
+//! it may land on the endpoint that failed). A layer that finds this out
+//! (a retry whose later try was recorded by a balancer although its first
+//! try reported nothing) should put an [`Attempt::first`] on its first
+//! tries from then on, as `resilience-retry`'s layers do.
 //!
 //! The record keeps the [`Attempt::MAX_TRIED`] most recent endpoints (the
 //! oldest is dropped first). Endpoints are named by their address.
@@ -29,21 +55,24 @@
 //! # Example
 //!
 //! ```
-//! use resilience_core::attempt::{Attempt, ATTEMPT_HEADER};
+//! use resilience_core::attempt::{self, Attempt, ATTEMPT_HEADER};
 //!
-//! // The retry layer: the first try carries a fresh attempt.
-//! let first = Attempt::first();
-//! let mut req = http::Request::new(());
-//! req.extensions_mut().insert(first.clone());
-//!
-//! // The balancer: reads it, avoids what was tried, records its pick.
 //! let a: std::net::SocketAddr = "10.0.0.1:8080".parse().unwrap();
-//! let attempt = Attempt::from_extensions(req.extensions()).unwrap();
-//! assert!(attempt.tried().is_empty());
-//! attempt.record(a);
 //!
-//! // The retry layer again: the second try sees where the first went.
-//! let second = first.next();
+//! // The retry layer: the first try carries no attempt; the layer watches
+//! // the call...
+//! let req = http::Request::new(());
+//! let ((), seen) = attempt::observe_first_try(|| {
+//!     // ...the balancer below: no attempt on the request, so it reports
+//!     // its pick.
+//!     assert!(Attempt::from_extensions(req.extensions()).is_none());
+//!     attempt::report_first_pick(a);
+//! });
+//! assert_eq!(seen.endpoint(), Some(a));
+//!
+//! // The retry layer again: the second try starts the record and sees
+//! // where the first went.
+//! let second = seen.into_second();
 //! assert_eq!(second.number(), 2);
 //! assert!(second.tried().contains(a));
 //!
@@ -52,14 +81,21 @@
 //! assert_eq!(headers[ATTEMPT_HEADER], "2");
 //! assert_eq!(headers["grpc-previous-rpc-attempts"], "1");
 //! assert_eq!(Attempt::number_from_headers(&headers), Some(2));
+//!
+//! // Every try after that takes the next number of the same record.
+//! assert_eq!(second.next().number(), 3);
+//! assert_eq!(second.next().number(), 4);
 //! ```
 //!
 //! # Costs
 //!
+//! - [`observe_first_try`]: two accesses to a per-thread cell around the
+//!   call; [`report_first_pick`]: one. No allocation, no lock.
 //! - [`Attempt::first`]: one allocation (the shared record, about 300
-//!   bytes). [`Attempt::next`] and `clone`: a reference count increment,
-//!   no allocation. (Putting it in request extensions is `http`'s insert:
-//!   a box for the value, and the map itself if the request had none.)
+//!   bytes). [`Attempt::next`] and `clone`: a reference count increment
+//!   (and an atomic add for `next`), no allocation. (Putting it in request
+//!   extensions is `http`'s insert: a box for the value, and the map
+//!   itself if the request had none.)
 //! - Reading: [`Attempt::from_extensions`] is one extension lookup
 //!   (a null check when the request has no extensions at all).
 //! - [`Attempt::record`], [`Attempt::record_if_new`], [`Attempt::tried`]:
@@ -69,8 +105,10 @@
 //! - [`Attempt::write_headers`]: no allocation of a value for attempts 1
 //!   to 10 (static header values), one above.
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -112,6 +150,14 @@ pub struct TriedEndpoints {
 pub trait ReadAttempt<Req> {
     /// The request's attempt, if it carries one.
     fn read_attempt<'r>(&self, req: &'r Req) -> Option<&'r Attempt>;
+
+    /// Whether the balancer should report its pick for a request without
+    /// an attempt ([`report_first_pick`]), so that a retry of it avoids
+    /// that endpoint: `true` but for [`IgnoreAttempt`].
+    #[inline]
+    fn reports_first_pick(&self) -> bool {
+        true
+    }
 }
 
 /// Reads the [`Attempt`] from `http::Request` extensions, where a retry
@@ -123,9 +169,38 @@ pub struct AttemptFromExtensions;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IgnoreAttempt;
 
+/// What the layers below reported about a first try during
+/// [`observe_first_try`]: the endpoint a balancer picked for it, or the
+/// [`Attempt`] a layer below made for it, or nothing.
+#[derive(Debug, Clone, Default)]
+pub struct FirstTryReport {
+    endpoint: Option<SocketAddr>,
+    attempt: Option<Attempt>,
+}
+
 /// The record shared by every [`Attempt`] of one request.
 struct Record {
     tried: Mutex<TriedEndpoints>,
+    /// The highest attempt number given out.
+    issued: AtomicU32,
+}
+
+/// The per-thread slot of [`observe_first_try`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    /// Nobody is watching: reports are dropped.
+    Off,
+    /// Watching, nothing reported yet.
+    On,
+    /// A balancer reported this pick.
+    Picked(SocketAddr),
+    /// A layer reported an attempt (in [`REPORTED`]).
+    Attempt,
+}
+
+thread_local! {
+    static WATCH: Cell<Watch> = const { Cell::new(Watch::Off) };
+    static REPORTED: RefCell<Option<Attempt>> = const { RefCell::new(None) };
 }
 
 // === impl Attempt ===
@@ -145,6 +220,7 @@ impl Attempt {
             number: 1,
             record: Arc::new(Record {
                 tried: Mutex::new(TriedEndpoints::EMPTY),
+                issued: AtomicU32::new(1),
             }),
         }
     }
@@ -165,12 +241,22 @@ impl Attempt {
         self.number > 1
     }
 
-    /// The next try of the same request: the number plus one (saturating),
-    /// the same record of tried endpoints. No allocation.
+    /// Another try of the same request: the next number not yet given to
+    /// any try sharing this record (the first retry after
+    /// [`Attempt::first`] is `2`; a retry layer and a hedge layer drawing
+    /// on one record never give two tries the same number; saturates at
+    /// `u32::MAX`), the same record of tried endpoints. No allocation.
     #[must_use]
     pub fn next(&self) -> Self {
+        let issued = self
+            .record
+            .issued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(1))
+            })
+            .unwrap_or_else(|n| n);
         Self {
-            number: self.number.saturating_add(1),
+            number: issued.saturating_add(1),
             record: self.record.clone(),
         }
     }
@@ -262,6 +348,122 @@ impl Attempt {
             .tried
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Calls `f` (a `call` down the stack with the first try of a request that
+/// carries no [`Attempt`]) and returns what the layers below reported
+/// about that try while `f` ran: [`report_first_pick`] from a balancer,
+/// [`report_first_attempt`] from a layer that made a record for it. See
+/// the [module documentation](self) for when nothing is reported.
+///
+/// Calls nest: what is reported inside an inner call is seen by the inner
+/// observer and passed on to the outer one. If `f` panics, the slot is
+/// restored.
+#[inline]
+pub fn observe_first_try<R>(f: impl FnOnce() -> R) -> (R, FirstTryReport) {
+    struct Restore(Watch);
+    impl Drop for Restore {
+        #[inline]
+        fn drop(&mut self) {
+            let seen = WATCH.replace(self.0);
+            if self.0 != Watch::Off && seen != Watch::On {
+                // An outer observer sees what this call saw.
+                WATCH.set(seen);
+            } else if seen == Watch::Attempt {
+                REPORTED.with_borrow_mut(Option::take);
+            }
+        }
+    }
+    let restore = Restore(WATCH.replace(Watch::On));
+    let out = f();
+    let report = match WATCH.get() {
+        Watch::Off | Watch::On => FirstTryReport::default(),
+        Watch::Picked(endpoint) => FirstTryReport {
+            endpoint: Some(endpoint),
+            attempt: None,
+        },
+        Watch::Attempt => FirstTryReport {
+            endpoint: None,
+            attempt: REPORTED.with_borrow(Clone::clone),
+        },
+    };
+    drop(restore);
+    (out, report)
+}
+
+/// Reports, from a balancer, the endpoint it picked for a request that
+/// carries no [`Attempt`], to a layer above watching the call with
+/// [`observe_first_try`]; does nothing when none is (one per-thread cell
+/// access).
+#[inline]
+pub fn report_first_pick(endpoint: SocketAddr) {
+    WATCH.with(|w| {
+        if w.get() != Watch::Off {
+            w.set(Watch::Picked(endpoint));
+        }
+    });
+}
+
+/// Reports, from a layer that made an [`Attempt`] for the first try of a
+/// request that carried none (a hedge layer), that attempt to a layer
+/// above watching the call with [`observe_first_try`], so that both share
+/// one record (and one counter of numbers); does nothing when none is.
+pub fn report_first_attempt(attempt: &Attempt) {
+    if WATCH.get() != Watch::Off {
+        REPORTED.set(Some(attempt.clone()));
+        WATCH.set(Watch::Attempt);
+    }
+}
+
+/// Whether a layer above is watching the current call with
+/// [`observe_first_try`]: a layer that would make an [`Attempt`] for a
+/// first try only to report it may skip the work when nobody watches.
+#[inline]
+pub fn first_try_observed() -> bool {
+    WATCH.get() != Watch::Off
+}
+
+// === impl FirstTryReport ===
+
+impl FirstTryReport {
+    /// The endpoint a balancer picked for the first try, if it reported
+    /// one (or the most recent endpoint of a reported attempt's record).
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.endpoint
+            .or_else(|| self.attempt.as_ref().and_then(|a| a.tried().last()))
+    }
+
+    /// The attempt a layer below made for the first try, if one reported
+    /// it.
+    pub fn attempt(&self) -> Option<&Attempt> {
+        self.attempt.as_ref()
+    }
+
+    /// Whether anything was reported.
+    pub fn is_empty(&self) -> bool {
+        self.endpoint.is_none() && self.attempt.is_none()
+    }
+
+    /// The first try's attempt: the reported one, or a new record (one
+    /// allocation) holding the reported endpoint, if any.
+    pub fn into_first(self) -> Attempt {
+        match self.attempt {
+            Some(attempt) => attempt,
+            None => {
+                let first = Attempt::first();
+                if let Some(endpoint) = self.endpoint {
+                    first.record(endpoint);
+                }
+                first
+            }
+        }
+    }
+
+    /// The second try's attempt ([`into_first`](Self::into_first), then
+    /// [`Attempt::next`]).
+    pub fn into_second(self) -> Attempt {
+        self.into_first().next()
     }
 }
 
@@ -391,6 +593,11 @@ impl<Req> ReadAttempt<Req> for IgnoreAttempt {
     fn read_attempt<'r>(&self, _: &'r Req) -> Option<&'r Attempt> {
         None
     }
+
+    #[inline]
+    fn reports_first_pick(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
@@ -421,11 +628,9 @@ mod tests {
         // a fresh attempt shares nothing
         assert!(Attempt::default().tried().is_empty());
 
-        let far = Attempt {
-            number: u32::MAX,
-            record: first.record.clone(),
-        };
-        assert_eq!(far.next().number(), u32::MAX, "saturates");
+        first.record.issued.store(u32::MAX - 1, Ordering::Relaxed);
+        assert_eq!(first.next().number(), u32::MAX);
+        assert_eq!(first.next().number(), u32::MAX, "saturates");
     }
 
     #[test]
@@ -550,6 +755,98 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn numbers_are_unique_across_everything_sharing_a_record() {
+        // A retry layer and a hedge layer below it both continue one
+        // record: whoever asks next gets the next number.
+        let first = Attempt::first();
+        let hedge = first.next();
+        let retry = first.next();
+        let retry_hedge = retry.next();
+        let numbers = [
+            first.number(),
+            hedge.number(),
+            retry.number(),
+            retry_hedge.number(),
+        ];
+        assert_eq!(numbers, [1, 2, 3, 4]);
+        assert_eq!(first.clone().number(), 1, "a clone keeps its number");
+    }
+
+    #[test]
+    fn observe_sees_a_pick_or_an_attempt_reported_during_the_call() {
+        let (n, seen) = observe_first_try(|| 7);
+        assert_eq!(n, 7);
+        assert!(seen.is_empty());
+        assert_eq!(seen.endpoint(), None);
+        assert_eq!(seen.clone().into_second().number(), 2);
+
+        let ((), seen) = observe_first_try(|| report_first_pick(addr(1)));
+        assert_eq!(seen.endpoint(), Some(addr(1)));
+        assert!(seen.attempt().is_none());
+        let second = seen.into_second();
+        assert_eq!(
+            (second.number(), second.tried().as_slice()),
+            (2, &[addr(1)][..])
+        );
+
+        let made = Attempt::first();
+        let ((), seen) = observe_first_try(|| {
+            assert!(first_try_observed());
+            report_first_attempt(&made);
+            made.record(addr(2)); // the balancer below the layer that made it
+        });
+        assert!(seen.attempt().unwrap().same_request(&made));
+        assert_eq!(seen.endpoint(), Some(addr(2)));
+        assert_eq!(seen.into_second().number(), 2);
+        assert_eq!(made.next().number(), 3, "one counter for both");
+
+        // Nothing is watching any more: reports are dropped, nothing kept.
+        assert!(!first_try_observed());
+        report_first_pick(addr(3));
+        report_first_attempt(&made);
+        assert!(observe_first_try(|| ()).1.is_empty());
+        assert!(
+            REPORTED.with_borrow(Option::is_none),
+            "no record kept alive"
+        );
+    }
+
+    #[test]
+    fn observers_nest_and_survive_a_panic() {
+        let ((), outer) = observe_first_try(|| {
+            let ((), inner) = observe_first_try(|| report_first_pick(addr(4)));
+            assert_eq!(inner.endpoint(), Some(addr(4)));
+        });
+        assert_eq!(
+            outer.endpoint(),
+            Some(addr(4)),
+            "passed on to the outer observer"
+        );
+        let ((), outer) = observe_first_try(|| {
+            let ((), inner) = observe_first_try(|| ());
+            assert!(inner.is_empty());
+        });
+        assert!(outer.is_empty());
+
+        let panicked =
+            std::panic::catch_unwind(|| observe_first_try(|| -> () { panic!("in the call") }));
+        assert!(panicked.is_err());
+        assert!(!first_try_observed(), "the slot was restored");
+    }
+
+    #[test]
+    fn only_ignore_attempt_skips_reporting_picks() {
+        let req = http::Request::new(());
+        assert!(ReadAttempt::<http::Request<()>>::reports_first_pick(
+            &AttemptFromExtensions
+        ));
+        assert!(!ReadAttempt::<http::Request<()>>::reports_first_pick(
+            &IgnoreAttempt
+        ));
+        assert!(AttemptFromExtensions.read_attempt(&req).is_none());
     }
 
     #[test]

@@ -129,7 +129,9 @@ pub mod priority;
 pub mod snapshot;
 pub mod timeout;
 
-pub use crate::attempt::{Attempt, AttemptFromExtensions, IgnoreAttempt, ReadAttempt};
+pub use crate::attempt::{
+    Attempt, AttemptFromExtensions, FirstTryReport, IgnoreAttempt, ReadAttempt,
+};
 pub use crate::classify::{
     ClassifyErrors, ClassifyOutcome, ErrorsAsFailures, GrpcCode, GrpcOutcome, HttpOutcome, Outcome,
 };

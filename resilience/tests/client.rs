@@ -148,20 +148,25 @@ async fn a_dead_instance_is_ejected_its_breaker_opens_alone_and_retries_go_elsew
                 .build()
                 .unwrap(),
         )
-        // The adaptive throttle is left out: with a handful of calls its
-        // refusal chance after the first failures is random, and a local
-        // refusal is never retried; this test is about ejection, breakers
-        // and retries.
-        .without(ClientPart::Throttle)
+        // The adaptive throttle stays in (the default): the dead
+        // instance's first failures are under its minimum of requests, so
+        // it refuses none of these sheddable calls.
         .without(ClientPart::HealthCheck)
         .build()
         .unwrap();
+    // The dead instance first: a call's first try may land on it, a
+    // failure in a window of one request.
     let client = ClientStack::builder(config)
-        .endpoints([a.addr, dead, b.addr].map(Endpoint::new))
+        .endpoints([dead, a.addr, b.addr].map(Endpoint::new))
         .build_http::<String>()
         .unwrap();
+    let ctx = RequestContext::new_root().with_priority(Priority::Sheddable);
     for _ in 0..30 {
-        let rsp = client.clone().oneshot(get_req("/")).await.unwrap();
+        let rsp = ctx
+            .clone()
+            .scope(client.clone().oneshot(get_req("/")))
+            .await
+            .unwrap();
         assert_eq!(
             rsp.status(),
             200,
@@ -170,6 +175,11 @@ async fn a_dead_instance_is_ejected_its_breaker_opens_alone_and_retries_go_elsew
     }
     let handles = client.handles();
     assert!(handles.retry().snapshot().retries_total() >= 1);
+    let throttle = handles
+        .throttle()
+        .expect("the default stack has a throttle");
+    let (tries, _) = throttle.counts();
+    assert!(tries > 30, "the throttle saw every try: {tries}");
     let breakers = handles.breakers().unwrap();
     assert_eq!(
         breakers.get(&dead.to_string()).unwrap().state(),
@@ -391,13 +401,13 @@ mod grpc {
                     .build()
                     .unwrap(),
             )
-            // No adaptive throttle: see the HTTP test of a dead instance.
-            .without(ClientPart::Throttle)
+            // The adaptive throttle stays in: see the HTTP test of a dead
+            // instance.
             .without(ClientPart::HealthCheck)
             .build()
             .unwrap();
         let stack = ClientStack::builder(config)
-            .endpoints([a, dead, b].map(Endpoint::new))
+            .endpoints([dead, a, b].map(Endpoint::new))
             .build_grpc()
             .unwrap();
         let handles = stack.handles().clone();
@@ -416,6 +426,7 @@ mod grpc {
                 .expect("served, retried if need be");
         }
         assert!(handles.retry().snapshot().retries_total() >= 1);
+        assert!(handles.throttle().is_some());
         let breakers = handles.breakers().unwrap();
         assert_eq!(
             breakers.get(&dead.to_string()).unwrap().state(),

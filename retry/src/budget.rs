@@ -428,6 +428,31 @@ impl BudgetState {
         Some(self.allowed(b.floor, b.ring.sum(ns, BUCKETS - 1, BUCKETS)))
     }
 
+    /// Whether every stretch of the burst window that ends now and starts
+    /// on one of its buckets (the current bucket alone, the last two, ...,
+    /// the last `BUCKETS`) has room for one more retry: its retries are
+    /// below `ratio` times its own requests, or the burst window's floor.
+    /// (The priorities' reserves apply to the whole windows only.)
+    fn every_stretch_allows(&self, ns: u64) -> bool {
+        let Some(b) = &self.burst else {
+            return true;
+        };
+        let tick = b.ring.tick(ns);
+        let mut w = Window {
+            requests: 0,
+            retries: 0,
+        };
+        for age in 0..BUCKETS.min(tick + 1) {
+            let bucket = b.ring.at(tick - age);
+            w.requests += bucket.requests;
+            w.retries += bucket.retries;
+            if self.allowed(b.floor, w).left < UNIT {
+                return false;
+            }
+        }
+        true
+    }
+
     fn allowed(&self, floor: u128, w: Window) -> Allowed {
         // The floor is a minimum, not an addition.
         let allowance = floor.max(self.ratio * u128::from(w.requests));
@@ -443,7 +468,10 @@ impl BudgetState {
         let ns = self.elapsed_ns(now);
         let reserve = self.reserve[priority.index()];
         let allows = |a: Allowed| a.left >= UNIT && a.left * UNIT > reserve * a.allowance;
-        if !allows(self.in_window(ns).1) || !self.in_burst(ns).is_none_or(allows) {
+        if !allows(self.in_window(ns).1)
+            || !self.in_burst(ns).is_none_or(allows)
+            || !self.every_stretch_allows(ns)
+        {
             return false;
         }
         self.window.add_retry(ns);
@@ -477,6 +505,24 @@ impl Ring {
 
     fn bucket(&self, tick: u64) -> &Bucket {
         &self.buckets[(tick % (BUCKETS + 1)) as usize]
+    }
+
+    /// The counts of tick `tick` (zero if its bucket holds another).
+    fn at(&self, tick: u64) -> Window {
+        let b = self.bucket(tick);
+        let stamp = stamp(tick);
+        let count = |word: &AtomicU64| {
+            let w = word.load(Ordering::Acquire);
+            if w >> COUNT_BITS == stamp {
+                w & COUNT_MASK
+            } else {
+                0
+            }
+        };
+        Window {
+            requests: count(&b.requests),
+            retries: count(&b.retries),
+        }
     }
 
     fn add_requests(&self, ns: u64, n: u64) {
@@ -690,6 +736,54 @@ mod tests {
             let bound = (ratio * funded as f64).max(f64::from(floor));
             assert!(within(&retries) as f64 <= bound, "at {:?}", t - start);
         }
+    }
+
+    /// Failures that start on a bucket boundary after quiet requests (a
+    /// slowdown starting): over every stretch from that boundary, retries
+    /// stay within `ratio` of the stretch's own requests, even when the
+    /// stretch is shorter than the burst window, whose earlier requests
+    /// would otherwise pay for the first retries. (Under the rule of the
+    /// whole burst window alone, the first 500 ms here get 150 retries for
+    /// 400 requests.)
+    #[tokio::test(start_paused = true)]
+    async fn retries_from_a_boundary_on_stay_within_the_ratio_of_its_requests() {
+        let (ratio, floor) = (0.2, 10);
+        let b = budget(ratio, floor, Duration::from_secs(10));
+        let start = Instant::now();
+        let step = Duration::from_micros(1250); // 800 requests per second
+        let mut now = start;
+        while now < start + Duration::from_secs(2) {
+            b.deposit_at(now);
+            now += step;
+        }
+        // From 2 s on (a boundary of the burst window's buckets), every
+        // request asks for two retries.
+        let failing = now;
+        let (mut requests, mut retries) = (0u32, 0u32);
+        let mut worst: f64 = 0.0;
+        while now < failing + Duration::from_secs(3) {
+            b.deposit_at(now);
+            requests += 1;
+            for _ in 0..2 {
+                if b.withdraw_at(Priority::Critical, now) {
+                    retries += 1;
+                }
+            }
+            let bound = (ratio * f64::from(requests)).max(f64::from(floor));
+            worst = worst.max(f64::from(retries) / bound);
+            assert!(
+                f64::from(retries) <= bound,
+                "{retries} retries for {requests} requests at {:?}",
+                now - failing
+            );
+            now += step;
+        }
+        // and the budget is still used: close to the ratio
+        assert!(
+            f64::from(retries) >= 0.85 * ratio * f64::from(requests),
+            "{retries} for {requests}"
+        );
+        assert!(worst > 0.9, "{worst}");
     }
 
     /// Lower priorities stop first within a burst too, while the window

@@ -196,11 +196,14 @@ impl fmt::Debug for IdempotentRequests {
 
 /// Whether a request or response is gRPC: content type `application/grpc`,
 /// optionally followed by `+format` or `;parameters`.
+#[inline]
 pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes();
-        v.starts_with(b"application/grpc") && matches!(v.get(16), None | Some(b'+' | b';'))
-    })
+    // A request without headers (no lookup, which hashes the name) is not.
+    !headers.is_empty()
+        && headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+            let v = v.as_bytes();
+            v.starts_with(b"application/grpc") && matches!(v.get(16), None | Some(b'+' | b';'))
+        })
 }
 
 // === impl Reason ===

@@ -5,6 +5,47 @@ use resilience_core::config::{
 };
 use resilience_core::{GrpcCode, GrpcOutcome, HttpOutcome, Outcome, Priority};
 
+/// The setters the retry and the hedge builders share (`name`,
+/// `max_replay_body`, `grpc_method`, `budget`): one body, each type's own
+/// docs.
+macro_rules! shared_setters {
+    (
+        config: $config:ident,
+        replay: $replay:literal,
+        grpc: $grpc:literal,
+        budget: $budget:literal $(,)?
+    ) => {
+        #[doc = concat!(
+                                    "Names the layer: the `name` label of its metrics (default\n[`",
+                                    stringify!($config),
+                                    "::DEFAULT_NAME`])."
+                                )]
+        pub fn name(mut self, name: impl Into<String>) -> Self {
+            self.name = name.into();
+            self
+        }
+
+        #[doc = $replay]
+        pub fn max_replay_body(mut self, bytes: usize) -> Self {
+            self.max_replay_body = bytes;
+            self
+        }
+
+        #[doc = $grpc]
+        pub fn grpc_method(mut self, path: impl Into<String>) -> Self {
+            self.grpc_methods.push(path.into());
+            self
+        }
+
+        #[doc = $budget]
+        pub fn budget(mut self, budget: RetryBudgetConfig) -> Self {
+            self.budget = budget;
+            self
+        }
+    };
+}
+pub(crate) use shared_setters;
+
 /// How the backoff delay is randomised.
 ///
 /// With an exponential cap `c = min(backoff_max, backoff_base × multiplier^(n-1))`
@@ -469,11 +510,17 @@ impl Default for RetryConfig {
 // === impl RetryConfigBuilder ===
 
 impl RetryConfigBuilder {
-    /// Names the layer: the `name` label of its metrics (default
-    /// [`RetryConfig::DEFAULT_NAME`]).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
+    shared_setters! {
+        config: RetryConfig,
+        replay: "The largest request body buffered for replay, in bytes, at most
+[`RetryConfig::MAX_REPLAY_BODY`] (default
+[`RetryConfig::DEFAULT_MAX_REPLAY_BODY`]). `0` retries only requests
+without a body.",
+        grpc: "Opts a gRPC method in to retries: its full path
+(`/package.Service/Method`), or `/package.Service/*` for every method
+of a service. gRPC requests (content type `application/grpc`) of
+other methods are never retried.",
+        budget: "The retry budget (default [`RetryBudgetConfig::default`]).",
     }
 
     /// Attempts per request, the first included, `1` (never retry) to
@@ -525,15 +572,6 @@ impl RetryConfigBuilder {
         self
     }
 
-    /// The largest request body buffered for replay, in bytes, at most
-    /// [`RetryConfig::MAX_REPLAY_BODY`] (default
-    /// [`RetryConfig::DEFAULT_MAX_REPLAY_BODY`]). `0` retries only requests
-    /// without a body.
-    pub fn max_replay_body(mut self, bytes: usize) -> Self {
-        self.max_replay_body = bytes;
-        self
-    }
-
     /// Adds an HTTP status to retry (5xx only; default
     /// [`RetryConfig::DEFAULT_RETRYABLE_STATUSES`]).
     pub fn retryable_status(mut self, status: u16) -> Self {
@@ -556,21 +594,6 @@ impl RetryConfigBuilder {
     /// error such as `INVALID_ARGUMENT`).
     pub fn retryable_grpc_codes(mut self, codes: impl IntoIterator<Item = GrpcCode>) -> Self {
         self.retryable_grpc_codes = codes.into_iter().collect();
-        self
-    }
-
-    /// Opts a gRPC method in to retries: its full path
-    /// (`/package.Service/Method`), or `/package.Service/*` for every method
-    /// of a service. gRPC requests (content type `application/grpc`) of
-    /// other methods are never retried.
-    pub fn grpc_method(mut self, path: impl Into<String>) -> Self {
-        self.grpc_methods.push(path.into());
-        self
-    }
-
-    /// The retry budget (default [`RetryBudgetConfig::default`]).
-    pub fn budget(mut self, budget: RetryBudgetConfig) -> Self {
-        self.budget = budget;
         self
     }
 

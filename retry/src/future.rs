@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::{Extensions, HeaderMap, HeaderName, Method, Request, Response, Uri, Version};
 use pin_project_lite::pin_project;
+use resilience_core::attempt::{self, FirstTryReport};
 use resilience_core::deadline::{DEADLINE_HEADER, GRPC_TIMEOUT_HEADER};
 use resilience_core::{Attempt, BoxError, Deadline, Elapsed, Priority};
 use tokio::time::{Instant, Sleep, sleep_until};
@@ -50,11 +51,13 @@ pin_project! {
         retry: Option<Retrying<S, B>>,
         // The last attempt's outcome, kept while waiting to retry: returned
         // if the retry cannot start after all.
-        last: Option<Result<S::Response, BoxError>>,
+        // (Boxed: kept only while waiting to retry, it would otherwise
+        // make every first try's future larger to move.)
+        last: Option<Box<Result<S::Response, BoxError>>>,
         // The `attempt` span of a retry (none for the first try, which
         // costs nothing): entered while the retry is called and polled, so
         // its log lines say which attempt they are about.
-        span: tracing::Span,
+        span: Option<tracing::Span>,
     }
 }
 
@@ -83,10 +86,25 @@ pub(crate) struct Retrying<S, B> {
     head: Head,
     template: Template<B>,
     next: Option<RetryBody<B>>,
-    /// The last attempt sent, or about to be (after `decide`): its number
-    /// is the attempts so far, its record is shared by every try.
-    attempt: Attempt,
+    /// The attempts of the request (see [`Tries`]).
+    tries: Tries,
+    /// This layer's tries so far, the first included (a hedge layer below
+    /// may have sent more, with numbers of their own).
+    sent: u32,
+    /// The first try reported nothing: checked once the second try ends.
+    first_unseen: bool,
     policy: Arc<Policy>,
+}
+
+/// The attempts of a request that may be sent again: none made yet (the
+/// first try went without one: it costs nothing), or the last one sent (or
+/// about to be), whose record is shared by every try.
+pub(crate) enum Tries {
+    /// The first try carried no attempt; what the layers below reported
+    /// about it, to start the record with when a second try is made.
+    First(FirstTryReport),
+    /// The last attempt made.
+    Made(Attempt),
 }
 
 /// A copy of the request's head.
@@ -94,7 +112,8 @@ pub(crate) struct Head {
     method: Method,
     uri: Uri,
     version: Version,
-    headers: HeaderMap,
+    /// The headers, if there were any (an empty map is not copied).
+    headers: Option<HeaderMap>,
     extensions: Extensions,
     grpc: bool,
     deadline: Option<Deadline>,
@@ -116,7 +135,7 @@ pub(crate) struct FirstTry<S, B> {
     pub(crate) svc: S,
     pub(crate) head: Head,
     pub(crate) template: Template<B>,
-    pub(crate) attempt: Attempt,
+    pub(crate) tries: Tries,
 }
 
 // === impl ResponseFuture ===
@@ -138,7 +157,7 @@ where
             timer: Timer::new(timeout, deadline),
             retry: None,
             last: None,
-            span: tracing::Span::none(),
+            span: None,
         }
     }
 
@@ -151,7 +170,7 @@ where
             timer: Timer::new(retry.policy.attempt_timeout, retry.head.deadline),
             retry: Some(retry),
             last: None,
-            span: tracing::Span::none(),
+            span: None,
         }
     }
 }
@@ -168,7 +187,10 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Attempt { fut } => {
-                    let polled = this.span.in_scope(|| fut.poll(cx));
+                    let polled = match this.span {
+                        None => fut.poll(cx),
+                        Some(span) => span.in_scope(|| fut.poll(cx)),
+                    };
                     let result = match polled {
                         Poll::Ready(result) => result.map_err(Into::into),
                         Poll::Pending => {
@@ -199,7 +221,7 @@ where
                     match retry.decide(&result) {
                         None => return Poll::Ready(result),
                         Some(delay) => {
-                            *this.last = Some(result);
+                            *this.last = Some(Box::new(result));
                             if delay.is_zero() {
                                 this.state.set(State::Ready);
                             } else {
@@ -237,16 +259,16 @@ where
                             retry.decline(Decline::Deadline);
                         }
                         this.state.set(State::Done);
-                        return Poll::Ready(this.last.take().expect("kept while waiting"));
+                        return Poll::Ready(*this.last.take().expect("kept while waiting"));
                     }
                     let req = retry.next_request();
                     let span = tracing::info_span!(
                         target: "resilience_retry",
                         "attempt",
-                        attempt = retry.attempt.number()
+                        attempt = retry.tries.number()
                     );
                     let fut = span.in_scope(|| retry.svc.call(req));
-                    *this.span = span;
+                    *this.span = Some(span);
                     *this.last = None;
                     this.state.set(State::Attempt { fut });
                 }
@@ -269,10 +291,7 @@ where
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
-            .field(
-                "attempts",
-                &self.retry.as_ref().map_or(1, |r| r.attempt.number()),
-            )
+            .field("attempts", &self.retry.as_ref().map_or(1, |r| r.sent))
             .finish_non_exhaustive()
     }
 }
@@ -333,7 +352,7 @@ impl Head {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             version: parts.version,
-            headers: parts.headers.clone(),
+            headers: (!parts.headers.is_empty()).then(|| parts.headers.clone()),
             extensions: parts.extensions.clone(),
             grpc,
             deadline: Deadline::from_extensions(&parts.extensions),
@@ -371,7 +390,7 @@ impl Head {
         *req.version_mut() = self.version;
         *req.extensions_mut() = self.extensions.clone();
         req.extensions_mut().insert(attempt.clone());
-        let mut headers = self.headers.clone();
+        let mut headers = self.headers.clone().unwrap_or_default();
         attempt.write_headers(&mut headers, self.grpc);
         if let Some(deadline) = self.deadline {
             let http = headers.contains_key(DEADLINE_HEADER);
@@ -413,11 +432,13 @@ impl<B> Template<B> {
 
 impl<S, B> FirstTry<S, B> {
     /// Sends the first try of a request that may be sent again, keeping
-    /// what the next tries need: the request carries the `attempt` made
-    /// from its extensions (inserted after the head's copy, so that each later try
-    /// inserts its own), its body streams while a copy of it is kept (up
-    /// to `cap` bytes), and the ready `inner` service goes with it (a
-    /// clone takes its place).
+    /// what the next tries need: the request carries `attempt`, if any
+    /// (inserted after the head's copy, so that each later try inserts
+    /// its own), else none, and the call is watched
+    /// ([`attempt::observe_first_try`]) for what the layers below report
+    /// about it; its body streams while a copy of it is kept (up to `cap`
+    /// bytes), and the ready `inner` service goes with it (a clone takes
+    /// its place).
     ///
     /// A body whose size hint is over `cap` cannot be sent again: the
     /// request's parts and body are handed back, to be sent once.
@@ -430,7 +451,7 @@ impl<S, B> FirstTry<S, B> {
         mut parts: http::request::Parts,
         body: B,
         cap: usize,
-        attempt: impl FnOnce(&http::Extensions) -> Attempt,
+        attempt: Option<Attempt>,
     ) -> Result<(S::Future, Self), (http::request::Parts, B)>
     where
         S: Service<Request<RetryBody<B>>> + Clone,
@@ -445,18 +466,68 @@ impl<S, B> FirstTry<S, B> {
             (source.first(), Template::Replay(source))
         };
         let head = Head::new(&parts, is_grpc(&parts.headers));
-        let attempt = attempt(&parts.extensions);
-        parts.extensions.insert(attempt.clone());
         let clone = inner.clone();
         let mut svc = std::mem::replace(inner, clone);
-        let fut = svc.call(Request::from_parts(parts, first));
+        let (fut, tries) = match attempt {
+            Some(attempt) => {
+                parts.extensions.insert(attempt.clone());
+                let fut = svc.call(Request::from_parts(parts, first));
+                (fut, Tries::Made(attempt))
+            }
+            None => {
+                let req = Request::from_parts(parts, first);
+                let (fut, report) = attempt::observe_first_try(|| svc.call(req));
+                (fut, Tries::First(report))
+            }
+        };
         let first = FirstTry {
             svc,
             head,
             template,
-            attempt,
+            tries,
         };
         Ok((fut, first))
+    }
+}
+
+// === impl Tries ===
+
+impl Tries {
+    /// The number of the last try made.
+    pub(crate) fn number(&self) -> u32 {
+        match self {
+            Tries::First(_) => 1,
+            Tries::Made(attempt) => attempt.number(),
+        }
+    }
+
+    /// Makes the attempt of another try: the next number of the record,
+    /// which the second try starts (from what was reported about the
+    /// first, one allocation).
+    pub(crate) fn next(&mut self) -> &Attempt {
+        let next = match std::mem::replace(self, Tries::First(FirstTryReport::default())) {
+            Tries::First(report) => report.into_second(),
+            Tries::Made(attempt) => attempt.next(),
+        };
+        *self = Tries::Made(next);
+        match self {
+            Tries::Made(attempt) => attempt,
+            Tries::First(_) => unreachable!("just made"),
+        }
+    }
+
+    /// The last attempt made, if any.
+    pub(crate) fn made(&self) -> Option<&Attempt> {
+        match self {
+            Tries::First(_) => None,
+            Tries::Made(attempt) => Some(attempt),
+        }
+    }
+
+    /// Whether the first try went unseen: it reported nothing (no balancer
+    /// below, or one behind a layer that calls it later).
+    pub(crate) fn first_unseen(&self) -> bool {
+        matches!(self, Tries::First(report) if report.is_empty())
     }
 }
 
@@ -470,7 +541,9 @@ impl<S, B> Retrying<S, B> {
             head: first.head,
             template: first.template,
             next: None,
-            attempt: first.attempt,
+            first_unseen: first.tries.first_unseen(),
+            tries: first.tries,
+            sent: 1,
             policy,
         }
     }
@@ -483,7 +556,7 @@ impl<S, B> Retrying<S, B> {
         let priority = self.priority();
         tracing::debug!(
             name = %self.policy.name,
-            attempt = self.attempt.number(),
+            attempt = self.tries.number(),
             declined = why.as_str(),
             priority = priority.as_str(),
             "not retrying request"
@@ -494,13 +567,14 @@ impl<S, B> Retrying<S, B> {
     /// Whether and after how long to retry after `result`. On `Some`, the
     /// budget has paid for the retry and its body is ready.
     fn decide<ResB>(&mut self, result: &Result<Response<ResB>, BoxError>) -> Option<Duration> {
+        self.learn_first_unseen();
         let Verdict::Retry { reason, pushback } =
             self.policy.outcomes.classify(self.head.grpc, result)
         else {
             return None;
         };
         let policy = self.policy.clone();
-        if self.attempt.number() >= policy.max_attempts {
+        if self.sent >= policy.max_attempts {
             self.decline(Decline::MaxAttempts);
             return None;
         }
@@ -514,7 +588,7 @@ impl<S, B> Retrying<S, B> {
                 return None;
             }
             Pushback::Delay(d) => d,
-            Pushback::None => policy.backoff.delay(self.attempt.number(), &policy.random),
+            Pushback::None => policy.backoff.delay(self.sent, &policy.random),
         };
         if !self.template.can_send_again() {
             self.decline(Decline::Body);
@@ -536,11 +610,12 @@ impl<S, B> Retrying<S, B> {
             return None;
         };
         self.next = Some(body);
-        self.attempt = self.attempt.next();
+        self.sent += 1;
+        let attempt = self.tries.next().number();
         policy.metrics.retry(reason);
         tracing::debug!(
             name = %policy.name,
-            attempt = self.attempt.number(),
+            attempt,
             reason = reason.as_str(),
             delay_ms = delay.as_millis() as u64,
             "retrying request"
@@ -548,10 +623,29 @@ impl<S, B> Retrying<S, B> {
         Some(delay)
     }
 
+    /// After a second try: if the first went unseen but a balancer
+    /// recorded the second, the balancer sits behind a layer that hides
+    /// first tries (see [`resilience_core::attempt`]): from now on the
+    /// layer's first tries carry their attempt.
+    fn learn_first_unseen(&mut self) {
+        if !self.first_unseen || self.sent < 2 {
+            return;
+        }
+        self.first_unseen = false;
+        let recorded = self.tries.made().is_some_and(|a| !a.tried().is_empty());
+        if recorded && self.policy.first_tries.learn() {
+            tracing::info!(
+                name = %self.policy.name,
+                "first tries reach the balancer out of sight: they carry their attempt from now on"
+            );
+        }
+    }
+
     /// The request of the next attempt (see [`Head::request`]).
     fn next_request(&mut self) -> Request<RetryBody<B>> {
         let body = self.next.take().expect("decided to retry");
-        let req = self.head.request(body, &self.attempt);
+        let attempt = self.tries.made().expect("decided to retry");
+        let req = self.head.request(body, attempt);
         self.policy.metrics.attempt();
         req
     }

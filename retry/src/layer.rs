@@ -1,5 +1,6 @@
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tower_layer::Layer;
@@ -44,6 +45,40 @@ pub(crate) struct Policy {
     pub(crate) budget: RetryBudget,
     pub(crate) random: Random,
     pub(crate) metrics: Metrics,
+    pub(crate) first_tries: FirstTries,
+}
+
+/// Whether a layer's first tries carry their [`Attempt`]: not until the
+/// layer learns that they reach the balancer out of its sight (see
+/// [`resilience_core::attempt`]).
+///
+/// [`Attempt`]: resilience_core::Attempt
+#[derive(Debug, Default)]
+pub(crate) struct FirstTries {
+    carry: AtomicBool,
+}
+
+// === impl FirstTries ===
+
+impl FirstTries {
+    /// Whether first tries carry their attempt.
+    #[inline]
+    pub(crate) fn carry(&self) -> bool {
+        self.carry.load(Ordering::Relaxed)
+    }
+
+    /// From now on, first tries carry their attempt; `true` the first time.
+    pub(crate) fn learn(&self) -> bool {
+        !self.carry.swap(true, Ordering::Relaxed)
+    }
+}
+
+impl Clone for FirstTries {
+    fn clone(&self) -> Self {
+        Self {
+            carry: AtomicBool::new(self.carry()),
+        }
+    }
 }
 
 // === impl RetryLayer ===
@@ -68,6 +103,7 @@ impl RetryLayer {
             budget: RetryBudget::new(config.budget.clone()),
             random: Random::from_entropy(),
             metrics: Metrics::new(&config.name),
+            first_tries: FirstTries::default(),
         };
         Self {
             shared: Arc::new(Shared {

@@ -141,11 +141,15 @@
 //!
 //! # The attempt on the wire and in the logs
 //!
-//! Every try of a request that may be retried carries a
-//! [`resilience_core::Attempt`] in its extensions: [`Attempt::first`] on
-//! the first try, [`Attempt::next`] on each retry, all sharing one record
-//! of the endpoints the tries went to (see "Another instance"). Any
-//! `Attempt` the caller put there is replaced. A request passed through
+//! Every retry carries a [`resilience_core::Attempt`] in its extensions
+//! ([`Attempt::next`]: `2`, `3`, ...), all sharing one record of the
+//! endpoints the tries went to (see "Another instance") and one counter of
+//! attempt numbers (with a [`HedgeLayer`] below, hedges and retries never
+//! carry the same number; `max_attempts` counts this layer's own tries).
+//! The first try carries none: most requests succeed at once, and the
+//! record is only made when a second try is (see "Another instance" for
+//! how the second try still learns where the first went). Any `Attempt`
+//! the caller put there is removed or replaced. A request passed through
 //! untouched (rule 1, a body over the cap, `max_attempts(1)`) gets none.
 //!
 //! A retry carries its attempt number in
@@ -163,7 +167,9 @@
 //! span named `attempt` (target `resilience_retry`, field `attempt`), so
 //! whatever the layers below log about it says which attempt it is
 //! (`resilience-correlation`'s log format prints `[id attempt=2]`); the
-//! first try opens no span and costs nothing.
+//! first try opens no span and costs nothing (and, carrying no
+//! `Attempt`, shows no number in `resilience-correlation`'s lines either:
+//! a line without one is about the first try).
 //!
 //! # Another instance
 //!
@@ -178,6 +184,21 @@
 //! to an eligible, ready endpoint the request has not tried yet when
 //! there is one (else it picks as usual; an attempt never makes a call
 //! fail or wait).
+//!
+//! The first try carries no `Attempt`: the layer calls the service below
+//! inside [`observe_first_try`](resilience_core::attempt::observe_first_try),
+//! the balancer reports the endpoint it picked for a request without one
+//! (a per-thread slot, no allocation), and the second try's record starts
+//! with that endpoint. (A [`HedgeLayer`] below makes its record at once
+//! and reports it instead, so that both layers share it.) The slot only
+//! sees a balancer called during this layer's `call`: behind a layer that
+//! calls it later (tower's `Buffer`, a spawned task, a throttle holding a
+//! call back), the first try's pick goes unseen and its retry may land on
+//! the same endpoint. The layer notices (a retry recorded by a balancer
+//! after a first try that reported nothing) and from then on puts an
+//! [`Attempt::first`] on its first tries, as every try carried before:
+//! the allocations of "Performance" on each first try, every retry on
+//! another instance. An `info!` line says so once.
 //!
 //! The order matters: **retry above the balancer**, so that each retry
 //! goes through the balancer again and picks anew. Below it, the retry
@@ -323,14 +344,20 @@
 //! add to the budget's pending count (every 32nd request also reads the
 //! clock and moves the count into the current bucket, without a lock) and
 //! the attempts counter (a no-op without a recorder). A request that may
-//! be retried copies its head (headers and extensions, as tower's `Retry`
-//! clones its request), clones the inner service and puts its
-//! [`Attempt`] in its extensions: one allocation for the shared record of
-//! the endpoints tried, and `http`'s extension insert, which allocates
+//! be retried copies its head (method, URI, headers and extensions, as
+//! tower's `Retry` clones its request: no allocation for a request without
+//! headers or extensions, one for each map that has entries), clones the
+//! inner service and watches the call for the balancer's pick (a
+//! per-thread slot); its first try carries no [`Attempt`]. A request
+//! without a body to buffer, headers or extensions therefore passes
+//! through with no allocation. The record of the endpoints tried is made
+//! when a second try is (one allocation, and `http`'s extension insert:
 //! the boxed value, and the map and its table on a request that had no
-//! extensions (four allocations in all for such a request without a
-//! body). One that may not be retried is passed through with no copy, no
-//! `Attempt` and no allocation. A body kept for replay adds the shared
+//! extensions). Once the layer has learned that first tries reach the
+//! balancer out of its sight (see "Another instance"), each first try
+//! carries an `Attempt` again: four allocations for a request without
+//! extensions. One that may not be retried is passed through with no
+//! copy, no `Attempt` and no allocation. A body kept for replay adds the shared
 //! copy (one allocation, and the original body boxed once), a growing
 //! list of its chunks (no copy of their bytes) and an uncontended lock
 //! per chunk. Retries read the clock and take the budget's withdrawal

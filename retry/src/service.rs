@@ -86,11 +86,19 @@ where
         if !self.shared.classify.is_retryable(&parts) {
             return once(&mut self.inner, parts, body);
         }
-        // Every try carries its attempt, the first included, so that a
-        // balancer below records where each went and sends a retry
-        // elsewhere; any attempt the caller put there is replaced.
+        // The first try carries no attempt (it costs nothing): a balancer
+        // below reports its pick while the call is watched, and a retry
+        // starts the record from it, so that it goes elsewhere. Every
+        // retry carries its attempt; any attempt the caller put there is
+        // replaced. Once a balancer is found out of sight, first tries
+        // carry theirs too.
         let cap = policy.max_replay_body;
-        match FirstTry::send(&mut self.inner, parts, body, cap, |_| Attempt::first()) {
+        let first = policy.first_tries.carry().then(Attempt::first);
+        let mut parts = parts;
+        if first.is_none() {
+            parts.extensions.remove::<Attempt>();
+        }
+        match FirstTry::send(&mut self.inner, parts, body, cap, first) {
             Ok((fut, first)) => ResponseFuture::retrying(fut, Retrying::new(first, policy.clone())),
             Err((parts, body)) => {
                 tracing::debug!(

@@ -1,8 +1,10 @@
-//! A retry goes to another instance: the retry layer tags every try with a
-//! `resilience_core::Attempt`, and a round robin that reads it
-//! (`avoid_tried`) sends the retry to an endpoint the request has not
-//! tried.
+//! A retry goes to another instance: the retry layer tags every retry with
+//! a `resilience_core::Attempt` (the first try carries none: the balancer
+//! reports its pick to the retry layer watching the call), and a round
+//! robin that reads it (`avoid_tried`) sends the retry to an endpoint the
+//! request has not tried.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,7 @@ use http::{Request, Response};
 use resilience_core::{Attempt, AttemptFromExtensions, BoxError, IgnoreAttempt, ReadAttempt};
 use resilience_discovery::{Endpoint, RoundRobinBuilder};
 use resilience_retry::{RetryBody, RetryConfig, RetryLayer};
-use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
 /// Per try: the endpoint it reached and the attempt it carried.
 type Seen = Arc<Mutex<Vec<(SocketAddr, Option<Attempt>)>>>;
@@ -72,10 +74,11 @@ async fn a_retry_lands_on_another_endpoint() {
     assert_ne!(retry_at, first_at, "the retry goes to another endpoint");
     assert_eq!(*rsp.body(), *retry_at);
 
-    let (first, retry) = (first.as_ref().unwrap(), retry.as_ref().unwrap());
-    assert_eq!((first.number(), retry.number()), (1, 2));
-    assert!(retry.same_request(first));
-    // The balancer recorded both endpoints in the shared record.
+    assert!(first.is_none(), "the first try carries no attempt");
+    let retry = retry.as_ref().unwrap();
+    assert_eq!(retry.number(), 2);
+    // The first endpoint (reported by the balancer) and the retry's
+    // (recorded by it) are in the record.
     assert_eq!(retry.tried().as_slice(), [*first_at, *retry_at]);
 }
 
@@ -131,7 +134,50 @@ impl Service<Request<RetryBody<String>>> for Instance {
 /// the retry; only the request's record of tried endpoints moves it on.
 async fn send_through<A>(avoid: A) -> (u16, Vec<SocketAddr>)
 where
-    A: ReadAttempt<Request<RetryBody<String>>> + Clone,
+    A: ReadAttempt<Request<RetryBody<String>>> + Clone + Send + 'static,
+{
+    let layer = RetryLayer::new(RetryConfig::builder().max_attempts(2).build().unwrap());
+    let (status, seen) = send_via(&layer, avoid, false).await;
+    (status, seen.into_iter().map(|(at, _)| at).collect())
+}
+
+/// Calls its inner service only when its response future is first
+/// polled, as a `Buffer` or a spawned task does: out of sight of a layer
+/// above watching the call.
+#[derive(Clone)]
+struct Later<S>(S);
+
+impl<S, R> Service<R> for Later<S>
+where
+    S: Service<R> + Clone + Send + 'static,
+    S::Future: Send,
+    R: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        let clone = self.0.clone();
+        let mut ready = std::mem::replace(&mut self.0, clone);
+        Box::pin(async move { ready.call(req).await })
+    }
+}
+
+/// As [`send_through`], through `layer`, with the balancer behind
+/// [`Later`] if `later`: the status and, per try, the endpoint and the
+/// attempt it carried.
+async fn send_via<A>(
+    layer: &RetryLayer,
+    avoid: A,
+    later: bool,
+) -> (u16, Vec<(SocketAddr, Option<Attempt>)>)
+where
+    A: ReadAttempt<Request<RetryBody<String>>> + Clone + Send + 'static,
 {
     let seen: Seen = Arc::default();
     let busy_polls: Arc<AtomicU32> = Arc::default();
@@ -146,14 +192,53 @@ where
                 seen: log.clone(),
             },
         );
-    let config = RetryConfig::builder().max_attempts(2).build().unwrap();
-    let client = ServiceBuilder::new()
-        .layer(RetryLayer::new(config).with_seed(7))
-        .service(balancer);
     let req = Request::get("/stock/42").body(String::new()).unwrap();
-    let rsp = client.oneshot(req).await.unwrap();
-    let tried = seen.lock().unwrap().iter().map(|(at, _)| *at).collect();
-    (rsp.status().as_u16(), tried)
+    let rsp = if later {
+        layer.layer(Later(balancer)).oneshot(req).await
+    } else {
+        layer.layer(balancer).oneshot(req).await
+    };
+    let seen = seen.lock().unwrap().clone();
+    (rsp.unwrap().status().as_u16(), seen)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_balancer_out_of_sight_is_learned_and_first_tries_carry_their_attempt() {
+    let layer = RetryLayer::new(RetryConfig::builder().max_attempts(2).build().unwrap());
+    // The balancer is called after the retry layer's call returned: the
+    // first try's pick goes unseen, and the retry, whose record lacks it,
+    // is sent back to the failed endpoint by the turn.
+    let (status, seen) = send_via(&layer, AttemptFromExtensions, true).await;
+    assert_eq!(status, 503);
+    assert_eq!(seen[0].0, addr(1));
+    assert!(seen[0].1.is_none());
+    let (at, retry) = &seen[1];
+    assert_eq!(*at, addr(1));
+    assert_eq!(retry.as_ref().unwrap().tried().as_slice(), [addr(1)]);
+    // The layer learned it: from now on its first tries carry their
+    // attempt, the balancer records the first endpoint in it, and the
+    // retry goes elsewhere.
+    let (status, seen) = send_via(&layer, AttemptFromExtensions, true).await;
+    assert_eq!(status, 200);
+    let first = seen[0]
+        .1
+        .as_ref()
+        .expect("the first try carries its attempt");
+    let retry = seen[1].1.as_ref().unwrap();
+    assert_eq!((first.number(), retry.number()), (1, 2));
+    assert!(retry.same_request(first));
+    assert_eq!(
+        seen.iter().map(|(at, _)| *at).collect::<Vec<_>>(),
+        [addr(1), addr(2)]
+    );
+    // A balancer in sight never teaches it: a fresh layer keeps first
+    // tries bare.
+    let fresh = RetryLayer::new(RetryConfig::builder().max_attempts(2).build().unwrap());
+    for _ in 0..2 {
+        let (status, seen) = send_via(&fresh, AttemptFromExtensions, false).await;
+        assert_eq!(status, 200);
+        assert!(seen[0].1.is_none());
+    }
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -55,25 +55,26 @@ async fn a_503_is_retried_after_a_jittered_backoff() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn every_try_carries_its_attempt_sharing_one_record() {
+async fn every_retry_carries_its_attempt_sharing_one_record() {
     let (dep, log) = dependency(|n| if n < 2 { status(503) } else { ok() });
     let mut svc = layer(config()).layer(dep);
     // An attempt the caller put there is replaced: the layer numbers its
-    // own tries.
+    // own tries, and the first try carries none.
     let mut req = get();
     let stale = Attempt::first().next().next();
     req.extensions_mut().insert(stale.clone());
     assert_eq!(send(&mut svc, req).await.unwrap().status(), 200);
-    let attempts: Vec<Attempt> = log.all().into_iter().map(|s| s.attempt.unwrap()).collect();
-    let numbers: Vec<u32> = attempts.iter().map(Attempt::number).collect();
-    assert_eq!(numbers, [1, 2, 3]);
-    assert!(attempts[1].same_request(&attempts[0]));
-    assert!(attempts[2].same_request(&attempts[0]));
-    assert!(!attempts[0].same_request(&stale));
+    let attempts: Vec<Option<Attempt>> = log.all().into_iter().map(|s| s.attempt).collect();
+    assert!(attempts[0].is_none(), "the first try carries no attempt");
+    let retries: Vec<Attempt> = attempts[1..].iter().map(|a| a.clone().unwrap()).collect();
+    let numbers: Vec<u32> = retries.iter().map(Attempt::number).collect();
+    assert_eq!(numbers, [2, 3]);
+    assert!(retries[1].same_request(&retries[0]));
+    assert!(!retries[0].same_request(&stale));
     // What one try records, the next sees.
     let a: std::net::SocketAddr = "10.0.0.1:80".parse().unwrap();
-    attempts[0].record(a);
-    assert!(attempts[2].tried().contains(a));
+    retries[0].record(a);
+    assert!(retries[1].tried().contains(a));
     // The headers are core's, written by `Attempt::write_headers`.
     assert_eq!(log.header(0, ATTEMPT_HEADER.as_str()), None);
     assert_eq!(log.header(2, ATTEMPT_HEADER.as_str()).as_deref(), Some("3"));

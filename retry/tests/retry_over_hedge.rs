@@ -153,9 +153,26 @@ async fn a_hedge_and_then_a_retry_both_replay_the_body() {
         seen,
         ["quantity=", "quantity=4&sku=42", "quantity=4&sku=42"]
     );
-    // The hedge continues the retry layer's first attempt (2); the retry
-    // is the retry layer's second attempt (2 as well).
-    assert_eq!(attempts, [1, 2, 2]);
+    // One record, one counter: the hedge is attempt 2, the retry 3.
+    assert_eq!(attempts, [1, 2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempt_numbers_are_unique_across_retries_and_hedges() {
+    // Call 0 is slow and fails; its hedge (call 1) fails at once; the
+    // retry (call 2) is slow too, and its hedge (call 3) answers.
+    fn script(n: usize) -> (bool, Duration, u16) {
+        match n {
+            0 | 2 => (true, MS(100), 503),
+            1 => (true, Duration::ZERO, 503),
+            _ => (true, Duration::ZERO, 200),
+        }
+    }
+    let body = Full::new(Bytes::from_static(b"quantity=4&sku=42"));
+    let (status, seen, attempts) = run(body, script).await;
+    assert_eq!(status, 200, "the retry's hedge answered");
+    assert_eq!(seen.len(), 4);
+    assert_eq!(attempts, [1, 2, 3, 4], "no number given twice");
 }
 
 #[tokio::test(start_paused = true)]

@@ -15,7 +15,8 @@ pub enum ThrottleMode {
     Fixed,
     /// Client-side throttling from the accept ratio (Google SRE, "Handling
     /// Overload"): `P(reject) = max(0, (requests - K * accepts) / (requests + 1))`
-    /// over a trailing window.
+    /// over a trailing window, once the window holds at least
+    /// [`minimum_requests`](ThrottleConfigBuilder::minimum_requests).
     Adaptive,
 }
 
@@ -51,6 +52,7 @@ pub struct ThrottleConfig {
     pub(crate) k: f64,
     pub(crate) window: Duration,
     pub(crate) buckets: u32,
+    pub(crate) minimum_requests: u32,
     pub(crate) max_reject_probability: f64,
     pub(crate) weights: [f64; 4],
     pub(crate) retry_after: Duration,
@@ -74,6 +76,7 @@ pub struct ThrottleConfigBuilder {
     )]
     window: Duration,
     buckets: u32,
+    minimum_requests: u32,
     max_reject_probability: f64,
     /// Weights by priority, lowest first (`sheddable`, `sheddable_plus`,
     /// `critical`, `critical_plus`).
@@ -106,6 +109,14 @@ impl ThrottleConfig {
     pub const DEFAULT_WINDOW: Duration = Duration::from_secs(120);
     /// Buckets of the adaptive window: `12`.
     pub const DEFAULT_BUCKETS: u32 = 12;
+    /// Requests the adaptive window must hold before the throttle may
+    /// refuse: `20`. With fewer, one or two failures would refuse about
+    /// half the next calls (the formula gives `1/2` after one failed
+    /// request), which at a client's start, or while a dead endpoint is
+    /// being ejected, fails calls a healthy endpoint would have served.
+    pub const DEFAULT_MINIMUM_REQUESTS: u32 = 20;
+    /// The largest `minimum_requests`: `1_000_000`.
+    pub const MAX_MINIMUM_REQUESTS: u32 = 1_000_000;
     /// The highest adaptive rejection probability: `0.9`, so that some
     /// requests still reach the backend and notice its recovery.
     pub const DEFAULT_MAX_REJECT_PROBABILITY: f64 = 0.9;
@@ -133,6 +144,12 @@ impl ThrottleConfig {
     /// The mode.
     pub fn mode(&self) -> ThrottleMode {
         self.mode
+    }
+
+    /// Requests the adaptive window must hold before the throttle may
+    /// refuse.
+    pub fn minimum_requests(&self) -> u32 {
+        self.minimum_requests
     }
 
     /// The initial share allowed in fixed mode, in percent.
@@ -208,6 +225,18 @@ impl ThrottleConfigBuilder {
         self
     }
 
+    /// Requests (admitted or refused) the adaptive window must hold before
+    /// the throttle may refuse one (default
+    /// [`ThrottleConfig::DEFAULT_MINIMUM_REQUESTS`], at most
+    /// [`ThrottleConfig::MAX_MINIMUM_REQUESTS`]; `0` decides from the first
+    /// request on). Below it the rejection probability is `0`: a window of
+    /// a few calls says little about the backend, as a breaker's
+    /// `minimum_calls` says. Fixed mode ignores it.
+    pub fn minimum_requests(mut self, requests: u32) -> Self {
+        self.minimum_requests = requests;
+        self
+    }
+
     /// The highest adaptive rejection probability, in `(0, 1]` (default
     /// [`ThrottleConfig::DEFAULT_MAX_REJECT_PROBABILITY`]).
     pub fn max_reject_probability(mut self, p: f64) -> Self {
@@ -265,6 +294,8 @@ impl ThrottleConfigBuilder {
     /// - `window` is shorter than 1 ms per bucket or longer than
     ///   [`MAX_DURATION`](resilience_core::config::MAX_DURATION) (365 days);
     ///   `buckets` is not 1 to 1,000
+    /// - `minimum_requests` is above
+    ///   [`ThrottleConfig::MAX_MINIMUM_REQUESTS`]
     /// - `max_reject_probability` is not in `(0, 1]`
     /// - a `weights` entry is negative or not finite
     /// - `max_wait` is zero or longer than 365 days
@@ -287,6 +318,12 @@ impl ThrottleConfigBuilder {
             return Err(ConfigError::new(
                 "window",
                 "must be at least 1ms per bucket",
+            ));
+        }
+        if self.minimum_requests > ThrottleConfig::MAX_MINIMUM_REQUESTS {
+            return Err(ConfigError::new(
+                "minimum_requests",
+                "must be at most 1000000",
             ));
         }
         if !(self.max_reject_probability > 0.0 && self.max_reject_probability <= 1.0) {
@@ -318,6 +355,7 @@ impl ThrottleConfigBuilder {
             k: self.k,
             window: self.window,
             buckets: self.buckets,
+            minimum_requests: self.minimum_requests,
             max_reject_probability: self.max_reject_probability,
             weights: self.weights,
             retry_after: self.retry_after,
@@ -336,6 +374,7 @@ impl Default for ThrottleConfigBuilder {
             k: ThrottleConfig::DEFAULT_K,
             window: ThrottleConfig::DEFAULT_WINDOW,
             buckets: ThrottleConfig::DEFAULT_BUCKETS,
+            minimum_requests: ThrottleConfig::DEFAULT_MINIMUM_REQUESTS,
             max_reject_probability: ThrottleConfig::DEFAULT_MAX_REJECT_PROBABILITY,
             weights: ThrottleConfig::DEFAULT_WEIGHTS,
             retry_after: ThrottleConfig::DEFAULT_RETRY_AFTER,
@@ -372,11 +411,18 @@ mod tests {
             (b().priority_weight(Priority::Critical, -1.0), "weights"),
             (b().max_wait(Duration::ZERO), "max_wait"),
             (b().max_waiters(0), "max_waiters"),
+            (b().minimum_requests(1_000_001), "minimum_requests"),
         ];
         for (builder, field) in cases {
             assert_eq!(builder.build().expect_err(field).field(), field);
         }
         assert!(b().allow_percent(0.0).build().is_ok());
+        assert_eq!(b().build().unwrap().minimum_requests(), 20);
+        assert_eq!(
+            b().minimum_requests(0).build().unwrap().minimum_requests(),
+            0
+        );
+        assert!(b().minimum_requests(1_000_000).build().is_ok());
     }
 
     /// Every configured duration is at most 365 days.
@@ -414,5 +460,9 @@ mod tests {
         let c: ThrottleConfig = serde_json::from_str(r#"{"max_waiters": 5}"#).unwrap();
         assert_eq!(c.max_waiters(), 5);
         assert!(serde_json::from_str::<ThrottleConfig>(r#"{"max_waiters": 0}"#).is_err());
+        let c: ThrottleConfig = serde_json::from_str(r#"{"minimum_requests": 5}"#).unwrap();
+        assert_eq!(c.minimum_requests(), 5);
+        let err = serde_json::from_str::<ThrottleConfig>(r#"{"minimum_requests": 2000000}"#);
+        assert!(err.unwrap_err().to_string().contains("minimum_requests"));
     }
 }

@@ -6,7 +6,9 @@
 //! - **Adaptive**: client-side throttling from the accept ratio (Google SRE,
 //!   "Handling Overload"): over a trailing window, `P(reject) = max(0,
 //!   (requests - K * accepts) / (requests + 1))`, capped at a maximum
-//!   probability. Requests are counted above the throttle (refused ones
+//!   probability, and `0` while the window holds fewer than
+//!   [`minimum_requests`](ThrottleConfigBuilder::minimum_requests) (default
+//!   20: a few failures at a client's start refuse nothing). Requests are counted above the throttle (refused ones
 //!   included); accepts are calls the backend did not fail, per the
 //!   classifier (a 4xx is an accept). A gRPC status in trailers is read at
 //!   the end of the response body, as by the breaker (see the

@@ -216,6 +216,8 @@ pub(crate) struct ThrottleState {
     /// Allowed share in fixed mode, as `f64` bits (a fraction in `[0, 1]`).
     allow: AtomicU64,
     k: f64,
+    /// Requests the window must hold before a refusal.
+    minimum_requests: u64,
     max_reject: f64,
     weights: [f64; 4],
     pub(crate) retry_after: Duration,
@@ -228,6 +230,7 @@ impl ThrottleState {
             mode: config.mode,
             allow: AtomicU64::new((config.allow_percent / 100.0).to_bits()),
             k: config.k,
+            minimum_requests: u64::from(config.minimum_requests),
             max_reject: config.max_reject_probability,
             weights: config.weights,
             retry_after: config.retry_after,
@@ -268,10 +271,14 @@ impl ThrottleState {
 
     /// The SRE probability over the window as it is at `ns`: every request
     /// and accept counted so far included, in O(1) (see
-    /// [`AdaptiveWindow::totals`]).
+    /// [`AdaptiveWindow::totals`]); `0` while the window holds fewer than
+    /// `minimum_requests`.
     #[inline]
     fn adaptive_probability(&self, tick: Tick) -> f64 {
         let (requests, accepts) = self.window.totals_at(tick);
+        if requests < self.minimum_requests {
+            return 0.0;
+        }
         sre_probability(requests, accepts, self.k).min(self.max_reject)
     }
 
@@ -421,9 +428,52 @@ mod tests {
             .adaptive()
             .window(window)
             .buckets(buckets)
+            .minimum_requests(0)
             .build()
             .unwrap();
         ThrottleState::new(&config, Instant::now())
+    }
+
+    /// Below `minimum_requests` in the window nothing is refused, however
+    /// many of them failed, even with the smallest random draw; from the
+    /// minimum on, the formula decides (on the window as it was before the
+    /// call).
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_refused_below_the_minimum_requests() {
+        let config = ThrottleConfig::builder().adaptive().build().unwrap();
+        assert_eq!(config.minimum_requests(), 20);
+        let s = ThrottleState::new(&config, Instant::now());
+        let now = Instant::now();
+        for i in 0..20 {
+            assert_eq!(
+                s.current_reject_probability(Priority::Sheddable, now),
+                0.0,
+                "call {i}"
+            );
+            let (admitted, _) = s.admit_adaptive(Priority::Sheddable, now, || 0.0);
+            assert!(admitted, "call {i}: {i} failed requests in the window");
+        }
+        // 20 requests, none accepted: 20 / 21, capped at 0.9
+        assert_eq!(s.current_reject_probability(Priority::Sheddable, now), 0.9);
+        assert!(!s.admit_adaptive(Priority::Sheddable, now, || 0.0).0);
+        // the window moves on: empty again, under the minimum
+        let later = now + Duration::from_secs(121);
+        assert_eq!(
+            s.current_reject_probability(Priority::Sheddable, later),
+            0.0
+        );
+        assert!(s.admit_adaptive(Priority::Sheddable, later, || 0.0).0);
+    }
+
+    /// Without a minimum, one failed request refuses about half the next
+    /// calls (`1 / 2`): what the minimum is for.
+    #[tokio::test(start_paused = true)]
+    async fn without_a_minimum_one_failure_refuses_half() {
+        let s = adaptive(Duration::from_secs(120), 12);
+        let now = Instant::now();
+        assert!(s.admit_adaptive(Priority::Sheddable, now, || 0.0).0);
+        assert_eq!(s.current_reject_probability(Priority::Sheddable, now), 0.5);
+        assert!(!s.admit_adaptive(Priority::Sheddable, now, || 0.49).0);
     }
 
     /// Call by call, within one tick, the admission uses exactly the

@@ -77,10 +77,11 @@ pub struct PropagateContextLayer {
 /// # Attempts
 ///
 /// Placed below a retry layer (`resilience-retry`'s `RetryLayer`, which
-/// puts the [`Attempt`] into each try's extensions), this layer runs once
-/// per attempt: each leaves with the time left when it starts, and the
-/// inner service's call runs inside an `attempt` span whose `attempt` field
-/// is the attempt number (`1` for the first try), which
+/// puts the [`Attempt`] into each retry's extensions; its first try
+/// carries none), this layer runs once per attempt: each leaves with the
+/// time left when it starts, and the inner service's call runs inside an
+/// `attempt` span whose `attempt` field is the attempt number (`1` for a
+/// first try that carries an [`Attempt`]), which
 /// `fmt::CorrelationFormat` (feature `fmt`) shows on every log
 /// line after the id (`[123-gda attempt=2]`). The span is only built while
 /// a subscriber enables `INFO`, and only for a request carrying an

@@ -6,7 +6,7 @@ use std::task::{Context, Poll, Waker};
 use futures_core::Stream;
 use futures_util::{FutureExt, StreamExt};
 use resilience_core::BoxError;
-use resilience_core::attempt::{Attempt, IgnoreAttempt, ReadAttempt};
+use resilience_core::attempt::{self, Attempt, IgnoreAttempt, ReadAttempt};
 use resilience_core::classify::{ClassifyOutcome, ErrorsAsFailures, classify_error};
 use tokio::time::Instant;
 use tower_service::Service;
@@ -255,6 +255,16 @@ where
         if let Some(mut picked) = self.ready.take() {
             if let Some(attempt) = self.attempts.read_attempt(&req) {
                 self.honour_attempt(attempt, &mut picked);
+            } else if self.attempts.reports_first_pick() {
+                // A first try carries no attempt: a retry layer above
+                // watching this call learns the pick this way.
+                if let Some(entry) = self
+                    .snapshot
+                    .as_deref()
+                    .and_then(|s| s.ring.get(picked.idx))
+                {
+                    attempt::report_first_pick(entry.stats.addr);
+                }
             }
             let Picked {
                 stripe,
@@ -477,8 +487,11 @@ impl<C, A> RoundRobinBuilder<C, A> {
     /// endpoint it goes to, and skips the endpoints already tried if
     /// another eligible endpoint is ready; when every one was tried (or
     /// the others are busy), it picks as usual, never fails or waits
-    /// because of the attempt. A request without one costs one extension
-    /// lookup. Without this setting ([`IgnoreAttempt`], the default, for
+    /// because of the attempt. A request without one (the first try: a
+    /// retry layer puts none on it) costs one extension lookup, and its
+    /// pick is reported to a retry layer above watching the call
+    /// ([`resilience_core::attempt::report_first_pick`], one per-thread
+    /// cell access), so that its retry avoids that endpoint too. Without this setting ([`IgnoreAttempt`], the default, for
     /// requests of any type) attempts are neither read nor recorded.
     ///
     /// ```

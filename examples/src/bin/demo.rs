@@ -21,7 +21,7 @@ usage: demo [--quick] [--out DIR] [--admin-port PORT] [--seed N] [--etcd URL] [-
 
 Runs the reference services together through a chaos scenario:
 steady -> kill an inventory instance -> latency monkey on publications
--> ingest overloaded 5x -> recovery.
+-> ingest overloaded 2.5x -> recovery.
 
 options:
   --quick            3 s per phase instead of 15 s, 5 s of recovery (17 s)

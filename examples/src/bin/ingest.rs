@@ -43,11 +43,12 @@ async fn main() -> Result<(), BoxError> {
             k.service_time.as_millis(),
             k.capacity,
             k.throughput(),
-            k.longest_wait().as_millis()
+            settings.longest_wait(kind).as_millis()
         );
     }
     println!(
-        "   a full queue answers 429 at once, with Retry-After: {} s\n",
+        "   latency goal {} ms: a kind waits at most the goal minus its service time; a request that would wait\n   longer, or finds the queue full, is answered 429 with Retry-After: {} s\n",
+        settings.latency_goal.as_millis(),
         settings.retry_after.as_secs()
     );
     let watch = demo.ingest.watch(Duration::from_millis(1));
@@ -120,7 +121,7 @@ async fn main() -> Result<(), BoxError> {
         Some(_) => println!(
             "   idle {} ms after the flood stopped (the last batches waited at most {} ms for a slot)",
             drain_time.as_millis(),
-            settings.bulk.longest_wait().as_millis()
+            settings.longest_wait(Kind::Bulk).as_millis()
         ),
         None => println!("   not idle 5 s after the flood stopped"),
     }

@@ -2,11 +2,11 @@
 //! instances found through discovery. A scripted scenario: all healthy; the
 //! caller's mistakes (4xx) count against nobody; one instance answers 500
 //! and is ejected; one hangs and is cut off by the timeout; one fails its
-//! health check; a fourth instance joins; every instance fails, the breaker
-//! opens and the shop answers 503 at once; everything recovers. A
+//! health check; a fourth instance joins; every instance fails, their
+//! breakers open and the shop answers 503 at once; everything recovers. A
 //! synthetic customer checks all along that people can order CDs. Each
-//! step prints the answers, which instance served them, the breaker and the
-//! instances' states; the log lines of an order, in the shop and in the
+//! step prints the answers, which instance served them, and each
+//! instance's state and breaker; the log lines of an order, in the shop and in the
 //! instance, carry the order's correlation id.
 //!
 //! Run: `cargo run -p resilience-examples --bin shop`, or with `--grpc`
@@ -22,7 +22,7 @@ use resilience_core::BoxError;
 use resilience_discovery::EndpointState;
 use resilience_examples::grpc::GrpcServerSettings;
 use resilience_examples::shop::{
-    Demo, Inventory, Mode, OrderResponse, ShopSettings, SyntheticMonitor,
+    Demo, Inventory, Mode, OrderResponse, ShopSettings, SyntheticMonitor, client_config,
 };
 use tokio::time::Instant;
 
@@ -36,10 +36,12 @@ async fn main() -> Result<(), BoxError> {
         Some("--grpc") => true,
         Some(other) => return Err(format!("unknown argument {other:?} (try --grpc)").into()),
     };
+    // The shop's client from its file (examples/config/shop.toml), which
+    // holds the values of ShopSettings::DEMO (printed below).
     let mut demo = if grpc {
-        Demo::start_grpc(&settings, &GrpcServerSettings::DEMO).await?
+        Demo::start_grpc(client_config(), &GrpcServerSettings::DEMO).await?
     } else {
-        Demo::start(&settings).await?
+        Demo::start(client_config()).await?
     };
     let (failure, health) = if grpc {
         ("UNAVAILABLE", "grpc.health.v1 answers NOT_SERVING")
@@ -47,7 +49,7 @@ async fn main() -> Result<(), BoxError> {
         ("500", "/health answers 503")
     };
     println!(
-        "shop on {} (inventory over {}); inventory timeout {:?}, breaker decides after {} calls and opens for {:?}, \
+        "shop on {} (inventory over {}); inventory timeout {:?}, each instance's breaker decides after {} calls and opens for {:?}, \
          health checks every {:?}, ejection after {} failures in a row for {:?}\n",
         demo.url,
         if grpc { "gRPC" } else { "HTTP" },
@@ -59,7 +61,13 @@ async fn main() -> Result<(), BoxError> {
         settings.ejection_time
     );
     let monitor = demo.monitor(Duration::from_millis(200));
-    let mut transitions = demo.shop.breaker().subscribe();
+    // The breakers of the three instances (inventory-4 joins later).
+    let mut transitions: Vec<_> = demo
+        .shop
+        .instance_breakers()
+        .into_iter()
+        .map(|(name, b)| (name, b.subscribe()))
+        .collect();
 
     title("1. all healthy: orders go round robin");
     for n in 1..=3 {
@@ -78,7 +86,7 @@ async fn main() -> Result<(), BoxError> {
         };
         demo.order(item, country, &format!("demo-2.{n}")).await?;
     }
-    println!("   ... and 10 more: the breaker counts them as successes, nobody is ejected");
+    println!("   ... and 10 more: the breakers count them as successes, nobody is ejected");
     status(&demo, &monitor);
 
     title(&format!(
@@ -155,15 +163,24 @@ async fn main() -> Result<(), BoxError> {
     status(&demo, &monitor);
 
     title(&format!(
-        "7. every instance answers {failure}: the breaker opens, the shop answers 503 at once"
+        "7. every instance answers {failure}: their breakers open, the shop answers 503 at once"
     ));
     for inventory in demo.instances() {
         inventory.set_mode(Mode::Failing);
     }
+    // Until the shop has no instance left to call (every circuit open, or
+    // the instance ejected) and refuses at once.
     let mut n = 0;
-    while !demo.shop.breaker().state().is_open() && n < 20 {
+    while n < 40 {
         n += 1;
-        show(&demo.order("cd", "DE", &format!("demo-7.{n}")).await?);
+        let order = demo.order("cd", "DE", &format!("demo-7.{n}")).await?;
+        show(&order);
+        if matches!(
+            order.degraded.as_deref(),
+            Some("inventory=circuit open" | "inventory=no healthy instance")
+        ) {
+            break;
+        }
     }
     for m in 1..=2 {
         show(&demo.order("cd", "DE", &format!("demo-7.{}", n + m)).await?);
@@ -178,12 +195,15 @@ async fn main() -> Result<(), BoxError> {
     .await?;
     status(&demo, &monitor);
 
-    title("8. inventory recovers: the breaker lets one probe through, closes, and CDs sell again");
+    title("8. inventory recovers: each breaker lets one probe through, closes, and CDs sell again");
     for inventory in demo.instances() {
         inventory.set_mode(Mode::Healthy);
     }
     let took = wait_for("the synthetic check is green", || {
-        demo.shop.breaker().state() == CircuitState::Closed
+        demo.shop
+            .instance_breakers()
+            .iter()
+            .all(|(_, b)| b.state() == CircuitState::Closed)
             && monitor.latest().is_some_and(|c| c.passed)
     })
     .await?;
@@ -192,8 +212,10 @@ async fn main() -> Result<(), BoxError> {
     status(&demo, &monitor);
 
     println!("breaker transitions:");
-    while let Ok(t) = transitions.try_recv() {
-        println!("   {} -> {} ({})", t.from(), t.to(), t.reason());
+    for (name, events) in &mut transitions {
+        while let Ok(t) = events.try_recv() {
+            println!("   {name}: {} -> {} ({})", t.from(), t.to(), t.reason());
+        }
     }
     println!("synthetic checks, when the verdict changed:");
     let mut last = None;

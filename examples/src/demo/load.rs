@@ -24,7 +24,8 @@ pub enum Front {
     Profile,
     /// `POST /order/cd?country=DE`.
     Shop,
-    /// `POST /events` (mixed priorities) and `GET /search` (critical).
+    /// `POST /events` (5% critical, 30% sheddable-plus, 65% sheddable) and
+    /// `GET /search` (critical).
     Ingest,
     /// `POST /bulk`: a bulk flood, all sheddable.
     IngestBulk,
@@ -49,6 +50,9 @@ pub enum Reason {
     Throttled,
     /// A bounded queue was full (`429`/`503`).
     QueueFull,
+    /// A bounded queue would have kept it waiting longer than its wait
+    /// budget (`429`/`503`, "queue time exceeded").
+    QueueTime,
     /// Shed for a higher priority (`429`/`503`).
     Shed,
     /// It would have missed its deadline in a queue.
@@ -371,7 +375,10 @@ impl Source {
                     let uri = format!("{}/search?q=temp", self.targets.ingest);
                     (http::Request::get(uri), Priority::Critical)
                 } else {
-                    let priority = mix(draw, [0.1, 0.3]);
+                    // Critical events (alarms) are a small share: 5%, an
+                    // eighth of the index capacity in the overload phase
+                    // (see `DemoSettings::ingest`).
+                    let priority = mix(draw, [0.05, 0.3]);
                     let uri = format!("{}/events", self.targets.ingest);
                     (http::Request::post(uri), priority)
                 }
@@ -483,6 +490,8 @@ pub fn classify(status: u16, degraded: Option<&str>, text: &str) -> Outcome {
                 Reason::RateLimited
             } else if why.contains("timeout") {
                 Reason::Timeout
+            } else if why.contains("queue time") {
+                Reason::QueueTime
             } else if why.contains("full") || why.contains("queue") || why.contains("overload") {
                 Reason::QueueFull
             } else {
@@ -498,11 +507,12 @@ pub fn classify(status: u16, degraded: Option<&str>, text: &str) -> Outcome {
 
 impl Reason {
     /// Every reason, in table order.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Timeout,
         Reason::BreakerOpen,
         Reason::Throttled,
         Reason::QueueFull,
+        Reason::QueueTime,
         Reason::Shed,
         Reason::Deadline,
         Reason::RateLimited,
@@ -517,6 +527,7 @@ impl Reason {
             Reason::BreakerOpen => "breaker open",
             Reason::Throttled => "throttled",
             Reason::QueueFull => "queue full",
+            Reason::QueueTime => "queue time",
             Reason::Shed => "shed",
             Reason::Deadline => "deadline",
             Reason::RateLimited => "rate limited",

@@ -8,9 +8,10 @@
 //!   `about-me`, `institution`), each component behind a
 //!   [`ChaosLayer`] (the latency
 //!   monkey's switch);
-//! - the `shop` and three `inventory` instances behind retries, round
-//!   robin (a retry goes to another instance), health checks and a
-//!   breaker, each instance behind a chaos layer (the chaos monkey's
+//! - the `shop` and three `inventory` instances behind the standard client
+//!   stack (retries, round robin where a retry goes to another instance,
+//!   health checks, a breaker per instance), each instance behind a chaos
+//!   layer (the chaos monkey's
 //!   switch); the shop's orders reach inventory over gRPC (the
 //!   [gRPC hop](crate::grpc): `grpc.health.v1` checks, an adaptive
 //!   throttle, the context as metadata), on the same port as the
@@ -31,7 +32,7 @@
 //! | steady | mixed traffic, nothing wrong | nothing to see |
 //! | kill | `inventory-2` stops answering (a dead host: no answer at all) | its calls time out and are tried again on another instance; it is ejected and fails its health checks; orders go to the others |
 //! | latency | `publications` answers 500 ms late, past the profile's 300 ms timeout | the page still answers, with a fallback for publications; its breaker opens |
-//! | overload | ingest gets 5x its event capacity and a bulk flood | critical events and searches are served; sheddable work is refused at once with `429` + `Retry-After` |
+//! | overload | ingest gets 2.5x its event capacity and a bulk flood | critical events and searches are served; what is served waits at most its queue's wait budget (50 ms for an event); sheddable work is refused at once with `429` + `Retry-After` |
 //! | recovery | faults off, traffic back to steady | breakers probe and close, the instance passes its checks and is back, the queues drain |
 //!
 //! and [`Report`] tells what happened: a table per phase and service, the
@@ -69,8 +70,8 @@ use tower::ServiceBuilder;
 
 use crate::grpc::GrpcServerSettings;
 use crate::ingest::{Ingest, IngestSettings, KindSettings};
-use crate::profile::{Component, ComponentService, NEW_FEATURE_FLAG, Profile, ProfileSettings};
-use crate::shop::{Inventory, NAME_KEY, Shop, ShopSettings};
+use crate::profile::{Component, ComponentService, NEW_FEATURE_FLAG, Profile};
+use crate::shop::{Inventory, NAME_KEY, Shop};
 use crate::{get_text, http_client, serve, serve_on};
 
 /// The page the admin server serves at `/`.
@@ -86,7 +87,7 @@ pub enum Phase {
     Kill,
     /// The latency monkey slows `publications` down.
     Latency,
-    /// Ingest gets five times its capacity.
+    /// Ingest gets 2.5 times its event capacity and a bulk flood.
     Overload,
     /// Faults off, traffic back to steady.
     Recovery,
@@ -196,7 +197,7 @@ pub struct Deployment {
     pub components: [ComponentService; 3],
     /// Each component's chaos switch, in [`Component::ALL`] order.
     pub component_chaos: [ChaosHandle; 3],
-    /// The shop (its breaker and balancer).
+    /// The shop (its breakers, one per instance, and balancer).
     pub shop: Shop,
     /// The inventory instances.
     pub inventories: Vec<Inventory>,
@@ -249,7 +250,7 @@ impl Phase {
             Phase::Steady => "steady traffic, nothing wrong",
             Phase::Kill => "inventory-2 killed (no answer at all)",
             Phase::Latency => "latency monkey on publications (+500 ms)",
-            Phase::Overload => "ingest at 5x capacity, bulk flood beside searches",
+            Phase::Overload => "ingest at 2.5x capacity, bulk flood beside searches",
             Phase::Recovery => "faults off, instance back, traffic steady",
         }
     }
@@ -294,41 +295,61 @@ impl DemoSettings {
         }
     }
 
-    /// Ingest's queues in the demo: `index` 1 x 20 ms (50 events/s) with
-    /// 16 waiting, `bulk` 1 x 40 ms (25 batches/s) with 4 waiting, `search`
-    /// 2 x 10 ms with 16 waiting.
+    /// Ingest's queues in the demo: `index` 2 x 20 ms (100 events/s) with
+    /// 16 waiting, `bulk` 1 x 20 ms (50 batches/s) with 4 waiting, `search`
+    /// 2 x 10 ms with 16 waiting; a latency goal of 70 ms, so that a served
+    /// request waits at most 50 ms for `index` and `bulk` and 60 ms for
+    /// `search` ([`IngestSettings::wait_budget`]).
+    ///
+    /// Why these: a served event waits at most 50 ms and takes 20 ms, so
+    /// that ingest's p99 stays within 100 ms with room for the hops (the
+    /// old settings, one slot, no wait budget and 16 waiting, kept a flood
+    /// waiting 320 ms: a p99 of 553 ms). Critical events (5% of the events,
+    /// an eighth of `index`'s capacity in the overload phase) are served
+    /// first, but queue behind each other: with a single 20 ms slot and
+    /// half of the capacity critical, some of them wait past any budget
+    /// that keeps the p99 under 100 ms and are refused (2-10 of 340-400 in
+    /// 15 s with a 60 ms budget, in a paused-clock simulation of the same
+    /// queue at 5x on ten seeds); two slots (one freeing every 10 ms)
+    /// leave them room. The overload is 2.5x, not 5x: at 500 events/s, on
+    /// two cores busy with other work, this debug-build process (services
+    /// and load generator in one) fell behind its own timers and refused
+    /// critical events for it (10% in a quick run, p99 329 ms), where 250
+    /// events/s kept them all with a p99 of 75-91 ms. A budget of at least
+    /// two service times keeps a single-slot kind from refusing at low
+    /// load: with one service time (`bulk` at 1 x 40 ms and a 80 ms goal), a
+    /// batch that found one in service was refused at once, the measured
+    /// service time being a little longer than the sleep (15% of the
+    /// batches at a fifth of the capacity).
     pub fn ingest() -> IngestSettings {
         let mut s = IngestSettings::DEMO;
         s.index = KindSettings {
-            concurrency: 1,
+            concurrency: 2,
             capacity: 16,
             service_time: Duration::from_millis(20),
         };
         s.bulk = KindSettings {
             concurrency: 1,
             capacity: 4,
-            service_time: Duration::from_millis(40),
+            service_time: Duration::from_millis(20),
         };
         s.search = KindSettings {
             concurrency: 2,
             capacity: 16,
             service_time: Duration::from_millis(10),
         };
+        s.latency_goal = Duration::from_millis(70);
         s
     }
 
-    /// The shop in the demo: [`ShopSettings::DEMO`] with a breaker over 20
-    /// calls (one dead instance in three is not an outage of inventory),
-    /// health checks that time out after 150 ms, and ejections of 2 s (so
+    /// The shop's inventory client in the demo: the shop's own file,
+    /// [`client_config`](crate::shop::client_config) (a breaker per
+    /// instance, so one dead instance in three opens its own circuit only;
+    /// health checks that time out after 150 ms, and ejections of 2 s, so
     /// that a dead instance fails its health checks before its ejection
     /// ends).
-    pub fn shop() -> ShopSettings {
-        ShopSettings {
-            window: 20,
-            health_timeout: Duration::from_millis(150),
-            ejection_time: Duration::from_secs(2),
-            ..ShopSettings::DEMO
-        }
+    pub fn shop() -> resilience::client::ClientConfig {
+        crate::shop::client_config()
     }
 
     /// How long `phase` lasts.
@@ -411,7 +432,8 @@ impl Deployment {
                 url,
             });
         }
-        let profile = Profile::new(&ProfileSettings::DEMO, |c| {
+        // Each component's client from the profile's file.
+        let profile = Profile::with_configs(crate::profile::client_config, |c| {
             component_urls[c.index()].clone()
         })?;
         let registry = SnapshotRegistry::new("profile");
@@ -459,17 +481,19 @@ impl Deployment {
             inventory_chaos.push(chaos.handle());
         }
         let (shop, etcd) = match &options.etcd {
-            None => (Shop::new_grpc(&DemoSettings::shop(), endpoints)?, None),
+            None => (Shop::new_grpc(DemoSettings::shop(), endpoints)?, None),
             Some(url) => {
                 let parts = EtcdParts::start(url, &inventories, endpoints, &profile).await?;
                 let source = EtcdSource::new(parts.config.clone(), ETCD_INVENTORY_PREFIX);
-                let shop = Shop::with_source_grpc(&DemoSettings::shop(), source.into_stream())?;
+                let shop = Shop::with_source_grpc(DemoSettings::shop(), source.into_stream())?;
                 (shop, Some(parts))
             }
         };
         let registry = SnapshotRegistry::new("shop");
         registry.register(shop.retry().clone());
-        registry.register(shop.breaker().clone());
+        if let Some(breakers) = shop.breakers() {
+            registry.register(breakers.clone());
+        }
         registry.register(shop.balancer().clone());
         if let Some(throttle) = shop.throttle() {
             registry.register(throttle.clone());
@@ -542,13 +566,16 @@ impl Deployment {
         self.services.iter().find(|s| s.name == name)
     }
 
-    /// Every breaker: the profile's three and the shop's.
+    /// Every breaker: the profile's three and the shop's, one per inventory
+    /// instance (named after the instance).
     pub fn breakers(&self) -> Vec<(String, CircuitState)> {
         let mut out: Vec<(String, CircuitState)> = Component::ALL
             .iter()
             .map(|c| (c.name().to_owned(), self.profile.breaker(*c).state()))
             .collect();
-        out.push(("inventory".into(), self.shop.breaker().state()));
+        for (name, breaker) in self.shop.instance_breakers() {
+            out.push((name, breaker.state()));
+        }
         out
     }
 
@@ -780,12 +807,14 @@ impl<'a> Scenario<'a> {
                 transitions.clone(),
             ));
         }
-        watchers.push(watch_breaker(
-            "inventory",
-            d.shop.breaker().subscribe(),
-            started,
-            transitions.clone(),
-        ));
+        for (name, breaker) in d.shop.instance_breakers() {
+            watchers.push(watch_breaker(
+                &name,
+                breaker.subscribe(),
+                started,
+                transitions.clone(),
+            ));
+        }
         watchers.push(watch_instances(d, started, transitions.clone()));
 
         // The sample requests, sent first and traced through the log.

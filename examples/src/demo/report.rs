@@ -124,6 +124,9 @@ pub struct Bucket {
     pub failed_per_s: f64,
     /// p99 of served requests, ms.
     pub p99_ms: Option<f64>,
+    /// p99 of the requests `ingest` served (events, searches and bulk
+    /// batches), ms.
+    pub ingest_p99_ms: Option<f64>,
 }
 
 // === impl TimeSample ===
@@ -415,7 +418,8 @@ impl Report {
     }
 
     /// The chart, as an SVG document: served per second by priority, p99
-    /// latency, breaker states, and healthy instances with ingest's queues
+    /// latency of all front services and of ingest alone ("p99, ingest"),
+    /// breaker states, and healthy instances with ingest's queues
     /// and the shop's retries per second ("shop retries per second", see
     /// [`retries_per_s`](Self::retries_per_s)), over the run, with the
     /// phases marked.
@@ -491,14 +495,18 @@ impl Report {
                 });
             legend(&mut chart)?;
 
-            // 2. p99 latency of served requests.
+            // 2. p99 latency of served requests: all, and ingest's.
             let max_p99 = self
                 .buckets
                 .iter()
-                .filter_map(|b| b.p99_ms)
+                .flat_map(|b| [b.p99_ms, b.ingest_p99_ms])
+                .flatten()
                 .fold(10.0, f64::max);
             let mut chart = ChartBuilder::on(&panels[1])
-                .caption("p99 latency of served requests (ms)", ("sans-serif", 16))
+                .caption(
+                    "p99 latency of served requests (ms): all front services, and ingest",
+                    ("sans-serif", 16),
+                )
                 .margin(8)
                 .x_label_area_size(28)
                 .y_label_area_size(50)
@@ -517,9 +525,20 @@ impl Report {
                         .filter_map(|b| b.p99_ms.map(|v| (b.at_s, v))),
                     colors[0].stroke_width(2),
                 ))?
-                .label("p99")
+                .label("p99, all front services")
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], colors[0].stroke_width(2))
+                });
+            chart
+                .draw_series(LineSeries::new(
+                    self.buckets
+                        .iter()
+                        .filter_map(|b| b.ingest_p99_ms.map(|v| (b.at_s, v))),
+                    colors[1].stroke_width(2),
+                ))?
+                .label("p99, ingest (events, searches, bulk)")
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], colors[1].stroke_width(2))
                 });
             legend(&mut chart)?;
 
@@ -727,6 +746,7 @@ fn buckets(records: &[Record], total_s: f64) -> Vec<Bucket> {
     let mut served = vec![[0u64; 3]; n];
     let mut failed = vec![0u64; n];
     let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut ingest: Vec<Vec<f64>> = vec![Vec::new(); n];
     for r in records {
         let i = ((r.at_ms as f64 / 1e3) / width) as usize;
         let Some(i) = (i < n).then_some(i) else {
@@ -738,17 +758,22 @@ fn buckets(records: &[Record], total_s: f64) -> Vec<Bucket> {
                 let class = CLASSES.iter().position(|p| *p == r.priority).unwrap_or(0);
                 served[i][class] += 1;
                 latencies[i].push(r.latency_ms);
+                if matches!(r.front, Front::Ingest | Front::IngestBulk) {
+                    ingest[i].push(r.latency_ms);
+                }
             }
         }
     }
     (0..n)
         .map(|i| {
             latencies[i].sort_by(f64::total_cmp);
+            ingest[i].sort_by(f64::total_cmp);
             Bucket {
                 at_s: i as f64 * width,
                 served_per_s: served[i].map(|c| c as f64 / width),
                 failed_per_s: failed[i] as f64 / width,
                 p99_ms: percentile(&latencies[i], 0.99),
+                ingest_p99_ms: percentile(&ingest[i], 0.99),
             }
         })
         .collect()
@@ -800,5 +825,66 @@ mod tests {
         let empty = Report::new(Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         assert!(empty.retries_per_s().is_empty());
         assert!(empty.svg().unwrap().contains("shop retries per second"));
+    }
+
+    #[test]
+    fn the_chart_has_a_p99_line_for_ingest() {
+        let served = |at_ms, front, latency_ms| Record {
+            at_ms,
+            front,
+            priority: Priority::Critical,
+            outcome: Outcome::Ok,
+            latency_ms,
+            retry_after: false,
+            status: 200,
+        };
+        let records = vec![
+            served(10, Front::Profile, 300.0),
+            served(20, Front::Ingest, 40.0),
+            served(30, Front::IngestBulk, 60.0),
+            // Refused: not in the p99 of served requests.
+            Record {
+                outcome: Outcome::Rejected(Reason::QueueTime),
+                status: 429,
+                retry_after: true,
+                ..served(40, Front::Ingest, 500.0)
+            },
+            served(600, Front::Profile, 20.0),
+        ];
+        let report = Report::new(
+            vec![(Phase::Overload, Duration::ZERO, Duration::from_secs(1), 0)],
+            records,
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        // 0.25 s buckets: the first holds the first four requests.
+        let first = &report.buckets[0];
+        assert_eq!(first.p99_ms, Some(300.0));
+        assert_eq!(first.ingest_p99_ms, Some(60.0));
+        assert_eq!(first.failed_per_s, 4.0);
+        let third = &report.buckets[2];
+        assert_eq!((third.p99_ms, third.ingest_p99_ms), (Some(20.0), None));
+        assert!(report.svg().unwrap().contains("p99, ingest"));
+    }
+
+    #[test]
+    fn a_refusal_for_queue_time_is_told_apart_from_a_full_queue() {
+        use crate::demo::classify;
+        let why = |text: &str| classify(429, None, text);
+        assert_eq!(
+            why("service overloaded: queue time exceeded\n"),
+            Outcome::Rejected(Reason::QueueTime)
+        );
+        assert_eq!(
+            why("service overloaded: queue full\n"),
+            Outcome::Rejected(Reason::QueueFull)
+        );
+        assert_eq!(
+            why("service overloaded: shed for higher priority\n"),
+            Outcome::Rejected(Reason::Shed)
+        );
+        assert_eq!(Reason::QueueTime.as_str(), "queue time");
+        assert!(Reason::ALL.contains(&Reason::QueueTime));
     }
 }

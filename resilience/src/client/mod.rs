@@ -112,7 +112,9 @@ use hyper_util::rt::TokioExecutor;
 use resilience_circuit_breaker::throttle::{ThrottleHandle, ThrottleLayer};
 use resilience_circuit_breaker::{EndpointBreakers, EndpointBreakersHandle};
 use resilience_core::timeout::TimeoutConfig;
-use resilience_core::{AttemptFromExtensions, BoxError, ConfigError, HttpOutcome, TimeoutLayer};
+use resilience_core::{
+    AttemptFromExtensions, BoxError, ClassifyOutcome, ConfigError, HttpOutcome, TimeoutLayer,
+};
 use resilience_correlation::PropagateContextLayer;
 use resilience_discovery::health::HttpHealthCheck;
 use resilience_discovery::source::SourceStream;
@@ -371,17 +373,7 @@ impl ClientStackBuilder {
                 client: client.clone(),
                 authority: authority(ep),
             };
-            let attempt = ServiceBuilder::new()
-                .option_layer(attempt_timeout.clone())
-                .service(forward);
-            match &breakers {
-                Some(breakers) => {
-                    let breaker = breakers.layer_for(ep.addr().to_string());
-                    let handle = breaker.handle();
-                    BoxCloneSyncService::new(SkipOpen::new(breaker.layer(attempt), handle))
-                }
-                None => BoxCloneSyncService::new(attempt),
-            }
+            endpoint_service(ep, forward, attempt_timeout.as_ref(), breakers.as_ref())
         };
         let mut balancer = RoundRobinBuilder::new()
             .config(config.balancer.clone())
@@ -462,18 +454,7 @@ impl ClientStackBuilder {
             )
             .connect_timeout(connect_timeout)
             .connect_lazy();
-            let attempt = ServiceBuilder::new()
-                .option_layer(attempt_timeout.clone())
-                .map_err(BoxError::from)
-                .service(channel);
-            match &breakers {
-                Some(breakers) => {
-                    let breaker = breakers.layer_for(ep.addr().to_string());
-                    let handle = breaker.handle();
-                    BoxCloneSyncService::new(SkipOpen::new(breaker.layer(attempt), handle))
-                }
-                None => BoxCloneSyncService::new(attempt),
-            }
+            endpoint_service(ep, channel, attempt_timeout.as_ref(), breakers.as_ref())
         };
         let mut balancer = RoundRobinBuilder::new()
             .config(config.balancer.clone())
@@ -534,6 +515,37 @@ impl fmt::Debug for ClientStackBuilder {
 /// One endpoint's service, under the balancer.
 type EndpointService<ReqB, ResB = Incoming> =
     BoxCloneSyncService<Request<ReqB>, Response<ResB>, BoxError>;
+
+/// One endpoint's service, the same over every transport: the attempt
+/// timeout around `transport`, under the endpoint's own breaker (keyed by
+/// its address), which makes it unready while open ([`SkipOpen`]).
+fn endpoint_service<T, C, ReqB, ResB>(
+    ep: &Endpoint,
+    transport: T,
+    attempt_timeout: Option<&TimeoutLayer>,
+    breakers: Option<&EndpointBreakers<C>>,
+) -> EndpointService<ReqB, ResB>
+where
+    T: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + Sync + 'static,
+    T::Error: Into<BoxError>,
+    T::Future: Send + 'static,
+    C: ClassifyOutcome<Response<ResB>> + Clone + Send + Sync + 'static,
+    ReqB: 'static,
+    ResB: 'static,
+{
+    let attempt = ServiceBuilder::new()
+        .option_layer(attempt_timeout.cloned())
+        .map_err(Into::<BoxError>::into)
+        .service(transport);
+    match breakers {
+        Some(breakers) => {
+            let breaker = breakers.layer_for(ep.addr().to_string());
+            let handle = breaker.handle();
+            BoxCloneSyncService::new(SkipOpen::new(breaker.layer(attempt), handle))
+        }
+        None => BoxCloneSyncService::new(attempt),
+    }
+}
 
 fn attempt_timeout(config: &ClientConfig) -> Result<Option<TimeoutLayer>, ConfigError> {
     config

@@ -162,11 +162,17 @@ impl Default for HedgeConfig {
 // === impl HedgeConfigBuilder ===
 
 impl HedgeConfigBuilder {
-    /// Names the layer: the `name` label of its metrics (default
-    /// [`HedgeConfig::DEFAULT_NAME`]).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
+    crate::config::shared_setters! {
+        config: HedgeConfig,
+        replay: "The largest request body buffered to send it again, in bytes, at
+most [`RetryConfig::MAX_REPLAY_BODY`] (default
+[`HedgeConfig::DEFAULT_MAX_REPLAY_BODY`]). A request with a larger
+body is sent once, never hedged.",
+        grpc: "Opts a gRPC method in to hedging: its full path
+(`/package.Service/Method`), or `/package.Service/*` for every method
+of a service. Other gRPC methods are never hedged.",
+        budget: "The budget of a layer with its own (default
+    [`RetryBudgetConfig::default`]).",
     }
 
     /// How long the earlier attempts may take before a hedge is sent
@@ -211,30 +217,6 @@ impl HedgeConfigBuilder {
     /// [`HedgeConfig::DEFAULT_SAMPLES`]).
     pub fn samples(mut self, samples: usize) -> Self {
         self.samples = samples;
-        self
-    }
-
-    /// The largest request body buffered to send it again, in bytes, at
-    /// most [`RetryConfig::MAX_REPLAY_BODY`] (default
-    /// [`HedgeConfig::DEFAULT_MAX_REPLAY_BODY`]). A request with a larger
-    /// body is sent once, never hedged.
-    pub fn max_replay_body(mut self, bytes: usize) -> Self {
-        self.max_replay_body = bytes;
-        self
-    }
-
-    /// Opts a gRPC method in to hedging: its full path
-    /// (`/package.Service/Method`), or `/package.Service/*` for every method
-    /// of a service. Other gRPC methods are never hedged.
-    pub fn grpc_method(mut self, path: impl Into<String>) -> Self {
-        self.grpc_methods.push(path.into());
-        self
-    }
-
-    /// The budget of a layer with its own (default
-    /// [`RetryBudgetConfig::default`]).
-    pub fn budget(mut self, budget: RetryBudgetConfig) -> Self {
-        self.budget = budget;
         self
     }
 

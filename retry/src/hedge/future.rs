@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use resilience_core::{Attempt, BoxError};
+use resilience_core::BoxError;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::layer::HedgePolicy;
 use crate::body::RetryBody;
 use crate::classify::Verdict;
-use crate::future::{FirstTry, Head, Template, arm};
+use crate::future::{FirstTry, Head, Template, Tries, arm};
 
 pin_project! {
     /// The response future of [`Hedge`](crate::Hedge).
@@ -48,8 +48,9 @@ where
     svc: S,
     head: Head,
     template: Template<B>,
-    /// The last attempt sent; its record is shared by every try.
-    attempt: Attempt,
+    /// The attempts of the request: none yet (the first try went without
+    /// one), or the last one sent; its record is shared by every try.
+    tries: Tries,
     policy: Arc<HedgePolicy>,
     hedges: Vec<InFlight<S::Future>>,
     /// Hedges sent so far.
@@ -239,7 +240,7 @@ where
             svc: first.svc,
             head: first.head,
             template: first.template,
-            attempt: first.attempt,
+            tries: first.tries,
             policy,
             hedges: Vec::new(),
             sent: 0,
@@ -286,8 +287,8 @@ where
             return None;
         }
         let body = self.template.next_body()?;
-        self.attempt = self.attempt.next();
-        tracing::debug!(%name, attempt = self.attempt.number(), "hedging request");
-        Some(self.head.request(body, &self.attempt))
+        let attempt = self.tries.next();
+        tracing::debug!(%name, attempt = attempt.number(), "hedging request");
+        Some(self.head.request(body, attempt))
     }
 }

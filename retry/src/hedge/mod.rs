@@ -28,7 +28,8 @@
 //! let seen = calls.clone();
 //! let dependency = service_fn(move |req: http::Request<RetryBody<String>>| {
 //!     seen.fetch_add(1, Ordering::Relaxed);
-//!     let attempt = Attempt::from_extensions(req.extensions()).unwrap().number();
+//!     // The first try carries no attempt; a hedge carries its number.
+//!     let attempt = Attempt::from_extensions(req.extensions()).map_or(1, Attempt::number);
 //!     async move {
 //!         if attempt == 1 {
 //!             tokio::time::sleep(Duration::from_secs(2)).await; // a stalled instance
@@ -89,12 +90,23 @@
 //!
 //! # Another instance
 //!
-//! Every try carries a [`resilience_core::Attempt`] (the first
-//! [`Attempt::first`](resilience_core::Attempt::first), or the one a retry
-//! layer above put there; each hedge the next), sharing one record of the
-//! endpoints tried, and the attempt headers. With resilience-discovery's
-//! round robin built with `avoid_tried(AttemptFromExtensions)` below this
-//! layer, a hedge goes to an endpoint the request has not tried yet.
+//! Every hedge carries a [`resilience_core::Attempt`] and the attempt
+//! headers, sharing one record of the endpoints tried (and one counter of
+//! attempt numbers) with the other tries of its request. The first try
+//! carries the one a retry layer above put there (a retry), else none: the
+//! layer watches the call
+//! ([`observe_first_try`](resilience_core::attempt::observe_first_try))
+//! and the balancer below reports the endpoint it picked, and the first
+//! hedge starts the record with it. Below a retry layer that watches its
+//! own first try, the first try gets an
+//! [`Attempt::first`](resilience_core::Attempt::first) at once, reported
+//! to the retry layer, so that the hedges and the retries of one request
+//! share one record and never carry the same number. With
+//! resilience-discovery's round robin built with
+//! `avoid_tried(AttemptFromExtensions)` below this layer, a hedge goes to
+//! an endpoint the request has not tried yet (see
+//! [`resilience_core::attempt`] for a balancer that the first try reaches
+//! out of sight).
 //!
 //! # Where it goes
 //!
@@ -127,11 +139,13 @@
 //! # Performance
 //!
 //! A request that may not be hedged is passed through: one atomic add to
-//! the budget, no allocation. One that may be hedged also copies its head,
-//! clones the inner service and puts its `Attempt` in its extensions (as
-//! the retry layer does: four allocations for a request without
-//! extensions; below a retry layer, the retry's `Attempt` is continued and
-//! only the extension's boxed value is new); if it is still pending at its first poll, it reads the
+//! the budget, no allocation. One that may be hedged also copies its head
+//! (no allocation for a request without headers or extensions) and clones
+//! the inner service; its first try carries no `Attempt` (none is made
+//! until a hedge is sent), except below a retry layer (see "Another
+//! instance": the record and `http`'s extension insert, up to four
+//! allocations, or the retry's `Attempt` continued on a retry, only the
+//! extension's boxed value new); if it is still pending at its first poll, it reads the
 //! clock and arms a timer (the hedge delay cannot be waited without one).
 //! With a percentile, each good answer is recorded without a lock (two
 //! atomic writes; every 8th also selects the percentile over a copy of the

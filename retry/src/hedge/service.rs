@@ -4,6 +4,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
+use resilience_core::attempt;
 use resilience_core::{Attempt, BoxError};
 use tower_service::Service;
 
@@ -75,11 +76,19 @@ where
             return ResponseFuture::once(fut);
         }
         // Continue the attempts of a retry layer above, if any, so that
-        // every try shares one record of the endpoints tried.
-        let attempt = |ext: &http::Extensions| {
-            Attempt::from_extensions(ext)
-                .cloned()
-                .unwrap_or_else(Attempt::first)
+        // every try shares one record of the endpoints tried (and one
+        // counter of attempt numbers). A first try (no attempt) that a
+        // layer above watches gets a record now, reported to that layer
+        // for the same reason; one nobody watches goes without (it costs
+        // nothing), and the record starts with the first hedge.
+        let attempt = match Attempt::from_extensions(&parts.extensions) {
+            Some(attempt) => Some(attempt.clone()),
+            None if attempt::first_try_observed() => {
+                let first = Attempt::first();
+                attempt::report_first_attempt(&first);
+                Some(first)
+            }
+            None => None,
         };
         let cap = policy.config.max_replay_body;
         match FirstTry::send(&mut self.inner, parts, body, cap, attempt) {
