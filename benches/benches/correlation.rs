@@ -13,6 +13,18 @@
 //! - `correlation_fmt`: the axum-shaped case again with a
 //!   `tracing_subscriber::fmt` subscriber at `INFO` (writing to a sink), so
 //!   the `request` span is built: what the span adds per request.
+//! - `correlation_otel` (feature `otel-pipeline`): the axum-shaped case
+//!   under an OpenTelemetry pipeline (`tracing-opentelemetry` layer, SDK
+//!   tracer, simple processor, an exporter that drops the spans), beside a
+//!   bare service that opens a `request` span of its own per request (what
+//!   the pipeline costs without us); with an inbound `traceparent` (the
+//!   span joins the caller's trace) and without (a new trace). And
+//!   `correlation_otel_client`: an outgoing call from inside a handler's
+//!   span, beside the bare call. Run with `--features otel-pipeline` (the
+//!   layers built without their `opentelemetry` feature: the spans are
+//!   exported but join no trace) and with `--features opentelemetry` (the
+//!   feature on, which every other group then measures too): the
+//!   difference is what joining the trace costs.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -236,6 +248,8 @@ fn bench(c: &mut Criterion) {
     bench_axum(c);
     bench_client(c);
     bench_fmt(c);
+    #[cfg(feature = "otel-pipeline")]
+    otel::bench(c);
 
     for (name, allocs) in [
         (
@@ -454,6 +468,142 @@ fn bench_fmt(c: &mut Criterion) {
     }
 }
 
+/// Runs `call` inside `ctx`'s scope and `span` (as a handler does).
+fn from_span(span: &tracing::Span, ctx: &RequestContext, call: &mut dyn FnMut() -> bool) -> bool {
+    use tracing::Instrument;
+    ctx.clone()
+        .scope(async { call() })
+        .instrument(span.clone())
+        .now_or_never()
+        .expect("answers at once")
+}
+
+/// The layers under an OpenTelemetry pipeline.
+#[cfg(feature = "otel-pipeline")]
+mod otel {
+    use super::*;
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+    use tracing::Instrument;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Drops every span: the pipeline's cost without an exporter's.
+    #[derive(Debug)]
+    struct Discard;
+
+    impl SpanExporter for Discard {
+        fn export(
+            &self,
+            batch: Vec<SpanData>,
+        ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+            black_box(batch);
+            std::future::ready(Ok(()))
+        }
+    }
+
+    /// Sets a pipeline for this thread: registry, OpenTelemetry layer, SDK
+    /// tracer, simple processor, [`Discard`].
+    pub(super) fn pipeline() -> (SdkTracerProvider, tracing::subscriber::DefaultGuard) {
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(Discard)
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
+        (provider, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// A bare service that opens a `request` span per request, as an
+    /// application's own tracing layer would: the pipeline's cost per
+    /// request without the correlation layer.
+    pub(super) fn spanned() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible>
+    {
+        service_fn(|_: Request<()>| {
+            let span = tracing::info_span!("request");
+            async { Ok::<_, Infallible>(resilience_benches::response()) }.instrument(span)
+        })
+    }
+
+    pub(super) fn bench(c: &mut Criterion) {
+        let rt = resilience_benches::runtime();
+        let _guard = rt.enter();
+        let _pipeline = pipeline();
+
+        let (mut baseline, mut ours) = (spanned(), CorrelationLayer::new().layer(noop()));
+        let mut g = c.benchmark_group("correlation_otel");
+        g.bench_function("baseline", |b| {
+            b.iter(|| black_box(call(&mut baseline, axum_request(Some("x-correlation-id")))))
+        });
+        g.bench_function("ours/with_context", |b| {
+            b.iter(|| black_box(call(&mut ours, axum_request(Some("x-correlation-id")))))
+        });
+        g.bench_function("ours/no_context", |b| {
+            b.iter(|| black_box(call(&mut ours, axum_request(None))))
+        });
+        g.finish();
+
+        // An outgoing call from a handler's span, inside its request context.
+        let ctx = inbound_context();
+        let handler = tracing::info_span!("handler");
+        let (mut bare, mut client) = (noop(), PropagateContextLayer::new().layer(noop()));
+        let from_handler = |svc: &mut dyn FnMut() -> bool| from_span(&handler, &ctx, svc);
+        let mut g = c.benchmark_group("correlation_otel_client");
+        g.bench_function("baseline", |b| {
+            b.iter(|| {
+                black_box(from_handler(&mut || {
+                    call(&mut bare, resilience_benches::outgoing_request())
+                }))
+            })
+        });
+        g.bench_function("ours", |b| {
+            b.iter(|| {
+                black_box(from_handler(&mut || {
+                    call(&mut client, resilience_benches::outgoing_request())
+                }))
+            })
+        });
+        g.finish();
+
+        for (name, n) in [
+            (
+                "correlation_otel/baseline",
+                allocations_per_call(10_000, || {
+                    assert!(call(&mut baseline, axum_request(Some("x-correlation-id"))))
+                }),
+            ),
+            (
+                "correlation_otel/ours/with_context",
+                allocations_per_call(10_000, || {
+                    assert!(call(&mut ours, axum_request(Some("x-correlation-id"))))
+                }),
+            ),
+            (
+                "correlation_otel/ours/no_context",
+                allocations_per_call(10_000, || assert!(call(&mut ours, axum_request(None)))),
+            ),
+            (
+                "correlation_otel_client/baseline",
+                allocations_per_call(10_000, || {
+                    assert!(from_handler(&mut || {
+                        call(&mut bare, resilience_benches::outgoing_request())
+                    }))
+                }),
+            ),
+            (
+                "correlation_otel_client/ours",
+                allocations_per_call(10_000, || {
+                    assert!(from_handler(&mut || {
+                        call(&mut client, resilience_benches::outgoing_request())
+                    }))
+                }),
+            ),
+        ] {
+            println!("{name}: {n:.2} allocations per call");
+        }
+    }
+}
+
 /// `CORRELATION_PROFILE=<variant> CORRELATION_CALLS=<n>`: only loop over one
 /// variant, for `perf stat` or `valgrind --tool=callgrind` (instructions per
 /// call are steadier than nanoseconds on a noisy machine).
@@ -476,8 +626,35 @@ fn profile(variant: &str) {
     let _guard = rt.enter();
     let deadline_ctx = inbound_context();
     let mut hand_written = hand_written_client();
+    // `fmt*/`: under a `fmt` subscriber; `otel*/`: under an OpenTelemetry
+    // pipeline (feature `otel-pipeline`).
+    let _fmt = variant
+        .starts_with("fmt")
+        .then(|| tracing::subscriber::set_default(resilience_benches::fmt_subscriber()));
+    #[cfg(feature = "otel-pipeline")]
+    let (_pipeline, mut spanned) = (
+        variant.starts_with("otel").then(otel::pipeline),
+        otel::spanned(),
+    );
+    let handler = tracing::info_span!("handler");
     for _ in 0..n {
         black_box(match variant {
+            "fmt/baseline" => call(&mut baseline, axum_request(Some("x-correlation-id"))),
+            "fmt/ours" => call(&mut ours, axum_request(Some("x-correlation-id"))),
+            "fmt_client/baseline" | "otel_client/baseline" => {
+                from_span(&handler, &deadline_ctx, &mut || {
+                    call(&mut baseline, resilience_benches::outgoing_request())
+                })
+            }
+            "fmt_client/ours" | "otel_client/ours" => {
+                from_span(&handler, &deadline_ctx, &mut || {
+                    call(&mut client, resilience_benches::outgoing_request())
+                })
+            }
+            #[cfg(feature = "otel-pipeline")]
+            "otel/baseline" => call(&mut spanned, axum_request(Some("x-correlation-id"))),
+            "otel/ours/with_context" => call(&mut ours, axum_request(Some("x-correlation-id"))),
+            "otel/ours/no_context" => call(&mut ours, axum_request(None)),
             "baseline" => call(&mut baseline, request(Inbound::Nothing)),
             "baseline_with_id" => call(
                 &mut baseline,

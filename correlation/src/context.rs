@@ -165,6 +165,13 @@ impl RequestContext {
         &self.trace
     }
 
+    /// Replaces the trace context (with the one of the OpenTelemetry span
+    /// the server layer opened).
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn set_trace(&mut self, trace: TraceContext) {
+        self.trace = trace;
+    }
+
     /// The priority, after the server's policy was applied.
     pub fn priority(&self) -> Priority {
         self.priority

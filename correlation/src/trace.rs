@@ -185,15 +185,40 @@ impl TraceContext {
     }
 
     fn traceparent_bytes(&self) -> [u8; 55] {
-        let mut buf = [0u8; 55];
-        buf[..3].copy_from_slice(b"00-");
-        hex_into(&mut buf[3..35], &self.trace_id.0);
-        buf[35] = b'-';
-        hex_into(&mut buf[36..52], &self.span_id.0);
-        buf[52] = b'-';
-        hex_into(&mut buf[53..55], &[self.flags]);
-        buf
+        traceparent_bytes(&self.trace_id.0, &self.span_id.0, self.flags)
     }
+
+    /// A context with these parts (the OpenTelemetry span's ids, once the
+    /// `request` span joined the trace). The caller checks that the ids are
+    /// not all zeros.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn from_parts(
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+        parent_id: Option<SpanId>,
+        flags: u8,
+        tracestate: Option<HeaderValue>,
+    ) -> Self {
+        Self {
+            trace_id: TraceId(trace_id),
+            span_id: SpanId(span_id),
+            parent_id,
+            flags,
+            tracestate,
+        }
+    }
+}
+
+/// A version-00 `traceparent`: this trace, `span` as the parent.
+pub(crate) fn traceparent_bytes(trace: &[u8; 16], span: &[u8; 8], flags: u8) -> [u8; 55] {
+    let mut buf = [0u8; 55];
+    buf[..3].copy_from_slice(b"00-");
+    hex_into(&mut buf[3..35], trace);
+    buf[35] = b'-';
+    hex_into(&mut buf[36..52], span);
+    buf[52] = b'-';
+    hex_into(&mut buf[53..55], &[flags]);
+    buf
 }
 
 // === impl InvalidTraceparent ===

@@ -81,6 +81,7 @@
 //! | `discovery` | [`discovery`]: endpoint sources, health checks, round robin |
 //! | `correlation` | [`correlation`]: correlation id, trace context, request context |
 //! | `flags` | [`flags`]: per-request flags |
+//! | `opentelemetry` | `correlation`; the `request` span joins the caller's OpenTelemetry trace, outgoing calls carry the current span's context ([OpenTelemetry](#opentelemetry)); tracing-opentelemetry 0.34 |
 //! | `server` | [`server`]: the standard server stack (`correlation`, `queue`) |
 //! | `client` | [`client`]: the standard client stack over hyper-util (`correlation`, `retry`, `breaker`, `discovery`) |
 //! | `axum` | `server`, the `/resilience` snapshot route, the flags extractor; axum 0.8 |
@@ -93,6 +94,53 @@
 //! The vocabulary every crate shares ([`BoxError`], [`Priority`],
 //! [`Deadline`], [`Rejected`], the [`http`] and [`grpc`](mod@grpc) error
 //! mappings, the [`TimeoutLayer`]) is always here, at the root.
+//!
+//! # OpenTelemetry
+//!
+//! With the `opentelemetry` feature and a `tracing-opentelemetry` 0.34
+//! layer in the application's subscriber, each hop's `request` span (opened
+//! by the server stack's correlation layer) is a child of the caller's span
+//! named by the inbound `traceparent`, and each call the client stack makes
+//! carries the context of the span it is made from (the next hop's
+//! `request` span is its child), so a chain of services exports one trace. No code changes: the pipeline is
+//! the application's. Details: [`correlation`'s docs](resilience_correlation#opentelemetry).
+//!
+//! ```
+//! # #[cfg(all(feature = "opentelemetry", feature = "axum"))]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use axum::{Router, routing::get};
+//! use opentelemetry::trace::TracerProvider as _;
+//! use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+//! use resilience::server::ServerStackLayer;
+//! use tower::ServiceExt;
+//! use tracing_subscriber::layer::SubscriberExt;
+//!
+//! // The application's pipeline (an OTLP exporter in production).
+//! let exporter = InMemorySpanExporter::default();
+//! let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+//! let _guard = tracing::subscriber::set_default(
+//!     tracing_subscriber::registry()
+//!         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("shop"))),
+//! );
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(ServerStackLayer::http_default());
+//! let req = http::Request::get("/")
+//!     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+//!     .body(axum::body::Body::empty())
+//!     .unwrap();
+//! app.oneshot(req).await.unwrap();
+//!
+//! let spans = exporter.get_finished_spans().unwrap();
+//! let request = spans.iter().find(|s| s.name == "request").unwrap();
+//! assert_eq!(request.span_context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+//! assert_eq!(request.parent_span_id.to_string(), "00f067aa0ba902b7");
+//! # }
+//! # #[cfg(not(all(feature = "opentelemetry", feature = "axum")))]
+//! # fn main() {}
+//! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

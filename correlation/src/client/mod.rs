@@ -41,8 +41,23 @@ pub struct PropagateContextLayer {
 /// downstream services without passing anything by hand. Outside any request
 /// (no context) the request is left unchanged.
 ///
-/// Headers the caller already set (id, priority, forwarded headers) are left
-/// as they are; `traceparent` always comes from the context.
+/// Headers the caller already set (id, priority, forwarded headers,
+/// `tracestate`) are left as they are; `traceparent` always comes from the
+/// context.
+///
+/// # OpenTelemetry
+///
+/// With the `opentelemetry` feature and a `tracing-opentelemetry` layer in
+/// the subscriber, the `traceparent` (and `tracestate`) come from the
+/// OpenTelemetry context of the span the call is made from: the `attempt`
+/// span below (see [Attempts](#attempts)), else the current span (the
+/// context `tracing-opentelemetry` makes current while it is entered; for
+/// a layer without context activation, see the crate docs). The next
+/// hop's span is then a child of that span. Outside any request context, a
+/// call made inside such a span carries its `traceparent` and `tracestate`
+/// (nothing else). Without an OpenTelemetry context, the context's own
+/// trace is sent, as without the feature. See the
+/// [crate docs](crate#opentelemetry).
 ///
 /// # Extensions
 ///
@@ -195,28 +210,51 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if let Some(ctx) = req.extensions().get::<RequestContext>().cloned() {
-            // Already where the readers find it.
-            stamp(&ctx, &self.id_header, &mut req, false);
-        } else {
-            RequestContext::with_current(|ctx| {
-                if let Some(ctx) = ctx {
-                    stamp(ctx, &self.id_header, &mut req, self.insert);
-                }
-            });
-        }
         let span = match Attempt::from_extensions(req.extensions()) {
             Some(attempt) if tracing::level_enabled!(tracing::Level::INFO) => {
                 attempt_span(attempt.number())
             }
             _ => tracing::Span::none(),
         };
+        // With OpenTelemetry, the call leaves as a child of the attempt
+        // span, or else of the current span.
+        let otel = current_otel(&span);
+        if let Some(ctx) = req.extensions().get::<RequestContext>().cloned() {
+            // Already where the readers find it.
+            stamp(&ctx, &self.id_header, &mut req, false, otel);
+        } else {
+            RequestContext::with_current(|ctx| match ctx {
+                Some(ctx) => stamp(ctx, &self.id_header, &mut req, self.insert, otel),
+                None => stamp_otel_only(req.headers_mut(), otel),
+            });
+        }
         let fut = {
             let _entered = span.enter();
             self.inner.call(req)
         };
         fut.instrument(span)
     }
+}
+
+/// The OpenTelemetry context of the span an outgoing call leaves from, if
+/// it has one (feature `opentelemetry`).
+#[cfg(feature = "opentelemetry")]
+type Otel = Option<crate::otel::Outgoing>;
+
+/// Without the `opentelemetry` feature: nothing.
+#[cfg(not(feature = "opentelemetry"))]
+#[derive(Clone, Copy)]
+struct Otel;
+
+#[cfg(feature = "opentelemetry")]
+fn current_otel(span: &tracing::Span) -> Otel {
+    crate::otel::outgoing(span)
+}
+
+#[cfg(not(feature = "opentelemetry"))]
+#[inline(always)]
+fn current_otel(_: &tracing::Span) -> Otel {
+    Otel
 }
 
 /// The span around one attempt of an outgoing call: one callsite, so that
@@ -240,15 +278,18 @@ pub(crate) fn attempt_span_metadata() -> Option<&'static tracing::Metadata<'stat
     ATTEMPT_SPAN.get().copied()
 }
 
-fn stamp<B>(ctx: &RequestContext, id_header: &HeaderName, req: &mut Request<B>, insert: bool) {
+fn stamp<B>(
+    ctx: &RequestContext,
+    id_header: &HeaderName,
+    req: &mut Request<B>,
+    insert: bool,
+    otel: Otel,
+) {
     let headers = req.headers_mut();
     headers
         .entry(id_header)
         .or_insert_with(|| ctx.correlation_id().to_header_value());
-    headers.insert(TRACEPARENT, ctx.outgoing_traceparent());
-    if let Some(state) = ctx.trace().tracestate() {
-        headers.entry(TRACESTATE).or_insert_with(|| state.clone());
-    }
+    stamp_trace(ctx, headers, otel);
     headers
         .entry(PRIORITY_HEADER)
         .or_insert_with(|| ctx.priority().to_header_value());
@@ -261,6 +302,59 @@ fn stamp<B>(ctx: &RequestContext, id_header: &HeaderName, req: &mut Request<B>, 
         req.extensions_mut().insert(ctx);
     }
 }
+
+/// `traceparent` (this hop's span as the parent) and the `tracestate`
+/// passed through, unless the caller set one.
+#[cfg(not(feature = "opentelemetry"))]
+#[inline(always)]
+fn stamp_trace(ctx: &RequestContext, headers: &mut HeaderMap, _: Otel) {
+    headers.insert(TRACEPARENT, ctx.outgoing_traceparent());
+    if let Some(state) = ctx.trace().tracestate() {
+        headers.entry(TRACESTATE).or_insert_with(|| state.clone());
+    }
+}
+
+/// With an OpenTelemetry context: its `traceparent` (the span the call
+/// leaves from as the parent) and its `tracestate`, or else the request
+/// context's if it is of the same trace (unless the caller set one).
+/// Without: the request context's, as without the feature.
+#[cfg(feature = "opentelemetry")]
+#[inline(always)]
+fn stamp_trace(ctx: &RequestContext, headers: &mut HeaderMap, otel: Otel) {
+    let trace = ctx.trace();
+    let (traceparent, state) = match otel {
+        Some(otel) => {
+            let state = otel.tracestate.or_else(|| {
+                (trace.trace_id().to_bytes() == otel.trace_id)
+                    .then(|| trace.tracestate().cloned())
+                    .flatten()
+            });
+            (otel.traceparent, state)
+        }
+        None => (ctx.outgoing_traceparent(), trace.tracestate().cloned()),
+    };
+    headers.insert(TRACEPARENT, traceparent);
+    if let Some(state) = state {
+        headers.entry(TRACESTATE).or_insert(state);
+    }
+}
+
+/// Outside any request context: only the OpenTelemetry context, if the
+/// call leaves from a span that has one (a job, a client of its own);
+/// otherwise the request is left unchanged.
+#[cfg(feature = "opentelemetry")]
+fn stamp_otel_only(headers: &mut HeaderMap, otel: Otel) {
+    if let Some(otel) = otel.or_else(crate::otel::outgoing_from_current_span) {
+        headers.insert(TRACEPARENT, otel.traceparent);
+        if let Some(state) = otel.tracestate {
+            headers.entry(TRACESTATE).or_insert(state);
+        }
+    }
+}
+
+#[cfg(not(feature = "opentelemetry"))]
+#[inline(always)]
+fn stamp_otel_only(_: &mut HeaderMap, _: Otel) {}
 
 /// Sends the smallest of the inbound deadline, the request's own
 /// [`Deadline`] extension and any `grpc-timeout` / `x-deadline-ms` the

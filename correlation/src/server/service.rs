@@ -55,7 +55,8 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let config = &*self.config;
-        let ctx = config.context_for(&req);
+        #[cfg_attr(not(feature = "opentelemetry"), allow(unused_mut))]
+        let mut ctx = config.context_for(&req);
         // `level_enabled!` is one relaxed load; without it, a build with
         // tracing's `log` feature (axum's default) formats the fields for
         // the `log` fallback on every request even when nothing listens.
@@ -64,6 +65,16 @@ where
         } else {
             tracing::Span::none()
         };
+        #[cfg(feature = "opentelemetry")]
+        if !span.is_none() {
+            // Before the span is entered: then it starts, and its parent is
+            // fixed. The context takes the OpenTelemetry span's ids, so the
+            // `trace_id` field and the logs name the trace that is exported.
+            if let Some(trace) = crate::otel::join(&span, ctx.trace()) {
+                ctx.set_trace(trace);
+            }
+            span.record("trace_id", tracing::field::display(ctx.trace().trace_id()));
+        }
         let echo = config.echo.then(|| config.id_header.clone());
         // One extension: the context carries the priority and the deadline
         // for the other layers' readers (`resilience_core::carried`).
@@ -85,10 +96,16 @@ where
 /// tell it from any other span named `request` by its metadata's identity
 /// (see `request_span_metadata`).
 fn request_span(ctx: &RequestContext) -> tracing::Span {
+    // With OpenTelemetry, the trace id is only known once the span joined
+    // the trace: recorded then, by the caller.
+    #[cfg(not(feature = "opentelemetry"))]
+    let trace_id = tracing::field::display(ctx.trace().trace_id());
+    #[cfg(feature = "opentelemetry")]
+    let trace_id = tracing::field::Empty;
     let span = tracing::info_span!(
         "request",
         correlation_id = %ctx.correlation_id(),
-        trace_id = %ctx.trace().trace_id(),
+        trace_id = trace_id,
     );
     #[cfg(feature = "fmt")]
     if let Some(meta) = span.metadata() {
