@@ -43,21 +43,30 @@ pub(crate) struct Shared {
     shares: [f64; 4],
     ewma_nanos: AtomicU64,
     rejected: [AtomicU64; Reason::COUNT],
-    capacity: usize,
-    max_wait: Duration,
-    codel: Option<Duration>,
-    /// The configured CoDel target (also when CoDel is off: it still
-    /// tells a standing queue, for LIFO).
-    target: Duration,
-    interval: Duration,
-    lifo: bool,
-    /// [`BoundedQueueConfig::yield_margin`]; `0.0` when off.
-    yield_margin: f64,
-    /// [`BoundedQueueConfig::target_service_times`]; `0.0` when off.
-    target_service_times: f64,
+    // The settings below are atomics so that `Shared::reconfigure` changes
+    // them in place; each is read with a relaxed load on the slow path.
+    capacity: std::sync::atomic::AtomicUsize,
+    /// Nanoseconds.
+    max_wait: std::sync::atomic::AtomicU64,
+    /// Whether CoDel is on.
+    codel: std::sync::atomic::AtomicBool,
+    /// The configured CoDel target in nanoseconds (also when CoDel is off:
+    /// it still tells a standing queue, for LIFO).
+    target: std::sync::atomic::AtomicU64,
+    /// Nanoseconds.
+    interval: std::sync::atomic::AtomicU64,
+    lifo: std::sync::atomic::AtomicBool,
+    /// [`BoundedQueueConfig::yield_margin`] as `f64` bits; `0.0` when off.
+    yield_margin: std::sync::atomic::AtomicU64,
+    /// [`BoundedQueueConfig::target_service_times`] as `f64` bits; `0.0`
+    /// when off.
+    target_service_times: std::sync::atomic::AtomicU64,
     /// Hand-offs that went to an older waiter ahead of a higher priority.
     yielded: AtomicU64,
-    retry_after: Duration,
+    /// Nanoseconds.
+    retry_after: std::sync::atomic::AtomicU64,
+    /// The configuration in force (read when it changes, never per request).
+    config: std::sync::Mutex<BoundedQueueConfig>,
     adaptive: Option<Mutex<LimitState>>,
     queue: Mutex<Queue>,
     pub(crate) name: Arc<str>,
@@ -211,6 +220,12 @@ pub struct RejectedCounts {
     pub deadline: u64,
 }
 
+/// `d` in nanoseconds, saturating (a valid configuration's durations are
+/// at most 365 days).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 // === impl Reason ===
 
 impl Reason {
@@ -263,16 +278,19 @@ impl Shared {
             shares: config.reserved.as_array(),
             ewma_nanos: AtomicU64::new(0),
             rejected: std::array::from_fn(|_| AtomicU64::new(0)),
-            capacity: config.capacity,
-            max_wait: config.max_wait,
-            codel: config.codel_target(),
-            target: config.codel_target,
-            interval: config.codel_interval,
-            lifo: config.lifo,
-            yield_margin: config.yield_margin,
-            target_service_times: config.target_service_times,
+            capacity: std::sync::atomic::AtomicUsize::new(config.capacity),
+            max_wait: std::sync::atomic::AtomicU64::new(nanos(config.max_wait)),
+            codel: std::sync::atomic::AtomicBool::new(config.codel),
+            target: std::sync::atomic::AtomicU64::new(nanos(config.codel_target)),
+            interval: std::sync::atomic::AtomicU64::new(nanos(config.codel_interval)),
+            lifo: std::sync::atomic::AtomicBool::new(config.lifo),
+            yield_margin: std::sync::atomic::AtomicU64::new(config.yield_margin.to_bits()),
+            target_service_times: std::sync::atomic::AtomicU64::new(
+                config.target_service_times.to_bits(),
+            ),
             yielded: AtomicU64::new(0),
-            retry_after: config.retry_after,
+            retry_after: std::sync::atomic::AtomicU64::new(nanos(config.retry_after)),
+            config: std::sync::Mutex::new(config.clone()),
             adaptive,
             queue: Mutex::new(Queue {
                 slots: Vec::with_capacity(config.capacity.min(4096)),
@@ -294,6 +312,111 @@ impl Shared {
             name: Arc::from(config.name.as_str()),
             metrics,
         }
+    }
+
+    /// Changes the queue's settings in place, for the requests that come
+    /// next; see [`BoundedQueueHandle::reconfigure`](crate::BoundedQueueHandle::reconfigure).
+    pub(crate) fn reconfigure(&self, config: &BoundedQueueConfig) -> Vec<&'static str> {
+        let mut current = self
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut restart_only = Vec::new();
+        if config.name != current.name {
+            restart_only.push("name");
+        }
+        if config.reserved != current.reserved {
+            restart_only.push("reserved");
+        }
+        let adaptive = self.adaptive.is_some();
+        if config.adaptive.is_some() != adaptive {
+            restart_only.push("adaptive");
+        }
+        self.capacity.store(config.capacity, Ordering::Relaxed);
+        self.max_wait
+            .store(nanos(config.max_wait), Ordering::Relaxed);
+        self.codel.store(config.codel, Ordering::Relaxed);
+        self.target
+            .store(nanos(config.codel_target), Ordering::Relaxed);
+        self.interval
+            .store(nanos(config.codel_interval), Ordering::Relaxed);
+        self.lifo.store(config.lifo, Ordering::Relaxed);
+        self.yield_margin
+            .store(config.yield_margin.to_bits(), Ordering::Relaxed);
+        self.target_service_times
+            .store(config.target_service_times.to_bits(), Ordering::Relaxed);
+        self.retry_after
+            .store(nanos(config.retry_after), Ordering::Relaxed);
+        let name = std::mem::take(&mut current.name);
+        let reserved = current.reserved;
+        let adaptive_config = current.adaptive.take();
+        *current = config.clone();
+        current.name = name;
+        current.reserved = reserved;
+        current.adaptive = adaptive_config;
+        drop(current);
+        if !adaptive && config.concurrency != self.limit.load(Ordering::Relaxed) {
+            let prev = self.limit.swap(config.concurrency, Ordering::SeqCst);
+            self.metrics.limit.set(config.concurrency as f64);
+            tracing::info!(name = %self.name, limit = config.concurrency, "limit changed");
+            if config.concurrency > prev && self.waiting.load(Ordering::SeqCst) > 0 {
+                self.dispatch(None);
+            }
+        }
+        restart_only
+    }
+
+    /// The configuration in force.
+    pub(crate) fn config(&self) -> BoundedQueueConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    #[inline]
+    fn capacity(&self) -> usize {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn max_wait(&self) -> Duration {
+        Duration::from_nanos(self.max_wait.load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    fn codel(&self) -> Option<Duration> {
+        self.codel.load(Ordering::Relaxed).then(|| self.target())
+    }
+
+    #[inline]
+    fn target(&self) -> Duration {
+        Duration::from_nanos(self.target.load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    fn interval(&self) -> Duration {
+        Duration::from_nanos(self.interval.load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    fn lifo(&self) -> bool {
+        self.lifo.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn yield_margin(&self) -> f64 {
+        f64::from_bits(self.yield_margin.load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    fn target_service_times(&self) -> f64 {
+        f64::from_bits(self.target_service_times.load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    fn retry_after(&self) -> Duration {
+        Duration::from_nanos(self.retry_after.load(Ordering::Relaxed))
     }
 
     /// Whether admission needs the priority on the fast path.
@@ -396,7 +519,7 @@ impl Shared {
             log_transition(&self.name, transition);
             return Err(self.reject(Reason::Shed, priority));
         }
-        let lifo = self.lifo && q.overloaded;
+        let lifo = self.lifo() && q.overloaded;
         let expected = self.expected_wait(self.ahead(&q, priority, lifo) + 1);
         if deadline.is_some_and(|d| d.saturating_duration_since(now) < expected) {
             drop(q);
@@ -411,7 +534,7 @@ impl Shared {
             log_transition(&self.name, transition);
             return Err(self.reject(Reason::WaitTimeout, priority));
         }
-        if q.len >= self.capacity {
+        if q.len >= self.capacity() {
             let victim = (0..priority.index()).find(|&p| !q.lanes[p].is_empty());
             match victim {
                 Some(p) => {
@@ -462,7 +585,7 @@ impl Shared {
     /// nothing at or above the level is waiting).
     fn below_level(&self, q: &mut Queue, priority: Priority, now: Instant) -> bool {
         if q.level > 0
-            && now.saturating_duration_since(q.level_at) >= self.interval
+            && now.saturating_duration_since(q.level_at) >= self.interval()
             && q.lanes[q.level..].iter().all(VecDeque::is_empty)
         {
             q.level -= 1;
@@ -529,13 +652,13 @@ impl Shared {
     /// request. Beyond it (sustained overload) a longer wait only adds
     /// latency: the slot would have gone to the next arrival anyway.
     fn allowed_wait(&self, q: &Queue) -> Duration {
-        match self.codel {
+        match self.codel() {
             Some(_) if q.overloaded && q.heavy => self.standing_target(),
             Some(_) if q.overloaded => {
                 Duration::try_from_secs_f64(self.standing_target().as_secs_f64() * LIGHT_STANDING)
-                    .map_or(self.max_wait, |d| d.min(self.max_wait))
+                    .map_or(self.max_wait(), |d| d.min(self.max_wait()))
             }
-            _ => self.max_wait,
+            _ => self.max_wait(),
         }
     }
 
@@ -544,8 +667,8 @@ impl Shared {
     /// than this for an interval is standing.
     fn standing_target(&self) -> Duration {
         let ewma = self.ewma_nanos.load(Ordering::Relaxed) as f64;
-        let relative = Duration::from_nanos((ewma * self.target_service_times) as u64);
-        self.target.max(relative).min(self.max_wait)
+        let relative = Duration::from_nanos((ewma * self.target_service_times()) as u64);
+        self.target().max(relative).min(self.max_wait())
     }
 
     /// Grants free slots to waiters, best first.
@@ -562,7 +685,7 @@ impl Shared {
     fn grant_next(&self, q: &mut Queue, now: Instant) {
         let p = self.pick_lane(q, now);
         let lane = &mut q.lanes[p];
-        let (_, idx) = if self.lifo && q.overloaded {
+        let (_, idx) = if self.lifo() && q.overloaded {
             lane.pop_back()
         } else {
             lane.pop_front()
@@ -606,7 +729,7 @@ impl Shared {
             .rev()
             .find(|&p| !q.lanes[p].is_empty())
             .expect("the queue is not empty");
-        if self.yield_margin > 0.0 && !(self.lifo && q.overloaded) {
+        if self.yield_margin() > 0.0 && !(self.lifo() && q.overloaded) {
             if let Some(p) = self.yields_to(q, top, now) {
                 self.yielded.fetch_add(1, Ordering::Relaxed);
                 return p;
@@ -634,7 +757,7 @@ impl Shared {
         }
         // A priority losing requests to queue timeouts needs every slot.
         let recent = |at: &Option<Instant>| {
-            at.is_some_and(|at| now.saturating_duration_since(at) < self.interval * YIELD_HOLD)
+            at.is_some_and(|at| now.saturating_duration_since(at) < self.interval() * YIELD_HOLD)
         };
         if q.timed_out_at[lane + 1..].iter().any(recent) {
             return None;
@@ -644,7 +767,7 @@ impl Shared {
             return None;
         }
         let limit = self.limit.load(Ordering::Relaxed).max(1) as f64;
-        let gap = Duration::from_secs_f64(self.yield_margin * ewma as f64 * 1e-9 / limit);
+        let gap = Duration::from_secs_f64(self.yield_margin() * ewma as f64 * 1e-9 / limit);
         let allowed = self.allowed_wait(q);
         // Merge the lanes above by age: each lane is oldest first.
         let mut next = [0usize; 4];
@@ -695,7 +818,7 @@ impl Shared {
 
     /// Tracks whether a standing queue exists; returns a transition.
     fn update_overload(&self, q: &mut Queue, now: Instant) -> Option<bool> {
-        if now.saturating_duration_since(q.window_at) >= self.interval / 4 {
+        if now.saturating_duration_since(q.window_at) >= self.interval() / 4 {
             let refused: u64 = self
                 .rejected
                 .iter()
@@ -703,7 +826,7 @@ impl Shared {
                 .sum();
             let n = refused.wrapping_sub(q.window_refused);
             let heavy = n.saturating_mul(10) > q.window_arrivals;
-            if heavy && !q.heavy && q.overloaded && self.codel.is_some() {
+            if heavy && !q.heavy && q.overloaded && self.codel().is_some() {
                 // Waiters re-arm their timers with the (shorter) target.
                 wake_waiters(q);
             }
@@ -733,12 +856,12 @@ impl Shared {
         // still overloaded.
         let since = q.last_empty.max(q.last_short);
         let over = (q.len > 0 || q.level > 0)
-            && (q.overloaded || q.heavy || now.saturating_duration_since(since) >= self.interval);
+            && (q.overloaded || q.heavy || now.saturating_duration_since(since) >= self.interval());
         if over == q.overloaded {
             return None;
         }
         q.overloaded = over;
-        if over && self.codel.is_some() {
+        if over && self.codel().is_some() {
             // Waiters re-arm their timers with the (shorter) target.
             wake_waiters(q);
         }
@@ -965,7 +1088,7 @@ impl Shared {
     /// The error for a rejection already counted.
     fn rejection(&self, reason: Reason) -> Rejected {
         Rejected::new(RejectionKind::Overloaded, reason.message())
-            .with_retry_after(self.retry_after)
+            .with_retry_after(self.retry_after())
     }
 
     pub(crate) fn snapshot(&self) -> BoundedQueueSnapshot {
@@ -982,7 +1105,7 @@ impl Shared {
             queued,
             queued_by_priority,
             limit: self.limit.load(Ordering::Relaxed),
-            capacity: self.capacity,
+            capacity: self.capacity(),
             overloaded,
             admission_level,
             service_time: Duration::from_nanos(self.ewma_nanos.load(Ordering::Relaxed)),
@@ -1002,7 +1125,7 @@ impl fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("name", &self.name)
             .field("limit", &self.limit.load(Ordering::Relaxed))
-            .field("capacity", &self.capacity)
+            .field("capacity", &self.capacity())
             .field("in_service", &self.in_service.load(Ordering::Relaxed))
             .field("waiting", &self.waiting.load(Ordering::Relaxed))
             .finish_non_exhaustive()

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use resilience_core::HttpOutcome;
 
-use crate::config::CircuitBreakerConfig;
+use crate::config::{CircuitBreakerConfig, SlidingWindow};
 use crate::handle::{CircuitBreakerHandle, CircuitBreakerSnapshot, Endpoint, Shared};
 use crate::layer::CircuitBreakerLayer;
 use crate::metrics::Metrics;
@@ -117,7 +117,10 @@ pub struct EndpointBreakersSnapshot {
 /// The endpoint states of an [`EndpointBreakers`]: its configuration and a
 /// weak reference per key.
 pub(crate) struct Registry {
-    config: CircuitBreakerConfig,
+    name: String,
+    /// The configuration of new endpoints' breakers (changed by
+    /// [`EndpointBreakersHandle::reconfigure`]).
+    config: Mutex<CircuitBreakerConfig>,
     endpoints: Mutex<HashMap<Arc<str>, Weak<Shared>>>,
 }
 
@@ -133,7 +136,8 @@ impl EndpointBreakers {
     pub fn new(config: CircuitBreakerConfig) -> Self {
         Self {
             registry: Arc::new(Registry {
-                config,
+                name: config.name().to_owned(),
+                config: Mutex::new(config),
                 endpoints: Mutex::new(HashMap::new()),
             }),
             classify: HttpOutcome::new(),
@@ -192,7 +196,7 @@ impl<C: Clone> Clone for EndpointBreakers<C> {
 impl<C> fmt::Debug for EndpointBreakers<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EndpointBreakers")
-            .field("name", &self.registry.config.name())
+            .field("name", &&self.registry.name)
             .field("endpoints", &self.registry.len())
             .finish_non_exhaustive()
     }
@@ -203,7 +207,27 @@ impl<C> fmt::Debug for EndpointBreakers<C> {
 impl EndpointBreakersHandle {
     /// The breakers' name (their `name` metric label).
     pub fn name(&self) -> &str {
-        self.registry.config.name()
+        &self.registry.name
+    }
+
+    /// Changes the settings of every endpoint's breaker in place, and of
+    /// the breakers of endpoints that come later: see
+    /// [`CircuitBreakerHandle::reconfigure`] for what changes and what is
+    /// kept. Returns the settings that differ but cannot change at run time
+    /// (`name`, `window`): they keep their old values.
+    pub fn reconfigure(&self, config: &CircuitBreakerConfig) -> Vec<&'static str> {
+        self.registry.reconfigure(config)
+    }
+
+    /// The configuration of the breakers: the one they were made with, or
+    /// the last given to [`reconfigure`](Self::reconfigure) with its
+    /// restart-only settings at their old values.
+    pub fn config(&self) -> CircuitBreakerConfig {
+        self.registry
+            .config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A handle on `key`'s breaker, if it is alive. Holding it keeps the
@@ -317,11 +341,44 @@ impl Registry {
             key: key.clone(),
             registry: self.clone(),
         };
-        let shared = Arc::new(Shared::new(&self.config, Some(endpoint)));
+        let config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = Arc::new(Shared::new(&config, Some(endpoint)));
+        drop(config);
         // Replaces the entry of a state being dropped, if any: its drop
         // then finds this live one and leaves the key (and its gauges) alone.
         endpoints.insert(key, Arc::downgrade(&shared));
         shared
+    }
+
+    /// Changes every live breaker's settings in place, and those of the
+    /// breakers made from now on; see
+    /// [`EndpointBreakersHandle::reconfigure`].
+    fn reconfigure(&self, config: &CircuitBreakerConfig) -> Vec<&'static str> {
+        let mut restart_only = Vec::new();
+        if config.name() != self.name {
+            restart_only.push("name");
+        }
+        let mut kept = config.clone();
+        kept.name.clone_from(&self.name);
+        {
+            let mut current = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+            let consecutive = matches!(
+                (kept.window, current.window),
+                (
+                    SlidingWindow::ConsecutiveFailures { .. },
+                    SlidingWindow::ConsecutiveFailures { .. }
+                )
+            );
+            if kept.window != current.window && !consecutive {
+                restart_only.push("window");
+                kept.window = current.window;
+            }
+            *current = kept.clone();
+        }
+        for shared in self.live() {
+            shared.core.reconfigure(&kept);
+        }
+        restart_only
     }
 
     /// The live states.

@@ -273,6 +273,45 @@ impl CircuitBreakerHandle {
         self.shared.core.state()
     }
 
+    /// Changes the breaker's settings in place, for the calls that come
+    /// next: the failure and slow-call thresholds, the slow-call duration,
+    /// the minimum of calls, the open duration and its backoff, the
+    /// half-open probes and period, the recovery ramp, and the threshold of
+    /// a consecutive-failures window.
+    ///
+    /// Nothing else is touched: the window keeps its counts, the state stays
+    /// (an open period already running ends when it was due to; the next
+    /// one uses the new duration), the switches and the events stay. The
+    /// window is judged by the new thresholds at the next recorded failure
+    /// (a success never opens a circuit). A call deciding while the change
+    /// lands may see some old and some new values.
+    ///
+    /// Returns the settings that differ but cannot change at run time: the
+    /// `name` (its metric labels) and the `window`'s kind and size (its
+    /// counts would be lost). They keep their old values; build a new
+    /// breaker to change them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilience_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+    ///
+    /// let layer = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+    /// let stricter = CircuitBreakerConfig::builder()
+    ///     .failure_rate_threshold(20.0)
+    ///     .open_for(Duration::from_secs(5))
+    ///     .build()?;
+    /// assert!(layer.handle().reconfigure(&stricter).is_empty());
+    /// # Ok::<_, resilience_core::ConfigError>(())
+    /// ```
+    pub fn reconfigure(&self, config: &CircuitBreakerConfig) -> Vec<&'static str> {
+        let mut restart_only = Vec::new();
+        if config.name() != &*self.shared.name {
+            restart_only.push("name");
+        }
+        restart_only.extend(self.shared.core.reconfigure(config));
+        restart_only
+    }
+
     /// A snapshot of the state and the window's counts.
     pub fn snapshot(&self) -> CircuitBreakerSnapshot {
         let now = Instant::now();

@@ -504,7 +504,10 @@ fn saturating_nanos(d: Duration) -> u64 {
 enum Window {
     Count(CountWindow),
     Time(TimeWindow),
-    Consecutive { threshold: u32, run: AtomicU32 },
+    Consecutive {
+        threshold: AtomicU32,
+        run: AtomicU32,
+    },
 }
 
 // === the core ===
@@ -517,21 +520,34 @@ const RESULT_MASK: u64 = (1 << RESULT_BITS) - 1;
 const RESULT_EPOCH_SHIFT: u32 = 40;
 const RESULT_EPOCH_MASK: u64 = (1 << 24) - 1;
 
-/// Parameters copied out of the configuration.
+/// Parameters copied out of the configuration, as read by one decision.
 #[derive(Debug, Clone, Copy)]
-struct Params {
-    failure_rate: f64,
-    slow_rate: f64,
-    minimum_calls: u64,
+struct ParamValues {
     open_for: Duration,
     max_open_for: Duration,
     multiplier: f64,
     jitter: f64,
-    probes: u32,
-    half_open_max: Duration,
-    slow_call: Option<Duration>,
-    ramp: Option<Duration>,
-    ramp_start: f64,
+}
+
+/// Parameters copied out of the configuration, each in an atomic so that
+/// [`Core::reconfigure`] changes them in place: a decision reads each one
+/// once, with a relaxed load (a plain load on x86 and ARM), and never a
+/// lock. A decision racing a change may see some old and some new values.
+struct Params {
+    failure_rate: std::sync::atomic::AtomicU64,
+    slow_rate: std::sync::atomic::AtomicU64,
+    minimum_calls: std::sync::atomic::AtomicU64,
+    open_for: std::sync::atomic::AtomicU64,
+    max_open_for: std::sync::atomic::AtomicU64,
+    multiplier: std::sync::atomic::AtomicU64,
+    jitter: std::sync::atomic::AtomicU64,
+    probes: std::sync::atomic::AtomicU32,
+    half_open_max: std::sync::atomic::AtomicU64,
+    /// Nanoseconds; `u64::MAX`: off.
+    slow_call: std::sync::atomic::AtomicU64,
+    /// Nanoseconds; `u64::MAX`: off.
+    ramp: std::sync::atomic::AtomicU64,
+    ramp_start: std::sync::atomic::AtomicU64,
 }
 
 /// Data guarded by the transition lock.
@@ -554,7 +570,151 @@ pub(crate) struct Core {
     probes_admitted: AtomicU64,
     probe_results: AtomicU64,
     window: Window,
+    /// The window as configured (its kind and size cannot change).
+    shape: SlidingWindow,
     locked: Mutex<Locked>,
+}
+
+// === impl Params ===
+
+fn nanos_of(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1)
+}
+
+impl Params {
+    fn new(config: &CircuitBreakerConfig) -> Self {
+        let params = Self {
+            failure_rate: std::sync::atomic::AtomicU64::new(0),
+            slow_rate: std::sync::atomic::AtomicU64::new(0),
+            minimum_calls: std::sync::atomic::AtomicU64::new(0),
+            open_for: std::sync::atomic::AtomicU64::new(0),
+            max_open_for: std::sync::atomic::AtomicU64::new(0),
+            multiplier: std::sync::atomic::AtomicU64::new(0),
+            jitter: std::sync::atomic::AtomicU64::new(0),
+            probes: std::sync::atomic::AtomicU32::new(0),
+            half_open_max: std::sync::atomic::AtomicU64::new(0),
+            slow_call: std::sync::atomic::AtomicU64::new(u64::MAX),
+            ramp: std::sync::atomic::AtomicU64::new(u64::MAX),
+            ramp_start: std::sync::atomic::AtomicU64::new(0),
+        };
+        params.store(config);
+        params
+    }
+
+    /// Stores every parameter of `config`.
+    fn store(&self, config: &CircuitBreakerConfig) {
+        let f = |a: &std::sync::atomic::AtomicU64, v: f64| {
+            a.store(v.to_bits(), std::sync::atomic::Ordering::Relaxed)
+        };
+        let d = |a: &std::sync::atomic::AtomicU64, v: Duration| {
+            a.store(nanos_of(v), std::sync::atomic::Ordering::Relaxed)
+        };
+        let o = |a: &std::sync::atomic::AtomicU64, v: Option<Duration>| {
+            a.store(
+                v.map_or(u64::MAX, nanos_of),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        };
+        f(&self.failure_rate, config.failure_rate_threshold);
+        f(&self.slow_rate, config.slow_call_rate_threshold);
+        self.minimum_calls.store(
+            u64::from(config.minimum_calls),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        d(&self.open_for, config.open_for);
+        d(&self.max_open_for, config.max_open_for);
+        f(&self.multiplier, config.backoff_multiplier);
+        f(&self.jitter, config.jitter);
+        self.probes.store(
+            config.half_open_probes,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        d(&self.half_open_max, config.half_open_max_duration);
+        o(&self.slow_call, config.slow_call_duration);
+        o(&self.ramp, config.recovery_ramp);
+        f(&self.ramp_start, config.recovery_start_percent / 100.0);
+    }
+
+    fn values(&self) -> ParamValues {
+        ParamValues {
+            open_for: self.open_for(),
+            max_open_for: self.max_open_for(),
+            multiplier: self.multiplier(),
+            jitter: self.jitter(),
+        }
+    }
+
+    #[inline(always)]
+    fn f64(a: &std::sync::atomic::AtomicU64) -> f64 {
+        f64::from_bits(a.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    #[inline(always)]
+    fn duration(a: &std::sync::atomic::AtomicU64) -> Duration {
+        Duration::from_nanos(a.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    #[inline(always)]
+    fn option(a: &std::sync::atomic::AtomicU64) -> Option<Duration> {
+        match a.load(std::sync::atomic::Ordering::Relaxed) {
+            u64::MAX => None,
+            n => Some(Duration::from_nanos(n)),
+        }
+    }
+
+    #[inline(always)]
+    fn failure_rate(&self) -> f64 {
+        Self::f64(&self.failure_rate)
+    }
+
+    #[inline(always)]
+    fn slow_rate(&self) -> f64 {
+        Self::f64(&self.slow_rate)
+    }
+
+    #[inline(always)]
+    fn minimum_calls(&self) -> u64 {
+        self.minimum_calls
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn open_for(&self) -> Duration {
+        Self::duration(&self.open_for)
+    }
+
+    fn max_open_for(&self) -> Duration {
+        Self::duration(&self.max_open_for)
+    }
+
+    fn multiplier(&self) -> f64 {
+        Self::f64(&self.multiplier)
+    }
+
+    fn jitter(&self) -> f64 {
+        Self::f64(&self.jitter)
+    }
+
+    #[inline(always)]
+    fn probes(&self) -> u32 {
+        self.probes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn half_open_max(&self) -> Duration {
+        Self::duration(&self.half_open_max)
+    }
+
+    #[inline(always)]
+    fn slow_call(&self) -> Option<Duration> {
+        Self::option(&self.slow_call)
+    }
+
+    fn ramp(&self) -> Option<Duration> {
+        Self::option(&self.ramp)
+    }
+
+    fn ramp_start(&self) -> f64 {
+        Self::f64(&self.ramp_start)
+    }
 }
 
 /// The result of asking to make a call.
@@ -568,7 +728,7 @@ impl Core {
                 Window::Time(TimeWindow::new(length, buckets))
             }
             SlidingWindow::ConsecutiveFailures { threshold } => Window::Consecutive {
-                threshold,
+                threshold: AtomicU32::new(threshold),
                 run: AtomicU32::new(0),
             },
         };
@@ -577,20 +737,7 @@ impl Core {
             .finish();
         Self {
             base: now,
-            params: Params {
-                failure_rate: config.failure_rate_threshold,
-                slow_rate: config.slow_call_rate_threshold,
-                minimum_calls: u64::from(config.minimum_calls),
-                open_for: config.open_for,
-                max_open_for: config.max_open_for,
-                multiplier: config.backoff_multiplier,
-                jitter: config.jitter,
-                probes: config.half_open_probes,
-                half_open_max: config.half_open_max_duration,
-                slow_call: config.slow_call_duration,
-                ramp: config.recovery_ramp,
-                ramp_start: config.recovery_start_percent / 100.0,
-            },
+            params: Params::new(config),
             ctrl: CachePadded(AtomicU64::new(CLOSED)),
             open_until: AtomicU64::new(0),
             half_open_until: AtomicU64::new(u64::MAX),
@@ -599,11 +746,30 @@ impl Core {
             probes_admitted: AtomicU64::new(0),
             probe_results: AtomicU64::new(0),
             window,
+            shape: config.window,
             locked: Mutex::new(Locked {
                 opens: 0,
                 rng: seed | 1,
             }),
         }
+    }
+
+    /// Changes the thresholds, durations and probes in place: the window,
+    /// its counts, the state and the open period already running are kept.
+    /// Returns the settings that differ but cannot change without a new
+    /// breaker (the window's kind and size); they keep their old values.
+    pub(crate) fn reconfigure(&self, config: &CircuitBreakerConfig) -> Vec<&'static str> {
+        let mut restart_only = Vec::new();
+        match (&self.window, config.window) {
+            (
+                Window::Consecutive { threshold: t, .. },
+                SlidingWindow::ConsecutiveFailures { threshold },
+            ) => t.store(threshold, Ordering::Relaxed),
+            (_, window) if window == self.shape => {}
+            _ => restart_only.push("window"),
+        }
+        self.params.store(config);
+        restart_only
     }
 
     #[inline]
@@ -644,7 +810,7 @@ impl Core {
     fn forced_open(&self) -> Refusal {
         Refusal {
             reason: "forced open",
-            retry_after: self.params.open_for,
+            retry_after: self.params.open_for(),
         }
     }
 
@@ -676,7 +842,7 @@ impl Core {
             return None;
         }
         let epoch = ctrl >> EPOCH_SHIFT;
-        if self.params.slow_call.is_some() {
+        if self.params.slow_call().is_some() {
             return Some(self.timed_permit(epoch, PermitKind::Window, clock));
         }
         Some(Permit::new(epoch, PermitKind::Window, 0))
@@ -684,7 +850,7 @@ impl Core {
 
     #[inline(always)]
     fn permit(&self, epoch: u64, kind: PermitKind, clock: &impl Fn() -> Instant) -> Permit {
-        match self.params.slow_call {
+        match self.params.slow_call() {
             Some(_) => self.timed_permit(epoch, kind, clock),
             None => Permit::new(epoch, kind, 0),
         }
@@ -769,7 +935,7 @@ impl Core {
         let tag = (epoch & EPOCH_MASK) << PROBE_EPOCH_SHIFT;
         let mut cur = self.probes_admitted.load(Ordering::Acquire);
         loop {
-            if cur & !0xffff_ffff != tag || (cur & 0xffff_ffff) >= u64::from(self.params.probes) {
+            if cur & !0xffff_ffff != tag || (cur & 0xffff_ffff) >= u64::from(self.params.probes()) {
                 // At the latest when the half-open period ends, the probes
                 // have decided (or count as failures).
                 let until = self.half_open_until.load(Ordering::Acquire);
@@ -797,7 +963,7 @@ impl Core {
         clock: &impl Fn() -> Instant,
     ) -> Result<Permit, Refusal> {
         let epoch = ctrl >> EPOCH_SHIFT;
-        let ramp = self.params.ramp.map_or(0, saturating_nanos);
+        let ramp = self.params.ramp().map_or(0, saturating_nanos);
         let elapsed = now_ns.saturating_sub(self.ramp_start.load(Ordering::Acquire));
         if elapsed >= ramp {
             // Ramp over: clear the flag (a failed exchange means someone else
@@ -807,7 +973,7 @@ impl Core {
                     .compare_exchange(ctrl, ctrl & !RAMP, Ordering::AcqRel, Ordering::Relaxed);
             return Ok(self.permit(epoch, PermitKind::Window, clock));
         }
-        let start = self.params.ramp_start;
+        let start = self.params.ramp_start();
         let share = start + (1.0 - start) * (elapsed as f64 / ramp as f64);
         // Deterministic admission of exactly `share` of the calls.
         let n = self.ramp_calls.fetch_add(1, Ordering::AcqRel) as f64;
@@ -848,7 +1014,7 @@ impl Core {
         if start == 0 {
             return false; // not measured
         }
-        match self.params.slow_call {
+        match self.params.slow_call() {
             None => false,
             Some(limit) => {
                 let now = self.micros(clock()).wrapping_add(1).max(1);
@@ -894,7 +1060,7 @@ impl Core {
             return Recorded::Not;
         }
         match w.record_success() {
-            Some(recorded) if recorded == self.params.minimum_calls => Recorded::Evaluate(ctrl),
+            Some(recorded) if recorded == self.params.minimum_calls() => Recorded::Evaluate(ctrl),
             _ => Recorded::Done,
         }
     }
@@ -947,7 +1113,7 @@ impl Core {
         let stats = match &self.window {
             Window::Count(w) => {
                 let recorded = w.record(bits);
-                if !closed || (bits == 0 && recorded != self.params.minimum_calls) {
+                if !closed || (bits == 0 && recorded != self.params.minimum_calls()) {
                     return None;
                 }
                 w.stats()
@@ -959,7 +1125,7 @@ impl Core {
                     return None;
                 }
                 let stats = w.stats(now_ns);
-                w.evaluated(stamp, stats.calls < self.params.minimum_calls);
+                w.evaluated(stamp, stats.calls < self.params.minimum_calls());
                 stats
             }
             Window::Consecutive { threshold, run } => {
@@ -970,7 +1136,7 @@ impl Core {
                     return None;
                 }
                 let n = run.fetch_add(1, Ordering::AcqRel) + 1;
-                if n < *threshold || ctrl & STATE_MASK != CLOSED {
+                if n < threshold.load(Ordering::Relaxed) || ctrl & STATE_MASK != CLOSED {
                     return None;
                 }
                 return self.trip(ctrl, clock(), "consecutive failures");
@@ -995,14 +1161,14 @@ impl Core {
 
     /// Whether the window's rates call for opening.
     fn exceeded(&self, s: Stats) -> Option<&'static str> {
-        if s.calls == 0 || s.calls < self.params.minimum_calls {
+        if s.calls == 0 || s.calls < self.params.minimum_calls() {
             return None;
         }
         let calls = s.calls as f64;
-        if s.failures as f64 * 100.0 >= self.params.failure_rate * calls {
+        if s.failures as f64 * 100.0 >= self.params.failure_rate() * calls {
             Some("failure rate above threshold")
-        } else if self.params.slow_call.is_some()
-            && s.slow as f64 * 100.0 >= self.params.slow_rate * calls
+        } else if self.params.slow_call().is_some()
+            && s.slow as f64 * 100.0 >= self.params.slow_rate() * calls
         {
             Some("slow call rate above threshold")
         } else {
@@ -1039,17 +1205,17 @@ impl Core {
         let done = next & RESULT_MASK;
         let failures = next >> RESULT_BITS & RESULT_MASK;
         let slows = next >> (2 * RESULT_BITS) & RESULT_MASK;
-        let n = f64::from(self.params.probes);
-        let reopen = if failures as f64 * 100.0 >= self.params.failure_rate * n {
+        let n = f64::from(self.params.probes());
+        let reopen = if failures as f64 * 100.0 >= self.params.failure_rate() * n {
             Some("probe failed")
-        } else if self.params.slow_call.is_some()
-            && slows as f64 * 100.0 >= self.params.slow_rate * n
+        } else if self.params.slow_call().is_some()
+            && slows as f64 * 100.0 >= self.params.slow_rate() * n
         {
             Some("probe slow")
         } else {
             None
         };
-        if reopen.is_none() && done < u64::from(self.params.probes) {
+        if reopen.is_none() && done < u64::from(self.params.probes()) {
             return None;
         }
         match reopen {
@@ -1096,7 +1262,7 @@ impl Core {
         let epoch = (ctrl >> EPOCH_SHIFT) + 1;
         let until = self
             .nanos(now)
-            .saturating_add(saturating_nanos(self.params.half_open_max));
+            .saturating_add(saturating_nanos(self.params.half_open_max()));
         self.half_open_until.store(until, Ordering::Release);
         self.probes_admitted
             .store((epoch & EPOCH_MASK) << PROBE_EPOCH_SHIFT, Ordering::Release);
@@ -1130,7 +1296,7 @@ impl Core {
         }
         locked.opens = 0;
         self.reset_window();
-        let to = if self.params.ramp.is_some() {
+        let to = if self.params.ramp().is_some() {
             self.ramp_start.store(self.nanos(now), Ordering::Release);
             self.ramp_calls.store(0, Ordering::Release);
             CLOSED | RAMP
@@ -1158,7 +1324,7 @@ impl Core {
 
     /// The open duration for the next open: exponential, jittered, capped.
     fn backoff(&self, locked: &mut Locked) -> Duration {
-        let p = &self.params;
+        let p = self.params.values();
         let base = p.open_for.as_secs_f64()
             * p.multiplier
                 .powi(i32::try_from(locked.opens).unwrap_or(i32::MAX));
@@ -1259,7 +1425,7 @@ impl Core {
         if !self.is_ramping() {
             return None;
         }
-        let ramp = self.params.ramp.map_or(0, saturating_nanos);
+        let ramp = self.params.ramp().map_or(0, saturating_nanos);
         let elapsed = self
             .nanos(now)
             .saturating_sub(self.ramp_start.load(Ordering::Acquire));

@@ -956,3 +956,59 @@ async fn our_own_throttled_rejections_count_only_when_configured() {
         HttpOutcome::new().errors(ClassifyErrors::new().local_rejections_are_failures(true));
     assert_eq!(four_throttled_calls(strict).await, CircuitState::Open);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_reconfiguration_keeps_the_window_and_applies_to_the_next_calls() {
+    let config = base().count_window(10).minimum_calls(10).build().unwrap();
+    let (mut svc, mut handle, cb) = spawn(config);
+    // 3 failures in 10 calls: 30%, under the 50% threshold.
+    for i in 0..10 {
+        let status = if i < 3 { 500 } else { 200 };
+        let _ = call(&mut svc, &mut handle, Reply::Status(status)).await;
+    }
+    let before = cb.snapshot();
+    assert_eq!((before.calls(), before.failures()), (10, 3));
+    assert_eq!(cb.state(), CircuitState::Closed);
+
+    let stricter = base()
+        .count_window(10)
+        .minimum_calls(10)
+        .failure_rate_threshold(20.0)
+        .open_for(Duration::from_secs(7))
+        .build()
+        .unwrap();
+    assert!(cb.reconfigure(&stricter).is_empty());
+    let after = cb.snapshot();
+    assert_eq!(
+        (after.calls(), after.failures()),
+        (10, 3),
+        "the window is kept"
+    );
+    assert_eq!(cb.state(), CircuitState::Closed);
+
+    // The next failure is judged by the new threshold: 30% (the oldest
+    // failure out, this one in) opens, where 50% would not.
+    let _ = call(&mut svc, &mut handle, Reply::Status(500)).await;
+    assert_eq!(cb.state(), CircuitState::Open);
+    // ... and the circuit stays open for the new duration.
+    advance(Duration::from_secs(6)).await;
+    assert!(svc.poll_ready().is_ready());
+    assert!(svc.call(Request::new(())).await.is_err());
+    assert_pending!(handle.poll_request());
+    advance(Duration::from_secs(1)).await;
+    let _ = call(&mut svc, &mut handle, Reply::Status(200)).await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_change_of_window_is_restart_only() {
+    let (_svc, _handle, cb) = spawn(base().build().unwrap());
+    let other = base().count_window(8).minimum_calls(4).build().unwrap();
+    assert_eq!(cb.reconfigure(&other), ["window"]);
+    let renamed = base()
+        .name("other")
+        .time_window(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    assert_eq!(cb.reconfigure(&renamed), ["name", "window"]);
+    assert_eq!(cb.name(), "test");
+}

@@ -782,3 +782,30 @@ async fn a_throttle_without_wait_for_works_over_any_service() {
     assert_eq!(calls.get(), 4);
     assert_eq!(handle.counts(), (3, 3));
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_reconfiguration_changes_the_share_and_the_weights_in_place() {
+    let layer = ThrottleLayer::new(ThrottleConfig::default());
+    let handle = layer.handle();
+    let mut svc = layer.layer(ok_service());
+    let none = ThrottleConfig::builder()
+        .allow_percent(0.0)
+        .build()
+        .unwrap();
+    assert!(handle.reconfigure(&none).is_empty());
+    assert_eq!(handle.allow_percent(), 0.0);
+    assert_eq!(passed(&mut svc, Some(Priority::Sheddable), 100).await, 0);
+    assert_eq!(handle.config().allow_percent(), 0.0);
+    // Critical calls are throttled too once their weight says so.
+    let critical = ThrottleConfig::builder()
+        .allow_percent(0.0)
+        .priority_weight(Priority::Critical, 1.0)
+        .build()
+        .unwrap();
+    assert!(handle.reconfigure(&critical).is_empty());
+    assert_eq!(passed(&mut svc, Some(Priority::Critical), 100).await, 0);
+    // The mode cannot change: listed, kept.
+    let adaptive = ThrottleConfig::builder().adaptive().build().unwrap();
+    assert_eq!(handle.reconfigure(&adaptive), ["mode"]);
+    assert_eq!(handle.mode(), ThrottleMode::Fixed);
+}

@@ -54,12 +54,21 @@
 //!
 //! # Changing settings at run time
 //!
-//! Not yet: a stack's configuration is fixed when the stack is built.
-//! Building a new stack from a new configuration starts with new state
-//! (closed breakers, an empty retry budget, a new queue, endpoints pending
-//! their first health check). Reloading a configuration from a file or an
-//! etcd key while keeping that state is planned; the flags crate's sources
-//! (`resilience_flags::source`) are the ones it will follow.
+//! A running stack takes a new configuration without losing its state: the
+//! settings that can change (timeouts, the deadline, queue limits and
+//! waits, breaker thresholds and open durations, the throttle's ratio, retry
+//! tries, backoff and budget ratio) apply to the next requests, while
+//! breaker windows, retry budgets, queue contents and endpoint health are
+//! kept. Each stack has a [`reload::ReloadHandle`]
+//! (`ServerStackLayer::reload_handle`, `ClientHandles::reload`): call
+//! `apply(config)` with a configuration of your own source, or let it follow
+//! a file (`follow_file`, feature `serde`) or an etcd key (`follow_etcd`,
+//! features `serde` and `etcd`) through the flags crate's sources. An
+//! invalid configuration is refused, logged and counted, and the last good
+//! one stays; a restart-only setting (names, window sizes, removing a
+//! part, the endpoint source...) keeps its old value, with a warning. The
+//! tables of what changes are on `ServerConfig` and `ClientConfig`; see
+//! [`reload`].
 //!
 //! # Feature flags
 //!
@@ -77,10 +86,10 @@
 //! | `client` | [`client`]: the standard client stack over hyper-util (`correlation`, `retry`, `breaker`, `discovery`) |
 //! | `axum` | `server`, the `/resilience` snapshot route, the flags extractor; axum 0.8 |
 //! | `tonic` | `server` with gRPC statuses, gRPC outcomes and health checks, and with `client` the gRPC client stack over tonic `Channel`s; tonic 0.14 |
-//! | `etcd` | etcd discovery and registration, flags from etcd |
+//! | `etcd` | etcd discovery and registration, flags from etcd; with `serde`, a stack follows an etcd key |
 //! | `dns` | DNS A/AAAA/SRV discovery |
 //! | `redis` | the fleet-wide rate limit in Redis |
-//! | `serde` | every configuration deserializes, the stacks' included |
+//! | `serde` | every configuration deserializes, the stacks' included; a stack follows a file at run time |
 //!
 //! The vocabulary every crate shares ([`BoxError`], [`Priority`],
 //! [`Deadline`], [`Rejected`], the [`http`] and [`grpc`](mod@grpc) error
@@ -140,6 +149,12 @@ pub mod prelude;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
+#[cfg(any(feature = "server", feature = "client"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "server", feature = "client"))))]
+pub mod reload;
+#[cfg(any(feature = "server", feature = "client"))]
+#[doc(hidden)]
+pub mod retime;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;

@@ -88,6 +88,22 @@ fn to_unit(x: u64) -> f64 {
 // === impl Backoff ===
 
 impl Backoff {
+    /// A schedule from its parts (as changed at run time).
+    pub(crate) fn from_parts(
+        base: Duration,
+        max: Duration,
+        multiplier: f64,
+        jitter: Jitter,
+    ) -> Self {
+        Self {
+            base,
+            max,
+            multiplier,
+            jitter,
+        }
+    }
+
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn new(config: &RetryConfig) -> Self {
         Self {
             base: config.backoff_base,

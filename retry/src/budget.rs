@@ -162,12 +162,13 @@ struct BudgetState {
     /// The burst window's buckets and floor, if shorter than the window.
     burst: Option<Burst>,
     base: Instant,
-    /// Millionths of a retry per request.
-    ratio: u128,
+    /// Millionths of a retry per request (changed in place by
+    /// [`RetryBudget::reconfigure`], as are the floors and reserves).
+    ratio: AtomicU64,
     /// Millionths of a retry always available over the window.
-    floor: u128,
+    floor: AtomicU64,
     /// Millionths of the allowance that must be left, by priority.
-    reserve: [u128; 4],
+    reserve: [AtomicU64; 4],
     withdraw: Mutex<()>,
     /// Requests moved into the rings, ever.
     requests_total: AtomicU64,
@@ -178,7 +179,7 @@ struct BudgetState {
 struct Burst {
     ring: Ring,
     /// Millionths of a retry always available over the burst window.
-    floor: u128,
+    floor: AtomicU64,
 }
 
 /// `BUCKETS + 1` buckets, indexed by tick modulo the ring's length.
@@ -207,16 +208,25 @@ struct Allowed {
     left: u128,
 }
 
+/// `x` in millionths.
+fn millionths(x: f64) -> u64 {
+    (x * UNIT as f64).round() as u64
+}
+
+/// Millionths of a retry always available over `span_ns`.
+fn floor_over(config: &RetryBudgetConfig, span_ns: u64) -> u64 {
+    let floor = u128::from(config.min_per_second) * u128::from(span_ns) * UNIT
+        / u128::from(Duration::from_secs(1).as_nanos() as u64);
+    u64::try_from(floor).unwrap_or(u64::MAX)
+}
+
 // === impl RetryBudget ===
 
 impl RetryBudget {
     /// A budget with `config`, empty but for its floor.
     pub fn new(config: RetryBudgetConfig) -> Self {
         let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let floor_over = |span_ns: u64| {
-            u128::from(config.min_per_second) * u128::from(span_ns) * UNIT
-                / u128::from(Duration::from_secs(1).as_nanos() as u64)
-        };
+        let floor_over = |span_ns: u64| AtomicU64::new(floor_over(&config, span_ns));
         let window_ns = ns(config.window);
         let burst = (config.burst_window < config.window).then(|| {
             let burst_ns = ns(config.burst_window);
@@ -225,8 +235,8 @@ impl RetryBudget {
                 floor: floor_over(burst_ns),
             }
         });
-        let ratio = (config.ratio * UNIT as f64).round() as u128;
-        let reserve = config.reserve.map(|r| (r * UNIT as f64).round() as u128);
+        let ratio = AtomicU64::new(millionths(config.ratio));
+        let reserve = config.reserve.map(|r| AtomicU64::new(millionths(r)));
         Self {
             state: Arc::new(BudgetState {
                 pending: Padded(AtomicU64::new(0)),
@@ -244,9 +254,39 @@ impl RetryBudget {
         }
     }
 
-    /// The configuration.
+    /// The configuration the budget was built with (the ratio, floor and
+    /// reserves in force may differ after [`reconfigure`](Self::reconfigure)).
     pub fn config(&self) -> &RetryBudgetConfig {
         &self.state.config
+    }
+
+    /// Changes the ratio, `min_per_second` and the reserves in place, for
+    /// the retries asked for next; the requests and retries counted in the
+    /// windows are kept.
+    ///
+    /// Returns the settings that differ but cannot change at run time (the
+    /// `window` and `burst_window`, whose buckets would be lost): they keep
+    /// their old values.
+    pub fn reconfigure(&self, config: &RetryBudgetConfig) -> Vec<&'static str> {
+        let s = &self.state;
+        let mut restart_only = Vec::new();
+        if (config.window, config.burst_window) != (s.config.window, s.config.burst_window) {
+            restart_only.push("budget.window");
+        }
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        s.ratio.store(millionths(config.ratio), Ordering::Relaxed);
+        s.floor
+            .store(floor_over(config, ns(s.config.window)), Ordering::Relaxed);
+        if let Some(b) = &s.burst {
+            b.floor.store(
+                floor_over(config, ns(s.config.burst_window)),
+                Ordering::Relaxed,
+            );
+        }
+        for (r, v) in s.reserve.iter().zip(config.reserve) {
+            r.store(millionths(v), Ordering::Relaxed);
+        }
+        restart_only
     }
 
     /// Counts one request (a first attempt). The layer calls it for every
@@ -417,7 +457,10 @@ impl BudgetState {
     /// retries of the last `BUCKETS + 1` buckets.
     fn in_window(&self, ns: u64) -> (Window, Allowed) {
         let w = self.window.sum(ns, BUCKETS, BUCKETS);
-        (w, self.allowed(self.floor, w))
+        (
+            w,
+            self.allowed(u128::from(self.floor.load(Ordering::Relaxed)), w),
+        )
     }
 
     /// What the burst window allows at `ns`: requests of the last
@@ -425,7 +468,8 @@ impl BudgetState {
     /// `BUCKETS + 1`.
     fn in_burst(&self, ns: u64) -> Option<Allowed> {
         let b = self.burst.as_ref()?;
-        Some(self.allowed(b.floor, b.ring.sum(ns, BUCKETS - 1, BUCKETS)))
+        let floor = u128::from(b.floor.load(Ordering::Relaxed));
+        Some(self.allowed(floor, b.ring.sum(ns, BUCKETS - 1, BUCKETS)))
     }
 
     /// Whether every stretch of the burst window that ends now and starts
@@ -438,6 +482,7 @@ impl BudgetState {
             return true;
         };
         let tick = b.ring.tick(ns);
+        let floor = u128::from(b.floor.load(Ordering::Relaxed));
         let mut w = Window {
             requests: 0,
             retries: 0,
@@ -446,7 +491,7 @@ impl BudgetState {
             let bucket = b.ring.at(tick - age);
             w.requests += bucket.requests;
             w.retries += bucket.retries;
-            if self.allowed(b.floor, w).left < UNIT {
+            if self.allowed(floor, w).left < UNIT {
                 return false;
             }
         }
@@ -455,7 +500,8 @@ impl BudgetState {
 
     fn allowed(&self, floor: u128, w: Window) -> Allowed {
         // The floor is a minimum, not an addition.
-        let allowance = floor.max(self.ratio * u128::from(w.requests));
+        let ratio = u128::from(self.ratio.load(Ordering::Relaxed));
+        let allowance = floor.max(ratio * u128::from(w.requests));
         Allowed {
             allowance,
             left: allowance.saturating_sub(u128::from(w.retries) * UNIT),
@@ -466,7 +512,7 @@ impl BudgetState {
     fn withdraw_at(&self, priority: Priority, now: Instant) -> bool {
         self.commit(now);
         let ns = self.elapsed_ns(now);
-        let reserve = self.reserve[priority.index()];
+        let reserve = u128::from(self.reserve[priority.index()].load(Ordering::Relaxed));
         let allows = |a: Allowed| a.left >= UNIT && a.left * UNIT > reserve * a.allowance;
         if !allows(self.in_window(ns).1)
             || !self.in_burst(ns).is_none_or(allows)

@@ -167,7 +167,7 @@ where
         Self {
             state: State::Attempt { fut },
             sleep: None,
-            timer: Timer::new(retry.policy.attempt_timeout, retry.head.deadline),
+            timer: Timer::new(retry.policy.attempt_timeout(), retry.head.deadline),
             retry: Some(retry),
             last: None,
             span: None,
@@ -574,7 +574,7 @@ impl<S, B> Retrying<S, B> {
             return None;
         };
         let policy = self.policy.clone();
-        if self.sent >= policy.max_attempts {
+        if self.sent >= policy.max_attempts() {
             self.decline(Decline::MaxAttempts);
             return None;
         }
@@ -583,12 +583,12 @@ impl<S, B> Retrying<S, B> {
                 self.decline(Decline::Pushback);
                 return None;
             }
-            Pushback::Delay(d) if d > policy.max_pushback => {
+            Pushback::Delay(d) if d > policy.max_pushback() => {
                 self.decline(Decline::Pushback);
                 return None;
             }
             Pushback::Delay(d) => d,
-            Pushback::None => policy.backoff.delay(self.sent, &policy.random),
+            Pushback::None => policy.backoff().delay(self.sent, &policy.random),
         };
         if !self.template.can_send_again() {
             self.decline(Decline::Body);

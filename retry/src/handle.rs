@@ -2,6 +2,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::budget::{BudgetSnapshot, RetryBudget};
+use crate::config::RetryConfig;
+use crate::layer::Tunables;
 
 /// A read-only handle on a [`RetryLayer`](crate::RetryLayer)'s budget and
 /// counters, for dashboards and health checks.
@@ -27,6 +29,7 @@ use crate::budget::{BudgetSnapshot, RetryBudget};
 pub struct RetryHandle {
     pub(crate) name: Arc<str>,
     pub(crate) budget: RetryBudget,
+    pub(crate) tunables: Arc<Tunables>,
 }
 
 // === impl RetryHandle ===
@@ -35,6 +38,37 @@ impl RetryHandle {
     /// The layer's name (its `name` metric label).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Changes the layer's settings in place, for the requests and retries
+    /// that come next: `max_attempts`, the backoff (base, max, multiplier,
+    /// jitter), the attempt timeout, `max_pushback`, and the budget's
+    /// `ratio`, `min_per_second` and reserves. The budget keeps the requests
+    /// and retries it counted; a request already retrying finishes with the
+    /// settings of its next decision.
+    ///
+    /// Returns the settings that differ but cannot change at run time:
+    /// `name`, `max_replay_body`, `retryable` (statuses and gRPC codes),
+    /// `grpc_methods`, `budget.window` (with the burst window). They keep
+    /// their old values.
+    ///
+    /// ```
+    /// use resilience_retry::{RetryConfig, RetryLayer};
+    ///
+    /// let layer = RetryLayer::new(RetryConfig::default());
+    /// let fewer = RetryConfig::builder().max_attempts(2).build()?;
+    /// assert!(layer.handle().reconfigure(&fewer).is_empty());
+    /// # Ok::<_, resilience_core::ConfigError>(())
+    /// ```
+    pub fn reconfigure(&self, config: &RetryConfig) -> Vec<&'static str> {
+        self.tunables.reconfigure(config, &self.budget)
+    }
+
+    /// The configuration in force: the one the layer was built with, or
+    /// the last given to [`reconfigure`](Self::reconfigure) with its
+    /// restart-only settings at their old values.
+    pub fn config(&self) -> RetryConfig {
+        self.tunables.config()
     }
 
     /// The budget the layer draws retries from.

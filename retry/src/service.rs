@@ -64,7 +64,7 @@ where
         let policy = &self.shared.policy;
         policy.budget.deposit();
         policy.metrics.attempt();
-        let timeout = policy.attempt_timeout;
+        let timeout = policy.attempt_timeout();
         let deadline = |ext: &http::Extensions| {
             if timeout.is_some() {
                 Deadline::from_extensions(ext)
@@ -72,7 +72,7 @@ where
                 None
             }
         };
-        if policy.max_attempts <= 1 {
+        if policy.max_attempts() <= 1 {
             let deadline = deadline(req.extensions());
             let fut = self.inner.call(req.map(RetryBody::plain));
             return ResponseFuture::once(fut, timeout, deadline);

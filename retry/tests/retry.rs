@@ -828,3 +828,71 @@ async fn a_retry_waits_for_readiness_and_not_past_the_deadline() {
     send.send_response(Response::new(()));
     assert_eq!(assert_ready!(fut.poll()).unwrap().status(), 200);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_reconfiguration_applies_to_the_next_requests_and_keeps_the_budget() {
+    let (dep, log) = dependency(|_| status(503));
+    let layer = layer(config().max_attempts(3));
+    let handle = layer.handle();
+    let mut svc = layer.layer(dep);
+    assert_eq!(send(&mut svc, get()).await.unwrap().status(), 503);
+    assert_eq!(log.len(), 3);
+    let spent = handle.snapshot();
+    assert_eq!(spent.retries_total(), 2);
+
+    // Fewer tries and a longer backoff: the next request uses them, the
+    // budget keeps what it counted.
+    let new = config()
+        .max_attempts(2)
+        .backoff(ms(400), Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert!(handle.reconfigure(&new).is_empty());
+    assert_eq!(handle.snapshot().retries_total(), 2);
+    assert_eq!(handle.snapshot().requests_total(), spent.requests_total());
+    let start = Instant::now();
+    assert_eq!(send(&mut svc, get()).await.unwrap().status(), 503);
+    assert_eq!(log.len(), 5, "two tries");
+    assert_eq!(start.elapsed(), ms(200), "half the new cap of 400 ms");
+    assert_eq!(handle.config().max_attempts(), 2);
+
+    // Restart-only settings are listed and keep their old values.
+    let renamed = config().name("other").max_attempts(4).build().unwrap();
+    assert_eq!(handle.reconfigure(&renamed), ["name"]);
+    assert_eq!(handle.config().name(), RetryConfig::default().name());
+    assert_eq!(handle.config().max_attempts(), 4);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_lower_budget_ratio_applies_to_the_next_retries() {
+    let (dep, log) = dependency(|_| status(503));
+    let budget = |ratio: f64| {
+        RetryBudgetConfig::builder()
+            .ratio(ratio)
+            .min_per_second(0)
+            .build()
+            .unwrap()
+    };
+    let layer = layer(config().max_attempts(2).budget(budget(1.0)));
+    let handle = layer.handle();
+    let mut svc = layer.layer(dep);
+    assert_eq!(send(&mut svc, get()).await.unwrap().status(), 503);
+    assert_eq!(
+        log.len(),
+        2,
+        "retried: the ratio allows one retry per request"
+    );
+    let new = config()
+        .max_attempts(2)
+        .budget(budget(0.01))
+        .build()
+        .unwrap();
+    assert!(handle.reconfigure(&new).is_empty());
+    assert_eq!(send(&mut svc, get()).await.unwrap().status(), 503);
+    assert_eq!(log.len(), 3, "not retried: 1% of two requests allows none");
+    assert_eq!(
+        handle.snapshot().retries_total(),
+        1,
+        "the retry counted before is kept"
+    );
+}

@@ -15,6 +15,8 @@ use crate::CircuitBreakerHandle;
 /// State shared by a throttle layer, its services and handles.
 pub(crate) struct ThrottleShared {
     pub(crate) state: ThrottleState,
+    /// The configuration in force (read when it changes, never per call).
+    config: std::sync::Mutex<ThrottleConfig>,
     pub(crate) name: Arc<str>,
     pub(crate) max_wait: Option<std::time::Duration>,
     max_waiters: usize,
@@ -45,6 +47,7 @@ impl ThrottleShared {
         };
         Self {
             state: ThrottleState::new(config, Instant::now()),
+            config: std::sync::Mutex::new(config.clone()),
             name: Arc::from(config.name.as_str()),
             max_wait: config.max_wait,
             max_waiters: usize::try_from(config.max_waiters).unwrap_or(usize::MAX),
@@ -316,6 +319,46 @@ impl ThrottleHandle {
     /// xx%"), clamped to `[0, 100]`; `NaN` allows everything.
     pub fn set_allow_percent(&self, percent: f64) {
         self.shared.state.set_allow_percent(percent);
+    }
+
+    /// Changes the throttle's settings in place, for the calls that come
+    /// next: `k` (the accept ratio's multiplier), `minimum_requests`, the largest rejection
+    /// probability, the priorities' weights, and the share allowed in fixed
+    /// mode (when it differs from the configuration in force, so a share set
+    /// with [`set_allow_percent`](Self::set_allow_percent) stays otherwise).
+    /// The adaptive window keeps its counts.
+    ///
+    /// Returns the settings that differ but cannot change at run time:
+    /// `name`, `mode`, `window` (length and buckets), `retry_after`,
+    /// `max_wait` (with `max_waiters`). They keep their old values.
+    pub fn reconfigure(&self, config: &ThrottleConfig) -> Vec<&'static str> {
+        let mut current = self
+            .shared
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut restart_only = Vec::new();
+        if config.name != *self.shared.name {
+            restart_only.push("name");
+        }
+        restart_only.extend(self.shared.state.reconfigure(config, &current));
+        current.k = config.k;
+        current.minimum_requests = config.minimum_requests;
+        current.max_reject_probability = config.max_reject_probability;
+        current.weights = config.weights;
+        current.allow_percent = config.allow_percent;
+        restart_only
+    }
+
+    /// The configuration in force: the one the throttle was built with,
+    /// or the last given to [`reconfigure`](Self::reconfigure) with its
+    /// restart-only settings at their old values.
+    pub fn config(&self) -> ThrottleConfig {
+        self.shared
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The share allowed in fixed mode, in percent.

@@ -215,11 +215,14 @@ pub(crate) struct ThrottleState {
     pub(crate) mode: ThrottleMode,
     /// Allowed share in fixed mode, as `f64` bits (a fraction in `[0, 1]`).
     allow: AtomicU64,
-    k: f64,
+    /// `k`, as `f64` bits (changed in place by [`ThrottleState::reconfigure`]).
+    k: AtomicU64,
     /// Requests the window must hold before a refusal.
-    minimum_requests: u64,
-    max_reject: f64,
-    weights: [f64; 4],
+    minimum_requests: AtomicU64,
+    /// The largest rejection probability, as `f64` bits.
+    max_reject: AtomicU64,
+    /// The weight of each priority, as `f64` bits.
+    weights: [AtomicU64; 4],
     pub(crate) retry_after: Duration,
     pub(crate) window: AdaptiveWindow,
 }
@@ -229,13 +232,59 @@ impl ThrottleState {
         Self {
             mode: config.mode,
             allow: AtomicU64::new((config.allow_percent / 100.0).to_bits()),
-            k: config.k,
-            minimum_requests: u64::from(config.minimum_requests),
-            max_reject: config.max_reject_probability,
-            weights: config.weights,
+            k: AtomicU64::new(config.k.to_bits()),
+            minimum_requests: AtomicU64::new(u64::from(config.minimum_requests)),
+            max_reject: AtomicU64::new(config.max_reject_probability.to_bits()),
+            weights: config.weights.map(|w| AtomicU64::new(w.to_bits())),
             retry_after: config.retry_after,
             window: AdaptiveWindow::new(now, config.window, config.buckets),
         }
+    }
+
+    /// Changes `k`, the largest rejection probability, the priorities'
+    /// weights and the share allowed in fixed mode in place; the window and
+    /// its counts are kept. Returns the settings that differ but cannot
+    /// change at run time (they keep their old values).
+    pub(crate) fn reconfigure(
+        &self,
+        config: &ThrottleConfig,
+        current: &ThrottleConfig,
+    ) -> Vec<&'static str> {
+        let mut restart_only = Vec::new();
+        if config.mode != current.mode {
+            restart_only.push("mode");
+        }
+        if (config.window, config.buckets) != (current.window, current.buckets) {
+            restart_only.push("window");
+        }
+        if config.retry_after != current.retry_after {
+            restart_only.push("retry_after");
+        }
+        if (config.max_wait, config.max_waiters) != (current.max_wait, current.max_waiters) {
+            restart_only.push("max_wait");
+        }
+        self.k.store(config.k.to_bits(), Ordering::Relaxed);
+        self.minimum_requests
+            .store(u64::from(config.minimum_requests), Ordering::Relaxed);
+        self.max_reject
+            .store(config.max_reject_probability.to_bits(), Ordering::Relaxed);
+        for (w, v) in self.weights.iter().zip(config.weights) {
+            w.store(v.to_bits(), Ordering::Relaxed);
+        }
+        if config.allow_percent != current.allow_percent {
+            self.set_allow_percent(config.allow_percent);
+        }
+        restart_only
+    }
+
+    #[inline(always)]
+    fn weight(&self, priority: Priority) -> f64 {
+        f64::from_bits(self.weights[priority.index()].load(Ordering::Relaxed))
+    }
+
+    #[inline(always)]
+    fn max_reject(&self) -> f64 {
+        f64::from_bits(self.max_reject.load(Ordering::Relaxed))
     }
 
     /// Sets the share allowed in fixed mode, clamped to `[0, 100]` percent.
@@ -255,7 +304,7 @@ impl ThrottleState {
     /// Whether `priority` is throttled at all.
     #[inline]
     pub(crate) fn is_throttled(&self, priority: Priority) -> bool {
-        self.weights[priority.index()] > 0.0
+        self.weight(priority) > 0.0
     }
 
     /// The base rejection probability (before the priority weight).
@@ -276,10 +325,15 @@ impl ThrottleState {
     #[inline]
     fn adaptive_probability(&self, tick: Tick) -> f64 {
         let (requests, accepts) = self.window.totals_at(tick);
-        if requests < self.minimum_requests {
+        if requests < self.minimum_requests.load(Ordering::Relaxed) {
             return 0.0;
         }
-        sre_probability(requests, accepts, self.k).min(self.max_reject)
+        sre_probability(
+            requests,
+            accepts,
+            f64::from_bits(self.k.load(Ordering::Relaxed)),
+        )
+        .min(self.max_reject())
     }
 
     /// The current rejection probability of `priority`: what the admission
@@ -289,13 +343,13 @@ impl ThrottleState {
     }
 
     fn weighted(&self, priority: Priority, base: f64) -> f64 {
-        let weight = self.weights[priority.index()];
+        let weight = self.weight(priority);
         if weight == 0.0 || base <= 0.0 {
             return 0.0;
         }
         let cap = match self.mode {
             ThrottleMode::Fixed => 1.0,
-            ThrottleMode::Adaptive => self.max_reject,
+            ThrottleMode::Adaptive => self.max_reject(),
         };
         (base * weight).min(cap)
     }
@@ -303,7 +357,7 @@ impl ThrottleState {
     /// The probability that a call of `priority` is refused now.
     #[inline]
     pub(crate) fn reject_probability(&self, priority: Priority, now: &impl Fn() -> Instant) -> f64 {
-        if self.weights[priority.index()] == 0.0 {
+        if self.weight(priority) == 0.0 {
             return 0.0;
         }
         self.weighted(priority, self.base_probability(now))
@@ -333,7 +387,7 @@ impl ThrottleState {
         random: impl FnOnce() -> f64,
     ) -> (bool, Bucket) {
         let tick = self.window.locate(self.window.nanos(now));
-        let admitted = self.weights[priority.index()] == 0.0 || {
+        let admitted = self.weight(priority) == 0.0 || {
             let p = self.weighted(priority, self.adaptive_probability(tick));
             p <= 0.0 || random() >= p
         };

@@ -19,7 +19,7 @@ use resilience_core::config::validate_positive_duration;
 use resilience_core::etcd::{EtcdClient, Event, WatchMessage};
 use tracing::Instrument;
 
-use super::{SourceHandle, Status};
+use super::{SourceDocument, SourceHandle, SourceTarget, Status};
 use crate::set::spec::FlagSpec;
 use crate::{FlagSet, FlagStore};
 
@@ -94,7 +94,26 @@ impl EtcdSource {
             .await
             .map_err(|e| ConfigError::new("endpoint", e.to_string()))?;
         let map = decode_kvs(kvs).map_err(|e| ConfigError::new("flags", e))?;
-        self.to_set(&map)
+        to_set(&self.prefix, &map)
+    }
+
+    /// Reads the prefix once, now: every key under it (whole) with its value.
+    ///
+    /// # Errors
+    /// - etcd cannot be reached or answers with an error (field `endpoint`)
+    /// - a key is not UTF-8 (field `prefix`)
+    pub async fn load_entries(&self) -> Result<BTreeMap<String, Vec<u8>>, ConfigError> {
+        let (_, kvs) = self
+            .client()
+            .range_prefix(&self.prefix)
+            .await
+            .map_err(|e| ConfigError::new("endpoint", e.to_string()))?;
+        decode_kvs(kvs).map_err(|e| ConfigError::new("prefix", e))
+    }
+
+    /// The prefix watched.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Starts watching the prefix: a task on the current tokio runtime that
@@ -103,14 +122,24 @@ impl EtcdSource {
     /// # Panics
     /// - outside a tokio runtime
     pub fn spawn(self, store: FlagStore) -> SourceHandle {
+        self.spawn_target(store)
+    }
+
+    /// Starts watching the prefix for any [`SourceTarget`]: a task on the
+    /// current tokio runtime that hands every key under the prefix, with its
+    /// value, to `target` now and on every change. A document the target
+    /// refuses is reported like a read that fails.
+    ///
+    /// # Panics
+    /// - outside a tokio runtime
+    pub fn spawn_target(self, target: impl SourceTarget) -> SourceHandle {
         let status = Status::new();
-        let span =
-            tracing::info_span!("flags_etcd_source", name = %store.name(), prefix = %self.prefix);
-        let task = tokio::spawn(self.run(store, status.clone()).instrument(span));
+        let span = tracing::info_span!("etcd_source", name = %target.name(), prefix = %self.prefix);
+        let task = tokio::spawn(self.run(target, status.clone()).instrument(span));
         SourceHandle::new(status, task.abort_handle())
     }
 
-    async fn run(self, store: FlagStore, status: Arc<Mutex<Status>>) {
+    async fn run(self, store: impl SourceTarget, status: Arc<Mutex<Status>>) {
         let client = self.client();
         loop {
             if let Err(e) = self.sync_and_watch(&client, &store, &status).await {
@@ -127,7 +156,7 @@ impl EtcdSource {
     async fn sync_and_watch(
         &self,
         client: &EtcdClient,
-        store: &FlagStore,
+        store: &dyn SourceTarget,
         status: &Mutex<Status>,
     ) -> Result<(), String> {
         let (revision, kvs) = client
@@ -140,27 +169,20 @@ impl EtcdSource {
             .await
     }
 
-    fn apply(&self, map: &BTreeMap<String, Vec<u8>>, store: &FlagStore, status: &Mutex<Status>) {
-        match self.to_set(map) {
-            Ok(set) => {
-                store.replace(set);
-                Status::ok(status, true);
-            }
-            Err(e) => Status::fail(status, store, "etcd", e.to_string()),
+    fn apply(
+        &self,
+        map: &BTreeMap<String, Vec<u8>>,
+        store: &dyn SourceTarget,
+        status: &Mutex<Status>,
+    ) {
+        let document = SourceDocument::Etcd {
+            prefix: &self.prefix,
+            entries: map,
+        };
+        match store.apply(document) {
+            Ok(()) => Status::ok(status, true),
+            Err(e) => Status::fail(status, store, "etcd", e),
         }
-    }
-
-    fn to_set(&self, map: &BTreeMap<String, Vec<u8>>) -> Result<FlagSet, ConfigError> {
-        let flags = map
-            .iter()
-            .map(|(key, value)| {
-                let name = key.strip_prefix(&self.prefix).unwrap_or(key);
-                let spec: FlagSpec = serde_json::from_slice(value)
-                    .map_err(|e| ConfigError::new("flags", format!("{key}: {e}")))?;
-                spec.into_flag(name)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        FlagSet::from_flags(flags)
     }
 
     async fn watch(
@@ -168,7 +190,7 @@ impl EtcdSource {
         client: &EtcdClient,
         start: i64,
         map: &mut BTreeMap<String, Vec<u8>>,
-        store: &FlagStore,
+        store: &dyn SourceTarget,
         status: &Mutex<Status>,
     ) -> Result<(), String> {
         let mut watch = client
@@ -205,6 +227,24 @@ impl EtcdSource {
         }
         Err("etcd watch: stream ended".to_owned())
     }
+}
+
+/// The flag set of the keys under `prefix`: `<prefix><name>` holds the
+/// flag `<name>` as JSON.
+pub(crate) fn to_set(
+    prefix: &str,
+    map: &BTreeMap<String, Vec<u8>>,
+) -> Result<FlagSet, ConfigError> {
+    let flags = map
+        .iter()
+        .map(|(key, value)| {
+            let name = key.strip_prefix(prefix).unwrap_or(key);
+            let spec: FlagSpec = serde_json::from_slice(value)
+                .map_err(|e| ConfigError::new("flags", format!("{key}: {e}")))?;
+            spec.into_flag(name)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    FlagSet::from_flags(flags)
 }
 
 fn decode_key(key: Vec<u8>) -> Result<String, String> {

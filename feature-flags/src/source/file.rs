@@ -8,7 +8,7 @@ use resilience_core::ConfigError;
 use resilience_core::config::validate_positive_duration;
 use tracing::Instrument;
 
-use super::{SourceHandle, Status};
+use super::{SourceDocument, SourceHandle, SourceTarget, Status};
 use crate::{FlagSet, FlagStore};
 
 /// Flags from a TOML or JSON file (JSON when the name ends in `.json`),
@@ -83,13 +83,26 @@ impl FileSource {
     /// # Panics
     /// - outside a tokio runtime
     pub fn spawn(self, store: FlagStore) -> SourceHandle {
+        self.spawn_target(store)
+    }
+
+    /// Starts watching the file for any [`SourceTarget`]: a task on the
+    /// current tokio runtime that hands the file's text to `target` now and
+    /// every time the file changes. A text the target refuses is reported
+    /// like a read that fails; the same text is not offered again until the
+    /// file changes.
+    ///
+    /// # Panics
+    /// - outside a tokio runtime
+    pub fn spawn_target(self, target: impl SourceTarget) -> SourceHandle {
         let status = Status::new();
-        let span = tracing::info_span!("flags_file_source", name = %store.name(), path = %self.path.display());
-        let task = tokio::spawn(self.run(store, status.clone()).instrument(span));
+        let span =
+            tracing::info_span!("file_source", name = %target.name(), path = %self.path.display());
+        let task = tokio::spawn(self.run(target, status.clone()).instrument(span));
         SourceHandle::new(status, task.abort_handle())
     }
 
-    async fn run(self, store: FlagStore, status: Arc<Mutex<Status>>) {
+    async fn run(self, store: impl SourceTarget, status: Arc<Mutex<Status>>) {
         let mut seen: Option<(SystemTime, u64, u64)> = None;
         let mut interval = tokio::time::interval(self.interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -118,11 +131,18 @@ impl FileSource {
             }
             seen = Some(stamp);
             let path = self.path.clone();
-            match blocking(move || read(&path).map_err(|e| e.to_string())).await {
-                Ok(set) => {
-                    store.replace(set);
-                    Status::ok(&status, true);
-                }
+            let text = blocking(move || {
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+            })
+            .await;
+            let applied = text.and_then(|text| {
+                store.apply(SourceDocument::File {
+                    path: &self.path,
+                    text: &text,
+                })
+            });
+            match applied {
+                Ok(()) => Status::ok(&status, true),
                 Err(e) => Status::fail(&status, &store, "file", e),
             }
         }
@@ -155,13 +175,19 @@ fn inode(_: &std::fs::Metadata) -> u64 {
 fn read(path: &Path) -> Result<FlagSet, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new("flags", format!("{}: {e}", path.display())))?;
+    parse(path, &text)
+}
+
+/// A flag set from a file's text: JSON when the name ends in `.json`, else
+/// TOML.
+pub(crate) fn parse(path: &Path, text: &str) -> Result<FlagSet, ConfigError> {
     if path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
     {
-        FlagSet::from_json(&text)
+        FlagSet::from_json(text)
     } else {
-        FlagSet::from_toml(&text)
+        FlagSet::from_toml(text)
     }
 }
 

@@ -5,8 +5,16 @@
 //! breaks or reads garbage keeps the last good set, logs a warning, counts
 //! the failure in `resilience_flags_source_errors_total` and reports its
 //! staleness through its [`SourceHandle`].
+//!
+//! The same watching feeds other documents than flag sets: a
+//! [`SourceTarget`] takes each new [`SourceDocument`] (the file's text, or
+//! the values under the etcd prefix) and accepts or refuses it; the
+//! `resilience` facade's stacks follow their configuration this way.
 
+#[cfg(feature = "etcd")]
+use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -15,20 +23,62 @@ use tokio::time::Instant;
 
 #[cfg(feature = "etcd")]
 mod etcd;
-#[cfg(feature = "file")]
 mod file;
 
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub use self::etcd::{EtcdSource, EtcdSourceBuilder};
-#[cfg(feature = "file")]
-#[cfg_attr(docsrs, doc(cfg(feature = "file")))]
 pub use self::file::{FileSource, FileSourceBuilder};
 
 /// The old name of [`FlagSourceSnapshot`] (distinct from the discovery
 /// sources' live `SourceHealth`).
 #[deprecated(since = "0.1.0", note = "use `FlagSourceSnapshot`")]
 pub type SourceStatus = FlagSourceSnapshot;
+
+/// What a source feeds: a [`FlagStore`](crate::FlagStore), or any other
+/// consumer of whole documents (the `resilience` facade's stacks follow
+/// their configuration through one).
+///
+/// The source calls [`apply`](Self::apply) with each new document, on its
+/// task. A refused document (`Err`) leaves the target as it was: the source
+/// logs the error at warn, calls [`record_error`](Self::record_error) and
+/// reports it in its [`SourceHandle`]'s snapshot, as it does for a read that
+/// fails.
+pub trait SourceTarget: Send + Sync + 'static {
+    /// The target's name, in the source's logs.
+    fn name(&self) -> &str;
+
+    /// Applies a new document, or refuses it with the reason.
+    ///
+    /// # Errors
+    /// - the document does not parse or is not valid for the target
+    fn apply(&self, document: SourceDocument<'_>) -> Result<(), String>;
+
+    /// Counts a failed read or a refused document (e.g. in a metric).
+    fn record_error(&self);
+}
+
+/// A document a source read, handed to [`SourceTarget::apply`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum SourceDocument<'a> {
+    /// The whole text of a [`FileSource`]'s file.
+    File {
+        /// The file's path (its extension tells the format).
+        path: &'a Path,
+        /// Its text.
+        text: &'a str,
+    },
+    /// Every key under an [`EtcdSource`]'s prefix, with its value.
+    #[cfg(feature = "etcd")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+    Etcd {
+        /// The prefix watched.
+        prefix: &'a str,
+        /// The keys (whole, prefix included) and their values.
+        entries: &'a BTreeMap<String, Vec<u8>>,
+    },
+}
 
 /// Controls a running source and reports its health.
 ///
@@ -114,6 +164,28 @@ impl fmt::Debug for SourceHandle {
     }
 }
 
+// === impl SourceTarget for FlagStore ===
+
+impl SourceTarget for crate::FlagStore {
+    fn name(&self) -> &str {
+        crate::FlagStore::name(self)
+    }
+
+    fn apply(&self, document: SourceDocument<'_>) -> Result<(), String> {
+        let set = match document {
+            SourceDocument::File { path, text } => file::parse(path, text),
+            #[cfg(feature = "etcd")]
+            SourceDocument::Etcd { prefix, entries } => etcd::to_set(prefix, entries),
+        };
+        self.replace(set.map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    fn record_error(&self) {
+        self.record_source_error();
+    }
+}
+
 // === impl Status ===
 
 impl Status {
@@ -146,7 +218,7 @@ impl Status {
     /// and counted once.
     pub(crate) fn fail(
         status: &Mutex<Self>,
-        store: &crate::FlagStore,
+        target: &dyn SourceTarget,
         source: &str,
         error: String,
     ) {
@@ -155,8 +227,8 @@ impl Status {
         }) {
             return;
         }
-        tracing::warn!(name = %store.name(), source, %error, "flag source failed; keeping the last good flag set");
-        store.record_source_error();
+        tracing::warn!(name = %target.name(), source, %error, "source failed or refused; keeping the last good document");
+        target.record_error();
         Self::with(status, |s| {
             s.failing = true;
             s.errors += 1;

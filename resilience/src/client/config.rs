@@ -65,6 +65,39 @@ use resilience_retry::RetryConfig;
 /// assert!(toml::from_str::<ClientConfig>("name = \"x\"\nattempt_timeout = \"0s\"").is_err());
 /// # }
 /// ```
+///
+/// # Changing settings at run time
+///
+/// A running stack takes a new configuration through its
+/// [`ReloadHandle`](crate::reload::ReloadHandle)
+/// ([`ClientHandles::reload`](super::ClientHandles::reload)): by hand, or
+/// following a file or an etcd key (see [`crate::reload`]). What can change
+/// applies to the next calls (a call under way finishes its tries with the
+/// settings its next decision reads); the breakers keep their windows and
+/// states, the retry budget and the throttle their counts, the balancer its
+/// endpoints and their health.
+///
+/// | setting | at run time | how |
+/// |---|---|---|
+/// | `deadline` | yes | set on each call as it starts |
+/// | `attempt_timeout` | yes | each endpoint's service rebuilds its timeout at its next try |
+/// | `retry.max_attempts`, `retry.backoff_*`, `retry.jitter`, `retry.attempt_timeout`, `retry.max_pushback` | yes | read at each decision (atomics) |
+/// | `retry.budget.ratio`, `retry.budget.min_per_second`, `retry.budget.reserve` | yes | the budget keeps the requests and retries it counted |
+/// | `breaker.*` thresholds: `failure_rate_threshold`, `slow_call_rate_threshold`, `slow_call_duration`, `minimum_calls`, `consecutive_failures` | yes | every endpoint's breaker, and those of endpoints that come later; judged at the next recorded failure |
+/// | `breaker.open_for`, `max_open_for`, `backoff_multiplier`, `jitter`, `half_open_probes`, `half_open_max_duration`, `recovery_ramp`, `recovery_start_percent` | yes | from the next transition (an open period already running ends when it was due to) |
+/// | `throttle.k`, `throttle.max_reject_probability`, `throttle.weights`, `throttle.allow_percent` | yes | the adaptive window keeps its counts |
+/// | `name`, and the names inside (`retry.name`, `breaker.name`, `throttle.name`) | restart only | they label the metrics |
+/// | `breaker.window` (kind, size, length, buckets), `retry.budget.window`, `retry.budget.burst_window`, `throttle.window`, `throttle.buckets` | restart only | their counts would be lost |
+/// | `throttle.mode`, `throttle.retry_after`, `throttle.max_wait`, `throttle.max_waiters` | restart only | |
+/// | `retry.retryable_statuses`, `retry.retryable_grpc_codes`, `retry.grpc_methods`, `retry.max_replay_body` | restart only | fixed in the request classifier and the body buffers |
+/// | `balancer` (passive ejection), `health_check` | restart only | the endpoints' health is kept as it is |
+/// | `endpoints` (and the endpoint source's kind) | restart only | change a source's endpoints through the source (a file, etcd, a `StaticSource`) or [`RoundRobinHandle`](resilience_discovery::RoundRobinHandle) |
+/// | `without` (a part removed or added) | restart only | the stack's layers are fixed when built |
+///
+/// A restart-only setting that differs keeps its old value: the change is
+/// logged at warn and counted
+/// ([`CONFIG_RESTART_ONLY_TOTAL`](crate::reload::CONFIG_RESTART_ONLY_TOTAL)),
+/// and the rest is applied.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(try_from = "ClientConfigBuilder"))]

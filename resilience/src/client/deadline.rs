@@ -1,5 +1,7 @@
 //! [`CallDeadlineLayer`]: a call's overall deadline, set on the request.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -91,6 +93,80 @@ where
             };
             req.extensions_mut().insert(deadline);
         }
+        self.inner.call(req)
+    }
+}
+
+/// [`CallDeadlineLayer`] whose duration changes at run time (the client
+/// stack's): one relaxed atomic load per call.
+#[derive(Debug, Clone)]
+pub(crate) struct TunedDeadlineLayer {
+    /// Nanoseconds.
+    total: Arc<AtomicU64>,
+}
+
+/// [`CallDeadline`] with the duration of a [`TunedDeadlineLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct TunedDeadline<S> {
+    inner: S,
+    total: Arc<AtomicU64>,
+}
+
+// === impl TunedDeadlineLayer ===
+
+impl TunedDeadlineLayer {
+    pub(crate) fn new(total: Duration) -> Self {
+        Self {
+            total: Arc::new(AtomicU64::new(nanos(total))),
+        }
+    }
+
+    /// The duration, shared with every service: storing into it changes
+    /// the deadline of the next calls.
+    pub(crate) fn total(&self) -> Arc<AtomicU64> {
+        self.total.clone()
+    }
+}
+
+/// `d` in nanoseconds (a valid deadline is at most 365 days).
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl<S> Layer<S> for TunedDeadlineLayer {
+    type Service = TunedDeadline<S>;
+
+    fn layer(&self, inner: S) -> TunedDeadline<S> {
+        TunedDeadline {
+            inner,
+            total: self.total.clone(),
+        }
+    }
+}
+
+// === impl TunedDeadline ===
+
+impl<S, B> Service<Request<B>> for TunedDeadline<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> S::Future {
+        let total = Duration::from_nanos(self.total.load(Ordering::Relaxed));
+        let own = Deadline::after(total);
+        let deadline = match Deadline::from_extensions(req.extensions()) {
+            Some(earlier) => earlier.min(own),
+            None => own,
+        };
+        req.extensions_mut().insert(deadline);
         self.inner.call(req)
     }
 }

@@ -101,7 +101,10 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
@@ -111,6 +114,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use resilience_circuit_breaker::throttle::{ThrottleHandle, ThrottleLayer};
 use resilience_circuit_breaker::{EndpointBreakers, EndpointBreakersHandle};
+use resilience_core::config::MAX_DURATION;
 use resilience_core::timeout::TimeoutConfig;
 use resilience_core::{
     AttemptFromExtensions, BoxError, ClassifyOutcome, ConfigError, HttpOutcome, TimeoutLayer,
@@ -129,7 +133,10 @@ mod config;
 mod deadline;
 mod skip;
 
+use self::deadline::{TunedDeadlineLayer, nanos};
 use self::skip::SkipOpen;
+use crate::reload::{ReloadHandle, prefixed};
+use crate::retime::{RetimeLayer, Tuning};
 
 pub use self::config::{ClientConfig, ClientConfigBuilder, ClientPart};
 pub use self::deadline::{CallDeadline, CallDeadlineLayer};
@@ -160,6 +167,16 @@ pub struct ClientHandles {
     retry: RetryHandle,
     throttle: Option<ThrottleHandle>,
     balancer: RoundRobinHandle,
+    breakers: Option<EndpointBreakersHandle>,
+    reload: ReloadHandle<ClientConfig>,
+}
+
+/// What a reload changes in a client stack.
+struct Parts {
+    deadline: Option<Arc<AtomicU64>>,
+    attempt: Option<Arc<Tuning>>,
+    retry: RetryHandle,
+    throttle: Option<ThrottleHandle>,
     breakers: Option<EndpointBreakersHandle>,
 }
 
@@ -284,6 +301,80 @@ impl ClientHandles {
     pub fn breakers(&self) -> Option<&EndpointBreakersHandle> {
         self.breakers.as_ref()
     }
+
+    /// The handle that changes this stack's settings at run time, without
+    /// losing its state (breaker windows, the retry budget, the throttle's
+    /// window, endpoint health): see [`crate::reload`] and the table on
+    /// [`ClientConfig`]. Its name (the `name` label of its metrics) is the
+    /// client's.
+    pub fn reload(&self) -> &ReloadHandle<ClientConfig> {
+        &self.reload
+    }
+}
+
+// === impl Parts ===
+
+impl Parts {
+    /// Applies `new` over `current` in place; see [`crate::reload`].
+    fn reconfigure(
+        &self,
+        current: &ClientConfig,
+        new: &ClientConfig,
+    ) -> (ClientConfig, Vec<&'static str>) {
+        let mut restart_only = Vec::new();
+        let mut in_force = current.clone();
+        if new.name != current.name {
+            restart_only.push("name");
+        }
+        match (&self.deadline, new.deadline) {
+            (Some(total), Some(d)) => {
+                total.store(nanos(d), Ordering::Relaxed);
+                in_force.deadline = Some(d);
+            }
+            (None, None) => {}
+            _ => restart_only.push("deadline"),
+        }
+        match (&self.attempt, new.attempt_timeout) {
+            (Some(tuning), Some(d)) => match attempt_config(&current.name, d) {
+                Ok(config) => {
+                    tuning.set(&config);
+                    in_force.attempt_timeout = Some(d);
+                }
+                // A valid duration always makes a valid configuration.
+                Err(_) => restart_only.push("attempt_timeout"),
+            },
+            (None, None) => {}
+            _ => restart_only.push("attempt_timeout"),
+        }
+        restart_only.extend(prefixed("retry", self.retry.reconfigure(&new.retry)));
+        in_force.retry = self.retry.config();
+        match (&self.throttle, &new.throttle) {
+            (Some(throttle), Some(config)) => {
+                restart_only.extend(prefixed("throttle", throttle.reconfigure(config)));
+                in_force.throttle = Some(throttle.config());
+            }
+            (None, None) => {}
+            _ => restart_only.push("throttle"),
+        }
+        match (&self.breakers, &new.breaker) {
+            (Some(breakers), Some(config)) => {
+                restart_only.extend(prefixed("breaker", breakers.reconfigure(config)));
+                in_force.breaker = Some(breakers.config());
+            }
+            (None, None) => {}
+            _ => restart_only.push("breaker"),
+        }
+        if new.balancer != current.balancer {
+            restart_only.push("balancer");
+        }
+        if new.health_check != current.health_check {
+            restart_only.push("health_check");
+        }
+        if new.endpoints != current.endpoints {
+            restart_only.push("endpoints");
+        }
+        (in_force, restart_only)
+    }
 }
 
 impl fmt::Debug for ClientHandles {
@@ -294,6 +385,7 @@ impl fmt::Debug for ClientHandles {
             .field("throttle", &self.throttle)
             .field("balancer", &self.balancer)
             .field("breakers", &self.breakers.as_ref().map(|b| b.len()))
+            .field("reload", &self.reload)
             .finish()
     }
 }
@@ -366,6 +458,7 @@ impl ClientStackBuilder {
     {
         let config = self.config;
         let attempt_timeout = attempt_timeout(&config)?;
+        let attempt_tuning = attempt_timeout.as_ref().map(RetimeLayer::tuning);
         let breakers = config.breaker.clone().map(EndpointBreakers::new);
         let breakers_handle = breakers.as_ref().map(EndpointBreakers::handle);
         let maker = move |ep: &Endpoint| -> EndpointService<RetryBody<B>> {
@@ -390,17 +483,20 @@ impl ClientStackBuilder {
         };
         let throttle = config.throttle.clone().map(ThrottleLayer::new);
         let retry = RetryLayer::new(config.retry.clone());
+        let deadline = config.deadline.map(TunedDeadlineLayer::new);
         let handles = handles(
             &config,
             &retry,
             &balancer,
             throttle.as_ref().map(ThrottleLayer::handle),
             breakers_handle,
+            deadline.as_ref(),
+            attempt_tuning,
         );
         let service = ServiceBuilder::new()
-            .layer(CallDeadlineLayer::new(config.deadline))
+            .option_layer(deadline)
             .layer(PropagateContextLayer::new())
-            .option_layer(config.deadline.map(TimeoutLayer::new))
+            .option_layer(overall_timeout(&config))
             .layer(retry)
             .option_layer(throttle)
             .service(balancer);
@@ -435,6 +531,7 @@ impl ClientStackBuilder {
 
         let config = self.config;
         let attempt_timeout = attempt_timeout(&config)?;
+        let attempt_tuning = attempt_timeout.as_ref().map(RetimeLayer::tuning);
         let outcome = GrpcOutcome::new().without_failure(GrpcCode::ResourceExhausted);
         let breakers = config
             .breaker
@@ -476,21 +573,24 @@ impl ClientStackBuilder {
             .clone()
             .map(|c| ThrottleLayer::new(c).with_classifier(GrpcOutcome::new()));
         let retry = RetryLayer::new(config.retry.clone());
+        let deadline = config.deadline.map(TunedDeadlineLayer::new);
         let handles = handles(
             &config,
             &retry,
             &balancer,
             throttle.as_ref().map(|t| t.handle()),
             breakers_handle,
+            deadline.as_ref(),
+            attempt_tuning,
         );
         let service = ServiceBuilder::new()
             // A concrete error type for tonic's client (with `BoxError`
             // rustc cannot prove the call's future `Send`); the status
             // keeps the error as its source.
             .map_err(tonic::Status::from_error)
-            .layer(CallDeadlineLayer::new(config.deadline))
+            .option_layer(deadline)
             .layer(PropagateContextLayer::new())
-            .option_layer(config.deadline.map(TimeoutLayer::new))
+            .option_layer(overall_timeout(&config))
             .layer(retry)
             .map_request(|req: Request<RetryBody<tonic::body::Body>>| {
                 req.map(tonic::body::Body::new)
@@ -522,7 +622,7 @@ type EndpointService<ReqB, ResB = Incoming> =
 fn endpoint_service<T, C, ReqB, ResB>(
     ep: &Endpoint,
     transport: T,
-    attempt_timeout: Option<&TimeoutLayer>,
+    attempt_timeout: Option<&RetimeLayer>,
     breakers: Option<&EndpointBreakers<C>>,
 ) -> EndpointService<ReqB, ResB>
 where
@@ -547,18 +647,23 @@ where
     }
 }
 
-fn attempt_timeout(config: &ClientConfig) -> Result<Option<TimeoutLayer>, ConfigError> {
+/// The attempt timeout, changed at run time by the stack's reload handle.
+fn attempt_timeout(config: &ClientConfig) -> Result<Option<RetimeLayer>, ConfigError> {
     config
         .attempt_timeout
-        .map(|d| {
-            Ok(TimeoutLayer::new(
-                TimeoutConfig::builder()
-                    .name(config.name.clone())
-                    .timeout(d)
-                    .build()?,
-            ))
-        })
+        .map(|d| Ok(RetimeLayer::new(attempt_config(&config.name, d)?)))
         .transpose()
+}
+
+fn attempt_config(name: &str, d: Duration) -> Result<TimeoutConfig, ConfigError> {
+    TimeoutConfig::builder().name(name).timeout(d).build()
+}
+
+/// The timeout that ends a call at its deadline: the deadline itself is
+/// set on the request (by the [`TunedDeadlineLayer`] above), so that a
+/// change of it applies to the next calls; the timeout honours it.
+fn overall_timeout(config: &ClientConfig) -> Option<TimeoutLayer> {
+    config.deadline.map(|_| TimeoutLayer::new(MAX_DURATION))
 }
 
 fn handles<S, C, A>(
@@ -567,16 +672,31 @@ fn handles<S, C, A>(
     balancer: &RoundRobin<S, C, A>,
     throttle: Option<ThrottleHandle>,
     breakers: Option<EndpointBreakersHandle>,
+    deadline: Option<&TunedDeadlineLayer>,
+    attempt: Option<Arc<Tuning>>,
 ) -> ClientHandles
 where
     S: Clone + Send + Sync + 'static,
 {
+    let parts = Parts {
+        deadline: deadline.map(TunedDeadlineLayer::total),
+        attempt,
+        retry: retry.handle(),
+        throttle: throttle.clone(),
+        breakers: breakers.clone(),
+    };
+    let reload = ReloadHandle::new(
+        config.name.clone(),
+        config.clone(),
+        Box::new(move |current, new| parts.reconfigure(current, new)),
+    );
     ClientHandles {
         name: config.name.clone(),
         retry: retry.handle(),
         throttle,
         balancer: balancer.handle(),
         breakers,
+        reload,
     }
 }
 

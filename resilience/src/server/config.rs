@@ -59,6 +59,33 @@ use resilience_correlation::CorrelationConfig;
 /// assert!(toml::from_str::<ServerConfig>("[queue]\nconcurrency = 0").is_err());
 /// # }
 /// ```
+///
+/// # Changing settings at run time
+///
+/// A running stack takes a new configuration through its
+/// [`ReloadHandle`](crate::reload::ReloadHandle)
+/// ([`ServerStackLayer::reload_handle`](super::ServerStackLayer::reload_handle)):
+/// by hand, or following a file or an etcd key (see [`crate::reload`]).
+/// What can change applies to the next requests; the queue keeps its running
+/// and waiting requests and its counts.
+///
+/// | setting | at run time | how |
+/// |---|---|---|
+/// | `timeout.timeout`, `timeout.name`, `timeout.honor_deadline` | yes | each service rebuilds its timeout at its next request |
+/// | `queue.concurrency` (a fixed limit) | yes | a higher limit admits waiters at once; a lower one admits nobody until enough running requests finish |
+/// | `queue.capacity` | yes | a smaller one refuses arrivals until the queue is shorter; waiters stay |
+/// | `queue.max_wait`, `queue.codel`, `queue.codel_target`, `queue.codel_interval`, `queue.lifo`, `queue.yield_margin`, `queue.target_service_times`, `queue.retry_after` | yes | read at each admission decision and each waiter's next check |
+/// | `queue.name` | restart only | it labels the metrics |
+/// | `queue.reserved` | restart only | the fast path's priority tracking |
+/// | an adaptive limit (code only) | restart only | its algorithm's state |
+/// | `overloaded_status` | restart only | |
+/// | `without` (a part removed or added) | restart only | the stack's layers are fixed when built |
+/// | correlation (code only) | restart only | |
+///
+/// A restart-only setting that differs keeps its old value: the change is
+/// logged at warn and counted
+/// ([`CONFIG_RESTART_ONLY_TOTAL`](crate::reload::CONFIG_RESTART_ONLY_TOTAL)),
+/// and the rest is applied.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(try_from = "ServerConfigBuilder"))]

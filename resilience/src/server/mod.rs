@@ -74,6 +74,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -83,7 +84,6 @@ use pin_project_lite::pin_project;
 use resilience_bounded_queue::{BoundedQueue, BoundedQueueHandle, BoundedQueueLayer};
 use resilience_core::BoxError;
 use resilience_core::http::ErrorResponder;
-use resilience_core::timeout::{Timeout, TimeoutLayer};
 use resilience_correlation::{Correlation, CorrelationLayer};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -94,6 +94,8 @@ mod config;
 pub mod parts;
 
 use self::parts::{BoxErrors, Either, MapRefusals, OuterFuture, Refusals};
+use crate::reload::{ReloadHandle, prefixed};
+use crate::retime::{RetimeLayer, Retimed, Tuning};
 
 pub use self::body::ResponseBody;
 pub use self::config::{ServerConfig, ServerConfigBuilder, ServerPart};
@@ -103,9 +105,10 @@ pub use self::config::{ServerConfig, ServerConfigBuilder, ServerPart};
 #[derive(Clone)]
 pub struct ServerStackLayer {
     correlation: Option<CorrelationLayer>,
-    timeout: Option<TimeoutLayer>,
+    timeout: Option<RetimeLayer>,
     queue: Option<BoundedQueueLayer>,
     refusals: Refusals,
+    reload: ReloadHandle<ServerConfig>,
 }
 
 /// The standard server stack around a service `S`; made by
@@ -122,7 +125,7 @@ enum Outer<S> {
 /// The queue, or the service alone, with its error boxed.
 type Queued<S> = Either<BoundedQueue<BoxErrors<S>>, BoxErrors<S>>;
 /// The timeout over [`Queued`], or [`Queued`] alone.
-type Timed<S> = Either<Timeout<Queued<S>>, Queued<S>>;
+type Timed<S> = Either<Retimed<Queued<S>>, Queued<S>>;
 
 pin_project! {
     /// The response future of a [`ServerStack`].
@@ -161,12 +164,38 @@ impl ServerStackLayer {
     }
 
     fn with_refusals(config: ServerConfig, refusals: Refusals) -> Self {
+        let timeout = config.timeout.clone().map(RetimeLayer::new);
+        let queue = config.queue.clone().map(BoundedQueueLayer::new);
+        let parts = Parts {
+            timeout: timeout.as_ref().map(RetimeLayer::tuning),
+            queue: queue.as_ref().map(BoundedQueueLayer::handle),
+        };
+        let name = config
+            .queue
+            .as_ref()
+            .map_or(ServerConfig::DEFAULT_NAME, |q| q.name())
+            .to_owned();
+        let reload = ReloadHandle::new(
+            name,
+            config.clone(),
+            Box::new(move |current, new| parts.reconfigure(current, new)),
+        );
         Self {
             correlation: config.correlation.map(CorrelationLayer::with_config),
-            timeout: config.timeout.map(TimeoutLayer::new),
-            queue: config.queue.map(BoundedQueueLayer::new),
+            timeout,
+            queue,
             refusals,
+            reload,
         }
+    }
+
+    /// The handle that changes this stack's settings at run time, without
+    /// losing its state (the queue's waiters and counts): see
+    /// [`crate::reload`] and the table on [`ServerConfig`]. Its name (the
+    /// `name` label of its metrics) is the queue's, or `server` without a
+    /// queue.
+    pub fn reload_handle(&self) -> ReloadHandle<ServerConfig> {
+        self.reload.clone()
     }
 
     /// Maps refusals with `responder` instead (HTTP only: e.g.
@@ -185,11 +214,52 @@ impl ServerStackLayer {
     }
 }
 
+/// What a reload changes in a server stack.
+struct Parts {
+    timeout: Option<Arc<Tuning>>,
+    queue: Option<BoundedQueueHandle>,
+}
+
+impl Parts {
+    /// Applies `new` over `current` in place; see [`crate::reload`].
+    fn reconfigure(
+        &self,
+        current: &ServerConfig,
+        new: &ServerConfig,
+    ) -> (ServerConfig, Vec<&'static str>) {
+        let mut restart_only = Vec::new();
+        let mut in_force = current.clone();
+        if new.correlation.is_some() != current.correlation.is_some() {
+            restart_only.push("correlation");
+        }
+        if new.overloaded_status != current.overloaded_status {
+            restart_only.push("overloaded_status");
+        }
+        match (&self.timeout, &new.timeout) {
+            (Some(tuning), Some(config)) => {
+                tuning.set(config);
+                in_force.timeout = Some(config.clone());
+            }
+            (None, None) => {}
+            _ => restart_only.push("timeout"),
+        }
+        match (&self.queue, &new.queue) {
+            (Some(queue), Some(config)) => {
+                restart_only.extend(prefixed("queue", queue.reconfigure(config)));
+                in_force.queue = Some(queue.config());
+            }
+            (None, None) => {}
+            _ => restart_only.push("queue"),
+        }
+        (in_force, restart_only)
+    }
+}
+
 impl fmt::Debug for ServerStackLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerStackLayer")
             .field("correlation", &self.correlation.is_some())
-            .field("timeout", &self.timeout.as_ref().map(TimeoutLayer::timeout))
+            .field("timeout", &self.timeout.as_ref().map(RetimeLayer::timeout))
             .field(
                 "queue",
                 &self.queue.as_ref().map(|q| q.handle().name().to_owned()),
