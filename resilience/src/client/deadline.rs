@@ -86,12 +86,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> S::Future {
         if let Some(total) = self.total {
-            let own = Deadline::after(total);
-            let deadline = match Deadline::from_extensions(req.extensions()) {
-                Some(earlier) => earlier.min(own),
-                None => own,
-            };
-            req.extensions_mut().insert(deadline);
+            tighten(&mut req, total);
         }
         self.inner.call(req)
     }
@@ -160,13 +155,20 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> S::Future {
-        let total = Duration::from_nanos(self.total.load(Ordering::Relaxed));
-        let own = Deadline::after(total);
-        let deadline = match Deadline::from_extensions(req.extensions()) {
-            Some(earlier) => earlier.min(own),
-            None => own,
-        };
-        req.extensions_mut().insert(deadline);
+        tighten(
+            &mut req,
+            Duration::from_nanos(self.total.load(Ordering::Relaxed)),
+        );
         self.inner.call(req)
     }
+}
+
+/// Gives the request the earlier of its deadline and `total` from now.
+fn tighten<B>(req: &mut Request<B>, total: Duration) {
+    let own = Deadline::after(total);
+    let deadline = match Deadline::from_extensions(req.extensions()) {
+        Some(earlier) => earlier.min(own),
+        None => own,
+    };
+    req.extensions_mut().insert(deadline);
 }
