@@ -110,8 +110,17 @@ pub(crate) struct Server {
 impl Server {
     /// `exe --serve KIND` (`exe`: a copy of this binary).
     pub(crate) fn start(exe: &Path, kind: &str) -> Result<Self, String> {
+        Self::spawn(exe, kind, ["--serve", kind])
+    }
+
+    /// `exe ARGS`, a server of `kind` that prints its port on its first line.
+    pub(crate) fn spawn<I, A>(exe: &Path, kind: &str, args: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = A>,
+        A: AsRef<std::ffi::OsStr>,
+    {
         let mut child = Command::new(exe)
-            .args(["--serve", kind])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -129,8 +138,13 @@ impl Server {
         Ok(Server { child, port })
     }
 
+    /// Its loopback address.
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// utime + stime of the child, in seconds.
-    fn cpu_seconds(&self) -> f64 {
+    pub(crate) fn cpu_seconds(&self) -> f64 {
         let stat =
             std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
@@ -154,12 +168,15 @@ impl Drop for Server {
 }
 
 fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// One round against one server.

@@ -33,14 +33,13 @@
 // clock is for code under test).
 #![allow(clippy::disallowed_types)]
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::e2e::Server;
 use axum::Router;
 use axum::ServiceExt;
 use axum::error_handling::HandleErrorLayer;
@@ -201,81 +200,25 @@ async fn tower_refusal(err: tower::BoxError) -> http::Response<axum::body::Body>
     rsp
 }
 
-/// A server child process and its port.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(
-        exe: &Path,
-        kind: &str,
-        slots: usize,
-        service: Duration,
-        slice: Duration,
-    ) -> Result<Self, String> {
-        let mut child = Command::new(exe)
-            .arg("--serve-overload")
-            .arg(kind)
-            .arg(slots.to_string())
-            .arg(service.as_micros().to_string())
-            .arg(slice.as_micros().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("starting the {kind} server: {e}"))?;
-        let stdout = child.stdout.take().expect("piped");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| format!("reading the {kind} server's port: {e}"))?;
-        let port = line
-            .trim()
-            .parse()
-            .map_err(|_| format!("the {kind} server printed `{}`, not a port", line.trim()))?;
-        Ok(Server { child, port })
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// utime + stime of the child, in seconds.
-    fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (ticks(11) + ticks(12)) / clock_ticks()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0)
-    })
+/// `exe --serve-overload KIND SLOTS SERVICE_US SLICE_US`.
+fn start_server(
+    exe: &Path,
+    kind: &str,
+    slots: usize,
+    service: Duration,
+    slice: Duration,
+) -> Result<Server, String> {
+    Server::spawn(
+        exe,
+        kind,
+        [
+            "--serve-overload".to_owned(),
+            kind.to_owned(),
+            slots.to_string(),
+            service.as_micros().to_string(),
+            slice.as_micros().to_string(),
+        ],
+    )
 }
 
 // === the generator's connections ===
@@ -369,7 +312,7 @@ pub(crate) fn run_open(exe: &Path, rounds: usize, secs: f64) -> Result<Vec<OpenR
             for j in 0..KINDS.len() {
                 let kind = KINDS[(j + r) % KINDS.len()];
                 let seed = 0x5eed_0000 + r as u64;
-                let server = Server::start(exe, kind, SLOTS, SERVICE, SLICE)?;
+                let server = start_server(exe, kind, SLOTS, SERVICE, SLICE)?;
                 let round = rt.block_on(open_round(&server, kind, load, seed, secs))?;
                 eprintln!(
                     "report: e2e overload {kind} {load}x seed {seed:#x}: goodput {:.0}/s, refused {:.0}/s, missed {:.0}/s, p50 {:.1} ms, p99 {:.1} ms",
@@ -536,7 +479,7 @@ pub(crate) fn run_flood(exe: &Path, rounds: usize, secs: f64) -> Result<Vec<Floo
     for r in 0..rounds {
         for j in 0..KINDS.len() {
             let kind = KINDS[(j + r) % KINDS.len()];
-            let server = Server::start(exe, kind, FLOOD_SLOTS, FLOOD_SERVICE, FLOOD_SLICE)?;
+            let server = start_server(exe, kind, FLOOD_SLOTS, FLOOD_SERVICE, FLOOD_SLICE)?;
             let round = rt.block_on(flood_round(&server, kind, secs))?;
             eprintln!(
                 "report: e2e flood {kind}: served {:.0}/s, refused {:.0}/s, p50 {:.1} ms, server CPU {:.1} us per answer",
@@ -914,7 +857,7 @@ pub(crate) fn run_client_flood(
     let rt = client_runtime()?;
     let mut out = Vec::new();
     for _ in 0..rounds {
-        let server = Server::start(exe, "stack", FLOOD_SLOTS, FLOOD_SERVICE, FLOOD_SLICE)?;
+        let server = start_server(exe, "stack", FLOOD_SLOTS, FLOOD_SERVICE, FLOOD_SLICE)?;
         let round = rt.block_on(client_flood_round(&server, secs))?;
         eprintln!(
             "report: e2e flood through our client stack: served {:.0}/s, refused by the server {:.0}/s, refused locally {:.0}/s, server busy {:.0}%",
