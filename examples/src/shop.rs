@@ -1048,11 +1048,11 @@ impl Shop {
                 let mut retry_after = Unavailable::retry_after(&*err);
                 // No instance to pick because every instance's circuit is
                 // open: say so, and when the first one half-opens.
-                if why == Unavailable::NoInstance
-                    && let Some(left) = self.all_open()
-                {
-                    why = Unavailable::CircuitOpen;
-                    retry_after = Some(left);
+                if why == Unavailable::NoInstance {
+                    if let Some(left) = self.all_open() {
+                        why = Unavailable::CircuitOpen;
+                        retry_after = Some(left);
+                    }
                 }
                 let mut rsp = why.respond(served_by.as_deref(), retry_after);
                 if let Some(value) = served_by.and_then(|s| HeaderValue::from_str(&s).ok()) {
